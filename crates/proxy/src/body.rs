@@ -1,0 +1,150 @@
+//! Body wrappers. Bodies always stream: nothing here buffers a whole body.
+//! `RequestBody` enforces the body size limit while streaming and records downstream framing
+//! errors; `ResponseBody` is either a small gateway-made body or the upstream's stream.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong with a client's request body, if anything.
+#[derive(Debug, Default)]
+pub(crate) struct BodyOutcome(AtomicU8);
+
+pub(crate) const BODY_TOO_LARGE: u8 = 1;
+pub(crate) const BODY_BAD_FRAMING: u8 = 2;
+
+impl BodyOutcome {
+    pub(crate) fn get(&self) -> u8 {
+        self.0.load(Ordering::Acquire)
+    }
+    fn set(&self, v: u8) {
+        self.0.store(v, Ordering::Release);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the configured limit")]
+pub(crate) struct TooLarge;
+
+pin_project_lite::pin_project! {
+    /// The body sent upstream: the client's body, counted against the limit.
+    pub struct RequestBody {
+        #[pin]
+        inner: Option<Incoming>,
+        seen: u64,
+        limit: u64,
+        outcome: Option<Arc<BodyOutcome>>,
+    }
+}
+
+impl RequestBody {
+    pub(crate) fn empty() -> Self {
+        RequestBody { inner: None, seen: 0, limit: 0, outcome: None }
+    }
+
+    pub(crate) fn limited(inner: Incoming, limit: u64, outcome: Arc<BodyOutcome>) -> Self {
+        RequestBody { inner: Some(inner), seen: 0, limit, outcome: Some(outcome) }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else { return Poll::Ready(None) };
+        match inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen += data.len() as u64;
+                    if *this.seen > *this.limit {
+                        if let Some(o) = this.outcome {
+                            o.set(BODY_TOO_LARGE);
+                        }
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(o) = this.outcome {
+                    o.set(BODY_BAD_FRAMING);
+                }
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            other => other.map_err(|e| -> BoxError { Box::new(e) }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Dropped when the response body is finished (or abandoned): releases the endpoint's
+/// in-flight slot used by least-request balancing.
+pub(crate) struct InFlight(pub(crate) Option<Arc<crate::upstream::Endpoint>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(ep) = self.0.take() {
+            ep.release();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        Full { #[pin] body: Full<Bytes> },
+        Upstream { #[pin] body: Incoming, guard: InFlight },
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+        ResponseBody::Full { body: Full::new(b.into()) }
+    }
+    pub(crate) fn empty() -> Self {
+        ResponseBody::Full { body: Full::new(Bytes::new()) }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|e| match e {}),
+            ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx).map_err(|e| -> BoxError { Box::new(e) }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full { body } => body.is_end_stream(),
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full { body } => body.size_hint(),
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Request-smuggling defence for HTTP/1.1 client connections.
+//!
+//! hyper frames requests correctly, but it silently resolves some ambiguous messages (it drops
+//! `Content-Length` when `Transfer-Encoding` is present). A front proxy must refuse those
+//! instead, because the next hop may frame them differently. [`FramingTracker`] observes the
+//! bytes a client sends, follows message boundaries (heads, Content-Length bodies, chunked
+//! bodies) and flags the connection as soon as it sees an ambiguous or malformed message. The
+//! service then answers 400 and closes the connection. The tracker never changes bytes.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Why a connection was flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    ContentLengthAndTransferEncoding = 1,
+    ConflictingContentLength = 2,
+    BadChunkedFraming = 3,
+    BadTransferEncoding = 4,
+}
+
+impl Violation {
+    pub fn message(self) -> &'static str {
+        match self {
+            Violation::ContentLengthAndTransferEncoding => "both Content-Length and Transfer-Encoding",
+            Violation::ConflictingContentLength => "conflicting Content-Length headers",
+            Violation::BadChunkedFraming => "malformed chunked framing",
+            Violation::BadTransferEncoding => "unsupported Transfer-Encoding",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Violation> {
+        Some(match v {
+            1 => Violation::ContentLengthAndTransferEncoding,
+            2 => Violation::ConflictingContentLength,
+            3 => Violation::BadChunkedFraming,
+            4 => Violation::BadTransferEncoding,
+            _ => return None,
+        })
+    }
+}
+
+const MAX_CHUNK_LINE: usize = 4096;
+
+#[derive(Debug)]
+enum State {
+    Head(Vec<u8>),
+    Body(u64),
+    ChunkSize(Vec<u8>),
+    ChunkData(u64),
+    ChunkCrlf(u8),
+    Trailers(Vec<u8>),
+    /// Stop following: HTTP/2, upgrade, or a head hyper will reject itself.
+    Passthrough,
+}
+
+/// Follows HTTP/1.1 request framing on a byte stream.
+#[derive(Debug)]
+pub struct FramingTracker {
+    state: State,
+    max_head: usize,
+    first: bool,
+}
+
+impl FramingTracker {
+    pub fn new(max_head: usize) -> Self {
+        FramingTracker { state: State::Head(Vec::new()), max_head, first: true }
+    }
+
+    /// Feed bytes received from the client. Returns the first violation found.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), Violation> {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Passthrough => return Ok(()),
+                State::Head(buf) => {
+                    if buf.is_empty() {
+                        // RFC 9112 §2.2: ignore empty lines before a request line.
+                        let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return Ok(());
+                        }
+                        if self.first && data.starts_with(b"PRI ") {
+                            self.state = State::Passthrough;
+                            return Ok(());
+                        }
+                    }
+                    let start = buf.len().saturating_sub(3);
+                    buf.extend_from_slice(data);
+                    match memchr::memmem::find(&buf[start..], b"\r\n\r\n") {
+                        None => {
+                            if buf.len() > self.max_head {
+                                self.state = State::Passthrough;
+                            }
+                            return Ok(());
+                        }
+                        Some(i) => {
+                            let end = start + i + 4;
+                            let rest_len = buf.len() - end;
+                            let next = inspect_head(&buf[..end])?;
+                            self.first = false;
+                            let consumed_here = data.len() - rest_len;
+                            data = &data[consumed_here..];
+                            self.state = next;
+                        }
+                    }
+                }
+                State::Body(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) => match memchr::memchr(b'\n', data) {
+                    None => {
+                        line.extend_from_slice(data);
+                        if line.len() > MAX_CHUNK_LINE {
+                            return Err(Violation::BadChunkedFraming);
+                        }
+                        return Ok(());
+                    }
+                    Some(i) => {
+                        line.extend_from_slice(&data[..=i]);
+                        data = &data[i + 1..];
+                        if line.len() > MAX_CHUNK_LINE || !line.ends_with(b"\r\n") {
+                            return Err(Violation::BadChunkedFraming);
+                        }
+                        let size = match httparse::parse_chunk_size(line) {
+                            Ok(httparse::Status::Complete((_, size))) => size,
+                            _ => return Err(Violation::BadChunkedFraming),
+                        };
+                        self.state = if size == 0 { State::Trailers(Vec::new()) } else { State::ChunkData(size) };
+                    }
+                },
+                State::ChunkData(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.state = State::ChunkCrlf(0);
+                    }
+                }
+                State::ChunkCrlf(seen) => {
+                    let want = if *seen == 0 { b'\r' } else { b'\n' };
+                    if data[0] != want {
+                        return Err(Violation::BadChunkedFraming);
+                    }
+                    data = &data[1..];
+                    if *seen == 0 {
+                        *seen = 1;
+                    } else {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+                State::Trailers(buf) => {
+                    buf.extend_from_slice(data);
+                    let done = if buf.starts_with(b"\r\n") {
+                        Some(2)
+                    } else {
+                        memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)
+                    };
+                    match done {
+                        None => {
+                            if buf.len() > self.max_head {
+                                return Err(Violation::BadChunkedFraming);
+                            }
+                            return Ok(());
+                        }
+                        Some(end) => {
+                            let rest_len = buf.len() - end;
+                            data = &data[data.len() - rest_len..];
+                            self.state = State::Head(Vec::new());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decide how the body of this request is framed, refusing ambiguity.
+fn inspect_head(head: &[u8]) -> Result<State, Violation> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // hyper rejects these itself (400/431), so stop following the stream.
+        _ => return Ok(State::Passthrough),
+    }
+    if req.method == Some("CONNECT") {
+        return Ok(State::Passthrough);
+    }
+    let mut content_length: Option<u64> = None;
+    let mut te: Option<Vec<u8>> = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            for part in h.value.split(|b| *b == b',') {
+                let s = std::str::from_utf8(part).map_err(|_| Violation::ConflictingContentLength)?.trim();
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Violation::ConflictingContentLength);
+                }
+                let n: u64 = s.parse().map_err(|_| Violation::ConflictingContentLength)?;
+                match content_length {
+                    Some(prev) if prev != n => return Err(Violation::ConflictingContentLength),
+                    _ => content_length = Some(n),
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let t = te.get_or_insert_with(Vec::new);
+            if !t.is_empty() {
+                t.push(b',');
+            }
+            t.extend_from_slice(h.value);
+        }
+    }
+    match (te, content_length) {
+        (Some(_), Some(_)) => Err(Violation::ContentLengthAndTransferEncoding),
+        (Some(t), None) => {
+            let last = t.rsplit(|b| *b == b',').next().unwrap_or_default();
+            if req.version != Some(1) || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Violation::BadTransferEncoding);
+            }
+            Ok(State::ChunkSize(Vec::new()))
+        }
+        (None, Some(0)) | (None, None) => Ok(State::Head(Vec::new())),
+        (None, Some(n)) => Ok(State::Body(n)),
+    }
+}
+
+/// Per-connection state shared between the IO wrapper, the service and the connection task.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    activity: AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
+    violation: AtomicU8,
+}
+
+impl ConnState {
+    pub fn violation(&self) -> Option<Violation> {
+        Violation::from_u8(self.violation.load(Ordering::Acquire))
+    }
+
+    /// True when nothing moved since the last call and no request is in flight.
+    pub(crate) fn idle_tick(&self) -> bool {
+        let active = self.activity.swap(false, Ordering::Relaxed);
+        !active && self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    fn touch(&self) {
+        if !self.activity.load(Ordering::Relaxed) {
+            self.activity.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Client IO wrapper: records activity for the idle timeout and feeds the framing tracker.
+    pub struct ConnIo<T> {
+        #[pin]
+        inner: T,
+        state: std::sync::Arc<ConnState>,
+        tracker: Option<FramingTracker>,
+    }
+}
+
+impl<T> ConnIo<T> {
+    pub fn new(inner: T, state: std::sync::Arc<ConnState>, tracker: Option<FramingTracker>) -> Self {
+        ConnIo { inner, state, tracker }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ConnIo<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                this.state.touch();
+                if let Some(t) = this.tracker {
+                    if let Err(v) = t.feed(new) {
+                        this.state.violation.store(v as u8, Ordering::Release);
+                        *this.tracker = None;
+                    }
+                }
+            }
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        this.state.touch();
+        this.inner.poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        this.state.touch();
+        this.inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> Result<(), Violation> {
+        let mut t = FramingTracker::new(16 * 1024);
+        for c in chunks {
+            t.feed(c)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn plain_requests_pass_even_byte_by_byte() {
+        let msg = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(run(&[msg]), Ok(()));
+        let bytes: Vec<&[u8]> = msg.chunks(1).collect();
+        assert_eq!(run(&bytes), Ok(()));
+    }
+
+    #[test]
+    fn chunked_bodies_are_followed() {
+        let msg = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // The second request in the stream is ambiguous: found only by following the first body.
+        assert_eq!(run(&[msg]), Err(Violation::ContentLengthAndTransferEncoding));
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let cl_te = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(run(&[cl_te]), Err(Violation::ContentLengthAndTransferEncoding));
+        let dup = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(run(&[dup]), Err(Violation::ConflictingContentLength));
+        let list = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 5\r\n\r\n";
+        assert_eq!(run(&[list]), Err(Violation::ConflictingContentLength));
+        let te = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n";
+        assert_eq!(run(&[te]), Err(Violation::BadTransferEncoding));
+        let bad_chunk = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(run(&[bad_chunk]), Err(Violation::BadChunkedFraming));
+        let no_crlf = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX";
+        assert_eq!(run(&[no_crlf]), Err(Violation::BadChunkedFraming));
+    }
+
+    #[test]
+    fn same_duplicate_content_length_is_allowed() {
+        let dup = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi";
+        assert_eq!(run(&[dup]), Ok(()));
+    }
+
+    #[test]
+    fn h2_preface_is_not_followed() {
+        assert_eq!(run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00"]), Ok(()));
+    }
+}

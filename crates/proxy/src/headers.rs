@@ -1,0 +1,131 @@
+//! Header rules every proxied request follows: hop-by-hop headers are removed (RFC 9110
+//! §7.6.1), `X-Forwarded-*` are set, and `x-request-id` is kept if sane or generated.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        // `Connection` can appear several times.
+        let more: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .skip(1)
+            .flat_map(|v| v.to_str().unwrap_or_default().split(',').map(str::trim).map(str::to_owned))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named.iter().chain(more.iter()) {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// A client-supplied request id is kept only if it is short and plain.
+pub fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+}
+
+/// 128 random bits, hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Append the client to `X-Forwarded-For`; set `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool, host: Option<&HeaderValue>) {
+    let ip = client.to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
+    match host {
+        Some(v) => {
+            h.insert(X_FORWARDED_HOST, v.clone());
+        }
+        None => {
+            h.remove(X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Size of a request head as counted against `max_header_bytes`.
+pub fn head_size(h: &HeaderMap, target_len: usize) -> usize {
+    target_len + h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("keep-alive, X-Secret-Hop"));
+        h.insert("x-secret-hop", hv("1"));
+        h.insert("keep-alive", hv("timeout=5"));
+        h.insert(header::TE, hv("trailers"));
+        h.insert(header::UPGRADE, hv("websocket"));
+        h.insert("proxy-connection", hv("keep-alive"));
+        h.insert(header::TRANSFER_ENCODING, hv("chunked"));
+        h.insert("x-keep", hv("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, hv("203.0.113.7"));
+        h.insert(X_FORWARDED_PROTO, hv("https"));
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), false, Some(&hv("a.example")));
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 10.0.0.1");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "a.example");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(&hv("abc-123")));
+        assert!(!valid_request_id(&hv("a b")));
+        assert!(!valid_request_id(&hv("")));
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, new_request_id());
+    }
+}

@@ -1,0 +1,260 @@
+//! The per-request proxy logic: limits, routing, filters, upstream selection with retries,
+//! and the response path. Errors become responses in exactly one place (`error::error_response`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::body::{BodyOutcome, InFlight, RequestBody, ResponseBody, BODY_BAD_FRAMING, BODY_TOO_LARGE};
+use crate::error::{error_response, ProxyError};
+use crate::filter::Session;
+use crate::framing::ConnState;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::route::{normalize_host, CompiledRoute};
+use crate::runtime::Runtime;
+
+pub(crate) struct Shared {
+    pub(crate) runtime: ArcSwap<Runtime>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) unrouted: RouteMetrics,
+}
+
+pub(crate) struct ConnInfo {
+    pub(crate) client: SocketAddr,
+    pub(crate) https: bool,
+    pub(crate) state: Arc<ConnState>,
+}
+
+#[derive(Default)]
+struct Outcome {
+    route: Option<Arc<CompiledRoute>>,
+    session: Option<Session>,
+    endpoint: Option<String>,
+}
+
+struct ConnRequest(Arc<ConnState>);
+
+impl Drop for ConnRequest {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    conn.state.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _guard = ConnRequest(conn.state.clone());
+    let start = Instant::now();
+    let rt = shared.runtime.load_full();
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(v) if headers::valid_request_id(v) => v.to_str().unwrap_or_default().to_owned(),
+        _ => headers::new_request_id(),
+    };
+    let method = req.method().clone();
+    let version = req.version();
+    let path = if rt.access_log { req.uri().path().to_owned() } else { String::new() };
+    let mut out = Outcome::default();
+    let mut resp = match proxy(&rt, &conn, req, &request_id, &mut out).await {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, ProxyError::UpstreamConnect | ProxyError::UpstreamFailed | ProxyError::UpstreamTimeout) {
+                tracing::warn!(request_id = %request_id, endpoint = out.endpoint.as_deref().unwrap_or(""), error = %e, "upstream error");
+            }
+            error_response(&e, &request_id)
+        }
+    };
+    if version == Version::HTTP_2 {
+        resp.headers_mut().remove(header::CONNECTION);
+    }
+    let status = resp.status();
+    let elapsed = start.elapsed();
+    match &out.route {
+        Some(route) => {
+            route.metrics.record(status.as_u16(), elapsed.as_secs_f64());
+            if let Some(s) = &out.session {
+                for f in &route.filters {
+                    f.logging(s, status);
+                }
+            }
+        }
+        None => shared.unrouted.record(status.as_u16(), elapsed.as_secs_f64()),
+    }
+    if rt.access_log {
+        tracing::info!(
+            target: "palisade::access",
+            request_id = %request_id,
+            client = %conn.client.ip(),
+            method = %method,
+            path = %path,
+            proto = ?version,
+            status = status.as_u16(),
+            route = out.route.as_ref().map(|r| &*r.name).unwrap_or(""),
+            upstream = out.endpoint.as_deref().unwrap_or(""),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(resp)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn redirect(host: &str, port: u16, pq: &str) -> Response<ResponseBody> {
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    let mut r = Response::new(ResponseBody::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn proxy(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    request_id: &str,
+    out: &mut Outcome,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if let Some(v) = conn.state.violation() {
+        return Err(ProxyError::Ambiguous(v.message()));
+    }
+    let (parts, body) = req.into_parts();
+    let pq_len = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let limits = &rt.limits;
+    if headers::head_size(&parts.headers, pq_len) > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge(limits.max_header_bytes));
+    }
+    let host_value = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let host = normalize_host(host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default());
+    if let Some(port) = rt.redirect_port {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        return Ok(redirect(&host, port, pq));
+    }
+    if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
+        let n: u64 = cl.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        if n > limits.max_body_bytes {
+            return Err(ProxyError::BodyTooLarge(limits.max_body_bytes));
+        }
+    }
+    let route = rt.router.find(&host, parts.uri.path(), &parts.method).ok_or(ProxyError::NoRoute)?.clone();
+    out.route = Some(route.clone());
+    let session = out.session.insert(Session {
+        request: parts,
+        client_addr: conn.client,
+        request_id: request_id.to_owned(),
+        route: route.name.clone(),
+        tls: conn.https,
+    });
+    for f in &route.filters {
+        f.request_filter(session).await?;
+    }
+
+    let pool = &route.pool;
+    let has_body = !http_body::Body::is_end_stream(&body);
+    let retries = if is_idempotent(&session.request.method) && !has_body { pool.config.retries } else { 0 };
+    let outcome = has_body.then(|| Arc::new(BodyOutcome::default()));
+    let mut body = match &outcome {
+        Some(o) => Some(RequestBody::limited(body, limits.max_body_bytes, o.clone())),
+        None => None,
+    };
+
+    let mut up_headers = std::mem::take(&mut session.request.headers);
+    headers::strip_hop_by_hop(&mut up_headers);
+    headers::set_forwarded(&mut up_headers, conn.client.ip(), conn.https, host_value.as_ref());
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        up_headers.insert(X_REQUEST_ID, v);
+    }
+    if !up_headers.contains_key(header::HOST) {
+        if let Some(h) = &host_value {
+            up_headers.insert(header::HOST, h.clone());
+        }
+    }
+
+    let mut attempt = 0;
+    let mut exclude = None;
+    loop {
+        let idx = pool.select(exclude).ok_or(ProxyError::NoHealthyEndpoint)?;
+        let ep = pool.acquire(idx);
+        out.endpoint = Some(ep.address.clone());
+        let guard = InFlight(Some(ep));
+        let uri = pool.uri(idx, session.request.uri.path_and_query()).map_err(|_| ProxyError::UpstreamFailed)?;
+        let last = attempt >= retries;
+        let mut up = Request::new(body.take().unwrap_or_else(RequestBody::empty));
+        *up.method_mut() = session.request.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = if last { std::mem::take(&mut up_headers) } else { up_headers.clone() };
+        let (mut up_parts, up_body) = up.into_parts();
+        for f in &route.filters {
+            f.upstream_request_filter(session, &mut up_parts);
+        }
+        let sent = tokio::time::timeout(
+            pool.config.request_timeout.0,
+            pool.client.request(Request::from_parts(up_parts, up_body)),
+        )
+        .await;
+        let body_problem = || -> Option<ProxyError> {
+            match outcome.as_ref().map(|o| o.get()) {
+                Some(BODY_TOO_LARGE) => Some(ProxyError::BodyTooLarge(limits.max_body_bytes)),
+                Some(BODY_BAD_FRAMING) => Some(ProxyError::BadFraming),
+                _ => conn.state.violation().map(|v| ProxyError::Ambiguous(v.message())),
+            }
+        };
+        match sent {
+            Err(_elapsed) => {
+                pool.report(idx, false);
+                return Err(ProxyError::UpstreamTimeout);
+            }
+            Ok(Err(e)) => {
+                if let Some(p) = body_problem() {
+                    return Err(p);
+                }
+                pool.report(idx, false);
+                let err = if e.is_connect() { ProxyError::UpstreamConnect } else { ProxyError::UpstreamFailed };
+                if err.retryable() && !last {
+                    attempt += 1;
+                    exclude = Some(idx);
+                    continue;
+                }
+                return Err(err);
+            }
+            Ok(Ok(resp)) => {
+                let bad = matches!(resp.status().as_u16(), 502..=504);
+                pool.report(idx, !bad);
+                if bad && !last {
+                    attempt += 1;
+                    exclude = Some(idx);
+                    continue;
+                }
+                if let Some(p) = body_problem() {
+                    return Err(p);
+                }
+                let (mut rp, rb) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut rp.headers);
+                if let Ok(v) = HeaderValue::from_str(request_id) {
+                    rp.headers.insert(X_REQUEST_ID, v);
+                }
+                for f in &route.filters {
+                    f.response_filter(session, &mut rp);
+                }
+                return Ok(Response::from_parts(rp, ResponseBody::Upstream { body: rb, guard }));
+            }
+        }
+    }
+}
