@@ -1,1 +1,128 @@
-fn main(){}
+//! `palisade`: the one binary. Thin: it parses arguments, sets up logging and signals, and
+//! wires the library crates together.
+
+mod demo;
+mod devcert;
+mod gateway;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Zero-trust security for microservices, in one binary",
+    long_about = "Palisade is an API gateway, mesh sidecar, OAuth2/OIDC server, workload CA, \
+data-protection service, vulnerability scanner and security monitor in one binary.\n\n\
+Start with `palisade up` to run everything locally on embedded defaults."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge API gateway from a YAML config (reloads on SIGHUP and on file change)
+    Gateway {
+        /// Path to the gateway config (see examples/gateway.yaml)
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Work with configuration files
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run Palisade locally on embedded defaults: gateway on :8080/:8443 with demo services
+    Up {
+        /// Where state (dev certificate, generated config) is kept
+        #[arg(long, default_value = "data", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Run one built-in demo service (orders or payments) on its own
+    Demo {
+        /// Which demo service
+        #[arg(value_parser = ["orders", "payments"])]
+        service: String,
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: std::net::SocketAddr,
+    },
+    /// Print the version
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file fully (including certificates and secrets); exit 1 on errors
+    Check {
+        /// The config file
+        file: PathBuf,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("palisade {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let res = palisade_core::load_file(&file).and_then(|l| palisade_proxy::check(&l));
+            match res {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cmd => {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging();
+            let res = rt.block_on(async move {
+                match cmd {
+                    Command::Gateway { config } => gateway::run(config).await,
+                    Command::Up { data_dir } => up::run(data_dir).await,
+                    Command::Demo { service, listen } => demo::run_standalone(&service, listen).await,
+                    Command::Version | Command::Config { .. } => Ok(()),
+                }
+            });
+            match res {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
