@@ -49,9 +49,7 @@ impl SecretRef {
             },
             SecretRef::File(p) => {
                 let path = base.join(p);
-                std::fs::read(&path)
-                    .map(Secret)
-                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
+                std::fs::read(&path).map(Secret).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
             }
         }
     }

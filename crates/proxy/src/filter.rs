@@ -131,7 +131,8 @@ mod tests {
         f.upstream_request_filter(&s, &mut up);
         assert_eq!(up.headers.get("x-added").map(|v| v.as_bytes()), Some(&b"1"[..]));
         assert!(up.headers.get("x-secret").is_none());
-        let (mut resp, ()) = http::Response::builder().header("x-secret", "s").body(()).unwrap_or_default().into_parts();
+        let (mut resp, ()) =
+            http::Response::builder().header("x-secret", "s").body(()).unwrap_or_default().into_parts();
         f.response_filter(&s, &mut resp);
         assert!(resp.headers.get("x-secret").is_some(), "request-side filter must not touch responses");
         assert_eq!(f.name(), "request_headers");

@@ -26,7 +26,11 @@ pub struct Runtime {
     pub(crate) config: Config,
 }
 
-pub fn compile(loaded: &LoadedConfig, metrics: &Arc<Metrics>, previous: Option<&Runtime>) -> Result<Runtime, ConfigError> {
+pub fn compile(
+    loaded: &LoadedConfig,
+    metrics: &Arc<Metrics>,
+    previous: Option<&Runtime>,
+) -> Result<Runtime, ConfigError> {
     let c = &loaded.config;
     let mut issues: Vec<Issue> = Vec::new();
 
@@ -73,7 +77,9 @@ pub fn compile(loaded: &LoadedConfig, metrics: &Arc<Metrics>, previous: Option<&
     for (i, r) in c.routes.iter().enumerate() {
         let Some(pool) = pools.get(&r.upstream) else { continue };
         let mut filters: Vec<Arc<dyn Filter>> = Vec::new();
-        for (section, ops, response) in [("request_headers", &r.request_headers, false), ("response_headers", &r.response_headers, true)] {
+        for (section, ops, response) in
+            [("request_headers", &r.request_headers, false), ("response_headers", &r.response_headers, true)]
+        {
             match HeaderRewrite::new(ops, response) {
                 Ok(Some(f)) => filters.push(Arc::new(f)),
                 Ok(None) => {}

@@ -75,7 +75,11 @@ impl Gateway {
         let gw = Gateway {
             http_addr: http.as_ref().and_then(|l| l.local_addr().ok()),
             https_addr: https.as_ref().and_then(|l| l.local_addr().ok()),
-            admin_addr: admin_l.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: c.admin.address, source })?,
+            admin_addr: admin_l.local_addr().map_err(|source| StartError::Bind {
+                what: "admin",
+                addr: c.admin.address,
+                source,
+            })?,
             shared,
             stop_accepting: CancellationToken::new(),
             stop_admin: CancellationToken::new(),

@@ -142,7 +142,7 @@ async fn proxy(
         None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     let host = normalize_host(host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default());
-    if let Some(port) = rt.redirect_port {
+    if let (Some(port), false) = (rt.redirect_port, conn.https) {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         return Ok(redirect(&host, port, pq));
     }
@@ -169,10 +169,7 @@ async fn proxy(
     let has_body = !http_body::Body::is_end_stream(&body);
     let retries = if is_idempotent(&session.request.method) && !has_body { pool.config.retries } else { 0 };
     let outcome = has_body.then(|| Arc::new(BodyOutcome::default()));
-    let mut body = match &outcome {
-        Some(o) => Some(RequestBody::limited(body, limits.max_body_bytes, o.clone())),
-        None => None,
-    };
+    let mut body = outcome.as_ref().map(|o| RequestBody::limited(body, limits.max_body_bytes, o.clone()));
 
     let mut up_headers = std::mem::take(&mut session.request.headers);
     headers::strip_hop_by_hop(&mut up_headers);

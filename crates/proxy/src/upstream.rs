@@ -52,7 +52,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(name: &str, config: &Upstream, client: HttpClient, tls: bool, metrics: &Metrics) -> Result<Pool, String> {
+    pub(crate) fn new(
+        name: &str,
+        config: &Upstream,
+        client: HttpClient,
+        tls: bool,
+        metrics: &Metrics,
+    ) -> Result<Pool, String> {
         let endpoints = config
             .endpoints
             .iter()
@@ -142,6 +148,12 @@ impl Pool {
             ep.failures.store(0, Ordering::Relaxed);
             let until = self.now_ms() + self.config.passive_ejection.ejection_time.0.as_millis() as u64;
             ep.ejected_until_ms.store(until, Ordering::Relaxed);
+            ep.gauge.set(0);
+            let (ep2, wait) = (ep.clone(), self.config.passive_ejection.ejection_time.0);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                ep2.gauge.set(i64::from(ep2.healthy.load(Ordering::Relaxed)));
+            });
             tracing::warn!(upstream = %self.name, endpoint = %ep.address, failures = n, "endpoint ejected after consecutive failures");
         }
     }
@@ -157,7 +169,13 @@ impl Pool {
     }
 
     async fn check(&self, i: usize, hc: &HealthCheck) -> bool {
-        let Ok(uri) = self.uri(i, Some(&http::uri::PathAndQuery::from_maybe_shared(hc.path.clone()).unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/")))) else {
+        let Ok(uri) = self.uri(
+            i,
+            Some(
+                &http::uri::PathAndQuery::from_maybe_shared(hc.path.clone())
+                    .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/")),
+            ),
+        ) else {
             return false;
         };
         let Ok(req) = Request::builder()
@@ -179,7 +197,9 @@ impl Pool {
         if pass {
             ep.health_fails.store(0, Ordering::Relaxed);
             let n = ep.health_passes.fetch_add(1, Ordering::Relaxed) + 1;
-            if !ep.healthy.load(Ordering::Relaxed) && n >= hc.healthy_threshold {
+            // As in Envoy, passing active checks also lifts a passive ejection.
+            let ejected = ep.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms();
+            if (!ep.healthy.load(Ordering::Relaxed) || ejected) && n >= hc.healthy_threshold {
                 ep.healthy.store(true, Ordering::Relaxed);
                 ep.ejected_until_ms.store(0, Ordering::Relaxed);
                 tracing::info!(upstream = %self.name, endpoint = %ep.address, "endpoint healthy");
@@ -227,10 +247,7 @@ async fn health_loop(pool: Weak<Pool>, hc: HealthCheck) {
 }
 
 /// Build the keep-alive client for one pool.
-pub(crate) fn build_client(
-    cfg: &Upstream,
-    tls: Option<rustls::ClientConfig>,
-) -> HttpClient {
+pub(crate) fn build_client(cfg: &Upstream, tls: Option<rustls::ClientConfig>) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -36,10 +36,7 @@ fn good_config_parses() {
 #[test]
 fn unknown_upstream_is_located_with_suggestion() {
     let text = GOOD.replace("upstream: orders", "upstream: ordrs");
-    assert_eq!(
-        err(&text),
-        r#"gw.yaml:13:15: routes[0].upstream: unknown upstream "ordrs" (did you mean "orders"?)"#
-    );
+    assert_eq!(err(&text), r#"gw.yaml:13:15: routes[0].upstream: unknown upstream "ordrs" (did you mean "orders"?)"#);
 }
 
 #[test]

@@ -123,7 +123,10 @@ pub(super) fn validate(c: &Config) -> Vec<Issue> {
             for (f, v) in [("exact", &pm.exact), ("prefix", &pm.prefix)] {
                 if let Some(p) = v {
                     if !p.starts_with('/') {
-                        out.push(Issue::new(format!("{base}.match.path.{f}"), format!("path {p:?} must start with '/'")));
+                        out.push(Issue::new(
+                            format!("{base}.match.path.{f}"),
+                            format!("path {p:?} must start with '/'"),
+                        ));
                     }
                 }
             }

@@ -1,0 +1,129 @@
+//! The `palisade` command line: config check, version, help, and `palisade up`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn config_check_reports_located_errors_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("palisade.yaml");
+    std::fs::write(
+        &f,
+        "listeners:\n  http:\n    address: 127.0.0.1:8080\nupstreams:\n  orders:\n    endpoints: [\"127.0.0.1:9001\"]\nroutes:\n  - name: a\n    upstream: orders\n  - name: b\n    upstream: orders\n  - name: c\n    match:\n      path: { prefix: /x }\n    upstream: ordrs\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want =
+        format!("{}:15:15: routes[2].upstream: unknown upstream \"ordrs\" (did you mean \"orders\"?)", f.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("15 |     upstream: ordrs"), "{err}");
+}
+
+#[test]
+fn config_check_catches_certificate_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("CA");
+    pki.write_leaf(dir.path(), "a", &["a.test"]);
+    pki.write_leaf(dir.path(), "b", &["b.test"]);
+    let f = dir.path().join("gw.yaml");
+    let cfg = "listeners:\n  https:\n    address: 127.0.0.1:8443\n    certificates:\n      - cert: a.pem\n        key: file:b-key.pem\n";
+    std::fs::write(&f, cfg).unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":6:14: listeners.https.certificates[0].key: private key does not match the certificate"),
+        "{err}"
+    );
+
+    std::fs::write(&f, cfg.replace("file:b-key.pem", "${PALISADE_TEST_UNSET_KEY}")).unwrap();
+    let out =
+        Command::new(BIN).args(["config", "check"]).arg(&f).env_remove("PALISADE_TEST_UNSET_KEY").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("environment variable PALISADE_TEST_UNSET_KEY is not set"), "{err}");
+
+    let key = std::fs::read_to_string(dir.path().join("a-key.pem")).unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&f).env("PALISADE_TEST_UNSET_KEY", key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.yaml");
+    std::fs::copy(example, dir.path().join("gateway.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    let pki = Pki::new("CA");
+    pki.write_leaf(&dir.path().join("certs"), "api.example.com", &["api.example.com"]);
+    pki.write_leaf(&dir.path().join("certs"), "wildcard.example.com", &["*.example.com"]);
+    std::fs::write(dir.path().join("certs/internal-ca.pem"), &pki.ca_pem).unwrap();
+    let key = std::fs::read_to_string(dir.path().join("certs/wildcard.example.com-key.pem")).unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(dir.path().join("gateway.yaml"))
+        .env("WILDCARD_TLS_KEY", key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("palisade {}", env!("CARGO_PKG_VERSION")));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["gateway", "config", "up", "version"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
+
+/// `palisade up` uses the fixed default ports, so only this test may bind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_demo_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("up")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ok = None;
+    for _ in 0..100 {
+        if let Some(r) = get_raw(8080, "/orders").await {
+            ok = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = ok.expect("palisade up did not answer on :8080");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["service"], "orders");
+    assert_eq!(v["orders"][0]["id"], "ord_1001");
+
+    let cert = dir.path().join("data/dev-cert.pem");
+    let r = curl(&["--http2", "--cacert", cert.to_str().unwrap()], "https://localhost:8443/payments").await;
+    assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2"));
+    assert_eq!(r.json()["service"], "payments");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("data/dev-key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let mut out = String::new();
+    use tokio::io::AsyncReadExt;
+    child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+    assert!(out.contains("curl http://127.0.0.1:8080/orders"), "{out}");
+}
