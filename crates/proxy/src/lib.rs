@@ -16,6 +16,7 @@ mod server;
 mod service;
 mod tls;
 mod upstream;
+mod worker;
 
 pub use body::{RequestBody, ResponseBody};
 pub use error::ProxyError;

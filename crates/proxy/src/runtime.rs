@@ -26,10 +26,12 @@ pub struct Runtime {
     pub(crate) config: Config,
 }
 
+/// `workers` is the number of worker threads; each gets its own upstream clients.
 pub fn compile(
     loaded: &LoadedConfig,
     metrics: &Arc<Metrics>,
     previous: Option<&Runtime>,
+    workers: usize,
 ) -> Result<Runtime, ConfigError> {
     let c = &loaded.config;
     let mut issues: Vec<Issue> = Vec::new();
@@ -65,7 +67,8 @@ pub fn compile(
             None => None,
         };
         let tls_on = client_tls.is_some();
-        match Pool::new(name, u, build_client(u, client_tls), tls_on, metrics) {
+        let clients = (0..=workers).map(|_| build_client(u, client_tls.clone())).collect();
+        match Pool::new(name, u, clients, tls_on, metrics) {
             Ok(p) => {
                 pools.insert(name.clone(), Arc::new(p));
             }
@@ -122,5 +125,5 @@ impl Runtime {
 
 /// Validate and compile without starting anything (`palisade config check`).
 pub fn check(loaded: &LoadedConfig) -> Result<(), ConfigError> {
-    compile(loaded, &Arc::new(Metrics::new()), None).map(|_| ())
+    compile(loaded, &Arc::new(Metrics::new()), None, 1).map(|_| ())
 }

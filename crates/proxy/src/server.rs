@@ -36,33 +36,51 @@ pub struct Gateway {
     shared: Arc<Shared>,
     stop_accepting: CancellationToken,
     stop_admin: CancellationToken,
+    /// Keeps the worker runtimes alive until draining is over.
+    workers_done: CancellationToken,
     drain_tx: watch::Sender<bool>,
     tasks: TaskTracker,
     conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
+    workers: usize,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+/// Bind one shared listener per worker; with port 0 the first bind picks the port.
+fn bind_all(what: &'static str, addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let err = |source| StartError::Bind { what, addr, source };
+    let first = crate::worker::bind_shared(addr).map_err(err)?;
+    let actual = first.local_addr().map_err(err)?;
+    let mut out = vec![first];
+    for _ in 1..n {
+        out.push(crate::worker::bind_shared(actual).map_err(err)?);
+    }
+    Ok(out)
 }
 
 impl Gateway {
-    /// Compile the config, bind every listener, and start serving.
+    /// Compile the config, bind every listener, and start serving. Must be called inside a
+    /// tokio runtime (admin and health checks run there); requests are served on dedicated
+    /// worker threads.
     pub async fn start(loaded: &LoadedConfig, metrics: Arc<Metrics>) -> Result<Gateway, StartError> {
-        let rt = compile(loaded, &metrics, None)?;
         let c = &loaded.config;
-        let http = match &c.listeners.http {
-            Some(l) => Some(bind("http", l.address).await?),
-            None => None,
+        let workers = if c.workers == 0 { crate::worker::default_count() } else { c.workers };
+        let rt = compile(loaded, &metrics, None, workers)?;
+        let mut http = match &c.listeners.http {
+            Some(l) => bind_all("http", l.address, workers)?,
+            None => Vec::new(),
         };
-        let https = match &c.listeners.https {
-            Some(l) => Some(bind("https", l.address).await?),
-            None => None,
+        let mut https = match &c.listeners.https {
+            Some(l) => bind_all("https", l.address, workers)?,
+            None => Vec::new(),
         };
-        let admin_l = bind("admin", c.admin.address).await?;
+        let admin_l = TcpListener::bind(c.admin.address).await.map_err(|source| StartError::Bind {
+            what: "admin",
+            addr: c.admin.address,
+            source,
+        })?;
         rt.activate();
         let max_conns = rt.limits.max_connections;
         let shared = Arc::new(Shared {
@@ -73,8 +91,8 @@ impl Gateway {
         });
         let (drain_tx, drain_rx) = watch::channel(false);
         let gw = Gateway {
-            http_addr: http.as_ref().and_then(|l| l.local_addr().ok()),
-            https_addr: https.as_ref().and_then(|l| l.local_addr().ok()),
+            http_addr: http.first().and_then(|l| l.local_addr().ok()),
+            https_addr: https.first().and_then(|l| l.local_addr().ok()),
             admin_addr: admin_l.local_addr().map_err(|source| StartError::Bind {
                 what: "admin",
                 addr: c.admin.address,
@@ -83,25 +101,60 @@ impl Gateway {
             shared,
             stop_accepting: CancellationToken::new(),
             stop_admin: CancellationToken::new(),
+            workers_done: CancellationToken::new(),
             drain_tx,
             tasks: TaskTracker::new(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
+            workers,
         };
-        for (l, https) in [(http, false), (https, true)] {
-            if let Some(l) = l {
-                let name = if https { "https" } else { "http" };
-                tokio::spawn(accept_loop(
-                    l,
-                    https,
-                    gw.shared.clone(),
-                    gw.stop_accepting.clone(),
-                    drain_rx.clone(),
-                    gw.tasks.clone(),
-                    gw.conn_limit.clone(),
-                    gw.shared.metrics.open_connections(name),
-                ));
-            }
+        let http_gauge = gw.shared.metrics.open_connections("http");
+        let https_gauge = gw.shared.metrics.open_connections("https");
+        for i in 0..workers {
+            let mine: Vec<(std::net::TcpListener, bool, Gauge)> = http
+                .pop()
+                .map(|l| (l, false, http_gauge.clone()))
+                .into_iter()
+                .chain(https.pop().map(|l| (l, true, https_gauge.clone())))
+                .collect();
+            let (shared, stop, done, drain_rx, tasks, limit) = (
+                gw.shared.clone(),
+                gw.stop_accepting.clone(),
+                gw.workers_done.clone(),
+                drain_rx.clone(),
+                gw.tasks.clone(),
+                gw.conn_limit.clone(),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| StartError::Bind { what: "worker", addr: c.admin.address, source })?;
+            std::thread::Builder::new()
+                .name(format!("palisade-worker-{i}"))
+                .spawn(move || {
+                    crate::worker::set_current(i);
+                    runtime.block_on(async move {
+                        for (l, is_https, gauge) in mine {
+                            match TcpListener::from_std(l) {
+                                Ok(l) => {
+                                    tokio::spawn(accept_loop(
+                                        l,
+                                        is_https,
+                                        shared.clone(),
+                                        stop.clone(),
+                                        drain_rx.clone(),
+                                        tasks.clone(),
+                                        limit.clone(),
+                                        gauge,
+                                    ));
+                                }
+                                Err(e) => tracing::error!(error = %e, "cannot register listener"),
+                            }
+                        }
+                        done.cancelled().await;
+                    });
+                })
+                .map_err(|source| StartError::Bind { what: "worker", addr: c.admin.address, source })?;
         }
         tokio::spawn(admin::serve(admin_l, gw.shared.clone(), gw.stop_admin.clone()));
         Ok(gw)
@@ -111,7 +164,7 @@ impl Gateway {
     /// the old one. On error nothing changes.
     pub fn reload(&self, loaded: &LoadedConfig) -> Result<(), ConfigError> {
         let old = self.shared.runtime.load_full();
-        let rt = match compile(loaded, &self.shared.metrics, Some(&old)) {
+        let rt = match compile(loaded, &self.shared.metrics, Some(&old), self.workers) {
             Ok(rt) => rt,
             Err(e) => {
                 self.shared.metrics.reload(false);
@@ -121,9 +174,10 @@ impl Gateway {
         let (a, b) = (&old.config.listeners, &loaded.config.listeners);
         let addr_changed = a.http.as_ref().map(|l| l.address) != b.http.as_ref().map(|l| l.address)
             || a.https.as_ref().map(|l| l.address) != b.https.as_ref().map(|l| l.address)
-            || old.config.admin != loaded.config.admin;
+            || old.config.admin != loaded.config.admin
+            || old.config.workers != loaded.config.workers;
         if addr_changed {
-            tracing::warn!("listener addresses changed; they take effect after a restart");
+            tracing::warn!("listener addresses and worker count take effect after a restart");
         }
         self.resize_conn_limit(rt.limits.max_connections);
         rt.activate();
@@ -161,6 +215,7 @@ impl Gateway {
         if tokio::time::timeout(timeout, self.tasks.wait()).await.is_err() {
             tracing::warn!(open = self.tasks.len(), "drain timeout reached; closing remaining connections");
         }
+        self.workers_done.cancel();
         self.stop_admin.cancel();
     }
 }
@@ -207,7 +262,6 @@ async fn accept_loop(
 }
 
 enum Proto {
-    Auto,
     H1,
     H2,
 }
@@ -231,8 +285,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, https: bool, shared: Arc<Sha
         let io = ConnIo::new(tls, state.clone(), (!h2).then(tracker));
         serve_http(io, conn, shared, &rt, drain_rx, if h2 { Proto::H2 } else { Proto::H1 }).await;
     } else {
+        // Plain listeners speak HTTP/1.1 only (no h2c): HTTP/2 is offered over TLS via ALPN.
         let io = ConnIo::new(stream, state.clone(), Some(tracker()));
-        serve_http(io, conn, shared, &rt, drain_rx, Proto::Auto).await;
+        serve_http(io, conn, shared, &rt, drain_rx, Proto::H1).await;
     }
 }
 
@@ -261,7 +316,6 @@ async fn serve_http<I>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     let builder = match proto {
-        Proto::Auto => builder,
         Proto::H1 => builder.http1_only(),
         Proto::H2 => builder.http2_only(),
     };

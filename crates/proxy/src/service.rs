@@ -203,7 +203,7 @@ async fn proxy(
         }
         let sent = tokio::time::timeout(
             pool.config.request_timeout.0,
-            pool.client.request(Request::from_parts(up_parts, up_body)),
+            pool.client().request(Request::from_parts(up_parts, up_body)),
         )
         .await;
         let body_problem = || -> Option<ProxyError> {

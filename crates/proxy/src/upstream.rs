@@ -45,7 +45,9 @@ pub struct Pool {
     pub(crate) config: Upstream,
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     pub(crate) scheme: Scheme,
-    pub(crate) client: HttpClient,
+    /// One keep-alive client per worker thread (and a last one for the main runtime), so a
+    /// request and its upstream connection never cross threads.
+    clients: Box<[HttpClient]>,
     rr: AtomicUsize,
     epoch: Instant,
     health_started: AtomicBool,
@@ -55,7 +57,7 @@ impl Pool {
     pub(crate) fn new(
         name: &str,
         config: &Upstream,
-        client: HttpClient,
+        clients: Box<[HttpClient]>,
         tls: bool,
         metrics: &Metrics,
     ) -> Result<Pool, String> {
@@ -84,7 +86,7 @@ impl Pool {
             config: config.clone(),
             endpoints,
             scheme: if tls { Scheme::HTTPS } else { Scheme::HTTP },
-            client,
+            clients,
             rr: AtomicUsize::new(0),
             epoch: Instant::now(),
             health_started: AtomicBool::new(false),
@@ -113,6 +115,12 @@ impl Pool {
             }
         }
         .or_else(|| exclude.filter(|i| self.available(&self.endpoints[*i], now)))
+    }
+
+    /// The client owned by the calling worker thread.
+    pub(crate) fn client(&self) -> &HttpClient {
+        let last = self.clients.len() - 1;
+        &self.clients[crate::worker::current().min(last)]
     }
 
     pub(crate) fn acquire(&self, i: usize) -> Arc<Endpoint> {
@@ -186,7 +194,7 @@ impl Pool {
         else {
             return false;
         };
-        match tokio::time::timeout(hc.timeout.0, self.client.request(req)).await {
+        match tokio::time::timeout(hc.timeout.0, self.client().request(req)).await {
             Ok(Ok(resp)) => resp.status().is_success(),
             _ => false,
         }

@@ -38,6 +38,10 @@ fn secs(n: u64) -> Dur {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Worker threads, each with its own listeners and upstream pools; 0 = one per core.
+    /// Changing it needs a restart.
+    #[serde(default)]
+    pub workers: usize,
     pub listeners: Listeners,
     #[serde(default)]
     pub admin: Admin,
