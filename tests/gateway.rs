@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The plain listener and admin address every HTTP-only test config starts with.
+const PLAIN: &str =
+    "listeners:\n  http: { address: \"127.0.0.1:{HTTP}\" }\nadmin: { address: \"127.0.0.1:{ADMIN}\" }\n";
+
 fn one_route(backend: &Backend, extra_upstream: &str) -> String {
     format!(
         r#"
-listeners:
-  http: {{ address: "127.0.0.1:{{HTTP}}" }}
-admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
-upstreams:
+{PLAIN}upstreams:
   app:
     endpoints: ["{ep}"]
 {extra_upstream}
@@ -84,10 +85,7 @@ async fn routes_by_host_path_and_method_first_match_wins() {
     let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
     let cfg = format!(
         r#"
-listeners:
-  http: {{ address: "127.0.0.1:{{HTTP}}" }}
-admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
-upstreams:
+{PLAIN}upstreams:
   a: {{ endpoints: ["{a}"] }}
   b: {{ endpoints: ["{b}"] }}
   c: {{ endpoints: ["{c}"] }}
@@ -232,10 +230,7 @@ async fn error_statuses_are_json() {
     let dead = free_port();
     let cfg = format!(
         r#"
-listeners:
-  http: {{ address: "127.0.0.1:{{HTTP}}" }}
-admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
-upstreams:
+{PLAIN}upstreams:
   live:
     endpoints: ["{ep}"]
     request_timeout: 300ms
@@ -325,10 +320,7 @@ async fn retries_only_idempotent_requests_and_ejects_passively() {
     let dead = free_port();
     let cfg = format!(
         r#"
-listeners:
-  http: {{ address: "127.0.0.1:{{HTTP}}" }}
-admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
-upstreams:
+{PLAIN}upstreams:
   app:
     endpoints: ["127.0.0.1:{dead}", "{ep}"]
     retries: 1
@@ -362,10 +354,7 @@ async fn least_request_avoids_the_busy_endpoint() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let cfg = format!(
         r#"
-listeners:
-  http: {{ address: "127.0.0.1:{{HTTP}}" }}
-admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
-upstreams:
+{PLAIN}upstreams:
   app: {{ endpoints: ["{a}", "{b}"], balance: least_request }}
 routes:
   - {{ name: app, upstream: app }}
@@ -607,10 +596,7 @@ async fn upstream_tls_is_verified_against_the_configured_ca() {
     std::fs::write(dir.path().join("other.pem"), &other.ca_pem).unwrap();
     let cfg = format!(
         r#"
-listeners:
-  http: {{ address: "127.0.0.1:{{HTTP}}" }}
-admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
-upstreams:
+{PLAIN}upstreams:
   good: {{ endpoints: ["{ep}"], tls: {{ ca: ca.pem, server_name: backend.internal }} }}
   wrong_ca: {{ endpoints: ["{ep}"], tls: {{ ca: other.pem, server_name: backend.internal }}, retries: 0 }}
   wrong_name: {{ endpoints: ["{ep}"], tls: {{ ca: ca.pem, server_name: evil.internal }}, retries: 0 }}
