@@ -25,5 +25,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> fuzz targets compile"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 echo "==> tests"
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -217,6 +217,36 @@ impl SourceMap {
     }
 }
 
+/// The lines of a YAML text as YAML counts them: `\r\n`, `\n` and a lone `\r` all end a line
+/// (`str::lines` does not split on a lone `\r`, which made line numbers disagree).
+pub fn yaml_lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\n' => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                out.push(&text[start..i]);
+                if b.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
 /// `(did you mean "x"?)` for the closest candidate, if any is close enough.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let best = candidates
@@ -244,6 +274,14 @@ mod tests {
         assert_eq!(m.locate_key("list[1].y"), Some((6, 5)));
         // unknown paths fall back to the nearest parent
         assert_eq!(m.locate("list[1].zzz").0, 5);
+    }
+
+    #[test]
+    fn lone_carriage_returns_end_lines() {
+        assert_eq!(yaml_lines("a\rb\r\nc\nd"), ["a", "b", "c", "d"]);
+        // Regression (found by fuzz/config_parse): a CR-only file located errors past its end.
+        let m = SourceMap::build("a: 1\rb:\r  c: 2\r");
+        assert_eq!(m.locate("b.c"), (3, 6));
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl LoadedConfig {
 }
 
 fn source_line(text: &str, line: usize) -> Option<String> {
-    text.lines().nth(line.checked_sub(1)?).map(|l| l.to_string())
+    crate::diagnostic::yaml_lines(text).get(line.checked_sub(1)?).map(|l| l.to_string())
 }
 
 fn locate(file: &str, text: &str, map: &SourceMap, issues: Vec<Issue>) -> ConfigError {

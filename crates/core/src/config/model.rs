@@ -111,6 +111,7 @@ pub struct Limits {
     /// Largest request body, counted while streaming, else 413.
     pub max_body_bytes: u64,
     /// Time allowed to receive a request head (and a TLS handshake); slowloris defence.
+    /// HTTP/1.1 keep-alive connections waiting for their next request are bound by it too.
     pub header_read_timeout: Dur,
     /// Close a connection with no request in flight and no bytes moving for this long.
     pub idle_timeout: Dur,
