@@ -116,3 +116,9 @@ fn display_shows_source_line_and_caret() {
     let e = parse_str("gw.yaml", &text, Path::new(".")).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("13 |     upstream: ordrs\n    |               ^"), "{e}");
 }
+
+#[test]
+fn worker_count_is_bounded() {
+    let e = err(&format!("workers: 5000\n{GOOD}"));
+    assert_eq!(e, "gw.yaml:1:10: workers: at most 1024 worker threads (0 = one per core)");
+}

@@ -34,6 +34,9 @@ pub(super) fn validate(c: &Config) -> Vec<Issue> {
             }
         }
     }
+    if c.workers > 1024 {
+        out.push(Issue::new("workers", "at most 1024 worker threads (0 = one per core)"));
+    }
     let lim = &c.limits;
     if lim.max_header_bytes < 1024 {
         out.push(Issue::new("limits.max_header_bytes", "must be at least 1024"));
