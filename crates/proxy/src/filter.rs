@@ -13,7 +13,9 @@ use crate::error::ProxyError;
 
 /// What a filter sees of the request being proxied.
 pub struct Session {
-    /// The client's request head; `request_filter` may change it.
+    /// The client's request head; `request_filter` may change it. After that phase its headers
+    /// are moved into the upstream request (no copy on the hot path), so later phases see the
+    /// method and URI here and the headers in `upstream_request_filter`'s `upstream` argument.
     pub request: http::request::Parts,
     pub client_addr: SocketAddr,
     pub request_id: String,
