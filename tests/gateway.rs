@@ -227,7 +227,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_statuses_are_json() {
     let b = Backend::start("a").await;
-    let dead = free_port();
+    let dead = 1; // nothing listens on tcpmux: connections are refused
     let cfg = format!(
         r#"
 {PLAIN}upstreams:
@@ -317,7 +317,7 @@ async fn upstream_killed_fails_fast_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_only_idempotent_requests_and_ejects_passively() {
     let live = Backend::start("live").await;
-    let dead = free_port();
+    let dead = 1; // nothing listens on tcpmux: connections are refused
     let cfg = format!(
         r#"
 {PLAIN}upstreams:
@@ -482,7 +482,8 @@ async fn idle_connections_close_and_max_connections_is_enforced() {
     // Two idle connections fill the cap; the third is closed at accept.
     let c1 = tokio::net::TcpStream::connect(("127.0.0.1", gw.http)).await.unwrap();
     let c2 = tokio::net::TcpStream::connect(("127.0.0.1", gw.http)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the gateway has accepted both (under load accept can lag behind connect).
+    wait_for(|| async { gw.metrics().await.contains(r#"palisade_open_connections{listener="http"} 2"#) }).await;
     let started = Instant::now();
     let (resp, closed) = raw(gw.http, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3)).await;
     assert!(closed && resp.is_empty(), "third connection must be refused: {resp}");

@@ -223,10 +223,11 @@ impl Gw {
         Self::start_in(tempfile::tempdir().unwrap(), template).await
     }
 
+    /// Start with every listener on port 0 and learn the bound ports from the startup log
+    /// line, so parallel tests never race for a port.
     pub async fn start_in(dir: tempfile::TempDir, template: &str) -> Gw {
-        let (http, https, admin) = (free_port(), free_port(), free_port());
         let config = dir.path().join("palisade.yaml");
-        std::fs::write(&config, render(template, http, https, admin, dir.path())).unwrap();
+        std::fs::write(&config, render(template, 0, 0, 0, dir.path())).unwrap();
         let log = dir.path().join("palisade.log");
         let child = tokio::process::Command::new(BIN)
             .args(["gateway", "--config"])
@@ -237,19 +238,30 @@ impl Gw {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut gw = Gw { child, dir, http, https, admin, config, log };
+        let mut gw = Gw { child, dir, http: 0, https: 0, admin: 0, config, log };
         gw.wait_ready().await;
         gw
     }
 
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let port = |v: &serde_json::Value, k: &str| -> u16 {
+            v[k].as_str().and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
+        };
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("palisade exited early ({status}): {}", self.log_text());
             }
-            if let Some((200, _)) = get_raw(self.admin, "/readyz").await {
-                return;
+            let started = self
+                .log_text()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["message"] == "gateway listening");
+            if let Some(v) = started {
+                (self.http, self.https, self.admin) = (port(&v, "http"), port(&v, "https"), port(&v, "admin"));
+                if let Some((200, _)) = get_raw(self.admin, "/readyz").await {
+                    return;
+                }
             }
             assert!(Instant::now() < deadline, "gateway not ready: {}", self.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -261,9 +273,10 @@ impl Gw {
     }
 
     pub fn write_config(&self, template: &str) {
-        // Write atomically so the file watcher never sees half a file.
+        // Same ports as at start (0: keep what was bound). Written atomically so the file
+        // watcher never sees half a file.
         let tmp = self.dir.path().join(".next.yaml");
-        std::fs::write(&tmp, render(template, self.http, self.https, self.admin, self.dir.path())).unwrap();
+        std::fs::write(&tmp, render(template, 0, 0, 0, self.dir.path())).unwrap();
         std::fs::rename(&tmp, &self.config).unwrap();
     }
 

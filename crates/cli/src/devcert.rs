@@ -1,8 +1,6 @@
 //! The self-signed development certificate `palisade up` serves on :8443. Generated once into
 //! the data directory; the key file is created with mode 0600 and never logged.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -21,17 +19,8 @@ pub fn ensure(dir: &Path) -> anyhow::Result<DevCert> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let ck = rcgen::generate_simple_self_signed(names).context("generating the dev certificate")?;
     // Write the key first, atomically, so a crash never leaves a cert without its key.
-    let tmp = dir.join(".dev-key.pem.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(ck.signing_key.serialize_pem().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &key)?;
+    palisade_crypto::write_secret_file(&key, ck.signing_key.serialize_pem().as_bytes())
+        .with_context(|| format!("writing {}", key.display()))?;
     std::fs::write(&cert, ck.cert.pem())?;
     Ok(DevCert { cert, key })
 }

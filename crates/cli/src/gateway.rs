@@ -18,8 +18,8 @@ pub async fn run(config: PathBuf) -> anyhow::Result<()> {
 pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<Gateway> {
     let gw = Gateway::start(loaded, Arc::new(Metrics::new())).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
-        http = ?gw.http_addr,
-        https = ?gw.https_addr,
+        http = gw.http_addr.map(|a| a.to_string()).unwrap_or_default(),
+        https = gw.https_addr.map(|a| a.to_string()).unwrap_or_default(),
         admin = %gw.admin_addr,
         config = %loaded.file,
         "gateway listening"

@@ -13,7 +13,7 @@ mod keyset;
 mod master;
 
 pub use keyset::{Alg, KeyVersion, Keyset, SealedKeyset};
-pub use master::MasterKey;
+pub use master::{write_secret_file, MasterKey};
 
 /// Errors of this crate. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,19 @@ use crate::CryptoError;
 
 const VERSION: u8 = 1;
 
+/// Write a file only its owner can read (mode 0600), atomically: a temporary file is written,
+/// synced and renamed, so a crash never leaves half a secret behind.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 pub struct MasterKey {
     key: LessSafeKey,
 }
@@ -58,16 +71,7 @@ impl MasterKey {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 SystemRandom::new().fill(bytes.as_mut()).map_err(|_| err("no randomness".into()))?;
                 let text = Zeroizing::new(STANDARD.encode(bytes.as_ref()) + "\n");
-                let tmp = path.with_extension("tmp");
-                let _ = std::fs::remove_file(&tmp);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| err(e.to_string()))?;
-                f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| err(e.to_string()))?;
-                std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+                write_secret_file(path, text.as_bytes()).map_err(|e| err(e.to_string()))?;
                 Self::from_bytes(bytes.as_ref())
             }
             Err(e) => Err(err(e.to_string())),

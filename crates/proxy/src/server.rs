@@ -88,6 +88,7 @@ impl Gateway {
             unrouted: metrics.route(""),
             metrics,
             draining: AtomicBool::new(false),
+            https_port: https.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port()),
         });
         let (drain_tx, drain_rx) = watch::channel(false);
         let gw = Gateway {
@@ -269,7 +270,7 @@ enum Proto {
 async fn serve(stream: TcpStream, peer: SocketAddr, https: bool, shared: Arc<Shared>, drain_rx: watch::Receiver<bool>) {
     let rt = shared.runtime.load_full();
     let state = Arc::new(ConnState::default());
-    let conn = Arc::new(ConnInfo { client: peer, https, state: state.clone() });
+    let conn = Arc::new(ConnInfo { client: peer, https, state: state.clone(), https_port: shared.https_port });
     let tracker = || FramingTracker::new(rt.limits.max_header_bytes + 8192);
     if https {
         let Some(acceptor) = rt.tls.clone() else { return };

@@ -25,9 +25,12 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) draining: AtomicBool,
     pub(crate) unrouted: RouteMetrics,
+    /// The HTTPS listener's bound port (differs from the config when it says port 0).
+    pub(crate) https_port: u16,
 }
 
 pub(crate) struct ConnInfo {
+    pub(crate) https_port: u16,
     pub(crate) client: SocketAddr,
     pub(crate) https: bool,
     pub(crate) state: Arc<ConnState>,
@@ -143,6 +146,7 @@ async fn proxy(
     };
     let host = normalize_host(host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default());
     if let (Some(port), false) = (rt.redirect_port, conn.https) {
+        let port = if port == 0 { conn.https_port } else { port };
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         return Ok(redirect(&host, port, pq));
     }
