@@ -216,8 +216,16 @@ routes:
                 .await;
         assert!(ok && out.contains(proto), "{flag}: {out}");
     }
-    let (ok, out) = s_client(vec!["-connect".into(), connect.clone(), "-tls1_1".into()]).await;
-    assert!(!ok || !out.contains("Cipher is"), "TLS 1.1 must be refused: {out}");
+    // SECLEVEL=0 makes the client willing to offer TLS 1.1, so the refusal is the server's alert.
+    let (ok, out) = s_client(vec![
+        "-connect".into(),
+        connect.clone(),
+        "-tls1_1".into(),
+        "-cipher".into(),
+        "DEFAULT@SECLEVEL=0".into(),
+    ])
+    .await;
+    assert!(!ok && out.contains("alert handshake failure"), "TLS 1.1 must be refused by the server: {out}");
     let (ok, out) =
         s_client(vec!["-connect".into(), connect, "-servername".into(), "a.test".into(), "-alpn".into(), "h2".into()])
             .await;
@@ -366,7 +374,9 @@ routes:
     let slow_url = gw.url("/slow?ms=1500");
     let slow = tokio::spawn(async move { curl(&[], &slow_url).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let busy = if a.hits.load(std::sync::atomic::Ordering::SeqCst) == 1 { "a" } else { "b" };
+    let (ha, hb) = (a.hits.load(std::sync::atomic::Ordering::SeqCst), b.hits.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(ha + hb, 1, "the slow request must be in flight on exactly one endpoint");
+    let busy = if ha == 1 { "a" } else { "b" };
     for _ in 0..4 {
         let r = curl(&[], &gw.url("/echo")).await;
         assert_ne!(r.header("x-backend"), Some(busy), "least-request must avoid the endpoint with a request in flight");

@@ -55,11 +55,18 @@ pub async fn serve_until_signal(gw: Gateway, config: Option<PathBuf>) -> anyhow:
         };
         let Some(path) = config.as_deref() else { continue };
         last = fingerprint(path);
-        match palisade_core::load_file(path).and_then(|l| gw.reload(&l)) {
+        let result = match palisade_core::load_file(path) {
+            Ok(loaded) => gw.reload(&loaded),
+            Err(e) => {
+                // Gateway::reload counts the outcomes it sees; a file that does not parse never reaches it.
+                gw.metrics().reload(false);
+                Err(e)
+            }
+        };
+        match result {
             Ok(()) => tracing::info!(reason, config = %path.display(), "configuration reloaded"),
             Err(e) => {
-                gw.metrics().reload(false);
-                tracing::error!(reason, error = %e.summary(), "configuration rejected; the previous configuration keeps serving");
+                tracing::error!(reason, error = %e.summary(), "configuration rejected; the previous configuration keeps serving")
             }
         }
     }

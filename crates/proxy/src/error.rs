@@ -69,8 +69,10 @@ pub(crate) fn json_response(status: StatusCode, message: &str, request_id: &str)
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(crate::headers::X_REQUEST_ID, v);
+    if !request_id.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(crate::headers::X_REQUEST_ID, v);
+        }
     }
     resp
 }

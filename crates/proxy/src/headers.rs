@@ -23,22 +23,15 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        // `Connection` can appear several times.
-        let more: Vec<HeaderName> = h
+    if h.contains_key(header::CONNECTION) {
+        // `Connection` may appear several times; every token in every value names a header.
+        let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
-            .skip(1)
-            .flat_map(|v| v.to_str().unwrap_or_default().split(',').map(str::trim).map(str::to_owned))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .flat_map(|v| v.to_str().unwrap_or_default().split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
-        for n in named.iter().chain(more.iter()) {
+        for n in &named {
             h.remove(n);
         }
     }
@@ -96,6 +89,8 @@ mod tests {
     fn removes_hop_by_hop_and_connection_listed() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, hv("keep-alive, X-Secret-Hop"));
+        h.append(header::CONNECTION, hv("x-second-hop"));
+        h.insert("x-second-hop", hv("1"));
         h.insert("x-secret-hop", hv("1"));
         h.insert("keep-alive", hv("timeout=5"));
         h.insert(header::TE, hv("trailers"));

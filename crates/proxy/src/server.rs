@@ -29,6 +29,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start worker thread: {0}")]
+    Worker(std::io::Error),
 }
 
 /// A running gateway.
@@ -126,10 +128,8 @@ impl Gateway {
                 gw.tasks.clone(),
                 gw.conn_limit.clone(),
             );
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| StartError::Bind { what: "worker", addr: c.admin.address, source })?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Worker)?;
             std::thread::Builder::new()
                 .name(format!("palisade-worker-{i}"))
                 .spawn(move || {
@@ -155,7 +155,7 @@ impl Gateway {
                         done.cancelled().await;
                     });
                 })
-                .map_err(|source| StartError::Bind { what: "worker", addr: c.admin.address, source })?;
+                .map_err(StartError::Worker)?;
         }
         tokio::spawn(admin::serve(admin_l, gw.shared.clone(), gw.stop_admin.clone()));
         Ok(gw)

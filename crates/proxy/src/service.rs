@@ -19,6 +19,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{normalize_host, CompiledRoute};
 use crate::runtime::Runtime;
+use crate::upstream::Endpoint;
 
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
@@ -40,7 +41,7 @@ pub(crate) struct ConnInfo {
 struct Outcome {
     route: Option<Arc<CompiledRoute>>,
     session: Option<Session>,
-    endpoint: Option<String>,
+    endpoint: Option<Arc<Endpoint>>,
 }
 
 struct ConnRequest(Arc<ConnState>);
@@ -72,7 +73,7 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(e) => {
             if matches!(e, ProxyError::UpstreamConnect | ProxyError::UpstreamFailed | ProxyError::UpstreamTimeout) {
-                tracing::warn!(request_id = %request_id, endpoint = out.endpoint.as_deref().unwrap_or(""), error = %e, "upstream error");
+                tracing::warn!(request_id = %request_id, endpoint = out.endpoint.as_ref().map_or("", |e| e.address.as_str()), error = %e, "upstream error");
             }
             error_response(&e, &request_id)
         }
@@ -103,7 +104,7 @@ pub(crate) async fn handle(
             proto = ?version,
             status = status.as_u16(),
             route = out.route.as_ref().map(|r| &*r.name).unwrap_or(""),
-            upstream = out.endpoint.as_deref().unwrap_or(""),
+            upstream = out.endpoint.as_ref().map_or("", |e| e.address.as_str()),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
@@ -192,7 +193,7 @@ async fn proxy(
     loop {
         let idx = pool.select(exclude).ok_or(ProxyError::NoHealthyEndpoint)?;
         let ep = pool.acquire(idx);
-        out.endpoint = Some(ep.address.clone());
+        out.endpoint = Some(ep.clone());
         let guard = InFlight(Some(ep));
         let uri = pool.uri(idx, session.request.uri.path_and_query()).map_err(|_| ProxyError::UpstreamFailed)?;
         let last = attempt >= retries;
