@@ -4,17 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v curl >/dev/null || need_apt+=(curl)
-command -v openssl >/dev/null || need_apt+=(openssl)
-# Later capabilities add their servers here (redis-server, postgresql, chromium), all from apt.
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  echo "==> installing: ${need_apt[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+# System packages (curl, openssl, PostgreSQL: one apt-get call), a throwaway PostgreSQL cluster
+# stopped when this script exits, and the interop clients of tests/interop. Sets
+# PALISADE_TEST_DATABASE_URL, PALISADE_TEST_PYTHON and PALISADE_TEST_NODE_DIR. Later capabilities add
+# their servers there (redis-server, chromium), all from apt.
+source scripts/test-env.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

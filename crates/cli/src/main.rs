@@ -4,6 +4,8 @@
 mod demo;
 mod devcert;
 mod gateway;
+mod idp_cmd;
+mod server;
 mod up;
 
 use std::path::PathBuf;
@@ -43,6 +45,22 @@ enum Command {
         /// Where state (dev certificate, generated config) is kept
         #[arg(long, default_value = "data", value_name = "DIR")]
         data_dir: PathBuf,
+    },
+    /// Run the control-plane server (identity provider) on 127.0.0.1:9400
+    Server(Box<server::ServerArgs>),
+    /// Administer the identity provider's clients and users
+    Idp {
+        #[command(flatten)]
+        state: server::StateArgs,
+        #[command(subcommand)]
+        command: idp_cmd::IdpCommand,
+    },
+    /// Rotate and list the token-signing keys
+    Keys {
+        #[command(flatten)]
+        state: server::StateArgs,
+        #[command(subcommand)]
+        command: idp_cmd::KeysCommand,
     },
     /// Run one built-in demo service (orders or payments) on its own
     Demo {
@@ -113,6 +131,9 @@ fn main() -> ExitCode {
                     Command::Gateway { config } => gateway::run(config).await,
                     Command::Up { data_dir } => up::run(data_dir).await,
                     Command::Demo { service, listen } => demo::run_standalone(&service, listen).await,
+                    Command::Server(args) => server::run(*args).await,
+                    Command::Idp { state, command } => idp_cmd::run_idp(state, command).await,
+                    Command::Keys { state, command } => idp_cmd::run_keys(state, command).await,
                     Command::Version | Command::Config { .. } => Ok(()),
                 }
             });

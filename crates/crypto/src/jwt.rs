@@ -24,7 +24,7 @@ pub fn sign<T: Serialize>(keyset: &Keyset, now: u64, typ: &str, claims: &T) -> R
     let mut header = jsonwebtoken::Header::new(key.alg.jwt());
     header.kid = Some(key.kid.clone());
     header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, &key.encoding_key()).map_err(|e| CryptoError::Token(e.to_string()))
+    jsonwebtoken::encode(&header, claims, &key.encoding_key()?).map_err(|e| CryptoError::Token(e.to_string()))
 }
 
 /// Verify a compact JWS against the keys published at `now` and decode its claims.
@@ -76,13 +76,18 @@ mod tests {
         json!({"iss": "https://idp.test", "aud": "orders", "sub": "alice", "exp": exp, "scope": "orders:read"})
     }
 
+    const ALGS: [Alg; 3] = [Alg::ES256, Alg::EdDSA, Alg::RS256];
+
+    fn b64json(part: &str) -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
     #[test]
-    fn sign_and_verify_both_algorithms() {
-        for alg in [Alg::ES256, Alg::EdDSA] {
+    fn sign_and_verify_every_algorithm() {
+        for alg in ALGS {
             let ks = Keyset::generate(alg, now()).unwrap();
             let t = sign(&ks, now(), "at+jwt", &claims(now() + 300)).unwrap();
-            let header: Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
+            let header = b64json(t.split('.').next().unwrap());
             assert_eq!(header["alg"], alg.name());
             assert_eq!(header["typ"], "at+jwt");
             let c: Value = verify(&ks, now(), &t, &EXPECT).unwrap();
@@ -111,11 +116,70 @@ mod tests {
     }
 
     #[test]
-    fn tokens_survive_rotation_until_the_old_key_retires() {
+    fn rs256_signature_is_pkcs1_v1_5_with_a_2048_bit_key() {
+        let ks = Keyset::generate(Alg::RS256, now()).unwrap();
+        let t = sign(&ks, now(), "at+jwt", &claims(now() + 300)).unwrap();
+        let parts: Vec<&str> = t.split('.').collect();
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        assert_eq!(sig.len(), 256);
+        // Verify independently of jsonwebtoken, with ring and the published n/e.
+        let jwk = &ks.jwks(now())["keys"][0];
+        let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+        let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
+        let public = ring::signature::RsaPublicKeyComponents { n: &n, e: &e };
+        let msg = format!("{}.{}", parts[0], parts[1]);
+        public.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, msg.as_bytes(), &sig).unwrap();
+        // PKCS#1 v1.5 is deterministic.
+        assert_eq!(sign(&ks, now(), "at+jwt", &claims(now() + 300)).unwrap().split('.').nth(2), Some(parts[2]));
+    }
+
+    #[test]
+    fn rejects_a_token_whose_alg_is_not_the_one_registered_for_its_kid() {
         let t0 = now();
-        let mut ks = Keyset::generate(Alg::ES256, t0 - 100).unwrap();
+        // An ES256 and an RS256 key published together, as after a rotation between algorithms.
+        let mut ks = Keyset::generate(Alg::ES256, t0).unwrap();
+        ks.rotate(Alg::RS256, t0, 0, 300).unwrap();
+        let key = |alg: Alg| ks.published(t0).find(|k| k.alg == alg).unwrap();
+        let (es, rs) = (key(Alg::ES256), key(Alg::RS256));
+        let forge = |alg: jsonwebtoken::Algorithm, kid: &str, key: &jsonwebtoken::EncodingKey| {
+            let mut h = jsonwebtoken::Header::new(alg);
+            h.kid = Some(kid.to_owned());
+            h.typ = Some("at+jwt".into());
+            jsonwebtoken::encode(&h, &claims(t0 + 300), key).unwrap()
+        };
+        let rs_signed = forge(jsonwebtoken::Algorithm::RS256, &rs.kid, &rs.encoding_key().unwrap());
+        assert!(verify::<Value>(&ks, t0, &rs_signed, &EXPECT).is_ok());
+        // A valid RS256 signature presented under the ES256 kid.
+        let t = forge(jsonwebtoken::Algorithm::RS256, &es.kid, &rs.encoding_key().unwrap());
+        let e = verify::<Value>(&ks, t0, &t, &EXPECT).unwrap_err().to_string();
+        assert!(e.contains("alg does not match"), "{e}");
+        // ES256 under the RS256 kid.
+        let t = forge(jsonwebtoken::Algorithm::ES256, &rs.kid, &es.encoding_key().unwrap());
+        assert!(verify::<Value>(&ks, t0, &t, &EXPECT).is_err());
+        // HS256 keyed with the public RSA modulus (the classic RS/HS confusion).
+        let n = rs.jwk()["n"].as_str().unwrap().to_owned();
+        let t = forge(jsonwebtoken::Algorithm::HS256, &rs.kid, &jsonwebtoken::EncodingKey::from_secret(n.as_bytes()));
+        assert!(verify::<Value>(&ks, t0, &t, &EXPECT).is_err());
+        // The RS256 header and signature, but swapped onto the ES256 kid by editing the header.
+        let mut h = b64json(rs_signed.split('.').next().unwrap());
+        h["kid"] = json!(es.kid);
+        let rest = rs_signed.split_once('.').unwrap().1;
+        let t = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(h.to_string()));
+        assert!(verify::<Value>(&ks, t0, &t, &EXPECT).is_err());
+    }
+
+    #[test]
+    fn tokens_survive_rotation_until_the_old_key_retires() {
+        for (from, to) in [(Alg::ES256, Alg::ES256), (Alg::ES256, Alg::RS256), (Alg::RS256, Alg::EdDSA)] {
+            rotation_overlap(from, to);
+        }
+    }
+
+    fn rotation_overlap(from: Alg, to: Alg) {
+        let t0 = now();
+        let mut ks = Keyset::generate(from, t0 - 100).unwrap();
         let old_token = sign(&ks, t0, "at+jwt", &claims(t0 + 300)).unwrap();
-        ks.rotate(Alg::ES256, t0, 0, 300).unwrap();
+        ks.rotate(to, t0, 0, 300).unwrap();
         let new_token = sign(&ks, t0, "at+jwt", &claims(t0 + 300)).unwrap();
         assert_ne!(old_token.split('.').next(), new_token.split('.').next(), "new kid signs after activation");
         assert!(verify::<Value>(&ks, t0, &old_token, &EXPECT).is_ok());

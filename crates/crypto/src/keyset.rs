@@ -8,25 +8,34 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use rsa::pkcs1::der::Decode;
+use rsa::pkcs8::EncodePrivateKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, MasterKey};
 
-/// Signature algorithms. ES256 is the default (RFC 9068 access tokens, OIDC ID tokens).
+/// Signature algorithms. ES256 is the default (RFC 9068 access tokens, OIDC ID tokens);
+/// RS256 (RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys) is for relying parties that only
+/// support the OIDC baseline algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Alg {
     ES256,
     EdDSA,
+    RS256,
 }
+
+/// Modulus size of generated RSA keys.
+const RSA_BITS: usize = 2048;
 
 impl Alg {
     pub fn name(self) -> &'static str {
         match self {
             Alg::ES256 => "ES256",
             Alg::EdDSA => "EdDSA",
+            Alg::RS256 => "RS256",
         }
     }
 
@@ -34,6 +43,7 @@ impl Alg {
         match self {
             Alg::ES256 => jsonwebtoken::Algorithm::ES256,
             Alg::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            Alg::RS256 => jsonwebtoken::Algorithm::RS256,
         }
     }
 }
@@ -78,6 +88,15 @@ impl KeyVersion {
                 let public = public_of(alg, doc.as_ref())?;
                 (Zeroizing::new(doc.as_ref().to_vec()), public)
             }
+            Alg::RS256 => {
+                // ring cannot generate RSA keys: generate with RustCrypto `rsa`, then hand the
+                // PKCS#8 document to ring, which validates it and does all signing.
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, RSA_BITS)
+                    .map_err(|_| CryptoError::KeyGeneration)?;
+                let doc = key.to_pkcs8_der().map_err(|_| CryptoError::KeyGeneration)?;
+                let public = public_of(alg, doc.as_bytes())?;
+                (Zeroizing::new(doc.as_bytes().to_vec()), public)
+            }
         };
         let mut k =
             KeyVersion { kid: String::new(), alg, pkcs8, public, created_at: now, activate_at, retire_at: None };
@@ -103,21 +122,36 @@ impl KeyVersion {
                 json!({"crv": "P-256", "kty": "EC", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)})
             }
             Alg::EdDSA => json!({"crv": "Ed25519", "kty": "OKP", "x": URL_SAFE_NO_PAD.encode(&self.public)}),
+            Alg::RS256 => {
+                // `public` is ring's DER RSAPublicKey; DER integers carry no leading zero bytes
+                // beyond a sign byte, which `as_bytes` strips, so n and e come out minimal.
+                let (n, e) = rsa::pkcs1::RsaPublicKey::from_der(&self.public)
+                    .map(|k| (k.modulus.as_bytes(), k.public_exponent.as_bytes()))
+                    .unwrap_or((&[], &[]));
+                json!({"e": URL_SAFE_NO_PAD.encode(e), "kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n)})
+            }
         }
     }
 
     /// RFC 7638 JWK thumbprint (SHA-256), used as the `kid`.
     fn thumbprint(&self) -> String {
-        // serde_json's default map is ordered by key, which is exactly the canonical form.
-        let canonical = self.jwk_members().to_string();
+        // Canonical form: required members only, keys in lexicographic order, no whitespace.
+        // Sorted explicitly so the kid does not depend on serde_json's `preserve_order` feature.
+        let members = self.jwk_members();
+        let sorted: std::collections::BTreeMap<&String, &Value> =
+            members.as_object().map(|m| m.iter().collect()).unwrap_or_default();
+        let canonical = serde_json::to_string(&sorted).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
     }
 
-    pub(crate) fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
-        match self.alg {
+    pub(crate) fn encoding_key(&self) -> Result<jsonwebtoken::EncodingKey, CryptoError> {
+        Ok(match self.alg {
             Alg::ES256 => jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
             Alg::EdDSA => jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
-        }
+            // jsonwebtoken signs RSA with ring's `RsaKeyPair::from_der`, which takes the PKCS#1
+            // RSAPrivateKey: the octet string inside the PKCS#8 PrivateKeyInfo.
+            Alg::RS256 => jsonwebtoken::EncodingKey::from_rsa_der(rsa_pkcs1_of(&self.pkcs8)?),
+        })
     }
 
     pub(crate) fn decoding_key(&self) -> Result<jsonwebtoken::DecodingKey, CryptoError> {
@@ -126,6 +160,7 @@ impl KeyVersion {
         match self.alg {
             Alg::ES256 => jsonwebtoken::DecodingKey::from_ec_components(&s("x"), &s("y")),
             Alg::EdDSA => jsonwebtoken::DecodingKey::from_ed_components(&s("x")),
+            Alg::RS256 => jsonwebtoken::DecodingKey::from_rsa_components(&s("n"), &s("e")),
         }
         .map_err(|e| CryptoError::Token(e.to_string()))
     }
@@ -139,7 +174,20 @@ fn public_of(alg: Alg, pkcs8: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Alg::EdDSA => Ed25519KeyPair::from_pkcs8(pkcs8)
             .map(|k| k.public_key().as_ref().to_vec())
             .map_err(|_| CryptoError::Malformed),
+        // ring accepts 2048..=4096-bit moduli and checks the key's consistency.
+        Alg::RS256 => {
+            RsaKeyPair::from_pkcs8(pkcs8).map(|k| k.public_key().as_ref().to_vec()).map_err(|_| CryptoError::Malformed)
+        }
     }
+}
+
+/// The PKCS#1 RSAPrivateKey inside an RSA PKCS#8 PrivateKeyInfo.
+fn rsa_pkcs1_of(pkcs8: &[u8]) -> Result<&[u8], CryptoError> {
+    let info = rsa::pkcs8::PrivateKeyInfo::try_from(pkcs8).map_err(|_| CryptoError::Malformed)?;
+    if info.algorithm.oid != rsa::pkcs1::ALGORITHM_OID {
+        return Err(CryptoError::Malformed);
+    }
+    Ok(info.private_key)
 }
 
 /// All versions of one signing key.
@@ -274,11 +322,23 @@ mod tests {
     }
 
     #[test]
+    fn alg_names_and_serde_form() {
+        for (alg, name) in [(Alg::ES256, "ES256"), (Alg::EdDSA, "EdDSA"), (Alg::RS256, "RS256")] {
+            assert_eq!(alg.name(), name);
+            assert_eq!(serde_json::to_value(alg).unwrap(), json!(name));
+            assert_eq!(serde_json::from_value::<Alg>(json!(name)).unwrap(), alg);
+            assert_eq!(format!("{:?}", alg.jwt()), name);
+        }
+    }
+
+    #[test]
     fn rotation_publishes_before_signing_and_retires_after_expiry() {
+        // Also switches algorithm on rotation (ES256 -> RS256).
         let mut ks = Keyset::generate(Alg::ES256, 1000).unwrap();
         let old = ks.signing_key(1000).unwrap().kid.clone();
-        let new = ks.rotate(Alg::ES256, 2000, 300, 900).unwrap().kid.clone();
+        let new = ks.rotate(Alg::RS256, 2000, 300, 900).unwrap().kid.clone();
         assert_ne!(old, new);
+        assert_eq!(ks.signing_key(2300).unwrap().alg, Alg::RS256);
         // Published at once, not yet signing.
         assert_eq!(ks.jwks(2000)["keys"].as_array().unwrap().len(), 2);
         assert_eq!(ks.signing_key(2299).unwrap().kid, old);
@@ -303,6 +363,50 @@ mod tests {
         let jwk = &ed.jwks(0)["keys"][0];
         assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
         assert_eq!(jwk["kid"].as_str().unwrap().len(), 43);
+        let rs = Keyset::generate(Alg::RS256, 0).unwrap();
+        let jwk = &rs.jwks(0)["keys"][0];
+        let mut members: Vec<&str> = jwk.as_object().unwrap().keys().map(String::as_str).collect();
+        members.sort_unstable();
+        assert_eq!(members, ["alg", "e", "kid", "kty", "n", "use"], "public members only: {jwk}");
+        assert_eq!(
+            (jwk["kty"].as_str(), jwk["alg"].as_str(), jwk["use"].as_str()),
+            (Some("RSA"), Some("RS256"), Some("sig"))
+        );
+        assert_eq!(jwk["e"], "AQAB");
+        let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+        assert_eq!(n.len(), 256, "2048-bit modulus, no leading zero byte");
+        assert!(n[0] & 0x80 != 0);
+        assert_eq!(jwk["kid"].as_str().unwrap(), rs.versions[0].thumbprint());
+        assert!(rs.versions[0].jwk_members().to_string().starts_with(r#"{"e":"AQAB","kty":"RSA","n":""#));
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc7638_rsa_vector() {
+        use rsa::pkcs1::der::{asn1::UintRef, Encode};
+        // RFC 7638 section 3.1. n starts with 0xd2, so its DER INTEGER carries a 0x00 sign byte
+        // that must not reach the JWK.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZ\
+                 CiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJ\
+                 ZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBn\
+                 iIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let (nb, eb) = (URL_SAFE_NO_PAD.decode(n).unwrap(), URL_SAFE_NO_PAD.decode("AQAB").unwrap());
+        let public = rsa::pkcs1::RsaPublicKey {
+            modulus: UintRef::new(&nb).unwrap(),
+            public_exponent: UintRef::new(&eb).unwrap(),
+        }
+        .to_der()
+        .unwrap();
+        let v = KeyVersion {
+            kid: String::new(),
+            alg: Alg::RS256,
+            pkcs8: Zeroizing::new(Vec::new()),
+            public,
+            created_at: 0,
+            activate_at: 0,
+            retire_at: None,
+        };
+        assert_eq!(v.jwk_members(), json!({"e": "AQAB", "kty": "RSA", "n": n}));
+        assert_eq!(v.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
     #[test]
@@ -328,12 +432,18 @@ mod tests {
         let m = master();
         let mut ks = Keyset::generate(Alg::EdDSA, 0).unwrap();
         ks.rotate(Alg::ES256, 10, 0, 100).unwrap();
+        ks.rotate(Alg::RS256, 20, 0, 100).unwrap();
         let sealed = ks.seal(&m).unwrap();
         let text = serde_json::to_string(&sealed).unwrap();
         assert!(!text.contains("PRIVATE"));
+        assert!(text.contains(r#""alg":"RS256""#));
         let back: SealedKeyset = serde_json::from_str(&text).unwrap();
         let opened = back.open(&m).unwrap();
-        assert_eq!(opened.jwks(10), ks.jwks(10));
+        assert_eq!(opened.jwks(20)["keys"].as_array().unwrap().len(), 3);
+        assert_eq!(opened.jwks(20), ks.jwks(20));
+        for (a, b) in opened.versions.iter().zip(&ks.versions) {
+            assert_eq!(a.pkcs8, b.pkcs8);
+        }
         // Swapping the sealed private keys of two kids fails authentication.
         let mut swapped = sealed.clone();
         let a = swapped.versions[0].sealed_pkcs8.clone();

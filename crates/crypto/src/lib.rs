@@ -5,8 +5,10 @@
 //! expired. [`jwt`] signs and verifies JWS/JWT with them.
 //!
 //! This crate depends on no other palisade crate, prints nothing, and never logs key bytes.
-//! AES-256-GCM and ECDSA/Ed25519 come from `ring`, the provider rustls already uses here, so
-//! the binary carries one audited implementation; JWT encoding is `jsonwebtoken`.
+//! AES-256-GCM and ECDSA/Ed25519/RSA signing come from `ring`, the provider rustls already uses
+//! here, so the binary carries one audited implementation; JWT encoding is `jsonwebtoken`. ring
+//! cannot generate RSA keys, so RS256 keys are generated with RustCrypto `rsa` and handed to ring
+//! as PKCS#8 (stored sealed like every other key).
 
 pub mod jwt;
 mod keyset;

@@ -1,0 +1,299 @@
+//! `palisade server`: the control-plane HTTP server (today: the identity provider) on
+//! 127.0.0.1:9400, plain HTTP or TLS with optional client certificates (RFC 8705), over SQLite
+//! under `./data/` or PostgreSQL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::Router;
+use clap::Args;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade_crypto::{Alg, MasterKey};
+use palisade_idp::{Idp, IdpConfig, Peer};
+use palisade_store::Store;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tower::ServiceExt;
+
+/// Where the state is: shared by `server`, `idp` and `keys`.
+#[derive(Args, Debug, Clone)]
+pub struct StateArgs {
+    /// Directory for the SQLite database, master key and admin token
+    #[arg(long, default_value = "data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of SQLite, e.g. postgres://palisade@db/palisade
+    #[arg(long, env = "PALISADE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl StateArgs {
+    pub async fn open(&self) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let url = self.database_url.clone().unwrap_or_else(|| palisade_store::sqlite_url(&self.data_dir));
+        Ok(Store::open(&url).await?)
+    }
+
+    /// The master key: `PALISADE_MASTER_KEY` (base64) or `<data>/master.key` (created 0600).
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        match std::env::var("PALISADE_MASTER_KEY") {
+            Ok(v) => Ok(MasterKey::from_base64(v.trim()).context("PALISADE_MASTER_KEY")?),
+            Err(_) => Ok(MasterKey::load_or_create(&self.data_dir.join("master.key"))?),
+        }
+    }
+}
+
+pub fn parse_alg(s: &str) -> Result<Alg, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "es256" => Ok(Alg::ES256),
+        "eddsa" | "ed25519" => Ok(Alg::EdDSA),
+        "rs256" => Ok(Alg::RS256),
+        _ => Err(format!("unknown algorithm {s:?}; use es256, eddsa or rs256")),
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 90s, 10m, 24h)"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    pub listen: SocketAddr,
+    /// Issuer URL (default: http(s)://<listen>)
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask for client certificates issued by these CAs (PEM) for tls_client_auth (RFC 8705)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Access-token lifetime
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+    /// ID-token lifetime
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub id_token_ttl: Duration,
+    /// Refresh-token lifetime (each rotation starts a new one)
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+    /// Signing algorithm of the first key: es256, eddsa or rs256
+    #[arg(long, default_value = "es256", value_parser = parse_alg)]
+    pub key_alg: Alg,
+    /// Admin API credential file (created 0600 with a random token if missing);
+    /// PALISADE_ADMIN_TOKEN overrides it
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    pub fn defaults(data_dir: PathBuf) -> ServerArgs {
+        ServerArgs {
+            state: StateArgs { data_dir, database_url: None },
+            listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            issuer: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            access_token_ttl: Duration::from_secs(600),
+            id_token_ttl: Duration::from_secs(600),
+            refresh_token_ttl: Duration::from_secs(86_400),
+            key_alg: Alg::ES256,
+            admin_token_file: None,
+        }
+    }
+}
+
+fn admin_token_sha256(args: &ServerArgs) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Ok(t) = std::env::var("PALISADE_ADMIN_TOKEN") {
+        if t.trim().len() < 16 {
+            bail!("PALISADE_ADMIN_TOKEN must be at least 16 characters");
+        }
+        return Ok((palisade_idp::secrets::sha256_hex(t.trim()), None));
+    }
+    let path = args.admin_token_file.clone().unwrap_or_else(|| args.state.data_dir.join("admin.token"));
+    if !path.exists() {
+        let token = palisade_idp::secrets::random_token(32);
+        palisade_crypto::write_secret_file(&path, format!("{token}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((palisade_idp::secrets::sha256_hex(token.trim()), Some(path)))
+}
+
+fn ttl(d: Duration, what: &str) -> anyhow::Result<u64> {
+    let s = d.as_secs();
+    if s == 0 {
+        bail!("{what} must be at least 1s");
+    }
+    Ok(s)
+}
+
+/// A started server: its bound address and the task serving it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub idp: Arc<Idp>,
+    pub admin_token_file: Option<PathBuf>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
+    let store = args.state.open().await?;
+    let master = args.state.master_key()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls_config(c, k, args.tls_client_ca.as_deref())?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let issuer = args.issuer.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let (admin_sha, admin_token_file) = admin_token_sha256(args)?;
+    let mut cfg = IdpConfig::new(&issuer);
+    cfg.access_token_ttl = ttl(args.access_token_ttl, "--access-token-ttl")?;
+    cfg.id_token_ttl = ttl(args.id_token_ttl, "--id-token-ttl")?;
+    cfg.refresh_token_ttl = ttl(args.refresh_token_ttl, "--refresh-token-ttl")?;
+    cfg.key_alg = args.key_alg;
+    cfg.admin_token_sha256 = Some(admin_sha);
+    let idp = Idp::new(&store, master, cfg).await?;
+    let background = idp.spawn_background();
+    let router = idp.router();
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, tls, router, rx));
+    tracing::info!(
+        address = %addr,
+        issuer = %issuer,
+        database = ?store.backend(),
+        "server listening"
+    );
+    Ok(Server { addr, issuer, idp, admin_token_file, shutdown, task, background })
+}
+
+impl Server {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for b in &self.background {
+            b.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+fn tls_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no certificate found", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}: no PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+                roots.add(c.with_context(|| format!("{}: bad PEM", ca.display()))?)?;
+            }
+            // Clients without a certificate still connect (secrets, private_key_jwt); a
+            // certificate that is presented must chain to these roots.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).context("certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tracker.spawn(async move {
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        _ => return,
+                    };
+                    let cert =
+                        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
+                    serve(TokioIo::new(tls), Peer { addr, client_cert: cert }, router).await;
+                }
+                None => serve(TokioIo::new(tcp), Peer { addr, client_cert: None }, router).await,
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+}
+
+async fn serve<I>(io: I, peer: Peer, router: Router)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(Duration::from_secs(10)).timer(hyper_util::rt::TokioTimer::new());
+    let _ = builder.serve_connection(io, svc).await;
+}
+
+/// Run until SIGTERM / Ctrl-C.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let server = start(&args).await?;
+    if let Some(p) = &server.admin_token_file {
+        tracing::info!(file = %p.display(), "admin API credential");
+    }
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
