@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+pub mod idp;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
