@@ -136,8 +136,10 @@ impl IdpServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// URL of `path` on the bound address (the issuer may name another host, see `--issuer`).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        let scheme = if self.issuer.starts_with("https:") { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     fn state_args(&self) -> Vec<String> {

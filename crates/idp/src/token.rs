@@ -164,6 +164,7 @@ async fn authorization_code(idp: &Idp, auth: &Authenticated, p: &Params) -> OAut
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
     grant.cert_thumbprint = auth.cert_thumbprint.clone();
+    grant.aud = audience_for(idp, &auth.client, p)?;
     issue_user_tokens(idp, auth, &stored.grant_id, &grant, &user.roles, true).await
 }
 
@@ -209,34 +210,39 @@ async fn refresh_token(idp: &Idp, auth: &Authenticated, p: &Params) -> OAuthResu
     let token = p.require("refresh_token")?;
     let now = palisade_store::now();
     let client_id = &auth.client.spec.client_id;
-    let stored = match idp.repo.take_refresh(&lookup_hash(token), now).await? {
-        Take::Missing => return Err(OAuthError::invalid_grant("the refresh token is invalid")),
-        Take::Replayed(s) => {
-            if &s.client_id == client_id {
-                // RFC 9700 §4.14.2: a rotated-out token came back; someone holds a copy. Revoke the family.
-                idp.repo.revoke_grant(&s.grant_id, now, now + idp.revocation_window()).await?;
-                tracing::warn!(client_id = %client_id, "refresh token reused; the token family is revoked");
-            }
-            return Err(OAuthError::invalid_grant("the refresh token was already used or revoked"));
-        }
-        Take::Fresh(s) => s,
+    let hash = lookup_hash(token);
+    // Validate before spending: a request refused for its parameters leaves the token usable.
+    let Some((stored, used_at)) = idp.repo.peek_refresh(&hash).await? else {
+        return Err(OAuthError::invalid_grant("the refresh token is invalid"));
     };
     if &stored.client_id != client_id {
         return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
     }
-    if stored.expires_at <= now {
-        return Err(OAuthError::invalid_grant("the refresh token has expired"));
-    }
     let mut grant: UserGrant = serde_json::from_str(&stored.data).map_err(OAuthError::server_error)?;
-    if let Some(requested) = p.get("scope") {
-        let requested = split_scope(requested);
-        if let Some(bad) = requested.iter().find(|s| !grant.scope.contains(s)) {
-            return Err(OAuthError::invalid_scope(format!("scope {bad:?} was not granted")));
+    if used_at.is_none() {
+        if stored.expires_at <= now {
+            return Err(OAuthError::invalid_grant("the refresh token has expired"));
         }
-        grant.scope = requested;
+        if let Some(requested) = p.get("scope") {
+            let requested = split_scope(requested);
+            if let Some(bad) = requested.iter().find(|s| !grant.scope.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!("scope {bad:?} was not granted")));
+            }
+            grant.scope = requested;
+        }
+        if grant.cert_thumbprint.is_some() && grant.cert_thumbprint != auth.cert_thumbprint {
+            return Err(OAuthError::invalid_grant("the refresh token is bound to another client certificate"));
+        }
     }
-    if grant.cert_thumbprint.is_some() && grant.cert_thumbprint != auth.cert_thumbprint {
-        return Err(OAuthError::invalid_grant("the refresh token is bound to another client certificate"));
+    match idp.repo.take_refresh(&hash, now).await? {
+        Take::Fresh(_) => {}
+        Take::Replayed(s) => {
+            // RFC 9700 §4.14.2: a rotated-out token came back; someone holds a copy. Revoke the family.
+            idp.repo.revoke_grant(&s.grant_id, now, now + idp.revocation_window()).await?;
+            tracing::warn!(client_id = %client_id, "refresh token reused; the token family is revoked");
+            return Err(OAuthError::invalid_grant("the refresh token was already used or revoked"));
+        }
+        Take::Missing => return Err(OAuthError::invalid_grant("the refresh token is invalid")),
     }
     let user = idp
         .repo

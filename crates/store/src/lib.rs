@@ -78,13 +78,8 @@ impl Store {
         } else {
             return Err(StoreError::Url(redact_url(url)));
         };
-        if backend == Backend::Sqlite {
-            if let Some(parent) = sqlite_path(url).and_then(|p| Path::new(p).parent().map(Path::to_path_buf)) {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(&parent)
-                        .map_err(|source| StoreError::Io { path: parent.display().to_string(), source })?;
-                }
-            }
+        if let Some(path) = sqlite_path(url).filter(|_| backend == Backend::Sqlite) {
+            create_private_file(Path::new(path))?;
         }
         let open_err = |source| StoreError::Open { url: redact_url(url), source };
         let options: AnyConnectOptions = url.parse().map_err(open_err)?;
@@ -138,6 +133,21 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Create the database file (and its directory) readable by the owner only; SQLite gives its
+/// `-wal` and `-shm` files the same mode.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| StoreError::Io { path: path.display().to_string(), source };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(e)),
     }
 }
 
@@ -195,6 +205,9 @@ mod tests {
         store.close().await;
         // A second open finds the migration applied and the row kept.
         let store = Store::open(&url).await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("sub/palisade.db")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         let row = sqlx::query("SELECT COUNT(*) AS n FROM idp_revocations").fetch_one(store.pool()).await.unwrap();
         assert_eq!(row.get::<i64, _>("n"), 1);
         let applied = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations").fetch_one(store.pool()).await.unwrap();
