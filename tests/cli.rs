@@ -88,6 +88,7 @@ fn version_and_help() {
 /// `palisade up` uses the fixed default ports, so only this test may bind them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_demo_services() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(BIN)
         .arg("up")
@@ -96,6 +97,21 @@ async fn up_serves_demo_services() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Read the banner: it ends with "Press Ctrl-C to stop."
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            out.push_str(&l);
+            out.push('\n');
+            if l.contains("Press Ctrl-C to stop.") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no banner: {out}"));
     let mut ok = None;
     for _ in 0..100 {
         if let Some(r) = get_raw(8080, "/orders").await {
@@ -114,16 +130,40 @@ async fn up_serves_demo_services() {
     let r = curl(&["--http2", "--cacert", cert.to_str().unwrap()], "https://localhost:8443/payments").await;
     assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2"));
     assert_eq!(r.json()["service"], "payments");
-    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("data/dev-key.pem")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+
+    assert!(out.contains("curl http://127.0.0.1:8080/orders"), "{out}");
+    assert!(out.contains("identity  http://127.0.0.1:9400"), "{out}");
+
+    // The one-line token command from the banner works as printed.
+    let creds = dir.path().join("data/demo-credentials.txt");
+    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&creds).unwrap();
+    let keys: Vec<&str> = text.lines().map(|l| l.split_once('=').unwrap().0).collect();
+    assert_eq!(
+        keys,
+        [
+            "CLIENT_ID",
+            "CLIENT_SECRET",
+            "PUBLIC_CLIENT_ID",
+            "REDIRECT_URI",
+            "USER",
+            "PASSWORD",
+            "ADMIN_USER",
+            "ADMIN_PASSWORD"
+        ]
+    );
+    let cmd =
+        out.lines().find(|l| l.trim_start().starts_with("(. ./data/demo-credentials.txt;")).expect("token command");
+    let r = Command::new("sh").arg("-c").arg(cmd.trim()).current_dir(dir.path()).output().unwrap();
+    let token: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", r));
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["scope"], "orders:read");
+    assert!(!out.contains(text.lines().nth(1).unwrap().split_once('=').unwrap().1), "the banner shows the secret");
 
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success());
-    let mut out = String::new();
-    use tokio::io::AsyncReadExt;
-    child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-    assert!(out.contains("curl http://127.0.0.1:8080/orders"), "{out}");
 }

@@ -2,6 +2,7 @@
 //! wires the library crates together.
 
 mod demo;
+mod demo_identity;
 mod devcert;
 mod gateway;
 mod idp_cmd;

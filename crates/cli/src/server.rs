@@ -143,7 +143,6 @@ fn ttl(d: Duration, what: &str) -> anyhow::Result<u64> {
 
 /// A started server: its bound address and the task serving it.
 pub struct Server {
-    pub addr: SocketAddr,
     pub issuer: String,
     pub idp: Arc<Idp>,
     pub admin_token_file: Option<PathBuf>,
@@ -181,7 +180,7 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         database = ?store.backend(),
         "server listening"
     );
-    Ok(Server { addr, issuer, idp, admin_token_file, shutdown, task, background })
+    Ok(Server { issuer, idp, admin_token_file, shutdown, task, background })
 }
 
 impl Server {

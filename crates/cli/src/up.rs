@@ -1,12 +1,14 @@
 //! `palisade up`: the all-in-one local run on embedded defaults. Starts the demo services on
 //! loopback, writes the generated gateway config to `<data>/gateway.yaml`, starts the gateway
-//! on 127.0.0.1:8080 / :8443 and prints how to send a first request.
+//! on 127.0.0.1:8080 / :8443 and `palisade server` (identity provider) on 127.0.0.1:9400 with
+//! demo clients and users, and prints how to send a first request and get a first token.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::{demo, devcert, gateway};
+use crate::server::{self, ServerArgs};
+use crate::{demo, demo_identity, devcert, gateway};
 
 #[allow(clippy::print_stdout)]
 pub async fn run(data_dir: PathBuf) -> anyhow::Result<()> {
@@ -59,10 +61,19 @@ routes:\n\
     std::fs::write(&cfg_path, &text).with_context(|| format!("writing {}", cfg_path.display()))?;
     let loaded = palisade_core::load_file(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gw = gateway::start(&loaded).await?;
+    let idp = server::start(&ServerArgs::defaults(data_dir.clone())).await?;
+    let creds = demo_identity::ensure(&idp.idp.repo, &data_dir).await?;
+    let creds_shown = if creds.is_relative() && !creds.starts_with(".") {
+        format!("./{}", creds.display())
+    } else {
+        creds.display().to_string()
+    };
     println!(
         "\nPalisade is up.\n\n\
   gateway   http://127.0.0.1:8080   https://localhost:8443 (self-signed: {cert})\n\
   admin     http://127.0.0.1:9901/metrics\n\
+  identity  {issuer}   (OpenID Connect: {issuer}/.well-known/openid-configuration)\n\
+  demo credentials  {creds}   (clients {client}, {public_client}; users {user}, {admin})\n\
   config    {cfg}\n\n\
 Try:\n\
   curl http://127.0.0.1:8080/orders\n\
@@ -70,9 +81,23 @@ Try:\n\
   curl --cacert {cert} https://localhost:8443/orders/ord_1001\n\
   curl --http2 --cacert {cert} https://localhost:8443/payments\n\
   curl http://127.0.0.1:8080/nothing-here      # 404 with a JSON error\n\n\
+Get an access token (client credentials) with one command:\n\
+  (. {creds}; curl -s -u \"$CLIENT_ID:$CLIENT_SECRET\" -d grant_type=client_credentials {issuer}/oauth2/token)\n\
+Sign in as a user (authorization code + PKCE) in a browser at:\n\
+  {issuer}/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={redirect}&scope=openid%20profile&code_challenge=E9Melhoa2OwvFuEgbuJ7k13xMtn8ByAn5QxP-hV-cMk&code_challenge_method=S256\n\
+  (the code arrives at {redirect}; redeem it with code_verifier=dBjftJeZ4CVP-mB92K9uhbUJU52er5rcvWFQ4F5s7dc)\n\n\
 Press Ctrl-C to stop.\n",
         cert = cert.cert.display(),
         cfg = cfg_path.display(),
+        issuer = idp.issuer,
+        creds = creds_shown,
+        client = demo_identity::CLIENT_ID,
+        public_client = demo_identity::PUBLIC_CLIENT_ID,
+        user = demo_identity::USER,
+        admin = demo_identity::ADMIN_USER,
+        redirect = demo_identity::REDIRECT_URI,
     );
-    gateway::serve_until_signal(gw, Some(cfg_path)).await
+    let r = gateway::serve_until_signal(gw, Some(cfg_path)).await;
+    idp.stop().await;
+    r
 }
