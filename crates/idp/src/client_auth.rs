@@ -31,7 +31,7 @@ fn fail() -> OAuthError {
 }
 
 /// RFC 6749 §2.3.1: `Basic base64(urlencode(id) ":" urlencode(secret))`.
-fn basic_credentials(headers: &HeaderMap) -> OAuthResult<Option<(String, String)>> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> OAuthResult<Option<(String, String)>> {
     let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let v = v.to_str().map_err(|_| fail())?;
     let Some((scheme, rest)) = v.split_once(' ') else { return Err(fail()) };
@@ -118,14 +118,7 @@ impl Idp {
 
     async fn by_assertion(&self, assertion: &str, claimed_id: Option<&str>) -> OAuthResult<Authenticated> {
         let header = jsonwebtoken::decode_header(assertion).map_err(|_| fail())?;
-        // The subject is read unverified only to find the client's keys; everything is
-        // verified below with those keys.
-        let unverified: Value = {
-            let payload = assertion.split('.').nth(1).ok_or_else(fail)?;
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| fail())?;
-            serde_json::from_slice(&bytes).map_err(|_| fail())?
-        };
-        let id = unverified.get("sub").and_then(Value::as_str).ok_or_else(fail)?.to_owned();
+        let id = unverified_subject(assertion).ok_or_else(fail)?;
         if claimed_id.is_some_and(|c| c != id) {
             return Err(fail());
         }
@@ -170,9 +163,17 @@ impl Idp {
     }
 }
 
+/// The `sub` of a JWS, read without verifying it: only to find whose keys verify it.
+pub(crate) fn unverified_subject(jws: &str) -> Option<String> {
+    let payload = jws.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub").and_then(Value::as_str).map(str::to_owned)
+}
+
 /// Compare a certificate's subject DN with the registered one, ignoring spaces after separators
 /// and attribute-type case (`CN=a, O=b` equals `cn=a,o=b`).
-fn subject_matches(der: &[u8], expected: &str) -> bool {
+pub(crate) fn subject_matches(der: &[u8], expected: &str) -> bool {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
     let Ok(actual) =
         x509_parser::x509::X509Name::to_string_with_registry(cert.subject(), x509_parser::objects::oid_registry())

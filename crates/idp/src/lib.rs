@@ -160,3 +160,40 @@ impl Idp {
 fn peer_of(ext: Option<axum::Extension<Peer>>) -> Peer {
     ext.map(|axum::Extension(p)| p).unwrap_or_default()
 }
+
+/// Entry points for fuzzing the parsers that take outside input (no sockets, no database).
+pub mod fuzzing {
+    use http::{header, HeaderMap, HeaderValue};
+
+    /// Bytes as an untrusted token-endpoint request: the first line is an `Authorization` and
+    /// `Cookie` header value, the rest a form body. Runs parameter, credential, cookie, scope,
+    /// client-assertion and registration parsing. Must never panic.
+    pub fn request(data: &[u8]) {
+        let (head, body) = match data.iter().position(|b| *b == b'\n') {
+            Some(i) => (&data[..i], &data[i + 1..]),
+            None => (data, &[][..]),
+        };
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(head) {
+            headers.insert(header::AUTHORIZATION, v.clone());
+            headers.insert(header::COOKIE, v);
+        }
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        let _ = crate::client_auth::basic_credentials(&headers);
+        let _ = crate::authorize::cookie(&headers, crate::authorize::CSRF_COOKIE);
+        if let Ok(p) = crate::form::Params::from_form(&headers, body) {
+            if let Some(s) = p.get("scope") {
+                for t in crate::form::split_scope(s) {
+                    let _ = crate::form::valid_scope_token(&t);
+                }
+            }
+            if let Some(a) = p.get("client_assertion") {
+                let _ = crate::client_auth::unverified_subject(a);
+            }
+        }
+        if let Ok(spec) = serde_json::from_slice::<crate::model::ClientSpec>(body) {
+            let _ = spec.validate();
+        }
+        let _ = crate::client_auth::subject_matches(body, "CN=x");
+    }
+}
