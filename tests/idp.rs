@@ -22,7 +22,7 @@ fn jwt_parts(token: &str) -> (Value, Value) {
 }
 
 fn pkce() -> (String, String) {
-    let verifier = format!("v{}", "0123456789abcdefghijklmnopqrstuvwxyz-._~ABCDEFGH".repeat(1));
+    let verifier = "v0123456789abcdefghijklmnopqrstuvwxyz-._~ABCDEFGH".to_owned();
     let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
     (verifier, challenge)
 }

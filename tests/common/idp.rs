@@ -112,8 +112,7 @@ impl IdpServer {
                 .log_text()
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["message"] == "server listening")
-                .last();
+                .rfind(|v| v["message"] == "server listening");
             if let Some(v) = started {
                 self.addr = v["address"].as_str().unwrap().to_owned();
                 self.issuer = v["issuer"].as_str().unwrap().to_owned();
@@ -272,4 +271,16 @@ macro_rules! both_databases {
             }
         }
     };
+}
+
+impl Drop for IdpServer {
+    /// A failing test shows the end of the server log.
+    #[allow(clippy::print_stderr)]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("--- last lines of the server log\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+    }
 }

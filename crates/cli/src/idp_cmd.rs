@@ -43,47 +43,50 @@ fn parse_grant(s: &str) -> Result<GrantType, String> {
     })
 }
 
+#[derive(clap::Args, Debug)]
+pub struct ClientAdd {
+    client_id: String,
+    /// Display name on the consent page
+    #[arg(long, default_value = "")]
+    name: String,
+    /// A public client (no secret; PKCE required); same as --auth-method none
+    #[arg(long, conflicts_with = "auth_method")]
+    public: bool,
+    /// client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth or none
+    #[arg(long, value_parser = parse_method)]
+    auth_method: Option<AuthMethod>,
+    /// Allowed grant (repeatable); default: client_credentials, or authorization_code +
+    /// refresh_token for a public client
+    #[arg(long = "grant", value_parser = parse_grant)]
+    grants: Vec<GrantType>,
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Allowed scope (repeatable, or space-separated)
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Scope granted when a request names none (repeatable)
+    #[arg(long = "default-scope")]
+    default_scopes: Vec<String>,
+    /// Allowed audience / resource (repeatable)
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// JWK Set file with the client's public keys (private_key_jwt)
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+    /// Client certificate subject DN (tls_client_auth), e.g. "CN=billing,O=Acme"
+    #[arg(long)]
+    tls_subject_dn: Option<String>,
+    /// First-party client: no consent page
+    #[arg(long)]
+    skip_consent: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Register a client; prints its secret once
-    Add {
-        client_id: String,
-        /// Display name on the consent page
-        #[arg(long, default_value = "")]
-        name: String,
-        /// A public client (no secret; PKCE required); same as --auth-method none
-        #[arg(long, conflicts_with = "auth_method")]
-        public: bool,
-        /// client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth or none
-        #[arg(long, value_parser = parse_method)]
-        auth_method: Option<AuthMethod>,
-        /// Allowed grant (repeatable); default: client_credentials, or authorization_code +
-        /// refresh_token for a public client
-        #[arg(long = "grant", value_parser = parse_grant)]
-        grants: Vec<GrantType>,
-        #[arg(long = "redirect-uri")]
-        redirect_uris: Vec<String>,
-        #[arg(long = "post-logout-redirect-uri")]
-        post_logout_redirect_uris: Vec<String>,
-        /// Allowed scope (repeatable, or space-separated)
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// Scope granted when a request names none (repeatable)
-        #[arg(long = "default-scope")]
-        default_scopes: Vec<String>,
-        /// Allowed audience / resource (repeatable)
-        #[arg(long = "audience")]
-        audiences: Vec<String>,
-        /// JWK Set file with the client's public keys (private_key_jwt)
-        #[arg(long)]
-        jwks_file: Option<PathBuf>,
-        /// Client certificate subject DN (tls_client_auth), e.g. "CN=billing,O=Acme"
-        #[arg(long)]
-        tls_subject_dn: Option<String>,
-        /// First-party client: no consent page
-        #[arg(long)]
-        skip_consent: bool,
-    },
+    Add(Box<ClientAdd>),
     /// List clients
     List,
     /// Replace the client secret; prints the new one once
@@ -177,21 +180,22 @@ pub async fn run_idp(state: StateArgs, cmd: IdpCommand) -> anyhow::Result<()> {
 
 async fn client(repo: &Repo, cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
-        ClientCommand::Add {
-            client_id,
-            name,
-            public,
-            auth_method,
-            grants,
-            redirect_uris,
-            post_logout_redirect_uris,
-            scopes,
-            default_scopes,
-            audiences,
-            jwks_file,
-            tls_subject_dn,
-            skip_consent,
-        } => {
+        ClientCommand::Add(add) => {
+            let ClientAdd {
+                client_id,
+                name,
+                public,
+                auth_method,
+                grants,
+                redirect_uris,
+                post_logout_redirect_uris,
+                scopes,
+                default_scopes,
+                audiences,
+                jwks_file,
+                tls_subject_dn,
+                skip_consent,
+            } = *add;
             let method = if public { AuthMethod::None } else { auth_method.unwrap_or(AuthMethod::ClientSecretBasic) };
             let grant_types = if !grants.is_empty() {
                 grants

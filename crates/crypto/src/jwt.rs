@@ -20,11 +20,19 @@ pub struct Expect<'a> {
 
 /// Sign `claims` with the key that signs at `now`; the header carries `kid` and `typ`.
 pub fn sign<T: Serialize>(keyset: &Keyset, now: u64, typ: &str, claims: &T) -> Result<String, CryptoError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     let key = keyset.signing_key(now).ok_or(CryptoError::NoSigningKey)?;
-    let mut header = jsonwebtoken::Header::new(key.alg.jwt());
-    header.kid = Some(key.kid.clone());
-    header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, &key.encoding_key()?).map_err(|e| CryptoError::Token(e.to_string()))
+    let header = serde_json::json!({ "alg": key.alg.name(), "kid": key.kid, "typ": typ });
+    let header = serde_json::to_vec(&header).map_err(|e| CryptoError::Token(e.to_string()))?;
+    let payload = serde_json::to_vec(claims).map_err(|e| CryptoError::Token(e.to_string()))?;
+    let mut token = URL_SAFE_NO_PAD.encode(header);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
 }
 
 /// Verify a compact JWS against the keys published at `now` and decode its claims.
@@ -52,7 +60,7 @@ pub fn verify<T: DeserializeOwned>(
         Some(aud) => v.set_audience(&[aud]),
         None => v.validate_aud = false,
     }
-    jsonwebtoken::decode::<T>(token, &key.decoding_key()?, &v)
+    jsonwebtoken::decode::<T>(token, key.decoding_key()?, &v)
         .map(|d| d.claims)
         .map_err(|e| CryptoError::Token(e.to_string()))
 }

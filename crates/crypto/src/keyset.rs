@@ -7,6 +7,8 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use std::sync::OnceLock;
+
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rsa::pkcs1::der::Decode;
@@ -60,6 +62,15 @@ pub struct KeyVersion {
     pub activate_at: u64,
     /// No longer published (nor accepted) from this time on.
     pub retire_at: Option<u64>,
+    /// Parsed once, on first use: parsing a PKCS#8 key costs as much as a signature.
+    signer: OnceLock<Signer>,
+    decoder: OnceLock<jsonwebtoken::DecodingKey>,
+}
+
+enum Signer {
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
 }
 
 impl std::fmt::Debug for KeyVersion {
@@ -98,8 +109,17 @@ impl KeyVersion {
                 (Zeroizing::new(doc.as_bytes().to_vec()), public)
             }
         };
-        let mut k =
-            KeyVersion { kid: String::new(), alg, pkcs8, public, created_at: now, activate_at, retire_at: None };
+        let mut k = KeyVersion {
+            kid: String::new(),
+            alg,
+            pkcs8,
+            public,
+            created_at: now,
+            activate_at,
+            retire_at: None,
+            signer: OnceLock::new(),
+            decoder: OnceLock::new(),
+        };
         k.kid = k.thumbprint();
         Ok(k)
     }
@@ -144,25 +164,65 @@ impl KeyVersion {
         URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
     }
 
+    fn signer(&self) -> Result<&Signer, CryptoError> {
+        if let Some(s) = self.signer.get() {
+            return Ok(s);
+        }
+        let rng = SystemRandom::new();
+        let s = match self.alg {
+            Alg::ES256 => Signer::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.pkcs8, &rng)
+                    .map_err(|_| CryptoError::Malformed)?,
+            ),
+            Alg::EdDSA => Signer::Ed(Ed25519KeyPair::from_pkcs8(&self.pkcs8).map_err(|_| CryptoError::Malformed)?),
+            Alg::RS256 => Signer::Rsa(RsaKeyPair::from_pkcs8(&self.pkcs8).map_err(|_| CryptoError::Malformed)?),
+        };
+        Ok(self.signer.get_or_init(|| s))
+    }
+
+    /// The JWS signature of `message` (ES256: `r || s`, RFC 7518 §3.4; EdDSA: RFC 8037;
+    /// RS256: RSASSA-PKCS1-v1_5 with SHA-256).
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let rng = SystemRandom::new();
+        match self.signer()? {
+            Signer::Ec(k) => k.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| CryptoError::Signing),
+            Signer::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+            Signer::Rsa(k) => {
+                let mut sig = vec![0; k.public().modulus_len()];
+                k.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(|_| CryptoError::Signing)?;
+                Ok(sig)
+            }
+        }
+    }
+
+    /// A jsonwebtoken signing key, for tests that forge tokens with our keys.
+    #[cfg(test)]
     pub(crate) fn encoding_key(&self) -> Result<jsonwebtoken::EncodingKey, CryptoError> {
         Ok(match self.alg {
             Alg::ES256 => jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
             Alg::EdDSA => jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
-            // jsonwebtoken signs RSA with ring's `RsaKeyPair::from_der`, which takes the PKCS#1
-            // RSAPrivateKey: the octet string inside the PKCS#8 PrivateKeyInfo.
-            Alg::RS256 => jsonwebtoken::EncodingKey::from_rsa_der(rsa_pkcs1_of(&self.pkcs8)?),
+            // jsonwebtoken wants the PKCS#1 RSAPrivateKey: the octet string inside PKCS#8.
+            Alg::RS256 => {
+                let info = rsa::pkcs8::PrivateKeyInfo::try_from(&self.pkcs8[..]).map_err(|_| CryptoError::Malformed)?;
+                jsonwebtoken::EncodingKey::from_rsa_der(info.private_key)
+            }
         })
     }
 
-    pub(crate) fn decoding_key(&self) -> Result<jsonwebtoken::DecodingKey, CryptoError> {
+    pub(crate) fn decoding_key(&self) -> Result<&jsonwebtoken::DecodingKey, CryptoError> {
+        if let Some(d) = self.decoder.get() {
+            return Ok(d);
+        }
         let v = self.jwk_members();
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        match self.alg {
+        let d = match self.alg {
             Alg::ES256 => jsonwebtoken::DecodingKey::from_ec_components(&s("x"), &s("y")),
             Alg::EdDSA => jsonwebtoken::DecodingKey::from_ed_components(&s("x")),
             Alg::RS256 => jsonwebtoken::DecodingKey::from_rsa_components(&s("n"), &s("e")),
         }
-        .map_err(|e| CryptoError::Token(e.to_string()))
+        .map_err(|e| CryptoError::Token(e.to_string()))?;
+        Ok(self.decoder.get_or_init(|| d))
     }
 }
 
@@ -179,15 +239,6 @@ fn public_of(alg: Alg, pkcs8: &[u8]) -> Result<Vec<u8>, CryptoError> {
             RsaKeyPair::from_pkcs8(pkcs8).map(|k| k.public_key().as_ref().to_vec()).map_err(|_| CryptoError::Malformed)
         }
     }
-}
-
-/// The PKCS#1 RSAPrivateKey inside an RSA PKCS#8 PrivateKeyInfo.
-fn rsa_pkcs1_of(pkcs8: &[u8]) -> Result<&[u8], CryptoError> {
-    let info = rsa::pkcs8::PrivateKeyInfo::try_from(pkcs8).map_err(|_| CryptoError::Malformed)?;
-    if info.algorithm.oid != rsa::pkcs1::ALGORITHM_OID {
-        return Err(CryptoError::Malformed);
-    }
-    Ok(info.private_key)
 }
 
 /// All versions of one signing key.
@@ -302,6 +353,8 @@ impl SealedKeyset {
                     created_at: s.created_at,
                     activate_at: s.activate_at,
                     retire_at: s.retire_at,
+                    signer: OnceLock::new(),
+                    decoder: OnceLock::new(),
                 };
                 if v.thumbprint() != v.kid {
                     return Err(CryptoError::Malformed);
@@ -404,6 +457,8 @@ mod tests {
             created_at: 0,
             activate_at: 0,
             retire_at: None,
+            signer: OnceLock::new(),
+            decoder: OnceLock::new(),
         };
         assert_eq!(v.jwk_members(), json!({"e": "AQAB", "kty": "RSA", "n": n}));
         assert_eq!(v.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
@@ -421,6 +476,8 @@ mod tests {
             created_at: 0,
             activate_at: 0,
             retire_at: None,
+            signer: OnceLock::new(),
+            decoder: OnceLock::new(),
         };
         assert_eq!(v.thumbprint(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
         let es = Keyset::generate(Alg::ES256, 0).unwrap();

@@ -30,6 +30,8 @@ pub enum CryptoError {
     Unauthentic,
     #[error("key generation failed")]
     KeyGeneration,
+    #[error("signing failed")]
+    Signing,
     #[error("no key in the keyset may sign at this time")]
     NoSigningKey,
     #[error("token rejected: {0}")]

@@ -109,6 +109,7 @@ async fn get_client(_: Admin, State(idp): State<Arc<Idp>>, Path(id): Path<String
 async fn remove_client(_: Admin, State(idp): State<Arc<Idp>>, Path(id): Path<String>) -> ApiResult {
     ops::remove_client(&idp.repo, &id).await?;
     idp.secret_cache.forget(&id);
+    idp.clients.forget(&id);
     tracing::info!(client_id = %id, "client removed (admin API)");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -116,6 +117,7 @@ async fn remove_client(_: Admin, State(idp): State<Arc<Idp>>, Path(id): Path<Str
 async fn rotate_secret(_: Admin, State(idp): State<Arc<Idp>>, Path(id): Path<String>) -> ApiResult {
     let secret = ops::rotate_client_secret(&idp.repo, &id).await?;
     idp.secret_cache.forget(&id);
+    idp.clients.forget(&id);
     tracing::info!(client_id = %id, "client secret rotated (admin API)");
     Ok(Json(json!({ "client_id": id, "client_secret": secret })).into_response())
 }

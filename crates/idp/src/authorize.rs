@@ -132,7 +132,7 @@ pub async fn post(
 async fn start(idp: &Idp, headers: &HeaderMap, p: Params, status: StatusCode) -> Response {
     let bad = |m: &str| html::error_page(StatusCode::BAD_REQUEST, m);
     let Some(client_id) = p.get("client_id") else { return bad("The request has no client_id.") };
-    let client = match idp.repo.client(client_id).await {
+    let client = match idp.client(client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return bad("Unknown client."),
         Err(e) => return OAuthError::from(e).into_response(),
@@ -365,7 +365,7 @@ async fn submit(idp: &Idp, peer: &Peer, headers: &HeaderMap, p: &Params) -> Resu
     }
     let req: AuthzRequest =
         serde_json::from_str(&row.params).map_err(|e| OAuthError::server_error(e).into_response())?;
-    let client = match idp.repo.client(&req.client_id).await {
+    let client = match idp.client(&req.client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return Err(html::error_page(StatusCode::BAD_REQUEST, "Unknown client.")),
         Err(e) => return Err(OAuthError::from(e).into_response()),

@@ -3,6 +3,8 @@
 //! with jti replay protection), `tls_client_auth` (RFC 8705), and public clients (`none`).
 //! Every failure is `invalid_client` (401) without saying which part was wrong.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{header, HeaderMap};
@@ -21,7 +23,7 @@ const MAX_ASSERTION_LIFETIME: i64 = 600;
 
 #[derive(Debug)]
 pub struct Authenticated {
-    pub client: Client,
+    pub client: Arc<Client>,
     /// `x5t#S256` of the client certificate when authenticated by `tls_client_auth`.
     pub cert_thumbprint: Option<String>,
 }
@@ -81,7 +83,7 @@ impl Idp {
         let Some(id) = p.get("client_id") else {
             return Err(OAuthError::invalid_client("client authentication is required"));
         };
-        let client = self.repo.client(id).await?.ok_or_else(fail)?;
+        let client = self.client(id).await?.ok_or_else(fail)?;
         match client.spec.token_endpoint_auth_method {
             AuthMethod::None => Ok(Authenticated { client, cert_thumbprint: None }),
             AuthMethod::TlsClientAuth => {
@@ -97,7 +99,7 @@ impl Idp {
     }
 
     async fn by_secret(&self, id: &str, secret: String, used: AuthMethod) -> OAuthResult<Authenticated> {
-        let client = self.repo.client(id).await?;
+        let client = self.client(id).await?;
         let Some(client) = client.filter(|c| c.spec.token_endpoint_auth_method.uses_secret()) else {
             // Same cost as a real check, so the answer does not tell which clients exist.
             verify_secret_blocking(dummy_hash().to_owned(), secret).await;
@@ -122,7 +124,7 @@ impl Idp {
         if claimed_id.is_some_and(|c| c != id) {
             return Err(fail());
         }
-        let client = self.repo.client(&id).await?.ok_or_else(fail)?;
+        let client = self.client(&id).await?.ok_or_else(fail)?;
         if client.spec.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
             return Err(fail());
         }

@@ -146,7 +146,7 @@ async fn do_introspect(idp: &Idp, peer: &Peer, headers: &HeaderMap, body: &[u8])
     if used_at.is_some() || stored.expires_at <= now || stored.client_id != auth.client.spec.client_id {
         return Ok(inactive);
     }
-    if idp.repo.any_revoked(&stored.grant_id, None).await? {
+    if idp.is_revoked(&stored.grant_id, None) {
         return Ok(inactive);
     }
     let grant: UserGrant = serde_json::from_str(&stored.data).map_err(OAuthError::server_error)?;
@@ -187,7 +187,7 @@ async fn do_revoke(idp: &Idp, peer: &Peer, headers: &HeaderMap, body: &[u8]) -> 
         }
         let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
-        idp.repo.revoke_jti(jti, exp).await?;
+        idp.revoke_jti(jti, exp).await?;
         tracing::info!(client_id = %client_id, "access token revoked");
         return Ok(());
     }
@@ -195,7 +195,7 @@ async fn do_revoke(idp: &Idp, peer: &Peer, headers: &HeaderMap, body: &[u8]) -> 
     if &stored.client_id != client_id {
         return Err(OAuthError::unauthorized_client("the token was issued to another client"));
     }
-    idp.repo.revoke_grant(&stored.grant_id, now, now + idp.revocation_window()).await?;
+    idp.revoke_grant(&stored.grant_id).await?;
     tracing::info!(client_id = %client_id, "refresh token family revoked");
     Ok(())
 }
@@ -298,7 +298,7 @@ pub async fn logout(
                     "post_logout_redirect_uri needs client_id or id_token_hint.",
                 );
             };
-            match idp.repo.client(cid).await {
+            match idp.client(cid).await {
                 Ok(Some(c)) if c.spec.post_logout_redirect_uris.iter().any(|u| u == uri) => Some(uri.to_owned()),
                 Ok(_) => {
                     return html::error_page(

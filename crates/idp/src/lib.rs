@@ -13,6 +13,7 @@
 
 pub mod admin;
 mod authorize;
+mod cache;
 mod client_auth;
 mod endpoints;
 pub mod error;
@@ -105,18 +106,24 @@ pub struct Idp {
     pub keys: Arc<Keys>,
     secret_cache: secrets::VerifiedCache,
     throttle: throttle::Throttle,
+    revoked: cache::Revoked,
+    clients: cache::Clients,
 }
 
 impl Idp {
     pub async fn new(store: &Store, master: MasterKey, cfg: IdpConfig) -> Result<Arc<Idp>, keys::KeyError> {
         let repo = Repo::new(store.pool().clone());
         let keys = Arc::new(Keys::load(repo.clone(), master, cfg.key_alg).await?);
+        let revoked = cache::Revoked::default();
+        revoked.sync(&repo).await?;
         Ok(Arc::new(Idp {
             cfg,
             repo,
             keys,
             secret_cache: secrets::VerifiedCache::default(),
             throttle: throttle::Throttle::default(),
+            revoked,
+            clients: cache::Clients::default(),
         }))
     }
 
@@ -125,8 +132,17 @@ impl Idp {
         let keys = self.keys.clone();
         let every = self.cfg.key_refresh;
         let repo = self.repo.clone();
+        let me = self.clone();
         vec![
             tokio::spawn(keys.refresh_loop(every)),
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if let Err(e) = me.revoked.sync(&me.repo).await {
+                        tracing::warn!(error = %e, "cannot sync revocations");
+                    }
+                }
+            }),
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -154,6 +170,33 @@ impl Idp {
             .merge(admin::router())
             .layer(DefaultBodyLimit::max(64 * 1024))
             .with_state(self.clone())
+    }
+}
+
+impl Idp {
+    /// A client registration, from the one-second cache.
+    pub(crate) async fn client(&self, id: &str) -> Result<Option<Arc<model::Client>>, sqlx::Error> {
+        self.clients.get(&self.repo, id).await
+    }
+
+    /// Revoke a grant (refresh family and its access tokens) here and in the database.
+    pub(crate) async fn revoke_grant(&self, grant_id: &str) -> Result<(), sqlx::Error> {
+        let now = palisade_store::now();
+        let until = now + self.revocation_window();
+        self.repo.revoke_grant(grant_id, now, until).await?;
+        self.revoked.insert(grant_id, until);
+        Ok(())
+    }
+
+    pub(crate) async fn revoke_jti(&self, jti: &str, until: i64) -> Result<(), sqlx::Error> {
+        self.repo.revoke_jti(jti, until).await?;
+        self.revoked.insert(jti, until);
+        Ok(())
+    }
+
+    pub(crate) fn is_revoked(&self, jti: &str, grant_id: Option<&str>) -> bool {
+        let now = palisade_store::now();
+        self.revoked.contains(jti, now) || grant_id.is_some_and(|g| self.revoked.contains(g, now))
     }
 }
 

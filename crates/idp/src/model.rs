@@ -167,10 +167,8 @@ impl ClientSpec {
                     }
                 }
             }
-            AuthMethod::TlsClientAuth => {
-                if self.tls_client_auth_subject_dn.as_deref().is_none_or(str::is_empty) {
-                    return Err("tls_client_auth_subject_dn: required for tls_client_auth".into());
-                }
+            AuthMethod::TlsClientAuth if self.tls_client_auth_subject_dn.as_deref().is_none_or(str::is_empty) => {
+                return Err("tls_client_auth_subject_dn: required for tls_client_auth".into());
             }
             _ => {}
         }

@@ -444,11 +444,12 @@ impl Repo {
         until: i64,
     ) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO idp_revocations (id, kind, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            "INSERT INTO idp_revocations (id, kind, created_at, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, created_at = excluded.created_at",
         )
         .bind(id)
         .bind(kind)
+        .bind(palisade_store::now())
         .bind(until)
         .execute(&mut **tx)
         .await?;
@@ -461,14 +462,14 @@ impl Repo {
         tx.commit().await
     }
 
-    /// Is any of the ids (a jti, a grant id) revoked?
-    pub async fn any_revoked(&self, jti: &str, grant_id: Option<&str>) -> DbResult<bool> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM idp_revocations WHERE id = $1 OR id = $2")
-            .bind(jti)
-            .bind(grant_id.unwrap_or(jti))
-            .fetch_one(&self.pool)
+    /// Revocations recorded at or after `since` that have not expired at `now`: `(id, expires_at)`.
+    pub async fn revocations_since(&self, since: i64, now: i64) -> DbResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT id, expires_at FROM idp_revocations WHERE created_at >= $1 AND expires_at > $2")
+            .bind(since)
+            .bind(now)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("expires_at")?))).collect()
     }
 
     /// Record a client-assertion jti; `Ok(false)` if it was seen before (a replay).

@@ -130,7 +130,7 @@ async fn authorization_code(idp: &Idp, auth: &Authenticated, p: &Params) -> OAut
         Take::Replayed(s) => {
             if &s.client_id == client_id {
                 // RFC 6749 §4.1.2: a reused code revokes what it issued.
-                idp.repo.revoke_grant(&s.grant_id, now, now + idp.revocation_window()).await?;
+                idp.revoke_grant(&s.grant_id).await?;
                 tracing::warn!(client_id = %client_id, "authorization code reused; its grant is revoked");
             }
             return Err(OAuthError::invalid_grant("the code was already used"));
@@ -238,7 +238,7 @@ async fn refresh_token(idp: &Idp, auth: &Authenticated, p: &Params) -> OAuthResu
         Take::Fresh(_) => {}
         Take::Replayed(s) => {
             // RFC 9700 §4.14.2: a rotated-out token came back; someone holds a copy. Revoke the family.
-            idp.repo.revoke_grant(&s.grant_id, now, now + idp.revocation_window()).await?;
+            idp.revoke_grant(&s.grant_id).await?;
             tracing::warn!(client_id = %client_id, "refresh token reused; the token family is revoked");
             return Err(OAuthError::invalid_grant("the refresh token was already used or revoked"));
         }

@@ -66,8 +66,10 @@ CREATE INDEX idp_refresh_tokens_grant ON idp_refresh_tokens (grant_id);
 CREATE TABLE idp_revocations (
     id         TEXT PRIMARY KEY,
     kind       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+CREATE INDEX idp_revocations_created ON idp_revocations (created_at);
 
 -- private_key_jwt assertion ids already used (RFC 7523 replay protection).
 CREATE TABLE idp_assertion_jtis (

@@ -187,14 +187,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = sqlite_url(&dir.path().join("sub"));
         let store = Store::open(&url).await.unwrap();
-        sqlx::query("INSERT INTO idp_revocations (id, kind, expires_at) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO idp_revocations (id, kind, created_at, expires_at) VALUES ($1, $2, $3, $3)")
             .bind("a")
             .bind("jti")
             .bind(5_i64)
             .execute(store.pool())
             .await
             .unwrap();
-        let dup = sqlx::query("INSERT INTO idp_revocations (id, kind, expires_at) VALUES ($1, $2, $3)")
+        let dup = sqlx::query("INSERT INTO idp_revocations (id, kind, created_at, expires_at) VALUES ($1, $2, $3, $3)")
             .bind("a")
             .bind("jti")
             .bind(5_i64)
