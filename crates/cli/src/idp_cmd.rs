@@ -140,8 +140,9 @@ pub enum KeysCommand {
         /// Delay between publishing and signing (relying parties refresh their JWKS meanwhile)
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         activate_after: Duration,
-        /// The longest token lifetime the server issues (how long the old key must stay published)
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        /// How long the old key stays published after the switch: at least the longest
+        /// --access-token-ttl / --id-token-ttl of your servers
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
         max_token_lifetime: Duration,
     },
     /// Show the published keys
