@@ -84,8 +84,9 @@ Try:\n\
 Get an access token (client credentials) with one command:\n\
   (. {creds}; curl -s -u \"$CLIENT_ID:$CLIENT_SECRET\" -d grant_type=client_credentials {issuer}/oauth2/token)\n\
 Sign in as a user (authorization code + PKCE) in a browser at:\n\
-  {issuer}/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={redirect}&scope=openid%20profile&code_challenge=E9Melhoa2OwvFuEgbuJ7k13xMtn8ByAn5QxP-hV-cMk&code_challenge_method=S256\n\
-  (the code arrives at {redirect}; redeem it with code_verifier=dBjftJeZ4CVP-mB92K9uhbUJU52er5rcvWFQ4F5s7dc)\n\n\
+  {issuer}/oauth2/authorize?response_type=code&client_id={public_client}&redirect_uri={redirect}&scope=openid%20profile&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256\n\
+  (user {user}, password in the credentials file; the browser then shows {redirect}?code=CODE, which you redeem with\n\
+   curl -s -d grant_type=authorization_code -d client_id={public_client} -d redirect_uri={redirect} -d code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk -d code=CODE {issuer}/oauth2/token)\n\n\
 Press Ctrl-C to stop.\n",
         cert = cert.cert.display(),
         cfg = cfg_path.display(),

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value};
+
 use crate::model::Client;
 use crate::repo::{DbResult, Repo};
 
@@ -46,6 +48,47 @@ impl Revoked {
         }
         *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         Ok(())
+    }
+}
+
+/// Access tokens whose signature was already verified, keyed by SHA-256 of the whole token,
+/// kept until the token expires. A hit skips only the signature check: expiry, the signing key
+/// still being published, and revocation are checked on every use.
+struct Entry {
+    exp: i64,
+    kid: String,
+    claims: Arc<Map<String, Value>>,
+}
+
+#[derive(Default)]
+pub struct Verified {
+    map: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+impl Verified {
+    pub fn key(token: &str) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(d.as_ref());
+        k
+    }
+
+    /// `(kid, claims)` of a verified, unexpired token.
+    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<(String, Arc<Map<String, Value>>)> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).filter(|e| e.exp > now).map(|e| (e.kid.clone(), e.claims.clone()))
+    }
+
+    pub fn insert(&self, key: [u8; 32], kid: String, claims: Arc<Map<String, Value>>, now: i64) {
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= 50_000 {
+            map.retain(|_, e| e.exp > now);
+            if map.len() >= 50_000 {
+                map.clear();
+            }
+        }
+        map.insert(key, Entry { exp, kid, claims });
     }
 }
 

