@@ -157,8 +157,8 @@ impl Idp {
             Some((kid, c)) if keys.1.find(&kid, self.now_u64()).is_some() => c,
             _ => {
                 let expect = jwt::Expect { issuer: &self.cfg.issuer, audience: None, typ: AT_TYP, leeway: 0 };
-                let claims: Map<String, Value> =
-                    jwt::verify(&keys.1, self.now_u64(), token, &expect).map_err(|_| "the token is invalid or expired")?;
+                let claims: Map<String, Value> = jwt::verify(&keys.1, self.now_u64(), token, &expect)
+                    .map_err(|_| "the token is invalid or expired")?;
                 let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
                 let claims = Arc::new(claims);
                 self.verified.insert(cache_key, kid, claims.clone(), now);
@@ -208,6 +208,9 @@ mod tests {
     fn at_hash_matches_the_oidc_example() {
         // Cross-checked with Python: base64url(sha256(token)[:16]) and base64url(sha512(token)[:32]).
         assert_eq!(half_hash(Alg::ES256, "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB"), "MwGPZWlQ1gpuKSW8jyoHkw");
-        assert_eq!(half_hash(Alg::EdDSA, "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB"), "xFHiXeqkF7f6U5-4TBfMmtlj0ZY7bNR-_GQtMz5ir8Y");
+        assert_eq!(
+            half_hash(Alg::EdDSA, "jHkWEdUXMU1BwAsC4vtUsZwnNX3e6bXB"),
+            "xFHiXeqkF7f6U5-4TBfMmtlj0ZY7bNR-_GQtMz5ir8Y"
+        );
     }
 }
