@@ -6,10 +6,12 @@
 //! errors collected), and *compile* (done by the crate that owns the runtime form, e.g.
 //! `palisade-proxy`). Every error carries file, line, column and field path.
 
+pub mod audit;
 pub mod config;
 pub mod diagnostic;
 pub mod secret;
 
+pub use audit::{AuditEvent, AuditSink};
 pub use config::{load_file, parse_str, LoadedConfig};
 pub use diagnostic::{ConfigError, Diagnostic, Issue};
 pub use secret::{Secret, SecretRef};

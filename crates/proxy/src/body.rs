@@ -39,6 +39,8 @@ pin_project_lite::pin_project! {
     pub struct RequestBody {
         #[pin]
         inner: Option<Incoming>,
+        // A body buffered for filters (validation), sent as one frame.
+        full: Option<Bytes>,
         seen: u64,
         limit: u64,
         outcome: Option<Arc<BodyOutcome>>,
@@ -47,11 +49,15 @@ pin_project_lite::pin_project! {
 
 impl RequestBody {
     pub(crate) fn empty() -> Self {
-        RequestBody { inner: None, seen: 0, limit: 0, outcome: None }
+        RequestBody { inner: None, full: None, seen: 0, limit: 0, outcome: None }
+    }
+
+    pub(crate) fn buffered(b: Bytes) -> Self {
+        RequestBody { inner: None, full: (!b.is_empty()).then_some(b), seen: 0, limit: 0, outcome: None }
     }
 
     pub(crate) fn limited(inner: Incoming, limit: u64, outcome: Arc<BodyOutcome>) -> Self {
-        RequestBody { inner: Some(inner), seen: 0, limit, outcome: Some(outcome) }
+        RequestBody { inner: Some(inner), full: None, seen: 0, limit, outcome: Some(outcome) }
     }
 }
 
@@ -61,6 +67,9 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let Some(b) = this.full.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         let Some(inner) = this.inner.as_pin_mut() else { return Poll::Ready(None) };
         match inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -86,12 +95,32 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.full.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(b) = &self.full {
+            return SizeHint::with_exact(b.len() as u64);
+        }
         self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
+}
+
+/// Read a whole request body for the filters that asked for it, up to `limit` bytes.
+pub(crate) async fn collect(body: Incoming, limit: u64) -> Result<Bytes, crate::error::ProxyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| crate::error::ProxyError::BadFraming)?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(crate::error::ProxyError::BodyTooLarge(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Dropped when the response body is finished (or abandoned): releases the endpoint's

@@ -1,7 +1,7 @@
 //! The one place where gateway errors become HTTP responses. Every error the gateway itself
 //! produces is JSON `{"error": "...", "request_id": "..."}` with the matching status.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
 
@@ -26,9 +26,9 @@ pub enum ProxyError {
     BadFraming,
     #[error("ambiguous request: {0}")]
     Ambiguous(&'static str),
-    /// A filter refused the request.
+    /// A filter refused the request; `headers` go on the response (e.g. `WWW-Authenticate`).
     #[error("{message}")]
-    Rejected { status: StatusCode, message: String },
+    Rejected { status: StatusCode, message: String, headers: Vec<(HeaderName, HeaderValue)> },
 }
 
 impl ProxyError {
@@ -62,7 +62,7 @@ impl ProxyError {
     }
 }
 
-pub(crate) fn json_response(status: StatusCode, message: &str, request_id: &str) -> Response<ResponseBody> {
+pub fn json_response(status: StatusCode, message: &str, request_id: &str) -> Response<ResponseBody> {
     let body = serde_json::json!({ "error": message, "request_id": request_id }).to_string();
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
@@ -79,6 +79,11 @@ pub(crate) fn json_response(status: StatusCode, message: &str, request_id: &str)
 
 pub(crate) fn error_response(err: &ProxyError, request_id: &str) -> Response<ResponseBody> {
     let mut resp = json_response(err.status(), &err.to_string(), request_id);
+    if let ProxyError::Rejected { headers, .. } = err {
+        for (n, v) in headers {
+            resp.headers_mut().append(n.clone(), v.clone());
+        }
+    }
     if err.closes_connection() {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

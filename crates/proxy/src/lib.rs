@@ -4,11 +4,13 @@
 //! the `palisade` binary wires it up.
 
 mod admin;
+pub mod audit;
 mod body;
 mod error;
 pub mod filter;
 pub mod framing;
 pub mod headers;
+pub mod identity;
 mod metrics;
 pub mod route;
 mod runtime;
@@ -20,6 +22,7 @@ mod worker;
 
 pub use body::{RequestBody, ResponseBody};
 pub use error::ProxyError;
+pub use filter::{Filter, Flow, Session};
 pub use metrics::Metrics;
 pub use runtime::check;
 pub use server::{Gateway, StartError};

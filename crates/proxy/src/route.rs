@@ -66,6 +66,10 @@ pub struct CompiledRoute {
     pub(crate) pool: Arc<Pool>,
     pub(crate) filters: Vec<Arc<dyn Filter>>,
     pub(crate) metrics: RouteMetrics,
+    /// Largest body a filter buffers (`wants_body`); `None` streams the body untouched.
+    pub(crate) body_limit: Option<u64>,
+    /// Has authentication or authorization: every request on it is audited.
+    pub(crate) protected: bool,
 }
 
 impl CompiledRoute {
@@ -93,7 +97,10 @@ impl CompiledRoute {
             .iter()
             .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
+        let body_limit = filters.iter().filter_map(|f| f.wants_body()).max();
         Ok(CompiledRoute {
+            protected: r.authn.is_some() || r.authz.is_some(),
+            body_limit,
             name: r.name.as_str().into(),
             hosts: r.matches.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
             path,

@@ -3,13 +3,16 @@
 //! state) across reloads.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use palisade_core::config::{Config, Limits};
 use palisade_core::{ConfigError, Issue, LoadedConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::FileSink;
 use crate::filter::{Filter, HeaderRewrite};
+use palisade_core::AuditSink;
 use crate::metrics::Metrics;
 use crate::route::{CompiledRoute, Router};
 use crate::tls;
@@ -24,6 +27,9 @@ pub struct Runtime {
     pub(crate) redirect_port: Option<u16>,
     pub(crate) access_log: bool,
     pub(crate) config: Config,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    audit_file: Option<std::path::PathBuf>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `workers` is the number of worker threads; each gets its own upstream clients.
@@ -76,6 +82,20 @@ pub fn compile(
         }
     }
 
+    let audit_file = c.audit.file.as_ref().map(|f| loaded.resolve_path(f));
+    let audit: Option<Arc<dyn AuditSink>> = match (&audit_file, previous) {
+        (Some(f), Some(p)) if p.audit_file.as_ref() == Some(f) => p.audit.clone(),
+        (Some(f), _) => match FileSink::open(f) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(m) => {
+                issues.push(Issue::new("audit.file", m));
+                None
+            }
+        },
+        (None, _) => None,
+    };
+    let trusted_proxies = c.client_ip.trusted_proxies.iter().filter_map(|p| parse_net(p)).collect();
+
     let mut router = Router::default();
     for (i, r) in c.routes.iter().enumerate() {
         let Some(pool) = pools.get(&r.upstream) else { continue };
@@ -110,10 +130,38 @@ pub fn compile(
         redirect_port,
         access_log: c.access_log.enabled,
         config: c.clone(),
+        audit,
+        audit_file,
+        trusted_proxies,
     })
 }
 
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 impl Runtime {
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the rightmost
+    /// `X-Forwarded-For` entry that is not a trusted proxy.
+    pub(crate) fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if self.trusted_proxies.is_empty() || !trusted(&peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for v in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(v) = v.to_str() else { return client };
+            for part in v.rsplit(',') {
+                match part.trim().parse::<IpAddr>() {
+                    Ok(ip) if trusted(&ip) => client = ip,
+                    Ok(ip) => return ip,
+                    Err(_) => return client,
+                }
+            }
+        }
+        client
+    }
+
     /// Start background work (health checks) for pools that do not run it yet.
     pub(crate) fn activate(&self) {
         for p in self.pools.values() {

@@ -270,7 +270,7 @@ enum Proto {
 async fn serve(stream: TcpStream, peer: SocketAddr, https: bool, shared: Arc<Shared>, drain_rx: watch::Receiver<bool>) {
     let rt = shared.runtime.load_full();
     let state = Arc::new(ConnState::default());
-    let conn = Arc::new(ConnInfo { client: peer, https, state: state.clone(), https_port: shared.https_port });
+    let mut conn = ConnInfo { client: peer, https, state: state.clone(), https_port: shared.https_port, peer_cert: None };
     let tracker = || FramingTracker::new(rt.limits.max_header_bytes + 8192);
     if https {
         let Some(acceptor) = rt.tls.clone() else { return };
@@ -283,10 +283,13 @@ async fn serve(stream: TcpStream, peer: SocketAddr, https: bool, shared: Arc<Sha
             Err(_) => return,
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        conn.peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::from(c.as_ref()));
+        let conn = Arc::new(conn);
         let io = ConnIo::new(tls, state.clone(), (!h2).then(tracker));
         serve_http(io, conn, shared, &rt, drain_rx, if h2 { Proto::H2 } else { Proto::H1 }).await;
     } else {
         // Plain listeners speak HTTP/1.1 only (no h2c): HTTP/2 is offered over TLS via ALPN.
+        let conn = Arc::new(conn);
         let io = ConnIo::new(stream, state.clone(), Some(tracker()));
         serve_http(io, conn, shared, &rt, drain_rx, Proto::H1).await;
     }

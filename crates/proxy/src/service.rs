@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 
 use crate::body::{BodyOutcome, InFlight, RequestBody, ResponseBody, BODY_BAD_FRAMING, BODY_TOO_LARGE};
 use crate::error::{error_response, ProxyError};
-use crate::filter::Session;
+use crate::filter::{Flow, Session};
+use palisade_core::audit::Stage;
+use crate::audit;
 use crate::framing::ConnState;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -35,6 +37,8 @@ pub(crate) struct ConnInfo {
     pub(crate) client: SocketAddr,
     pub(crate) https: bool,
     pub(crate) state: Arc<ConnState>,
+    /// The verified client certificate (DER), when the client sent one.
+    pub(crate) peer_cert: Option<Arc<[u8]>>,
 }
 
 #[derive(Default)]
@@ -69,6 +73,7 @@ pub(crate) async fn handle(
     let version = req.version();
     let path = if rt.access_log { req.uri().path().to_owned() } else { String::new() };
     let mut out = Outcome::default();
+    let audit_path = if rt.audit.is_some() { req.uri().path().to_owned() } else { String::new() };
     let mut resp = match proxy(&rt, &conn, req, &request_id, &mut out).await {
         Ok(r) => r,
         Err(e) => {
@@ -78,11 +83,24 @@ pub(crate) async fn handle(
             error_response(&e, &request_id)
         }
     };
+    // Response filters see every response of a matched route: the upstream's and the gateway's own.
+    if let (Some(route), Some(s)) = (&out.route, &out.session) {
+        if !route.filters.is_empty() {
+            let (mut parts, body) = resp.into_parts();
+            for f in &route.filters {
+                f.response_filter(s, &mut parts);
+            }
+            resp = Response::from_parts(parts, body);
+        }
+    }
     if version == Version::HTTP_2 {
         resp.headers_mut().remove(header::CONNECTION);
     }
     let status = resp.status();
     let elapsed = start.elapsed();
+    if let (Some(sink), Some(route), Some(s)) = (&rt.audit, &out.route, &mut out.session) {
+        audit::emit(&**sink, route, s, &method, audit_path, status, elapsed);
+    }
     match &out.route {
         Some(route) => {
             route.metrics.record(status.as_u16(), elapsed.as_secs_f64());
@@ -159,22 +177,47 @@ async fn proxy(
     }
     let route = rt.router.find(&host, parts.uri.path(), &parts.method).ok_or(ProxyError::NoRoute)?.clone();
     out.route = Some(route.clone());
+    let client_ip = rt.client_ip(conn.client.ip(), &parts.headers);
     let session = out.session.insert(Session {
         request: parts,
         client_addr: conn.client,
+        client_ip,
         request_id: request_id.to_owned(),
         route: route.name.clone(),
         tls: conn.https,
+        peer_cert: conn.peer_cert.clone(),
+        identity: None,
+        audit: Default::default(),
+        ext: http::Extensions::new(),
     });
     for f in &route.filters {
-        f.request_filter(session).await?;
+        if let Flow::Respond(r) = f.request_filter(session).await? {
+            return Ok(r);
+        }
     }
 
     let pool = &route.pool;
     let has_body = !http_body::Body::is_end_stream(&body);
+    let (has_body, outcome, mut body) = match route.body_limit {
+        Some(limit) if has_body => {
+            let bytes = crate::body::collect(body, limit.min(limits.max_body_bytes)).await?;
+            for f in &route.filters {
+                if f.wants_body().is_some() {
+                    f.request_body_filter(session, &bytes).await?;
+                }
+            }
+            (!bytes.is_empty(), None, Some(RequestBody::buffered(bytes)))
+        }
+        _ => {
+            let outcome = has_body.then(|| Arc::new(BodyOutcome::default()));
+            let body = outcome.as_ref().map(|o| RequestBody::limited(body, limits.max_body_bytes, o.clone()));
+            (has_body, outcome, body)
+        }
+    };
+    if route.protected && session.audit.decision.is_none() {
+        session.allow(Stage::Proxy, "every filter passed");
+    }
     let retries = if is_idempotent(&session.request.method) && !has_body { pool.config.retries } else { 0 };
-    let outcome = has_body.then(|| Arc::new(BodyOutcome::default()));
-    let mut body = outcome.as_ref().map(|o| RequestBody::limited(body, limits.max_body_bytes, o.clone()));
 
     let mut up_headers = std::mem::take(&mut session.request.headers);
     headers::strip_hop_by_hop(&mut up_headers);
@@ -251,9 +294,6 @@ async fn proxy(
                 headers::strip_hop_by_hop(&mut rp.headers);
                 if let Ok(v) = HeaderValue::from_str(request_id) {
                     rp.headers.insert(X_REQUEST_ID, v);
-                }
-                for f in &route.filters {
-                    f.response_filter(session, &mut rp);
                 }
                 return Ok(Response::from_parts(rp, ResponseBody::Upstream { body: rb, guard }));
             }

@@ -107,11 +107,27 @@ pub(crate) fn server_config(loaded: &LoadedConfig, l: &HttpsListener) -> Result<
             }
         }
     }
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| vec![Issue::new("listeners.https", e.to_string())])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| vec![Issue::new("listeners.https", e.to_string())])?;
+    let builder = match &l.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let path = "listeners.https.client_auth.ca";
+            let certs = load_certs(&loaded.resolve_path(&ca.ca)).map_err(|m| vec![Issue::new(path, m)])?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs {
+                roots.add(c).map_err(|e| vec![Issue::new(path, format!("invalid CA certificate: {e}"))])?;
+            }
+            let mut v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if !ca.required {
+                v = v.allow_unauthenticated();
+            }
+            let v = v.build().map_err(|e| vec![Issue::new(path, format!("cannot verify clients: {e}"))])?;
+            builder.with_client_cert_verifier(v)
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

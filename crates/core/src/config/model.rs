@@ -53,6 +53,18 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub client_ip: ClientIp,
+    #[serde(default)]
+    pub authentication: Authentication,
+    #[serde(default)]
+    pub authorization: Authorization,
+    #[serde(default)]
+    pub rate_limiting: RateLimiting,
+    #[serde(default)]
+    pub security_headers: SecurityHeadersConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -77,6 +89,7 @@ pub struct HttpsListener {
     pub address: SocketAddr,
     /// Certificates chosen by SNI; the first one also serves clients that send no SNI.
     pub certificates: Vec<Certificate>,
+    pub client_auth: Option<ClientAuth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -254,6 +267,14 @@ pub struct Route {
     pub request_headers: HeaderOps,
     #[serde(default)]
     pub response_headers: HeaderOps,
+    pub authn: Option<RouteAuthn>,
+    pub authz: Option<RouteAuthz>,
+    #[serde(default)]
+    pub rate_limit: Vec<RateLimitRule>,
+    pub validate: Option<Validate>,
+    pub cors: Option<Cors>,
+    /// Replaces the top-level `security_headers` for this route.
+    pub security_headers: Option<SecurityHeadersConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -288,4 +309,338 @@ pub struct HeaderOps {
     /// Remove these headers.
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway security: authentication, authorization, rate limiting, validation, CORS, headers,
+// audit. Top-level sections hold what routes share; each route opts in to its filters.
+// ---------------------------------------------------------------------------------------------
+
+/// `audit:` where audit events go.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines file (relative to the config file); its directory is created.
+    pub file: Option<PathBuf>,
+}
+
+/// `client_ip:` how the client address is found behind proxies.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIp {
+    /// CIDRs of proxies whose `X-Forwarded-For` is believed. The client IP is the rightmost
+    /// address in `X-Forwarded-For` that is not a trusted proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `authentication:` issuers, API keys and DPoP settings shared by routes.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    #[serde(default)]
+    pub jwt_issuers: Vec<JwtIssuer>,
+    pub api_keys: Option<ApiKeys>,
+    #[serde(default)]
+    pub dpop: DpopConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// The `iss` value, also the base URL for discovery (`/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// Skip discovery and fetch keys here.
+    pub jwks_uri: Option<String>,
+    /// Accepted `aud` values; empty accepts any audience.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted JWS algorithms (asymmetric only).
+    #[serde(default = "default_jwt_algs")]
+    pub algorithms: Vec<String>,
+    /// Accepted `typ` header values.
+    #[serde(default = "default_jwt_typ")]
+    pub typ: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    /// Extra CA (PEM) for an https issuer.
+    pub ca: Option<PathBuf>,
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh_interval: Dur,
+    #[serde(default = "default_jwks_min_refresh")]
+    pub min_refresh_interval: Dur,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn default_jwt_algs() -> Vec<String> {
+    vec!["ES256".into(), "RS256".into(), "EdDSA".into()]
+}
+fn default_jwt_typ() -> Vec<String> {
+    vec!["at+jwt".into(), "JWT".into()]
+}
+fn default_leeway() -> Dur {
+    secs(30)
+}
+fn default_jwks_refresh() -> Dur {
+    secs(300)
+}
+fn default_jwks_min_refresh() -> Dur {
+    secs(10)
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeys {
+    /// Header carrying the key.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// Query parameter that may carry the key; off unless set (keys in URLs end up in logs).
+    pub query: Option<String>,
+    /// At most two keys per client (rotation). Keys are stored as `sha256:<hex>` hashes:
+    /// `palisade apikey generate` prints a key and its hash.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub client: String,
+    pub hash: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// How far a proof's `iat` may be from now.
+    pub iat_window: Dur,
+    /// How long a proof `jti` is remembered (replay cache).
+    pub replay_ttl: Dur,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig { iat_window: secs(60), replay_ttl: secs(300) }
+    }
+}
+
+/// `authorization:` Cedar policy files that apply to every route with an `authz` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+}
+
+/// `rate_limiting:` the shared store for routes that say `store: redis`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimiting {
+    pub redis: Option<RedisStore>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStore {
+    /// `redis://host:port[/db]`, without a password.
+    pub url: String,
+    pub password: Option<SecretRef>,
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Dur,
+    /// What a request gets when Redis cannot answer.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_redis_timeout() -> Dur {
+    Dur(Duration::from_millis(50))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    FailClosed,
+    FailOpen,
+}
+
+/// `security_headers:` response headers added by the gateway (top level, or per route).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersConfig {
+    pub enabled: bool,
+    /// Sent on HTTPS responses only.
+    pub hsts: Option<String>,
+    pub content_type_options: bool,
+    pub frame_options: Option<String>,
+    pub referrer_policy: Option<String>,
+    pub csp: Option<String>,
+    /// Replace headers the upstream set (default: keep the upstream's).
+    pub override_upstream: bool,
+}
+
+impl Default for SecurityHeadersConfig {
+    fn default() -> Self {
+        SecurityHeadersConfig {
+            enabled: true,
+            hsts: Some("max-age=31536000; includeSubDomains".into()),
+            content_type_options: true,
+            frame_options: Some("DENY".into()),
+            referrer_policy: Some("no-referrer".into()),
+            csp: None,
+            override_upstream: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthnMethod {
+    Jwt,
+    ApiKey,
+    Mtls,
+}
+
+/// A route's `authn:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthn {
+    /// Accepted credentials, tried in this order.
+    pub methods: Vec<AuthnMethod>,
+    /// Accept `access_token` in the query string (RFC 6750 §2.3; off by default).
+    #[serde(default)]
+    pub query_token: bool,
+    /// Refuse bearer tokens that are not DPoP-bound.
+    #[serde(default)]
+    pub require_dpop: bool,
+}
+
+/// A route's `authz:` section: compiled to Cedar with the files of `authorization.policies`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthz {
+    /// Requests without credentials may pass (as `Anonymous`) when a policy permits them.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Each entry permits the request when all of its conditions hold.
+    #[serde(default)]
+    pub require: Vec<Requirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// Methods this entry covers; empty covers every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Claim name → required value (a list: the claim must contain every item).
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateStore {
+    #[default]
+    Local,
+    Redis,
+}
+
+/// One rate limit of a route (GCRA).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// Shown in the `RateLimit-Policy` header.
+    #[serde(default = "default_rl_name")]
+    pub name: String,
+    /// Requests allowed per `period`.
+    pub limit: u32,
+    pub period: Dur,
+    /// Extra requests allowed back to back.
+    #[serde(default)]
+    pub burst: u32,
+    /// What one bucket is: any of `principal`, `client_id`, `api_key`, `client_ip`, `route`,
+    /// `header:<name>`. Requests that lack a key part share the bucket of that empty part.
+    pub key: Vec<String>,
+    #[serde(default)]
+    pub store: RateStore,
+}
+
+fn default_rl_name() -> String {
+    "default".into()
+}
+
+/// A route's `validate:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validate {
+    /// Accepted request media types (e.g. `application/json`); empty accepts any.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+    #[serde(default = "default_json_depth")]
+    pub max_json_depth: usize,
+    /// Bodies buffered for validation may not exceed this (else 413).
+    #[serde(default = "default_validate_body")]
+    pub max_body_bytes: u64,
+    /// JSON Schema (JSON or YAML file) for the body.
+    pub json_schema: Option<PathBuf>,
+    /// JSON Schema for the query parameters (as an object of strings / arrays).
+    pub query_schema: Option<PathBuf>,
+    pub openapi: Option<OpenApiRef>,
+}
+
+fn default_json_depth() -> usize {
+    32
+}
+fn default_validate_body() -> u64 {
+    1024 * 1024
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApiRef {
+    pub file: PathBuf,
+    /// `operationId`; without it the operation is found by method and path.
+    pub operation: Option<String>,
+}
+
+/// A route's `cors:` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    pub max_age: Option<Dur>,
+}
+
+/// `listeners.https.client_auth:` ask clients for certificates (mTLS).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM bundle of CAs that client certificates must chain to.
+    pub ca: PathBuf,
+    /// Refuse the TLS handshake without a certificate (otherwise routes decide).
+    #[serde(default)]
+    pub required: bool,
 }

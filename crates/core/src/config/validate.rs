@@ -93,6 +93,7 @@ pub(super) fn validate(c: &Config) -> Vec<Issue> {
         }
     }
 
+    validate_security(c, &mut out);
     let mut names = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
         let base = format!("routes[{i}]");
@@ -140,6 +141,7 @@ pub(super) fn validate(c: &Config) -> Vec<Issue> {
                 }
             }
         }
+        validate_route_security(c, r, &base, &mut out);
         for (section, ops) in [("request_headers", &r.request_headers), ("response_headers", &r.response_headers)] {
             for (k, v) in &ops.set {
                 if !valid_header_name(k) {
@@ -197,4 +199,184 @@ fn check_endpoint(ep: &str) -> Result<(), String> {
         return Err(format!("endpoint {ep:?} has an invalid host"));
     }
     Ok(())
+}
+
+fn check_cidr(s: &str) -> bool {
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(a) => len.is_empty() || len.parse::<u8>().is_ok_and(|n| n <= if a.is_ipv4() { 32 } else { 128 }),
+        Err(_) => false,
+    }
+}
+
+const JWT_ALGS: &[&str] = &["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"];
+
+fn validate_security(c: &Config, out: &mut Vec<Issue>) {
+    for (i, p) in c.client_ip.trusted_proxies.iter().enumerate() {
+        if !check_cidr(p) {
+            out.push(Issue::new(format!("client_ip.trusted_proxies[{i}]"), format!("invalid CIDR {p:?}")));
+        }
+    }
+    let mut issuers = HashSet::new();
+    for (i, iss) in c.authentication.jwt_issuers.iter().enumerate() {
+        let base = format!("authentication.jwt_issuers[{i}]");
+        if !(iss.issuer.starts_with("https://") || iss.issuer.starts_with("http://")) {
+            out.push(Issue::new(format!("{base}.issuer"), "the issuer must be an http(s) URL"));
+        }
+        if !issuers.insert(iss.issuer.trim_end_matches('/')) {
+            out.push(Issue::new(format!("{base}.issuer"), format!("issuer {:?} is listed twice", iss.issuer)));
+        }
+        if let Some(u) = &iss.jwks_uri {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                out.push(Issue::new(format!("{base}.jwks_uri"), "jwks_uri must be an http(s) URL"));
+            }
+        }
+        if iss.algorithms.is_empty() {
+            out.push(Issue::new(format!("{base}.algorithms"), "at least one algorithm is required"));
+        }
+        for (j, a) in iss.algorithms.iter().enumerate() {
+            if !JWT_ALGS.contains(&a.as_str()) {
+                let why = if a.eq_ignore_ascii_case("none") || a.starts_with("HS") {
+                    " (only asymmetric algorithms are accepted)".to_string()
+                } else {
+                    did_you_mean(a, JWT_ALGS.iter().copied())
+                };
+                out.push(Issue::new(format!("{base}.algorithms[{j}]"), format!("unsupported algorithm {a:?}{why}")));
+            }
+        }
+        if iss.typ.is_empty() {
+            out.push(Issue::new(format!("{base}.typ"), "at least one accepted typ is required"));
+        }
+        if iss.max_token_bytes < 256 {
+            out.push(Issue::new(format!("{base}.max_token_bytes"), "must be at least 256"));
+        }
+    }
+    if let Some(k) = &c.authentication.api_keys {
+        if !valid_header_name(&k.header) {
+            out.push(Issue::new("authentication.api_keys.header", format!("invalid header name {:?}", k.header)));
+        }
+        let mut per_client: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut hashes = HashSet::new();
+        for (i, e) in k.keys.iter().enumerate() {
+            let base = format!("authentication.api_keys.keys[{i}]");
+            let hex = e.hash.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(Issue::new(
+                    format!("{base}.hash"),
+                    "must be sha256:<64 hex digits> (the key itself never goes in the config; see `palisade apikey generate`)",
+                ));
+            } else if !hashes.insert(hex.to_ascii_lowercase()) {
+                out.push(Issue::new(format!("{base}.hash"), "this key hash is listed twice"));
+            }
+            let n = per_client.entry(&e.client).or_default();
+            *n += 1;
+            if *n == 3 {
+                out.push(Issue::new(
+                    format!("{base}.client"),
+                    format!("client {:?} has more than two keys (two are active during a rotation)", e.client),
+                ));
+            }
+        }
+    }
+    if let Some(r) = &c.rate_limiting.redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            out.push(Issue::new("rate_limiting.redis.url", "must be a redis:// or rediss:// URL"));
+        } else if r.url.split("://").nth(1).and_then(|rest| rest.split('/').next()).is_some_and(|a| a.contains('@')) {
+            out.push(Issue::new(
+                "rate_limiting.redis.url",
+                "credentials do not go in the URL; use rate_limiting.redis.password (${ENV} or file:)",
+            ));
+        }
+        if r.timeout.0.is_zero() {
+            out.push(Issue::new("rate_limiting.redis.timeout", "must be greater than zero"));
+        }
+    }
+}
+
+const RATE_KEYS: &[&str] = &["principal", "client_id", "api_key", "client_ip", "route"];
+
+fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issue>) {
+    if let Some(a) = &r.authn {
+        if a.methods.is_empty() {
+            out.push(Issue::new(format!("{base}.authn.methods"), "at least one of jwt, api_key, mtls is required"));
+        }
+        let mut seen = HashSet::new();
+        for (j, m) in a.methods.iter().enumerate() {
+            let p = format!("{base}.authn.methods[{j}]");
+            if !seen.insert(*m) {
+                out.push(Issue::new(p.clone(), "listed twice"));
+            }
+            match m {
+                AuthnMethod::Jwt if c.authentication.jwt_issuers.is_empty() => {
+                    out.push(Issue::new(p, "jwt needs authentication.jwt_issuers"))
+                }
+                AuthnMethod::ApiKey if c.authentication.api_keys.is_none() => {
+                    out.push(Issue::new(p, "api_key needs authentication.api_keys"))
+                }
+                AuthnMethod::Mtls if c.listeners.https.as_ref().and_then(|h| h.client_auth.as_ref()).is_none() => {
+                    out.push(Issue::new(p, "mtls needs listeners.https.client_auth"))
+                }
+                _ => {}
+            }
+        }
+        if (a.query_token || a.require_dpop) && !a.methods.contains(&AuthnMethod::Jwt) {
+            out.push(Issue::new(format!("{base}.authn"), "query_token and require_dpop apply to the jwt method"));
+        }
+    }
+    if let Some(z) = &r.authz {
+        for (j, q) in z.require.iter().enumerate() {
+            for (k, m) in q.methods.iter().enumerate() {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                    out.push(Issue::new(format!("{base}.authz.require[{j}].methods[{k}]"), format!("invalid method {m:?}")));
+                }
+            }
+            if r.authn.is_none() && (!q.scopes.is_empty() || !q.roles.is_empty() || !q.claims.is_empty()) {
+                out.push(Issue::new(
+                    format!("{base}.authz.require[{j}]"),
+                    "scopes, roles and claims need an authn section on the route",
+                ));
+            }
+        }
+        if r.authn.is_none() && !z.allow_anonymous && z.require.is_empty() && c.authorization.policies.is_empty() {
+            out.push(Issue::new(format!("{base}.authz"), "nothing can permit a request here: add require entries, policies or authn"));
+        }
+    }
+    let mut rl_names = HashSet::new();
+    for (j, rl) in r.rate_limit.iter().enumerate() {
+        let p = format!("{base}.rate_limit[{j}]");
+        if rl.limit == 0 {
+            out.push(Issue::new(format!("{p}.limit"), "must be at least 1"));
+        }
+        if rl.period.0.is_zero() {
+            out.push(Issue::new(format!("{p}.period"), "must be greater than zero"));
+        }
+        if !rl_names.insert(&rl.name) {
+            out.push(Issue::new(format!("{p}.name"), format!("duplicate rate limit name {:?}", rl.name)));
+        }
+        if rl.key.is_empty() {
+            out.push(Issue::new(format!("{p}.key"), "at least one key part is required"));
+        }
+        for (k, part) in rl.key.iter().enumerate() {
+            let ok = RATE_KEYS.contains(&part.as_str())
+                || part.strip_prefix("header:").is_some_and(valid_header_name);
+            if !ok {
+                let hint = did_you_mean(part, RATE_KEYS.iter().copied());
+                out.push(Issue::new(
+                    format!("{p}.key[{k}]"),
+                    format!("unknown key part {part:?}{hint} (or header:<name>)"),
+                ));
+            }
+        }
+        if rl.store == RateStore::Redis && c.rate_limiting.redis.is_none() {
+            out.push(Issue::new(format!("{p}.store"), "store: redis needs rate_limiting.redis"));
+        }
+    }
+    if let Some(v) = &r.validate {
+        if v.max_json_depth == 0 {
+            out.push(Issue::new(format!("{base}.validate.max_json_depth"), "must be at least 1"));
+        }
+        if v.json_schema.is_some() && v.openapi.is_some() {
+            out.push(Issue::new(format!("{base}.validate"), "set json_schema or openapi, not both"));
+        }
+    }
 }

@@ -1,41 +1,104 @@
 //! The filter chain. A filter is a small unit that declares the phases it runs in, named as
-//! in Pingora: `request_filter` (may refuse the request) → upstream selection →
-//! `upstream_request_filter` → `response_filter` → `logging`. Filters run in configured order
-//! on every request of their route; authentication, authorization, rate limiting, WAF,
-//! transforms and audit plug in here.
+//! in Pingora: `request_filter` (may refuse or answer the request) → `request_body_filter`
+//! (only for filters that ask for the buffered body) → upstream selection →
+//! `upstream_request_filter` → `response_filter` (upstream and gateway-made responses alike)
+//! → `logging`. Filters run in configured order on every request of their route.
 
-use std::net::SocketAddr;
+// pub mod authn;
+// pub mod authz;
+// pub mod cors;
+// pub mod ratelimit;
+// pub mod secheaders;
+// pub mod validate;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use palisade_core::audit::{Decision, Stage};
 
+use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::identity::Identity;
 
 /// What a filter sees of the request being proxied.
 pub struct Session {
-    /// The client's request head; `request_filter` may change it. After that phase its headers
-    /// are moved into the upstream request (no copy on the hot path), so later phases see the
-    /// method and URI here and the headers in `upstream_request_filter`'s `upstream` argument.
+    /// The client's request head; `request_filter` may change it. After the request phases its
+    /// headers are moved into the upstream request (no copy on the hot path), so later phases see
+    /// the method and URI here and the headers in `upstream_request_filter`'s `upstream` argument.
     pub request: http::request::Parts,
     pub client_addr: SocketAddr,
+    /// The client's address after trusted-proxy handling (`client_ip.trusted_proxies`).
+    pub client_ip: IpAddr,
     pub request_id: String,
     pub route: Arc<str>,
     pub tls: bool,
+    /// DER of the client certificate, verified by the listener against `client_auth.ca`.
+    pub peer_cert: Option<Arc<[u8]>>,
+    /// Set by the authentication filter only (it is the one that verified it).
+    pub identity: Option<Identity>,
+    /// The decision to audit for this request.
+    pub audit: AuditNote,
+    /// Per-request state a filter keeps between its phases.
+    pub ext: http::Extensions,
+}
+
+/// The security decision of a request, filled in by the filters as they decide.
+#[derive(Debug, Default)]
+pub struct AuditNote {
+    pub decision: Option<(Decision, Stage)>,
+    pub reason: String,
+    pub policy_ids: Vec<String>,
+}
+
+impl Session {
+    /// Record a refusal and build the error that answers it.
+    pub fn deny(&mut self, stage: Stage, status: StatusCode, reason: impl Into<String>) -> ProxyError {
+        let reason = reason.into();
+        self.audit.decision = Some((Decision::Deny, stage));
+        self.audit.reason = reason.clone();
+        ProxyError::Rejected { status, message: reason, headers: Vec::new() }
+    }
+
+    /// Record a passed stage; the last one recorded is what the audit event says.
+    pub fn allow(&mut self, stage: Stage, reason: impl Into<String>) {
+        self.audit.decision = Some((Decision::Allow, stage));
+        self.audit.reason = reason.into();
+    }
+}
+
+/// What `request_filter` decided.
+pub enum Flow {
+    Continue,
+    /// Answer the client with this response (e.g. a CORS preflight); the upstream is not called.
+    Respond(Response<ResponseBody>),
 }
 
 #[async_trait::async_trait]
 pub trait Filter: Send + Sync {
     fn name(&self) -> &'static str;
 
-    /// Before an upstream is chosen. Returning an error answers the client with it.
-    async fn request_filter(&self, _session: &mut Session) -> Result<(), ProxyError> {
+    /// Before an upstream is chosen. An error answers the client with it.
+    async fn request_filter(&self, _session: &mut Session) -> Result<Flow, ProxyError> {
+        Ok(Flow::Continue)
+    }
+
+    /// Whether this filter needs the whole request body (it is then buffered, up to the limit).
+    fn wants_body(&self) -> Option<u64> {
+        None
+    }
+
+    /// The buffered request body, for filters whose `wants_body` is set.
+    async fn request_body_filter(&self, _session: &mut Session, _body: &Bytes) -> Result<(), ProxyError> {
         Ok(())
     }
 
     /// The request about to be sent upstream (hop-by-hop headers already removed).
     fn upstream_request_filter(&self, _session: &Session, _upstream: &mut http::request::Parts) {}
 
-    /// The upstream's response head, before it goes to the client.
+    /// The response head before it goes to the client: the upstream's, or one the gateway made
+    /// (errors, refusals, preflights) once the route was known.
     fn response_filter(&self, _session: &Session, _response: &mut http::response::Parts) {}
 
     /// After the response head was sent (or an error was returned).
@@ -106,18 +169,27 @@ impl Filter for HeaderRewrite {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use palisade_core::config::HeaderOps;
 
     fn session() -> Session {
         let (request, ()) = http::Request::new(()).into_parts();
+        test_session(request)
+    }
+
+    pub(crate) fn test_session(request: http::request::Parts) -> Session {
         Session {
             request,
             client_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
             request_id: "r".into(),
             route: "x".into(),
             tls: false,
+            peer_cert: None,
+            identity: None,
+            audit: AuditNote::default(),
+            ext: http::Extensions::new(),
         }
     }
 

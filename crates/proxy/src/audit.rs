@@ -1,0 +1,114 @@
+//! Audit events from the request path: exactly one per request that a filter denied, and one per
+//! request on a protected route (authn or authz configured). `FileSink` appends JSON lines from
+//! a writer thread, so the request path never waits for the disk.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use palisade_core::audit::{now_rfc3339, AuditEvent, AuditSink, Decision};
+
+use crate::filter::Session;
+use crate::route::CompiledRoute;
+
+pub(crate) fn emit(
+    sink: &dyn AuditSink,
+    route: &CompiledRoute,
+    s: &mut Session,
+    method: &Method,
+    path: String,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let Some((decision, stage)) = s.audit.decision else { return };
+    if !route.protected && decision == Decision::Allow {
+        return;
+    }
+    let (principal, client_id, auth_method) = match &s.identity {
+        Some(i) => (i.principal_ref(), i.client_id().map(str::to_owned), Some(i.method())),
+        None => ("Anonymous".to_owned(), None, None),
+    };
+    sink.record(AuditEvent {
+        time: now_rfc3339(),
+        source: "gateway",
+        request_id: s.request_id.clone(),
+        decision,
+        stage,
+        reason: std::mem::take(&mut s.audit.reason),
+        principal,
+        client_id,
+        auth_method,
+        route: route.name.to_string(),
+        method: method.to_string(),
+        path,
+        client_ip: s.client_ip.to_string(),
+        policy_ids: std::mem::take(&mut s.audit.policy_ids),
+        status: status.as_u16(),
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+    });
+}
+
+/// JSON lines appended to one file by a background thread.
+pub struct FileSink {
+    tx: SyncSender<AuditEvent>,
+    dropped: AtomicU64,
+    path: PathBuf,
+}
+
+impl FileSink {
+    /// Opens (creating) the file and its directory now, so a bad path is a config error.
+    pub fn open(path: &Path) -> Result<FileSink, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open audit file {}: {e}", path.display()))?;
+        let (tx, rx) = sync_channel(65_536);
+        let shown = path.display().to_string();
+        std::thread::Builder::new()
+            .name("palisade-audit".into())
+            .spawn(move || write_loop(rx, file, shown))
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(FileSink { tx, dropped: AtomicU64::new(0), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn write_loop(rx: Receiver<AuditEvent>, file: std::fs::File, shown: String) {
+    let mut w = std::io::BufWriter::new(file);
+    while let Ok(ev) = rx.recv() {
+        let mut batch = vec![ev];
+        batch.extend(rx.try_iter().take(1023));
+        for ev in &batch {
+            if serde_json::to_writer(&mut w, ev).is_err() || w.write_all(b"\n").is_err() {
+                tracing::error!(file = %shown, "cannot write audit event");
+            }
+        }
+        if let Err(e) = w.flush() {
+            tracing::error!(file = %shown, error = %e, "cannot write audit events");
+        }
+    }
+}
+
+impl AuditSink for FileSink {
+    fn record(&self, event: AuditEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(dropped = n, "audit queue full or writer gone: events dropped");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The verified identity of a request. Only the authentication filter makes one (the
+//! constructor is crate-private), so an unchecked identity cannot reach authorization.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    User,
+    Service,
+    Client,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "User",
+            PrincipalKind::Service => "Service",
+            PrincipalKind::Client => "Client",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    kind: PrincipalKind,
+    id: String,
+    method: &'static str,
+    pub(crate) client_id: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) claims: Option<Arc<Map<String, Value>>>,
+    pub(crate) mtls_identity: Option<String>,
+    pub(crate) api_key_id: Option<String>,
+}
+
+impl Identity {
+    pub(crate) fn new(kind: PrincipalKind, id: String, method: &'static str) -> Identity {
+        Identity {
+            kind,
+            id,
+            method,
+            client_id: None,
+            issuer: None,
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            claims: None,
+            mtls_identity: None,
+            api_key_id: None,
+        }
+    }
+
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// `jwt`, `api_key` or `mtls`.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+    pub fn api_key_id(&self) -> Option<&str> {
+        self.api_key_id.as_deref()
+    }
+
+    /// Cedar-style entity reference, e.g. `User::"alice"`.
+    pub fn principal_ref(&self) -> String {
+        format!("{}::{:?}", self.kind.as_str(), self.id)
+    }
+}
