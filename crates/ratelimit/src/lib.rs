@@ -1,0 +1,3 @@
+//! palisade-ratelimit
+mod gcra;
+pub use gcra::{Quota, QuotaError, Verdict};
