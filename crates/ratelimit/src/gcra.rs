@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upper bound of every time value (µs): 2^53, exactly representable as an IEEE double (Lua's number).
 pub(crate) const MAX_TIME_US: u64 = 1 << 53;
+/// How far behind the clock that wrote a TAT `now` may be before it counts as a clock step (µs). The Redis
+/// script has the same constant.
+pub(crate) const CLOCK_STEP_US: u64 = 1_000_000;
 /// Upper bound of an emission interval plus tolerance (µs), ~35 years: keeps `now + T + τ` below 2^53
 /// for any wall-clock time before the year 2200.
 const MAX_SPAN_US: u64 = 1 << 50;
@@ -130,8 +133,10 @@ pub(crate) struct Decision {
 ///
 /// `stored_tat` is the key's theoretical arrival time (µs) or `None` for an unknown/expired key, which is
 /// exactly equivalent to any `TAT ≤ now` (that is why evicting such keys loses nothing). A stored TAT
-/// beyond `now + τ + T` cannot be produced by this function at the current time, so it means the clock
-/// went backwards: it is clamped, which bounds the harm of a clock step to one emission interval.
+/// beyond `now + τ + T` cannot be produced by this function at the current time: it means that `now` is
+/// behind the clock that set it. Up to [`CLOCK_STEP_US`] behind (threads that read the clock before
+/// waiting for a lock) is simply honoured; more means the clock stepped back, and the TAT is clamped to
+/// `now + τ + T` (and stored), which bounds the harm of a clock step to one emission interval.
 ///
 /// Hand-written rather than `governor` because both stores must share the exact arithmetic (Redis runs it in
 /// Lua with the server's clock) and we report `remaining`/`reset`, which governor's keyed limiter does not
@@ -139,8 +144,10 @@ pub(crate) struct Decision {
 pub(crate) fn gcra(stored_tat: Option<u64>, now: u64, quota: &Quota) -> Decision {
     let t = quota.interval_us;
     let tau = quota.tolerance_us;
+    let max_tat = now.saturating_add(tau).saturating_add(t);
     let tat = match stored_tat {
-        Some(stored) => stored.clamp(now, now.saturating_add(tau).saturating_add(t)),
+        Some(stored) if stored > max_tat.saturating_add(CLOCK_STEP_US) => max_tat,
+        Some(stored) => stored.max(now),
         None => now,
     };
     let ahead = tat - now; // tat >= now by the clamp above
@@ -265,6 +272,9 @@ mod tests {
         assert_eq!(s.at(BASE), limited(100, 300));
         assert_eq!(s.tat, Some(BASE + 300 * MS));
         assert_eq!(s.at(BASE + 100 * MS), allowed(0, 300));
+        // Less than a second behind the writer's clock: honoured, not clamped.
+        let d = gcra(Some(BASE + 800 * MS), BASE, &quota);
+        assert_eq!(d, Decision { verdict: limited(600, 800), new_tat: None });
         // A limited request on a sane TAT stores nothing.
         assert_eq!(gcra(Some(BASE + 300 * MS), BASE, &quota), Decision { verdict: limited(100, 300), new_tat: None });
     }
