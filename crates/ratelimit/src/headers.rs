@@ -1,0 +1,116 @@
+//! HTTP response headers for a verdict: the IETF `RateLimit-Policy` / `RateLimit` fields
+//! (draft-ietf-httpapi-ratelimit-headers, structured-field form of draft -08 and later) and `Retry-After`.
+//!
+//! Invariant: every value is built from integers and a sanitized sf-string, so it is always a valid
+//! header value; seconds are rounded up so that a client honouring them never comes back too early.
+
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+
+use crate::gcra::{Quota, Verdict};
+
+/// `RateLimit-Policy` header name.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` header name.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Headers describing `verdict` under `quota`, for the policy named `policy_name`:
+///
+/// - `RateLimit-Policy: "<name>";q=<limit>;w=<period in seconds, rounded up, at least 1>`
+/// - `RateLimit: "<name>";r=<remaining>;t=<seconds until the full burst is back, rounded up>`
+/// - `Retry-After: <seconds, rounded up, at least 1>` when the request is limited.
+///
+/// The name becomes a structured-field string: `"` and `\` are escaped, and characters outside printable
+/// ASCII are replaced by `_` (sf-strings cannot carry them).
+pub fn response_headers(quota: &Quota, verdict: &Verdict, policy_name: &str) -> Vec<(HeaderName, HeaderValue)> {
+    let name = sf_string(policy_name);
+    let window = ceil_secs(quota.period()).max(1);
+    let (remaining, reset, retry_after) = match *verdict {
+        Verdict::Allowed { remaining, reset } => (remaining, reset, None),
+        Verdict::Limited { retry_after, reset } => (0, reset, Some(retry_after)),
+    };
+    let mut headers = Vec::with_capacity(3);
+    let policy = format!("{name};q={};w={window}", quota.limit());
+    let state = format!("{name};r={remaining};t={}", ceil_secs(reset));
+    // Cannot fail (printable ASCII only); skipping a header is the harmless fallback anyway.
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        headers.push((RATELIMIT_POLICY, value));
+    }
+    if let Ok(value) = HeaderValue::from_str(&state) {
+        headers.push((RATELIMIT, value));
+    }
+    if let Some(retry_after) = retry_after {
+        headers.push((RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after).max(1))));
+    }
+    headers
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
+/// RFC 8941 sf-string: `"` + printable ASCII with `"` and `\` escaped + `"`.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(headers: &[(HeaderName, HeaderValue)]) -> Vec<(String, String)> {
+        headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned())).collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn allowed_headers() {
+        let quota = Quota::new(100, Duration::from_secs(60), 10).unwrap();
+        let verdict = Verdict::Allowed { remaining: 7, reset: Duration::from_millis(2400) };
+        assert_eq!(
+            render(&response_headers(&quota, &verdict, "per-client")),
+            pairs(&[("ratelimit-policy", "\"per-client\";q=100;w=60"), ("ratelimit", "\"per-client\";r=7;t=3")])
+        );
+    }
+
+    #[test]
+    fn limited_headers_round_up() {
+        let quota = Quota::new(5, Duration::from_millis(500), 0).unwrap();
+        let verdict =
+            Verdict::Limited { retry_after: Duration::from_millis(1), reset: Duration::from_secs(2) };
+        assert_eq!(
+            render(&response_headers(&quota, &verdict, "api")),
+            pairs(&[("ratelimit-policy", "\"api\";q=5;w=1"), ("ratelimit", "\"api\";r=0;t=2"), ("retry-after", "1")])
+        );
+        let verdict =
+            Verdict::Limited { retry_after: Duration::from_millis(3001), reset: Duration::from_millis(3001) };
+        assert_eq!(render(&response_headers(&quota, &verdict, "api"))[2], ("retry-after".into(), "4".into()));
+        let verdict = Verdict::Limited { retry_after: Duration::ZERO, reset: Duration::ZERO };
+        assert_eq!(render(&response_headers(&quota, &verdict, "api"))[2], ("retry-after".into(), "1".into()));
+    }
+
+    #[test]
+    fn policy_name_is_a_valid_sf_string() {
+        let quota = Quota::new(1, Duration::from_secs(1), 0).unwrap();
+        let verdict = Verdict::Allowed { remaining: 0, reset: Duration::from_secs(1) };
+        let headers = render(&response_headers(&quota, &verdict, "a\"b\\c\u{e9}\r\n"));
+        assert_eq!(headers[0].1, r#""a\"b\\c___";q=1;w=1"#);
+    }
+}
