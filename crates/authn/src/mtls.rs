@@ -1,0 +1,173 @@
+//! Client identity from an mTLS certificate that the listener (rustls) has already verified
+//! against its trust anchors: SPIFFE ID, RFC 4514 subject and RFC 8705 thumbprint. This module
+//! trusts nothing by itself; it only reads the certificate.
+
+use x509_parser::asn1_rs::Tag;
+use x509_parser::extensions::GeneralName;
+use x509_parser::objects::{oid2abbrev, oid_registry};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::x509::{AttributeTypeAndValue, X509Name};
+
+use crate::binding::cert_thumbprint_s256;
+use crate::AuthnError;
+
+/// Who a client certificate names. Only [`client_identity`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    spiffe_id: Option<String>,
+    subject: String,
+    thumbprint_s256: String,
+}
+
+impl CertIdentity {
+    /// The SPIFFE ID (`spiffe://trust-domain/path`) of an X.509-SVID.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.spiffe_id.as_deref()
+    }
+
+    /// Subject DN as an RFC 4514 string (most specific RDN first, e.g. `CN=alice,O=Acme`).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// base64url SHA-256 of the DER certificate (RFC 8705 `x5t#S256`).
+    pub fn thumbprint_s256(&self) -> &str {
+        &self.thumbprint_s256
+    }
+}
+
+/// Read the identity of a DER client certificate.
+///
+/// A certificate with a `spiffe://` URI SAN must have exactly one URI SAN (SPIFFE X.509-SVID
+/// §2); otherwise it is refused rather than guessed at. Certificates without a SPIFFE URI get
+/// `spiffe_id: None` whatever other URIs they carry.
+pub fn client_identity(cert_der: &[u8]) -> Result<CertIdentity, AuthnError> {
+    let (rest, cert) =
+        X509Certificate::from_der(cert_der).map_err(|_| AuthnError::InvalidCertificate("not a DER X.509 certificate"))?;
+    if !rest.is_empty() {
+        return Err(AuthnError::InvalidCertificate("trailing data after the certificate"));
+    }
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| AuthnError::InvalidCertificate("the subjectAltName extension is malformed or repeated"))?;
+    let uris: Vec<&str> = san
+        .iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    let spiffe_id = match uris.iter().find(|u| has_spiffe_scheme(u)) {
+        None => None,
+        Some(_) if uris.len() > 1 => {
+            return Err(AuthnError::InvalidCertificate("an X.509-SVID must have exactly one URI SAN"))
+        }
+        Some(id) if valid_spiffe_id(id) => Some((*id).to_owned()),
+        Some(_) => return Err(AuthnError::InvalidCertificate("the SPIFFE ID is malformed")),
+    };
+    Ok(CertIdentity {
+        spiffe_id,
+        subject: rfc4514(cert.subject()),
+        thumbprint_s256: cert_thumbprint_s256(cert_der),
+    })
+}
+
+fn has_spiffe_scheme(uri: &str) -> bool {
+    uri.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
+}
+
+/// SPIFFE ID syntax (SPIFFE-ID §2): lowercase scheme, a trust domain of `[a-z0-9.-_]`, and a
+/// non-empty path of segments of `[A-Za-z0-9.-_]` that are neither empty, `.` nor `..`; no
+/// query, fragment, port or userinfo.
+fn valid_spiffe_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("spiffe://") else { return false };
+    let Some((domain, path)) = rest.split_once('/') else { return false };
+    let domain_ok = !domain.is_empty()
+        && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    let path_ok = path.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    });
+    domain_ok && path_ok
+}
+
+/// RFC 4514 §2: RDNs in reverse order separated by `,`, multi-valued RDNs joined by `+`,
+/// short names where known (else the dotted OID), string values escaped, other values as
+/// `#` and the hex of their BER encoding.
+fn rfc4514(name: &X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+"))
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn attribute(atv: &AttributeTypeAndValue<'_>) -> String {
+    let oid = atv.attr_type();
+    let (ty, known) = match oid2abbrev(oid, oid_registry()) {
+        Ok(abbrev) => (abbrev.to_owned(), true),
+        Err(_) => (oid.to_id_string(), false),
+    };
+    let value = atv.attr_value();
+    let text = match value.tag() {
+        _ if !known => None, // RFC 4514 §2.4: values of dotted-OID types are given in hex
+        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
+            std::str::from_utf8(value.data).ok().map(str::to_owned)
+        }
+        Tag::BmpString => utf16_be(value.data),
+        _ => None,
+    };
+    match text {
+        Some(t) => format!("{ty}={}", escape(&t)),
+        None => format!("{ty}=#{}", hex_ber(value.tag().0, value.data)),
+    }
+}
+
+fn utf16_be(data: &[u8]) -> Option<String> {
+    if data.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    String::from_utf16(&units).ok()
+}
+
+/// RFC 4514 §2.4 escaping.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, ch) in value.chars().enumerate() {
+        let special = matches!(ch, '"' | '+' | ',' | ';' | '<' | '>' | '\\')
+            || (i == 0 && (ch == '#' || ch == ' '))
+            || (i == last && ch == ' ');
+        if special {
+            out.push('\\');
+            out.push(ch);
+        } else if ch == '\0' {
+            out.push_str("\\00");
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Hex of a universal primitive TLV with the given tag number and content.
+fn hex_ber(tag: u32, data: &[u8]) -> String {
+    let mut der = Vec::with_capacity(data.len() + 6);
+    der.push(u8::try_from(tag).ok().filter(|t| *t < 31).unwrap_or(0x04));
+    let len = data.len();
+    if len < 0x80 {
+        der.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        let significant = bytes.get(skip..).unwrap_or_default();
+        der.push(0x80 | significant.len() as u8);
+        der.extend_from_slice(significant);
+    }
+    der.extend_from_slice(data);
+    der.iter().map(|b| format!("{b:02x}")).collect()
+}
