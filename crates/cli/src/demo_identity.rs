@@ -34,7 +34,8 @@ fn confidential() -> ClientSpec {
         scopes: ["openid", "profile", "email", "offline_access", "orders:read", "orders:write", "payments:charge"]
             .map(String::from)
             .to_vec(),
-        default_scopes: vec!["orders:read".into()],
+        // Both order scopes by default, so the banner's one-line token can read and create orders.
+        default_scopes: vec!["orders:read".into(), "orders:write".into()],
         audiences: vec!["orders".into(), "payments".into()],
         jwks: None,
         tls_client_auth_subject_dn: None,

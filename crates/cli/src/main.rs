@@ -6,6 +6,7 @@ mod demo_identity;
 mod devcert;
 mod gateway;
 mod idp_cmd;
+mod policy_cmd;
 mod server;
 mod up;
 
@@ -72,6 +73,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: std::net::SocketAddr,
     },
+    /// Check Cedar policies, explain a decision, run a decision table
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
+    },
+    /// Generate gateway API keys (the config stores only their hashes)
+    Apikey {
+        #[command(subcommand)]
+        command: policy_cmd::ApiKeyCommand,
+    },
     /// Print the version
     Version,
 }
@@ -118,6 +129,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Policy { command } => match policy_cmd::run(command) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Apikey { command } => match policy_cmd::run_apikey(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         cmd => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -135,7 +161,9 @@ fn main() -> ExitCode {
                     Command::Server(args) => server::run(*args).await,
                     Command::Idp { state, command } => idp_cmd::run_idp(state, command).await,
                     Command::Keys { state, command } => idp_cmd::run_keys(state, command).await,
-                    Command::Version | Command::Config { .. } => Ok(()),
+                    Command::Version | Command::Config { .. } | Command::Policy { .. } | Command::Apikey { .. } => {
+                        Ok(())
+                    }
                 }
             });
             match res {

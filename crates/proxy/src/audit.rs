@@ -24,7 +24,7 @@ pub(crate) fn emit(
     elapsed: Duration,
 ) {
     let Some((decision, stage)) = s.audit.decision else { return };
-    if !route.protected && decision == Decision::Allow {
+    if !route.protected && !s.audit.force && decision == Decision::Allow {
         return;
     }
     let (principal, client_id, auth_method) = match &s.identity {

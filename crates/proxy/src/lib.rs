@@ -14,6 +14,7 @@ pub mod identity;
 mod metrics;
 pub mod route;
 mod runtime;
+mod security;
 mod server;
 mod service;
 mod tls;

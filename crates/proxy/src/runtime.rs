@@ -15,6 +15,7 @@ use crate::filter::{Filter, HeaderRewrite};
 use palisade_core::AuditSink;
 use crate::metrics::Metrics;
 use crate::route::{CompiledRoute, Router};
+use crate::security::Security;
 use crate::tls;
 use crate::upstream::{build_client, Pool};
 
@@ -30,6 +31,7 @@ pub struct Runtime {
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     audit_file: Option<std::path::PathBuf>,
     trusted_proxies: Vec<ipnet::IpNet>,
+    security: Security,
 }
 
 /// `workers` is the number of worker threads; each gets its own upstream clients.
@@ -96,10 +98,11 @@ pub fn compile(
     };
     let trusted_proxies = c.client_ip.trusted_proxies.iter().filter_map(|p| parse_net(p)).collect();
 
+    let security = Security::compile(loaded, previous.map(|p| &p.security), &mut issues);
     let mut router = Router::default();
     for (i, r) in c.routes.iter().enumerate() {
         let Some(pool) = pools.get(&r.upstream) else { continue };
-        let mut filters: Vec<Arc<dyn Filter>> = Vec::new();
+        let mut filters: Vec<Arc<dyn Filter>> = security.route_filters(c, i, r, &mut issues);
         for (section, ops, response) in
             [("request_headers", &r.request_headers, false), ("response_headers", &r.response_headers, true)]
         {
@@ -133,6 +136,7 @@ pub fn compile(
         audit,
         audit_file,
         trusted_proxies,
+        security,
     })
 }
 
@@ -164,6 +168,7 @@ impl Runtime {
 
     /// Start background work (health checks) for pools that do not run it yet.
     pub(crate) fn activate(&self) {
+        self.security.activate();
         for p in self.pools.values() {
             p.start_health_checks();
             p.update_gauges();

@@ -177,6 +177,8 @@ async fn proxy(
     }
     let route = rt.router.find(&host, parts.uri.path(), &parts.method).ok_or(ProxyError::NoRoute)?.clone();
     out.route = Some(route.clone());
+    let mut parts = parts;
+    crate::filter::authn::strip_identity_headers(&mut parts.headers);
     let client_ip = rt.client_ip(conn.client.ip(), &parts.headers);
     let session = out.session.insert(Session {
         request: parts,

@@ -4,10 +4,10 @@
 //! `upstream_request_filter` → `response_filter` (upstream and gateway-made responses alike)
 //! → `logging`. Filters run in configured order on every request of their route.
 
-// pub mod authn;
-// pub mod authz;
+pub(crate) mod authn;
+pub(crate) mod authz;
 // pub mod cors;
-// pub mod ratelimit;
+pub(crate) mod ratelimit;
 // pub mod secheaders;
 // pub mod validate;
 
@@ -50,6 +50,8 @@ pub struct AuditNote {
     pub decision: Option<(Decision, Stage)>,
     pub reason: String,
     pub policy_ids: Vec<String>,
+    /// Audit this request even on an unprotected route (e.g. a rate limiter that failed open).
+    pub force: bool,
 }
 
 impl Session {

@@ -1,0 +1,223 @@
+//! `palisade policy check|explain|test` and `palisade apikey generate`: the authorization engine
+//! and API-key hashing from the command line, without a running gateway.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use palisade_policy::{AuthzRequest, Authorizer, PolicySource, Requirement, RouteRules};
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate Cedar policy files against Palisade's schema; errors name file:line:column
+    Check {
+        /// Policy files (.cedar)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Decide one request and show the policies that decided it
+    Explain {
+        #[command(flatten)]
+        source: PolicySet,
+        /// `User::"alice"`, `Client::"billing"`, `Service::"spiffe://..."` or `anonymous`
+        #[arg(long)]
+        principal: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        path: String,
+        /// Route name (the Cedar resource); default: the config route whose path prefix matches
+        #[arg(long)]
+        route: Option<String>,
+        /// Token claims as a JSON object; `scope` and `roles` in it fill the scopes and roles too
+        #[arg(long)]
+        claims: Option<String>,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+    },
+    /// Run a YAML table of requests and expected decisions; exit 1 on any mismatch
+    Test {
+        #[command(flatten)]
+        source: PolicySet,
+        /// The cases file
+        cases: PathBuf,
+    },
+}
+
+/// Where the policies come from: a gateway config (its policy files and route shortcuts) or files.
+#[derive(clap::Args)]
+pub struct PolicySet {
+    /// Gateway config whose `authorization.policies` and route `authz` sections are used
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Cedar policy files (in addition to the config's)
+    #[arg(long = "policies", value_name = "FILE")]
+    policies: Vec<PathBuf>,
+}
+
+fn read_sources(files: &[PathBuf]) -> anyhow::Result<Vec<PolicySource>> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            Ok(PolicySource { name: f.display().to_string(), text })
+        })
+        .collect()
+}
+
+struct Loaded {
+    authz: Authorizer,
+    /// (route name, path prefix) from the config, for choosing a route by path.
+    routes: Vec<(String, Option<String>)>,
+}
+
+fn load(set: &PolicySet) -> anyhow::Result<Loaded> {
+    let mut files = set.policies.clone();
+    let mut rules = Vec::new();
+    let mut routes = Vec::new();
+    if let Some(cfg) = &set.config {
+        let loaded = palisade_core::load_file(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let base = loaded.base_dir.clone();
+        files.extend(loaded.config.authorization.policies.iter().map(|p| base.join(p)));
+        for r in &loaded.config.routes {
+            let prefix = r.matches.path.as_ref().and_then(|p| p.prefix.clone().or_else(|| p.exact.clone()));
+            routes.push((r.name.clone(), prefix));
+            if let Some(z) = &r.authz {
+                rules.push(RouteRules {
+                    route: r.name.clone(),
+                    allow_anonymous: z.allow_anonymous,
+                    require: z
+                        .require
+                        .iter()
+                        .map(|q| Requirement {
+                            methods: q.methods.clone(),
+                            scopes: q.scopes.clone(),
+                            roles: q.roles.clone(),
+                            claims: q.claims.clone(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+    } else if files.is_empty() {
+        bail!("give --config FILE or --policies FILE");
+    }
+    let sources = read_sources(&files)?;
+    let authz = Authorizer::compile(&sources, &rules).map_err(|errs| {
+        anyhow::anyhow!("{}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    Ok(Loaded { authz, routes })
+}
+
+fn route_for(routes: &[(String, Option<String>)], path: &str) -> Option<String> {
+    routes
+        .iter()
+        .find(|(_, p)| match p {
+            None => true,
+            Some(p) => p == "/" || path == p || path.starts_with(&format!("{}/", p.trim_end_matches('/'))),
+        })
+        .map(|(n, _)| n.clone())
+}
+
+fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
+    match v {
+        Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub fn run(cmd: PolicyCommand) -> anyhow::Result<bool> {
+    match cmd {
+        PolicyCommand::Check { files } => {
+            let sources = read_sources(&files)?;
+            let errs = palisade_policy::check_files(&sources);
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            if errs.is_empty() {
+                for f in &files {
+                    println!("{}: ok", f.display());
+                }
+            }
+            Ok(errs.is_empty())
+        }
+        PolicyCommand::Explain { source, principal, method, path, route, claims, mut scopes, mut roles, client_ip } => {
+            let l = load(&source)?;
+            let principal = palisade_policy::parse_principal(&principal).map_err(|e| anyhow::anyhow!(e))?;
+            let claims: Option<serde_json::Map<String, serde_json::Value>> = match claims {
+                Some(c) => Some(serde_json::from_str(&c).context("--claims must be a JSON object")?),
+                None => None,
+            };
+            if let Some(c) = &claims {
+                scopes.extend(strings(c.get("scope").or_else(|| c.get("scp"))));
+                roles.extend(strings(c.get("roles")));
+            }
+            let Some(route) = route.or_else(|| route_for(&l.routes, &path)) else {
+                bail!("no route matches {path}: give --route NAME");
+            };
+            let authenticated = !matches!(principal, palisade_policy::Principal::Anonymous);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let client_id = claims.as_ref().and_then(|c| c.get("client_id")).and_then(|v| v.as_str());
+            let issuer = claims.as_ref().and_then(|c| c.get("iss")).and_then(|v| v.as_str());
+            let req = AuthzRequest {
+                principal,
+                method: &method,
+                route: &route,
+                path: &path,
+                authenticated,
+                scopes: &scopes,
+                roles: &roles,
+                client_id,
+                issuer,
+                claims: claims.as_ref(),
+                client_ip,
+                mtls_identity: None,
+                now,
+            };
+            let e = l.authz.explain(&req);
+            println!("route: {route}\n{e}");
+            Ok(e.decision.allow)
+        }
+        PolicyCommand::Test { source, cases } => {
+            let l = load(&source)?;
+            let text = std::fs::read_to_string(&cases).with_context(|| format!("reading {}", cases.display()))?;
+            let report = palisade_policy::run_cases(&l.authz, &text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cases.display()))?;
+            print!("{report}");
+            Ok(report.ok())
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a new random API key; prints the key once and the config entry holding its hash
+    Generate {
+        /// The client the key belongs to
+        #[arg(long)]
+        client: String,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+}
+
+#[allow(clippy::print_stdout)]
+pub fn run_apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCommand::Generate { client, scopes } => {
+            let (key, hash) = palisade_authn::generate_api_key()?;
+            let scopes = serde_json::to_string(&scopes).unwrap_or_else(|_| "[]".into());
+            let client = serde_json::to_string(&client).unwrap_or_default();
+            println!("key: {key}");
+            println!("# give the key to the client (it is not stored anywhere); add this under authentication.api_keys.keys:");
+            println!("- {{ client: {client}, hash: \"{hash}\", scopes: {scopes} }}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Authentication filter (request phase): JWT bearer / DPoP-bound tokens, API keys and mTLS
+//! client certificates, tried in the route's order. The first credential presented decides: an
+//! invalid one is a 401 and never falls through to the next method. A verified identity is put on
+//! the session and forwarded upstream as `x-palisade-*` headers; incoming `x-palisade-*` headers
+//! are removed by the service before any filter runs, so they cannot be forged.
+
+use std::sync::Arc;
+
+use http::{header, HeaderName, HeaderValue, StatusCode};
+use palisade_authn::{ApiKeyStore, AuthnError, DpopVerifier, JwtAuthenticator, VerifiedToken};
+use palisade_core::audit::Stage;
+use palisade_core::config::AuthnMethod;
+
+use crate::error::ProxyError;
+use crate::filter::{Filter, Flow, Session};
+use crate::identity::{Identity, PrincipalKind};
+
+pub(crate) struct ApiKeySource {
+    pub(crate) store: ApiKeyStore,
+    pub(crate) header: HeaderName,
+    pub(crate) query: Option<String>,
+}
+
+pub(crate) struct AuthnFilter {
+    pub(crate) methods: Vec<AuthnMethod>,
+    pub(crate) jwt: Option<Arc<JwtAuthenticator>>,
+    pub(crate) api_keys: Option<Arc<ApiKeySource>>,
+    pub(crate) dpop: Arc<DpopVerifier>,
+    pub(crate) query_token: bool,
+    pub(crate) require_dpop: bool,
+    /// No credential at all passes as anonymous (authorization then decides).
+    pub(crate) allow_anonymous: bool,
+}
+
+const FORWARDED: [&str; 6] = [
+    "x-palisade-principal",
+    "x-palisade-subject",
+    "x-palisade-client-id",
+    "x-palisade-scopes",
+    "x-palisade-roles",
+    "x-palisade-auth-method",
+];
+
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn challenge(scheme: &str, err: Option<&AuthnError>) -> Vec<(HeaderName, HeaderValue)> {
+    let text = match err {
+        None => format!("{scheme} realm=\"palisade\""),
+        Some(e) => format!(
+            "{scheme} realm=\"palisade\", error=\"{}\", error_description=\"{}\"",
+            e.oauth_error(),
+            e.description().replace(['"', '\\'], "'")
+        ),
+    };
+    HeaderValue::from_str(&text).map(|v| vec![(header::WWW_AUTHENTICATE, v)]).unwrap_or_default()
+}
+
+impl AuthnFilter {
+    fn refuse(&self, s: &mut Session, scheme: &str, err: Option<&AuthnError>, reason: String) -> ProxyError {
+        let status = match err {
+            Some(e) if e.oauth_error() == "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let message = match err {
+            Some(e) => e.description().to_owned(),
+            None => "authentication required".to_owned(),
+        };
+        let _ = s.deny(Stage::Authn, status, reason);
+        ProxyError::Rejected { status, message, headers: challenge(scheme, err) }
+    }
+
+    async fn jwt(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
+        let jwt = self.jwt.as_ref()?;
+        let auth = s.request.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let (scheme, token) = match auth.and_then(|a| a.split_once(' ')) {
+            Some((sch, t)) if sch.eq_ignore_ascii_case("bearer") => ("Bearer", t.trim().to_owned()),
+            Some((sch, t)) if sch.eq_ignore_ascii_case("dpop") => ("DPoP", t.trim().to_owned()),
+            _ => match query_param(s.request.uri.query(), "access_token") {
+                Some(t) if self.query_token => ("Bearer", t.into_owned()),
+                Some(_) => {
+                    let e = AuthnError::Malformed("access tokens in the query string are not accepted here");
+                    return Some(Err(self.refuse(s, "Bearer", Some(&e), "token in query string refused".into())));
+                }
+                None => return None,
+            },
+        };
+        let verified = match jwt.verify(&token).await {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = format!("invalid token: {e}");
+                return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
+            }
+        };
+        if let Err(e) = self.sender_constraint(s, scheme, &token, &verified) {
+            let reason = format!("sender constraint failed: {e}");
+            return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
+        }
+        let client_id = verified.client_id().map(str::to_owned);
+        let sub = verified.subject().unwrap_or_default().to_owned();
+        let kind = if client_id.as_deref() == Some(sub.as_str()) { PrincipalKind::Client } else { PrincipalKind::User };
+        let mut id = Identity::new(kind, sub, "jwt");
+        id.client_id = client_id;
+        id.issuer = Some(verified.issuer().to_owned());
+        id.scopes = verified.scopes().into_iter().map(str::to_owned).collect();
+        id.roles = verified.roles().into_iter().map(str::to_owned).collect();
+        id.claims = Some(Arc::new(verified.claims().clone()));
+        Some(Ok(id))
+    }
+
+    fn sender_constraint(
+        &self,
+        s: &Session,
+        scheme: &str,
+        token: &str,
+        v: &VerifiedToken,
+    ) -> Result<(), AuthnError> {
+        palisade_authn::check_cnf_x5t(v, s.peer_cert.as_deref())?;
+        match (v.cnf_jkt(), scheme) {
+            (Some(jkt), "DPoP") => {
+                let proof = s
+                    .request
+                    .headers
+                    .get("dpop")
+                    .and_then(|p| p.to_str().ok())
+                    .ok_or(AuthnError::DpopInvalid("a DPoP proof header is required"))?;
+                if s.request.headers.get_all("dpop").iter().count() > 1 {
+                    return Err(AuthnError::DpopInvalid("exactly one DPoP proof is allowed"));
+                }
+                let htu = format!(
+                    "{}://{}{}",
+                    if s.tls { "https" } else { "http" },
+                    s.request.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default(),
+                    s.request.uri.path()
+                );
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                self.dpop.verify(proof, s.request.method.as_str(), &htu, token, Some(jkt), now).map(|_| ())
+            }
+            (Some(_), _) => Err(AuthnError::DpopInvalid("this token is DPoP-bound: use the DPoP scheme with a proof")),
+            (None, "DPoP") => Err(AuthnError::DpopInvalid("the DPoP scheme needs a DPoP-bound token")),
+            (None, _) if self.require_dpop => Err(AuthnError::DpopInvalid("this route requires DPoP-bound tokens")),
+            (None, _) => Ok(()),
+        }
+    }
+
+    fn api_key(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
+        let src = self.api_keys.as_ref()?;
+        let presented = match s.request.headers.get(&src.header) {
+            Some(v) => v.to_str().unwrap_or_default().to_owned(),
+            None => query_param(s.request.uri.query(), src.query.as_deref()?)?.into_owned(),
+        };
+        match src.store.lookup(&presented) {
+            Some(k) => {
+                let mut id = Identity::new(PrincipalKind::Client, k.client().to_owned(), "api_key");
+                id.client_id = Some(k.client().to_owned());
+                id.scopes = k.scopes().to_vec();
+                id.api_key_id = Some(k.key_id().to_owned());
+                Some(Ok(id))
+            }
+            None => {
+                let e = AuthnError::Malformed("the API key is not valid");
+                Some(Err(self.refuse(s, "ApiKey", Some(&e), "unknown API key".into())))
+            }
+        }
+    }
+
+    fn mtls(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
+        let der = s.peer_cert.clone()?;
+        match palisade_authn::client_identity(&der) {
+            Ok(c) => {
+                let mut id = match c.spiffe_id() {
+                    Some(sp) => Identity::new(PrincipalKind::Service, sp.to_owned(), "mtls"),
+                    None => Identity::new(PrincipalKind::Client, c.subject().to_owned(), "mtls"),
+                };
+                id.mtls_identity = Some(c.spiffe_id().unwrap_or(c.subject()).to_owned());
+                Some(Ok(id))
+            }
+            Err(e) => {
+                let reason = format!("client certificate refused: {e}");
+                Some(Err(self.refuse(s, "Bearer", Some(&e), reason)))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Filter for AuthnFilter {
+    fn name(&self) -> &'static str {
+        "authn"
+    }
+
+    async fn request_filter(&self, s: &mut Session) -> Result<Flow, ProxyError> {
+        for m in &self.methods {
+            let found = match m {
+                AuthnMethod::Jwt => self.jwt(s).await,
+                AuthnMethod::ApiKey => self.api_key(s),
+                AuthnMethod::Mtls => self.mtls(s),
+            };
+            match found {
+                None => continue,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(mut id)) => {
+                    if id.mtls_identity.is_none() {
+                        if let Some(der) = &s.peer_cert {
+                            id.mtls_identity = palisade_authn::client_identity(der)
+                                .ok()
+                                .map(|c| c.spiffe_id().unwrap_or(c.subject()).to_owned());
+                        }
+                    }
+                    s.allow(Stage::Authn, format!("authenticated by {}", id.method()));
+                    s.identity = Some(id);
+                    return Ok(Flow::Continue);
+                }
+            }
+        }
+        if self.allow_anonymous {
+            s.allow(Stage::Authn, "anonymous");
+            return Ok(Flow::Continue);
+        }
+        let scheme = if self.methods.first() == Some(&AuthnMethod::ApiKey) { "ApiKey" } else { "Bearer" };
+        Err(self.refuse(s, scheme, None, "no credentials".into()))
+    }
+
+    fn upstream_request_filter(&self, s: &Session, up: &mut http::request::Parts) {
+        let Some(id) = &s.identity else { return };
+        let values = [
+            Some(id.principal_ref()),
+            Some(id.id().to_owned()),
+            id.client_id().map(str::to_owned),
+            Some(id.scopes().join(" ")),
+            Some(id.roles().join(",")),
+            Some(id.method().to_owned()),
+        ];
+        for (name, v) in FORWARDED.iter().zip(values) {
+            if let Some(v) = v.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                up.headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+}
+
+/// Remove every incoming `x-palisade-*` header: identity is only what the gateway verified.
+pub(crate) fn strip_identity_headers(h: &mut http::HeaderMap) {
+    let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-palisade-")).cloned().collect();
+    for k in forged {
+        h.remove(k);
+    }
+}

@@ -1,0 +1,290 @@
+//! Compiles the security sections of the config into the shared objects the security filters
+//! use (JWT authenticator with its JWKS cache, API keys, DPoP replay cache, the Cedar
+//! authorizer, rate-limit stores) and builds each route's filters in execution order:
+//! CORS → authn → authz → rate limit → validation → header rewrites → security headers.
+//! Objects with state worth keeping (JWKS caches, replay cache, rate-limit counters, the Redis
+//! connection) carry over a reload when their config did not change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::OnceCell;
+
+use palisade_authn::{ApiKeyEntry, ApiKeyStore, DpopVerifier, IssuerSettings, JwtAuthenticator};
+use palisade_core::config::{Config, JwtIssuer, RateLimiting, RateStore, Route};
+use palisade_core::{Issue, LoadedConfig};
+use palisade_policy::{Authorizer, PolicySource, Requirement, RouteRules};
+use palisade_ratelimit::{LocalStore, Quota, RedisOptions, RedisStore, Store, StoreError, Verdict};
+use tokio_util::sync::CancellationToken;
+
+use crate::filter::authn::{ApiKeySource, AuthnFilter};
+use crate::filter::authz::AuthzFilter;
+use crate::filter::ratelimit::{KeyPart, Limit, RateLimitFilter};
+use crate::filter::Filter;
+
+/// The JWT authenticator and its JWKS refresh task, stopped when the last runtime using it goes.
+pub(crate) struct Jwt {
+    pub(crate) auth: Arc<JwtAuthenticator>,
+    config: Vec<JwtIssuer>,
+    started: AtomicBool,
+    stop: CancellationToken,
+}
+
+impl Drop for Jwt {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub(crate) struct Security {
+    jwt: Option<Arc<Jwt>>,
+    api_keys: Option<Arc<ApiKeySource>>,
+    dpop: Arc<DpopVerifier>,
+    dpop_config: palisade_core::config::DpopConfig,
+    authorizer: Option<Arc<Authorizer>>,
+    local: Arc<LocalStore>,
+    redis: Option<(RateLimiting, Arc<dyn Store>)>,
+}
+
+impl Security {
+    /// Start background work (JWKS refresh) on the calling runtime, once.
+    pub(crate) fn activate(&self) {
+        if let Some(j) = &self.jwt {
+            if !j.started.swap(true, Ordering::SeqCst) {
+                let auth = j.auth.clone();
+                let stop = j.stop.clone();
+                tokio::spawn(async move { auth.refresh_loop(stop.cancelled_owned()).await });
+            }
+        }
+    }
+
+    pub(crate) fn compile(
+        loaded: &LoadedConfig,
+        previous: Option<&Security>,
+        issues: &mut Vec<Issue>,
+    ) -> Security {
+        let c = &loaded.config;
+        let jwt = compile_jwt(loaded, previous, issues);
+        let api_keys = c.authentication.api_keys.as_ref().and_then(|k| {
+            let entries = k
+                .keys
+                .iter()
+                .map(|e| ApiKeyEntry { client: e.client.clone(), hash: e.hash.clone(), scopes: e.scopes.clone() })
+                .collect();
+            let header = http::HeaderName::from_bytes(k.header.as_bytes()).ok()?;
+            match ApiKeyStore::new(entries) {
+                Ok(store) => Some(Arc::new(ApiKeySource { store, header, query: k.query.clone() })),
+                Err(e) => {
+                    issues.push(Issue::new("authentication.api_keys", e.to_string()));
+                    None
+                }
+            }
+        });
+        let dpop_config = c.authentication.dpop.clone();
+        let dpop = match previous {
+            Some(p) if p.dpop_config == dpop_config => p.dpop.clone(),
+            _ => Arc::new(DpopVerifier::new(dpop_config.iat_window.0, dpop_config.replay_ttl.0, 100_000)),
+        };
+        let authorizer = compile_authorizer(loaded, issues);
+        let local = previous.map_or_else(|| Arc::new(LocalStore::new(1_000_000)), |p| p.local.clone());
+        let redis = c.rate_limiting.redis.as_ref().and_then(|r| {
+            if let Some((cfg, store)) = previous.and_then(|p| p.redis.as_ref()) {
+                if *cfg == c.rate_limiting {
+                    return Some((cfg.clone(), store.clone()));
+                }
+            }
+            let password = match &r.password {
+                Some(p) => match p.resolve(&loaded.base_dir) {
+                    Ok(s) => Some(String::from_utf8_lossy(s.expose()).trim().to_owned()),
+                    Err(m) => {
+                        issues.push(Issue::new("rate_limiting.redis.password", m));
+                        return None;
+                    }
+                },
+                None => None,
+            };
+            let url = match (password, r.url.split_once("://")) {
+                (Some(p), Some((scheme, rest))) => {
+                    let p: String = form_urlencoded::byte_serialize(p.as_bytes()).collect();
+                    format!("{scheme}://:{p}@{rest}")
+                }
+                _ => r.url.clone(),
+            };
+            let opts = RedisOptions {
+                timeout: r.timeout.0,
+                connect_timeout: Duration::from_millis(500),
+                ..RedisOptions::default()
+            };
+            let store = LazyRedis { url, opts, conn: OnceCell::new(), last_try: Mutex::new(None) };
+            Some((c.rate_limiting.clone(), Arc::new(store) as Arc<dyn Store>))
+        });
+        Security { jwt, api_keys, dpop, dpop_config, authorizer, local, redis }
+    }
+
+    /// The security filters of route `i`, in execution order (before the header rewrites).
+    pub(crate) fn route_filters(&self, c: &Config, i: usize, r: &Route, issues: &mut Vec<Issue>) -> Vec<Arc<dyn Filter>> {
+        let mut out: Vec<Arc<dyn Filter>> = Vec::new();
+        let base = format!("routes[{i}]");
+        if let Some(a) = &r.authn {
+            out.push(Arc::new(AuthnFilter {
+                methods: a.methods.clone(),
+                jwt: self.jwt.as_ref().map(|j| j.auth.clone()),
+                api_keys: self.api_keys.clone(),
+                dpop: self.dpop.clone(),
+                query_token: a.query_token,
+                require_dpop: a.require_dpop,
+                allow_anonymous: r.authz.as_ref().is_some_and(|z| z.allow_anonymous),
+            }));
+        }
+        if r.authz.is_some() {
+            if let Some(az) = &self.authorizer {
+                out.push(Arc::new(AuthzFilter { authorizer: az.clone() }));
+            }
+        }
+        if !r.rate_limit.is_empty() {
+            let mut limits = Vec::new();
+            for (j, rl) in r.rate_limit.iter().enumerate() {
+                let quota = match Quota::new(rl.limit, rl.period.0, rl.burst) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        issues.push(Issue::new(format!("{base}.rate_limit[{j}]"), e.to_string()));
+                        continue;
+                    }
+                };
+                let (store, on_error): (Arc<dyn Store>, _) = match (rl.store, &self.redis) {
+                    (RateStore::Redis, Some((cfg, s))) => {
+                        (s.clone(), cfg.redis.as_ref().map(|r| r.on_error).unwrap_or_default())
+                    }
+                    (RateStore::Redis, None) => continue,
+                    (RateStore::Local, _) => (self.local.clone(), Default::default()),
+                };
+                let key = rl.key.iter().filter_map(|k| KeyPart::parse(k)).collect();
+                limits.push(Limit { name: rl.name.clone(), quota, key, store, on_error });
+            }
+            out.push(Arc::new(RateLimitFilter { route: r.name.clone(), limits }));
+        }
+        let _ = c;
+        out
+    }
+}
+
+/// The Redis store, connected on first use so the gateway starts (and fails closed or open, as
+/// configured) while Redis is down; a failed connection is retried at most once a second.
+struct LazyRedis {
+    url: String,
+    opts: RedisOptions,
+    conn: OnceCell<RedisStore>,
+    last_try: Mutex<Option<Instant>>,
+}
+
+#[async_trait::async_trait]
+impl Store for LazyRedis {
+    async fn check(&self, key: &str, quota: &Quota, now: SystemTime) -> Result<Verdict, StoreError> {
+        if let Some(c) = self.conn.get() {
+            return c.check(key, quota, now).await;
+        }
+        {
+            let mut last = self.last_try.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Err(StoreError::Unavailable("not connected to Redis".into()));
+            }
+            *last = Some(Instant::now());
+        }
+        let c = self.conn.get_or_try_init(|| RedisStore::connect(&self.url, self.opts.clone())).await?;
+        c.check(key, quota, now).await
+    }
+}
+
+fn compile_jwt(loaded: &LoadedConfig, previous: Option<&Security>, issues: &mut Vec<Issue>) -> Option<Arc<Jwt>> {
+    let cfg = &loaded.config.authentication.jwt_issuers;
+    if cfg.is_empty() {
+        return None;
+    }
+    if let Some(j) = previous.and_then(|p| p.jwt.as_ref()) {
+        if j.config == *cfg {
+            return Some(j.clone());
+        }
+    }
+    let mut settings = Vec::new();
+    for (i, iss) in cfg.iter().enumerate() {
+        let mut s = IssuerSettings::new(iss.issuer.clone());
+        s.jwks_uri = iss.jwks_uri.clone();
+        s.audiences = iss.audiences.clone();
+        s.algorithms = iss.algorithms.clone();
+        s.typ = iss.typ.clone();
+        s.leeway = iss.leeway.0;
+        s.refresh_interval = iss.refresh_interval.0;
+        s.min_refresh_interval = iss.min_refresh_interval.0;
+        s.max_token_bytes = iss.max_token_bytes;
+        if let Some(ca) = &iss.ca {
+            match std::fs::read(loaded.resolve_path(ca)) {
+                Ok(pem) => s.ca_pem = Some(pem),
+                Err(e) => {
+                    issues.push(Issue::new(format!("authentication.jwt_issuers[{i}].ca"), format!("cannot read: {e}")));
+                    continue;
+                }
+            }
+        }
+        settings.push(s);
+    }
+    match JwtAuthenticator::new(settings) {
+        Ok(a) => Some(Arc::new(Jwt {
+            auth: Arc::new(a),
+            config: cfg.clone(),
+            started: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        })),
+        Err(e) => {
+            issues.push(Issue::new("authentication.jwt_issuers", e.to_string()));
+            None
+        }
+    }
+}
+
+fn compile_authorizer(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<Arc<Authorizer>> {
+    let c = &loaded.config;
+    if !c.routes.iter().any(|r| r.authz.is_some()) {
+        return None;
+    }
+    let mut files = Vec::new();
+    for (i, p) in c.authorization.policies.iter().enumerate() {
+        let path = loaded.resolve_path(p);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push(PolicySource { name: path.display().to_string(), text }),
+            Err(e) => issues.push(Issue::new(format!("authorization.policies[{i}]"), format!("cannot read: {e}"))),
+        }
+    }
+    let routes: Vec<RouteRules> = c
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let z = r.authz.as_ref()?;
+            Some(RouteRules {
+                route: r.name.clone(),
+                allow_anonymous: z.allow_anonymous,
+                require: z
+                    .require
+                    .iter()
+                    .map(|q| Requirement {
+                        methods: q.methods.clone(),
+                        scopes: q.scopes.clone(),
+                        roles: q.roles.clone(),
+                        claims: q.claims.clone(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    match Authorizer::compile(&files, &routes) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(errs) => {
+            for e in errs {
+                let idx = c.authorization.policies.iter().position(|p| e.file.ends_with(&p.display().to_string()));
+                let path = idx.map_or_else(|| "authorization".to_owned(), |i| format!("authorization.policies[{i}]"));
+                issues.push(Issue::new(path, e.to_string()));
+            }
+            None
+        }
+    }
+}
