@@ -203,7 +203,7 @@ impl Authorizer {
         let policy_ids = if allowed && !allow {
             Vec::new()
         } else {
-            let mut ids: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+            let mut ids: Vec<String> = response.diagnostics().reason().map(|id| AsRef::<str>::as_ref(id).to_owned()).collect();
             ids.sort_unstable();
             ids
         };

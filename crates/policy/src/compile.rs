@@ -212,8 +212,9 @@ pub(crate) fn compile(files: &[PolicySource], routes: &[RouteRules]) -> Result<C
             }
         };
         let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
+        let mut seen = std::collections::HashSet::new();
         for e in result.validation_errors() {
-            let id = e.policy_id().to_string();
+            let id = AsRef::<str>::as_ref(e.policy_id()).to_owned();
             let (file, line, column) = match origins.get(&id) {
                 Some(origin) => {
                     let (line, column) = first_label(e, origin.text);
@@ -221,13 +222,33 @@ pub(crate) fn compile(files: &[PolicySource], routes: &[RouteRules]) -> Result<C
                 }
                 None => (id.clone(), 0, 0),
             };
-            errors.push(PolicyError { file, line, column, message: format!("policy `{id}`: {e}") });
+            // The validator reports one error per action the policy may apply to; one per place is enough.
+            let message = without_action(&e.to_string());
+            if seen.insert((id.clone(), line, column, message.clone())) {
+                errors.push(PolicyError { file, line, column, message: format!("policy `{id}`: {message}") });
+            }
         }
     }
     if errors.is_empty() {
         Ok(Compiled { policies: set, texts })
     } else {
         Err(errors)
+    }
+}
+
+/// Drops the ` for Action::"X"` the validator adds to per-action messages, so they can be deduplicated.
+fn without_action(message: &str) -> String {
+    const MARK: &str = " for Action::\"";
+    let Some(start) = message.find(MARK) else {
+        return message.to_owned();
+    };
+    let rest = message.get(start.saturating_add(MARK.len())..).unwrap_or_default();
+    match rest.find('"') {
+        Some(end) => {
+            let tail = rest.get(end.saturating_add(1)..).unwrap_or_default();
+            format!("{}{tail}", message.get(..start).unwrap_or_default())
+        }
+        None => message.to_owned(),
     }
 }
 
