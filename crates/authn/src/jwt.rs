@@ -360,6 +360,9 @@ impl JwtAuthenticator {
         let header = &compact.header;
         let alg = header.get("alg").and_then(Value::as_str).ok_or(AuthnError::Malformed("the token has no alg"))?;
         let alg = Alg::from_header(alg)?;
+        if compact.signature.is_empty() {
+            return Err(AuthnError::Malformed("the token signature is missing"));
+        }
         // RFC 7515 §4.1.11: we implement no extension, so any crit must be refused.
         if header.contains_key("crit") {
             return Err(AuthnError::CritUnsupported);
@@ -444,6 +447,21 @@ impl JwtAuthenticator {
         Ok(VerifiedToken { issuer: issuer.settings.issuer.clone(), expires_at: exp, claims: claims.clone() })
     }
 }
+
+#[cfg(test)]
+impl JwtAuthenticator {
+    /// Install a JWKS document as if it had been fetched.
+    pub(crate) fn install_jwks(&self, issuer: &str, doc: &Value) -> Result<(), String> {
+        let issuer = self.issuers.iter().find(|i| i.settings.issuer == issuer).ok_or("no such issuer")?;
+        let keys = parse_jwks(doc.as_object().ok_or("not an object")?)?;
+        *issuer.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;
 
 fn never_tried(issuer: &Issuer) -> bool {
     issuer.schedule.lock().unwrap_or_else(|p| p.into_inner()).last_attempt.is_none()

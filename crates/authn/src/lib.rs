@@ -21,6 +21,8 @@ mod fetch;
 mod jose;
 pub mod jwt;
 mod mtls;
+#[cfg(test)]
+mod testkit;
 
 pub use apikey::{generate_api_key, hash_api_key, ApiKeyEntry, ApiKeyIdentity, ApiKeyStore};
 pub use binding::{cert_thumbprint_s256, check_cnf_x5t};
