@@ -233,10 +233,10 @@ mod tests {
         assert_eq!(s.at(BASE), allowed(0, 300));
         assert_eq!(s.at(BASE), limited(100, 300));
         assert_eq!(s.at(BASE + 40 * MS), limited(60, 260));
-        assert_eq!(s.at(BASE + 99_999), Verdict::Limited {
-            retry_after: Duration::from_micros(1),
-            reset: Duration::from_micros(200_001)
-        });
+        assert_eq!(
+            s.at(BASE + 99_999),
+            Verdict::Limited { retry_after: Duration::from_micros(1), reset: Duration::from_micros(200_001) }
+        );
         assert_eq!(s.at(BASE + 100 * MS), allowed(0, 300));
         assert_eq!(s.at(BASE + 150 * MS), limited(50, 250));
         // Idle long enough: full burst again.
@@ -283,7 +283,9 @@ mod tests {
     /// rate × time + burst.
     #[test]
     fn accuracy_under_sustained_overload() {
-        for (limit, period_ms, burst) in [(100u32, 1000u64, 10u32), (50, 1000, 0), (7, 100, 5), (1000, 1000, 50), (3, 1000, 0)] {
+        for (limit, period_ms, burst) in
+            [(100u32, 1000u64, 10u32), (50, 1000, 0), (7, 100, 5), (1000, 1000, 50), (3, 1000, 0)]
+        {
             let quota = q(limit, period_ms, burst);
             let mut s = Sim { tat: None, quota };
             let window_us = 10_000 * MS;
@@ -304,7 +306,10 @@ mod tests {
             let ideal = f64::from(limit) * 10_000.0 / period_ms as f64 + f64::from(burst);
             let err = (accepted as f64 - ideal).abs() / ideal;
             // The `+ 1` alone is over 2 % of the tiny (3/s) quota's 30 requests: exact formula only there.
-            assert!(limit == 3 || err <= 0.02, "quota {limit}/{period_ms}ms burst {burst}: accepted {accepted}, ideal {ideal}");
+            assert!(
+                limit == 3 || err <= 0.02,
+                "quota {limit}/{period_ms}ms burst {burst}: accepted {accepted}, ideal {ideal}"
+            );
         }
     }
 

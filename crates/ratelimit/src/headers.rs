@@ -93,14 +93,12 @@ mod tests {
     #[test]
     fn limited_headers_round_up() {
         let quota = Quota::new(5, Duration::from_millis(500), 0).unwrap();
-        let verdict =
-            Verdict::Limited { retry_after: Duration::from_millis(1), reset: Duration::from_secs(2) };
+        let verdict = Verdict::Limited { retry_after: Duration::from_millis(1), reset: Duration::from_secs(2) };
         assert_eq!(
             render(&response_headers(&quota, &verdict, "api")),
             pairs(&[("ratelimit-policy", "\"api\";q=5;w=1"), ("ratelimit", "\"api\";r=0;t=2"), ("retry-after", "1")])
         );
-        let verdict =
-            Verdict::Limited { retry_after: Duration::from_millis(3001), reset: Duration::from_millis(3001) };
+        let verdict = Verdict::Limited { retry_after: Duration::from_millis(3001), reset: Duration::from_millis(3001) };
         assert_eq!(render(&response_headers(&quota, &verdict, "api"))[2], ("retry-after".into(), "4".into()));
         let verdict = Verdict::Limited { retry_after: Duration::ZERO, reset: Duration::ZERO };
         assert_eq!(render(&response_headers(&quota, &verdict, "api"))[2], ("retry-after".into(), "1".into()));

@@ -235,7 +235,9 @@ mod tests {
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let store = Arc::clone(&store);
-                std::thread::spawn(move || (0..1000).filter(|_| store.check_at("k", &quota, at(5)).is_allowed()).count())
+                std::thread::spawn(move || {
+                    (0..1000).filter(|_| store.check_at("k", &quota, at(5)).is_allowed()).count()
+                })
             })
             .collect();
         let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();

@@ -58,6 +58,8 @@ pub enum RedisClock {
     #[default]
     Server,
     /// The `now` passed to [`Store::check`] (for tests with simulated time, or clock-synchronized fleets).
+    /// Keys still expire on the server's clock, so a caller clock that steps back may find a key already
+    /// gone (that key gets a fresh burst) where the local store would still limit it.
     Caller,
 }
 
@@ -122,7 +124,10 @@ impl RedisStore {
     pub async fn connect(url: &str, opts: RedisOptions) -> Result<Self, StoreError> {
         // The URL is never echoed: it may carry a password.
         let client = redis::Client::open(url).map_err(|e| {
-            StoreError::Config(format!("invalid Redis URL ({:?}; expected redis://host:port/db or unix:///path)", e.kind()))
+            StoreError::Config(format!(
+                "invalid Redis URL ({:?}; expected redis://host:port/db or unix:///path)",
+                e.kind()
+            ))
         })?;
         let (driver, stop) = spawn_driver().await?;
         let config = ConnectionManagerConfig::new()
@@ -180,7 +185,10 @@ fn map_redis_error(e: &RedisError) -> StoreError {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || matches!(e.retry_method(), RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately);
+        || matches!(
+            e.retry_method(),
+            RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+        );
     if transient {
         StoreError::Unavailable(format!("Redis: {e}"))
     } else {
