@@ -133,3 +133,69 @@ impl ApiKeyStore {
         self.by_hash.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(client: &str, hash: &str) -> ApiKeyEntry {
+        ApiKeyEntry { client: client.into(), hash: hash.into(), scopes: vec!["orders:read".into()] }
+    }
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        // FIPS 180-2 SHA-256("abc").
+        assert_eq!(hash_api_key("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn generated_keys_have_the_documented_shape_and_are_distinct() {
+        let (key, hash) = generate_api_key().unwrap();
+        let (key2, _) = generate_api_key().unwrap();
+        assert!(key.starts_with("pk_"));
+        assert_eq!(key.len(), 3 + 43); // 32 bytes in unpadded base64url
+        assert_ne!(key, key2);
+        assert_eq!(hash, hash_api_key(&key));
+    }
+
+    #[test]
+    fn lookup_finds_the_client_and_nothing_else() {
+        let (k1, h1) = generate_api_key().unwrap();
+        let (k2, h2) = generate_api_key().unwrap();
+        let (k3, h3) = generate_api_key().unwrap();
+        let store = ApiKeyStore::new(vec![entry("billing", &h1), entry("billing", &h2), entry("ci", &h3)]).unwrap();
+        assert_eq!(store.len(), 3);
+        let id = store.lookup(&k1).unwrap();
+        assert_eq!(id.client(), "billing");
+        assert_eq!(id.scopes(), ["orders:read"]);
+        assert_eq!(id.key_id(), &h1[7..15]);
+        assert_eq!(store.lookup(&k2).unwrap().client(), "billing");
+        assert_eq!(store.lookup(&k3).unwrap().client(), "ci");
+        assert!(store.lookup(&h1).is_none(), "the hash itself is not a key");
+        assert!(store.lookup(&k1[..k1.len() - 1]).is_none());
+        assert!(store.lookup("").is_none());
+        assert!(store.lookup(&"x".repeat(10_000)).is_none());
+    }
+
+    #[test]
+    fn store_rejects_a_third_key_duplicates_and_malformed_hashes() {
+        let hs: Vec<String> = (0..3).map(|_| generate_api_key().unwrap().1).collect();
+        let e = ApiKeyStore::new(hs.iter().map(|h| entry("billing", h)).collect()).unwrap_err();
+        assert_eq!(
+            e,
+            AuthnError::Config("client billing has more than 2 API keys (two overlap during a rotation)".into())
+        );
+        assert!(ApiKeyStore::new(vec![entry("a", &hs[0]), entry("b", &hs[0])]).is_err());
+        for bad in [
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD",
+            "sha256:ba7816bf",
+            "sha512:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "sha256:zz7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ] {
+            assert!(matches!(ApiKeyStore::new(vec![entry("a", bad)]), Err(AuthnError::Config(_))), "{bad}");
+        }
+        assert!(ApiKeyStore::new(vec![entry("", &hs[0])]).is_err());
+        assert!(ApiKeyStore::new(vec![]).unwrap().is_empty());
+    }
+}

@@ -26,3 +26,39 @@ pub fn check_cnf_x5t(token: &VerifiedToken, client_cert_der: Option<&[u8]>) -> R
         Err(AuthnError::CertificateMismatch)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{IssuerSettings, JwtAuthenticator};
+    use crate::testkit::TestKey;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn thumbprint_is_base64url_sha256_of_the_der() {
+        // SHA-256("abc") from FIPS 180-2, base64url without padding.
+        assert_eq!(cert_thumbprint_s256(b"abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+    }
+
+    #[test]
+    fn bound_tokens_need_the_matching_certificate() {
+        let cert = rcgen::generate_simple_self_signed(vec!["client.test".into()]).unwrap();
+        let der = cert.cert.der().to_vec();
+        let other = rcgen::generate_simple_self_signed(vec!["other.test".into()]).unwrap().cert.der().to_vec();
+        let key = TestKey::es256();
+        let auth = JwtAuthenticator::new(vec![IssuerSettings::new("https://idp.test")]).unwrap();
+        auth.install_jwks("https://idp.test", &json!({"keys": [key.jwk("k")]})).unwrap();
+        let token = |cnf: Value| {
+            let c = json!({"iss": "https://idp.test", "exp": 2_000_000_000u64, "cnf": cnf});
+            let t = key.sign(&json!({"alg": "ES256", "typ": "at+jwt", "kid": "k"}), &c);
+            auth.verify_at(&t, 1_700_000_000).unwrap()
+        };
+        let bound = token(json!({"x5t#S256": cert_thumbprint_s256(&der)}));
+        assert_eq!(check_cnf_x5t(&bound, Some(&der)), Ok(()));
+        assert_eq!(check_cnf_x5t(&bound, Some(&other)), Err(AuthnError::CertificateMismatch));
+        assert_eq!(check_cnf_x5t(&bound, None), Err(AuthnError::CertificateRequired));
+        let unbound = token(json!({"jkt": "x"}));
+        assert_eq!(check_cnf_x5t(&unbound, None), Ok(()));
+        assert_eq!(check_cnf_x5t(&unbound, Some(&other)), Ok(()));
+    }
+}

@@ -197,3 +197,214 @@ pub(crate) fn normalize_htu(uri: &str) -> Option<String> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{compact, TestKey};
+    use serde_json::json;
+
+    /// RFC 9449 §7.1, Figure 13: a proof for a protected resource request, its access token
+    /// and the key's thumbprint (§6.1).
+    const RFC_PROOF: &str = concat!(
+        "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6Ik",
+        "VDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCR",
+        "nMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JE",
+        "QSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIj",
+        "oiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0Z",
+        "WRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNF",
+        "c05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9RP35yRqzhrtNP86L-Ey71E",
+        "OptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA",
+    );
+    const RFC_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+    const RFC_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    const RFC_HTU: &str = "https://resource.example.org/protectedresource";
+
+    const NOW: u64 = 1_700_000_000;
+    const TOKEN: &str = "access-token-value";
+    const HTU: &str = "https://api.example.com/orders/1";
+
+    fn verifier() -> DpopVerifier {
+        DpopVerifier::new(Duration::from_secs(60), Duration::from_secs(300), 1000)
+    }
+
+    fn ath(token: &str) -> String {
+        jose::b64_encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+    }
+
+    fn proof_with(key: &TestKey, header: impl FnOnce(&mut Value), claims: impl FnOnce(&mut Value)) -> String {
+        let mut h = json!({"typ": "dpop+jwt", "alg": key.alg, "jwk": key.public});
+        header(&mut h);
+        let mut c = json!({"jti": format!("{:x}", rand_u64()), "htm": "GET", "htu": HTU, "iat": NOW, "ath": ath(TOKEN)});
+        claims(&mut c);
+        key.sign(&h, &c)
+    }
+
+    fn rand_u64() -> u64 {
+        use ring::rand::SecureRandom;
+        let mut b = [0u8; 8];
+        ring::rand::SystemRandom::new().fill(&mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    fn jkt(key: &TestKey) -> String {
+        PublicKey::from_jwk(key.public.as_object().unwrap()).unwrap().thumbprint()
+    }
+
+    #[test]
+    fn rfc9449_resource_request_proof_verifies() {
+        let v = verifier();
+        let got = v.verify(RFC_PROOF, "GET", RFC_HTU, RFC_TOKEN, Some(RFC_JKT), 1_562_262_618).unwrap();
+        assert_eq!(got, RFC_JKT);
+        assert_eq!(ath(RFC_TOKEN), "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo");
+        // Replaying the RFC's proof is refused.
+        let e = v.verify(RFC_PROOF, "GET", RFC_HTU, RFC_TOKEN, Some(RFC_JKT), 1_562_262_618).unwrap_err();
+        assert_eq!(e, AuthnError::DpopReplay);
+        assert_eq!(e.oauth_error(), "invalid_dpop_proof");
+    }
+
+    #[test]
+    fn valid_proofs_from_each_key_type() {
+        let v = verifier();
+        for key in [TestKey::es256(), TestKey::es384(), TestKey::eddsa(), TestKey::rsa("PS256"), TestKey::rsa("RS256")] {
+            let p = proof_with(&key, |_| {}, |_| {});
+            let expected = jkt(&key);
+            assert_eq!(v.verify(&p, "GET", HTU, TOKEN, Some(&expected), NOW).unwrap(), expected, "{}", key.alg);
+            // Without an expected jkt the thumbprint is still returned.
+            let p = proof_with(&key, |_| {}, |_| {});
+            assert_eq!(v.verify(&p, "GET", HTU, TOKEN, None, NOW).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn each_violation_is_refused() {
+        let v = verifier();
+        let key = TestKey::es256();
+        let other = TestKey::es256();
+        let check = |p: &str| v.verify(p, "GET", HTU, TOKEN, Some(&jkt(&key)), NOW).unwrap_err();
+        let invalid = |why: &'static str| AuthnError::DpopInvalid(why);
+
+        let p = proof_with(&key, |_| {}, |_| {});
+        v.verify(&p, "GET", HTU, TOKEN, None, NOW).unwrap();
+        assert_eq!(check(&p), AuthnError::DpopReplay);
+        assert_eq!(
+            check(&proof_with(&key, |_| {}, |c| c["htm"] = json!("POST"))),
+            invalid("the DPoP proof htm does not match the request method")
+        );
+        assert_eq!(
+            check(&proof_with(&key, |_| {}, |c| c["htm"] = json!("get"))),
+            invalid("the DPoP proof htm does not match the request method")
+        );
+        let htu_mismatch = invalid("the DPoP proof htu does not match the request URI");
+        for htu in ["https://api.example.com/orders/2", "http://api.example.com/orders/1", "https://evil.test/orders/1"] {
+            assert_eq!(check(&proof_with(&key, |_| {}, |c| c["htu"] = json!(htu))), htu_mismatch, "{htu}");
+        }
+        assert_eq!(check(&proof_with(&key, |_| {}, |c| c["htu"] = json!(5))), htu_mismatch);
+        let stale = invalid("the DPoP proof iat is outside the accepted window");
+        assert_eq!(check(&proof_with(&key, |_| {}, |c| c["iat"] = json!(NOW - 61))), stale);
+        assert_eq!(check(&proof_with(&key, |_| {}, |c| c["iat"] = json!(NOW + 61))), stale);
+        assert_eq!(
+            check(&proof_with(&key, |_| {}, |c| _ = c.as_object_mut().unwrap().remove("iat"))),
+            invalid("the DPoP proof has no valid iat")
+        );
+        assert_eq!(
+            check(&proof_with(&key, |_| {}, |c| c["ath"] = json!(ath("another-token")))),
+            invalid("the DPoP proof ath does not match the access token")
+        );
+        assert_eq!(
+            check(&proof_with(&key, |_| {}, |c| _ = c.as_object_mut().unwrap().remove("ath"))),
+            invalid("the DPoP proof has no ath")
+        );
+        for jti in [json!(""), json!(1), json!("x".repeat(257))] {
+            assert_eq!(check(&proof_with(&key, |_| {}, |c| c["jti"] = jti)), invalid("the DPoP proof has no valid jti"));
+        }
+        // A jwk header carrying the private key.
+        let leaked = proof_with(&key, |h| h["jwk"]["d"] = json!(jose::b64_encode(&[7; 32])), |_| {});
+        assert_eq!(check(&leaked), invalid("the DPoP jwk contains private key material"));
+        // Another key than the one the token is bound to.
+        assert_eq!(check(&proof_with(&other, |_| {}, |_| {})), AuthnError::DpopKeyMismatch);
+        // Header rules.
+        for typ in [json!("jwt"), json!("at+jwt"), json!(null)] {
+            assert_eq!(
+                check(&proof_with(&key, |h| h["typ"] = typ, |_| {})),
+                invalid("the DPoP proof typ must be dpop+jwt")
+            );
+        }
+        let bad_alg = invalid("the DPoP proof alg is not an accepted asymmetric alg");
+        for alg in ["none", "HS256", "NONE"] {
+            let h = json!({"typ": "dpop+jwt", "alg": alg, "jwk": key.public});
+            let c = json!({"jti": "j", "htm": "GET", "htu": HTU, "iat": NOW, "ath": ath(TOKEN)});
+            assert_eq!(check(&compact(&h, &c, b"")), bad_alg);
+        }
+        assert_eq!(
+            check(&proof_with(&key, |h| h["alg"] = json!("EdDSA"), |_| {})),
+            invalid("the DPoP proof alg does not match its jwk")
+        );
+        assert_eq!(
+            check(&proof_with(&key, |h| h["jwk"] = other.public.clone(), |_| {})),
+            invalid("the DPoP proof signature is invalid")
+        );
+        assert_eq!(
+            check(&proof_with(&key, |h| h["crit"] = json!(["htm"]), |_| {})),
+            invalid("the DPoP proof has a crit header")
+        );
+        assert_eq!(
+            check(&proof_with(&key, |h| _ = h.as_object_mut().unwrap().remove("jwk"), |_| {})),
+            invalid("the DPoP proof has no jwk")
+        );
+        assert_eq!(check("a.b"), invalid("the DPoP proof is not a JWS"));
+        assert_eq!(check(&"a".repeat(9000)), invalid("the DPoP proof is too large"));
+    }
+
+    #[test]
+    fn replay_cache_expires_and_fails_closed_when_full() {
+        let v = DpopVerifier::new(Duration::from_secs(60), Duration::from_secs(300), 2);
+        let key = TestKey::es256();
+        let p1 = proof_with(&key, |_| {}, |_| {});
+        let p2 = proof_with(&key, |_| {}, |_| {});
+        let p3 = proof_with(&key, |_| {}, |_| {});
+        v.verify(&p1, "GET", HTU, TOKEN, None, NOW).unwrap();
+        v.verify(&p2, "GET", HTU, TOKEN, None, NOW).unwrap();
+        assert_eq!(v.verify(&p3, "GET", HTU, TOKEN, None, NOW).unwrap_err(), AuthnError::DpopReplayCacheFull);
+        // The cache is not full of *invalid* proofs: the failure above did not add p3.
+        assert_eq!(v.seen.lock().unwrap().entries.len(), 2);
+        // After the ttl, entries expire and new proofs are accepted again (iat still in window).
+        let later = NOW + 300;
+        let p4 = proof_with(&key, |_| {}, |c| c["iat"] = json!(later));
+        v.verify(&p4, "GET", HTU, TOKEN, None, later).unwrap();
+        // p4 is the only live entry: one more fits.
+        let p5 = proof_with(&key, |_| {}, |c| c["iat"] = json!(later));
+        v.verify(&p5, "GET", HTU, TOKEN, None, later).unwrap();
+        assert_eq!(v.verify(&p5, "GET", HTU, TOKEN, None, later).unwrap_err(), AuthnError::DpopReplay);
+        // A jti is only remembered per key: another key may use the same jti.
+        let v = verifier();
+        let other = TestKey::es256();
+        let a = proof_with(&key, |_| {}, |c| c["jti"] = json!("same"));
+        let b = proof_with(&other, |_| {}, |c| c["jti"] = json!("same"));
+        v.verify(&a, "GET", HTU, TOKEN, None, NOW).unwrap();
+        v.verify(&b, "GET", HTU, TOKEN, None, NOW).unwrap();
+        let a2 = proof_with(&key, |_| {}, |c| c["jti"] = json!("same"));
+        assert_eq!(v.verify(&a2, "GET", HTU, TOKEN, None, NOW).unwrap_err(), AuthnError::DpopReplay);
+        // The ttl is at least the iat window on both sides.
+        let short = DpopVerifier::new(Duration::from_secs(60), Duration::from_secs(1), 10);
+        assert_eq!(short.replay_ttl, 120);
+    }
+
+    #[test]
+    fn htu_normalization() {
+        let n = |u: &str| normalize_htu(u);
+        assert_eq!(n("HTTPS://API.Example.COM:443/a/%7eb?q=1#f").as_deref(), Some("https://api.example.com/a/%7Eb"));
+        assert_eq!(n("http://h:80").as_deref(), Some("http://h/"));
+        assert_eq!(n("http://h:8080/x").as_deref(), Some("http://h:8080/x"));
+        assert_eq!(n("https://h/Path").as_deref(), Some("https://h/Path"));
+        assert_eq!(n("ftp://h/x"), None);
+        assert_eq!(n("https://user@h/x"), None);
+        assert_eq!(n("/relative"), None);
+        assert_eq!(n("https:///x"), None);
+        // Query and fragment are ignored on both sides.
+        let v = verifier();
+        let key = TestKey::es256();
+        let p = proof_with(&key, |_| {}, |c| c["htu"] = json!("https://API.example.com:443/orders/1"));
+        assert!(v.verify(&p, "GET", "https://api.example.com/orders/1?page=2", TOKEN, None, NOW).is_ok());
+    }
+}

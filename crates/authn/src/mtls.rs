@@ -171,3 +171,86 @@ fn hex_ber(tag: u32, data: &[u8]) -> String {
     der.extend_from_slice(data);
     der.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::string::Ia5String;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    fn cert(uris: &[&str], dn: &[(DnType, &str)]) -> Vec<u8> {
+        let mut params = CertificateParams::new(vec!["client.test".to_owned()]).unwrap();
+        for u in uris {
+            params.subject_alt_names.push(SanType::URI(Ia5String::try_from(*u).unwrap()));
+        }
+        let mut name = DistinguishedName::new();
+        for (ty, v) in dn {
+            name.push(ty.clone(), *v);
+        }
+        params.distinguished_name = name;
+        params.self_signed(&KeyPair::generate().unwrap()).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn svid_identity() {
+        let der = cert(
+            &["spiffe://prod.example.org/ns/payments/sa/api"],
+            &[(DnType::CountryName, "NO"), (DnType::OrganizationName, "Acme, Inc."), (DnType::CommonName, "api")],
+        );
+        let id = client_identity(&der).unwrap();
+        assert_eq!(id.spiffe_id(), Some("spiffe://prod.example.org/ns/payments/sa/api"));
+        assert_eq!(id.subject(), "CN=api,O=Acme\\, Inc.,C=NO");
+        assert_eq!(id.thumbprint_s256(), cert_thumbprint_s256(&der));
+    }
+
+    #[test]
+    fn svids_must_have_exactly_one_uri_san() {
+        let der = cert(&["spiffe://a.org/one", "https://a.org/two"], &[(DnType::CommonName, "x")]);
+        assert_eq!(
+            client_identity(&der).unwrap_err(),
+            AuthnError::InvalidCertificate("an X.509-SVID must have exactly one URI SAN")
+        );
+        let der = cert(&["spiffe://a.org/one", "spiffe://a.org/two"], &[]);
+        assert!(client_identity(&der).is_err());
+    }
+
+    #[test]
+    fn non_spiffe_certificates_have_no_spiffe_id() {
+        let der = cert(&["https://a.org/x", "urn:example:y"], &[(DnType::CommonName, " #lead")]);
+        let id = client_identity(&der).unwrap();
+        assert_eq!(id.spiffe_id(), None);
+        assert_eq!(id.subject(), "CN=\\ #lead");
+        let der = cert(&[], &[]);
+        assert_eq!(client_identity(&der).unwrap().subject(), "");
+    }
+
+    #[test]
+    fn malformed_spiffe_ids_and_certificates_are_refused() {
+        for bad in ["spiffe://A.org/x", "spiffe://a.org", "spiffe://a.org/", "spiffe://a.org/x/../y", "spiffe://a.org:8443/x",
+            "spiffe://a.org/x?q", "spiffe://a.org//x"]
+        {
+            let der = cert(&[bad], &[]);
+            assert_eq!(
+                client_identity(&der).unwrap_err(),
+                AuthnError::InvalidCertificate("the SPIFFE ID is malformed"),
+                "{bad}"
+            );
+        }
+        assert_eq!(client_identity(b"").unwrap_err(), AuthnError::InvalidCertificate("not a DER X.509 certificate"));
+        let mut der = cert(&[], &[]);
+        der.push(0);
+        assert_eq!(client_identity(&der).unwrap_err(), AuthnError::InvalidCertificate("trailing data after the certificate"));
+        der.truncate(der.len() / 2);
+        assert!(client_identity(&der).is_err());
+    }
+
+    #[test]
+    fn rfc4514_escaping() {
+        assert_eq!(escape("a+b,c;d<e>f\"g\\h"), "a\\+b\\,c\\;d\\<e\\>f\\\"g\\\\h");
+        assert_eq!(escape(" x "), "\\ x\\ ");
+        assert_eq!(escape("#x#"), "\\#x#");
+        assert_eq!(hex_ber(0x0c, b"hi"), "0c026869");
+        assert_eq!(&hex_ber(0x04, &[0u8; 200])[..6], "0481c8");
+        assert_eq!(&hex_ber(0x04, &[0u8; 300])[..8], "0482012c");
+    }
+}
