@@ -87,7 +87,11 @@ impl DpopVerifier {
         if c.header.contains_key("crit") {
             return Err(AuthnError::DpopInvalid("the DPoP proof has a crit header"));
         }
-        let jwk = c.header.get("jwk").and_then(Value::as_object).ok_or(AuthnError::DpopInvalid("the DPoP proof has no jwk"))?;
+        let jwk = c
+            .header
+            .get("jwk")
+            .and_then(Value::as_object)
+            .ok_or(AuthnError::DpopInvalid("the DPoP proof has no jwk"))?;
         let key = PublicKey::from_jwk(jwk).map_err(|why| {
             if why == "the JWK contains private key material" {
                 AuthnError::DpopInvalid("the DPoP jwk contains private key material")
@@ -120,7 +124,8 @@ impl DpopVerifier {
         let jti = claim("jti").filter(|j| !j.is_empty() && j.len() <= MAX_JTI_BYTES);
         let jti = jti.ok_or(AuthnError::DpopInvalid("the DPoP proof has no valid jti"))?;
         let ath = claim("ath").ok_or(AuthnError::DpopInvalid("the DPoP proof has no ath"))?;
-        let expected_ath = jose::b64_encode(ring::digest::digest(&ring::digest::SHA256, access_token.as_bytes()).as_ref());
+        let expected_ath =
+            jose::b64_encode(ring::digest::digest(&ring::digest::SHA256, access_token.as_bytes()).as_ref());
         if !bool::from(ath.as_bytes().ct_eq(expected_ath.as_bytes())) {
             return Err(AuthnError::DpopInvalid("the DPoP proof ath does not match the access token"));
         }
@@ -235,7 +240,8 @@ mod tests {
     fn proof_with(key: &TestKey, header: impl FnOnce(&mut Value), claims: impl FnOnce(&mut Value)) -> String {
         let mut h = json!({"typ": "dpop+jwt", "alg": key.alg, "jwk": key.public});
         header(&mut h);
-        let mut c = json!({"jti": format!("{:x}", rand_u64()), "htm": "GET", "htu": HTU, "iat": NOW, "ath": ath(TOKEN)});
+        let mut c =
+            json!({"jti": format!("{:x}", rand_u64()), "htm": "GET", "htu": HTU, "iat": NOW, "ath": ath(TOKEN)});
         claims(&mut c);
         key.sign(&h, &c)
     }
@@ -266,7 +272,8 @@ mod tests {
     #[test]
     fn valid_proofs_from_each_key_type() {
         let v = verifier();
-        for key in [TestKey::es256(), TestKey::es384(), TestKey::eddsa(), TestKey::rsa("PS256"), TestKey::rsa("RS256")] {
+        for key in [TestKey::es256(), TestKey::es384(), TestKey::eddsa(), TestKey::rsa("PS256"), TestKey::rsa("RS256")]
+        {
             let p = proof_with(&key, |_| {}, |_| {});
             let expected = jkt(&key);
             assert_eq!(v.verify(&p, "GET", HTU, TOKEN, Some(&expected), NOW).unwrap(), expected, "{}", key.alg);
@@ -296,7 +303,8 @@ mod tests {
             invalid("the DPoP proof htm does not match the request method")
         );
         let htu_mismatch = invalid("the DPoP proof htu does not match the request URI");
-        for htu in ["https://api.example.com/orders/2", "http://api.example.com/orders/1", "https://evil.test/orders/1"] {
+        for htu in ["https://api.example.com/orders/2", "http://api.example.com/orders/1", "https://evil.test/orders/1"]
+        {
             assert_eq!(check(&proof_with(&key, |_| {}, |c| c["htu"] = json!(htu))), htu_mismatch, "{htu}");
         }
         assert_eq!(check(&proof_with(&key, |_| {}, |c| c["htu"] = json!(5))), htu_mismatch);
@@ -316,7 +324,10 @@ mod tests {
             invalid("the DPoP proof has no ath")
         );
         for jti in [json!(""), json!(1), json!("x".repeat(257))] {
-            assert_eq!(check(&proof_with(&key, |_| {}, |c| c["jti"] = jti)), invalid("the DPoP proof has no valid jti"));
+            assert_eq!(
+                check(&proof_with(&key, |_| {}, |c| c["jti"] = jti)),
+                invalid("the DPoP proof has no valid jti")
+            );
         }
         // A jwk header carrying the private key.
         let leaked = proof_with(&key, |h| h["jwk"]["d"] = json!(jose::b64_encode(&[7; 32])), |_| {});

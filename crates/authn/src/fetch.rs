@@ -42,11 +42,8 @@ pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConf
 /// GET `uri` and parse the body as a JSON object. Errors name the URI and what failed, never
 /// the body.
 pub(crate) async fn get_json(tls: &rustls::ClientConfig, uri: &str) -> Result<Map<String, Value>, String> {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls.clone())
-        .https_or_http()
-        .enable_http1()
-        .build();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls.clone()).https_or_http().enable_http1().build();
     let client: Client<_, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
     let req = http::Request::get(uri)

@@ -22,7 +22,8 @@ const MAX_KEYS: usize = 64;
 /// One trusted token issuer.
 #[derive(Debug, Clone)]
 pub struct IssuerSettings {
-    /// Exact `iss` value; also the base of discovery (`{issuer}/.well-known/...`).
+    /// Exact `iss` value; also the base of discovery (`{issuer}/.well-known/...`). `http://`
+    /// is accepted (loopback, tests); requiring https is the caller's policy.
     pub issuer: String,
     /// Skip discovery and fetch keys from here.
     pub jwks_uri: Option<String>,
@@ -274,7 +275,8 @@ impl JwtAuthenticator {
         let seen = issuer.attempts.load(Ordering::Acquire);
         match self.finish(&pending, unix_now()) {
             Err(AuthnError::UnknownKey | AuthnError::KeysUnavailable { .. }) => {
-                self.refresh_on_demand(issuer, seen).await;
+                // A hanging issuer must not hold requests for a whole discovery + JWKS exchange.
+                let _ = tokio::time::timeout(fetch::FETCH_TIMEOUT, self.refresh_on_demand(issuer, seen)).await;
                 self.finish(&pending, unix_now())
             }
             other => other,

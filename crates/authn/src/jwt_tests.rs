@@ -122,7 +122,11 @@ fn hmac_keyed_with_public_key_material_is_refused() {
     let auth = auth_with(&[&ec, &rsa]);
     let hs = |secret: &[u8], kid: &str| {
         let h = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
-        let input = format!("{}.{}", jose::b64_encode(h.to_string().as_bytes()), jose::b64_encode(claims().to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            jose::b64_encode(h.to_string().as_bytes()),
+            jose::b64_encode(claims().to_string().as_bytes())
+        );
         let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), input.as_bytes());
         format!("{input}.{}", jose::b64_encode(tag.as_ref()))
     };
@@ -164,7 +168,10 @@ fn stripped_tampered_and_wrongly_keyed_signatures_are_refused() {
     let (input, _) = good.rsplit_once('.').unwrap();
     assert_eq!(err(&auth, &format!("{input}.")), AuthnError::Malformed("the token signature is missing"));
     assert_eq!(err(&auth, input), AuthnError::Malformed("the token is not a compact JWS (three dot-separated parts)"));
-    assert_eq!(err(&auth, &format!("{good}.x")).description(), "the token is not a compact JWS (three dot-separated parts)");
+    assert_eq!(
+        err(&auth, &format!("{good}.x")).description(),
+        "the token is not a compact JWS (three dot-separated parts)"
+    );
     let forged = other.sign(&header(&key, "k0"), &claims());
     assert_eq!(err(&auth, &forged), AuthnError::BadSignature);
     // A valid signature moved onto other claims.
@@ -413,8 +420,14 @@ async fn falls_back_to_oauth_authorization_server_metadata() {
 async fn metadata_naming_another_issuer_or_a_non_http_jwks_uri_is_refused() {
     let server = TestServer::start().await;
     let key = TestKey::es256();
-    server.set("/.well-known/openid-configuration", &json!({"issuer": "https://other.test", "jwks_uri": format!("{}/jwks", server.url())}));
-    server.set("/.well-known/oauth-authorization-server", &json!({"issuer": server.url(), "jwks_uri": "file:///etc/passwd"}));
+    server.set(
+        "/.well-known/openid-configuration",
+        &json!({"issuer": "https://other.test", "jwks_uri": format!("{}/jwks", server.url())}),
+    );
+    server.set(
+        "/.well-known/oauth-authorization-server",
+        &json!({"issuer": server.url(), "jwks_uri": "file:///etc/passwd"}),
+    );
     server.set("/jwks", &json!({"keys": [key.jwk("a")]}));
     let auth = JwtAuthenticator::new(vec![net_settings(&server)]).unwrap();
     let e = auth.refresh_all().await.unwrap_err();

@@ -42,8 +42,8 @@ impl CertIdentity {
 /// §2); otherwise it is refused rather than guessed at. Certificates without a SPIFFE URI get
 /// `spiffe_id: None` whatever other URIs they carry.
 pub fn client_identity(cert_der: &[u8]) -> Result<CertIdentity, AuthnError> {
-    let (rest, cert) =
-        X509Certificate::from_der(cert_der).map_err(|_| AuthnError::InvalidCertificate("not a DER X.509 certificate"))?;
+    let (rest, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|_| AuthnError::InvalidCertificate("not a DER X.509 certificate"))?;
     if !rest.is_empty() {
         return Err(AuthnError::InvalidCertificate("trailing data after the certificate"));
     }
@@ -66,11 +66,7 @@ pub fn client_identity(cert_der: &[u8]) -> Result<CertIdentity, AuthnError> {
         Some(id) if valid_spiffe_id(id) => Some((*id).to_owned()),
         Some(_) => return Err(AuthnError::InvalidCertificate("the SPIFFE ID is malformed")),
     };
-    Ok(CertIdentity {
-        spiffe_id,
-        subject: rfc4514(cert.subject()),
-        thumbprint_s256: cert_thumbprint_s256(cert_der),
-    })
+    Ok(CertIdentity { spiffe_id, subject: rfc4514(cert.subject()), thumbprint_s256: cert_thumbprint_s256(cert_der) })
 }
 
 fn has_spiffe_scheme(uri: &str) -> bool {
@@ -98,10 +94,8 @@ fn valid_spiffe_id(id: &str) -> bool {
 /// short names where known (else the dotted OID), string values escaped, other values as
 /// `#` and the hex of their BER encoding.
 fn rfc4514(name: &X509Name<'_>) -> String {
-    let rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+"))
-        .collect();
+    let rdns: Vec<String> =
+        name.iter_rdn().map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+")).collect();
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
@@ -127,10 +121,11 @@ fn attribute(atv: &AttributeTypeAndValue<'_>) -> String {
 }
 
 fn utf16_be(data: &[u8]) -> Option<String> {
-    if data.len() % 2 != 0 {
+    let chunks = data.chunks_exact(2);
+    if !chunks.remainder().is_empty() {
         return None;
     }
-    let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let units: Vec<u16> = chunks.map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
     String::from_utf16(&units).ok()
 }
 
@@ -226,9 +221,15 @@ mod tests {
 
     #[test]
     fn malformed_spiffe_ids_and_certificates_are_refused() {
-        for bad in ["spiffe://A.org/x", "spiffe://a.org", "spiffe://a.org/", "spiffe://a.org/x/../y", "spiffe://a.org:8443/x",
-            "spiffe://a.org/x?q", "spiffe://a.org//x"]
-        {
+        for bad in [
+            "spiffe://A.org/x",
+            "spiffe://a.org",
+            "spiffe://a.org/",
+            "spiffe://a.org/x/../y",
+            "spiffe://a.org:8443/x",
+            "spiffe://a.org/x?q",
+            "spiffe://a.org//x",
+        ] {
             let der = cert(&[bad], &[]);
             assert_eq!(
                 client_identity(&der).unwrap_err(),
@@ -239,7 +240,10 @@ mod tests {
         assert_eq!(client_identity(b"").unwrap_err(), AuthnError::InvalidCertificate("not a DER X.509 certificate"));
         let mut der = cert(&[], &[]);
         der.push(0);
-        assert_eq!(client_identity(&der).unwrap_err(), AuthnError::InvalidCertificate("trailing data after the certificate"));
+        assert_eq!(
+            client_identity(&der).unwrap_err(),
+            AuthnError::InvalidCertificate("trailing data after the certificate")
+        );
         der.truncate(der.len() / 2);
         assert!(client_identity(&der).is_err());
     }

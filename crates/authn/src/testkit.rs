@@ -103,7 +103,8 @@ impl TestKey {
 
     /// A compact JWS with exactly this header and payload.
     pub(crate) fn sign(&self, header: &Value, payload: &Value) -> String {
-        let input = format!("{}.{}", b64_encode(header.to_string().as_bytes()), b64_encode(payload.to_string().as_bytes()));
+        let input =
+            format!("{}.{}", b64_encode(header.to_string().as_bytes()), b64_encode(payload.to_string().as_bytes()));
         let sig = self.sign_bytes(input.as_bytes());
         format!("{input}.{}", b64_encode(&sig))
     }
