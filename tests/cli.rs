@@ -121,10 +121,7 @@ async fn up_serves_demo_services() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, body) = ok.expect("palisade up did not answer on :8080");
-    assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["service"], "orders");
-    assert_eq!(v["orders"][0]["id"], "ord_1001");
+    assert_eq!(status, 401, "/orders needs a token: {body}");
 
     let cert = dir.path().join("data/dev-cert.pem");
     let r = curl(&["--http2", "--cacert", cert.to_str().unwrap()], "https://localhost:8443/payments").await;
@@ -133,7 +130,7 @@ async fn up_serves_demo_services() {
     let mode = std::fs::metadata(dir.path().join("data/dev-key.pem")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    assert!(out.contains("curl http://127.0.0.1:8080/orders"), "{out}");
+    assert!(out.contains("curl -i http://127.0.0.1:8080/orders"), "{out}");
     assert!(out.contains("identity  http://127.0.0.1:9400"), "{out}");
 
     // The one-line token command from the banner works as printed.
@@ -159,7 +156,38 @@ async fn up_serves_demo_services() {
     let r = Command::new("sh").arg("-c").arg(cmd.trim()).current_dir(dir.path()).output().unwrap();
     let token: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", r));
     assert_eq!(token["token_type"], "Bearer");
-    assert_eq!(token["scope"], "orders:read");
+    assert_eq!(token["scope"], "orders:read orders:write");
+
+    // The banner's TOKEN=... line and the two requests after it work as printed.
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let i = lines.iter().position(|l| l.starts_with("TOKEN=$(")).expect("TOKEN line");
+    let script = format!("{}\n{}\n{}\n", lines[i], lines[i + 1], lines[i + 2]);
+    let r = Command::new("sh").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&r.stdout);
+    let mut docs = serde_json::Deserializer::from_str(&shown).into_iter::<serde_json::Value>();
+    let (get, post) = (docs.next().unwrap().unwrap(), docs.next().unwrap().unwrap());
+    assert_eq!(get["orders"][0]["id"], "ord_1001", "{shown}");
+    assert_eq!(post["created"]["item"], "mouse", "{shown}");
+
+    // 50 requests per 10 s per client: two were spent; a quick burst meets 429 within 50 more.
+    let at = token["access_token"].as_str().unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..60 {
+        let r = curl(&["-H", &format!("Authorization: Bearer {at}")], "http://127.0.0.1:8080/orders").await;
+        codes.push(r.status);
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+            assert!(r.header("ratelimit-policy").unwrap_or_default().contains("q=50"), "{:?}", r.headers);
+            break;
+        }
+    }
+    let ok_count = codes.iter().filter(|c| **c == 200).count();
+    assert_eq!(codes.last(), Some(&429), "{codes:?}");
+    assert!((48..58).contains(&ok_count), "{ok_count} accepted before the limit: {codes:?}");
+    let audit = std::fs::read_to_string(dir.path().join("data/audit/gateway.jsonl")).unwrap_or_default();
+    assert!(audit.lines().any(|l| l.contains("\"stage\":\"rate_limit\"") && l.contains("\"decision\":\"deny\"")), "{audit}");
+    assert!(audit.lines().any(|l| l.contains("\"stage\":\"authn\"") && l.contains("\"status\":401")), "{audit}");
+    assert!(audit.lines().any(|l| l.contains("orders-write")), "the POST names its policy: {audit}");
     assert!(!out.contains(text.lines().nth(1).unwrap().split_once('=').unwrap().1), "the banner shows the secret");
 
     let pid = child.id().unwrap().to_string();

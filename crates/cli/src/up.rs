@@ -67,7 +67,7 @@ routes:\n\
 \x20   authn: {{ methods: [jwt] }}\n\
 \x20   authz: {{}}\n\
 \x20   rate_limit:\n\
-\x20     - {{ name: per-client, limit: 50, period: 10s, key: [client_id] }}\n\
+\x20     - {{ name: per-client, limit: 50, period: 10s, burst: 49, key: [client_id] }}\n\
 \x20 - name: payments\n\
 \x20   match: {{ path: {{ prefix: /payments }} }}\n\
 \x20   upstream: payments\n",
