@@ -257,7 +257,14 @@ fn describe(prefix: &str, e: &ValidationError<'_>) -> String {
     clip_message(format!("{prefix} at {at}: {detail}"))
 }
 
-fn clip_message(mut s: String) -> String {
+/// Caps a message at 300 bytes and replaces control characters (JSON keys may hold newlines),
+/// so a message is safe to put in a log line or a response.
+fn clip_message(s: String) -> String {
+    let mut s = if s.chars().any(char::is_control) {
+        s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    } else {
+        s
+    };
     if s.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE - 3;
         while !s.is_char_boundary(cut) {
@@ -1026,6 +1033,20 @@ mod tests {
             .starts_with("request body does not match the schema at /: Additional properties are not allowed ('kkk"));
         assert!(err.message.ends_with("kkk..."));
         assert_eq!(check(""), Ok(()));
+        // Control characters from keys never reach a log line; multi-byte text is cut on a boundary.
+        assert_eq!(
+            check("{\"items\":[],\"a\\nb\\u0000\":1}"),
+            bad("request body does not match the schema at /: Additional properties are not allowed ('a?b?' was unexpected)")
+        );
+        let err = check(&format!(r#"{{"items":[],"{}":1}}"#, "é".repeat(400))).unwrap_err();
+        assert!(err.message.len() <= 300 && err.message.ends_with("é..."), "{}", err.message);
+    }
+
+    #[test]
+    fn shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Validator>();
+        send_sync::<Rejection>();
     }
 
     #[test]
