@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Test environment for the identity-provider tests: the system packages the tests use, a throwaway
-# PostgreSQL cluster, and the Python and Node OIDC clients of tests/interop.
+# Test environment for the identity-provider and gateway tests: the system packages the tests use
+# (among them redis-server, which tests/gateway_ratelimit.rs starts on its own free ports for the
+# shared rate limits), a throwaway PostgreSQL cluster, and the Python and Node OIDC clients of
+# tests/interop.
 #
 # scripts/test.sh sources this file. A developer can too, from bash, in the repository or not:
 #     source scripts/test-env.sh
@@ -47,6 +49,8 @@ _palisade_te_packages() {
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v flock >/dev/null 2>&1 || need+=(util-linux)
+  # The Redis-backed rate-limit tests run their own redis-server processes (no service is used).
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   if [ -z "${PALISADE_TEST_DATABASE_URL:-}" ] && ! _palisade_te_pg_bindir >/dev/null; then
     need+=(postgresql)
   fi
