@@ -496,3 +496,100 @@ async fn policy_cli_checks_explains_and_tests() {
         .collect();
     assert!(out.contains(&format!("sha256:{hash}")), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_cors_and_security_headers() {
+    let b = Backend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("order.json"),
+        r#"{"type": "object", "required": ["item", "qty"], "additionalProperties": false,
+            "properties": {"item": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}}"#,
+    )
+    .unwrap();
+    let cfg = format!(
+        r#"{PLAIN}audit: {{ file: audit.jsonl }}
+security_headers: {{ csp: "default-src 'none'" }}
+upstreams:
+  app: {{ endpoints: ["{ep}"] }}
+routes:
+  - name: orders
+    match: {{ path: {{ prefix: /orders }} }}
+    upstream: app
+    validate:
+      content_types: [application/json]
+      json_schema: order.json
+      max_json_depth: 8
+      max_body_bytes: 4096
+    cors:
+      allow_origins: ["https://shop.example"]
+      allow_methods: [GET, POST]
+      allow_headers: [authorization, content-type]
+      max_age: 10m
+"#,
+        ep = b.endpoint()
+    );
+    let gw = Gw::start_in(dir, &cfg).await;
+    let post = |body: &'static str, ct: &'static str| {
+        let url = gw.url("/orders");
+        async move { curl(&["-X", "POST", "-H", &format!("content-type: {ct}"), "--data-binary", body], &url).await }
+    };
+    let r = post(r#"{"item":"pen","qty":2}"#, "application/json").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["body_len"], 22, "the buffered body reaches the app whole");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("content-security-policy"), Some("default-src 'none'"));
+    assert_eq!(r.header("strict-transport-security"), None, "no HSTS over plain HTTP");
+
+    let r = post(r#"{"item":"pen","qty":0}"#, "application/json").await;
+    assert_eq!(r.status, 400);
+    let e = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(e.contains("/qty"), "the error names the JSON pointer: {e}");
+    let r = post(r#"{"item":"pen","qty":1,"x":[[[[[[[[[[1]]]]]]]]]]}"#, "application/json").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = post("item=pen", "application/x-www-form-urlencoded").await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    let r = post("{not json", "application/json").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "gateway errors get the headers too");
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "only the valid order reached the app");
+
+    // CORS: an allowed preflight is answered by the gateway; a foreign origin is refused.
+    let pre = |origin: &'static str| {
+        let url = gw.url("/orders");
+        async move {
+            curl(
+                &[
+                    "-X",
+                    "OPTIONS",
+                    "-H",
+                    &format!("Origin: {origin}"),
+                    "-H",
+                    "Access-Control-Request-Method: POST",
+                    "-H",
+                    "Access-Control-Request-Headers: content-type",
+                ],
+                &url,
+            )
+            .await
+        }
+    };
+    let r = pre("https://shop.example").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://shop.example"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert!(r.header("access-control-allow-methods").unwrap_or_default().contains("POST"));
+    assert_eq!(pre("https://evil.example").await.status, 403);
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "preflights never reach the app");
+    let r = curl(&["-H", "Origin: https://shop.example"], &gw.url("/orders")).await;
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://shop.example"));
+    assert!(r.header("vary").unwrap_or_default().contains("Origin"));
+    let r = curl(&["-H", "Origin: https://evil.example"], &gw.url("/orders")).await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    let ev = wait_audit(&gw, 5).await;
+    let stages: Vec<&str> = ev.iter().filter_map(|e| e["stage"].as_str()).collect();
+    assert_eq!(stages.iter().filter(|s| **s == "validation").count(), 4, "{ev:?}");
+    assert_eq!(stages.iter().filter(|s| **s == "cors").count(), 1, "the refused preflight: {ev:?}");
+}

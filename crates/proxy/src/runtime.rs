@@ -102,7 +102,7 @@ pub fn compile(
     let mut router = Router::default();
     for (i, r) in c.routes.iter().enumerate() {
         let Some(pool) = pools.get(&r.upstream) else { continue };
-        let mut filters: Vec<Arc<dyn Filter>> = security.route_filters(c, i, r, &mut issues);
+        let mut filters: Vec<Arc<dyn Filter>> = security.route_filters(loaded, i, r, &mut issues);
         for (section, ops, response) in
             [("request_headers", &r.request_headers, false), ("response_headers", &r.response_headers, true)]
         {

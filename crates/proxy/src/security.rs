@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::OnceCell;
 
 use palisade_authn::{ApiKeyEntry, ApiKeyStore, DpopVerifier, IssuerSettings, JwtAuthenticator};
-use palisade_core::config::{Config, JwtIssuer, RateLimiting, RateStore, Route};
+use palisade_core::config::{JwtIssuer, RateLimiting, RateStore, Route, Validate};
 use palisade_core::{Issue, LoadedConfig};
 use palisade_policy::{Authorizer, PolicySource, Requirement, RouteRules};
 use palisade_ratelimit::{LocalStore, Quota, RedisOptions, RedisStore, Store, StoreError, Verdict};
@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::filter::authn::{ApiKeySource, AuthnFilter};
 use crate::filter::authz::AuthzFilter;
 use crate::filter::ratelimit::{KeyPart, Limit, RateLimitFilter};
+use crate::filter::cors::{Cors, CorsFilter, CorsSpec};
+use crate::filter::secheaders::{SecHeadersFilter, SecHeadersSpec, SecurityHeaders};
+use crate::filter::validate::{load_document, ValidateFilter, Validator, ValidatorSpec};
 use crate::filter::Filter;
 
 /// The JWT authenticator and its JWKS refresh task, stopped when the last runtime using it goes.
@@ -123,9 +126,23 @@ impl Security {
     }
 
     /// The security filters of route `i`, in execution order (before the header rewrites).
-    pub(crate) fn route_filters(&self, c: &Config, i: usize, r: &Route, issues: &mut Vec<Issue>) -> Vec<Arc<dyn Filter>> {
+    pub(crate) fn route_filters(&self, loaded: &LoadedConfig, i: usize, r: &Route, issues: &mut Vec<Issue>) -> Vec<Arc<dyn Filter>> {
         let mut out: Vec<Arc<dyn Filter>> = Vec::new();
         let base = format!("routes[{i}]");
+        if let Some(cc) = &r.cors {
+            let spec = CorsSpec {
+                allow_origins: cc.allow_origins.clone(),
+                allow_methods: cc.allow_methods.clone(),
+                allow_headers: cc.allow_headers.clone(),
+                expose_headers: cc.expose_headers.clone(),
+                allow_credentials: cc.allow_credentials,
+                max_age: cc.max_age.map(|d| d.0.as_secs()),
+            };
+            match Cors::new(spec) {
+                Ok(f) => out.push(Arc::new(CorsFilter(f))),
+                Err(m) => issues.push(Issue::new(format!("{base}.cors"), m)),
+            }
+        }
         if let Some(a) = &r.authn {
             out.push(Arc::new(AuthnFilter {
                 methods: a.methods.clone(),
@@ -164,7 +181,30 @@ impl Security {
             }
             out.push(Arc::new(RateLimitFilter { route: r.name.clone(), limits }));
         }
-        let _ = c;
+        if let Some(v) = &r.validate {
+            match compile_validator(loaded, v) {
+                Ok(validator) => out.push(Arc::new(ValidateFilter { validator, max_body_bytes: v.max_body_bytes })),
+                Err((field, m)) => issues.push(Issue::new(format!("{base}.validate{field}"), m)),
+            }
+        }
+        let (sh, sh_path) = match &r.security_headers {
+            Some(sh) => (sh, format!("{base}.security_headers")),
+            None => (&loaded.config.security_headers, "security_headers".to_owned()),
+        };
+        if sh.enabled {
+            let spec = SecHeadersSpec {
+                hsts: sh.hsts.clone(),
+                content_type_options: sh.content_type_options,
+                frame_options: sh.frame_options.clone(),
+                referrer_policy: sh.referrer_policy.clone(),
+                csp: sh.csp.clone(),
+                override_upstream: sh.override_upstream,
+            };
+            match SecurityHeaders::new(spec) {
+                Ok(f) => out.push(Arc::new(SecHeadersFilter(f))),
+                Err(m) => issues.push(Issue::new(sh_path, m)),
+            }
+        }
         out
     }
 }
@@ -194,6 +234,21 @@ impl Store for LazyRedis {
         let c = self.conn.get_or_try_init(|| RedisStore::connect(&self.url, self.opts.clone())).await?;
         c.check(key, quota, now).await
     }
+}
+
+fn compile_validator(loaded: &LoadedConfig, v: &Validate) -> Result<Validator, (&'static str, String)> {
+    let load = |field: &'static str, p: &std::path::Path| load_document(&loaded.resolve_path(p)).map_err(|m| (field, m));
+    let spec = ValidatorSpec {
+        content_types: v.content_types.clone(),
+        max_json_depth: v.max_json_depth,
+        json_schema: v.json_schema.as_deref().map(|p| load(".json_schema", p)).transpose()?,
+        query_schema: v.query_schema.as_deref().map(|p| load(".query_schema", p)).transpose()?,
+        openapi: match &v.openapi {
+            Some(o) => Some((load(".openapi.file", &o.file)?, o.operation.clone())),
+            None => None,
+        },
+    };
+    Validator::new(spec).map_err(|m| ("", m))
 }
 
 fn compile_jwt(loaded: &LoadedConfig, previous: Option<&Security>, issues: &mut Vec<Issue>) -> Option<Arc<Jwt>> {

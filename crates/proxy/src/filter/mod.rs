@@ -6,10 +6,10 @@
 
 pub(crate) mod authn;
 pub(crate) mod authz;
-// pub mod cors;
+pub(crate) mod cors;
 pub(crate) mod ratelimit;
-// pub mod secheaders;
-// pub mod validate;
+pub(crate) mod secheaders;
+pub(crate) mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

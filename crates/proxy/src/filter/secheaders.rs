@@ -311,3 +311,17 @@ mod tests {
         );
     }
 }
+
+/// The route filter: security headers on every response of the route (upstream or gateway-made).
+pub(crate) struct SecHeadersFilter(pub(crate) SecurityHeaders);
+
+#[async_trait::async_trait]
+impl crate::filter::Filter for SecHeadersFilter {
+    fn name(&self) -> &'static str {
+        "security_headers"
+    }
+
+    fn response_filter(&self, s: &crate::filter::Session, resp: &mut http::response::Parts) {
+        self.0.apply(s.tls, &mut resp.headers);
+    }
+}
