@@ -59,6 +59,12 @@ fn shipped_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gateway.yaml");
     std::fs::copy(example, dir.path().join("gateway.yaml")).unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    for sub in ["policies/orders.cedar", "schemas/order.json"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(format!("{examples}/{sub}"), to).unwrap();
+    }
     std::fs::create_dir(dir.path().join("certs")).unwrap();
     let pki = Pki::new("CA");
     pki.write_leaf(&dir.path().join("certs"), "api.example.com", &["api.example.com"]);
@@ -185,7 +191,10 @@ async fn up_serves_demo_services() {
     assert_eq!(codes.last(), Some(&429), "{codes:?}");
     assert!((48..58).contains(&ok_count), "{ok_count} accepted before the limit: {codes:?}");
     let audit = std::fs::read_to_string(dir.path().join("data/audit/gateway.jsonl")).unwrap_or_default();
-    assert!(audit.lines().any(|l| l.contains("\"stage\":\"rate_limit\"") && l.contains("\"decision\":\"deny\"")), "{audit}");
+    assert!(
+        audit.lines().any(|l| l.contains("\"stage\":\"rate_limit\"") && l.contains("\"decision\":\"deny\"")),
+        "{audit}"
+    );
     assert!(audit.lines().any(|l| l.contains("\"stage\":\"authn\"") && l.contains("\"status\":401")), "{audit}");
     assert!(audit.lines().any(|l| l.contains("orders-write")), "the POST names its policy: {audit}");
     assert!(!out.contains(text.lines().nth(1).unwrap().split_once('=').unwrap().1), "the banner shows the secret");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use palisade_policy::{AuthzRequest, Authorizer, PolicySource, Requirement, RouteRules};
+use palisade_policy::{Authorizer, AuthzRequest, PolicySource, Requirement, RouteRules};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -107,9 +107,8 @@ fn load(set: &PolicySet) -> anyhow::Result<Loaded> {
         bail!("give --config FILE or --policies FILE");
     }
     let sources = read_sources(&files)?;
-    let authz = Authorizer::compile(&sources, &rules).map_err(|errs| {
-        anyhow::anyhow!("{}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
-    })?;
+    let authz = Authorizer::compile(&sources, &rules)
+        .map_err(|errs| anyhow::anyhow!("{}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     Ok(Loaded { authz, routes })
 }
 
@@ -187,8 +186,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<bool> {
         PolicyCommand::Test { source, cases } => {
             let l = load(&source)?;
             let text = std::fs::read_to_string(&cases).with_context(|| format!("reading {}", cases.display()))?;
-            let report = palisade_policy::run_cases(&l.authz, &text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cases.display()))?;
+            let report =
+                palisade_policy::run_cases(&l.authz, &text).map_err(|e| anyhow::anyhow!("{}: {e}", cases.display()))?;
             print!("{report}");
             Ok(report.ok())
         }

@@ -12,12 +12,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::FileSink;
 use crate::filter::{Filter, HeaderRewrite};
-use palisade_core::AuditSink;
 use crate::metrics::Metrics;
 use crate::route::{CompiledRoute, Router};
 use crate::security::Security;
 use crate::tls;
 use crate::upstream::{build_client, Pool};
+use palisade_core::AuditSink;
 
 pub struct Runtime {
     pub(crate) router: Router,

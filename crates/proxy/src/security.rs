@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::filter::authn::{ApiKeySource, AuthnFilter};
 use crate::filter::authz::AuthzFilter;
-use crate::filter::ratelimit::{KeyPart, Limit, RateLimitFilter};
 use crate::filter::cors::{Cors, CorsFilter, CorsSpec};
+use crate::filter::ratelimit::{KeyPart, Limit, RateLimitFilter};
 use crate::filter::secheaders::{SecHeadersFilter, SecHeadersSpec, SecurityHeaders};
 use crate::filter::validate::{load_document, ValidateFilter, Validator, ValidatorSpec};
 use crate::filter::Filter;
@@ -62,11 +62,7 @@ impl Security {
         }
     }
 
-    pub(crate) fn compile(
-        loaded: &LoadedConfig,
-        previous: Option<&Security>,
-        issues: &mut Vec<Issue>,
-    ) -> Security {
+    pub(crate) fn compile(loaded: &LoadedConfig, previous: Option<&Security>, issues: &mut Vec<Issue>) -> Security {
         let c = &loaded.config;
         let jwt = compile_jwt(loaded, previous, issues);
         let api_keys = c.authentication.api_keys.as_ref().and_then(|k| {
@@ -126,7 +122,13 @@ impl Security {
     }
 
     /// The security filters of route `i`, in execution order (before the header rewrites).
-    pub(crate) fn route_filters(&self, loaded: &LoadedConfig, i: usize, r: &Route, issues: &mut Vec<Issue>) -> Vec<Arc<dyn Filter>> {
+    pub(crate) fn route_filters(
+        &self,
+        loaded: &LoadedConfig,
+        i: usize,
+        r: &Route,
+        issues: &mut Vec<Issue>,
+    ) -> Vec<Arc<dyn Filter>> {
         let mut out: Vec<Arc<dyn Filter>> = Vec::new();
         let base = format!("routes[{i}]");
         if let Some(cc) = &r.cors {
@@ -237,7 +239,8 @@ impl Store for LazyRedis {
 }
 
 fn compile_validator(loaded: &LoadedConfig, v: &Validate) -> Result<Validator, (&'static str, String)> {
-    let load = |field: &'static str, p: &std::path::Path| load_document(&loaded.resolve_path(p)).map_err(|m| (field, m));
+    let load =
+        |field: &'static str, p: &std::path::Path| load_document(&loaded.resolve_path(p)).map_err(|m| (field, m));
     let spec = ValidatorSpec {
         content_types: v.content_types.clone(),
         max_json_depth: v.max_json_depth,

@@ -270,7 +270,8 @@ enum Proto {
 async fn serve(stream: TcpStream, peer: SocketAddr, https: bool, shared: Arc<Shared>, drain_rx: watch::Receiver<bool>) {
     let rt = shared.runtime.load_full();
     let state = Arc::new(ConnState::default());
-    let mut conn = ConnInfo { client: peer, https, state: state.clone(), https_port: shared.https_port, peer_cert: None };
+    let mut conn =
+        ConnInfo { client: peer, https, state: state.clone(), https_port: shared.https_port, peer_cert: None };
     let tracker = || FramingTracker::new(rt.limits.max_header_bytes + 8192);
     if https {
         let Some(acceptor) = rt.tls.clone() else { return };

@@ -11,17 +11,17 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use crate::audit;
 use crate::body::{BodyOutcome, InFlight, RequestBody, ResponseBody, BODY_BAD_FRAMING, BODY_TOO_LARGE};
 use crate::error::{error_response, ProxyError};
 use crate::filter::{Flow, Session};
-use palisade_core::audit::Stage;
-use crate::audit;
 use crate::framing::ConnState;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{normalize_host, CompiledRoute};
 use crate::runtime::Runtime;
 use crate::upstream::Endpoint;
+use palisade_core::audit::Stage;
 
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,

@@ -327,7 +327,10 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
         for (j, q) in z.require.iter().enumerate() {
             for (k, m) in q.methods.iter().enumerate() {
                 if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                    out.push(Issue::new(format!("{base}.authz.require[{j}].methods[{k}]"), format!("invalid method {m:?}")));
+                    out.push(Issue::new(
+                        format!("{base}.authz.require[{j}].methods[{k}]"),
+                        format!("invalid method {m:?}"),
+                    ));
                 }
             }
             if r.authn.is_none() && (!q.scopes.is_empty() || !q.roles.is_empty() || !q.claims.is_empty()) {
@@ -338,7 +341,10 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
             }
         }
         if r.authn.is_none() && !z.allow_anonymous && z.require.is_empty() && c.authorization.policies.is_empty() {
-            out.push(Issue::new(format!("{base}.authz"), "nothing can permit a request here: add require entries, policies or authn"));
+            out.push(Issue::new(
+                format!("{base}.authz"),
+                "nothing can permit a request here: add require entries, policies or authn",
+            ));
         }
     }
     let mut rl_names = HashSet::new();
@@ -357,8 +363,7 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
             out.push(Issue::new(format!("{p}.key"), "at least one key part is required"));
         }
         for (k, part) in rl.key.iter().enumerate() {
-            let ok = RATE_KEYS.contains(&part.as_str())
-                || part.strip_prefix("header:").is_some_and(valid_header_name);
+            let ok = RATE_KEYS.contains(&part.as_str()) || part.strip_prefix("header:").is_some_and(valid_header_name);
             if !ok {
                 let hint = did_you_mean(part, RATE_KEYS.iter().copied());
                 out.push(Issue::new(

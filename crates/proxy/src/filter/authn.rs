@@ -109,13 +109,7 @@ impl AuthnFilter {
         Some(Ok(id))
     }
 
-    fn sender_constraint(
-        &self,
-        s: &Session,
-        scheme: &str,
-        token: &str,
-        v: &VerifiedToken,
-    ) -> Result<(), AuthnError> {
+    fn sender_constraint(&self, s: &Session, scheme: &str, token: &str, v: &VerifiedToken) -> Result<(), AuthnError> {
         palisade_authn::check_cnf_x5t(v, s.peer_cert.as_deref())?;
         match (v.cnf_jkt(), scheme) {
             (Some(jkt), "DPoP") => {

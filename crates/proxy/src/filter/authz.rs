@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use palisade_core::audit::Stage;
-use palisade_policy::{AuthzRequest, Authorizer, Principal};
+use palisade_policy::{Authorizer, AuthzRequest, Principal};
 
 use crate::error::ProxyError;
 use crate::filter::{Filter, Flow, Session};
@@ -61,7 +61,11 @@ impl Filter for AuthzFilter {
                 format!("denied; policy evaluation errors: {}", decision.errors.join("; "))
             };
             let _ = s.deny(Stage::Authz, StatusCode::FORBIDDEN, reason);
-            Err(ProxyError::Rejected { status: StatusCode::FORBIDDEN, message: "access denied".into(), headers: Vec::new() })
+            Err(ProxyError::Rejected {
+                status: StatusCode::FORBIDDEN,
+                message: "access denied".into(),
+                headers: Vec::new(),
+            })
         }
     }
 }
