@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Security-chain benchmark: wrk over HTTPS (keep-alive) against nginx as a plain reverse proxy and
+# against `palisade gateway` routes that add one security filter at a time, up to the full chain
+# (JWT ES256 from our idp + Cedar + GCRA rate limit + security headers + audit file). Same
+# backend, same certificate, 2 workers each, one run after the other, repeated RUNS times.
+# Prints a Markdown table; raw wrk output in bench/out/chain-*.txt.
+# Usage: bench/chain.sh [runs=3] [duration=8s] [connections=64]     Needs (apt): wrk nginx-light
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; THREADS=2
+OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/chain-*.txt
+for t in wrk nginx openssl curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
+cargo build --release -q
+PALISADE=$CARGO_TARGET_DIR/release/palisade
+BACKEND=18000; NGINX=18301; GW=18302; IDP=18310
+PIDS=(); DATA=$(mktemp -d)
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+
+cat > "$OUT/chain-backend.conf" <<CONF
+worker_processes 1; daemon off; pid $PWD/$OUT/chain-backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"service":"orders","ok":true}'; } } }
+CONF
+nginx -c "$PWD/$OUT/chain-backend.conf" -p "$PWD/$OUT" & PIDS+=($!)
+cat > "$OUT/chain-nginx.conf" <<CONF
+worker_processes $THREADS; daemon off; pid $PWD/$OUT/chain-nginx.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream be { server 127.0.0.1:$BACKEND; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NGINX ssl; ssl_certificate $PWD/$OUT/cert.pem; ssl_certificate_key $PWD/$OUT/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+CONF
+nginx -c "$PWD/$OUT/chain-nginx.conf" -p "$PWD/$OUT" & PIDS+=($!)
+
+# Our identity provider issues the ES256 token every JWT route verifies.
+"$PALISADE" idp --data-dir "$DATA" client add bench --scope "orders:read" --audience orders > "$DATA/client.json"
+SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_secret"])' "$DATA/client.json")
+PALISADE_LOG=warn "$PALISADE" server --listen "127.0.0.1:$IDP" --data-dir "$DATA" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$IDP/jwks.json" 2>/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -fsS -u "bench:$SECRET" -d grant_type=client_credentials "http://127.0.0.1:$IDP/oauth2/token" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
+cat > "$OUT/chain-policy.cedar" <<'CEDAR'
+@id("read") permit (principal, action == Action::"GET", resource) when { context.scopes.contains("orders:read") };
+CEDAR
+cat > "$OUT/chain-palisade.yaml" <<CONF
+workers: $THREADS
+listeners:
+  https:
+    address: "127.0.0.1:$GW"
+    certificates: [{ cert: cert.pem, key: "file:key.pem" }]
+admin: { address: "127.0.0.1:18901" }
+access_log: { enabled: false }
+audit: { file: chain-audit.jsonl }
+authentication:
+  jwt_issuers: [{ issuer: "http://127.0.0.1:$IDP", audiences: [orders], algorithms: [ES256] }]
+authorization: { policies: [chain-policy.cedar] }
+security_headers: { enabled: false }
+upstreams:
+  be: { endpoints: ["127.0.0.1:$BACKEND"] }
+routes:
+  - { name: plain, match: { path: { prefix: /plain } }, upstream: be }
+  - name: ratelimit
+    match: { path: { prefix: /ratelimit } }
+    upstream: be
+    rate_limit: [{ limit: 1000000, period: 1s, burst: 1000, key: [client_ip] }]
+  - { name: jwt, match: { path: { prefix: /jwt } }, upstream: be, authn: { methods: [jwt] } }
+  - { name: cedar, match: { path: { prefix: /cedar } }, upstream: be, authn: { methods: [jwt] }, authz: {} }
+  - name: full
+    match: { path: { prefix: /full } }
+    upstream: be
+    authn: { methods: [jwt] }
+    authz: {}
+    rate_limit: [{ limit: 1000000, period: 1s, burst: 1000, key: [client_id] }]
+    security_headers: {}
+CONF
+PALISADE_LOG=warn "$PALISADE" gateway --config "$OUT/chain-palisade.yaml" >/dev/null & PIDS+=($!)
+sleep 2
+curl -fsSk -o /dev/null "https://127.0.0.1:$NGINX/" || { echo "nginx not answering"; exit 1; }
+for p in plain ratelimit jwt cedar full; do
+  code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GW/$p")
+  [ "$code" = 200 ] || { echo "palisade /$p answered $code"; exit 1; }
+done
+
+run() { # name port path run
+  wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$2$3" \
+    > "$OUT/chain-$1-$4.txt" 2>&1 || true
+}
+for r in $(seq 1 "$RUNS"); do
+  run nginx $NGINX /orders "$r"
+  for p in plain ratelimit jwt cedar full; do run "$p" $GW "/$p" "$r"; done
+done
+
+python3 - "$OUT" "$RUNS" <<'PY'
+import re, sys, statistics
+out, runs = sys.argv[1], int(sys.argv[2])
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v); x = float(m.group(1))
+    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
+def parse(path):
+    t = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    p99 = ms(re.search(r"\s99%\s+(\S+)", t).group(1))
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    return rps, p99, int(errs.group(1)) if errs else 0
+names = {"nginx": "nginx, plain reverse proxy", "plain": "palisade, no filters", "ratelimit": "palisade + rate limit",
+         "jwt": "palisade + JWT (ES256) + audit", "cedar": "palisade + JWT + Cedar + audit",
+         "full": "palisade full chain (JWT + Cedar + rate limit + headers + audit)"}
+print("| target (HTTPS) | req/s (median) | p99 ms (median) | ratio to nginx (per run) | non-2xx |")
+print("|---|---:|---:|---|---:|")
+ng = [parse(f"{out}/chain-nginx-{r}.txt")[0] for r in range(1, runs + 1)]
+for name in names:
+    rows = [parse(f"{out}/chain-{name}-{r}.txt") for r in range(1, runs + 1)]
+    ratios = [row[0] / n for row, n in zip(rows, ng)]
+    print(f"| {names[name]} | {statistics.median(r[0] for r in rows):,.0f} | {statistics.median(r[1] for r in rows):.2f} | "
+          f"{' / '.join(f'{x:.2f}' for x in ratios)} | {sum(r[2] for r in rows)} |")
+PY
