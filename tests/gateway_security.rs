@@ -455,8 +455,20 @@ async fn policy_cli_checks_explains_and_tests() {
 
     let explain = |method: &str, scope: &str| {
         run(&[
-            "policy", "explain", "--policies", orders, "--route", "orders", "--principal", "Client::\"demo\"",
-            "--method", method, "--path", "/orders", "--scope", scope,
+            "policy",
+            "explain",
+            "--policies",
+            orders,
+            "--route",
+            "orders",
+            "--principal",
+            "Client::\"demo\"",
+            "--method",
+            method,
+            "--path",
+            "/orders",
+            "--scope",
+            scope,
         ])
     };
     let (code, out) = explain("GET", "orders:read");
