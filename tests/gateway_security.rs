@@ -605,3 +605,52 @@ routes:
     assert_eq!(stages.iter().filter(|s| **s == "validation").count(), 4, "{ev:?}");
     assert_eq!(stages.iter().filter(|s| **s == "cors").count(), 1, "the refused preflight: {ev:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_tokens_need_a_fresh_proof_of_the_bound_key() {
+    let iss = Issuer::start().await;
+    let b = Backend::start("app").await;
+    let gw = Gw::start(&jwt_config(&iss, &b)).await;
+    let client = EcKey::new("client");
+    let mut jwk = client.jwk();
+    let thumb_input = json!({"crv": "P-256", "kty": "EC", "x": jwk["x"], "y": jwk["y"]}).to_string();
+    let jkt = B64.encode(ring::digest::digest(&ring::digest::SHA256, thumb_input.as_bytes()));
+    let mut claims = iss.claims("api:read");
+    claims["cnf"] = json!({"jkt": jkt});
+    let token = iss.key.sign(&iss.header(), &claims);
+    let ath = B64.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+    for k in ["kid", "alg", "use"] {
+        jwk.as_object_mut().unwrap().remove(k);
+    }
+    let htu = gw.url("/api/items");
+    let proof = |signer: &EcKey, htm: &str, htu: &str, iat: u64| {
+        let h = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
+        let c = json!({"jti": format!("p{}", fastrand_u64()), "htm": htm, "htu": htu, "iat": iat, "ath": ath});
+        signer.sign(&h, &c)
+    };
+    let send = |scheme: &'static str, proof: Option<String>| {
+        let (url, token) = (htu.clone(), token.clone());
+        async move {
+            let mut args = vec!["-H".to_string(), format!("Authorization: {scheme} {token}")];
+            if let Some(p) = proof {
+                args.extend(["-H".to_string(), format!("DPoP: {p}")]);
+            }
+            curl(&args.iter().map(String::as_str).collect::<Vec<_>>(), &url).await
+        }
+    };
+    let good = proof(&client, "GET", &htu, now());
+    let r = send("DPoP", Some(good.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = send("DPoP", Some(good)).await;
+    assert_eq!(r.status, 401, "a replayed proof");
+    assert!(r.header("www-authenticate").unwrap_or_default().contains("invalid_dpop_proof"), "{:?}", r.headers);
+    assert_eq!(send("Bearer", None).await.status, 401, "a bound token used as a bearer token");
+    assert_eq!(send("DPoP", None).await.status, 401, "no proof");
+    assert_eq!(send("DPoP", Some(proof(&client, "POST", &htu, now()))).await.status, 401, "wrong htm");
+    let other = gw.url("/api/other");
+    assert_eq!(send("DPoP", Some(proof(&client, "GET", &other, now()))).await.status, 401, "wrong htu");
+    assert_eq!(send("DPoP", Some(proof(&client, "GET", &htu, now() - 600))).await.status, 401, "stale iat");
+    let thief = EcKey::new("thief");
+    assert_eq!(send("DPoP", Some(proof(&thief, "GET", &htu, now()))).await.status, 401, "signed by another key");
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

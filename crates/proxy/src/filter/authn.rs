@@ -125,7 +125,13 @@ impl AuthnFilter {
                 let htu = format!(
                     "{}://{}{}",
                     if s.tls { "https" } else { "http" },
-                    s.request.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default(),
+                    // HTTP/2 carries the authority in the URI, HTTP/1.1 in Host.
+                    s.request
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| s.request.uri.authority().map(|a| a.as_str()))
+                        .unwrap_or_default(),
                     s.request.uri.path()
                 );
                 let now = std::time::SystemTime::now()
