@@ -46,7 +46,7 @@ nginx -c "$PWD/$OUT/chain-nginx.conf" -p "$PWD/$OUT" & PIDS+=($!)
 SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_secret"])' "$DATA/client.json")
 PALISADE_LOG=warn "$PALISADE" server --listen "127.0.0.1:$IDP" --data-dir "$DATA" >/dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$IDP/jwks.json" 2>/dev/null && break; sleep 0.1; done
-TOKEN=$(curl -fsS -u "bench:$SECRET" -d grant_type=client_credentials "http://127.0.0.1:$IDP/oauth2/token" |
+TOKEN=$(curl -fsS -u "bench:$SECRET" -d grant_type=client_credentials -d scope=orders:read "http://127.0.0.1:$IDP/oauth2/token" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
 cat > "$OUT/chain-policy.cedar" <<'CEDAR'

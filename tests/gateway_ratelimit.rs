@@ -634,3 +634,26 @@ async fn redis_loss_fail_closed_and_fail_open() {
         assert_eq!(r.header("ratelimit-policy"), Some("\"high\";q=10000;w=1"));
     }
 }
+
+/// A gateway that starts while Redis is down fails closed, then connects by itself once Redis is
+/// up (it retries the first connection at most once a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_startup_connects_later() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut redis = Redis { child: None, port: free_port(), dir: tempfile::tempdir().unwrap() };
+    let b = Backend::start("b").await;
+    let limit = "{ name: high, limit: 10000, period: 1s, burst: 1000, key: [client_ip], store: redis }";
+    let gw = Gw::start(&redis_config(&b, &redis, "fail_closed", limit)).await;
+    let mut c = Conn::new(gw.http);
+    for _ in 0..3 {
+        let r = c.must_get("/api/x").await;
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.json()["error"], "rate limiting is unavailable");
+    }
+    assert_eq!(b.hits.load(SeqCst), 0);
+    redis.restart();
+    let took = wait_redis_ok(&mut c, "/api/x").await;
+    assert!(took < Duration::from_secs(5), "connected only after {took:?}");
+    let ev = audit_events(&gw);
+    assert!(ev.len() >= 3 && ev.iter().all(|e| e["status"] == 503), "{ev:#?}");
+}

@@ -3,6 +3,8 @@
 //! Invariants: default deny; `forbid` wins; any evaluation error denies (fail closed), even when Cedar's
 //! skip-on-error semantics would allow; a method the schema does not declare denies without evaluation.
 //! Nothing is parsed per request except the client IP literal inside Cedar's `ip()` constructor.
+//! Cedar evaluates every policy of a set, so policies are pre-partitioned by (route, action) from their
+//! scope: a request only evaluates the policies whose scope could match it (same decision, less work).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,7 +12,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Context, Entities, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression,
+    ActionConstraint, Context, Entities, EntityId, EntityTypeName, EntityUid, PolicySet, Request, ResourceConstraint,
+    RestrictedExpression,
 };
 use serde_json::{Map, Value};
 
@@ -129,7 +132,11 @@ impl fmt::Display for Explanation {
 /// (`Arc`) and immutable: reloads compile a new one and swap it in.
 #[derive(Debug)]
 pub struct Authorizer {
-    policies: PolicySet,
+    /// Policies scoped to one route (`resource == / in Route::"r"`) plus the unscoped ones, per action
+    /// (indexed like `ACTIONS`).
+    by_route: HashMap<String, Vec<PolicySet>>,
+    /// Policies with no route in their scope, per action: used for routes no policy names.
+    generic: Vec<PolicySet>,
     texts: HashMap<String, String>,
     engine: cedar_policy::Authorizer,
     entities: Entities,
@@ -139,6 +146,7 @@ pub struct Authorizer {
     client: EntityTypeName,
     anonymous: EntityUid,
     route: EntityTypeName,
+    needs: Needs,
 }
 
 fn type_name(name: &str) -> Result<EntityTypeName, PolicyError> {
@@ -163,8 +171,10 @@ impl Authorizer {
             type_name("Anonymous").map_err(|e| vec![e])?,
             EntityId::new("anonymous"),
         );
+        let (by_route, generic) = partition(&compiled.policies).map_err(|e| vec![e])?;
         Ok(Authorizer {
-            policies: compiled.policies,
+            by_route,
+            generic,
             texts: compiled.texts,
             engine: cedar_policy::Authorizer::new(),
             entities: Entities::empty(),
@@ -174,6 +184,7 @@ impl Authorizer {
             client: type_name("Client").map_err(|e| vec![e])?,
             anonymous,
             route: type_name("Route").map_err(|e| vec![e])?,
+            needs: Needs::of(&compiled.policies),
         })
     }
 
@@ -191,11 +202,21 @@ impl Authorizer {
 
     /// Decides one request: default deny, `forbid` wins, errors deny.
     pub fn decide(&self, req: &AuthzRequest<'_>) -> Decision {
+        let Some(index) = ACTIONS.iter().position(|a| *a == req.method) else {
+            return Decision::deny_error(format!("method `{}` is not an action of the schema", truncate(req.method)));
+        };
         let request = match self.request(req) {
             Ok(request) => request,
             Err(e) => return Decision::deny_error(e),
         };
-        let response = self.engine.is_authorized(&request, &self.policies, &self.entities);
+        let policies = match self.by_route.get(req.route) {
+            Some(sets) => sets.get(index),
+            None => self.generic.get(index),
+        };
+        let Some(policies) = policies else {
+            return Decision::deny_error("internal: no policy set for action".into());
+        };
+        let response = self.engine.is_authorized(&request, policies, &self.entities);
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
         let allowed = response.decision() == cedar_policy::Decision::Allow;
         // Cedar skips a policy that errors; an erroring `forbid` must not let a `permit` through.
@@ -222,6 +243,10 @@ impl Authorizer {
     }
 
     fn request(&self, req: &AuthzRequest<'_>) -> Result<Request, String> {
+        self.request_with(req, &self.needs)
+    }
+
+    fn request_with(&self, req: &AuthzRequest<'_>, needs: &Needs) -> Result<Request, String> {
         let action = self
             .actions
             .iter()
@@ -235,14 +260,14 @@ impl Authorizer {
             Principal::Anonymous => self.anonymous.clone(),
         };
         let resource = EntityUid::from_type_name_and_id(self.route.clone(), EntityId::new(req.route));
-        let context = build_context(req)?;
+        let context = build_context(req, needs)?;
         Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())
     }
 
     #[cfg(test)]
     pub(crate) fn request_checked(&self, req: &AuthzRequest<'_>) -> Result<(), String> {
         let schema = cedar_policy::Schema::from_cedarschema_str(crate::SCHEMA).map_err(|e| e.to_string())?.0;
-        let request = self.request(req)?;
+        let request = self.request_with(req, &Needs::ALL)?;
         let (p, a, r, c) = (request.principal(), request.action(), request.resource(), request.context());
         match (p, a, r, c) {
             (Some(p), Some(a), Some(r), Some(c)) => {
@@ -252,6 +277,60 @@ impl Authorizer {
             _ => Err("unknowns in request".into()),
         }
     }
+}
+
+/// Splits `all` by the route and actions its policies' scopes allow (see the module doc).
+fn partition(all: &PolicySet) -> Result<(HashMap<String, Vec<PolicySet>>, Vec<PolicySet>), PolicyError> {
+    let internal = |e: cedar_policy::PolicySetError| PolicyError {
+        file: "<index>".into(),
+        line: 0,
+        column: 0,
+        message: format!("internal: {e}"),
+    };
+    let mut scoped: Vec<(Option<String>, [bool; ACTIONS.len()], &cedar_policy::Policy)> = Vec::new();
+    for policy in all.policies() {
+        let route = match policy.resource_constraint() {
+            ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) | ResourceConstraint::IsIn(_, uid) => {
+                Some(uid.id().unescaped().to_owned())
+            }
+            ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
+        };
+        let mut actions = [false; ACTIONS.len()];
+        // The schema has no action groups, so `in` is membership in the listed actions.
+        let listed = match policy.action_constraint() {
+            ActionConstraint::Any => None,
+            ActionConstraint::Eq(uid) => Some(vec![uid]),
+            ActionConstraint::In(uids) => Some(uids),
+        };
+        for (i, name) in ACTIONS.iter().enumerate() {
+            let matches = listed.as_ref().is_none_or(|uids| uids.iter().any(|u| u.id().unescaped() == *name));
+            if let Some(slot) = actions.get_mut(i) {
+                *slot = matches;
+            }
+        }
+        scoped.push((route, actions, policy));
+    }
+    let build = |route: Option<&str>| -> Result<Vec<PolicySet>, PolicyError> {
+        let mut sets = Vec::with_capacity(ACTIONS.len());
+        for i in 0..ACTIONS.len() {
+            let mut set = PolicySet::new();
+            for (r, actions, policy) in &scoped {
+                let route_ok = r.as_deref().is_none_or(|r| Some(r) == route);
+                if route_ok && actions.get(i).copied().unwrap_or(true) {
+                    set.add((*policy).clone()).map_err(internal)?;
+                }
+            }
+            sets.push(set);
+        }
+        Ok(sets)
+    };
+    let mut by_route = HashMap::new();
+    for route in scoped.iter().filter_map(|(r, _, _)| r.as_deref()) {
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_owned(), build(Some(route))?);
+        }
+    }
+    Ok((by_route, build(None)?))
 }
 
 /// Attacker-influenced text in error messages is cut short.
@@ -266,27 +345,178 @@ fn string_set<'a>(items: impl IntoIterator<Item = &'a String>) -> RestrictedExpr
     RestrictedExpression::new_set(items.into_iter().map(|s| RestrictedExpression::new_string(s.clone())))
 }
 
-fn build_context(req: &AuthzRequest<'_>) -> Result<Context, String> {
-    let time = i64::try_from(req.now).map_err(|_| "time does not fit a Cedar Long".to_owned())?;
-    let (claims, claims_str) = match req.claims {
-        Some(claims) => (standard_claims(claims)?, flatten_claims(claims)?),
-        None => (RestrictedExpression::new_record(Vec::new()).map_err(|e| e.to_string())?, Vec::new()),
+/// The context attributes some policy reads. An attribute no policy mentions is left out of the request:
+/// building `client_ip` (an extension value) and the claim sets dominates the cost of a decision, and
+/// leaving out an attribute that is read after all can only make evaluation fail, which denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Needs {
+    path: bool,
+    method: bool,
+    authenticated: bool,
+    scopes: bool,
+    roles: bool,
+    client_id: bool,
+    issuer: bool,
+    client_ip: bool,
+    mtls_identity: bool,
+    time: bool,
+    claims: bool,
+    claims_str: bool,
+}
+
+impl Needs {
+    pub(crate) const ALL: Needs = Needs {
+        path: true,
+        method: true,
+        authenticated: true,
+        scopes: true,
+        roles: true,
+        client_id: true,
+        issuer: true,
+        client_ip: true,
+        mtls_identity: true,
+        time: true,
+        claims: true,
+        claims_str: true,
     };
+    const NONE: Needs = Needs {
+        path: false,
+        method: false,
+        authenticated: false,
+        scopes: false,
+        roles: false,
+        client_id: false,
+        issuer: false,
+        client_ip: false,
+        mtls_identity: false,
+        time: false,
+        claims: false,
+        claims_str: false,
+    };
+
+    /// What the policies of `set` read from `context`, from their JSON (EST) form: `context.<attr>`,
+    /// `context has <attr>`, `context["<attr>"]`; any other use of `context` as a whole needs everything.
+    pub(crate) fn of(set: &PolicySet) -> Needs {
+        let mut needs = Needs::NONE;
+        for policy in set.policies() {
+            match policy.to_json() {
+                Ok(est) => {
+                    if !needs.visit(&est) {
+                        return Needs::ALL;
+                    }
+                }
+                Err(_) => return Needs::ALL,
+            }
+        }
+        needs
+    }
+
+    /// Records the context attributes read in `v`; false if `context` is used whole (or unrecognised).
+    fn visit(&mut self, v: &Value) -> bool {
+        match v {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    if key == "Var" && inner.as_str() == Some("context") {
+                        return false;
+                    }
+                    if key == "." || key == "has" {
+                        let left = inner.get("left");
+                        let is_context = left.and_then(|l| l.get("Var")).and_then(Value::as_str) == Some("context");
+                        if is_context {
+                            match inner.get("attr").and_then(Value::as_str) {
+                                Some(attr) if self.set(attr) => continue,
+                                Some(_) => continue, // not a context attribute: validation rejected it already
+                                None => return false,
+                            }
+                        }
+                    }
+                    if !self.visit(inner) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Value::Array(items) => items.iter().all(|i| self.visit(i)),
+            _ => true,
+        }
+    }
+
+    fn set(&mut self, attr: &str) -> bool {
+        let slot = match attr {
+            "path" => &mut self.path,
+            "method" => &mut self.method,
+            "authenticated" => &mut self.authenticated,
+            "scopes" => &mut self.scopes,
+            "roles" => &mut self.roles,
+            "client_id" => &mut self.client_id,
+            "issuer" => &mut self.issuer,
+            "client_ip" => &mut self.client_ip,
+            "mtls_identity" => &mut self.mtls_identity,
+            "time" => &mut self.time,
+            "claims" => &mut self.claims,
+            "claims_str" => &mut self.claims_str,
+            _ => return false,
+        };
+        *slot = true;
+        true
+    }
+}
+
+fn build_context(req: &AuthzRequest<'_>, needs: &Needs) -> Result<Context, String> {
+    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(12);
     let s = |v: Option<&str>| RestrictedExpression::new_string(v.unwrap_or_default().to_owned());
-    let pairs = vec![
-        ("path".to_owned(), RestrictedExpression::new_string(req.path.to_owned())),
-        ("method".to_owned(), RestrictedExpression::new_string(req.method.to_owned())),
-        ("authenticated".to_owned(), RestrictedExpression::new_bool(req.authenticated)),
-        ("scopes".to_owned(), string_set(req.scopes)),
-        ("roles".to_owned(), string_set(req.roles)),
-        ("client_id".to_owned(), s(req.client_id)),
-        ("issuer".to_owned(), s(req.issuer)),
-        ("client_ip".to_owned(), RestrictedExpression::new_ip(req.client_ip.to_string())),
-        ("mtls_identity".to_owned(), s(req.mtls_identity)),
-        ("time".to_owned(), RestrictedExpression::new_long(time)),
-        ("claims".to_owned(), claims),
-        ("claims_str".to_owned(), RestrictedExpression::new_set(claims_str.into_iter().map(RestrictedExpression::new_string))),
-    ];
+    if needs.path {
+        pairs.push(("path".to_owned(), RestrictedExpression::new_string(req.path.to_owned())));
+    }
+    if needs.method {
+        pairs.push(("method".to_owned(), RestrictedExpression::new_string(req.method.to_owned())));
+    }
+    if needs.authenticated {
+        pairs.push(("authenticated".to_owned(), RestrictedExpression::new_bool(req.authenticated)));
+    }
+    if needs.scopes {
+        pairs.push(("scopes".to_owned(), string_set(req.scopes)));
+    }
+    if needs.roles {
+        pairs.push(("roles".to_owned(), string_set(req.roles)));
+    }
+    if needs.client_id {
+        pairs.push(("client_id".to_owned(), s(req.client_id)));
+    }
+    if needs.issuer {
+        pairs.push(("issuer".to_owned(), s(req.issuer)));
+    }
+    if needs.client_ip {
+        pairs.push(("client_ip".to_owned(), RestrictedExpression::new_ip(req.client_ip.to_string())));
+    }
+    if needs.mtls_identity {
+        pairs.push(("mtls_identity".to_owned(), s(req.mtls_identity)));
+    }
+    if needs.time {
+        let time = i64::try_from(req.now).map_err(|_| "time does not fit a Cedar Long".to_owned())?;
+        pairs.push(("time".to_owned(), RestrictedExpression::new_long(time)));
+    }
+    if needs.claims {
+        let claims = match req.claims {
+            Some(claims) => standard_claims(claims)?,
+            None => RestrictedExpression::new_record(Vec::new()).map_err(|e| e.to_string())?,
+        };
+        pairs.push(("claims".to_owned(), claims));
+    }
+    if needs.claims_str {
+        let entries = match req.claims {
+            Some(claims) => flatten_claims(claims)?,
+            None => Vec::new(),
+        };
+        pairs.push((
+            "claims_str".to_owned(),
+            RestrictedExpression::new_set(entries.into_iter().map(RestrictedExpression::new_string)),
+        ));
+    } else if let Some(claims) = req.claims {
+        // Claims over the limits deny whether or not a policy reads them, so the limit does not depend
+        // on which policies are loaded.
+        flatten_claims(claims)?;
+    }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
