@@ -18,9 +18,7 @@ use cedar_policy::{
 use serde_json::{Map, Value};
 
 use crate::compile::{compile, scalar_text, PolicyError, PolicySource, RouteRules};
-use crate::schema::{
-    ACTIONS, BOOL_CLAIMS, LONG_CLAIMS, MAX_CLAIM_DEPTH, MAX_CLAIM_ENTRIES, SET_CLAIMS, STRING_CLAIMS,
-};
+use crate::schema::{ACTIONS, BOOL_CLAIMS, LONG_CLAIMS, MAX_CLAIM_DEPTH, MAX_CLAIM_ENTRIES, SET_CLAIMS, STRING_CLAIMS};
 
 /// Who is asking, as established by authentication (the entity type of the Cedar principal).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -167,10 +165,8 @@ impl Authorizer {
             .iter()
             .map(|a| (*a, EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(a))))
             .collect();
-        let anonymous = EntityUid::from_type_name_and_id(
-            type_name("Anonymous").map_err(|e| vec![e])?,
-            EntityId::new("anonymous"),
-        );
+        let anonymous =
+            EntityUid::from_type_name_and_id(type_name("Anonymous").map_err(|e| vec![e])?, EntityId::new("anonymous"));
         let (by_route, generic) = partition(&compiled.policies).map_err(|e| vec![e])?;
         Ok(Authorizer {
             by_route,
@@ -224,7 +220,8 @@ impl Authorizer {
         let policy_ids = if allowed && !allow {
             Vec::new()
         } else {
-            let mut ids: Vec<String> = response.diagnostics().reason().map(|id| AsRef::<str>::as_ref(id).to_owned()).collect();
+            let mut ids: Vec<String> =
+                response.diagnostics().reason().map(|id| AsRef::<str>::as_ref(id).to_owned()).collect();
             ids.sort_unstable();
             ids
         };
@@ -280,7 +277,10 @@ impl Authorizer {
 }
 
 /// Splits `all` by the route and actions its policies' scopes allow (see the module doc).
-fn partition(all: &PolicySet) -> Result<(HashMap<String, Vec<PolicySet>>, Vec<PolicySet>), PolicyError> {
+/// Per-route policy sets and the route-less ones, each indexed like `ACTIONS`.
+type Partition = (HashMap<String, Vec<PolicySet>>, Vec<PolicySet>);
+
+fn partition(all: &PolicySet) -> Result<Partition, PolicyError> {
     let internal = |e: cedar_policy::PolicySetError| PolicyError {
         file: "<index>".into(),
         line: 0,
@@ -562,7 +562,12 @@ pub(crate) fn flatten_claims(claims: &Map<String, Value>) -> Result<Vec<String>,
     Ok(out)
 }
 
-fn flatten_object(obj: &Map<String, Value>, path: &mut String, depth: usize, out: &mut Vec<String>) -> Result<(), String> {
+fn flatten_object(
+    obj: &Map<String, Value>,
+    path: &mut String,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> Result<(), String> {
     if depth > MAX_CLAIM_DEPTH {
         return Err(format!("claims nested deeper than {MAX_CLAIM_DEPTH} levels"));
     }

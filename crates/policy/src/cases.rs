@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{AuthzRequest, Authorizer, Principal};
+use crate::{Authorizer, AuthzRequest, Principal};
 
 /// What a case expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -111,7 +111,12 @@ impl fmt::Display for CaseReport {
             }
         }
         // Not "N passed, N failed" alone: CI log scrapers would take it for a test-runner summary.
-        writeln!(f, "decision table: {} of {} cases as expected", self.passed, self.passed.saturating_add(self.failed.len()))
+        writeln!(
+            f,
+            "decision table: {} of {} cases as expected",
+            self.passed,
+            self.passed.saturating_add(self.failed.len())
+        )
     }
 }
 
@@ -145,10 +150,8 @@ pub fn run_cases(authz: &Authorizer, yaml: &str) -> Result<CaseReport, String> {
             (Some(id), _) | (None, Principal::Client(id)) => Some(id.clone()),
             _ => None,
         };
-        let issuer = case
-            .issuer
-            .as_deref()
-            .or_else(|| case.claims.as_ref().and_then(|c| c.get("iss")).and_then(Value::as_str));
+        let issuer =
+            case.issuer.as_deref().or_else(|| case.claims.as_ref().and_then(|c| c.get("iss")).and_then(Value::as_str));
         let req = AuthzRequest {
             authenticated: principal != Principal::Anonymous,
             principal,

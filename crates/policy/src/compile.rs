@@ -174,7 +174,9 @@ pub(crate) fn compile(files: &[PolicySource], routes: &[RouteRules]) -> Result<C
     for rules in routes {
         match route_policies(rules) {
             Ok(policies) => generated.extend(policies),
-            Err(message) => errors.push(PolicyError { file: format!("route:{}", rules.route), line: 0, column: 0, message }),
+            Err(message) => {
+                errors.push(PolicyError { file: format!("route:{}", rules.route), line: 0, column: 0, message })
+            }
         }
     }
     for (id, text) in &generated {
@@ -334,10 +336,7 @@ fn route_policies(rules: &RouteRules) -> Result<Vec<(String, String)>, String> {
                     }
                 }
                 None => {
-                    return Err(format!(
-                        "require[{i}]: unknown method `{m}` (expected one of {})",
-                        ACTIONS.join(", ")
-                    ))
+                    return Err(format!("require[{i}]: unknown method `{m}` (expected one of {})", ACTIONS.join(", ")))
                 }
             }
         }
@@ -346,10 +345,14 @@ fn route_policies(rules: &RouteRules) -> Result<Vec<(String, String)>, String> {
         }
         let mut conditions = vec!["context.authenticated".to_owned(), "!(principal is Anonymous)".to_owned()];
         if !req.scopes.is_empty() {
-            conditions.push(format!("context.scopes.containsAll({})", cedar_string_set(req.scopes.iter().map(String::as_str))));
+            conditions.push(format!(
+                "context.scopes.containsAll({})",
+                cedar_string_set(req.scopes.iter().map(String::as_str))
+            ));
         }
         if !req.roles.is_empty() {
-            conditions.push(format!("context.roles.containsAll({})", cedar_string_set(req.roles.iter().map(String::as_str))));
+            conditions
+                .push(format!("context.roles.containsAll({})", cedar_string_set(req.roles.iter().map(String::as_str))));
         }
         for (path, value) in &req.claims {
             conditions.extend(claim_conditions(path, value).map_err(|e| format!("require[{i}]: claim `{path}`: {e}"))?);
@@ -385,7 +388,11 @@ fn claim_conditions(path: &str, value: &Value) -> Result<Vec<String>, String> {
             let mut out = Vec::new();
             for item in items {
                 let text = scalar_text(item).ok_or("array elements must be strings, numbers or booleans")?;
-                out.push(format!("({} || {})", contains(format!("{path}={text}")), contains(format!("{path}[]={text}"))));
+                out.push(format!(
+                    "({} || {})",
+                    contains(format!("{path}={text}")),
+                    contains(format!("{path}[]={text}"))
+                ));
             }
             Ok(out)
         }

@@ -14,7 +14,7 @@ mod cases;
 mod compile;
 mod schema;
 
-pub use authorizer::{AuthzRequest, Authorizer, Decision, Explanation, Principal};
+pub use authorizer::{Authorizer, AuthzRequest, Decision, Explanation, Principal};
 pub use cases::{parse_principal, run_cases, CaseFailure, CaseReport, Expect};
 pub use compile::{check_files, PolicyError, PolicySource, Requirement, RouteRules};
 pub use schema::{MAX_CLAIM_DEPTH, MAX_CLAIM_ENTRIES, SCHEMA};
