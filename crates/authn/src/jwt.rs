@@ -5,6 +5,7 @@
 //! allow-list bounds it; a failed refresh keeps the previous keys; no lock is held across an
 //! `.await` except the per-issuer single-flight fetch lock (a `tokio::sync::Mutex`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -107,7 +108,20 @@ struct Issuer {
 /// across runtimes and run [`JwtAuthenticator::refresh_loop`] on one of them.
 pub struct JwtAuthenticator {
     issuers: Vec<Issuer>,
+    /// Tokens already verified, by SHA-256 of the whole compact token: a repeat presentation
+    /// skips the signature check (the hot path of a gateway). A hit still needs the token
+    /// unexpired and its issuer's key set unchanged since (any JWKS change re-verifies).
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+struct Verified {
+    token: VerifiedToken,
+    issuer: usize,
+    keys: std::sync::Weak<Vec<CachedKey>>,
+}
+
+/// Bound of the verified-token cache; when full it is emptied (only valid tokens get in).
+const VERIFIED_CACHE: usize = 65_536;
 
 impl std::fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -264,23 +278,60 @@ impl JwtAuthenticator {
                 fetching: tokio::sync::Mutex::new(()),
             });
         }
-        Ok(JwtAuthenticator { issuers })
+        Ok(JwtAuthenticator { issuers, verified: Mutex::new(HashMap::new()) })
     }
 
     /// Verify a bearer token now. An unknown `kid` (or no keys yet) triggers one rate-limited,
     /// single-flight JWKS refetch before the token is refused.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthnError> {
+        let now = unix_now();
+        let digest = self.cache_key(token);
+        if let Some(hit) = digest.as_ref().and_then(|d| self.cached(d, now)) {
+            return Ok(hit);
+        }
         let pending = self.parse(token)?;
         let issuer = self.issuers.get(pending.issuer).ok_or(AuthnError::UnknownIssuer)?;
         let seen = issuer.attempts.load(Ordering::Acquire);
-        match self.finish(&pending, unix_now()) {
+        let result = match self.finish(&pending, now) {
             Err(AuthnError::UnknownKey | AuthnError::KeysUnavailable { .. }) => {
                 // A hanging issuer must not hold requests for a whole discovery + JWKS exchange.
                 let _ = tokio::time::timeout(fetch::FETCH_TIMEOUT, self.refresh_on_demand(issuer, seen)).await;
                 self.finish(&pending, unix_now())
             }
             other => other,
+        };
+        if let (Ok(t), Some(d)) = (&result, digest) {
+            self.remember(d, pending.issuer, t);
         }
+        result
+    }
+
+    fn cache_key(&self, token: &str) -> Option<[u8; 32]> {
+        let max = self.issuers.iter().map(|i| i.settings.max_token_bytes).max().unwrap_or(0);
+        if token.len() > max {
+            return None;
+        }
+        ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().try_into().ok()
+    }
+
+    fn current_keys(&self, issuer: usize) -> Option<Arc<Vec<CachedKey>>> {
+        self.issuers.get(issuer)?.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<VerifiedToken> {
+        let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let v = cache.get(digest)?;
+        let keys = self.current_keys(v.issuer)?;
+        (now < v.token.expires_at && std::ptr::eq(v.keys.as_ptr(), Arc::as_ptr(&keys))).then(|| v.token.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], issuer: usize, token: &VerifiedToken) {
+        let Some(keys) = self.current_keys(issuer) else { return };
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(digest, Verified { token: token.clone(), issuer, keys: Arc::downgrade(&keys) });
     }
 
     /// Verify against the keys cached now, at Unix time `now`, without any network access.

@@ -569,3 +569,26 @@ async fn refresh_loop_picks_up_rotations_and_stops_on_shutdown() {
     tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_verified_token_is_remembered_until_its_key_set_changes() {
+    let server = TestServer::start().await;
+    let (old, new) = (TestKey::es256(), TestKey::es256());
+    let mut s = net_settings(&server);
+    s.jwks_uri = Some(format!("{}/jwks", server.url()));
+    server.set("/jwks", &json!({"keys": [old.jwk("a")]}));
+    let auth = JwtAuthenticator::new(vec![s]).unwrap();
+    auth.refresh_all().await.unwrap();
+    let t = old.sign(&header(&old, "a"), &net_claims(&server));
+    assert!(auth.verify(&t).await.is_ok());
+    assert_eq!(auth.verified.lock().unwrap().len(), 1, "the verified token is remembered");
+    assert!(auth.verify(&t).await.is_ok(), "served from the cache");
+    // A tampered copy has another digest: it is verified, and refused.
+    let forged = format!("{}x", &t[..t.len() - 1]);
+    assert!(auth.verify(&forged).await.is_err());
+    // The issuer drops key "a": the remembered token must not outlive its key.
+    server.set("/jwks", &json!({"keys": [new.jwk("b")]}));
+    auth.refresh_all().await.unwrap();
+    assert_eq!(auth.verify(&t).await.unwrap_err(), AuthnError::UnknownKey);
+    server.stop().await;
+}
