@@ -280,7 +280,10 @@ fn validate_security(c: &Config, out: &mut Vec<Issue>) {
     }
     if let Some(r) = &c.rate_limiting.redis {
         if !r.url.starts_with("redis://") {
-            out.push(Issue::new("rate_limiting.redis.url", "must be a redis:// URL (TLS to Redis is not supported yet)"));
+            out.push(Issue::new(
+                "rate_limiting.redis.url",
+                "must be a redis:// URL (TLS to Redis is not supported yet)",
+            ));
         } else if r.url.split("://").nth(1).and_then(|rest| rest.split('/').next()).is_some_and(|a| a.contains('@')) {
             out.push(Issue::new(
                 "rate_limiting.redis.url",
