@@ -349,6 +349,57 @@ fn clip(s: &str) -> &str {
     }
 }
 
+/// The route filter: answers preflights before authentication (they carry no credentials) and
+/// puts the CORS headers on every response of the route, the gateway's own errors included.
+pub(crate) struct CorsFilter(pub(crate) Cors);
+
+/// The request's `Origin`, kept for the response phase.
+#[derive(Clone)]
+struct SeenOrigin(Option<HeaderValue>);
+
+/// Marks a preflight the gateway answered itself (its headers are final).
+#[derive(Clone)]
+struct Answered;
+
+#[async_trait::async_trait]
+impl crate::filter::Filter for CorsFilter {
+    fn name(&self) -> &'static str {
+        "cors"
+    }
+
+    async fn request_filter(
+        &self,
+        s: &mut crate::filter::Session,
+    ) -> Result<crate::filter::Flow, crate::error::ProxyError> {
+        use palisade_core::audit::Stage;
+        match self.0.preflight(&s.request.method, &s.request.headers) {
+            Preflight::NotPreflight => {
+                s.ext.insert(SeenOrigin(s.request.headers.get(http::header::ORIGIN).cloned()));
+                Ok(crate::filter::Flow::Continue)
+            }
+            Preflight::Allowed(headers) => {
+                s.allow(Stage::Cors, "CORS preflight answered");
+                s.ext.insert(Answered);
+                let mut r = http::Response::new(crate::body::ResponseBody::empty());
+                *r.status_mut() = http::StatusCode::NO_CONTENT;
+                *r.headers_mut() = headers;
+                Ok(crate::filter::Flow::Respond(r))
+            }
+            Preflight::Refused(why) => {
+                Err(s.deny(Stage::Cors, http::StatusCode::FORBIDDEN, format!("CORS preflight refused: {why}")))
+            }
+        }
+    }
+
+    fn response_filter(&self, s: &crate::filter::Session, resp: &mut http::response::Parts) {
+        if s.ext.get::<Answered>().is_some() {
+            return;
+        }
+        let origin = s.ext.get::<SeenOrigin>().and_then(|o| o.0.as_ref());
+        self.0.actual_response_headers(origin, &mut resp.headers);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,56 +669,5 @@ mod tests {
         assert_eq!(normalize_origin("http://[::1]:8080").as_deref(), Some("http://[::1]:8080"));
         assert_eq!(normalize_origin("http://[::1]x"), None);
         assert_eq!(normalize_origin("http://127.0.0.1:8080").as_deref(), Some("http://127.0.0.1:8080"));
-    }
-}
-
-/// The route filter: answers preflights before authentication (they carry no credentials) and
-/// puts the CORS headers on every response of the route, the gateway's own errors included.
-pub(crate) struct CorsFilter(pub(crate) Cors);
-
-/// The request's `Origin`, kept for the response phase.
-#[derive(Clone)]
-struct SeenOrigin(Option<HeaderValue>);
-
-/// Marks a preflight the gateway answered itself (its headers are final).
-#[derive(Clone)]
-struct Answered;
-
-#[async_trait::async_trait]
-impl crate::filter::Filter for CorsFilter {
-    fn name(&self) -> &'static str {
-        "cors"
-    }
-
-    async fn request_filter(
-        &self,
-        s: &mut crate::filter::Session,
-    ) -> Result<crate::filter::Flow, crate::error::ProxyError> {
-        use palisade_core::audit::Stage;
-        match self.0.preflight(&s.request.method, &s.request.headers) {
-            Preflight::NotPreflight => {
-                s.ext.insert(SeenOrigin(s.request.headers.get(http::header::ORIGIN).cloned()));
-                Ok(crate::filter::Flow::Continue)
-            }
-            Preflight::Allowed(headers) => {
-                s.allow(Stage::Cors, "CORS preflight answered");
-                s.ext.insert(Answered);
-                let mut r = http::Response::new(crate::body::ResponseBody::empty());
-                *r.status_mut() = http::StatusCode::NO_CONTENT;
-                *r.headers_mut() = headers;
-                Ok(crate::filter::Flow::Respond(r))
-            }
-            Preflight::Refused(why) => {
-                Err(s.deny(Stage::Cors, http::StatusCode::FORBIDDEN, format!("CORS preflight refused: {why}")))
-            }
-        }
-    }
-
-    fn response_filter(&self, s: &crate::filter::Session, resp: &mut http::response::Parts) {
-        if s.ext.get::<Answered>().is_some() {
-            return;
-        }
-        let origin = s.ext.get::<SeenOrigin>().and_then(|o| o.0.as_ref());
-        self.0.actual_response_headers(origin, &mut resp.headers);
     }
 }

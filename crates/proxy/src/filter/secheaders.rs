@@ -167,6 +167,20 @@ fn clip(s: &str) -> &str {
     }
 }
 
+/// The route filter: security headers on every response of the route (upstream or gateway-made).
+pub(crate) struct SecHeadersFilter(pub(crate) SecurityHeaders);
+
+#[async_trait::async_trait]
+impl crate::filter::Filter for SecHeadersFilter {
+    fn name(&self) -> &'static str {
+        "security_headers"
+    }
+
+    fn response_filter(&self, s: &crate::filter::Session, resp: &mut http::response::Parts) {
+        self.0.apply(s.tls, &mut resp.headers);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,19 +323,5 @@ mod tests {
             bad(SecHeadersSpec { csp: Some("default-src 'self'\r\nX-Evil: 1".into()), ..d() }),
             "csp is not a valid header value"
         );
-    }
-}
-
-/// The route filter: security headers on every response of the route (upstream or gateway-made).
-pub(crate) struct SecHeadersFilter(pub(crate) SecurityHeaders);
-
-#[async_trait::async_trait]
-impl crate::filter::Filter for SecHeadersFilter {
-    fn name(&self) -> &'static str {
-        "security_headers"
-    }
-
-    fn response_filter(&self, s: &crate::filter::Session, resp: &mut http::response::Parts) {
-        self.0.apply(s.tls, &mut resp.headers);
     }
 }

@@ -885,6 +885,59 @@ fn convert_nullable(v: &mut Value) {
     }
 }
 
+/// The route filter: the head is checked in the request phase; the body, when a schema needs it,
+/// is buffered (up to `max_body_bytes`, else 413) and checked before anything goes upstream.
+pub(crate) struct ValidateFilter {
+    pub(crate) validator: Validator,
+    pub(crate) max_body_bytes: u64,
+}
+
+impl ValidateFilter {
+    fn refuse(s: &mut crate::filter::Session, r: Rejection) -> crate::error::ProxyError {
+        let status = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+        s.deny(palisade_core::audit::Stage::Validation, status, r.message)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::filter::Filter for ValidateFilter {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+
+    async fn request_filter(
+        &self,
+        s: &mut crate::filter::Session,
+    ) -> Result<crate::filter::Flow, crate::error::ProxyError> {
+        let head = self.validator.check_head(
+            &s.request.method,
+            s.request.uri.path(),
+            s.request.uri.query(),
+            &s.request.headers,
+        );
+        match head {
+            Ok(()) => Ok(crate::filter::Flow::Continue),
+            Err(r) => Err(Self::refuse(s, r)),
+        }
+    }
+
+    fn wants_body(&self) -> Option<u64> {
+        self.validator.needs_body().then_some(self.max_body_bytes)
+    }
+
+    async fn request_body_filter(
+        &self,
+        s: &mut crate::filter::Session,
+        body: &bytes::Bytes,
+    ) -> Result<(), crate::error::ProxyError> {
+        let path = s.request.uri.path().to_owned();
+        match self.validator.check_body(&s.request.method, &path, body) {
+            Ok(()) => Ok(()),
+            Err(r) => Err(Self::refuse(s, r)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1350,58 +1403,5 @@ mod tests {
             parse_template("/{a}{b}", Vec::new()).err(),
             Some("path \"/{a}{b}\": adjacent parameters".to_owned())
         );
-    }
-}
-
-/// The route filter: the head is checked in the request phase; the body, when a schema needs it,
-/// is buffered (up to `max_body_bytes`, else 413) and checked before anything goes upstream.
-pub(crate) struct ValidateFilter {
-    pub(crate) validator: Validator,
-    pub(crate) max_body_bytes: u64,
-}
-
-impl ValidateFilter {
-    fn refuse(s: &mut crate::filter::Session, r: Rejection) -> crate::error::ProxyError {
-        let status = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::BAD_REQUEST);
-        s.deny(palisade_core::audit::Stage::Validation, status, r.message)
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::filter::Filter for ValidateFilter {
-    fn name(&self) -> &'static str {
-        "validate"
-    }
-
-    async fn request_filter(
-        &self,
-        s: &mut crate::filter::Session,
-    ) -> Result<crate::filter::Flow, crate::error::ProxyError> {
-        let head = self.validator.check_head(
-            &s.request.method,
-            s.request.uri.path(),
-            s.request.uri.query(),
-            &s.request.headers,
-        );
-        match head {
-            Ok(()) => Ok(crate::filter::Flow::Continue),
-            Err(r) => Err(Self::refuse(s, r)),
-        }
-    }
-
-    fn wants_body(&self) -> Option<u64> {
-        self.validator.needs_body().then_some(self.max_body_bytes)
-    }
-
-    async fn request_body_filter(
-        &self,
-        s: &mut crate::filter::Session,
-        body: &bytes::Bytes,
-    ) -> Result<(), crate::error::ProxyError> {
-        let path = s.request.uri.path().to_owned();
-        match self.validator.check_body(&s.request.method, &path, body) {
-            Ok(()) => Ok(()),
-            Err(r) => Err(Self::refuse(s, r)),
-        }
     }
 }
