@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use palisade_policy::{Authorizer, AuthzRequest, PolicySource, Requirement, RouteRules};
+use palisade_policy::{Authorizer, AuthzRequest, PolicySource};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -83,25 +83,10 @@ fn load(set: &PolicySet) -> anyhow::Result<Loaded> {
         let loaded = palisade_core::load_file(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let base = loaded.base_dir.clone();
         files.extend(loaded.config.authorization.policies.iter().map(|p| base.join(p)));
+        rules = palisade_proxy::route_rules(&loaded.config);
         for r in &loaded.config.routes {
             let prefix = r.matches.path.as_ref().and_then(|p| p.prefix.clone().or_else(|| p.exact.clone()));
             routes.push((r.name.clone(), prefix));
-            if let Some(z) = &r.authz {
-                rules.push(RouteRules {
-                    route: r.name.clone(),
-                    allow_anonymous: z.allow_anonymous,
-                    require: z
-                        .require
-                        .iter()
-                        .map(|q| Requirement {
-                            methods: q.methods.clone(),
-                            scopes: q.scopes.clone(),
-                            roles: q.roles.clone(),
-                            claims: q.claims.clone(),
-                        })
-                        .collect(),
-                });
-            }
         }
     } else if files.is_empty() {
         bail!("give --config FILE or --policies FILE");

@@ -26,6 +26,7 @@ pub use error::ProxyError;
 pub use filter::{Filter, Flow, Session};
 pub use metrics::Metrics;
 pub use runtime::check;
+pub use security::route_rules;
 pub use server::{Gateway, StartError};
 
 /// Entry points for fuzzing the request-head handling (no sockets).

@@ -300,6 +300,25 @@ fn compile_jwt(loaded: &LoadedConfig, previous: Option<&Security>, issues: &mut 
     }
 }
 
+/// The `authz` sections of the routes, as Cedar route shortcuts (also used by `palisade policy`).
+pub fn route_rules(c: &palisade_core::config::Config) -> Vec<RouteRules> {
+    let rules = c.routes.iter().filter_map(|r| {
+        let z = r.authz.as_ref()?;
+        let require = z
+            .require
+            .iter()
+            .map(|q| Requirement {
+                methods: q.methods.clone(),
+                scopes: q.scopes.clone(),
+                roles: q.roles.clone(),
+                claims: q.claims.clone(),
+            })
+            .collect();
+        Some(RouteRules { route: r.name.clone(), allow_anonymous: z.allow_anonymous, require })
+    });
+    rules.collect()
+}
+
 fn compile_authorizer(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<Arc<Authorizer>> {
     let c = &loaded.config;
     if !c.routes.iter().any(|r| r.authz.is_some()) {
@@ -313,27 +332,7 @@ fn compile_authorizer(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<
             Err(e) => issues.push(Issue::new(format!("authorization.policies[{i}]"), format!("cannot read: {e}"))),
         }
     }
-    let routes: Vec<RouteRules> = c
-        .routes
-        .iter()
-        .filter_map(|r| {
-            let z = r.authz.as_ref()?;
-            Some(RouteRules {
-                route: r.name.clone(),
-                allow_anonymous: z.allow_anonymous,
-                require: z
-                    .require
-                    .iter()
-                    .map(|q| Requirement {
-                        methods: q.methods.clone(),
-                        scopes: q.scopes.clone(),
-                        roles: q.roles.clone(),
-                        claims: q.claims.clone(),
-                    })
-                    .collect(),
-            })
-        })
-        .collect();
+    let routes = route_rules(c);
     match Authorizer::compile(&files, &routes) {
         Ok(a) => Some(Arc::new(a)),
         Err(errs) => {
