@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use palisade_core::audit::{now_rfc3339, AuditEvent, AuditSink, Decision};
 
 use crate::filter::Session;
@@ -18,8 +18,6 @@ pub(crate) fn emit(
     sink: &dyn AuditSink,
     route: &CompiledRoute,
     s: &mut Session,
-    method: &Method,
-    path: String,
     status: StatusCode,
     elapsed: Duration,
 ) {
@@ -42,8 +40,8 @@ pub(crate) fn emit(
         client_id,
         auth_method,
         route: route.name.to_string(),
-        method: method.to_string(),
-        path,
+        method: s.request.method.to_string(),
+        path: s.request.uri.path().to_owned(),
         client_ip: s.client_ip.to_string(),
         policy_ids: std::mem::take(&mut s.audit.policy_ids),
         status: status.as_u16(),

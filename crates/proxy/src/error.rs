@@ -32,6 +32,11 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// A filter's refusal with no extra response headers.
+    pub fn rejected(status: StatusCode, message: impl Into<String>) -> ProxyError {
+        ProxyError::Rejected { status, message: message.into(), headers: Vec::new() }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,

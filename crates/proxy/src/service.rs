@@ -73,7 +73,6 @@ pub(crate) async fn handle(
     let version = req.version();
     let path = if rt.access_log { req.uri().path().to_owned() } else { String::new() };
     let mut out = Outcome::default();
-    let audit_path = if rt.audit.is_some() { req.uri().path().to_owned() } else { String::new() };
     let mut resp = match proxy(&rt, &conn, req, &request_id, &mut out).await {
         Ok(r) => r,
         Err(e) => {
@@ -99,7 +98,7 @@ pub(crate) async fn handle(
     let status = resp.status();
     let elapsed = start.elapsed();
     if let (Some(sink), Some(route), Some(s)) = (&rt.audit, &out.route, &mut out.session) {
-        audit::emit(&**sink, route, s, &method, audit_path, status, elapsed);
+        audit::emit(&**sink, route, s, status, elapsed);
     }
     match &out.route {
         Some(route) => {

@@ -67,7 +67,7 @@ impl AuthnFilter {
             Some(e) => e.description().to_owned(),
             None => "authentication required".to_owned(),
         };
-        let _ = s.deny(Stage::Authn, status, reason);
+        s.deny(Stage::Authn, reason);
         ProxyError::Rejected { status, message, headers: challenge(scheme, err) }
     }
 

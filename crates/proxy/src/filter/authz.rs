@@ -60,12 +60,8 @@ impl Filter for AuthzFilter {
             } else {
                 format!("denied; policy evaluation errors: {}", decision.errors.join("; "))
             };
-            let _ = s.deny(Stage::Authz, StatusCode::FORBIDDEN, reason);
-            Err(ProxyError::Rejected {
-                status: StatusCode::FORBIDDEN,
-                message: "access denied".into(),
-                headers: Vec::new(),
-            })
+            s.deny(Stage::Authz, reason);
+            Err(ProxyError::rejected(StatusCode::FORBIDDEN, "access denied"))
         }
     }
 }

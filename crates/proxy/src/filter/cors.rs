@@ -386,7 +386,9 @@ impl crate::filter::Filter for CorsFilter {
                 Ok(crate::filter::Flow::Respond(r))
             }
             Preflight::Refused(why) => {
-                Err(s.deny(Stage::Cors, http::StatusCode::FORBIDDEN, format!("CORS preflight refused: {why}")))
+                let reason = format!("CORS preflight refused: {why}");
+                s.deny(Stage::Cors, reason.clone());
+                Err(crate::error::ProxyError::rejected(http::StatusCode::FORBIDDEN, reason))
             }
         }
     }

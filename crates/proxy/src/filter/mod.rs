@@ -55,12 +55,10 @@ pub struct AuditNote {
 }
 
 impl Session {
-    /// Record a refusal and build the error that answers it.
-    pub fn deny(&mut self, stage: Stage, status: StatusCode, reason: impl Into<String>) -> ProxyError {
-        let reason = reason.into();
+    /// Record a refusal for the audit event; the filter then returns the error that answers it.
+    pub fn deny(&mut self, stage: Stage, reason: impl Into<String>) {
         self.audit.decision = Some((Decision::Deny, stage));
-        self.audit.reason = reason.clone();
-        ProxyError::Rejected { status, message: reason, headers: Vec::new() }
+        self.audit.reason = reason.into();
     }
 
     /// Record a passed stage; the last one recorded is what the audit event says.

@@ -91,11 +91,7 @@ impl Filter for RateLimitFilter {
             match l.store.check(&key, &l.quota, SystemTime::now()).await {
                 Ok(v @ Verdict::Limited { .. }) => {
                     let headers = palisade_ratelimit::response_headers(&l.quota, &v, &l.name);
-                    let _ = s.deny(
-                        Stage::RateLimit,
-                        StatusCode::TOO_MANY_REQUESTS,
-                        format!("rate limit {} exceeded", l.name),
-                    );
+                    s.deny(Stage::RateLimit, format!("rate limit {} exceeded", l.name));
                     return Err(ProxyError::Rejected {
                         status: StatusCode::TOO_MANY_REQUESTS,
                         message: "rate limit exceeded".into(),
@@ -110,11 +106,7 @@ impl Filter for RateLimitFilter {
                 Err(e) => match l.on_error {
                     OnError::FailClosed => {
                         tracing::warn!(limit = %l.name, error = %e, "rate limit store unavailable: failing closed");
-                        let _ = s.deny(
-                            Stage::RateLimit,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("rate limit store unavailable ({e}); failed closed"),
-                        );
+                        s.deny(Stage::RateLimit, format!("rate limit store unavailable ({e}); failed closed"));
                         return Err(ProxyError::Rejected {
                             status: StatusCode::SERVICE_UNAVAILABLE,
                             message: "rate limiting is unavailable".into(),

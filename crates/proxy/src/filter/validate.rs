@@ -895,7 +895,8 @@ pub(crate) struct ValidateFilter {
 impl ValidateFilter {
     fn refuse(s: &mut crate::filter::Session, r: Rejection) -> crate::error::ProxyError {
         let status = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::BAD_REQUEST);
-        s.deny(palisade_core::audit::Stage::Validation, status, r.message)
+        s.deny(palisade_core::audit::Stage::Validation, r.message.clone());
+        crate::error::ProxyError::rejected(status, r.message)
     }
 }
 
