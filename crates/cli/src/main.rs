@@ -15,6 +15,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: per-thread free lists make the request path's many small, short-lived allocations
+/// (and frees on another thread, as with audit events) cheaper than glibc malloc. Measured in
+/// `bench/RESULTS.md`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "palisade",

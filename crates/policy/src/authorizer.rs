@@ -515,7 +515,7 @@ fn build_context(req: &AuthzRequest<'_>, needs: &Needs) -> Result<Context, Strin
     } else if let Some(claims) = req.claims {
         // Claims over the limits deny whether or not a policy reads them, so the limit does not depend
         // on which policies are loaded.
-        flatten_claims(claims)?;
+        check_claim_limits(claims)?;
     }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
@@ -556,18 +556,25 @@ fn standard_claims(claims: &Map<String, Value>) -> Result<RestrictedExpression, 
 
 /// The `context.claims_str` entries (see the `schema` module docs for the format).
 pub(crate) fn flatten_claims(claims: &Map<String, Value>) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
+    let mut flat = Flat { entries: Some(Vec::new()), count: 0 };
     let mut path = String::new();
-    flatten_object(claims, &mut path, 1, &mut out)?;
-    Ok(out)
+    flatten_object(claims, &mut path, 1, &mut flat)?;
+    Ok(flat.entries.unwrap_or_default())
 }
 
-fn flatten_object(
-    obj: &Map<String, Value>,
-    path: &mut String,
-    depth: usize,
-    out: &mut Vec<String>,
-) -> Result<(), String> {
+/// The limits of [`flatten_claims`] without building the entries.
+fn check_claim_limits(claims: &Map<String, Value>) -> Result<(), String> {
+    let mut flat = Flat { entries: None, count: 0 };
+    flatten_object(claims, &mut String::new(), 1, &mut flat)
+}
+
+/// Where flattening goes: the entries (when wanted) and how many scalars were seen.
+struct Flat {
+    entries: Option<Vec<String>>,
+    count: usize,
+}
+
+fn flatten_object(obj: &Map<String, Value>, path: &mut String, depth: usize, out: &mut Flat) -> Result<(), String> {
     if depth > MAX_CLAIM_DEPTH {
         return Err(format!("claims nested deeper than {MAX_CLAIM_DEPTH} levels"));
     }
@@ -576,17 +583,19 @@ fn flatten_object(
             continue;
         }
         let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
+        if out.entries.is_some() {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
         }
-        path.push_str(key);
         flatten_value(value, path, depth, out)?;
         path.truncate(len);
     }
     Ok(())
 }
 
-fn flatten_value(value: &Value, path: &mut String, depth: usize, out: &mut Vec<String>) -> Result<(), String> {
+fn flatten_value(value: &Value, path: &mut String, depth: usize, out: &mut Flat) -> Result<(), String> {
     match value {
         Value::Null => Ok(()),
         Value::Object(obj) => flatten_object(obj, path, depth.saturating_add(1), out),
@@ -595,7 +604,9 @@ fn flatten_value(value: &Value, path: &mut String, depth: usize, out: &mut Vec<S
                 return Err(format!("claims nested deeper than {MAX_CLAIM_DEPTH} levels"));
             }
             let len = path.len();
-            path.push_str("[]");
+            if out.entries.is_some() {
+                path.push_str("[]");
+            }
             for item in items {
                 flatten_value(item, path, depth.saturating_add(1), out)?;
             }
@@ -603,11 +614,12 @@ fn flatten_value(value: &Value, path: &mut String, depth: usize, out: &mut Vec<S
             Ok(())
         }
         scalar => {
-            if out.len() >= MAX_CLAIM_ENTRIES {
+            if out.count >= MAX_CLAIM_ENTRIES {
                 return Err(format!("claims have more than {MAX_CLAIM_ENTRIES} values"));
             }
-            if let Some(text) = scalar_text(scalar) {
-                out.push(format!("{path}={text}"));
+            out.count += 1;
+            if let (Some(entries), Some(text)) = (&mut out.entries, scalar_text(scalar)) {
+                entries.push(format!("{path}={text}"));
             }
             Ok(())
         }

@@ -526,6 +526,8 @@ fn claims_flattening() {
     );
     let a = Authorizer::compile(&[src("p.cedar", "permit (principal, action, resource);")], &[]).unwrap();
     assert!(!a.decide(&user("GET", "x").claims(many).req()).allow);
+    assert!(!a.decide(&user("GET", "x").claims(deeper).req()).allow);
+    assert!(a.decide(&user("GET", "x").claims(deep).req()).allow);
 }
 
 #[test]

@@ -134,8 +134,9 @@ pub(crate) struct Decision {
 /// `stored_tat` is the key's theoretical arrival time (µs) or `None` for an unknown/expired key, which is
 /// exactly equivalent to any `TAT ≤ now` (that is why evicting such keys loses nothing). A stored TAT
 /// beyond `now + τ + T` cannot be produced by this function at the current time: it means that `now` is
-/// behind the clock that set it. Up to [`CLOCK_STEP_US`] behind (threads that read the clock before
-/// waiting for a lock) is simply honoured; more means the clock stepped back, and the TAT is clamped to
+/// behind the clock that set it. Up to [`CLOCK_STEP_US`] behind is a stale reading (the local store moves
+/// such readings up to its latest time first; Redis reads its own clock) and is honoured; more means the
+/// clock stepped back, and the TAT is clamped to
 /// `now + τ + T` (and stored), which bounds the harm of a clock step to one emission interval.
 ///
 /// Hand-written rather than `governor` because both stores must share the exact arithmetic (Redis runs it in

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use crate::gcra::{gcra, unix_micros, Quota, Verdict};
+use crate::gcra::{gcra, unix_micros, Quota, Verdict, CLOCK_STEP_US};
 use crate::store::{Store, StoreError};
 
 /// Below this many keys a shard is not swept at all: sweeping a tiny map costs more than it saves.
@@ -39,6 +39,23 @@ struct Shard {
     tats: HashMap<Box<str>, u64>,
     /// Sweep expired keys when inserting a new key would make the map this large.
     sweep_at: usize,
+    /// The latest time (µs) a check of this shard ran at; see [`Shard::now`].
+    clock: u64,
+}
+
+impl Shard {
+    /// The time a check runs at: the caller's clock reading, or the shard's latest when the reading is
+    /// behind it by at most [`CLOCK_STEP_US`]. A caller that read the clock and was then preempted (or
+    /// waited for the lock) would otherwise be judged in the past, against a TAT that later requests have
+    /// already advanced, and be limited although the limit was never reached. A reading further behind is
+    /// a clock step, which [`gcra`] handles, and becomes the shard's time.
+    fn now(&mut self, reading: u64) -> u64 {
+        if reading < self.clock && self.clock - reading <= CLOCK_STEP_US {
+            return self.clock;
+        }
+        self.clock = reading;
+        reading
+    }
 }
 
 impl LocalStore {
@@ -54,7 +71,7 @@ impl LocalStore {
         let shard_cap = max_keys.max(1).div_ceil(n);
         let sweep_at = MIN_SWEEP_LEN.min(shard_cap);
         Self {
-            shards: (0..n).map(|_| Mutex::new(Shard { tats: HashMap::new(), sweep_at })).collect(),
+            shards: (0..n).map(|_| Mutex::new(Shard { tats: HashMap::new(), sweep_at, clock: 0 })).collect(),
             shard_mask: n - 1,
             shard_cap,
             hasher: RandomState::new(),
@@ -73,6 +90,7 @@ impl LocalStore {
         // A panic while holding the lock cannot leave a shard inconsistent (each update is one insert),
         // so a poisoned lock is used as is.
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = shard.now(now);
         if let Some(tat) = shard.tats.get_mut(key) {
             let decision = gcra(Some(*tat), now, quota);
             if let Some(new_tat) = decision.new_tat {
@@ -187,6 +205,25 @@ mod tests {
         assert_eq!(store.check_at("b", &quota, at(0)), allowed(1, 100));
         assert_eq!(store.check_at("a", &quota, at(100)), allowed(0, 200));
         assert_eq!(store.len(), 2);
+    }
+
+    /// A caller whose clock reading is older than the shard's latest (it was preempted between reading
+    /// the clock and taking the lock) is judged at the shard's time, not limited by requests that came
+    /// after its reading. A reading over a clock step behind is a clock step: it becomes the time.
+    #[test]
+    fn stale_readings_are_judged_at_the_latest_time() {
+        let store = LocalStore::with_shards(100, 1);
+        let quota = Quota::new(1000, Duration::from_secs(1), 1).unwrap(); // T = 1 ms, tau = 1 ms
+        for ms in 0..10 {
+            assert!(store.check_at("k", &quota, at(ms)).is_allowed());
+        }
+        // At 9 ms the TAT is 10 ms; a reading taken at 5 ms would be 5 ms ahead of it (> tau) and limited.
+        assert_eq!(store.check_at("k", &quota, at(5)), allowed(0, 2));
+        // The key's next request at the latest time finds the slot just taken.
+        assert!(!store.check_at("k", &quota, at(9)).is_allowed());
+        // Two seconds back is a clock step: the TAT is clamped and the step becomes the shard's time.
+        assert!(!store.check_at("k", &quota, at(0).checked_sub(Duration::from_secs(2)).unwrap()).is_allowed());
+        assert_eq!(store.shards[0].lock().unwrap().clock, unix_micros(at(0)) - 2_000_000);
     }
 
     #[tokio::test(flavor = "current_thread")]
