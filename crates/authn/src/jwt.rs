@@ -137,7 +137,8 @@ impl std::fmt::Debug for JwtAuthenticator {
 pub struct VerifiedToken {
     issuer: String,
     expires_at: u64,
-    claims: Map<String, Value>,
+    /// Shared: the verified-token cache and every request using the token hold the same map.
+    claims: Arc<Map<String, Value>>,
 }
 
 impl VerifiedToken {
@@ -176,6 +177,11 @@ impl VerifiedToken {
 
     pub fn claims(&self) -> &Map<String, Value> {
         &self.claims
+    }
+
+    /// The claims, shared (a reference-count increment, not a copy).
+    pub fn shared_claims(&self) -> Arc<Map<String, Value>> {
+        Arc::clone(&self.claims)
     }
 
     /// `cnf.x5t#S256` (RFC 8705): the token is bound to a client certificate.
@@ -497,7 +503,7 @@ impl JwtAuthenticator {
                 return Err(AuthnError::AudienceMismatch);
             }
         }
-        Ok(VerifiedToken { issuer: issuer.settings.issuer.clone(), expires_at: exp, claims: claims.clone() })
+        Ok(VerifiedToken { issuer: issuer.settings.issuer.clone(), expires_at: exp, claims: Arc::new(claims.clone()) })
     }
 }
 

@@ -105,7 +105,7 @@ impl AuthnFilter {
         id.issuer = Some(verified.issuer().to_owned());
         id.scopes = verified.scopes().into_iter().map(str::to_owned).collect();
         id.roles = verified.roles().into_iter().map(str::to_owned).collect();
-        id.claims = Some(Arc::new(verified.claims().clone()));
+        id.claims = Some(verified.shared_claims());
         Some(Ok(id))
     }
 
