@@ -9,9 +9,11 @@
 pub mod audit;
 pub mod config;
 pub mod diagnostic;
+pub mod mesh;
 pub mod secret;
 
 pub use audit::{AuditEvent, AuditSink};
 pub use config::{load_file, parse_str, LoadedConfig};
 pub use diagnostic::{ConfigError, Diagnostic, Issue};
+pub use mesh::{SpiffeId, Svid, SvidCell, SvidSource};
 pub use secret::{Secret, SecretRef};
