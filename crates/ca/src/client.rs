@@ -1,0 +1,1 @@
+//! The workload-side client of the CA API (see the crate docs).
