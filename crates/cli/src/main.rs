@@ -78,6 +78,10 @@ enum Command {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: std::net::SocketAddr,
+        /// orders only: charge each new order at this payments base URL (e.g. the sidecar's
+        /// outbound listener, http://127.0.0.1:15001)
+        #[arg(long, value_name = "URL")]
+        payments_url: Option<String>,
     },
     /// Check Cedar policies, explain a decision, run a decision table
     Policy {
@@ -163,7 +167,9 @@ fn main() -> ExitCode {
                 match cmd {
                     Command::Gateway { config } => gateway::run(config).await,
                     Command::Up { data_dir } => up::run(data_dir).await,
-                    Command::Demo { service, listen } => demo::run_standalone(&service, listen).await,
+                    Command::Demo { service, listen, payments_url } => {
+                        demo::run_standalone(&service, listen, payments_url).await
+                    }
                     Command::Server(args) => server::run(*args).await,
                     Command::Idp { state, command } => idp_cmd::run_idp(state, command).await,
                     Command::Keys { state, command } => idp_cmd::run_keys(state, command).await,

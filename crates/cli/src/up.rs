@@ -23,7 +23,7 @@ pub async fn run(data_dir: PathBuf) -> anyhow::Result<()> {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         ports.push(l.local_addr()?.port());
         tokio::spawn(async move {
-            if let Err(e) = demo::serve(l, demo::by_name(name)).await {
+            if let Err(e) = demo::serve(l, demo::by_name(name, None)).await {
                 tracing::error!(service = name, error = %e, "demo service stopped");
             }
         });
