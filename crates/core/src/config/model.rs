@@ -65,6 +65,30 @@ pub struct Config {
     pub rate_limiting: RateLimiting,
     #[serde(default)]
     pub security_headers: SecurityHeadersConfig,
+    /// Service mesh membership: where this sidecar gets its SVID and which trust domain it is in.
+    pub mesh: Option<MeshConfig>,
+}
+
+/// `mesh:` the workload CA this sidecar joins. The engine only validates and exposes it: the
+/// `palisade` binary fetches and rotates the SVID and hands the engine an `SvidSource`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Base URL of the Palisade CA (`http://` or `https://`).
+    pub server: String,
+    /// PEM CA bundle that must have issued an `https://` server's certificate.
+    pub server_ca: Option<PathBuf>,
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// One-time join token: a secret, so `file:PATH` or `${ENV_VAR}`. Exactly one of
+    /// `join_token` and `k8s_token_file`.
+    pub join_token: Option<SecretRef>,
+    /// Projected Kubernetes service account token to attest with.
+    pub k8s_token_file: Option<PathBuf>,
+}
+
+fn default_trust_domain() -> String {
+    "palisade.local".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -72,6 +96,30 @@ pub struct Config {
 pub struct Listeners {
     pub http: Option<HttpListener>,
     pub https: Option<HttpsListener>,
+    /// Inbound mTLS listener of the mesh (SVID-authenticated peers only). Needs `mesh:`.
+    pub mesh: Option<MeshListener>,
+    /// Extra plain-HTTP listeners, e.g. a sidecar's outbound ports (one per destination).
+    #[serde(default)]
+    pub local: Vec<LocalListener>,
+}
+
+/// Names the built-in listeners have in `match.listeners`.
+pub const LISTENER_HTTP: &str = "http";
+pub const LISTENER_HTTPS: &str = "https";
+pub const LISTENER_MESH: &str = "mesh";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshListener {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalListener {
+    /// Name used in routes' `match.listeners`; not `http`, `https` or `mesh`.
+    pub name: String,
+    pub address: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -191,6 +239,11 @@ pub struct Upstream {
     #[serde(default)]
     pub passive_ejection: PassiveEjection,
     pub tls: Option<UpstreamTls>,
+    /// Connect with mTLS using this sidecar's SVID; the peer must present `identity`.
+    #[serde(default)]
+    pub mesh: bool,
+    /// SPIFFE ID the upstream must present (required with `mesh: true`).
+    pub identity: Option<String>,
 }
 
 fn default_connect_timeout() -> Dur {
@@ -287,6 +340,9 @@ pub struct RouteMatch {
     /// Methods; empty matches any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Listeners (`http`, `https`, `mesh` or a `local` name) whose requests this route takes.
+    /// Unset: every listener except `mesh` (the mesh only reaches routes that name it).
+    pub listeners: Option<Vec<String>>,
 }
 
 /// Exactly one of `exact`, `prefix` or `regex`.

@@ -122,3 +122,144 @@ fn worker_count_is_bounded() {
     let e = err(&format!("workers: 5000\n{GOOD}"));
     assert_eq!(e, "gw.yaml:1:10: workers: at most 1024 worker threads (0 = one per core)");
 }
+
+const MESH: &str = r#"
+mesh:
+  server: https://ca.palisade.svc:8443
+  server_ca: ca.pem
+  trust_domain: td
+  join_token: "${PALISADE_JOIN_TOKEN}"
+listeners:
+  mesh: { address: 127.0.0.1:15443 }
+  local:
+    - { name: to-b, address: 127.0.0.1:15001 }
+upstreams:
+  b:
+    endpoints: ["10.0.0.2:15443"]
+    mesh: true
+    identity: spiffe://td/ns/shop/sa/b
+  app: { endpoints: ["127.0.0.1:8080"] }
+routes:
+  - name: out-b
+    match: { listeners: [to-b] }
+    upstream: b
+  - name: in
+    match: { listeners: [mesh] }
+    upstream: app
+    authn: { methods: [mtls] }
+"#;
+
+fn paths(text: &str) -> Vec<(String, String)> {
+    let e = parse_str("gw.yaml", text, Path::new(".")).err().map(|e| e.diagnostics).unwrap_or_default();
+    e.into_iter().map(|d| (d.path, d.message)).collect()
+}
+
+#[test]
+fn mesh_config_parses() {
+    let c = parse_str("gw.yaml", MESH, Path::new(".")).map(|l| l.config).unwrap_or_else(|e| unreachable!("{e}"));
+    let m = c.mesh.as_ref().unwrap();
+    assert_eq!((m.server.as_str(), m.trust_domain.as_str()), ("https://ca.palisade.svc:8443", "td"));
+    assert_eq!(m.join_token, Some(crate::SecretRef::parse("${PALISADE_JOIN_TOKEN}").unwrap()));
+    assert_eq!(c.listeners.mesh.as_ref().map(|l| l.address.port()), Some(15443));
+    assert_eq!(c.listeners.local[0].name, "to-b");
+    assert!(c.upstreams["b"].mesh);
+    assert_eq!(c.upstreams["b"].identity.as_deref(), Some("spiffe://td/ns/shop/sa/b"));
+    assert_eq!(c.routes[1].matches.listeners, Some(vec!["mesh".to_string()]));
+    assert_eq!(c.routes[0].matches.listeners, Some(vec!["to-b".to_string()]));
+    let d = MESH.replace("  trust_domain: td\n", "").replace("spiffe://td/", "spiffe://palisade.local/");
+    let c = parse_str("gw.yaml", &d, Path::new(".")).map(|l| l.config).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(c.mesh.map(|m| m.trust_domain), Some("palisade.local".to_string()));
+}
+
+#[test]
+fn mesh_section_errors_name_the_field() {
+    let t = MESH.replace("https://ca.palisade.svc:8443", "ftp://ca").replace("trust_domain: td", "trust_domain: TD");
+    assert_eq!(
+        paths(&t),
+        [
+            ("mesh.server".into(), "must be an http:// or https:// URL".into()),
+            ("mesh.server_ca".into(), "server_ca needs an https:// mesh.server".into()),
+            ("mesh.trust_domain".into(), "invalid trust domain \"TD\" (use a-z, 0-9, '.', '-' and '_')".into()),
+            ("upstreams.b.identity".into(), "spiffe://td/ns/shop/sa/b is not in the mesh trust domain \"TD\"".into()),
+        ]
+    );
+    let both = MESH.replace("  join_token:", "  k8s_token_file: /var/run/token\n  join_token:");
+    assert_eq!(err(&both), "gw.yaml:6:19: mesh.k8s_token_file: set join_token or k8s_token_file, not both");
+    let neither = MESH.replace("  join_token: \"${PALISADE_JOIN_TOKEN}\"\n", "");
+    assert_eq!(err(&neither), "gw.yaml:2:1: mesh: one of join_token or k8s_token_file is required");
+    let inline = MESH.replace("\"${PALISADE_JOIN_TOKEN}\"", "abcdef");
+    assert!(err(&inline).starts_with("gw.yaml:6:15: mesh.join_token: secrets must be a reference"), "{}", err(&inline));
+}
+
+#[test]
+fn mesh_listener_and_upstreams_need_the_mesh_section() {
+    let start = MESH.find("listeners:").unwrap();
+    let t = &MESH[start..];
+    assert_eq!(
+        paths(t),
+        [
+            ("listeners.mesh".into(), "the mesh listener needs the top-level mesh section".into()),
+            ("upstreams.b.mesh".into(), "mesh upstreams need the top-level mesh section".into()),
+        ]
+    );
+}
+
+#[test]
+fn mesh_upstream_identity_rules() {
+    let t = MESH.replace("    identity: spiffe://td/ns/shop/sa/b\n", "");
+    assert_eq!(paths(&t), [("upstreams.b.identity".into(), "mesh: true needs the upstream's SPIFFE ID".into())]);
+    let t = MESH.replace("mesh: true\n", "mesh: false\n");
+    assert_eq!(paths(&t), [("upstreams.b.identity".into(), "identity needs mesh: true".into())]);
+    let t = MESH.replace("spiffe://td/ns/shop/sa/b", "spiffe://td/ns/../b");
+    assert_eq!(paths(&t).len(), 1);
+    assert_eq!(paths(&t)[0].0, "upstreams.b.identity");
+    let t = MESH.replace("    mesh: true\n", "    mesh: true\n    tls: { ca: ca.pem }\n");
+    assert_eq!(
+        paths(&t),
+        [("upstreams.b.tls".into(), "tls and mesh: true are exclusive (the mesh brings its own TLS)".into())]
+    );
+}
+
+#[test]
+fn local_listener_names_and_route_listeners_are_checked() {
+    let t = MESH.replace("name: to-b, address: 127.0.0.1:15001", "name: mesh, address: 127.0.0.1:15443");
+    assert_eq!(
+        paths(&t),
+        [
+            ("listeners.local[0].name".into(), "\"mesh\" is the name of a built-in listener".into()),
+            ("listeners.local[0].address".into(), "address 127.0.0.1:15443 is used by another listener".into()),
+            ("routes[0].match.listeners[0]".into(), "unknown listener \"to-b\"".into()),
+        ]
+    );
+    let t = MESH.replace(
+        "    - { name: to-b, address: 127.0.0.1:15001 }\n",
+        "    - { name: to-b, address: 127.0.0.1:15001 }\n    - { name: to-b, address: 127.0.0.1:15002 }\n",
+    );
+    assert_eq!(paths(&t), [("listeners.local[1].name".into(), "duplicate listener name \"to-b\"".into())]);
+    let t = MESH.replace("listeners: [to-b]", "listeners: [to-c]");
+    assert_eq!(
+        err(&t),
+        "gw.yaml:19:26: routes[0].match.listeners[0]: unknown listener \"to-c\" (did you mean \"to-b\"?)"
+    );
+    let t = MESH.replace("listeners: [to-b]", "listeners: []");
+    assert_eq!(
+        paths(&t),
+        [(
+            "routes[0].match.listeners".into(),
+            "list at least one listener (omit the field for every listener except mesh)".into()
+        )]
+    );
+}
+
+#[test]
+fn mtls_routes_need_client_auth_or_the_mesh_listener() {
+    // Without `listeners: [mesh]` the route is not reachable from the mesh listener.
+    let t = MESH.replace("    match: { listeners: [mesh] }\n", "");
+    assert_eq!(
+        paths(&t),
+        [(
+            "routes[1].authn.methods[0]".into(),
+            "mtls needs listeners.https.client_auth, or a route on the mesh listener".into()
+        )]
+    );
+}

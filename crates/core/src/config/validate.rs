@@ -9,9 +9,10 @@ use super::model::*;
 pub(super) fn validate(c: &Config) -> Vec<Issue> {
     let mut out = Vec::new();
     let l = &c.listeners;
-    if l.http.is_none() && l.https.is_none() {
-        out.push(Issue::new("listeners", "at least one of listeners.http or listeners.https is required"));
+    if l.http.is_none() && l.https.is_none() && l.mesh.is_none() && l.local.is_empty() {
+        out.push(Issue::new("listeners", "at least one of listeners.http, https, mesh or local is required"));
     }
+    validate_mesh(c, &mut out);
     if let Some(h) = &l.http {
         if h.redirect_to_https && l.https.is_none() {
             out.push(Issue::new("listeners.http.redirect_to_https", "redirect_to_https needs listeners.https"));
@@ -138,6 +139,24 @@ pub(super) fn validate(c: &Config) -> Vec<Issue> {
                 if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
                     let first = e.to_string().lines().last().unwrap_or_default().trim().to_string();
                     out.push(Issue::new(format!("{base}.match.path.regex"), format!("invalid regex: {first}")));
+                }
+            }
+        }
+        if let Some(ls) = &r.matches.listeners {
+            if ls.is_empty() {
+                out.push(Issue::new(
+                    format!("{base}.match.listeners"),
+                    "list at least one listener (omit the field for every listener except mesh)",
+                ));
+            }
+            let known = listener_names(&c.listeners);
+            for (j, name) in ls.iter().enumerate() {
+                if !known.contains(&name.as_str()) {
+                    let hint = did_you_mean(name, known.iter().copied());
+                    out.push(Issue::new(
+                        format!("{base}.match.listeners[{j}]"),
+                        format!("unknown listener {name:?}{hint}"),
+                    ));
                 }
             }
         }
@@ -316,8 +335,11 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
                 AuthnMethod::ApiKey if c.authentication.api_keys.is_none() => {
                     out.push(Issue::new(p, "api_key needs authentication.api_keys"))
                 }
-                AuthnMethod::Mtls if c.listeners.https.as_ref().and_then(|h| h.client_auth.as_ref()).is_none() => {
-                    out.push(Issue::new(p, "mtls needs listeners.https.client_auth"))
+                AuthnMethod::Mtls
+                    if c.listeners.https.as_ref().and_then(|h| h.client_auth.as_ref()).is_none()
+                        && !route_listens_on(r, LISTENER_MESH) =>
+                {
+                    out.push(Issue::new(p, "mtls needs listeners.https.client_auth, or a route on the mesh listener"))
                 }
                 _ => {}
             }
@@ -385,6 +407,124 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
         }
         if v.json_schema.is_some() && v.openapi.is_some() {
             out.push(Issue::new(format!("{base}.validate"), "set json_schema or openapi, not both"));
+        }
+    }
+}
+
+/// Whether route `r` takes requests from the listener `name` (see `RouteMatch::listeners`).
+fn route_listens_on(r: &Route, name: &str) -> bool {
+    match &r.matches.listeners {
+        Some(ls) => ls.iter().any(|l| l == name),
+        None => name != LISTENER_MESH,
+    }
+}
+
+/// Names of the configured listeners, as routes refer to them.
+fn listener_names(l: &Listeners) -> Vec<&str> {
+    let builtin =
+        [(l.http.is_some(), LISTENER_HTTP), (l.https.is_some(), LISTENER_HTTPS), (l.mesh.is_some(), LISTENER_MESH)];
+    let mut out: Vec<&str> = builtin.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    out.extend(l.local.iter().map(|x| x.name.as_str()));
+    out
+}
+
+/// A trust domain as SPIFFE IDs carry it (lowercase letters, digits, '.', '-', '_').
+fn check_trust_domain(td: &str) -> Result<(), String> {
+    match crate::mesh::SpiffeId::parse(&format!("spiffe://{td}/x")) {
+        Ok(id) if id.trust_domain() == td => Ok(()),
+        _ => Err(format!("invalid trust domain {td:?} (use a-z, 0-9, '.', '-' and '_')")),
+    }
+}
+
+fn validate_mesh(c: &Config, out: &mut Vec<Issue>) {
+    let l = &c.listeners;
+    if let Some(m) = &c.mesh {
+        let https = m.server.starts_with("https://");
+        let rest = m.server.strip_prefix("https://").or_else(|| m.server.strip_prefix("http://"));
+        match rest {
+            None => out.push(Issue::new("mesh.server", "must be an http:// or https:// URL")),
+            Some(r) if r.split('/').next().is_none_or(str::is_empty) => {
+                out.push(Issue::new("mesh.server", "the URL has no host"))
+            }
+            Some(r) if r.split('/').next().is_some_and(|a| a.contains('@')) => {
+                out.push(Issue::new("mesh.server", "credentials do not go in the URL; use mesh.join_token"))
+            }
+            Some(_) => {}
+        }
+        if m.server_ca.is_some() && !https {
+            out.push(Issue::new("mesh.server_ca", "server_ca needs an https:// mesh.server"));
+        }
+        if let Err(e) = check_trust_domain(&m.trust_domain) {
+            out.push(Issue::new("mesh.trust_domain", e));
+        }
+        match (&m.join_token, &m.k8s_token_file) {
+            (Some(_), Some(_)) => {
+                out.push(Issue::new("mesh.k8s_token_file", "set join_token or k8s_token_file, not both"))
+            }
+            (None, None) => out.push(Issue::new("mesh", "one of join_token or k8s_token_file is required")),
+            _ => {}
+        }
+    }
+    if l.mesh.is_some() && c.mesh.is_none() {
+        out.push(Issue::new("listeners.mesh", "the mesh listener needs the top-level mesh section"));
+    }
+    let mut names = HashSet::new();
+    for (i, ll) in l.local.iter().enumerate() {
+        let p = format!("listeners.local[{i}].name");
+        if [LISTENER_HTTP, LISTENER_HTTPS, LISTENER_MESH].contains(&ll.name.as_str()) {
+            out.push(Issue::new(p, format!("{:?} is the name of a built-in listener", ll.name)));
+        } else if ll.name.is_empty() || !ll.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            out.push(Issue::new(p, "listener names use letters, digits, '-', '_' and '.'"));
+        } else if !names.insert(ll.name.as_str()) {
+            out.push(Issue::new(p, format!("duplicate listener name {:?}", ll.name)));
+        }
+    }
+    // Two listeners on one fixed address cannot both bind.
+    let mut addrs = HashSet::new();
+    let all = [
+        (l.http.as_ref().map(|x| x.address), "listeners.http.address".to_owned()),
+        (l.https.as_ref().map(|x| x.address), "listeners.https.address".to_owned()),
+        (l.mesh.as_ref().map(|x| x.address), "listeners.mesh.address".to_owned()),
+    ]
+    .into_iter()
+    .chain(l.local.iter().enumerate().map(|(i, x)| (Some(x.address), format!("listeners.local[{i}].address"))));
+    for (a, p) in all {
+        if let Some(a) = a.filter(|a| a.port() != 0) {
+            if !addrs.insert(a) {
+                out.push(Issue::new(p, format!("address {a} is used by another listener")));
+            }
+        }
+    }
+    for (name, u) in &c.upstreams {
+        let base = format!("upstreams.{name}");
+        match (&u.identity, u.mesh) {
+            (None, true) => {
+                out.push(Issue::new(format!("{base}.identity"), "mesh: true needs the upstream's SPIFFE ID"))
+            }
+            (Some(_), false) => out.push(Issue::new(format!("{base}.identity"), "identity needs mesh: true")),
+            (Some(id), true) => match crate::mesh::SpiffeId::parse(id) {
+                Err(e) => out.push(Issue::new(format!("{base}.identity"), e)),
+                Ok(id) => {
+                    if let Some(m) = c.mesh.as_ref().filter(|m| m.trust_domain != id.trust_domain()) {
+                        out.push(Issue::new(
+                            format!("{base}.identity"),
+                            format!("{id} is not in the mesh trust domain {:?}", m.trust_domain),
+                        ));
+                    }
+                }
+            },
+            (None, false) => {}
+        }
+        if u.mesh {
+            if c.mesh.is_none() {
+                out.push(Issue::new(format!("{base}.mesh"), "mesh upstreams need the top-level mesh section"));
+            }
+            if u.tls.is_some() {
+                out.push(Issue::new(
+                    format!("{base}.tls"),
+                    "tls and mesh: true are exclusive (the mesh brings its own TLS)",
+                ));
+            }
         }
     }
 }
