@@ -186,7 +186,7 @@ fn mesh_section_errors_name_the_field() {
     let both = MESH.replace("  join_token:", "  k8s_token_file: /var/run/token\n  join_token:");
     assert_eq!(err(&both), "gw.yaml:6:19: mesh.k8s_token_file: set join_token or k8s_token_file, not both");
     let neither = MESH.replace("  join_token: \"${PALISADE_JOIN_TOKEN}\"\n", "");
-    assert_eq!(err(&neither), "gw.yaml:2:1: mesh: one of join_token or k8s_token_file is required");
+    assert_eq!(err(&neither), "gw.yaml:3:9: mesh: one of join_token or k8s_token_file is required");
     let inline = MESH.replace("\"${PALISADE_JOIN_TOKEN}\"", "abcdef");
     assert!(err(&inline).starts_with("gw.yaml:6:15: mesh.join_token: secrets must be a reference"), "{}", err(&inline));
 }
