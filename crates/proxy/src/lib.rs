@@ -11,6 +11,7 @@ pub mod filter;
 pub mod framing;
 pub mod headers;
 pub mod identity;
+pub mod mesh;
 mod metrics;
 pub mod route;
 mod runtime;
