@@ -16,7 +16,10 @@ pub use sqlx;
 
 /// The migrations, in order. Add new files at the end; never edit an applied one (its checksum
 /// is recorded and checked on every start).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "idp", include_str!("../migrations/0001_idp.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "idp", include_str!("../migrations/0001_idp.sql")),
+    (2, "ca", include_str!("../migrations/0002_ca.sql")),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -211,7 +214,7 @@ mod tests {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM idp_revocations").fetch_one(store.pool()).await.unwrap();
         assert_eq!(row.get::<i64, _>("n"), 1);
         let applied = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations").fetch_one(store.pool()).await.unwrap();
-        assert_eq!(applied.get::<i64, _>("n"), 1);
+        assert_eq!(applied.get::<i64, _>("n"), MIGRATIONS.len() as i64);
     }
 
     #[tokio::test]
