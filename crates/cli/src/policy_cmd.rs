@@ -1,5 +1,5 @@
-//! `palisade policy check|explain|test` and `palisade apikey generate`: the authorization engine
-//! and API-key hashing from the command line, without a running gateway.
+//! `palisade policy check|explain|test|export` and `palisade apikey generate`: the authorization engine,
+//! mesh policy export and API-key hashing from the command line, without a running gateway.
 
 use std::path::PathBuf;
 
@@ -46,6 +46,33 @@ pub enum PolicyCommand {
         /// The cases file
         cases: PathBuf,
     },
+    /// Render a mesh policy (service-to-service allow-list) for another enforcement point
+    Export {
+        /// Output format
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Sidecar inbound (mTLS) port the NetworkPolicies open to allowed callers
+        #[arg(long, default_value_t = palisade_policy::mesh::DEFAULT_SIDECAR_PORT,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// For `--format cedar`: the SPIFFE ID of the sidecar whose policies to print
+        #[arg(long, value_name = "SPIFFE_ID")]
+        local: Option<String>,
+        /// The mesh policy file (see crates/policy/tests/fixtures/mesh-policy.yaml)
+        mesh: PathBuf,
+    },
+}
+
+/// What `policy export` renders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Kubernetes NetworkPolicies (networking.k8s.io/v1), L4 only: default-deny ingress per namespace
+    /// plus one allow policy per called service
+    #[value(name = "k8s-networkpolicy")]
+    K8sNetworkPolicy,
+    /// The Cedar policies one sidecar enforces (needs --local)
+    #[value(name = "cedar")]
+    Cedar,
 }
 
 /// Where the policies come from: a gateway config (its policy files and route shortcuts) or files.
@@ -176,6 +203,37 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<bool> {
             print!("{report}");
             Ok(report.ok())
         }
+        PolicyCommand::Export { format, port, local, mesh } => {
+            let policy = match palisade_policy::MeshPolicy::load(&mesh) {
+                Ok(policy) => policy,
+                Err(errs) => {
+                    for e in &errs {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(false);
+                }
+            };
+            match format {
+                ExportFormat::K8sNetworkPolicy => {
+                    if local.is_some() {
+                        bail!("--local only applies to --format cedar");
+                    }
+                    let export = policy.k8s_network_policies(port);
+                    for s in &export.skipped {
+                        eprintln!("warning: {s}");
+                    }
+                    print!("{}", export.yaml);
+                }
+                ExportFormat::Cedar => {
+                    let Some(local) = local else {
+                        bail!("--format cedar needs --local SPIFFE_ID (the sidecar's own identity)");
+                    };
+                    let local = palisade_core::SpiffeId::parse(&local).map_err(|e| anyhow::anyhow!("--local: {e}"))?;
+                    print!("{}", policy.cedar_for(&local));
+                }
+            }
+            Ok(true)
+        }
     }
 }
 
@@ -203,5 +261,74 @@ pub fn run_apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
             println!("- {{ client: {client}, hash: \"{hash}\", scopes: {scopes} }}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<PolicyCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("policy").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn export_arguments() {
+        let Ok(PolicyCommand::Export { format, port, local, mesh }) =
+            parse(&["export", "--format", "k8s-networkpolicy", "mesh.yaml"])
+        else {
+            panic!("export not parsed");
+        };
+        assert_eq!(
+            (format, port, local, mesh),
+            (ExportFormat::K8sNetworkPolicy, 15443, None, PathBuf::from("mesh.yaml"))
+        );
+        let Ok(PolicyCommand::Export { format, port, local, .. }) =
+            parse(&["export", "--format", "cedar", "--port", "8443", "--local", "spiffe://td/x", "m.yaml"])
+        else {
+            panic!("export not parsed");
+        };
+        assert_eq!((format, port, local.as_deref()), (ExportFormat::Cedar, 8443, Some("spiffe://td/x")));
+    }
+
+    #[test]
+    fn export_rejects_unknown_formats_and_bad_ports_with_exit_code_2() {
+        let Err(e) = parse(&["export", "--format", "istio", "mesh.yaml"]) else { panic!("istio accepted") };
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(text.contains("invalid value 'istio' for '--format <FORMAT>'"), "{text}");
+        assert!(text.contains("[possible values: k8s-networkpolicy, cedar]"), "{text}");
+        for port in ["0", "65536", "x"] {
+            let Err(e) = parse(&["export", "--format", "k8s-networkpolicy", "--port", port, "m.yaml"]) else {
+                panic!("port {port} accepted")
+            };
+            assert_eq!(e.exit_code(), 2, "{port}");
+        }
+        let Err(e) = parse(&["export", "mesh.yaml"]) else { panic!("missing --format accepted") };
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn export_runs_on_the_example() {
+        let mesh = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/fixtures/mesh-policy.yaml");
+        let cmd = PolicyCommand::Export { format: ExportFormat::K8sNetworkPolicy, port: 15443, local: None, mesh };
+        assert!(run(cmd).unwrap());
+        let bad = PolicyCommand::Export {
+            format: ExportFormat::K8sNetworkPolicy,
+            port: 15443,
+            local: None,
+            mesh: PathBuf::from("/nonexistent/mesh.yaml"),
+        };
+        assert!(!run(bad).unwrap());
     }
 }
