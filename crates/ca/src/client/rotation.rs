@@ -59,10 +59,11 @@ pub fn spawn_rotation(
 
 /// Time from `at` until `not_after` (Unix seconds); zero once past.
 pub(crate) fn remaining(not_after: u64, at: SystemTime) -> Duration {
-    UNIX_EPOCH
-        .checked_add(Duration::from_secs(not_after))
-        .and_then(|end| end.duration_since(at).ok())
-        .unwrap_or(Duration::ZERO)
+    match UNIX_EPOCH.checked_add(Duration::from_secs(not_after)) {
+        Some(end) => end.duration_since(at).unwrap_or(Duration::ZERO),
+        // Beyond what SystemTime can hold: as good as never expiring.
+        None => Duration::MAX,
+    }
 }
 
 /// Delay from receipt to renewal: half the life left at receipt. Measured from receipt, not from
