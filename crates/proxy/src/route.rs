@@ -1,10 +1,11 @@
 //! Route matching: host (exact or `*.` wildcard), path (exact, segment-aware prefix, anchored
-//! regex) and method; the first route that matches, in config order, wins.
+//! regex), method and the listener the request arrived on; the first route that matches, in
+//! config order, wins. A route without `listeners` never takes requests from the mesh listener.
 
 use std::sync::Arc;
 
 use http::Method;
-use palisade_core::config::Route;
+use palisade_core::config::{Route, LISTENER_MESH};
 use regex::Regex;
 
 use crate::filter::Filter;
@@ -63,6 +64,8 @@ pub struct CompiledRoute {
     hosts: Vec<HostPattern>,
     path: PathMatcher,
     methods: Vec<Method>,
+    /// `None`: every listener except `mesh`.
+    listeners: Option<Vec<Arc<str>>>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) filters: Vec<Arc<dyn Filter>>,
     pub(crate) metrics: RouteMetrics,
@@ -105,14 +108,23 @@ impl CompiledRoute {
             hosts: r.matches.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
             path,
             methods,
+            listeners: r.matches.listeners.as_ref().map(|ls| ls.iter().map(|l| Arc::from(l.as_str())).collect()),
             pool,
             filters,
             metrics,
         })
     }
 
-    fn matches(&self, host: &str, path: &str, method: &Method) -> bool {
-        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+    fn listens_on(&self, listener: &str) -> bool {
+        match &self.listeners {
+            Some(ls) => ls.iter().any(|l| &**l == listener),
+            None => listener != LISTENER_MESH,
+        }
+    }
+
+    fn matches(&self, listener: &str, host: &str, path: &str, method: &Method) -> bool {
+        self.listens_on(listener)
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
             && (self.methods.is_empty() || self.methods.contains(method))
             && self.path.matches(path)
     }
@@ -124,9 +136,10 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// `host` must already be normalized (see [`normalize_host`]).
-    pub(crate) fn find(&self, host: &str, path: &str, method: &Method) -> Option<&Arc<CompiledRoute>> {
-        self.routes.iter().find(|r| r.matches(host, path, method))
+    /// `host` must already be normalized (see [`normalize_host`]); `listener` is the name of
+    /// the listener the request came in on.
+    pub(crate) fn find(&self, listener: &str, host: &str, path: &str, method: &Method) -> Option<&Arc<CompiledRoute>> {
+        self.routes.iter().find(|r| r.matches(listener, host, path, method))
     }
 }
 

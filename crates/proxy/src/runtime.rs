@@ -17,12 +17,15 @@ use crate::route::{CompiledRoute, Router};
 use crate::security::Security;
 use crate::tls;
 use crate::upstream::{build_client, Pool};
-use palisade_core::AuditSink;
+use palisade_core::{AuditSink, SpiffeId, SvidSource};
+use rustls::pki_types::ServerName;
 
 pub struct Runtime {
     pub(crate) router: Router,
     pub(crate) pools: HashMap<String, Arc<Pool>>,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// The mesh listener's mTLS (SVID from the gateway's source, read per handshake).
+    pub(crate) mesh_tls: Option<TlsAcceptor>,
     pub(crate) limits: Limits,
     /// Port of the HTTPS listener when the HTTP listener only redirects.
     pub(crate) redirect_port: Option<u16>,
@@ -34,15 +37,34 @@ pub struct Runtime {
     security: Security,
 }
 
-/// `workers` is the number of worker threads; each gets its own upstream clients.
+/// Whether the config needs an SVID source (a mesh listener or mesh upstreams).
+pub(crate) fn needs_mesh(c: &Config) -> bool {
+    c.listeners.mesh.is_some() || c.upstreams.values().any(|u| u.mesh)
+}
+
+const NO_SOURCE: &str = "the gateway was started without the mesh SVID source: restart it with the mesh section";
+
+/// `workers` is the number of worker threads; each gets its own upstream clients. `mesh` is the
+/// SVID source for the mesh listener and mesh upstreams.
 pub fn compile(
     loaded: &LoadedConfig,
     metrics: &Arc<Metrics>,
     previous: Option<&Runtime>,
     workers: usize,
+    mesh: Option<&Arc<dyn SvidSource>>,
 ) -> Result<Runtime, ConfigError> {
     let c = &loaded.config;
     let mut issues: Vec<Issue> = Vec::new();
+
+    let trust_domain = c.mesh.as_ref().map_or("", |m| m.trust_domain.as_str());
+    let mesh_tls = match (&c.listeners.mesh, mesh) {
+        (None, _) => None,
+        (Some(_), Some(src)) => Some(TlsAcceptor::from(crate::mesh::server_config(src.clone(), trust_domain))),
+        (Some(_), None) => {
+            issues.push(Issue::new("listeners.mesh", NO_SOURCE));
+            None
+        }
+    };
 
     let tls = match &c.listeners.https {
         Some(l) => match tls::server_config(loaded, l) {
@@ -64,15 +86,26 @@ pub fn compile(
                 continue;
             }
         }
-        let client_tls = match &u.tls {
-            Some(t) => match tls::upstream_client_config(loaded, &path, t) {
-                Ok(cfg) => Some(cfg),
+        let client_tls = match (&u.tls, &u.identity) {
+            (Some(t), _) => match tls::upstream_client_config(loaded, &path, t) {
+                Ok(cfg) => {
+                    let sni = t.server_name.clone().and_then(|n| ServerName::try_from(n).ok());
+                    Some((cfg, sni))
+                }
                 Err(i) => {
                     issues.push(i);
                     continue;
                 }
             },
-            None => None,
+            (None, Some(id)) if u.mesh => {
+                let (Some(src), Ok(id)) = (mesh, SpiffeId::parse(id)) else {
+                    issues.push(Issue::new(format!("{path}.mesh"), NO_SOURCE));
+                    continue;
+                };
+                let cfg = (*crate::mesh::client_config(src.clone(), id)).clone();
+                Some((cfg, ServerName::try_from(crate::mesh::MESH_SNI).ok()))
+            }
+            _ => None,
         };
         let tls_on = client_tls.is_some();
         let clients = (0..=workers).map(|_| build_client(u, client_tls.clone())).collect();
@@ -129,6 +162,7 @@ pub fn compile(
         router,
         pools,
         tls,
+        mesh_tls,
         limits: c.limits.clone(),
         redirect_port,
         access_log: c.access_log.enabled,
@@ -178,5 +212,8 @@ impl Runtime {
 
 /// Validate and compile without starting anything (`palisade config check`).
 pub fn check(loaded: &LoadedConfig) -> Result<(), ConfigError> {
-    compile(loaded, &Arc::new(Metrics::new()), None, 1).map(|_| ())
+    // The SVID is fetched at start; the configs built here never ask for it.
+    let none = crate::mesh::NoSvid::new().map_err(|m| loaded.locate(vec![Issue::new("mesh", m)]))?;
+    let source: Arc<dyn SvidSource> = Arc::new(none);
+    compile(loaded, &Arc::new(Metrics::new()), None, 1, Some(&source)).map(|_| ())
 }

@@ -20,8 +20,10 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::framing::{ConnIo, ConnState, FramingTracker};
 use crate::metrics::Metrics;
-use crate::runtime::{compile, Runtime};
+use crate::runtime::{compile, needs_mesh, Runtime};
 use crate::service::{handle, ConnInfo, Shared};
+use palisade_core::config::{LISTENER_HTTP, LISTENER_HTTPS, LISTENER_MESH};
+use palisade_core::SvidSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -31,6 +33,25 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot start worker thread: {0}")]
     Worker(std::io::Error),
+    #[error("the config has a mesh listener or mesh upstreams, but the gateway was started without an SVID source")]
+    NoSvidSource,
+}
+
+/// How a listener's connections are served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Https,
+    Mesh,
+}
+
+/// One listener as a worker serves it.
+#[derive(Clone)]
+struct ListenerSpec {
+    kind: Kind,
+    /// The name routes use in `match.listeners`.
+    name: Arc<str>,
+    gauge: Gauge,
 }
 
 /// A running gateway.
@@ -45,8 +66,13 @@ pub struct Gateway {
     conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
     workers: usize,
+    mesh: Option<Arc<dyn SvidSource>>,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
+    /// The mesh (inbound mTLS) listener's bound address.
+    pub mesh_addr: Option<SocketAddr>,
+    /// Bound address of each `listeners.local` entry, by name, in config order.
+    pub local_addrs: Vec<(String, SocketAddr)>,
     pub admin_addr: SocketAddr,
 }
 
@@ -65,19 +91,47 @@ fn bind_all(what: &'static str, addr: SocketAddr, n: usize) -> Result<Vec<std::n
 impl Gateway {
     /// Compile the config, bind every listener, and start serving. Must be called inside a
     /// tokio runtime (admin and health checks run there); requests are served on dedicated
-    /// worker threads.
+    /// worker threads. For configs without a mesh listener or mesh upstreams.
     pub async fn start(loaded: &LoadedConfig, metrics: Arc<Metrics>) -> Result<Gateway, StartError> {
+        Gateway::start_with(loaded, metrics, None).await
+    }
+
+    /// [`Gateway::start`] with the sidecar's SVID source, which the mesh listener and mesh
+    /// upstreams read on every handshake (the caller's rotation client keeps it current).
+    pub async fn start_with(
+        loaded: &LoadedConfig,
+        metrics: Arc<Metrics>,
+        mesh: Option<Arc<dyn SvidSource>>,
+    ) -> Result<Gateway, StartError> {
         let c = &loaded.config;
+        if mesh.is_none() && needs_mesh(c) {
+            return Err(StartError::NoSvidSource);
+        }
         let workers = if c.workers == 0 { crate::worker::default_count() } else { c.workers };
-        let rt = compile(loaded, &metrics, None, workers)?;
-        let mut http = match &c.listeners.http {
-            Some(l) => bind_all("http", l.address, workers)?,
-            None => Vec::new(),
+        let rt = compile(loaded, &metrics, None, workers, mesh.as_ref())?;
+        let gauge = |label: &str| metrics.open_connections(label);
+        let mut groups: Vec<(ListenerSpec, Vec<std::net::TcpListener>)> = Vec::new();
+        let builtin = [
+            (c.listeners.http.as_ref().map(|l| l.address), Kind::Plain, LISTENER_HTTP),
+            (c.listeners.https.as_ref().map(|l| l.address), Kind::Https, LISTENER_HTTPS),
+            (c.listeners.mesh.as_ref().map(|l| l.address), Kind::Mesh, LISTENER_MESH),
+        ];
+        for (addr, kind, name) in builtin {
+            if let Some(addr) = addr {
+                let spec = ListenerSpec { kind, name: name.into(), gauge: gauge(name) };
+                groups.push((spec, bind_all(name, addr, workers)?));
+            }
+        }
+        for l in &c.listeners.local {
+            let spec = ListenerSpec { kind: Kind::Plain, name: l.name.as_str().into(), gauge: gauge("local") };
+            groups.push((spec, bind_all("local", l.address, workers)?));
+        }
+        let bound = |name: &str| {
+            groups.iter().find(|(s, _)| &*s.name == name).and_then(|(_, ls)| ls.first()?.local_addr().ok())
         };
-        let mut https = match &c.listeners.https {
-            Some(l) => bind_all("https", l.address, workers)?,
-            None => Vec::new(),
-        };
+        let (http_addr, https_addr, mesh_addr) = (bound(LISTENER_HTTP), bound(LISTENER_HTTPS), bound(LISTENER_MESH));
+        let local_addrs =
+            c.listeners.local.iter().filter_map(|l| Some((l.name.clone(), bound(&l.name)?))).collect::<Vec<_>>();
         let admin_l = TcpListener::bind(c.admin.address).await.map_err(|source| StartError::Bind {
             what: "admin",
             addr: c.admin.address,
@@ -90,12 +144,14 @@ impl Gateway {
             unrouted: metrics.route(""),
             metrics,
             draining: AtomicBool::new(false),
-            https_port: https.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port()),
+            https_port: https_addr.map_or(0, |a| a.port()),
         });
         let (drain_tx, drain_rx) = watch::channel(false);
         let gw = Gateway {
-            http_addr: http.first().and_then(|l| l.local_addr().ok()),
-            https_addr: https.first().and_then(|l| l.local_addr().ok()),
+            http_addr,
+            https_addr,
+            mesh_addr,
+            local_addrs,
             admin_addr: admin_l.local_addr().map_err(|source| StartError::Bind {
                 what: "admin",
                 addr: c.admin.address,
@@ -110,16 +166,11 @@ impl Gateway {
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
             workers,
+            mesh,
         };
-        let http_gauge = gw.shared.metrics.open_connections("http");
-        let https_gauge = gw.shared.metrics.open_connections("https");
         for i in 0..workers {
-            let mine: Vec<(std::net::TcpListener, bool, Gauge)> = http
-                .pop()
-                .map(|l| (l, false, http_gauge.clone()))
-                .into_iter()
-                .chain(https.pop().map(|l| (l, true, https_gauge.clone())))
-                .collect();
+            let mine: Vec<(std::net::TcpListener, ListenerSpec)> =
+                groups.iter_mut().filter_map(|(spec, ls)| Some((ls.pop()?, spec.clone()))).collect();
             let (shared, stop, done, drain_rx, tasks, limit) = (
                 gw.shared.clone(),
                 gw.stop_accepting.clone(),
@@ -135,18 +186,17 @@ impl Gateway {
                 .spawn(move || {
                     crate::worker::set_current(i);
                     runtime.block_on(async move {
-                        for (l, is_https, gauge) in mine {
+                        for (l, spec) in mine {
                             match TcpListener::from_std(l) {
                                 Ok(l) => {
                                     tokio::spawn(accept_loop(
                                         l,
-                                        is_https,
+                                        spec,
                                         shared.clone(),
                                         stop.clone(),
                                         drain_rx.clone(),
                                         tasks.clone(),
                                         limit.clone(),
-                                        gauge,
                                     ));
                                 }
                                 Err(e) => tracing::error!(error = %e, "cannot register listener"),
@@ -165,7 +215,7 @@ impl Gateway {
     /// the old one. On error nothing changes.
     pub fn reload(&self, loaded: &LoadedConfig) -> Result<(), ConfigError> {
         let old = self.shared.runtime.load_full();
-        let rt = match compile(loaded, &self.shared.metrics, Some(&old), self.workers) {
+        let rt = match compile(loaded, &self.shared.metrics, Some(&old), self.workers, self.mesh.as_ref()) {
             Ok(rt) => rt,
             Err(e) => {
                 self.shared.metrics.reload(false);
@@ -175,10 +225,17 @@ impl Gateway {
         let (a, b) = (&old.config.listeners, &loaded.config.listeners);
         let addr_changed = a.http.as_ref().map(|l| l.address) != b.http.as_ref().map(|l| l.address)
             || a.https.as_ref().map(|l| l.address) != b.https.as_ref().map(|l| l.address)
+            || a.mesh != b.mesh
+            || a.local != b.local
             || old.config.admin != loaded.config.admin
             || old.config.workers != loaded.config.workers;
         if addr_changed {
             tracing::warn!("listener addresses and worker count take effect after a restart");
+        }
+        if old.config.mesh != loaded.config.mesh {
+            tracing::warn!(
+                "changes to the mesh section (CA server, credentials, trust domain) take effect after a restart"
+            );
         }
         self.resize_conn_limit(rt.limits.max_connections);
         rt.activate();
@@ -224,13 +281,12 @@ impl Gateway {
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
-    https: bool,
+    spec: ListenerSpec,
     shared: Arc<Shared>,
     stop: CancellationToken,
     drain_rx: watch::Receiver<bool>,
     tasks: TaskTracker,
     limit: Arc<Semaphore>,
-    gauge: Gauge,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -252,11 +308,11 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let drain_rx = drain_rx.clone();
-        let gauge = gauge.clone();
+        let spec = spec.clone();
         tasks.spawn(async move {
-            gauge.inc();
-            serve(stream, peer, https, shared, drain_rx).await;
-            gauge.dec();
+            spec.gauge.inc();
+            serve(stream, peer, spec.kind, spec.name.clone(), shared, drain_rx).await;
+            spec.gauge.dec();
             drop(permit);
         });
     }
@@ -267,14 +323,29 @@ enum Proto {
     H2,
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, https: bool, shared: Arc<Shared>, drain_rx: watch::Receiver<bool>) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Kind,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+    drain_rx: watch::Receiver<bool>,
+) {
     let rt = shared.runtime.load_full();
     let state = Arc::new(ConnState::default());
-    let mut conn =
-        ConnInfo { client: peer, https, state: state.clone(), https_port: shared.https_port, peer_cert: None };
+    let https = kind != Kind::Plain;
+    let mut conn = ConnInfo {
+        client: peer,
+        https,
+        listener,
+        state: state.clone(),
+        https_port: shared.https_port,
+        peer_cert: None,
+    };
     let tracker = || FramingTracker::new(rt.limits.max_header_bytes + 8192);
     if https {
-        let Some(acceptor) = rt.tls.clone() else { return };
+        let acceptor = if kind == Kind::Mesh { rt.mesh_tls.clone() } else { rt.tls.clone() };
+        let Some(acceptor) = acceptor else { return };
         let tls = match tokio::time::timeout(rt.limits.header_read_timeout.0, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

@@ -22,6 +22,7 @@ use crate::route::{normalize_host, CompiledRoute};
 use crate::runtime::Runtime;
 use crate::upstream::Endpoint;
 use palisade_core::audit::Stage;
+use palisade_core::config::LISTENER_HTTP;
 
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
 
 pub(crate) struct ConnInfo {
     pub(crate) https_port: u16,
+    /// Name of the listener the connection came in on (`http`, `https`, `mesh` or a local name).
+    pub(crate) listener: Arc<str>,
     pub(crate) client: SocketAddr,
     pub(crate) https: bool,
     pub(crate) state: Arc<ConnState>,
@@ -163,7 +166,7 @@ async fn proxy(
         None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     let host = normalize_host(host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default());
-    if let (Some(port), false) = (rt.redirect_port, conn.https) {
+    if let (Some(port), LISTENER_HTTP) = (rt.redirect_port, &*conn.listener) {
         let port = if port == 0 { conn.https_port } else { port };
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         return Ok(redirect(&host, port, pq));
@@ -174,7 +177,8 @@ async fn proxy(
             return Err(ProxyError::BodyTooLarge(limits.max_body_bytes));
         }
     }
-    let route = rt.router.find(&host, parts.uri.path(), &parts.method).ok_or(ProxyError::NoRoute)?.clone();
+    let route =
+        rt.router.find(&conn.listener, &host, parts.uri.path(), &parts.method).ok_or(ProxyError::NoRoute)?.clone();
     out.route = Some(route.clone());
     let mut parts = parts;
     crate::filter::authn::strip_identity_headers(&mut parts.headers);

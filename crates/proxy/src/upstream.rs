@@ -254,8 +254,12 @@ async fn health_loop(pool: Weak<Pool>, hc: HealthCheck) {
     }
 }
 
-/// Build the keep-alive client for one pool.
-pub(crate) fn build_client(cfg: &Upstream, tls: Option<rustls::ClientConfig>) -> HttpClient {
+/// Build the keep-alive client for one pool. `tls`: the client config and, when set, the fixed
+/// server name to send and verify (else the endpoint host).
+pub(crate) fn build_client(
+    cfg: &Upstream,
+    tls: Option<(rustls::ClientConfig, Option<rustls::pki_types::ServerName<'static>>)>,
+) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -263,13 +267,8 @@ pub(crate) fn build_client(cfg: &Upstream, tls: Option<rustls::ClientConfig>) ->
     http.set_keepalive(Some(Duration::from_secs(60)));
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let connector = match tls {
-        Some(c) => {
+        Some((c, fixed)) => {
             let b = builder.with_tls_config(c).https_only();
-            let fixed = cfg
-                .tls
-                .as_ref()
-                .and_then(|t| t.server_name.clone())
-                .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok());
             match fixed {
                 Some(name) => b
                     .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
