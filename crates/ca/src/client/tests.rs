@@ -369,9 +369,8 @@ async fn fetch_makes_a_fresh_p256_key_each_time_and_returns_a_checked_svid() {
 #[tokio::test]
 async fn the_k8s_token_file_is_read_again_on_every_use() {
     let (ca, _server, client) = setup(Duration::from_secs(60)).await;
-    let dir = std::env::temp_dir().join(format!("palisade-ca-client-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("token");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
     std::fs::write(&path, "jwt-one\n").unwrap();
     let att = Attestation::K8sTokenFile(path.clone());
     assert!(att.is_reusable() && !join().is_reusable());
@@ -383,7 +382,6 @@ async fn the_k8s_token_file_is_read_again_on_every_use() {
     std::fs::remove_file(&path).unwrap();
     let err = client.fetch(&att).await.unwrap_err();
     assert!(matches!(err, ClientError::TokenFile { .. }), "{err}");
-    let _ = std::fs::remove_dir(&dir);
 }
 
 #[tokio::test]
@@ -545,4 +543,48 @@ fn pem_encoding_round_trips() {
         .collect();
     assert_eq!(back, ders);
     let _ = SpiffeId::parse(ID).unwrap();
+}
+
+/// The client against the real CA service (`Ca::router`) over HTTP: join, renew, bundle, rotation.
+#[tokio::test]
+async fn works_against_the_real_ca_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = palisade_store::Store::open(&palisade_store::sqlite_url(dir.path())).await.unwrap();
+    let master =
+        palisade_crypto::MasterKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
+    let mut cfg = crate::CaConfig::new("palisade.test");
+    cfg.svid_ttl = Duration::from_secs(2);
+    cfg.bundle_refresh = Duration::from_secs(1);
+    let ca = crate::Ca::open(&store, master, cfg).await.unwrap();
+    ca.ensure_authority().await.unwrap();
+    let token = ca.create_join_token("shop", "orders", Duration::from_secs(60)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = ca.router();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let client = SvidClient::new(&format!("http://{addr}/"), None, Some("palisade.test")).unwrap();
+    let att = Attestation::JoinToken(Secret::from(token.token.clone().into_bytes()));
+    let first = client.fetch(&att).await.unwrap();
+    assert_eq!(first.spiffe_id.as_str(), ID);
+    assert_eq!(token.spiffe_id, ID);
+    assert_eq!(leaf_point(&first), key_point(&first));
+    // The join token is single use.
+    let again = client.fetch(&att).await.unwrap_err();
+    assert!(again.is_refused(), "{again}");
+
+    let renewed = client.renew(&first).await.unwrap();
+    assert_eq!(renewed.spiffe_id, first.spiffe_id);
+    assert_ne!(key_point(&renewed), key_point(&first));
+    let (bundle, hint) = client.bundle().await.unwrap();
+    assert_eq!(bundle, renewed.bundle);
+    assert_eq!(hint, Duration::from_secs(1));
+
+    let cell = Arc::new(SvidCell::new(renewed));
+    let task = spawn_rotation(client, att, Arc::clone(&cell));
+    let seen = watch(&cell, Duration::from_millis(2500)).await;
+    task.abort();
+    assert!(seen.len() >= 3, "{} SVIDs in 2.5 s", seen.len());
+    server.abort();
+    store.close().await;
 }
