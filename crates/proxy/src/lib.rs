@@ -1,6 +1,8 @@
-//! Palisade's proxy engine, shared by the edge gateway and (later) the mesh sidecar:
-//! listeners and TLS, request-smuggling defence, routing, upstream pools with health checks,
-//! the phase-named filter chain, and the admin listener. It prints nothing and never exits;
+//! Palisade's proxy engine, shared by the edge gateway and the mesh sidecar: listeners and TLS
+//! (including the SVID-authenticated mesh listener and mesh upstreams, see [`mesh`]),
+//! request-smuggling defence, routing, upstream pools with health checks, the phase-named filter
+//! chain, and the admin listener. It does not fetch or rotate SVIDs: the caller passes an
+//! `SvidSource` to [`Gateway::start_with`]. It prints nothing and never exits;
 //! the `palisade` binary wires it up.
 
 mod admin;

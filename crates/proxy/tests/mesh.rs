@@ -74,7 +74,12 @@ async fn sidecar_b(cell: Arc<SvidCell>) -> (Gateway, PathBuf) {
         ),
     )
     .unwrap();
-    let yaml = format!(
+    std::fs::write(dir.join("app-endpoint"), app.to_string()).unwrap();
+    (start(&dir, &b_yaml(&app.to_string()), Some(cell)).await.unwrap(), dir)
+}
+
+fn b_yaml(app: &str) -> String {
+    format!(
         r#"{MESH}
 listeners:
   mesh: {{ address: "127.0.0.1:0" }}
@@ -93,8 +98,35 @@ routes:
     authn: {{ methods: [mtls] }}
     authz: {{}}
 "#
-    );
-    (start(&dir, &yaml, Some(cell)).await.unwrap(), dir)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_mesh_and_applies_new_policies() {
+    let ca = Ca::new("td ca");
+    let (b_cell, c_cell) = (Arc::new(SvidCell::new(ca.svid(B))), Arc::new(SvidCell::new(ca.svid(C))));
+    let (b, dir) = sidecar_b(b_cell).await;
+    let c = sidecar_a(c_cell, b.mesh_addr.unwrap(), B, true).await;
+    assert_eq!(send("GET", local(&c, "to-b"), "/x").await.0, 403);
+    std::fs::write(
+        dir.join("mesh.cedar"),
+        format!("permit (principal == Service::\"{C}\", action, resource == Route::\"inbound\");\n"),
+    )
+    .unwrap();
+    let app = std::fs::read_to_string(dir.join("app-endpoint")).unwrap();
+    let loaded = palisade_core::parse_str("gw.yaml", &b_yaml(&app), &dir).unwrap();
+    b.reload(&loaded).unwrap();
+    assert_eq!(send("GET", local(&c, "to-b"), "/x").await, (200, format!("/x Service::\"{C}\"")));
+    // A config that needs the mesh cannot be loaded into a gateway started without a source.
+    let plain = start(
+        &temp_dir(),
+        "listeners: { local: [{ name: l, address: \"127.0.0.1:0\" }] }\nadmin: { address: \"127.0.0.1:0\" }\n",
+        None,
+    )
+    .await
+    .unwrap();
+    let e = plain.reload(&loaded).unwrap_err().to_string();
+    assert!(e.contains("listeners.mesh: the gateway was started without the mesh SVID source"), "{e}");
 }
 
 /// A client sidecar: local listener `to-b` → mesh upstream at `b` that must be `identity`.
