@@ -47,9 +47,9 @@ impl Repo {
         Repo { pool }
     }
 
-    /// All CAs, oldest first.
+    /// All CAs, oldest first (ties: the one activating first).
     pub async fn authorities(&self) -> DbResult<Vec<AuthorityRow>> {
-        let q = format!("SELECT {AUTH_COLS} FROM ca_authorities ORDER BY created_at, id");
+        let q = format!("SELECT {AUTH_COLS} FROM ca_authorities ORDER BY created_at, activates_at, id");
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
         rows.iter().map(authority).collect()
     }
