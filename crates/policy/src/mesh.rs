@@ -76,7 +76,8 @@ impl MeshRule {
         &self.methods
     }
 
-    /// Allowed path globs (`*` matches any run of characters, `/` included); empty means every path.
+    /// Allowed path globs (`*` matches any run of characters, `/` included; there is no literal `*`), matched
+    /// against `context.path` (the request path as the sidecar passes it, without query); empty means every path.
     pub fn paths(&self) -> &[String] {
         &self.paths
     }
