@@ -9,22 +9,53 @@ use palisade_core::LoadedConfig;
 use palisade_proxy::{Gateway, Metrics};
 use tokio::signal::unix::{signal, SignalKind};
 
-pub async fn run(config: PathBuf) -> anyhow::Result<()> {
-    let loaded = palisade_core::load_file(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gw = start(&loaded).await?;
-    serve_until_signal(gw, Some(config)).await
+/// Which command runs the engine: the same engine, a different contract on the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Gateway,
+    /// `palisade sidecar`: the config must make it a mesh member with an inbound mesh listener.
+    Sidecar,
 }
 
-pub async fn start(loaded: &LoadedConfig) -> anyhow::Result<Gateway> {
-    let gw = Gateway::start(loaded, Arc::new(Metrics::new())).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+pub async fn run(config: PathBuf, role: Role) -> anyhow::Result<()> {
+    let loaded = palisade_core::load_file(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if role == Role::Sidecar {
+        let c = &loaded.config;
+        if c.mesh.is_none() || c.listeners.mesh.is_none() {
+            anyhow::bail!(
+                "{}: a sidecar config needs the `mesh` section (CA and attestation) and `listeners.mesh` (the inbound mTLS listener)",
+                loaded.file
+            );
+        }
+    }
+    let (gw, renewal) = start(&loaded, role).await?;
+    let r = serve_until_signal(gw, Some(config)).await;
+    if let Some(t) = renewal {
+        t.abort();
+    }
+    r
+}
+
+/// Starts the engine; with a `mesh` section, first gets the SVID (the returned task renews it).
+pub async fn start(loaded: &LoadedConfig, role: Role) -> anyhow::Result<(Gateway, Option<tokio::task::JoinHandle<()>>)> {
+    let (source, renewal) = match crate::mesh::svid_source(loaded).await? {
+        Some((s, t)) => (Some(s), Some(t)),
+        None => (None, None),
+    };
+    let gw =
+        Gateway::start_with(loaded, Arc::new(Metrics::new()), source).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let local: Vec<String> = gw.local_addrs.iter().map(|(n, a)| format!("{n}={a}")).collect();
     tracing::info!(
         http = gw.http_addr.map(|a| a.to_string()).unwrap_or_default(),
         https = gw.https_addr.map(|a| a.to_string()).unwrap_or_default(),
+        mesh = gw.mesh_addr.map(|a| a.to_string()).unwrap_or_default(),
+        local = local.join(","),
         admin = %gw.admin_addr,
         config = %loaded.file,
-        "gateway listening"
+        "{}",
+        if role == Role::Sidecar { "sidecar listening" } else { "gateway listening" }
     );
-    Ok(gw)
+    Ok((gw, renewal))
 }
 
 fn fingerprint(path: &Path) -> Option<Vec<u8>> {

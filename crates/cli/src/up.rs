@@ -83,7 +83,7 @@ routes:\n\
     let cfg_path = data_dir.join("gateway.yaml");
     std::fs::write(&cfg_path, &text).with_context(|| format!("writing {}", cfg_path.display()))?;
     let loaded = palisade_core::load_file(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gw = gateway::start(&loaded).await?;
+    let (gw, _renewal) = gateway::start(&loaded, gateway::Role::Gateway).await?;
     let creds_shown = if creds.is_relative() && !creds.starts_with(".") {
         format!("./{}", creds.display())
     } else {

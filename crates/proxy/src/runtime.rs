@@ -131,7 +131,7 @@ pub fn compile(
     };
     let trusted_proxies = c.client_ip.trusted_proxies.iter().filter_map(|p| parse_net(p)).collect();
 
-    let security = Security::compile(loaded, previous.map(|p| &p.security), &mut issues);
+    let security = Security::compile(loaded, previous.map(|p| &p.security), mesh, &mut issues);
     let mut router = Router::default();
     for (i, r) in c.routes.iter().enumerate() {
         let Some(pool) = pools.get(&r.upstream) else { continue };

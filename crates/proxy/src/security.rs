@@ -13,7 +13,9 @@ use tokio::sync::OnceCell;
 
 use palisade_authn::{ApiKeyEntry, ApiKeyStore, DpopVerifier, IssuerSettings, JwtAuthenticator};
 use palisade_core::config::{JwtIssuer, RateLimiting, RateStore, Route, Validate};
+use palisade_core::SvidSource;
 use palisade_core::{Issue, LoadedConfig};
+use palisade_policy::mesh::MeshPolicy;
 use palisade_policy::{Authorizer, PolicySource, Requirement, RouteRules};
 use palisade_ratelimit::{LocalStore, Quota, RedisOptions, RedisStore, Store, StoreError, Verdict};
 use tokio_util::sync::CancellationToken;
@@ -62,7 +64,12 @@ impl Security {
         }
     }
 
-    pub(crate) fn compile(loaded: &LoadedConfig, previous: Option<&Security>, issues: &mut Vec<Issue>) -> Security {
+    pub(crate) fn compile(
+        loaded: &LoadedConfig,
+        previous: Option<&Security>,
+        mesh: Option<&Arc<dyn SvidSource>>,
+        issues: &mut Vec<Issue>,
+    ) -> Security {
         let c = &loaded.config;
         let jwt = compile_jwt(loaded, previous, issues);
         let api_keys = c.authentication.api_keys.as_ref().and_then(|k| {
@@ -85,7 +92,7 @@ impl Security {
             Some(p) if p.dpop_config == dpop_config => p.dpop.clone(),
             _ => Arc::new(DpopVerifier::new(dpop_config.iat_window.0, dpop_config.replay_ttl.0, 100_000)),
         };
-        let authorizer = compile_authorizer(loaded, issues);
+        let authorizer = compile_authorizer(loaded, mesh, issues);
         let local = previous.map_or_else(|| Arc::new(LocalStore::new(1_000_000)), |p| p.local.clone());
         let redis = c.rate_limiting.redis.as_ref().and_then(|r| {
             if let Some((cfg, store)) = previous.and_then(|p| p.redis.as_ref()) {
@@ -319,7 +326,11 @@ pub fn route_rules(c: &palisade_core::config::Config) -> Vec<RouteRules> {
     rules.collect()
 }
 
-fn compile_authorizer(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<Arc<Authorizer>> {
+fn compile_authorizer(
+    loaded: &LoadedConfig,
+    mesh: Option<&Arc<dyn SvidSource>>,
+    issues: &mut Vec<Issue>,
+) -> Option<Arc<Authorizer>> {
     let c = &loaded.config;
     if !c.routes.iter().any(|r| r.authz.is_some()) {
         return None;
@@ -330,6 +341,28 @@ fn compile_authorizer(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<
         match std::fs::read_to_string(&path) {
             Ok(text) => files.push(PolicySource { name: path.display().to_string(), text }),
             Err(e) => issues.push(Issue::new(format!("authorization.policies[{i}]"), format!("cannot read: {e}"))),
+        }
+    }
+    if let Some(p) = &c.authorization.mesh_policy {
+        let path = loaded.resolve_path(p);
+        let field = "authorization.mesh_policy";
+        match (MeshPolicy::load(&path), mesh) {
+            (Err(errs), _) => issues.extend(errs.into_iter().map(|e| Issue::new(field, e.to_string()))),
+            (Ok(_), None) => issues.push(Issue::new(field, "needs the mesh SVID source (start with the mesh section)")),
+            (Ok(policy), Some(src)) => {
+                let local = src.current().spiffe_id.clone();
+                let domain = c.mesh.as_ref().map_or("", |m| m.trust_domain.as_str());
+                if policy.trust_domain() != domain {
+                    issues.push(Issue::new(
+                        field,
+                        format!(
+                            "the mesh policy's trust domain {:?} is not mesh.trust_domain {domain:?}",
+                            policy.trust_domain()
+                        ),
+                    ));
+                }
+                files.push(policy.policy_source_for(&local));
+            }
         }
     }
     let routes = route_rules(c);

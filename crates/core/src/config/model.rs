@@ -496,6 +496,9 @@ impl Default for DpopConfig {
 pub struct Authorization {
     #[serde(default)]
     pub policies: Vec<PathBuf>,
+    /// A mesh policy (service-to-service allow-list, `palisade-policy::mesh`): its rules whose `to`
+    /// is this proxy's own SPIFFE ID join the Cedar policies. Needs the `mesh` section.
+    pub mesh_policy: Option<PathBuf>,
 }
 
 /// `rate_limiting:` the shared store for routes that say `store: redis`.

@@ -365,7 +365,12 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
                 ));
             }
         }
-        if r.authn.is_none() && !z.allow_anonymous && z.require.is_empty() && c.authorization.policies.is_empty() {
+        if r.authn.is_none()
+            && !z.allow_anonymous
+            && z.require.is_empty()
+            && c.authorization.policies.is_empty()
+            && c.authorization.mesh_policy.is_none()
+        {
             out.push(Issue::new(
                 format!("{base}.authz"),
                 "nothing can permit a request here: add require entries, policies or authn",
@@ -464,6 +469,12 @@ fn validate_mesh(c: &Config, out: &mut Vec<Issue>) {
             (None, None) => out.push(Issue::new("mesh", "one of join_token or k8s_token_file is required")),
             _ => {}
         }
+    }
+    if c.authorization.mesh_policy.is_some() && c.mesh.is_none() {
+        out.push(Issue::new(
+            "authorization.mesh_policy",
+            "a mesh policy needs the mesh section (its rules are chosen by this proxy's SPIFFE ID)",
+        ));
     }
     if l.mesh.is_some() && c.mesh.is_none() {
         out.push(Issue::new("listeners.mesh", "the mesh listener needs the top-level mesh section"));
