@@ -99,10 +99,8 @@ impl K8sVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
-        let candidates = self
-            .keys
-            .iter()
-            .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid));
+        let candidates =
+            self.keys.iter().filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid));
         let mut last = invalid("no key in the JWKS matches the token's kid and alg");
         for k in candidates {
             match jsonwebtoken::decode::<Value>(token, &k.key, &validation) {

@@ -231,7 +231,8 @@ impl Ca {
         let view = self.view(now).await?;
         // With no usable signer the new CA signs at once rather than leaving a gap.
         let delay = if view.active(now).is_some() {
-            i64::try_from(activate_after.as_secs()).map_err(|_| CaError::Config("--activate-after is too long".into()))?
+            i64::try_from(activate_after.as_secs())
+                .map_err(|_| CaError::Config("--activate-after is too long".into()))?
         } else {
             0
         };
@@ -251,11 +252,7 @@ impl Ca {
         self.repo.insert_authority(&row).await?;
         tracing::info!(ca = %id, activates_at = row.activates_at, "workload CA added");
         let status = self.status_at(now).await?;
-        status
-            .authorities
-            .into_iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| CaError::Config("the new CA vanished".into()))
+        status.authorities.into_iter().find(|a| a.id == id).ok_or_else(|| CaError::Config("the new CA vanished".into()))
     }
 
     /// Make a self-signed root CA if no pending or active, unexpired CA exists (first start, or
@@ -293,7 +290,9 @@ impl Ca {
         let id = SpiffeId::workload(&self.cfg.trust_domain, ns, service)
             .ok()
             .filter(|id| id.ns_service() == Some((ns, service)))
-            .ok_or_else(|| CaError::Config("namespace and service must be SPIFFE path segments (A-Z a-z 0-9 . - _)".into()))?;
+            .ok_or_else(|| {
+                CaError::Config("namespace and service must be SPIFFE path segments (A-Z a-z 0-9 . - _)".into())
+            })?;
         let ttl = secs(ttl, "the join token TTL")?;
         let now = palisade_store::now();
         let token = pki::random_token()?;

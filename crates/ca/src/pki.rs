@@ -115,7 +115,7 @@ pub(crate) fn to_pem(der: &[u8]) -> String {
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err("trailing bytes after the certificate".into()),
         Err(e) => Err(format!("cannot parse certificate: {e}")),
     }
@@ -142,7 +142,7 @@ pub(crate) fn import(cert_pem: &str, key_pem: &str, trust_domain: &str, now: i64
     let bad = |why: String| CaError::Config(format!("imported CA: {why}"));
     let ders = pem_certs(cert_pem).map_err(bad)?;
     let key = KeyPair::from_pem(key_pem)
-        .map_err(|e| bad(format!("the key is not a supported PEM private key (ECDSA P-256/P-384 or RSA): {e}")))?;
+        .map_err(|e| bad(format!("the key is not a PKCS#8 PEM private key of ECDSA P-256/P-384 or RSA (convert with openssl pkcs8 -topk8 -nocrypt): {e}")))?;
     let certs: Vec<X509Certificate<'_>> = ders.iter().map(|d| parse_cert(d)).collect::<Result<_, _>>().map_err(bad)?;
     let Some(ca) = certs.first() else { return Err(bad("no certificate".into())) };
     if ca.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
@@ -176,7 +176,11 @@ pub(crate) fn import(cert_pem: &str, key_pem: &str, trust_domain: &str, now: i64
         }
     }
     let chain_pem: String = ders.iter().map(|d| to_pem(d)).collect();
-    Ok(Material { chain_pem, key_der: Zeroizing::new(key.serialize_der()), not_after: ca.validity().not_after.timestamp() })
+    Ok(Material {
+        chain_pem,
+        key_der: Zeroizing::new(key.serialize_der()),
+        not_after: ca.validity().not_after.timestamp(),
+    })
 }
 
 /// A CA loaded for signing.
@@ -196,7 +200,13 @@ impl Signer {
     }
 
     /// Sign an SVID for `id` over `csr`'s public key. Returns the DER and the serial (hex).
-    pub fn sign_svid(&self, csr: &VerifiedCsr, id: &SpiffeId, not_before: i64, not_after: i64) -> Result<(Vec<u8>, String), CaError> {
+    pub fn sign_svid(
+        &self,
+        csr: &VerifiedCsr,
+        id: &SpiffeId,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<(Vec<u8>, String), CaError> {
         let ca_der = self.chain.first().ok_or_else(|| CaError::Certificate("empty CA chain".into()))?;
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(ca_der.as_slice()), &self.key)
             .map_err(cert_err("reading the CA certificate"))?;
@@ -205,7 +215,8 @@ impl Signer {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Palisade");
         params.distinguished_name = dn;
-        let uri = id.as_str().to_owned().try_into().map_err(|_| CaError::Certificate("SPIFFE ID is not ASCII".into()))?;
+        let uri =
+            id.as_str().to_owned().try_into().map_err(|_| CaError::Certificate("SPIFFE ID is not ASCII".into()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -316,7 +327,13 @@ pub(crate) fn bundle_jwk(der: &[u8]) -> Result<Value, CaError> {
         PublicKey::EC(point) if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY => {
             let (crv, n) = if is_p256(spki) {
                 ("P-256", 32)
-            } else if spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).is_some_and(|o| o == OID_NIST_EC_P384) {
+            } else if spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .is_some_and(|o| o == OID_NIST_EC_P384)
+            {
                 ("P-384", 48)
             } else {
                 return Err(CaError::Certificate("unsupported CA curve".into()));
@@ -330,7 +347,9 @@ pub(crate) fn bundle_jwk(der: &[u8]) -> Result<Value, CaError> {
             }
         }
         PublicKey::RSA(rsa) if *alg == OID_PKCS1_RSAENCRYPTION => {
-            let strip = |b: &[u8]| b.iter().position(|&x| x != 0).map_or_else(Vec::new, |i| b.get(i..).unwrap_or_default().to_vec());
+            let strip = |b: &[u8]| {
+                b.iter().position(|&x| x != 0).map_or_else(Vec::new, |i| b.get(i..).unwrap_or_default().to_vec())
+            };
             Ok(json!({
                 "use": "x509-svid", "kty": "RSA", "n": b64u(&strip(rsa.modulus)), "e": b64u(&strip(rsa.exponent)), "x5c": x5c,
             }))

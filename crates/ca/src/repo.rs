@@ -178,7 +178,8 @@ impl Repo {
 
     /// Drop join tokens that expired before `before`.
     pub async fn purge_join_tokens(&self, before: i64) -> DbResult<u64> {
-        let r = sqlx::query("DELETE FROM ca_join_tokens WHERE expires_at < $1").bind(before).execute(&self.pool).await?;
+        let r =
+            sqlx::query("DELETE FROM ca_join_tokens WHERE expires_at < $1").bind(before).execute(&self.pool).await?;
         Ok(r.rows_affected())
     }
 }

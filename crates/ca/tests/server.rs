@@ -1,6 +1,8 @@
 //! The workload CA server side against SQLite in a tempdir: issuance profile, attestation
 //! (join tokens, Kubernetes tokens, renewal), rotation and the bundle, and the HTTP API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,7 +209,8 @@ async fn a_csr_with_a_bad_signature_is_refused_and_the_token_kept() {
     let last = der.len() - 3;
     der[last] ^= 0x01;
     let token = join_token(&env.ca, "shop", "orders").await;
-    let (status, body) = post_json(&env.ca, json!({ "csr": to_pem("CERTIFICATE REQUEST", &der), "join_token": token })).await;
+    let (status, body) =
+        post_json(&env.ca, json!({ "csr": to_pem("CERTIFICATE REQUEST", &der), "join_token": token })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body, err("invalid_request", "csr: the request's signature does not verify"));
     let (status, body) = post_json(&env.ca, json!({ "csr": "not a csr", "join_token": token })).await;
@@ -250,7 +253,8 @@ async fn join_tokens_are_one_time_even_when_raced() {
     assert_eq!(body, err("invalid_token", "unknown, used or expired join token"));
     // Only the hash is stored.
     use palisade_store::sqlx::Row;
-    let rows = palisade_store::sqlx::query("SELECT token_hash FROM ca_join_tokens").fetch_all(env.store.pool()).await.unwrap();
+    let rows =
+        palisade_store::sqlx::query("SELECT token_hash FROM ca_join_tokens").fetch_all(env.store.pool()).await.unwrap();
     assert_eq!(rows.len(), 1);
     let h: String = rows[0].get("token_hash");
     assert_ne!(h, token.token);
@@ -291,11 +295,8 @@ fn k8s_key(kid: &str) -> K8sKey {
 }
 
 fn jwt(header: &Value, claims: &Value, key: Option<&EcdsaKeyPair>) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     let sig = match key {
         Some(k) => URL_SAFE_NO_PAD.encode(k.sign(&SystemRandom::new(), input.as_bytes()).unwrap().as_ref()),
         None => String::new(),
@@ -373,7 +374,10 @@ async fn kubernetes_service_account_tokens_are_verified() {
         (jwt(&es, &sa_claims(now), Some(&other.kp)), "Kubernetes token: signature does not verify"),
         (jwt(&json!({"alg": "none"}), &sa_claims(now), None), "Kubernetes token: malformed or unsupported header"),
         (hs, "Kubernetes token: alg must be RS256 or ES256"),
-        (jwt(&json!({"alg": "ES256", "kid": "k9"}), &sa_claims(now), Some(&key.kp)), "Kubernetes token: no key in the JWKS matches the token's kid and alg"),
+        (
+            jwt(&json!({"alg": "ES256", "kid": "k9"}), &sa_claims(now), Some(&key.kp)),
+            "Kubernetes token: no key in the JWKS matches the token's kid and alg",
+        ),
         (jwt(&es, &no_identity, Some(&key.kp)), "Kubernetes token: no service account identity"),
         ("a.b.c".to_string(), "Kubernetes token: malformed or unsupported header"),
     ];

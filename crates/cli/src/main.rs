@@ -1,6 +1,7 @@
 //! `palisade`: the one binary. Thin: it parses arguments, sets up logging and signals, and
 //! wires the library crates together.
 
+mod ca_cmd;
 mod demo;
 mod demo_identity;
 mod devcert;
@@ -70,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: idp_cmd::KeysCommand,
     },
+    /// Administer the workload CA: status, rotation, import, join tokens
+    Ca(Box<ca_cmd::CaArgs>),
     /// Run one built-in demo service (orders or payments) on its own
     Demo {
         /// Which demo service
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
                     Command::Server(args) => server::run(*args).await,
                     Command::Idp { state, command } => idp_cmd::run_idp(state, command).await,
                     Command::Keys { state, command } => idp_cmd::run_keys(state, command).await,
+                    Command::Ca(args) => ca_cmd::run(*args).await,
                     Command::Version | Command::Config { .. } | Command::Policy { .. } | Command::Apikey { .. } => {
                         Ok(())
                     }

@@ -1,5 +1,5 @@
-//! `palisade server`: the control-plane HTTP server (today: the identity provider) on
-//! 127.0.0.1:9400, plain HTTP or TLS with optional client certificates (RFC 8705), over SQLite
+//! `palisade server`: the control-plane HTTP server (the identity provider and the workload CA)
+//! on 127.0.0.1:9400, plain HTTP or TLS with optional client certificates (RFC 8705), over SQLite
 //! under `./data/` or PostgreSQL.
 
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use axum::Router;
 use clap::Args;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade_ca::{Ca, CaConfig, K8sConfig};
 use palisade_crypto::{Alg, MasterKey};
 use palisade_idp::{Idp, IdpConfig, Peer};
 use palisade_store::Store;
@@ -96,6 +97,67 @@ pub struct ServerArgs {
     /// PALISADE_ADMIN_TOKEN overrides it
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub ca: CaServerArgs,
+}
+
+/// The workload CA's settings of `palisade server`.
+#[derive(Args, Debug, Clone)]
+pub struct CaServerArgs {
+    /// SPIFFE trust domain of the workload CA (stored with the CA; a mismatch later is an error)
+    #[arg(long, default_value = "palisade.local", value_name = "DOMAIN")]
+    pub trust_domain: String,
+    /// Lifetime of issued X.509-SVIDs (at least 1s)
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub svid_ttl: Duration,
+    /// spiffe_refresh_hint of the trust bundle at /ca/v1/bundle.json
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub bundle_refresh: Duration,
+    /// Lifetime of the CA certificate made on first start
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    pub ca_validity: Duration,
+    /// Kubernetes service-account token attestation: the cluster's JWKS file
+    /// (kubectl get --raw /openid/v1/jwks)
+    #[arg(long, value_name = "FILE", requires = "k8s_issuer")]
+    pub k8s_jwks: Option<PathBuf>,
+    /// Exact `iss` of the cluster's service-account tokens
+    #[arg(long, value_name = "URL", requires = "k8s_jwks")]
+    pub k8s_issuer: Option<String>,
+    /// Audience the projected service-account tokens must carry
+    #[arg(long, default_value = "palisade", value_name = "AUD")]
+    pub k8s_audience: String,
+}
+
+impl CaServerArgs {
+    pub fn defaults() -> CaServerArgs {
+        CaServerArgs {
+            trust_domain: "palisade.local".into(),
+            svid_ttl: Duration::from_secs(3600),
+            bundle_refresh: Duration::from_secs(300),
+            ca_validity: Duration::from_secs(365 * 86_400),
+            k8s_jwks: None,
+            k8s_issuer: None,
+            k8s_audience: "palisade".into(),
+        }
+    }
+
+    pub fn config(&self) -> anyhow::Result<CaConfig> {
+        let mut cfg = CaConfig::new(&self.trust_domain);
+        cfg.svid_ttl = self.svid_ttl;
+        cfg.bundle_refresh = self.bundle_refresh;
+        cfg.ca_validity = self.ca_validity;
+        if let (Some(file), Some(issuer)) = (&self.k8s_jwks, &self.k8s_issuer) {
+            let jwks_json =
+                std::fs::read_to_string(file).with_context(|| format!("reading --k8s-jwks {}", file.display()))?;
+            cfg.k8s = Some(K8sConfig {
+                issuer: issuer.clone(),
+                audience: self.k8s_audience.clone(),
+                jwks_json,
+                leeway: Duration::from_secs(30),
+            });
+        }
+        Ok(cfg)
+    }
 }
 
 impl ServerArgs {
@@ -112,6 +174,7 @@ impl ServerArgs {
             refresh_token_ttl: Duration::from_secs(86_400),
             key_alg: Alg::ES256,
             admin_token_file: None,
+            ca: CaServerArgs::defaults(),
         }
     }
 }
@@ -171,7 +234,11 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     cfg.admin_token_sha256 = Some(admin_sha);
     let idp = Idp::new(&store, master, cfg).await?;
     let background = idp.spawn_background();
-    let router = idp.router();
+    let ca = Ca::open(&store, args.state.master_key()?, args.ca.config()?).await?;
+    if let Some(created) = ca.ensure_authority().await? {
+        tracing::info!(ca = %created.id, trust_domain = %ca.trust_domain(), "workload CA created");
+    }
+    let router = idp.router().merge(ca.router());
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, tls, router, rx));
     tracing::info!(
