@@ -92,13 +92,10 @@ impl Net {
         for (host, _) in HOSTS {
             let ns = self.ns(host);
             // Processes still in the namespace would keep it (and its veth) alive.
-            let _ = run("ip", &["netns", "pids", &ns]).stdout.split(|b| *b == b'\n').for_each(|p| {
-                if let Ok(p) = std::str::from_utf8(p) {
-                    if !p.trim().is_empty() {
-                        let _ = run("kill", &["-9", p.trim()]);
-                    }
-                }
-            });
+            let pids = String::from_utf8_lossy(&run("ip", &["netns", "pids", &ns]).stdout).into_owned();
+            for p in pids.split_whitespace() {
+                let _ = run("kill", &["-9", p]);
+            }
             let _ = run("ip", &["netns", "delete", &ns]);
             let _ = run("ip", &["link", "delete", &format!("{}{}o", self.prefix, &host[..2])]);
         }
