@@ -51,7 +51,18 @@ impl Repo {
     pub async fn authorities(&self) -> DbResult<Vec<AuthorityRow>> {
         let q = format!("SELECT {AUTH_COLS} FROM ca_authorities ORDER BY created_at, activates_at, id");
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
-        rows.iter().map(authority).collect()
+        let mut rows: Vec<AuthorityRow> = rows.iter().map(authority).collect::<DbResult<_>>()?;
+        // Two CAs made in the same second (e.g. first start, then an import activating at
+        // once): the one that has been superseded is the older.
+        let rank = |state: &str| match state {
+            "retired" => 0,
+            "active" => 1,
+            _ => 2,
+        };
+        rows.sort_by(|a, b| {
+            (a.created_at, rank(&a.state), a.activates_at).cmp(&(b.created_at, rank(&b.state), b.activates_at))
+        });
+        Ok(rows)
     }
 
     pub async fn insert_authority(&self, a: &AuthorityRow) -> DbResult<()> {
