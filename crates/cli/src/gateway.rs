@@ -37,13 +37,15 @@ pub async fn run(config: PathBuf, role: Role) -> anyhow::Result<()> {
 }
 
 /// Starts the engine; with a `mesh` section, first gets the SVID (the returned task renews it).
-pub async fn start(loaded: &LoadedConfig, role: Role) -> anyhow::Result<(Gateway, Option<tokio::task::JoinHandle<()>>)> {
+pub async fn start(
+    loaded: &LoadedConfig,
+    role: Role,
+) -> anyhow::Result<(Gateway, Option<tokio::task::JoinHandle<()>>)> {
     let (source, renewal) = match crate::mesh::svid_source(loaded).await? {
         Some((s, t)) => (Some(s), Some(t)),
         None => (None, None),
     };
-    let gw =
-        Gateway::start_with(loaded, Arc::new(Metrics::new()), source).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gw = Gateway::start_with(loaded, Arc::new(Metrics::new()), source).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let local: Vec<String> = gw.local_addrs.iter().map(|(n, a)| format!("{n}={a}")).collect();
     tracing::info!(
         http = gw.http_addr.map(|a| a.to_string()).unwrap_or_default(),

@@ -7,6 +7,7 @@ mod demo_identity;
 mod devcert;
 mod gateway;
 mod idp_cmd;
+mod mesh;
 mod policy_cmd;
 mod server;
 mod up;
@@ -42,6 +43,13 @@ enum Command {
     Gateway {
         /// Path to the gateway config (see examples/gateway.yaml)
         #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run a mesh sidecar beside one service: inbound mTLS with SPIFFE SVIDs and default-deny
+    /// mesh policy, outbound mTLS to other sidecars (same engine and config format as the gateway)
+    Sidecar {
+        /// Path to the sidecar config (YAML; needs `mesh` and `listeners.mesh`)
+        #[arg(long, short)]
         config: PathBuf,
     },
     /// Work with configuration files
@@ -168,7 +176,8 @@ fn main() -> ExitCode {
             init_logging();
             let res = rt.block_on(async move {
                 match cmd {
-                    Command::Gateway { config } => gateway::run(config).await,
+                    Command::Gateway { config } => gateway::run(config, gateway::Role::Gateway).await,
+                    Command::Sidecar { config } => gateway::run(config, gateway::Role::Sidecar).await,
                     Command::Up { data_dir } => up::run(data_dir).await,
                     Command::Demo { service, listen, payments_url } => {
                         demo::run_standalone(&service, listen, payments_url).await

@@ -16,10 +16,8 @@ pub use sqlx;
 
 /// The migrations, in order. Add new files at the end; never edit an applied one (its checksum
 /// is recorded and checked on every start).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "idp", include_str!("../migrations/0001_idp.sql")),
-    (2, "ca", include_str!("../migrations/0002_ca.sql")),
-];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "idp", include_str!("../migrations/0001_idp.sql")), (2, "ca", include_str!("../migrations/0002_ca.sql"))];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
