@@ -42,11 +42,7 @@ const HOSTS: [(&str, u8); 3] = [("frontend", 11), ("orders", 12), ("payments", 1
 
 impl Net {
     fn new() -> Net {
-        assert_eq!(
-            must("id", &["-u"]).trim(),
-            "0",
-            "the mesh netns test needs root (ip netns); CI runs it as root"
-        );
+        assert_eq!(must("id", &["-u"]).trim(), "0", "the mesh netns test needs root (ip netns); CI runs it as root");
         let pid = std::process::id();
         let prefix = format!("pal{}", pid % 100_000);
         let subnet = 20 + (pid % 200) as u8;
@@ -216,8 +212,19 @@ async fn svid_by_openssl(net: &Net, name: &str, service: &str) -> (PathBuf, Path
     must(
         "openssl",
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=ignored",
-            "-keyout", key.to_str().unwrap(), "-out", csr.to_str().unwrap(),
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=ignored",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
         ],
     );
     let token = ca(net, &["join-token", "--ns", "shop", "--service", service, "--ttl", "5m"]);
@@ -228,7 +235,12 @@ async fn svid_by_openssl(net: &Net, name: &str, service: &str) -> (PathBuf, Path
     let out = must(
         "curl",
         &[
-            "-sS", "--fail-with-body", "-H", "content-type: application/json", "-d", &body.to_string(),
+            "-sS",
+            "--fail-with-body",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body.to_string(),
             &format!("http://{}:9400/ca/v1/svid", net.ip(1)),
         ],
     );
@@ -257,8 +269,17 @@ async fn mesh_across_network_namespaces() {
         None,
         "server",
         &[
-            "server", "--listen", &listen, "--data-dir", data.to_str().unwrap(), "--trust-domain", TD, "--svid-ttl",
-            "4s", "--bundle-refresh", "1s",
+            "server",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--trust-domain",
+            TD,
+            "--svid-ttl",
+            "4s",
+            "--bundle-refresh",
+            "1s",
         ],
     );
     let deadline = Instant::now() + Duration::from_secs(20);
