@@ -130,9 +130,10 @@ async fn up_serves_demo_services() {
     assert_eq!(status, 401, "/orders needs a token: {body}");
 
     let cert = dir.path().join("data/dev-cert.pem");
+    // gateway -> payments is not an edge of the mesh policy: the payments sidecar refuses it.
     let r = curl(&["--http2", "--cacert", cert.to_str().unwrap()], "https://localhost:8443/payments").await;
-    assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2"));
-    assert_eq!(r.json()["service"], "payments");
+    assert_eq!((r.status, r.version.as_str()), (403, "HTTP/2"), "{}", r.body);
+    assert_eq!(r.json()["error"], "access denied");
     let mode = std::fs::metadata(dir.path().join("data/dev-key.pem")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 
@@ -174,6 +175,27 @@ async fn up_serves_demo_services() {
     let (get, post) = (docs.next().unwrap().unwrap(), docs.next().unwrap().unwrap());
     assert_eq!(get["orders"][0]["id"], "ord_1001", "{shown}");
     assert_eq!(post["created"]["item"], "mouse", "{shown}");
+    // orders charged payments through the mesh (orders -> payments is an allowed edge).
+    assert_eq!(post["payment"]["service"], "payments", "{shown}");
+    assert_eq!(post["payment"]["status"], "captured", "{shown}");
+    // The banner's /payments/charge line: 403 from the payments sidecar, audited there.
+    let charge = lines.iter().find(|l| l.starts_with("curl -i -X POST http://127.0.0.1:8080/payments/charge")).unwrap();
+    let r = Command::new("sh").arg("-c").arg(charge).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&r.stdout);
+    assert!(shown.starts_with("HTTP/1.1 403"), "{shown}");
+    assert!(shown.contains("\"access denied\""), "{shown}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sidecar_audit = std::fs::read_to_string(dir.path().join("data/audit/payments-sidecar.jsonl")).unwrap();
+    let gateway_id = "Service::\\\"spiffe://palisade.local/ns/demo/sa/gateway\\\"";
+    assert!(
+        sidecar_audit.lines().any(|l| l.contains("\"decision\":\"deny\"") && l.contains(gateway_id)),
+        "{sidecar_audit}"
+    );
+    let payments_allows = sidecar_audit.clone();
+    assert!(
+        payments_allows.lines().any(|l| l.contains("\"decision\":\"allow\"") && l.contains("mesh:1")),
+        "{payments_allows}"
+    );
 
     // 50 requests per 10 s per client: two were spent; a quick burst meets 429 within 50 more.
     let at = token["access_token"].as_str().unwrap();
@@ -190,6 +212,7 @@ async fn up_serves_demo_services() {
     let ok_count = codes.iter().filter(|c| **c == 200).count();
     assert_eq!(codes.last(), Some(&429), "{codes:?}");
     assert!((48..58).contains(&ok_count), "{ok_count} accepted before the limit: {codes:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await; // the audit writer flushes every 20 ms
     let audit = std::fs::read_to_string(dir.path().join("data/audit/gateway.jsonl")).unwrap_or_default();
     assert!(
         audit.lines().any(|l| l.contains("\"stage\":\"rate_limit\"") && l.contains("\"decision\":\"deny\"")),

@@ -208,6 +208,7 @@ fn ttl(d: Duration, what: &str) -> anyhow::Result<u64> {
 pub struct Server {
     pub issuer: String,
     pub idp: Arc<Idp>,
+    pub ca: Arc<Ca>,
     pub admin_token_file: Option<PathBuf>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -247,7 +248,7 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         database = ?store.backend(),
         "server listening"
     );
-    Ok(Server { issuer, idp, admin_token_file, shutdown, task, background })
+    Ok(Server { issuer, idp, ca, admin_token_file, shutdown, task, background })
 }
 
 impl Server {
