@@ -51,6 +51,8 @@ _palisade_te_packages() {
   command -v flock >/dev/null 2>&1 || need+=(util-linux)
   # The Redis-backed rate-limit tests run their own redis-server processes (no service is used).
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  # `ip netns` for the mesh test across network namespaces.
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
   if [ -z "${PALISADE_TEST_DATABASE_URL:-}" ] && ! _palisade_te_pg_bindir >/dev/null; then
     need+=(postgresql)
   fi
