@@ -59,7 +59,9 @@ pub enum RedisClock {
     Server,
     /// The `now` passed to [`Store::check`] (for tests with simulated time, or clock-synchronized fleets).
     /// Keys still expire on the server's clock, so a caller clock that steps back may find a key already
-    /// gone (that key gets a fresh burst) where the local store would still limit it.
+    /// gone (that key gets a fresh burst) where the local store would still limit it; and a reading less
+    /// than a clock step behind the latest one is judged at its own time, where the local store judges it
+    /// at the latest time it has seen.
     Caller,
 }
 
