@@ -63,7 +63,7 @@ struct SvidBody {
     proof: Option<String>,
 }
 
-fn parse_request(body: &[u8]) -> Result<SvidRequest, CaError> {
+pub(crate) fn parse_request(body: &[u8]) -> Result<SvidRequest, CaError> {
     let bad = |why: &str| CaError::InvalidRequest(why.to_owned());
     let b: SvidBody = serde_json::from_slice(body).map_err(|_| bad("the body must be a JSON object"))?;
     let csr_pem = b.csr.ok_or_else(|| bad("csr is missing"))?;

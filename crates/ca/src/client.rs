@@ -6,7 +6,7 @@
 //! Every call makes a fresh P-256 key; the private key never leaves the process.
 
 mod rotation;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -218,23 +218,7 @@ impl SvidClient {
             .body(Full::new(Bytes::new()))
             .map_err(|_| ClientError::Config(format!("{url} is not a valid request URI")))?;
         let body = self.exchange(&url, req).await?;
-        let invalid = |detail: String| ClientError::InvalidResponse { url: url.clone(), detail };
-        let parsed: BundleResponse =
-            serde_json::from_slice(&body).map_err(|e| invalid(format!("not a SPIFFE bundle JSON: {e}")))?;
-        let mut certs = Vec::new();
-        for key in parsed.keys.iter().filter(|k| k.use_.as_deref() == Some("x509-svid")) {
-            // SPIFFE bundle format §4.2.2: an x509-svid key has exactly one certificate.
-            let [b64] = key.x5c.as_slice() else {
-                return Err(invalid("an x509-svid key must hold exactly one x5c certificate".into()));
-            };
-            let der = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| invalid("an x5c entry is not standard base64".into()))?;
-            certs.push(der);
-        }
-        validate::check_bundle(&certs).map_err(invalid)?;
-        let hint = Duration::from_secs(parsed.spiffe_refresh_hint.unwrap_or(300));
-        Ok((certs, hint))
+        parse_bundle_json(&body).map_err(|detail| ClientError::InvalidResponse { url, detail })
     }
 
     async fn post_svid(
@@ -251,19 +235,14 @@ impl SvidClient {
             .map_err(|_| ClientError::Config(format!("{url} is not a valid request URI")))?;
         drop(body);
         let resp = self.exchange(&url, req).await?;
-        let invalid = |detail: String| ClientError::InvalidResponse { url: url.clone(), detail };
-        let parsed: SvidResponse =
-            serde_json::from_slice(&resp).map_err(|e| invalid(format!("not an SVID response JSON: {e}")))?;
-        let checked = validate::check_svid(
-            &parsed.spiffe_id,
-            &parsed.svid,
-            &parsed.bundle,
+        let checked = check_svid_response(
+            &resp,
             key.public_key_raw(),
             self.trust_domain.as_deref(),
             expect_id,
             validate::unix_now(),
         )
-        .map_err(invalid)?;
+        .map_err(|detail| ClientError::InvalidResponse { url, detail })?;
         Ok(Svid {
             spiffe_id: checked.spiffe_id,
             chain: checked.chain,
@@ -306,6 +285,39 @@ impl SvidClient {
         }
         Ok(body)
     }
+}
+
+/// Parse and validate the 200 body of `POST /ca/v1/svid` for a CSR whose public key (raw EC
+/// point) is `key_raw` (see [`validate::check_svid`]).
+pub(crate) fn check_svid_response(
+    body: &[u8],
+    key_raw: &[u8],
+    trust_domain: Option<&str>,
+    expect_id: Option<&SpiffeId>,
+    now: u64,
+) -> Result<validate::CheckedSvid, String> {
+    let parsed: SvidResponse = serde_json::from_slice(body).map_err(|e| format!("not an SVID response JSON: {e}"))?;
+    validate::check_svid(&parsed.spiffe_id, &parsed.svid, &parsed.bundle, key_raw, trust_domain, expect_id, now)
+}
+
+/// Parse a `bundle.json` body (SPIFFE bundle): the DER `x509-svid` CA certificates, checked
+/// usable, and the refresh hint (300 s when absent).
+pub(crate) fn parse_bundle_json(body: &[u8]) -> Result<(Vec<Vec<u8>>, Duration), String> {
+    let parsed: BundleResponse = serde_json::from_slice(body).map_err(|e| format!("not a SPIFFE bundle JSON: {e}"))?;
+    let mut certs = Vec::new();
+    for key in parsed.keys.iter().filter(|k| k.use_.as_deref() == Some("x509-svid")) {
+        // SPIFFE bundle format §4.2.2: an x509-svid key has exactly one certificate.
+        let [b64] = key.x5c.as_slice() else {
+            return Err("an x509-svid key must hold exactly one x5c certificate".into());
+        };
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| "an x5c entry is not standard base64".to_owned())?;
+        certs.push(der);
+    }
+    validate::check_bundle(&certs)?;
+    let hint = Duration::from_secs(parsed.spiffe_refresh_hint.unwrap_or(300));
+    Ok((certs, hint))
 }
 
 /// `hyper_util`'s errors say "client error (Connect)"; the cause is in the source chain.

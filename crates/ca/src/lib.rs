@@ -29,3 +29,7 @@ impl Ca {
         api::router(std::sync::Arc::clone(self))
     }
 }
+
+/// Entry points for the cargo-fuzz target `mesh`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
