@@ -180,8 +180,15 @@ fn sidecar_config(net: &Net, host: &str, app_port: Option<u16>, outbound: &[(&st
             "  - { name: inbound, match: { listeners: [mesh] }, upstream: app, authn: { methods: [mtls] }, authz: {} }\n",
         );
     }
+    if !outbound.is_empty() {
+        // HTTP_PROXY mode: one egress port, the Host names the destination.
+        locals.push_str("    - { name: egress, address: \"127.0.0.1:15000\" }\n");
+    }
     for (dest, port) in outbound {
         locals.push_str(&format!("    - {{ name: to-{dest}, address: \"127.0.0.1:{port}\" }}\n"));
+        routes.push_str(&format!(
+            "  - {{ name: egress-{dest}, match: {{ listeners: [egress], hosts: [{dest}] }}, upstream: {dest} }}\n"
+        ));
         upstreams.push_str(&format!(
             "  {dest}: {{ endpoints: [\"{}:15443\"], mesh: true, identity: \"spiffe://{TD}/ns/shop/sa/{dest}\" }}\n",
             net.host_ip(dest)
@@ -326,6 +333,11 @@ async fn mesh_across_network_namespaces() {
     assert_eq!(created["payment"]["service"], "payments", "{body}");
     assert_eq!(created["payment"]["status"], "captured");
 
+    // The app may instead use its sidecar as HTTP_PROXY: the Host picks the destination.
+    let (status, body) = net.curl("frontend", &["-x", "http://127.0.0.1:15000", "http://orders/orders"]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["service"], "orders");
+
     // Unlisted edge: frontend -> payments is refused by the payments sidecar.
     let mut args = post.to_vec();
     args.push("http://127.0.0.1:15002/payments/charge");
@@ -342,7 +354,7 @@ async fn mesh_across_network_namespaces() {
     assert_eq!(denied.len(), 1, "{denied:?}");
     assert_eq!(denied[0]["principal"], format!("Service::\"spiffe://{TD}/ns/shop/sa/frontend\""));
     let allowed: Vec<Value> = audit(&net, "orders").into_iter().filter(|e| e["decision"] == "allow").collect();
-    assert_eq!(allowed.len(), 2, "{allowed:?}");
+    assert_eq!(allowed.len(), 3, "{allowed:?}");
     assert_eq!(allowed[0]["policy_ids"], serde_json::json!(["mesh:0"]));
 
     // No SVID, a forged SVID (same SPIFFE ID, another CA): the handshake fails, nothing reaches the app.
