@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 
 use cedar_policy::{
     ActionConstraint, Context, Entities, EntityId, EntityTypeName, EntityUid, PolicySet, Request, ResourceConstraint,
@@ -145,7 +146,14 @@ pub struct Authorizer {
     anonymous: EntityUid,
     route: EntityTypeName,
     needs: Needs,
+    /// Decisions by their inputs; only used when the policies read nothing that changes per request
+    /// (path, client IP, time, claims), see [`Authorizer::cache_key`].
+    decisions: Mutex<HashMap<Vec<u8>, Decision>>,
 }
+
+/// Entries before the decision cache is emptied (the policies are fixed for an `Authorizer`, so a
+/// remembered decision is never stale; the bound is only for memory).
+const DECISION_CACHE_MAX: usize = 10_000;
 
 fn type_name(name: &str) -> Result<EntityTypeName, PolicyError> {
     EntityTypeName::from_str(name).map_err(|e| PolicyError {
@@ -181,6 +189,7 @@ impl Authorizer {
             anonymous,
             route: type_name("Route").map_err(|e| vec![e])?,
             needs: Needs::of(&compiled.policies),
+            decisions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -201,6 +210,88 @@ impl Authorizer {
         let Some(index) = ACTIONS.iter().position(|a| *a == req.method) else {
             return Decision::deny_error(format!("method `{}` is not an action of the schema", truncate(req.method)));
         };
+        let Some(key) = self.cache_key(index, req) else { return self.evaluate(index, req) };
+        // Claims over the limits deny whether or not a policy reads them (as in `build_context`).
+        if let Some(Err(e)) = req.claims.map(check_claim_limits) {
+            return Decision::deny_error(e);
+        }
+        if let Some(d) = self.decisions.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return d.clone();
+        }
+        let decision = self.evaluate(index, req);
+        let mut cache = self.decisions.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= DECISION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, decision.clone());
+        decision
+    }
+
+    /// The inputs the policies read, as an injective byte string (each field length-prefixed), or
+    /// `None` when they read something that differs per request (path, client IP, time, claims):
+    /// then every request is evaluated.
+    fn cache_key(&self, action: usize, req: &AuthzRequest<'_>) -> Option<Vec<u8>> {
+        let n = &self.needs;
+        if n.path || n.client_ip || n.time || n.claims || n.claims_str {
+            return None;
+        }
+        fn field(k: &mut Vec<u8>, s: &str) {
+            k.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+            k.extend_from_slice(s.as_bytes());
+        }
+        fn list(k: &mut Vec<u8>, items: &[String]) {
+            k.extend_from_slice(&u32::try_from(items.len()).unwrap_or(u32::MAX).to_le_bytes());
+            items.iter().for_each(|i| field(k, i));
+        }
+        fn opt(k: &mut Vec<u8>, s: Option<&str>) {
+            match s {
+                None => k.push(0),
+                Some(s) => {
+                    k.push(1);
+                    field(k, s);
+                }
+            }
+        }
+        let mut k = Vec::with_capacity(128);
+        k.push(u8::try_from(action).unwrap_or(u8::MAX));
+        let (tag, id) = match &req.principal {
+            Principal::User(id) => (1, Some(id)),
+            Principal::Service(id) => (2, Some(id)),
+            Principal::Client(id) => (3, Some(id)),
+            Principal::Anonymous => (4, None),
+        };
+        k.push(tag);
+        if let Some(id) = id {
+            field(&mut k, id);
+        }
+        field(&mut k, req.route);
+        if n.authenticated {
+            k.push(u8::from(req.authenticated));
+        }
+        if n.scopes {
+            list(&mut k, req.scopes);
+        }
+        if n.roles {
+            list(&mut k, req.roles);
+        }
+        if n.client_id {
+            opt(&mut k, req.client_id);
+        }
+        if n.issuer {
+            opt(&mut k, req.issuer);
+        }
+        if n.mtls_identity {
+            opt(&mut k, req.mtls_identity);
+        }
+        Some(k)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cached_decisions(&self) -> usize {
+        self.decisions.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    fn evaluate(&self, index: usize, req: &AuthzRequest<'_>) -> Decision {
         let request = match self.request(req) {
             Ok(request) => request,
             Err(e) => return Decision::deny_error(e),

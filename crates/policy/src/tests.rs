@@ -734,3 +734,58 @@ fn context_needs_follow_policies() {
     .unwrap();
     assert_eq!(decide(&a, &user("GET", "x")), (true, ids(&["p:0"])));
 }
+
+/// Policies that read only identity attributes: repeat inputs are answered from the decision cache,
+/// and every input they read is part of the key (a different principal, scope set, role, method or
+/// route is decided on its own).
+#[test]
+fn decisions_are_cached_by_exactly_the_inputs_read() {
+    let a = Authorizer::compile(
+        &[src(
+            "p.cedar",
+            r#"@id("read") permit (principal, action == Action::"GET", resource) when { context.scopes.contains("r") };
+@id("admins") permit (principal == User::"bob", action, resource) when { context.roles.contains("admin") };
+@id("no-carol") forbid (principal == User::"carol", action, resource);"#,
+        )],
+        &[],
+    )
+    .unwrap();
+    let table: Vec<(R, bool)> = vec![
+        (user("GET", "x").scopes(&["r"]), true),
+        (user("GET", "x").scopes(&["w"]), false),
+        (user("POST", "x").scopes(&["r"]), false),
+        (user("GET", "y").scopes(&["r"]), true),
+        (user("GET", "x").scopes(&["r"]).principal(Principal::User("carol".into())), false),
+        (user("DELETE", "x").roles(&["admin"]).principal(Principal::User("bob".into())), true),
+        (user("DELETE", "x").roles(&["admin"]), false),
+        (user("DELETE", "x").roles(&["user"]).principal(Principal::User("bob".into())), false),
+        // "r" split differently across two scopes must not collide with one scope "r".
+        (user("GET", "x").scopes(&["", "r"]), true),
+        (user("GET", "x").scopes(&["rr"]), false),
+        (anon("GET", "x").scopes(&["r"]), true),
+    ];
+    for round in 0..3 {
+        for (i, (r, allow)) in table.iter().enumerate() {
+            assert_eq!(a.decide(&r.req()).allow, *allow, "row {i}, round {round}");
+        }
+    }
+    assert_eq!(a.cached_decisions(), table.len());
+    let d = a.decide(&table[0].0.req());
+    assert_eq!(d.policy_ids, ["read"]);
+
+    // Claims over the limits still deny when the decision is cached.
+    let many: Vec<u32> = (0..=MAX_CLAIM_ENTRIES as u32).collect();
+    assert!(!a.decide(&table[0].0.clone().claims(json!({ "n": many })).req()).allow);
+
+    // Policies reading the path (or IP, time, claims) are evaluated every time.
+    let p = Authorizer::compile(
+        &[src("p.cedar", r#"permit (principal, action, resource) when { context.path == "/x" };"#)],
+        &[],
+    )
+    .unwrap();
+    let mut other = user("GET", "x");
+    other.path = "/other".into();
+    assert!(p.decide(&user("GET", "x").req()).allow);
+    assert!(!p.decide(&other.req()).allow);
+    assert_eq!(p.cached_decisions(), 0);
+}
