@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
+use palisade_core::config::{locate_serde_error, YamlSerdeError};
 use palisade_core::diagnostic::SourceMap;
 use palisade_core::SpiffeId;
 use serde::Deserialize;
@@ -431,32 +432,7 @@ fn like_pattern(glob: &str) -> String {
 
 /// A serde error at its field path: `allow[1].metods: unknown field ...` at the key's position.
 fn serde_error(file: &str, map: &SourceMap, e: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> PolicyError {
-    let mut path = e.path().to_string();
-    if path == "." {
-        path.clear();
-    }
-    let inner = e.inner();
-    let mut message = inner.to_string();
-    // serde_yaml_ng appends " at line L column C" and may prefix the parent path; we print both ourselves.
-    if let Some(i) = message.find(" at line ") {
-        message.truncate(i);
-    }
-    if let Some((head, rest)) = message.split_once(": ") {
-        if !head.contains(' ') && path.starts_with(head) {
-            message = rest.to_owned();
-        }
-    }
-    let mut pos = map.locate_exact(&path).or_else(|| inner.location().map(|l| (l.line(), l.column())));
-    let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).map(|(w, _)| w);
-    if let Some(word) = unknown {
-        if !path.ends_with(word) {
-            path = if path.is_empty() { word.to_owned() } else { format!("{path}.{word}") };
-        }
-        if let Some(p) = map.locate_key(&path) {
-            pos = Some(p);
-        }
-    }
-    let (line, column) = pos.unwrap_or_else(|| map.locate(&path));
+    let YamlSerdeError { path, message, line, column } = locate_serde_error(map, e);
     let message = if path.is_empty() { message } else { format!("{path}: {message}") };
     PolicyError { file: file.to_owned(), line, column, message }
 }

@@ -236,11 +236,11 @@ allow:
 #[test]
 fn located_errors() {
     let cases: &[(&str, &[&str])] = &[
-        ("alow: []\n", &["mesh.yaml:1:1: alow: unknown field `alow`, expected `trust_domain` or `allow`"]),
+        ("alow: []\n", &["mesh.yaml:1:1: alow: unknown field `alow`, expected `trust_domain` or `allow` (did you mean \"allow\"?)"]),
         ("trust_domain: x\n", &["mesh.yaml:1:1: missing field `allow`"]),
         (
             "allow:\n  - from: a/b\n    to: c/d\n    metods: [GET]\n",
-            &["mesh.yaml:4:5: allow[0].metods: unknown field `metods`, expected one of `from`, `to`, `methods`, `paths`"],
+            &["mesh.yaml:4:5: allow[0].metods: unknown field `metods`, expected one of `from`, `to`, `methods`, `paths` (did you mean \"methods\"?)"],
         ),
         ("allow:\n  - { from: a/b }\n", &["mesh.yaml:2:5: allow[0]: missing field `to`"]),
         ("allow:\n  - { from: a/b, to: c/d, methods: GET }\n", &["mesh.yaml:2:36: allow[0].methods: invalid type: string \"GET\", expected a sequence"]),

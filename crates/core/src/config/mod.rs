@@ -91,12 +91,18 @@ fn expected_candidates(msg: &str) -> Vec<&str> {
     msg[idx..].split('`').skip(1).step_by(2).collect()
 }
 
-fn serde_error(
-    file: &str,
-    text: &str,
-    map: &SourceMap,
-    e: serde_path_to_error::Error<serde_yaml_ng::Error>,
-) -> ConfigError {
+/// Where a serde error in a YAML document is, and what it says, ready to print: the field path
+/// (with an unknown field's own name appended), the message without serde_yaml's own location and
+/// path prefix plus a "did you mean" hint, and the 1-based line and column of the offending key or value.
+/// Shared by every YAML file Palisade reads (the config, mesh policies).
+pub struct YamlSerdeError {
+    pub path: String,
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+pub fn locate_serde_error(map: &SourceMap, e: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> YamlSerdeError {
     let mut path = e.path().to_string();
     if path == "." {
         path.clear();
@@ -132,6 +138,16 @@ fn serde_error(
         }
     }
     let (line, column) = pos.unwrap_or_else(|| map.locate(&path));
+    YamlSerdeError { path, message, line, column }
+}
+
+fn serde_error(
+    file: &str,
+    text: &str,
+    map: &SourceMap,
+    e: serde_path_to_error::Error<serde_yaml_ng::Error>,
+) -> ConfigError {
+    let YamlSerdeError { path, message, line, column } = locate_serde_error(map, &e);
     ConfigError {
         diagnostics: vec![Diagnostic {
             file: file.to_string(),
