@@ -10,6 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use palisade_core::mesh::SpiffeId;
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use serde::de::IgnoredAny;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
@@ -182,11 +183,20 @@ fn renewal(f: &Fixture, svid_pem: &str, proof: &str) -> Result<(), String> {
 /// proof counting as one), and the request rebuilt as JSON parses back to the same request.
 pub fn svid_request(data: &[u8]) -> Result<(), String> {
     let Ok(req) = parse_request(data) else { return Ok(()) };
-    let v: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| format!("an accepted body is not JSON: {e}"))?;
-    let present = |k: &str| v.get(k).is_some_and(|x| !x.is_null());
-    let given = [present("join_token"), present("k8s_token"), present("svid") || present("proof")];
-    if given.iter().filter(|g| **g).count() != 1 || present("svid") != present("proof") || !present("csr") {
+    // Which known fields are given (non-null), read as the handler reads the body: serde_json
+    // skips unknown fields without checking their strings, so a `Value` may refuse what it accepts.
+    #[derive(serde::Deserialize)]
+    struct Present {
+        csr: Option<IgnoredAny>,
+        join_token: Option<IgnoredAny>,
+        k8s_token: Option<IgnoredAny>,
+        svid: Option<IgnoredAny>,
+        proof: Option<IgnoredAny>,
+    }
+    let p: Present = serde_json::from_slice(data).map_err(|e| format!("an accepted body does not parse again: {e}"))?;
+    let (svid, proof) = (p.svid.is_some(), p.proof.is_some());
+    let given = [p.join_token.is_some(), p.k8s_token.is_some(), svid || proof];
+    if given.iter().filter(|g| **g).count() != 1 || svid != proof || p.csr.is_none() {
         return Err("a body without exactly one attestation was accepted".into());
     }
     let rebuilt = match &req.attestation {
@@ -336,6 +346,18 @@ mod tests {
                 assert_eq!(run(data), Ok(()), "{name}");
             }
         }
+    }
+
+    /// serde_json skips an unknown field without checking its string (invalid UTF-8, a lone
+    /// surrogate escape): the handler accepts such a body, and the harness must not call that a bug.
+    #[test]
+    fn unknown_fields_with_bad_strings_are_ignored() {
+        let mut body = br#"{"csr":"x","join_token":"t","svit":"\ud800"#.to_vec();
+        body.extend_from_slice(b"\xff\"}");
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).is_err());
+        let req = parse_request(&body).unwrap();
+        assert!(matches!(req.attestation, Attestation::JoinToken(ref t) if t == "t"));
+        assert_eq!(svid_request(&body), Ok(()));
     }
 
     /// Writes the seed corpus: `PALISADE_FUZZ_SEEDS=fuzz/seeds/mesh cargo test -p palisade-ca -- --ignored write_seeds`.
