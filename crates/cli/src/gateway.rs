@@ -21,9 +21,10 @@ pub async fn run(config: PathBuf, role: Role) -> anyhow::Result<()> {
     let loaded = palisade_core::load_file(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     if role == Role::Sidecar {
         let c = &loaded.config;
-        if c.mesh.is_none() || c.listeners.mesh.is_none() {
+        if c.mesh.is_none() || (c.listeners.mesh.is_none() && c.listeners.local.is_empty()) {
             anyhow::bail!(
-                "{}: a sidecar config needs the `mesh` section (CA and attestation) and `listeners.mesh` (the inbound mTLS listener)",
+                "{}: a sidecar config needs the `mesh` section (CA and attestation) and `listeners.mesh` (inbound mTLS) \
+                 or `listeners.local` (outbound)",
                 loaded.file
             );
         }

@@ -48,7 +48,7 @@ enum Command {
     /// Run a mesh sidecar beside one service: inbound mTLS with SPIFFE SVIDs and default-deny
     /// mesh policy, outbound mTLS to other sidecars (same engine and config format as the gateway)
     Sidecar {
-        /// Path to the sidecar config (YAML; needs `mesh` and `listeners.mesh`)
+        /// Path to the sidecar config (YAML; needs `mesh`, and `listeners.mesh` and/or `listeners.local`)
         #[arg(long, short)]
         config: PathBuf,
     },
