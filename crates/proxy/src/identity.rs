@@ -1,9 +1,34 @@
 //! The verified identity of a request. Only the authentication filter makes one (the
 //! constructor is crate-private), so an unchecked identity cannot reach authorization.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use palisade_authn::{AuthnError, CertIdentity};
 use serde_json::{Map, Value};
+
+/// The verified client certificate of a connection (the listener checked its chain), and who it
+/// names, parsed on first use and then shared by every request on the connection.
+#[derive(Debug)]
+pub struct PeerCert {
+    der: Arc<[u8]>,
+    identity: OnceLock<Result<CertIdentity, AuthnError>>,
+}
+
+impl PeerCert {
+    pub(crate) fn new(der: Arc<[u8]>) -> PeerCert {
+        PeerCert { der, identity: OnceLock::new() }
+    }
+
+    /// The certificate, DER.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// Its SPIFFE ID or subject ([`palisade_authn::client_identity`]), parsed once per connection.
+    pub fn identity(&self) -> &Result<CertIdentity, AuthnError> {
+        self.identity.get_or_init(|| palisade_authn::client_identity(&self.der))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {

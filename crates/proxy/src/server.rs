@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::framing::{ConnIo, ConnState, FramingTracker};
+use crate::identity::PeerCert;
 use crate::metrics::Metrics;
 use crate::runtime::{compile, needs_mesh, Runtime};
 use crate::service::{handle, ConnInfo, Shared};
@@ -355,7 +356,12 @@ async fn serve(
             Err(_) => return,
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        conn.peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::from(c.as_ref()));
+        conn.peer_cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::new(PeerCert::new(Arc::from(c.as_ref()))));
         let conn = Arc::new(conn);
         let io = ConnIo::new(tls, state.clone(), (!h2).then(tracker));
         serve_http(io, conn, shared, &rt, drain_rx, if h2 { Proto::H2 } else { Proto::H1 }).await;

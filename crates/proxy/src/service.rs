@@ -17,6 +17,7 @@ use crate::error::{error_response, ProxyError};
 use crate::filter::{Flow, Session};
 use crate::framing::ConnState;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::identity::PeerCert;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{normalize_host, CompiledRoute};
 use crate::runtime::Runtime;
@@ -40,8 +41,8 @@ pub(crate) struct ConnInfo {
     pub(crate) client: SocketAddr,
     pub(crate) https: bool,
     pub(crate) state: Arc<ConnState>,
-    /// The verified client certificate (DER), when the client sent one.
-    pub(crate) peer_cert: Option<Arc<[u8]>>,
+    /// The verified client certificate, when the client sent one.
+    pub(crate) peer_cert: Option<Arc<PeerCert>>,
 }
 
 #[derive(Default)]

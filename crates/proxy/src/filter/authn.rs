@@ -13,7 +13,7 @@ use palisade_core::config::AuthnMethod;
 
 use crate::error::ProxyError;
 use crate::filter::{Filter, Flow, Session};
-use crate::identity::{Identity, PrincipalKind};
+use crate::identity::{Identity, PeerCert, PrincipalKind};
 
 pub(crate) struct ApiKeySource {
     pub(crate) store: ApiKeyStore,
@@ -110,7 +110,7 @@ impl AuthnFilter {
     }
 
     fn sender_constraint(&self, s: &Session, scheme: &str, token: &str, v: &VerifiedToken) -> Result<(), AuthnError> {
-        palisade_authn::check_cnf_x5t(v, s.peer_cert.as_deref())?;
+        palisade_authn::check_cnf_x5t(v, s.peer_cert.as_deref().map(PeerCert::der))?;
         match (v.cnf_jkt(), scheme) {
             (Some(jkt), "DPoP") => {
                 let proof = s
@@ -169,8 +169,8 @@ impl AuthnFilter {
     }
 
     fn mtls(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
-        let der = s.peer_cert.clone()?;
-        match palisade_authn::client_identity(&der) {
+        let peer = s.peer_cert.clone()?;
+        match peer.identity() {
             Ok(c) => {
                 let mut id = match c.spiffe_id() {
                     Some(sp) => Identity::new(PrincipalKind::Service, sp.to_owned(), "mtls"),
@@ -181,7 +181,7 @@ impl AuthnFilter {
             }
             Err(e) => {
                 let reason = format!("client certificate refused: {e}");
-                Some(Err(self.refuse(s, "Bearer", Some(&e), reason)))
+                Some(Err(self.refuse(s, "Bearer", Some(e), reason)))
             }
         }
     }
@@ -205,10 +205,9 @@ impl Filter for AuthnFilter {
                 Some(Err(e)) => return Err(e),
                 Some(Ok(mut id)) => {
                     if id.mtls_identity.is_none() {
-                        if let Some(der) = &s.peer_cert {
-                            id.mtls_identity = palisade_authn::client_identity(der)
-                                .ok()
-                                .map(|c| c.spiffe_id().unwrap_or(c.subject()).to_owned());
+                        if let Some(peer) = &s.peer_cert {
+                            id.mtls_identity =
+                                peer.identity().as_ref().ok().map(|c| c.spiffe_id().unwrap_or(c.subject()).to_owned());
                         }
                     }
                     s.allow(Stage::Authn, format!("authenticated by {}", id.method()));

@@ -20,7 +20,7 @@ use palisade_core::audit::{Decision, Stage};
 
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
-use crate::identity::Identity;
+use crate::identity::{Identity, PeerCert};
 
 /// What a filter sees of the request being proxied.
 pub struct Session {
@@ -34,8 +34,8 @@ pub struct Session {
     pub request_id: String,
     pub route: Arc<str>,
     pub tls: bool,
-    /// DER of the client certificate, verified by the listener against `client_auth.ca`.
-    pub peer_cert: Option<Arc<[u8]>>,
+    /// The client certificate, verified by the listener (against `client_auth.ca`, or the mesh bundle).
+    pub peer_cert: Option<Arc<PeerCert>>,
     /// Set by the authentication filter only (it is the one that verified it).
     pub identity: Option<Identity>,
     /// The decision to audit for this request.
