@@ -400,6 +400,7 @@ async fn mtls_client_certificate_with_a_spiffe_id_is_the_principal() {
     let c = p.signed_by(&k, &issuer).unwrap();
     std::fs::write(dir.path().join("client.pem"), c.pem()).unwrap();
     std::fs::write(dir.path().join("client-key.pem"), k.serialize_pem()).unwrap();
+    let iss = Issuer::start().await;
     let cfg = format!(
         r#"listeners:
   https:
@@ -407,16 +408,23 @@ async fn mtls_client_certificate_with_a_spiffe_id_is_the_principal() {
     certificates: [{{ cert: server.pem, key: "file:server-key.pem" }}]
     client_auth: {{ ca: client-ca.pem }}
 admin: {{ address: "127.0.0.1:{{ADMIN}}" }}
+authentication:
+  jwt_issuers: [{{ issuer: "{url}", audiences: [api], algorithms: [ES256] }}]
 upstreams:
   app: {{ endpoints: ["{ep}"] }}
 routes:
+  - name: bound
+    match: {{ path: {{ prefix: /bound }} }}
+    upstream: app
+    authn: {{ methods: [jwt] }}
   - name: orders
     upstream: app
     authn: {{ methods: [mtls] }}
     authz:
       require: [{{ methods: [GET] }}]
 "#,
-        ep = b.endpoint()
+        ep = b.endpoint(),
+        url = iss.url,
     );
     let gw = Gw::start_in(dir, &cfg).await;
     let d = gw.dir.path();
@@ -435,6 +443,33 @@ routes:
     // Without a client certificate the handshake succeeds (client_auth is optional) but the route refuses.
     let r = curl(&["--cacert", ca.to_str().unwrap()], &url).await;
     assert_eq!(r.status, 401);
+
+    // Certificate-bound access tokens (RFC 8705): `cnf.x5t#S256` must be the thumbprint of the
+    // certificate the client presents on this connection.
+    let thumbprint = B64.encode(ring::digest::digest(&ring::digest::SHA256, c.der()).as_ref());
+    let bound_to = |x5t: &str| {
+        let mut claims = iss.claims("api:read");
+        claims["cnf"] = json!({ "x5t#S256": x5t });
+        iss.key.sign(&iss.header(), &claims)
+    };
+    let bound_url = format!("https://localhost:{}/bound", gw.https);
+    let with_cert =
+        ["--cacert", ca.to_str().unwrap(), "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    let good = format!("Authorization: Bearer {}", bound_to(&thumbprint));
+    let mut args = with_cert.to_vec();
+    args.extend(["-H", &good]);
+    let r = curl(&args, &bound_url).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["headers"]["x-palisade-auth-method"], json!(["jwt"]));
+    // The same token without the certificate, and a token bound to another certificate: 401.
+    let r = curl(&["--cacert", ca.to_str().unwrap(), "-H", &good], &bound_url).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.header("www-authenticate").unwrap_or_default().contains("invalid_token"), "{:?}", r.headers);
+    let other = format!("Authorization: Bearer {}", bound_to(&B64.encode([7u8; 32])));
+    let mut args = with_cert.to_vec();
+    args.extend(["-H", &other]);
+    let r = curl(&args, &bound_url).await;
+    assert_eq!(r.status, 401, "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
