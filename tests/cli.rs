@@ -80,6 +80,32 @@ fn shipped_example_config_is_valid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The shipped sidecar example and mesh policy are valid as shipped, and a broken mesh policy is
+/// named with file, line and field.
+#[test]
+fn shipped_sidecar_example_and_mesh_policy_are_valid() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let out = Command::new(BIN).args(["config", "check", &format!("{examples}/sidecar.yaml")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["policy", "export", "--format", "k8s-networkpolicy", &format!("{examples}/mesh-policy.yaml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("kind: NetworkPolicy").count(), 3, "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(format!("{examples}/sidecar.yaml"), dir.path().join("sidecar.yaml")).unwrap();
+    std::fs::write(dir.path().join("mesh-policy.yaml"), "allow:\n  - { from: demo/a, to: demo/b, methods: [GTE] }\n")
+        .unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(dir.path().join("sidecar.yaml")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("authorization.mesh_policy"), "{err}");
+    assert!(err.contains("mesh-policy.yaml:2:"), "{err}");
+    assert!(err.contains("GTE"), "{err}");
+}
+
 #[test]
 fn version_and_help() {
     let out = Command::new(BIN).arg("version").output().unwrap();
