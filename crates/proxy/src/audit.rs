@@ -76,6 +76,36 @@ impl FileSink {
         Ok(FileSink { tx, dropped: AtomicU64::new(0), path: path.to_path_buf() })
     }
 
+    /// What [`FileSink::open`] would find wrong with `path`, without creating anything: an existing
+    /// file must be a writable file; otherwise the nearest existing ancestor must be a writable directory.
+    pub fn check(path: &Path) -> Result<(), String> {
+        if let Ok(m) = std::fs::metadata(path) {
+            if !m.is_file() {
+                return Err(format!("audit file {} is not a regular file", path.display()));
+            }
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(|_| ())
+                .map_err(|e| format!("cannot open audit file {}: {e}", path.display()));
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            match std::fs::metadata(d) {
+                Ok(m) if m.is_dir() && !m.permissions().readonly() => return Ok(()),
+                Ok(_) => {
+                    return Err(format!(
+                        "cannot create audit file {}: {} is not a writable directory",
+                        path.display(),
+                        d.display()
+                    ))
+                }
+                Err(_) => dir = d.parent(),
+            }
+        }
+        Ok(()) // relative to the working directory
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

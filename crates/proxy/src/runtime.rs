@@ -53,6 +53,18 @@ pub fn compile(
     workers: usize,
     mesh: Option<&Arc<dyn SvidSource>>,
 ) -> Result<Runtime, ConfigError> {
+    compile_with(loaded, metrics, previous, workers, mesh, false)
+}
+
+/// `dry_run`: check the audit file's place instead of creating it (`palisade config check` writes nothing).
+fn compile_with(
+    loaded: &LoadedConfig,
+    metrics: &Arc<Metrics>,
+    previous: Option<&Runtime>,
+    workers: usize,
+    mesh: Option<&Arc<dyn SvidSource>>,
+    dry_run: bool,
+) -> Result<Runtime, ConfigError> {
     let c = &loaded.config;
     let mut issues: Vec<Issue> = Vec::new();
 
@@ -120,6 +132,12 @@ pub fn compile(
     let audit_file = c.audit.file.as_ref().map(|f| loaded.resolve_path(f));
     let audit: Option<Arc<dyn AuditSink>> = match (&audit_file, previous) {
         (Some(f), Some(p)) if p.audit_file.as_ref() == Some(f) => p.audit.clone(),
+        (Some(f), _) if dry_run => {
+            if let Err(m) = FileSink::check(f) {
+                issues.push(Issue::new("audit.file", m));
+            }
+            None
+        }
         (Some(f), _) => match FileSink::open(f) {
             Ok(s) => Some(Arc::new(s)),
             Err(m) => {
@@ -215,5 +233,5 @@ pub fn check(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     // The SVID is fetched at start; the configs built here never ask for it.
     let none = crate::mesh::NoSvid::new().map_err(|m| loaded.locate(vec![Issue::new("mesh", m)]))?;
     let source: Arc<dyn SvidSource> = Arc::new(none);
-    compile(loaded, &Arc::new(Metrics::new()), None, 1, Some(&source)).map(|_| ())
+    compile_with(loaded, &Arc::new(Metrics::new()), None, 1, Some(&source), true).map(|_| ())
 }
