@@ -36,16 +36,25 @@ impl CertIdentity {
     }
 }
 
+const NOT_DER: &str = "not a DER X.509 certificate";
+const TRAILING_DATA: &str = "trailing data after the certificate";
+
+impl AuthnError {
+    /// The bytes are not one DER certificate (as opposed to a certificate whose identity is refused).
+    pub fn is_bad_certificate_encoding(&self) -> bool {
+        matches!(self, AuthnError::InvalidCertificate(NOT_DER | TRAILING_DATA))
+    }
+}
+
 /// Read the identity of a DER client certificate.
 ///
 /// A certificate with a `spiffe://` URI SAN must have exactly one URI SAN (SPIFFE X.509-SVID
 /// §2); otherwise it is refused rather than guessed at. Certificates without a SPIFFE URI get
 /// `spiffe_id: None` whatever other URIs they carry.
 pub fn client_identity(cert_der: &[u8]) -> Result<CertIdentity, AuthnError> {
-    let (rest, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|_| AuthnError::InvalidCertificate("not a DER X.509 certificate"))?;
+    let (rest, cert) = X509Certificate::from_der(cert_der).map_err(|_| AuthnError::InvalidCertificate(NOT_DER))?;
     if !rest.is_empty() {
-        return Err(AuthnError::InvalidCertificate("trailing data after the certificate"));
+        return Err(AuthnError::InvalidCertificate(TRAILING_DATA));
     }
     let san = cert
         .subject_alternative_name()
@@ -63,7 +72,7 @@ pub fn client_identity(cert_der: &[u8]) -> Result<CertIdentity, AuthnError> {
         Some(_) if uris.len() > 1 => {
             return Err(AuthnError::InvalidCertificate("an X.509-SVID must have exactly one URI SAN"))
         }
-        Some(id) if valid_spiffe_id(id) => Some((*id).to_owned()),
+        Some(id) if palisade_core::SpiffeId::parse(id).is_ok() => Some((*id).to_owned()),
         Some(_) => return Err(AuthnError::InvalidCertificate("the SPIFFE ID is malformed")),
     };
     Ok(CertIdentity { spiffe_id, subject: rfc4514(cert.subject()), thumbprint_s256: cert_thumbprint_s256(cert_der) })
@@ -71,23 +80,6 @@ pub fn client_identity(cert_der: &[u8]) -> Result<CertIdentity, AuthnError> {
 
 fn has_spiffe_scheme(uri: &str) -> bool {
     uri.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-}
-
-/// SPIFFE ID syntax (SPIFFE-ID §2): lowercase scheme, a trust domain of `[a-z0-9.-_]`, and a
-/// non-empty path of segments of `[A-Za-z0-9.-_]` that are neither empty, `.` nor `..`; no
-/// query, fragment, port or userinfo.
-fn valid_spiffe_id(id: &str) -> bool {
-    let Some(rest) = id.strip_prefix("spiffe://") else { return false };
-    let Some((domain, path)) = rest.split_once('/') else { return false };
-    let domain_ok = !domain.is_empty()
-        && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
-    let path_ok = path.split('/').all(|seg| {
-        !seg.is_empty()
-            && seg != "."
-            && seg != ".."
-            && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-    });
-    domain_ok && path_ok
 }
 
 /// RFC 4514 §2: RDNs in reverse order separated by `,`, multi-valued RDNs joined by `+`,

@@ -121,7 +121,9 @@ fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     }
 }
 
-fn spiffe_uris<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>, String> {
+/// Every URI SAN of `cert` (an X.509-SVID must hold exactly one, its SPIFFE ID); shared by the CA
+/// and the SVID client's checks.
+pub(crate) fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>, String> {
     let mut uris = Vec::new();
     let san = cert.subject_alternative_name().map_err(|e| format!("bad subjectAltName: {e}"))?;
     if let Some(san) = san {
@@ -160,7 +162,7 @@ pub(crate) fn import(cert_pem: &str, key_pem: &str, trust_domain: &str, now: i64
     if !ca.validity().is_valid_at(t) {
         return Err(bad("the CA certificate is not valid now".into()));
     }
-    for uri in spiffe_uris(ca).map_err(bad)? {
+    for uri in uri_sans(ca).map_err(bad)? {
         if let Some(rest) = uri.strip_prefix("spiffe://") {
             let td = rest.split('/').next().unwrap_or_default();
             if td != trust_domain {
@@ -295,7 +297,7 @@ pub(crate) fn verify_renewal(
     if !trusted {
         return Err(denied("the SVID was not issued by a CA in the current trust bundle"));
     }
-    let uris = spiffe_uris(&leaf).map_err(|_| denied("the SVID's subjectAltName cannot be parsed"))?;
+    let uris = uri_sans(&leaf).map_err(|_| denied("the SVID's subjectAltName cannot be parsed"))?;
     let [uri] = uris.as_slice() else { return Err(denied("the SVID must have exactly one URI SAN")) };
     let id = SpiffeId::parse(uri).map_err(|_| denied("the SVID's URI SAN is not a SPIFFE ID"))?;
     if id.trust_domain() != trust_domain {

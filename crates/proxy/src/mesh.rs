@@ -17,8 +17,6 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Server name sent to mesh upstreams. SVIDs carry no DNS name; the verifier ignores it.
 pub(crate) const MESH_SNI: &str = "palisade-mesh.invalid";
@@ -107,23 +105,18 @@ fn refuse(why: &str) -> Error {
     Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
 
-/// The SPIFFE ID of an X.509-SVID: exactly one URI SAN, a valid SPIFFE ID.
+/// The SPIFFE ID of an X.509-SVID: exactly one URI SAN, a valid SPIFFE ID (the rules of
+/// `palisade_authn::client_identity`, which the mTLS authentication filter applies too).
 fn svid_id(der: &[u8]) -> Result<SpiffeId, Error> {
-    let (rest, cert) =
-        X509Certificate::from_der(der).map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    if !rest.is_empty() {
-        return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
-    }
-    let san = cert.subject_alternative_name().map_err(|_| refuse("malformed subjectAltName"))?;
-    let mut uris = san.iter().flat_map(|s| s.value.general_names.iter()).filter_map(|g| match g {
-        GeneralName::URI(u) => Some(*u),
-        _ => None,
-    });
-    match (uris.next(), uris.next()) {
-        (Some(u), None) => SpiffeId::parse(u).map_err(|_| refuse("the URI SAN is not a SPIFFE ID")),
-        (None, _) => Err(refuse("no URI SAN")),
-        (Some(_), Some(_)) => Err(refuse("more than one URI SAN")),
-    }
+    let id = palisade_authn::client_identity(der).map_err(|e| {
+        if e.is_bad_certificate_encoding() {
+            Error::InvalidCertificate(CertificateError::BadEncoding)
+        } else {
+            refuse(&e.to_string())
+        }
+    })?;
+    let uri = id.spiffe_id().ok_or_else(|| refuse("no SPIFFE ID in the URI SAN"))?;
+    SpiffeId::parse(uri).map_err(|_| refuse("the URI SAN is not a SPIFFE ID"))
 }
 
 fn roots(bundle: &[Vec<u8>]) -> Result<RootCertStore, Error> {

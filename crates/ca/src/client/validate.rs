@@ -8,7 +8,6 @@ use base64::Engine as _;
 use palisade_core::mesh::SpiffeId;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// More would be a misbehaving server: an SVID chain is leaf + CA, a bundle a few CAs during rotation.
@@ -157,16 +156,7 @@ pub(crate) fn check_svid(
     let leaf = parse_cert(leaf_der, "the SVID")?;
 
     // SPIFFE X509-SVID §2: exactly one URI SAN, the SPIFFE ID; the leaf is not a CA.
-    let san = leaf
-        .subject_alternative_name()
-        .map_err(|_| "the SVID's subjectAltName is malformed".to_owned())?
-        .ok_or("the SVID has no subjectAltName")?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| if let GeneralName::URI(u) = n { Some(*u) } else { None })
-        .collect();
+    let uris = crate::pki::uri_sans(&leaf).map_err(|_| "the SVID's subjectAltName is malformed".to_owned())?;
     match uris.as_slice() {
         [uri] if *uri == id.as_str() => {}
         [uri] => return Err(format!("the SVID's URI SAN {uri:?} is not the returned spiffe_id {id}")),
