@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::{free_port, get_raw, Backend, BIN};
+use common::{free_port, get_raw, spawn_logged, Backend, BIN};
 use serde_json::{json, Value};
 
 const TD: &str = "k8s.test";
@@ -36,15 +36,9 @@ fn sa_token(key: &rcgen::KeyPair, ns: &str, sa: &str, aud: &str) -> String {
 }
 
 fn spawn(dir: &Path, log: &str, args: &[&str]) -> tokio::process::Child {
-    let file = std::fs::File::create(dir.join(format!("{log}.log"))).unwrap();
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env("PALISADE_LOG", "info")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args);
+    spawn_logged(cmd, &dir.join(format!("{log}.log")))
 }
 
 fn log(dir: &Path, name: &str) -> String {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{spawn_logged, BIN};
 use serde_json::Value;
 
 const TD: &str = "palisade.test";
@@ -104,7 +104,6 @@ impl Net {
 
     /// Starts `palisade ARGS` in `host`'s namespace (or the root one), logging to `<dir>/<log>.log`.
     fn spawn(&mut self, host: Option<&str>, log: &str, args: &[&str]) {
-        let file = std::fs::File::create(self.path(&format!("{log}.log"))).unwrap();
         let mut cmd = match host {
             Some(h) => {
                 let mut c = tokio::process::Command::new("ip");
@@ -113,15 +112,8 @@ impl Net {
             }
             None => tokio::process::Command::new(BIN),
         };
-        let child = cmd
-            .args(args)
-            .env("PALISADE_LOG", "info")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.children.push(child);
+        cmd.args(args);
+        self.children.push(spawn_logged(cmd, &self.path(&format!("{log}.log"))));
     }
 
     fn log(&self, name: &str) -> String {

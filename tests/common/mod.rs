@@ -196,6 +196,12 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// Starts `cmd` with info logs, stdout and stderr both into `log`; killed when dropped.
+pub fn spawn_logged(mut cmd: tokio::process::Command, log: &Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    cmd.env("PALISADE_LOG", "info").stdout(file.try_clone().unwrap()).stderr(file).kill_on_drop(true).spawn().unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{PoisonError, RwLock};
 
 use cedar_policy::{
     ActionConstraint, Context, Entities, EntityId, EntityTypeName, EntityUid, PolicySet, Request, ResourceConstraint,
@@ -148,7 +148,7 @@ pub struct Authorizer {
     needs: Needs,
     /// Decisions by their inputs; only used when the policies read nothing that changes per request
     /// (path, client IP, time, claims), see [`Authorizer::cache_key`].
-    decisions: Mutex<HashMap<Vec<u8>, Decision>>,
+    decisions: RwLock<HashMap<Vec<u8>, Decision>>,
 }
 
 /// Entries before the decision cache is emptied (the policies are fixed for an `Authorizer`, so a
@@ -189,7 +189,7 @@ impl Authorizer {
             anonymous,
             route: type_name("Route").map_err(|e| vec![e])?,
             needs: Needs::of(&compiled.policies),
-            decisions: Mutex::new(HashMap::new()),
+            decisions: RwLock::new(HashMap::new()),
         })
     }
 
@@ -215,11 +215,11 @@ impl Authorizer {
         if let Some(Err(e)) = req.claims.map(check_claim_limits) {
             return Decision::deny_error(e);
         }
-        if let Some(d) = self.decisions.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        if let Some(d) = self.decisions.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
             return d.clone();
         }
         let decision = self.evaluate(index, req);
-        let mut cache = self.decisions.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.decisions.write().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= DECISION_CACHE_MAX {
             cache.clear();
         }
@@ -288,7 +288,7 @@ impl Authorizer {
 
     #[cfg(test)]
     pub(crate) fn cached_decisions(&self) -> usize {
-        self.decisions.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.decisions.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     fn evaluate(&self, index: usize, req: &AuthzRequest<'_>) -> Decision {
