@@ -221,10 +221,10 @@ async fn up_serves_demo_services() {
         sidecar_audit.lines().any(|l| l.contains("\"decision\":\"deny\"") && l.contains(gateway_id)),
         "{sidecar_audit}"
     );
-    let payments_allows = sidecar_audit.clone();
+    // ...and allowed orders -> payments with the rule that permits it.
     assert!(
-        payments_allows.lines().any(|l| l.contains("\"decision\":\"allow\"") && l.contains("mesh:1")),
-        "{payments_allows}"
+        sidecar_audit.lines().any(|l| l.contains("\"decision\":\"allow\"") && l.contains("mesh:1")),
+        "{sidecar_audit}"
     );
 
     // 50 requests per 10 s per client: two were spent; a quick burst meets 429 within 50 more.
