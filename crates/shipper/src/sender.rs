@@ -1,0 +1,341 @@
+//! The sender: one tokio task that reads durable, unacknowledged records from the spool in
+//! order and POSTs them as NDJSON batches until the server acknowledges them (2xx).
+//! Invariant: the cursor only moves past a batch after a 2xx for it; a failed batch is kept in
+//! memory and re-sent as is (same ids), after an exponential, jittered delay; nothing is dropped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::sink::Shared;
+use crate::spool::{self, Batch, SpoolReader};
+use crate::{ShipperConfig, ShipperError};
+
+/// Largest response body read from the server.
+const MAX_RESPONSE: usize = 64 * 1024;
+/// The sender looks at the spool at least this often even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Why one request did not succeed. Messages never hold the token.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("audit server {url}: {detail}")]
+    Transport { url: String, detail: String },
+    #[error("audit server {url}: no complete response within {} ms", timeout.as_millis())]
+    Timeout { url: String, timeout: Duration },
+    #[error("audit server {url}: HTTP {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+}
+
+impl SendError {
+    /// A status that retrying alone will not fix (4xx other than 408 and 429): a misconfiguration.
+    fn is_misconfiguration(&self) -> bool {
+        matches!(self, SendError::Status { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
+    }
+}
+
+/// The 2xx body: `{"accepted":n,"duplicates":m}`.
+#[derive(Debug, Default, Deserialize)]
+struct Ack {
+    #[serde(default)]
+    accepted: u64,
+    #[serde(default)]
+    duplicates: u64,
+}
+
+pub(crate) struct Poster {
+    url: http::Uri,
+    shown: String,
+    auth: HeaderValue,
+    /// For redacting an echo of the token from a server's error body.
+    token: String,
+    timeout: Duration,
+    http: HttpClient,
+}
+
+impl Poster {
+    pub(crate) fn new(config: &ShipperConfig) -> Result<Poster, ShipperError> {
+        let url = crate::config::events_url(&config.server)?;
+        let server_ca = match &config.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| ShipperError::Config(format!("cannot read ca_file {}: {e}", path.display())))?),
+            None => None,
+        };
+        let tls = tls_config(server_ca.as_deref())?;
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let token = String::from_utf8(config.token.expose().to_vec())
+            .map_err(|_| ShipperError::Config("token must be visible ASCII".into()))?;
+        let mut auth = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| ShipperError::Config("token is not a valid header value".into()))?;
+        auth.set_sensitive(true);
+        Ok(Poster { shown: url.to_string(), url, auth, token, timeout: config.request_timeout, http })
+    }
+
+    async fn post(&self, body: Bytes) -> Result<Ack, SendError> {
+        let url = &self.shown;
+        let req = http::Request::post(self.url.clone())
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .header(http::header::ACCEPT, "application/json")
+            .header(AUTHORIZATION, self.auth.clone())
+            .body(Full::new(body))
+            .map_err(|_| SendError::Transport { url: url.clone(), detail: "cannot build the request".into() })?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| SendError::Transport { url: url.clone(), detail: error_chain(&e) })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE).collect().await.map_err(|e| {
+                SendError::Transport { url: url.clone(), detail: format!("reading the response body: {e}") }
+            })?;
+            Ok::<_, SendError>((status, body.to_bytes()))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| SendError::Timeout { url: url.clone(), timeout: self.timeout })??;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            let mut shown: String = text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(200).collect();
+            if shown.contains(&self.token) {
+                shown = shown.replace(&self.token, "[redacted]");
+            }
+            return Err(SendError::Status { url: url.clone(), status: status.as_u16(), body: shown });
+        }
+        match serde_json::from_slice::<Ack>(&body) {
+            Ok(ack) => Ok(ack),
+            Err(_) => {
+                // The 2xx is the acknowledgement; the counts are informational.
+                tracing::warn!(url = %url, "audit server acknowledged without a {{\"accepted\",\"duplicates\"}} body");
+                Ok(Ack::default())
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter: the n-th delay is drawn from [d/2, d], d = initial·2ⁿ capped at max.
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max, current: initial }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.current;
+        self.current = self.current.saturating_mul(2).min(self.max);
+        let half = d / 2;
+        half.saturating_add(half.mul_f64(fastrand::f64()))
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+pub(crate) struct Sender {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) poster: Poster,
+    pub(crate) reader: SpoolReader,
+    pub(crate) max_events: u64,
+    pub(crate) max_bytes: usize,
+    pub(crate) backoff: Backoff,
+}
+
+impl Sender {
+    pub(crate) async fn run(mut self) {
+        let shared = self.shared.clone();
+        let dir = shared.dir.clone();
+        let acked = shared.acked.load(Ordering::Acquire);
+        self.cleanup(acked).await;
+        let mut pending: Option<Batch> = None;
+        loop {
+            let batch = match pending.take() {
+                Some(b) => b,
+                None => {
+                    // Read `writer_done` before `durable`: if the writer was done, durable is final.
+                    let writer_done = shared.writer_done.load(Ordering::Acquire);
+                    let durable = shared.durable.load(Ordering::Acquire);
+                    let (max_events, max_bytes) = (self.max_events, self.max_bytes);
+                    let mut reader = self.reader;
+                    let joined = tokio::task::spawn_blocking(move || {
+                        let r = reader.next_batch(durable, max_events, max_bytes);
+                        (reader, r)
+                    })
+                    .await;
+                    let Ok((reader, read)) = joined else {
+                        tracing::error!("audit shipper: the spool reader panicked; shipping stops");
+                        return;
+                    };
+                    self.reader = reader;
+                    shared.skipped.store(self.reader.skipped, Ordering::Relaxed);
+                    match read {
+                        Ok(Some(b)) => b,
+                        Ok(None) => {
+                            if writer_done && shared.closing.load(Ordering::Acquire) {
+                                return;
+                            }
+                            tokio::select! {
+                                () = shared.data.notified() => {}
+                                () = shared.wake.notified() => {}
+                                () = tokio::time::sleep(IDLE_POLL) => {}
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            let msg = format!("reading the spool {}: {e}", dir.display());
+                            tracing::error!(error = %msg, "audit shipper cannot read its spool");
+                            shared.set_error(msg);
+                            self.pause().await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            shared.sent.fetch_add(batch.count, Ordering::Relaxed);
+            match self.poster.post(batch.body.clone()).await {
+                Ok(ack) => {
+                    if ack.accepted.saturating_add(ack.duplicates) != batch.count {
+                        tracing::warn!(
+                            sent = batch.count,
+                            accepted = ack.accepted,
+                            duplicates = ack.duplicates,
+                            "audit server's counts do not add up to the batch size"
+                        );
+                    }
+                    shared.duplicates.fetch_add(ack.duplicates, Ordering::Relaxed);
+                    self.acknowledge(&batch).await;
+                    self.backoff.reset();
+                }
+                Err(e) => {
+                    if e.is_misconfiguration() {
+                        tracing::error!(error = %e, events = batch.count, "audit server refused a batch (check server URL and token); retrying");
+                    } else {
+                        tracing::warn!(error = %e, events = batch.count, "audit batch not delivered; retrying");
+                    }
+                    shared.set_error(e.to_string());
+                    pending = Some(batch);
+                    self.pause().await;
+                }
+            }
+        }
+    }
+
+    /// Wait the next backoff delay; a shutdown cuts it short (for a final attempt).
+    async fn pause(&mut self) {
+        let delay = self.backoff.next_delay();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.shared.wake.notified() => {}
+        }
+    }
+
+    async fn acknowledge(&mut self, batch: &Batch) {
+        let shared = &self.shared;
+        shared.acked.store(batch.last_seq, Ordering::Release);
+        shared.acknowledged.fetch_add(batch.count, Ordering::Relaxed);
+        let dir = shared.dir.clone();
+        let seq = batch.last_seq;
+        let written = tokio::task::spawn_blocking(move || spool::write_cursor(&dir, seq)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            // The server has the batch; after a restart it is re-sent and deduplicated by id.
+            tracing::error!(dir = %shared.dir.display(), "audit shipper cannot write its cursor file");
+            shared.set_error(format!("cannot write the cursor in {}", shared.dir.display()));
+        }
+        self.cleanup(seq).await;
+    }
+
+    async fn cleanup(&self, acked: u64) {
+        let dir = self.shared.dir.clone();
+        match tokio::task::spawn_blocking(move || spool::delete_acked(&dir, acked)).await {
+            Ok(Ok(freed)) => {
+                self.shared.spool_bytes.fetch_sub(freed, Ordering::AcqRel);
+            }
+            Ok(Err(e)) => tracing::error!(dir = %self.shared.dir.display(), error = %e, "audit shipper cannot delete acknowledged spool segments"),
+            Err(_) => tracing::error!("audit shipper: segment clean-up panicked"),
+        }
+    }
+}
+
+/// `hyper_util`'s errors say "client error (Connect)"; the cause is in the source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// TLS to the audit server: `server_ca` roots if given, else Mozilla's.
+fn tls_config(server_ca: Option<&[u8]>) -> Result<rustls::ClientConfig, ShipperError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match server_ca {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|_| ShipperError::Config("ca_file is not valid PEM".into()))?;
+                roots.add(cert).map_err(|e| ShipperError::Config(format!("ca_file certificate rejected: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(ShipperError::Config("ca_file contains no certificate".into()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ShipperError::Config(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        for expected in [100u64, 200, 400, 400, 400] {
+            let d = b.next_delay();
+            assert!(d >= Duration::from_millis(expected / 2) && d <= Duration::from_millis(expected), "{d:?} vs {expected}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn misconfiguration_is_4xx_but_not_408_or_429() {
+        let s = |status| SendError::Status { url: "u".into(), status, body: String::new() };
+        assert!(s(401).is_misconfiguration());
+        assert!(s(404).is_misconfiguration());
+        assert!(!s(408).is_misconfiguration());
+        assert!(!s(429).is_misconfiguration());
+        assert!(!s(503).is_misconfiguration());
+    }
+
+    #[test]
+    fn bad_ca_file_is_a_config_error() {
+        assert!(matches!(tls_config(Some(b"not pem")), Err(ShipperError::Config(_))));
+    }
+}

@@ -1,0 +1,321 @@
+//! [`ShippingSink`]: `record` pushes onto a bounded queue and returns; a writer thread gives each
+//! event its id and appends it to the spool, fsyncing once per tick; the sender task ships what
+//! is durable. Invariant: `record` never blocks and never fails; a drop is always counted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade_core::audit::{AuditEvent, AuditSink};
+use tokio::sync::Notify;
+
+use crate::sender::{Backoff, Poster, Sender};
+use crate::spool::{self, Appended, SpoolWriter};
+use crate::{ShipperConfig, ShipperError};
+
+/// The longest a "spool full" warning stays quiet while events are being dropped.
+const FULL_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters for metrics, read with [`ShippingSink::stats`]. Counts are since this sink was opened,
+/// except `pending` and `spool_bytes`, which include what an earlier run left in the spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Events written to the spool and fsynced.
+    pub spooled: u64,
+    /// Events put in a request (a retried event counts once per attempt).
+    pub sent: u64,
+    /// Events the server acknowledged (2xx).
+    pub acknowledged: u64,
+    /// Events lost: `dropped_queue_full + dropped_spool_full + dropped_io_error`.
+    pub dropped: u64,
+    /// `record` found the queue to the writer full (or the sink shut down).
+    pub dropped_queue_full: u64,
+    /// The spool was at `max_spool_bytes`.
+    pub dropped_spool_full: u64,
+    /// The spool could not be written.
+    pub dropped_io_error: u64,
+    /// Events the server reported as already stored (a re-send after a lost acknowledgement).
+    pub server_duplicates: u64,
+    /// Spool lines that were not records (damaged files), skipped.
+    pub skipped_lines: u64,
+    /// Durable events not yet acknowledged.
+    pub pending: u64,
+    /// Bytes in the spool's segment files.
+    pub spool_bytes: u64,
+    /// The last send or spool error (never holds the token).
+    pub last_error: Option<String>,
+}
+
+/// State shared by the sink, the writer thread and the sender task.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    /// Highest seq fsynced to the spool.
+    pub(crate) durable: AtomicU64,
+    /// Highest seq acknowledged by the server.
+    pub(crate) acked: AtomicU64,
+    pub(crate) spool_bytes: Arc<AtomicU64>,
+    pub(crate) spooled: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) acknowledged: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) dropped_spool_full: AtomicU64,
+    pub(crate) dropped_io_error: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+    /// The writer made more records durable.
+    pub(crate) data: Notify,
+    /// Shutdown: stop waiting (idle or backoff) and try now.
+    pub(crate) wake: Notify,
+    pub(crate) closing: AtomicBool,
+    pub(crate) writer_done: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn set_error(&self, msg: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(msg);
+        }
+    }
+}
+
+/// An [`AuditSink`] that ships events to the Palisade audit server through an on-disk spool.
+/// Every event gets the id `<instance id>-<seq>`: the instance id is random, made once per spool
+/// directory; seq grows across restarts. Events the server did not acknowledge are re-sent (same
+/// ids) until it does, also after a restart; the server deduplicates by id.
+pub struct ShippingSink {
+    tx: SyncSender<AuditEvent>,
+    shared: Arc<Shared>,
+    instance: String,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ShippingSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShippingSink").field("spool_dir", &self.shared.dir).field("instance", &self.instance).finish()
+    }
+}
+
+impl ShippingSink {
+    /// Open (creating, mode 0700) and lock the spool directory, repair it (a torn last line is
+    /// cut), start the writer thread and the sender task. Must be called inside a tokio runtime.
+    /// Unacknowledged events left by an earlier run are sent first.
+    pub fn open(config: ShipperConfig) -> Result<ShippingSink, ShipperError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ShipperError::NoRuntime)?;
+        let poster = Poster::new(&config)?;
+        let opened = spool::open_dir(&config.spool_dir)?;
+        let dir = config.spool_dir.clone();
+        let spool_bytes = Arc::new(AtomicU64::new(opened.bytes));
+        let durable = opened.next_seq.saturating_sub(1);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            durable: AtomicU64::new(durable),
+            acked: AtomicU64::new(opened.acked),
+            spool_bytes: spool_bytes.clone(),
+            spooled: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+            dropped_queue_full: AtomicU64::new(0),
+            dropped_spool_full: AtomicU64::new(0),
+            dropped_io_error: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            data: Notify::new(),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+            writer_done: AtomicBool::new(false),
+        });
+        let writer = SpoolWriter::new(
+            dir.clone(),
+            opened.instance.clone(),
+            opened.next_seq,
+            config.segment_bytes(),
+            config.max_spool_bytes,
+            spool_bytes,
+        );
+        let (tx, rx) = sync_channel(config.queue_capacity);
+        let lock = opened.lock;
+        let thread_shared = shared.clone();
+        let tick = config.flush_interval;
+        let writer = std::thread::Builder::new()
+            .name("palisade-audit-spool".into())
+            .spawn(move || {
+                write_loop(rx, writer, &thread_shared, tick);
+                // The spool stays locked until the writer has flushed its last record.
+                drop(lock);
+            })
+            .map_err(|e| ShipperError::Spool { path: dir.clone(), what: "starting the spool writer", source: e })?;
+        let sender = Sender {
+            shared: shared.clone(),
+            poster,
+            reader: spool::SpoolReader::new(dir, opened.acked),
+            max_events: config.batch_max_events as u64,
+            max_bytes: config.batch_max_bytes,
+            backoff: Backoff::new(config.retry_initial, config.retry_max),
+        };
+        let sender = runtime.spawn(sender.run());
+        Ok(ShippingSink {
+            tx,
+            shared,
+            instance: opened.instance,
+            writer: Mutex::new(Some(writer)),
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    /// This spool's instance id: the prefix of every event id it assigns.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn spool_dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (q, f, io) = (get(&s.dropped_queue_full), get(&s.dropped_spool_full), get(&s.dropped_io_error));
+        Stats {
+            spooled: get(&s.spooled),
+            sent: get(&s.sent),
+            acknowledged: get(&s.acknowledged),
+            dropped: q.saturating_add(f).saturating_add(io),
+            dropped_queue_full: q,
+            dropped_spool_full: f,
+            dropped_io_error: io,
+            server_duplicates: get(&s.duplicates),
+            skipped_lines: get(&s.skipped),
+            pending: get(&s.durable).saturating_sub(get(&s.acked)),
+            spool_bytes: get(&s.spool_bytes),
+            last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Stop taking events, write every queued event to the spool (fsynced), then keep sending
+    /// until everything is acknowledged or `timeout` passes. What is still pending then stays in
+    /// the spool for the next start (`stats().pending`). Later `record` calls drop and count.
+    pub async fn shutdown(&self, timeout: Duration) -> Stats {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.shared.closing.store(true, Ordering::Release);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            writer.thread().unpark();
+            // The writer finishes within one drain and fsync: it is not bounded by `timeout`,
+            // because leaving it running would leave queued events unwritten.
+            if tokio::task::spawn_blocking(move || writer.join()).await.is_err() {
+                tracing::error!("audit spool writer could not be joined");
+            }
+        }
+        self.shared.wake.notify_one();
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        if let Some(mut sender) = sender {
+            if tokio::time::timeout_at(deadline, &mut sender).await.is_err() {
+                sender.abort();
+                let pending = self.stats().pending;
+                tracing::warn!(pending, "audit shipper shut down with events still unacknowledged; they stay in the spool");
+            }
+        }
+        self.stats()
+    }
+}
+
+impl Drop for ShippingSink {
+    /// Without [`ShippingSink::shutdown`]: the writer flushes what it has and stops, the sender
+    /// stops at once; nothing acknowledged is lost, the rest is sent by the next start.
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some(sender) = self.sender.get_mut().ok().and_then(Option::take) {
+            sender.abort();
+        }
+        if let Some(writer) = self.writer.get_mut().ok().and_then(Option::take) {
+            writer.thread().unpark();
+            let _ = writer.join();
+        }
+    }
+}
+
+impl AuditSink for ShippingSink {
+    fn record(&self, event: AuditEvent) {
+        if self.shared.closing.load(Ordering::Acquire) {
+            self.shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "audit shipping queue full: events dropped");
+                }
+            }
+        }
+    }
+}
+
+/// The writer polls: it drains the queue, fsyncs once, publishes the durable seq, then sleeps a
+/// tick (or until shutdown unparks it). `record` never wakes it, so the request path pays a
+/// queue push only.
+fn write_loop(rx: Receiver<AuditEvent>, mut w: SpoolWriter, shared: &Shared, tick: Duration) {
+    let mut last_full_warn: Option<Instant> = None;
+    let mut full_since_warn = 0u64;
+    loop {
+        let closing = shared.closing.load(Ordering::Acquire);
+        let mut disconnected = false;
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => match w.append(ev) {
+                    Ok(Appended::Written) => {}
+                    Ok(Appended::Full) => {
+                        shared.dropped_spool_full.fetch_add(1, Ordering::Relaxed);
+                        full_since_warn = full_since_warn.saturating_add(1);
+                        if last_full_warn.is_none_or(|t| t.elapsed() >= FULL_WARN_EVERY) {
+                            tracing::warn!(
+                                dir = %shared.dir.display(),
+                                dropped = full_since_warn,
+                                total_dropped = shared.dropped_spool_full.load(Ordering::Relaxed),
+                                "AUDIT SPOOL FULL: audit events are being dropped (is the audit server reachable?)"
+                            );
+                            last_full_warn = Some(Instant::now());
+                            full_since_warn = 0;
+                        }
+                    }
+                    Err(e) => {
+                        shared.dropped_io_error.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(dir = %shared.dir.display(), error = %e, "cannot write to the audit spool: event dropped");
+                        shared.set_error(format!("writing the spool {}: {e}", shared.dir.display()));
+                    }
+                },
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        match w.sync() {
+            Ok(Some((seq, n))) => {
+                shared.spooled.fetch_add(n, Ordering::Relaxed);
+                shared.durable.store(seq, Ordering::Release);
+                shared.data.notify_one();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(dir = %shared.dir.display(), error = %e, "cannot fsync the audit spool");
+                shared.set_error(format!("syncing the spool {}: {e}", shared.dir.display()));
+            }
+        }
+        if closing || disconnected {
+            shared.writer_done.store(true, Ordering::Release);
+            shared.data.notify_one();
+            return;
+        }
+        std::thread::park_timeout(tick);
+    }
+}

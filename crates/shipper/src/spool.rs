@@ -1,0 +1,604 @@
+//! The on-disk spool: `instance` (the random instance id), `cursor` (last acknowledged seq),
+//! `lock`, and segments `seg-<first seq>.ndjson` of JSON lines, one [`AuditRecord`] each.
+//! Invariants: seqs only grow, a segment's records all precede the next segment's first seq,
+//! only the last segment is ever appended to, and a line is sent only once it is fsynced
+//! (`durable`), so a torn last line (a crash mid-write) is never sent: it is cut on open.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use palisade_core::audit::{AuditEvent, AuditRecord};
+use serde::Deserialize;
+
+use crate::ShipperError;
+
+const INSTANCE_FILE: &str = "instance";
+const CURSOR_FILE: &str = "cursor";
+const CURSOR_TMP: &str = "cursor.tmp";
+const LOCK_FILE: &str = "lock";
+const SEGMENT_PREFIX: &str = "seg-";
+const SEGMENT_SUFFIX: &str = ".ndjson";
+
+pub(crate) fn segment_name(first: u64) -> String {
+    format!("{SEGMENT_PREFIX}{first:020}{SEGMENT_SUFFIX}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The segments in `dir`, by first seq.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push((first, entry.path()));
+        }
+    }
+    out.sort_unstable_by_key(|(first, _)| *first);
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+/// The seq of one spool line (`{"id":"<instance>-<seq>",...}`), or `None` if the line is not a record.
+pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
+    let parsed: IdOnly<'_> = serde_json::from_slice(line).ok()?;
+    let (_, seq) = parsed.id.rsplit_once('-')?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    seq.parse().ok()
+}
+
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(io::Error) -> ShipperError + 'a {
+    move |e| ShipperError::Spool { path: path.to_owned(), what, source: e }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replace `dir/name` with `contents` atomically: temp file, fsync, rename, fsync the directory.
+fn write_atomic(dir: &Path, tmp: &str, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(tmp);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode_0600().open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+/// Record that every seq up to `acked` was acknowledged by the server.
+pub(crate) fn write_cursor(dir: &Path, acked: u64) -> io::Result<()> {
+    write_atomic(dir, CURSOR_TMP, CURSOR_FILE, format!("{acked}\n").as_bytes())
+}
+
+/// The spool as found (and repaired) on open.
+pub(crate) struct Opened {
+    pub(crate) instance: String,
+    pub(crate) acked: u64,
+    /// Seq for the next record written: past every seq in the spool and the cursor.
+    pub(crate) next_seq: u64,
+    /// Bytes of all segment files.
+    pub(crate) bytes: u64,
+    /// Bytes cut off the last segment (a torn line).
+    pub(crate) cut: u64,
+    /// Held for as long as the spool is in use: a second shipper on the same directory fails.
+    pub(crate) lock: File,
+}
+
+/// Open (creating, mode 0700) and repair the spool directory.
+pub(crate) fn open_dir(dir: &Path) -> Result<Opened, ShipperError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(dir = %dir.display(), "audit spool directory is accessible to other users; expected mode 0700");
+            }
+        }
+        Ok(_) => {
+            return Err(ShipperError::Spool {
+                path: dir.to_owned(),
+                what: "using the spool directory",
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "not a directory"),
+            })
+        }
+        Err(_) => DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir, "creating"))?,
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode_0600()
+        .open(&lock_path)
+        .map_err(io_err(&lock_path, "opening"))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(ShipperError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, "locking")(e)),
+    }
+
+    let instance = read_or_create_instance(dir)?;
+    let acked = read_cursor(dir)?;
+    let segments = list_segments(dir).map_err(io_err(dir, "listing"))?;
+    let mut bytes = 0u64;
+    let mut cut = 0u64;
+    let mut last_seq = 0u64;
+    if let Some((last_first, last_path)) = segments.last() {
+        let (seq, c) = repair_last_segment(last_path)?;
+        cut = c;
+        last_seq = seq.max(last_first.saturating_sub(1));
+    }
+    for (_, path) in &segments {
+        bytes = bytes.saturating_add(std::fs::metadata(path).map_err(io_err(path, "reading"))?.len());
+    }
+    let next_seq = acked.max(last_seq).saturating_add(1);
+    Ok(Opened { instance, acked, next_seq, bytes, cut, lock })
+}
+
+fn read_or_create_instance(dir: &Path) -> Result<String, ShipperError> {
+    let path = dir.join(INSTANCE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim_end();
+            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(ShipperError::Corrupt { path, detail: "expected 32 lowercase hex digits".into() });
+            }
+            Ok(id.to_owned())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use ring::rand::SecureRandom;
+            let mut raw = [0u8; 16];
+            ring::rand::SystemRandom::new().fill(&mut raw).map_err(|_| ShipperError::Random)?;
+            let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            write_atomic(dir, "instance.tmp", INSTANCE_FILE, format!("{id}\n").as_bytes())
+                .map_err(io_err(&path, "writing"))?;
+            Ok(id)
+        }
+        Err(e) => Err(io_err(&path, "reading")(e)),
+    }
+}
+
+fn read_cursor(dir: &Path) -> Result<u64, ShipperError> {
+    let path = dir.join(CURSOR_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim_end().parse().map_err(|_| ShipperError::Corrupt { path, detail: "expected a decimal seq".into() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(&path, "reading")(e)),
+    }
+}
+
+/// Cut a torn last line off the last segment (fsynced), and return its highest seq and the bytes cut.
+fn repair_last_segment(path: &Path) -> Result<(u64, u64), ShipperError> {
+    let mut data = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(path, "reading"))?;
+    let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i.saturating_add(1));
+    let cut = data.len().saturating_sub(keep) as u64;
+    if cut > 0 {
+        let f = OpenOptions::new().write(true).open(path).map_err(io_err(path, "repairing"))?;
+        f.set_len(keep as u64).map_err(io_err(path, "repairing"))?;
+        f.sync_all().map_err(io_err(path, "repairing"))?;
+        tracing::warn!(segment = %path.display(), bytes = cut, "audit spool: cut a torn last line (crash mid-write); it was never sent");
+    }
+    let max = data.get(..keep).unwrap_or_default().split(|&b| b == b'\n').filter_map(line_seq).max().unwrap_or(0);
+    Ok((max, cut))
+}
+
+/// What happened to one event handed to [`SpoolWriter::append`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Appended {
+    Written,
+    /// The spool cap would be exceeded: the event was dropped.
+    Full,
+}
+
+struct Segment {
+    out: io::BufWriter<File>,
+    bytes: u64,
+}
+
+/// Appends records to the last segment; owned by the writer thread.
+pub(crate) struct SpoolWriter {
+    dir: PathBuf,
+    instance: String,
+    next_seq: u64,
+    current: Option<Segment>,
+    segment_bytes: u64,
+    max_spool_bytes: u64,
+    spool_bytes: Arc<AtomicU64>,
+    /// Seq of the last record written but not yet fsynced, if any.
+    unsynced: Option<u64>,
+    unsynced_count: u64,
+}
+
+impl SpoolWriter {
+    pub(crate) fn new(
+        dir: PathBuf,
+        instance: String,
+        next_seq: u64,
+        segment_bytes: u64,
+        max_spool_bytes: u64,
+        spool_bytes: Arc<AtomicU64>,
+    ) -> SpoolWriter {
+        SpoolWriter {
+            dir,
+            instance,
+            next_seq,
+            current: None,
+            segment_bytes,
+            max_spool_bytes,
+            spool_bytes,
+            unsynced: None,
+            unsynced_count: 0,
+        }
+    }
+
+    /// Give `event` the next id and append it (buffered; [`SpoolWriter::sync`] makes it durable).
+    /// On an I/O error the segment is abandoned (the next append starts a new one) and the event is lost.
+    pub(crate) fn append(&mut self, event: AuditEvent) -> Result<Appended, io::Error> {
+        let seq = self.next_seq;
+        let record = AuditRecord { id: format!("{}-{seq}", self.instance), event };
+        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let len = line.len() as u64;
+        if self.spool_bytes.load(Ordering::Acquire).saturating_add(len) > self.max_spool_bytes {
+            return Ok(Appended::Full);
+        }
+        if self.current.as_ref().is_some_and(|s| s.bytes >= self.segment_bytes) {
+            // The old segment is complete on disk before the new one exists: readers rely on it.
+            let synced = self.fsync_current();
+            self.current = None;
+            synced?;
+        }
+        let result = self.write_line(seq, &line);
+        if result.is_err() {
+            self.current = None;
+        }
+        result?;
+        self.next_seq = seq.saturating_add(1);
+        self.spool_bytes.fetch_add(len, Ordering::AcqRel);
+        self.unsynced = Some(seq);
+        self.unsynced_count = self.unsynced_count.saturating_add(1);
+        Ok(Appended::Written)
+    }
+
+    fn write_line(&mut self, seq: u64, line: &[u8]) -> io::Result<()> {
+        let segment = match &mut self.current {
+            Some(s) => s,
+            None => {
+                let path = self.dir.join(segment_name(seq));
+                let file = OpenOptions::new().append(true).create(true).mode_0600().open(&path)?;
+                let bytes = file.metadata()?.len();
+                sync_dir(&self.dir)?;
+                self.current.insert(Segment { out: io::BufWriter::with_capacity(256 * 1024, file), bytes })
+            }
+        };
+        segment.out.write_all(line)?;
+        segment.bytes = segment.bytes.saturating_add(line.len() as u64);
+        Ok(())
+    }
+
+    fn fsync_current(&mut self) -> io::Result<()> {
+        match &mut self.current {
+            Some(s) => s.out.flush().and_then(|()| s.out.get_ref().sync_data()),
+            None => Ok(()),
+        }
+    }
+
+    /// Flush and fsync; returns the seq now durable and how many records became durable, if any did.
+    pub(crate) fn sync(&mut self) -> io::Result<Option<(u64, u64)>> {
+        let Some(seq) = self.unsynced else { return Ok(None) };
+        let result = self.fsync_current();
+        if result.is_err() {
+            self.current = None;
+        }
+        result?;
+        self.unsynced = None;
+        let n = std::mem::take(&mut self.unsynced_count);
+        Ok(Some((seq, n)))
+    }
+}
+
+/// The records of one request.
+pub(crate) struct Batch {
+    pub(crate) body: bytes::Bytes,
+    pub(crate) count: u64,
+    pub(crate) last_seq: u64,
+}
+
+/// Reads durable, unacknowledged records in seq order; owned by the sender.
+pub(crate) struct SpoolReader {
+    dir: PathBuf,
+    /// Seq of the last record handed out (initially the cursor).
+    last_seq: u64,
+    /// First seq (name) and read offset of the segment being read.
+    segment: Option<(u64, u64)>,
+    /// Lines skipped because they are not records (counted for stats).
+    pub(crate) skipped: u64,
+}
+
+impl SpoolReader {
+    pub(crate) fn new(dir: PathBuf, acked: u64) -> SpoolReader {
+        SpoolReader { dir, last_seq: acked, segment: None, skipped: 0 }
+    }
+
+    /// The next batch of records with seq in `(last handed out, durable]`, at most `max_events`
+    /// records and `max_bytes` bytes (unless one record alone is larger); `None` if there is none yet.
+    pub(crate) fn next_batch(&mut self, durable: u64, max_events: u64, max_bytes: usize) -> io::Result<Option<Batch>> {
+        let mut body = Vec::new();
+        let mut count = 0u64;
+        let mut last = self.last_seq;
+        'segments: loop {
+            let segments = list_segments(&self.dir)?;
+            let (first, mut offset) = match self.segment {
+                Some(s) => s,
+                None => {
+                    // The segment that may hold last_seq + 1: the last one starting at or before it.
+                    let want = self.last_seq.saturating_add(1);
+                    let pick = segments.iter().rev().find(|(f, _)| *f <= want).or(segments.first());
+                    match pick {
+                        Some((f, _)) => (*f, 0),
+                        None => break,
+                    }
+                }
+            };
+            let path = self.dir.join(segment_name(first));
+            let next_segment = segments.iter().find(|(f, _)| *f > first).map(|(f, _)| *f);
+            let mut rechecked = false;
+            loop {
+                let file = match File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // Deleted (fully acknowledged) or never created: move on.
+                        match next_segment {
+                            Some(n) => {
+                                self.segment = Some((n, 0));
+                                continue 'segments;
+                            }
+                            None => {
+                                self.segment = None;
+                                break 'segments;
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut reader = BufReader::with_capacity(64 * 1024, file);
+                reader.seek(SeekFrom::Start(offset))?;
+                let mut line = Vec::new();
+                let torn = loop {
+                    line.clear();
+                    let n = reader.read_until(b'\n', &mut line)?;
+                    if n == 0 {
+                        break false;
+                    }
+                    if line.last() != Some(&b'\n') {
+                        break true;
+                    }
+                    let Some(seq) = line_seq(&line) else {
+                        self.skipped = self.skipped.saturating_add(1);
+                        tracing::error!(segment = %path.display(), offset, "audit spool: skipped a line that is not a record");
+                        offset = offset.saturating_add(n as u64);
+                        continue;
+                    };
+                    if seq <= last {
+                        offset = offset.saturating_add(n as u64);
+                        continue;
+                    }
+                    if seq > durable
+                        || (count > 0
+                            && (count >= max_events || body.len().saturating_add(line.len()) > max_bytes))
+                    {
+                        self.segment = Some((first, offset));
+                        break 'segments;
+                    }
+                    body.extend_from_slice(&line);
+                    count = count.saturating_add(1);
+                    last = seq;
+                    offset = offset.saturating_add(n as u64);
+                };
+                self.segment = Some((first, offset));
+                let Some(next) = next_segment else { break 'segments };
+                if !rechecked {
+                    // The writer completes a segment before it creates the next: read once more
+                    // now that a next one is known to exist.
+                    rechecked = true;
+                    continue;
+                }
+                if torn {
+                    self.skipped = self.skipped.saturating_add(1);
+                    tracing::error!(segment = %path.display(), offset, "audit spool: skipped a torn line at the end of a segment");
+                }
+                self.segment = Some((next, 0));
+                continue 'segments;
+            }
+        }
+        self.last_seq = last;
+        if count == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Batch { body: bytes::Bytes::from(body), count, last_seq: last }))
+    }
+}
+
+/// Delete every segment whose records are all acknowledged (`<= acked`), never the last one.
+/// Returns the bytes freed.
+pub(crate) fn delete_acked(dir: &Path, acked: u64) -> io::Result<u64> {
+    let segments = list_segments(dir)?;
+    let mut freed = 0u64;
+    for pair in segments.windows(2) {
+        let [(_, path), (next_first, _)] = pair else { continue };
+        if next_first.saturating_sub(1) > acked {
+            break;
+        }
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(path) {
+            Ok(()) => freed = freed.saturating_add(len),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::audit::{Decision, Stage};
+
+    pub(crate) fn event(n: u64) -> AuditEvent {
+        AuditEvent {
+            time: "2026-11-26T03:00:00.000Z".into(),
+            source: "gateway".into(),
+            service: None,
+            request_id: format!("r{n}"),
+            decision: Decision::Deny,
+            stage: Stage::Authz,
+            reason: "no policy allows".into(),
+            principal: "User::\"alice\"".into(),
+            client_id: None,
+            auth_method: None,
+            route: "api".into(),
+            method: "GET".into(),
+            path: "/x".into(),
+            client_ip: "127.0.0.1".into(),
+            policy_ids: vec![],
+            status: 403,
+            latency_ms: 0.5,
+        }
+    }
+
+    fn writer(dir: &Path, o: &Opened, segment_bytes: u64, max: u64, bytes: &Arc<AtomicU64>) -> SpoolWriter {
+        SpoolWriter::new(dir.to_owned(), o.instance.clone(), o.next_seq, segment_bytes, max, bytes.clone())
+    }
+
+    #[test]
+    fn segment_names_sort_and_parse() {
+        assert_eq!(segment_name(42), "seg-00000000000000000042.ndjson");
+        assert_eq!(parse_segment_name("seg-00000000000000000042.ndjson"), Some(42));
+        assert_eq!(parse_segment_name("seg-.ndjson"), None);
+        assert_eq!(parse_segment_name("seg-+1.ndjson"), None);
+        assert_eq!(parse_segment_name("cursor"), None);
+        assert_eq!(line_seq(br#"{"id":"ab-17","x":1}"#), Some(17));
+        assert_eq!(line_seq(br#"{"id":"ab-","x":1}"#), None);
+        assert_eq!(line_seq(br#"{"id":"ab-1"#), None);
+        assert_eq!(line_seq(b"\xff"), None);
+    }
+
+    #[test]
+    fn writes_reads_in_batches_rolls_and_deletes_acked_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        let o = open_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!((o.acked, o.next_seq, o.bytes, o.cut), (0, 1, 0, 0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut w = writer(&dir, &o, 4096, 1 << 20, &bytes);
+        for n in 1..=100 {
+            assert_eq!(w.append(event(n)).unwrap(), Appended::Written);
+        }
+        assert_eq!(w.sync().unwrap(), Some((100, 100)));
+        assert_eq!(w.sync().unwrap(), None);
+        let segments = list_segments(&dir).unwrap();
+        assert!(segments.len() > 3, "{}", segments.len());
+        let on_disk: u64 = segments.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+        assert_eq!(bytes.load(Ordering::Acquire), on_disk);
+
+        let mut r = SpoolReader::new(dir.clone(), 0);
+        // Only durable records: nothing beyond seq 30.
+        let b = r.next_batch(30, 7, 1 << 20).unwrap().unwrap();
+        assert_eq!((b.count, b.last_seq), (7, 7));
+        let mut seen = 7;
+        while let Some(b) = r.next_batch(30, 7, 1 << 20).unwrap() {
+            seen += b.count;
+            assert_eq!(b.last_seq, seen);
+        }
+        assert_eq!(seen, 30);
+        let b = r.next_batch(100, 1000, 2000).unwrap().unwrap();
+        assert!(b.body.len() <= 2000 && b.count > 1);
+        let lines: Vec<_> = b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| line_seq(l).unwrap()).collect();
+        assert_eq!(lines, (31..31 + b.count).collect::<Vec<_>>());
+
+        let freed = delete_acked(&dir, 50).unwrap();
+        let left = list_segments(&dir).unwrap();
+        assert!(freed > 0 && left.len() < segments.len());
+        assert!(left.first().unwrap().0 <= 51, "a segment holding seq 51 must stay");
+        // Everything acknowledged: the last segment still stays.
+        delete_acked(&dir, 100).unwrap();
+        assert_eq!(list_segments(&dir).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reopen_cuts_a_torn_line_continues_seq_and_is_locked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let o = open_dir(&dir).unwrap();
+        assert!(matches!(open_dir(&dir), Err(ShipperError::Locked(_))));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut w = writer(&dir, &o, 1 << 20, 1 << 20, &bytes);
+        for n in 1..=5 {
+            w.append(event(n)).unwrap();
+        }
+        w.sync().unwrap();
+        let instance = o.instance.clone();
+        drop((w, o));
+        let (_, seg) = list_segments(&dir).unwrap().pop().unwrap();
+        let good = std::fs::metadata(&seg).unwrap().len();
+        OpenOptions::new().append(true).open(&seg).unwrap().write_all(br#"{"id":"x-6","ti"#).unwrap();
+        write_cursor(&dir, 2).unwrap();
+        let o = open_dir(&dir).unwrap();
+        assert_eq!((o.instance.as_str(), o.acked, o.next_seq, o.cut, o.bytes), (instance.as_str(), 2, 6, 15, good));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), good);
+        let mut r = SpoolReader::new(dir.clone(), o.acked);
+        let b = r.next_batch(5, 100, 1 << 20).unwrap().unwrap();
+        assert_eq!((b.count, b.last_seq), (3, 5));
+    }
+
+    #[test]
+    fn full_spool_drops_and_corrupt_files_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let o = open_dir(&dir).unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut w = writer(&dir, &o, 4096, 2000, &bytes);
+        let mut written = 0;
+        for n in 1..=20 {
+            if w.append(event(n)).unwrap() == Appended::Written {
+                written += 1;
+            }
+        }
+        let line = serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len() + 1;
+        assert_eq!(written, 2000 / line as u64);
+        drop((w, o));
+        std::fs::write(dir.join(CURSOR_FILE), "seven\n").unwrap();
+        assert!(matches!(open_dir(&dir), Err(ShipperError::Corrupt { .. })));
+        std::fs::write(dir.join(CURSOR_FILE), "7\n").unwrap();
+        std::fs::write(dir.join(INSTANCE_FILE), "nothex\n").unwrap();
+        assert!(matches!(open_dir(&dir), Err(ShipperError::Corrupt { .. })));
+    }
+}
