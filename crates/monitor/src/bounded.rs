@@ -42,6 +42,7 @@ impl<K: Clone + Eq + Hash, V> BoundedMap<K, V> {
         self.map.contains_key(key)
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
