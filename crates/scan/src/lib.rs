@@ -4,7 +4,55 @@
 //!
 //! Not here (yet): lockfile and image inventories, config lint, secret detection, SARIF/CycloneDX output.
 //! This crate does no network I/O: advisory data comes from local files the operator fetched.
+//!
+//! ```no_run
+//! use palisade_scan::{Database, Ecosystem};
+//! # fn main() -> Result<(), palisade_scan::DbError> {
+//! let report = Database::import(&["advisory-db/crates", "osv/Go.zip"], "vulns.db".as_ref())?;
+//! let db = Database::open(&report.path)?;
+//! for f in db.query(Ecosystem::CratesIo, "smallvec", "0.6.9")? {
+//!     let _ = (f.id, f.aliases, f.severity, f.fixed);
+//! }
+//! # Ok(()) }
+//! ```
 
+pub mod advisory;
+pub mod alpine;
+mod cvss;
+mod db;
+pub mod osv;
+pub mod rustsec;
+mod source;
 pub mod version;
 
+pub use advisory::{Advisory, Affected, Event, Rule, RuleError};
+pub use cvss::{base_score_v3, Severity};
+pub use db::{normalize_name, Database, DbError, DbStatus, Finding, ImportReport};
+pub use source::{load, LoadError, LoadReport, SourceIssue};
 pub use version::{compare, Ecosystem, VersionError};
+
+/// Why one advisory document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Malformed JSON.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// Malformed YAML.
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    /// Malformed TOML front matter.
+    #[error("invalid TOML front matter: {0}")]
+    Toml(String),
+    /// A required field is missing or empty.
+    #[error("missing field {0}")]
+    MissingField(&'static str),
+    /// The document is structurally wrong.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A version or requirement in the document is invalid.
+    #[error("{0}")]
+    Rule(String),
+    /// The file is not an advisory at all (e.g. a README in the tree).
+    #[error("not an advisory: {0}")]
+    NotAdvisory(&'static str),
+}
