@@ -187,14 +187,8 @@ impl Notifier {
         let client = http_client()?;
         let (tx, rx) = mpsc::channel(cfg.queue);
         let counters = Arc::new(Counters::default());
-        let worker = tokio::spawn(run(
-            rx,
-            Arc::new(targets),
-            Arc::new(cfg),
-            client,
-            Arc::clone(&counters),
-            metrics.clone(),
-        ));
+        let worker =
+            tokio::spawn(run(rx, Arc::new(targets), Arc::new(cfg), client, Arc::clone(&counters), metrics.clone()));
         Ok(Notifier { tx, counters, metrics, worker })
     }
 
@@ -234,7 +228,8 @@ fn http_client() -> Result<HttpClient, NotifyError> {
         .map_err(|e| NotifyError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
 }
 

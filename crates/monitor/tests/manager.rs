@@ -1,5 +1,7 @@
 //! Alert manager: deduplication by key, suppression of re-notification, acknowledgement, metrics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, SystemTime};
 
 use palisade_monitor::{AckError, Alert, AlertKind, AlertManager, ManagerConfig, Metrics, Severity};

@@ -1,6 +1,8 @@
 //! Replays of recorded audit streams (tests/fixtures/*.jsonl, written by gen.py): each attack
 //! raises exactly the expected alerts with the events behind them; normal traffic raises none.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::SystemTime;
 
 use palisade_core::audit::AuditRecord;
@@ -61,7 +63,10 @@ fn brute_force_on_one_user() {
             (AlertKind::BruteForce, key.clone(), ids("bf-", 12..=12), 1),
         ]
     );
-    assert_eq!(alerts[0].summary, r#"Brute force suspected: at least 10 authentication failures for User::"alice" within 1m"#);
+    assert_eq!(
+        alerts[0].summary,
+        r#"Brute force suspected: at least 10 authentication failures for User::"alice" within 1m"#
+    );
     assert_eq!(humantime::format_rfc3339_millis(alerts[0].first_seen).to_string(), "2026-03-02T10:00:07.000Z");
     assert_eq!(humantime::format_rfc3339_millis(alerts[0].last_seen).to_string(), "2026-03-02T10:00:25.000Z");
     assert_eq!(open(&mgr), vec![(AlertKind::BruteForce, key, ids("bf-", 1..=12), 12)]);
@@ -88,7 +93,8 @@ fn a_new_edge_after_learning_alerts_once() {
         alerts.iter().map(brief).collect::<Vec<_>>(),
         vec![(
             AlertKind::LateralMovement,
-            "lateral_movement:spiffe://shop.local/ns/shop/sa/orders->spiffe://shop.local/ns/shop/sa/users-db".to_owned(),
+            "lateral_movement:spiffe://shop.local/ns/shop/sa/orders->spiffe://shop.local/ns/shop/sa/users-db"
+                .to_owned(),
             vec!["lm-new-1".to_owned()],
             1
         )]
@@ -157,7 +163,12 @@ fn a_replayed_dpop_token() {
     let (alerts, _) = replay("token_replay.jsonl");
     assert_eq!(
         alerts.iter().map(brief).collect::<Vec<_>>(),
-        vec![(AlertKind::TokenMisuse, "token_misuse:Anonymous@192.0.2.99".to_owned(), vec!["dpop-replay-1".to_owned()], 1)]
+        vec![(
+            AlertKind::TokenMisuse,
+            "token_misuse:Anonymous@192.0.2.99".to_owned(),
+            vec!["dpop-replay-1".to_owned()],
+            1
+        )]
     );
     assert_eq!(
         alerts[0].summary,

@@ -1,6 +1,8 @@
 //! Webhook delivery against a local hyper server: retries with backoff, Slack body, giving up,
 //! dropping when the queue is full, no retry on 4xx, per-attempt timeout.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -54,7 +56,10 @@ async fn server(statuses: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Hit>>>) {
                             status
                         };
                         Ok::<_, Infallible>(
-                            hyper::Response::builder().status(status).body(Full::new(Bytes::from_static(b"ok"))).unwrap(),
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from_static(b"ok")))
+                                .unwrap(),
                         )
                     }
                 });
@@ -209,14 +214,24 @@ async fn bad_targets_are_refused_and_urls_are_redacted() {
         NotifyError::Target { index: 0, reason: "the URL must start with http:// or https://" }
     );
     let cfg = NotifierConfig { attempts: 0, ..NotifierConfig::default() };
-    assert_eq!(Notifier::spawn(cfg, Metrics::default()).unwrap_err(), NotifyError::Config("attempts must be at least 1"));
-    let target = WebhookTarget { url: "https://hooks.slack.com/services/T0/B0/SECRET".into(), format: WebhookFormat::Slack };
+    assert_eq!(
+        Notifier::spawn(cfg, Metrics::default()).unwrap_err(),
+        NotifyError::Config("attempts must be at least 1")
+    );
+    let target =
+        WebhookTarget { url: "https://hooks.slack.com/services/T0/B0/SECRET".into(), format: WebhookFormat::Slack };
     assert_eq!(format!("{target:?}"), r#"WebhookTarget { url: "https://hooks.slack.com/…", format: Slack }"#);
     // The notifier config as a caller would deserialize it.
     let cfg: NotifierConfig = serde_json::from_str(
         r#"{"targets":[{"url":"https://hooks.example/x","format":"slack"}],"attempts":3,"base_delay":"200ms"}"#,
     )
     .unwrap();
-    assert_eq!((cfg.attempts, cfg.base_delay, cfg.targets[0].format), (3, Duration::from_millis(200), WebhookFormat::Slack));
-    assert!(serde_json::from_str::<NotifierConfig>(r#"{"retries":3}"#).unwrap_err().to_string().contains("unknown field `retries`"));
+    assert_eq!(
+        (cfg.attempts, cfg.base_delay, cfg.targets[0].format),
+        (3, Duration::from_millis(200), WebhookFormat::Slack)
+    );
+    assert!(serde_json::from_str::<NotifierConfig>(r#"{"retries":3}"#)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `retries`"));
 }

@@ -286,7 +286,9 @@ impl Detectors {
         }
         let name = clean(name, 128);
         let (severity, summary) = match not_after.duration_since(now) {
-            Err(_) => (Severity::Critical, format!("{name} expired at {}", humantime::format_rfc3339_seconds(not_after))),
+            Err(_) => {
+                (Severity::Critical, format!("{name} expired at {}", humantime::format_rfc3339_seconds(not_after)))
+            }
             Ok(left) if left > cfg.warning => return None,
             Ok(left) => {
                 let severity = if left <= cfg.critical { Severity::Critical } else { Severity::Medium };

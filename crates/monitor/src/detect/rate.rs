@@ -77,7 +77,8 @@ impl Rate {
         let b = t / self.interval;
         let cfg = &self.cfg;
         let interval = self.interval;
-        let r = self.routes.touch(&route.to_owned(), || Route { bucket: b, partial: true, first: t, ..Route::default() });
+        let r =
+            self.routes.touch(&route.to_owned(), || Route { bucket: b, partial: true, first: t, ..Route::default() });
         if b > r.bucket {
             // Close the open interval, then the empty ones up to `b`.
             let mut drop_alert = None;

@@ -21,7 +21,11 @@ pub(crate) struct Hits {
 pub(crate) enum Step {
     Quiet,
     /// Crossed the threshold: the event ids in the window (capped), the window's first time, its size.
-    Crossed { ids: Vec<String>, first: u64, count: u64 },
+    Crossed {
+        ids: Vec<String>,
+        first: u64,
+        count: u64,
+    },
     Continued,
 }
 
