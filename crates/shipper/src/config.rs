@@ -156,9 +156,10 @@ pub(crate) fn events_url(server: &str) -> Result<http::Uri, ShipperError> {
         .parse()
         .map_err(|_| ShipperError::Config(format!("server URL {server:?} is invalid")))?;
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-    if uri.host().is_none_or(str::is_empty) || authority.contains('@') || uri.query().is_some() || base.contains('#')
-    {
-        return Err(ShipperError::Config(format!("server URL {server:?} needs a host and no user info, query or fragment")));
+    if uri.host().is_none_or(str::is_empty) || authority.contains('@') || uri.query().is_some() || base.contains('#') {
+        return Err(ShipperError::Config(format!(
+            "server URL {server:?} needs a host and no user info, query or fragment"
+        )));
     }
     Ok(uri)
 }
@@ -169,9 +170,10 @@ mod tests {
 
     #[test]
     fn deserializes_with_defaults_and_rejects_unknown_fields() {
-        let c: ShipperConfig =
-            serde_json::from_str(r#"{"server":"https://audit.example:8443/","token":"t0k","spool_dir":"/var/spool/x"}"#)
-                .unwrap();
+        let c: ShipperConfig = serde_json::from_str(
+            r#"{"server":"https://audit.example:8443/","token":"t0k","spool_dir":"/var/spool/x"}"#,
+        )
+        .unwrap();
         assert_eq!(c.batch_max_events, 500);
         assert_eq!(c.batch_max_bytes, 1 << 20);
         assert_eq!(c.max_spool_bytes, 256 << 20);
@@ -201,9 +203,19 @@ mod tests {
 
     #[test]
     fn events_url_is_checked() {
-        assert_eq!(events_url("https://a.example:8443/base/").unwrap().to_string(), "https://a.example:8443/base/audit/v1/events");
+        assert_eq!(
+            events_url("https://a.example:8443/base/").unwrap().to_string(),
+            "https://a.example:8443/base/audit/v1/events"
+        );
         assert_eq!(events_url("http://127.0.0.1:9").unwrap().to_string(), "http://127.0.0.1:9/audit/v1/events");
-        for bad in ["ftp://a", "a.example", "https://user:pw@a.example", "https://a.example/?q=1", "https://a.example/#f", "http://"] {
+        for bad in [
+            "ftp://a",
+            "a.example",
+            "https://user:pw@a.example",
+            "https://a.example/?q=1",
+            "https://a.example/#f",
+            "http://",
+        ] {
             assert!(events_url(bad).is_err(), "{bad}");
         }
     }

@@ -32,7 +32,12 @@ pub enum ShipperError {
     Config(String),
     /// A spool file or directory could not be used.
     #[error("audit spool {}: {what}: {source}", path.display())]
-    Spool { path: PathBuf, what: &'static str, #[source] source: std::io::Error },
+    Spool {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// A spool file holds something this shipper never writes.
     #[error("audit spool file {} is damaged: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },

@@ -67,7 +67,10 @@ impl Poster {
     pub(crate) fn new(config: &ShipperConfig) -> Result<Poster, ShipperError> {
         let url = crate::config::events_url(&config.server)?;
         let server_ca = match &config.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| ShipperError::Config(format!("cannot read ca_file {}: {e}", path.display())))?),
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| ShipperError::Config(format!("cannot read ca_file {}: {e}", path.display())))?,
+            ),
             None => None,
         };
         let tls = tls_config(server_ca.as_deref())?;
@@ -247,8 +250,6 @@ impl Sender {
 
     async fn acknowledge(&mut self, batch: &Batch) {
         let shared = &self.shared;
-        shared.acked.store(batch.last_seq, Ordering::Release);
-        shared.acknowledged.fetch_add(batch.count, Ordering::Relaxed);
         let dir = shared.dir.clone();
         let seq = batch.last_seq;
         let written = tokio::task::spawn_blocking(move || spool::write_cursor(&dir, seq)).await;
@@ -257,6 +258,9 @@ impl Sender {
             tracing::error!(dir = %shared.dir.display(), "audit shipper cannot write its cursor file");
             shared.set_error(format!("cannot write the cursor in {}", shared.dir.display()));
         }
+        // Counted once the cursor is on disk: `acknowledged` then also means "not re-sent after a restart".
+        shared.acked.store(seq, Ordering::Release);
+        shared.acknowledged.fetch_add(batch.count, Ordering::Relaxed);
         self.cleanup(seq).await;
     }
 
@@ -266,7 +270,9 @@ impl Sender {
             Ok(Ok(freed)) => {
                 self.shared.spool_bytes.fetch_sub(freed, Ordering::AcqRel);
             }
-            Ok(Err(e)) => tracing::error!(dir = %self.shared.dir.display(), error = %e, "audit shipper cannot delete acknowledged spool segments"),
+            Ok(Err(e)) => {
+                tracing::error!(dir = %self.shared.dir.display(), error = %e, "audit shipper cannot delete acknowledged spool segments")
+            }
             Err(_) => tracing::error!("audit shipper: segment clean-up panicked"),
         }
     }
@@ -318,7 +324,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
         for expected in [100u64, 200, 400, 400, 400] {
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(expected / 2) && d <= Duration::from_millis(expected), "{d:?} vs {expected}");
+            assert!(
+                d >= Duration::from_millis(expected / 2) && d <= Duration::from_millis(expected),
+                "{d:?} vs {expected}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

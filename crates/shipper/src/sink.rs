@@ -41,6 +41,8 @@ pub struct Stats {
     pub server_duplicates: u64,
     /// Spool lines that were not records (damaged files), skipped.
     pub skipped_lines: u64,
+    /// Bytes of a torn last line (a crash mid-write) cut from the spool on open.
+    pub torn_bytes_cut: u64,
     /// Durable events not yet acknowledged.
     pub pending: u64,
     /// Bytes in the spool's segment files.
@@ -65,6 +67,7 @@ pub(crate) struct Shared {
     pub(crate) dropped_io_error: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) torn_bytes_cut: u64,
     pub(crate) last_error: Mutex<Option<String>>,
     /// The writer made more records durable.
     pub(crate) data: Notify,
@@ -125,6 +128,7 @@ impl ShippingSink {
             dropped_io_error: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            torn_bytes_cut: opened.cut,
             last_error: Mutex::new(None),
             data: Notify::new(),
             wake: Notify::new(),
@@ -192,6 +196,7 @@ impl ShippingSink {
             dropped_io_error: io,
             server_duplicates: get(&s.duplicates),
             skipped_lines: get(&s.skipped),
+            torn_bytes_cut: s.torn_bytes_cut,
             pending: get(&s.durable).saturating_sub(get(&s.acked)),
             spool_bytes: get(&s.spool_bytes),
             last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
@@ -219,7 +224,10 @@ impl ShippingSink {
             if tokio::time::timeout_at(deadline, &mut sender).await.is_err() {
                 sender.abort();
                 let pending = self.stats().pending;
-                tracing::warn!(pending, "audit shipper shut down with events still unacknowledged; they stay in the spool");
+                tracing::warn!(
+                    pending,
+                    "audit shipper shut down with events still unacknowledged; they stay in the spool"
+                );
             }
         }
         self.stats()

@@ -187,7 +187,9 @@ fn read_or_create_instance(dir: &Path) -> Result<String, ShipperError> {
 fn read_cursor(dir: &Path) -> Result<u64, ShipperError> {
     let path = dir.join(CURSOR_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim_end().parse().map_err(|_| ShipperError::Corrupt { path, detail: "expected a decimal seq".into() }),
+        Ok(s) => {
+            s.trim_end().parse().map_err(|_| ShipperError::Corrupt { path, detail: "expected a decimal seq".into() })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(io_err(&path, "reading")(e)),
     }
@@ -411,8 +413,7 @@ impl SpoolReader {
                         continue;
                     }
                     if seq > durable
-                        || (count > 0
-                            && (count >= max_events || body.len().saturating_add(line.len()) > max_bytes))
+                        || (count > 0 && (count >= max_events || body.len().saturating_add(line.len()) > max_bytes))
                     {
                         self.segment = Some((first, offset));
                         break 'segments;
@@ -541,7 +542,8 @@ mod tests {
         assert_eq!(seen, 30);
         let b = r.next_batch(100, 1000, 2000).unwrap().unwrap();
         assert!(b.body.len() <= 2000 && b.count > 1);
-        let lines: Vec<_> = b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| line_seq(l).unwrap()).collect();
+        let lines: Vec<_> =
+            b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| line_seq(l).unwrap()).collect();
         assert_eq!(lines, (31..31 + b.count).collect::<Vec<_>>());
 
         let freed = delete_acked(&dir, 50).unwrap();
@@ -592,7 +594,8 @@ mod tests {
                 written += 1;
             }
         }
-        let line = serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len() + 1;
+        let line =
+            serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len() + 1;
         assert_eq!(written, 2000 / line as u64);
         drop((w, o));
         std::fs::write(dir.join(CURSOR_FILE), "seven\n").unwrap();
