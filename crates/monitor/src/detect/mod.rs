@@ -352,3 +352,43 @@ impl Draft {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use palisade_core::audit::AuditEvent;
+
+    use super::*;
+
+    #[test]
+    fn a_flood_of_distinct_keys_stays_within_the_cap() {
+        let cfg = DetectorConfig { max_keys: 100, ..DetectorConfig::default() };
+        let mut det = Detectors::new(cfg).unwrap();
+        let now = from_ms(1_772_445_600_000);
+        for i in 0..5_000u32 {
+            let rec = AuditRecord {
+                id: format!("e{i}"),
+                event: AuditEvent {
+                    time: String::new(),
+                    source: format!("src{i}").into(),
+                    service: None,
+                    request_id: String::new(),
+                    decision: Decision::Deny,
+                    stage: Stage::Login,
+                    reason: String::new(),
+                    principal: format!("User::\"u{i}\""),
+                    client_id: None,
+                    auth_method: None,
+                    route: format!("route{i}"),
+                    method: "POST".into(),
+                    path: "/".into(),
+                    client_ip: format!("ip{i}"),
+                    policy_ids: vec![],
+                    status: 401,
+                    latency_ms: 0.0,
+                },
+            };
+            assert!(det.observe(&rec, now).is_empty());
+        }
+        assert_eq!((det.bf_ip.keys(), det.bf_principal.keys()), (100, 100));
+    }
+}

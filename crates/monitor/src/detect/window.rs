@@ -65,6 +65,11 @@ impl Counter {
         Counter { keys: BoundedMap::new(max_keys), window, threshold }
     }
 
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
     pub(crate) fn hit(&mut self, key: &str, t: u64, id: &str, max_ids: usize) -> Step {
         let (window, threshold) = (self.window, self.threshold);
         self.keys.touch(&key.to_owned(), Hits::default).push(t, id, window, threshold, max_ids)
