@@ -172,6 +172,34 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Drops OSV ranges holding a version the ecosystem cannot parse (legacy non-PEP 440 versions in PyPA
+    /// data, for instance), keeping the other ranges and the `versions` list; returns the problems found.
+    /// Cargo rules are all-or-nothing: a bad requirement is returned and the rule left as is.
+    pub(crate) fn retain_valid(&mut self, ecosystem: Ecosystem) -> Vec<RuleError> {
+        let mut problems = Vec::new();
+        match self {
+            Rule::Osv { ranges, .. } => ranges.retain(|events| {
+                let one = Rule::Osv { ranges: vec![events.clone()], versions: vec![] };
+                match one.validate(ecosystem) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        problems.push(e);
+                        false
+                    }
+                }
+            }),
+            Rule::Cargo { .. } => problems.extend(self.validate(ecosystem).err()),
+        }
+        problems
+    }
+
+    /// Whether the rule can match anything at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        matches!(self, Rule::Osv { ranges, versions } if ranges.is_empty() && versions.is_empty())
+    }
+}
+
 pub(crate) fn parse_req(req: &str) -> Result<semver::VersionReq, RuleError> {
     semver::VersionReq::parse(req)
         .map_err(|e| RuleError::Requirement { req: req.chars().take(64).collect(), reason: e.to_string() })

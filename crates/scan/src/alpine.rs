@@ -42,11 +42,24 @@ pub(crate) fn looks_like_secdb(text: &str) -> bool {
     text.lines().any(|l| l.starts_with("distroversion:")) && text.lines().any(|l| l.starts_with("packages:"))
 }
 
-/// Parses one secdb YAML file into advisories.
-pub fn parse_secdb(text: &str) -> Result<Vec<Advisory>, ParseError> {
+/// A secfixes entry left out because its version is not a valid apk version (the secdb has typos such as
+/// `4.8.0.-r1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidEntry {
+    /// Package name.
+    pub package: String,
+    /// The rejected fix version.
+    pub version: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// Parses one secdb YAML file into advisories, plus the entries whose fix version could not be parsed.
+pub fn parse_secdb(text: &str) -> Result<(Vec<Advisory>, Vec<InvalidEntry>), ParseError> {
     let db: SecDb = serde_yaml_ng::from_str(text).map_err(|e| ParseError::Yaml(e.to_string()))?;
     let release = db.distroversion.trim().to_owned();
     let mut out = Vec::new();
+    let mut invalid = Vec::new();
     for entry in db.packages {
         let Some(fixes) = entry.pkg.secfixes else { continue };
         for (version, ids) in fixes {
@@ -54,7 +67,10 @@ pub fn parse_secdb(text: &str) -> Result<Vec<Advisory>, ParseError> {
             if version.trim() == "0" {
                 continue;
             }
-            Ecosystem::Alpine.parse_check(&version).map_err(|e| ParseError::Rule(e.to_string()))?;
+            if let Err(e) = Ecosystem::Alpine.parse_check(&version) {
+                invalid.push(InvalidEntry { package: entry.pkg.name.clone(), version, reason: e.to_string() });
+                continue;
+            }
             let ids: Vec<String> = match ids {
                 serde_yaml_ng::Value::Sequence(items) => items.iter().filter_map(scalar_text).collect(),
                 serde_yaml_ng::Value::Null => Vec::new(),
@@ -87,5 +103,5 @@ pub fn parse_secdb(text: &str) -> Result<Vec<Advisory>, ParseError> {
             }
         }
     }
-    Ok(out)
+    Ok((out, invalid))
 }

@@ -199,11 +199,16 @@ impl Database {
             }
             let mut stored = false;
             for aff in &adv.affected {
-                if let Err(e) = aff.rule.validate(aff.ecosystem) {
+                let mut rule = aff.rule.clone();
+                let problems = rule.retain_valid(aff.ecosystem);
+                let unusable = matches!(rule, Rule::Cargo { .. }) && !problems.is_empty() || rule.is_empty();
+                for e in problems {
                     failures.push(SourceIssue {
                         path: format!("{} ({} {})", adv.id, aff.ecosystem, aff.package),
-                        reason: e.to_string(),
+                        reason: if unusable { format!("left out: {e}") } else { format!("range dropped: {e}") },
                     });
+                }
+                if unusable {
                     continue;
                 }
                 let key = (aff.ecosystem, aff.release.clone(), normalize_name(aff.ecosystem, &aff.package));
@@ -214,7 +219,7 @@ impl Database {
                     severity: adv.severity,
                     cvss_score: adv.cvss_score,
                     informational: adv.informational.clone(),
-                    rule: aff.rule.clone(),
+                    rule,
                 });
                 stored = true;
             }

@@ -169,7 +169,15 @@ fn parse_into(label: &str, kind: &Kind, bytes: &[u8], report: &mut LoadReport) {
         Kind::OsvJson => osv::parse_json(bytes).map(|a| vec![a]),
         Kind::Yaml => std::str::from_utf8(bytes).map_err(|_| ParseError::Invalid("not UTF-8")).and_then(|text| {
             if alpine::looks_like_secdb(text) {
-                alpine::parse_secdb(text)
+                alpine::parse_secdb(text).map(|(advisories, invalid)| {
+                    for e in invalid {
+                        report.failures.push(SourceIssue {
+                            path: format!("{label} ({} {})", e.package, e.version),
+                            reason: e.reason,
+                        });
+                    }
+                    advisories
+                })
             } else {
                 osv::parse_yaml(text).map(|a| vec![a])
             }
