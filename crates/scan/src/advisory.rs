@@ -280,8 +280,10 @@ mod tests {
             Introduced("0".into()),
             Fixed("3.8.1".into()),
         ]);
-        let got: Vec<bool> =
-            ["3.8.0", "3.8.1", "3.8.5", "3.9.0", "3.19.0", "3.19.1", "4.0"].iter().map(|v| r.affects(Ecosystem::PyPI, v).unwrap()).collect();
+        let got: Vec<bool> = ["3.8.0", "3.8.1", "3.8.5", "3.9.0", "3.19.0", "3.19.1", "4.0"]
+            .iter()
+            .map(|v| r.affects(Ecosystem::PyPI, v).unwrap())
+            .collect();
         assert_eq!(got, [true, false, false, true, true, false, false]);
 
         let r = osv(vec![Introduced("1.0.0".into()), LastAffected("1.4.2".into())]);
@@ -309,8 +311,10 @@ mod tests {
         assert!(!r.affects(Ecosystem::CratesIo, "0.9.1").unwrap());
         assert!(!r.affects(Ecosystem::CratesIo, "0.1.5").unwrap());
         let r = Rule::Cargo { patched: vec!["^1.2.3".into(), ">= 2.0.1".into()], unaffected: vec![] };
-        let got: Vec<bool> =
-            ["1.2.2", "1.2.3", "1.9.0", "2.0.0", "2.0.1"].iter().map(|v| r.affects(Ecosystem::CratesIo, v).unwrap()).collect();
+        let got: Vec<bool> = ["1.2.2", "1.2.3", "1.9.0", "2.0.0", "2.0.1"]
+            .iter()
+            .map(|v| r.affects(Ecosystem::CratesIo, v).unwrap())
+            .collect();
         assert_eq!(got, [true, false, false, true, false]);
         let bad = Rule::Cargo { patched: vec![">= 1.0 <<".into()], unaffected: vec![] };
         assert!(matches!(bad.validate(Ecosystem::CratesIo), Err(RuleError::Requirement { .. })));

@@ -68,14 +68,54 @@ pub fn base_score_v3(vector: &str) -> Option<f32> {
     for part in parts {
         let (k, v) = part.split_once(':')?;
         match k {
-            "AV" => av = Some(match v { "N" => 0.85, "A" => 0.62, "L" => 0.55, "P" => 0.2, _ => return None }),
-            "AC" => ac = Some(match v { "L" => 0.77, "H" => 0.44, _ => return None }),
-            "PR" => pr = Some(match v { "N" | "L" | "H" => v, _ => return None }),
-            "UI" => ui = Some(match v { "N" => 0.85, "R" => 0.62, _ => return None }),
-            "S" => s = Some(match v { "U" => false, "C" => true, _ => return None }),
+            "AV" => {
+                av = Some(match v {
+                    "N" => 0.85,
+                    "A" => 0.62,
+                    "L" => 0.55,
+                    "P" => 0.2,
+                    _ => return None,
+                })
+            }
+            "AC" => {
+                ac = Some(match v {
+                    "L" => 0.77,
+                    "H" => 0.44,
+                    _ => return None,
+                })
+            }
+            "PR" => {
+                pr = Some(match v {
+                    "N" | "L" | "H" => v,
+                    _ => return None,
+                })
+            }
+            "UI" => {
+                ui = Some(match v {
+                    "N" => 0.85,
+                    "R" => 0.62,
+                    _ => return None,
+                })
+            }
+            "S" => {
+                s = Some(match v {
+                    "U" => false,
+                    "C" => true,
+                    _ => return None,
+                })
+            }
             "C" | "I" | "A" => {
-                let val = match v { "H" => 0.56, "L" => 0.22, "N" => 0.0, _ => return None };
-                match k { "C" => c = Some(val), "I" => i = Some(val), _ => a = Some(val) }
+                let val = match v {
+                    "H" => 0.56,
+                    "L" => 0.22,
+                    "N" => 0.0,
+                    _ => return None,
+                };
+                match k {
+                    "C" => c = Some(val),
+                    "I" => i = Some(val),
+                    _ => a = Some(val),
+                }
             }
             // Temporal and environmental metrics do not change the base score.
             _ => {}

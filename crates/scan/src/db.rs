@@ -253,8 +253,10 @@ impl Database {
             advisories,
             index,
         };
-        let header_bytes = serde_json::to_vec(&header)
-            .map_err(|e| DbError::Format { path: out.display().to_string(), reason: format!("cannot encode header: {e}") })?;
+        let header_bytes = serde_json::to_vec(&header).map_err(|e| DbError::Format {
+            path: out.display().to_string(),
+            reason: format!("cannot encode header: {e}"),
+        })?;
         let tmp = out.with_file_name(format!(
             ".{}.tmp{}",
             out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),

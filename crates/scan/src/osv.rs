@@ -114,7 +114,12 @@ pub fn parse_yaml(text: &str) -> Result<Advisory, ParseError> {
 pub(crate) fn summary_of(summary: Option<String>, details: Option<&str>) -> String {
     match summary.filter(|s| !s.trim().is_empty()) {
         Some(s) => s.trim().to_owned(),
-        None => details.and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty())).unwrap_or("").chars().take(200).collect(),
+        None => details
+            .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect(),
     }
 }
 
@@ -141,9 +146,9 @@ fn convert(doc: Doc) -> Result<Advisory, ParseError> {
     if severity == Severity::Unknown {
         severity = label_of(doc.database_specific.as_ref())
             .or_else(|| {
-                affected_in
-                    .iter()
-                    .find_map(|a| label_of(a.database_specific.as_ref()).or_else(|| label_of(a.ecosystem_specific.as_ref())))
+                affected_in.iter().find_map(|a| {
+                    label_of(a.database_specific.as_ref()).or_else(|| label_of(a.ecosystem_specific.as_ref()))
+                })
             })
             .unwrap_or_default();
     }
@@ -163,7 +168,11 @@ fn convert(doc: Doc) -> Result<Advisory, ParseError> {
                     (None, Some(v), None, None) => Event::Fixed(v.into()),
                     (None, None, Some(v), None) => Event::LastAffected(v.into()),
                     (None, None, None, Some(v)) => Event::Limit(v.into()),
-                    _ => return Err(ParseError::Invalid("a range event must have exactly one of introduced, fixed, last_affected, limit")),
+                    _ => {
+                        return Err(ParseError::Invalid(
+                            "a range event must have exactly one of introduced, fixed, last_affected, limit",
+                        ))
+                    }
                 };
                 events.push(event);
             }
@@ -182,12 +191,8 @@ fn convert(doc: Doc) -> Result<Advisory, ParseError> {
             rule: Rule::Osv { ranges, versions },
         });
     }
-    let informational = doc
-        .database_specific
-        .as_ref()
-        .and_then(|d| d.get("informational"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+    let informational =
+        doc.database_specific.as_ref().and_then(|d| d.get("informational")).and_then(|v| v.as_str()).map(str::to_owned);
     Ok(Advisory {
         summary: summary_of(doc.summary, doc.details.as_deref()),
         id: doc.id,

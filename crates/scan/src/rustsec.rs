@@ -63,9 +63,9 @@ pub fn parse(text: &str) -> Result<Advisory, ParseError> {
     for req in versions.patched.iter().chain(&versions.unaffected) {
         parse_req(req).map_err(|e| ParseError::Rule(e.to_string()))?;
     }
-    let title = meta.title.or_else(|| {
-        body.lines().map(str::trim).find_map(|l| l.strip_prefix("# ")).map(|t| t.trim().to_owned())
-    });
+    let title = meta
+        .title
+        .or_else(|| body.lines().map(str::trim).find_map(|l| l.strip_prefix("# ")).map(|t| t.trim().to_owned()));
     let score = meta.cvss.as_deref().and_then(base_score_v3);
     Ok(Advisory {
         summary: crate::osv::summary_of(title, Some(body)),

@@ -137,7 +137,9 @@ fn load_file(path: &Path, report: &mut LoadReport) {
     }
     report.files_read += 1;
     if matches!(kind, Kind::RustSec) && in_rust_collection(path) {
-        report.skipped.push(SourceIssue { path: label, reason: "RustSec toolchain collection (rust/), not crates.io".into() });
+        report
+            .skipped
+            .push(SourceIssue { path: label, reason: "RustSec toolchain collection (rust/), not crates.io".into() });
         return;
     }
     let bytes = match read_capped(fs::File::open(path), MAX_FILE) {
@@ -236,7 +238,9 @@ fn load_zip(path: &Path, report: &mut LoadReport) {
         let name = match entry.name() {
             Ok(n) => n.into_owned(),
             Err(e) => {
-                report.failures.push(SourceIssue { path: format!("{label}!#{i}"), reason: format!("bad entry name: {e}") });
+                report
+                    .failures
+                    .push(SourceIssue { path: format!("{label}!#{i}"), reason: format!("bad entry name: {e}") });
                 continue;
             }
         };
@@ -251,7 +255,9 @@ fn load_zip(path: &Path, report: &mut LoadReport) {
         let mut buf = Vec::new();
         match (&mut entry).take(MAX_FILE + 1).read_to_end(&mut buf) {
             Ok(_) if buf.len() as u64 > MAX_FILE => {
-                report.failures.push(SourceIssue { path: entry_label, reason: format!("larger than {MAX_FILE} bytes") });
+                report
+                    .failures
+                    .push(SourceIssue { path: entry_label, reason: format!("larger than {MAX_FILE} bytes") });
                 continue;
             }
             Ok(_) => {}
@@ -262,7 +268,9 @@ fn load_zip(path: &Path, report: &mut LoadReport) {
         }
         total = total.saturating_add(buf.len() as u64);
         if total > MAX_ZIP_TOTAL {
-            report.failures.push(SourceIssue { path: label, reason: format!("more than {MAX_ZIP_TOTAL} bytes uncompressed") });
+            report
+                .failures
+                .push(SourceIssue { path: label, reason: format!("more than {MAX_ZIP_TOTAL} bytes uncompressed") });
             return;
         }
         parse_into(&entry_label, &kind, &buf, report);

@@ -26,6 +26,8 @@ struct Built {
     db: Database,
 }
 
+// A helper shared by tests: a failure here is a test failure.
+#[allow(clippy::unwrap_used)]
 fn built() -> &'static Built {
     static DB: OnceLock<Built> = OnceLock::new();
     DB.get_or_init(|| {
@@ -87,8 +89,21 @@ fn alpine_secdb_parses_with_explained_failures() {
     assert_eq!(
         versions,
         [
-            "0.12.5.-r0", "0.8.21.r2", "1.0.4.-r0", "1.11-20-r0", "1.18.-r2", "1.7.5.-r1", "10.2.22.r0", "10.2.24.r0",
-            "10.2.26.r0", "2.15.r-r1", "2.7.16-33", "4.10-1-r1", "4.8.0.-r1", "57-1-r2", "6.6.2p1-r0"
+            "0.12.5.-r0",
+            "0.8.21.r2",
+            "1.0.4.-r0",
+            "1.11-20-r0",
+            "1.18.-r2",
+            "1.7.5.-r1",
+            "10.2.22.r0",
+            "10.2.24.r0",
+            "10.2.26.r0",
+            "2.15.r-r1",
+            "2.7.16-33",
+            "4.10-1-r1",
+            "4.8.0.-r1",
+            "57-1-r2",
+            "6.6.2p1-r0"
         ]
     );
     assert!(r.failures.iter().all(|f| f.reason.starts_with("invalid Alpine version")), "{:?}", r.failures);
@@ -128,10 +143,7 @@ fn rustsec_markdown_and_osv_export_agree() {
     // unless they name one, so RustSec (and cargo-audit) call 0.7.20-0 affected while the OSV range does
     // not. That synthetic pre-release boundary is the only place the two disagree.
     assert_eq!(disagreements.len(), 23, "{disagreements:#?}");
-    assert!(
-        disagreements.iter().all(|d| d.contains("-0: markdown true, osv false")),
-        "{disagreements:#?}"
-    );
+    assert!(disagreements.iter().all(|d| d.contains("-0: markdown true, osv false")), "{disagreements:#?}");
 }
 
 #[test]
@@ -163,7 +175,10 @@ fn import_counts_and_status() {
     assert!(status.age.as_secs() < 3600);
     assert_eq!(status.sources.len(), 5);
     let counts: BTreeMap<Ecosystem, usize> = status.per_ecosystem.clone();
-    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [Ecosystem::CratesIo, Ecosystem::Go, Ecosystem::PyPI, Ecosystem::Alpine]);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        [Ecosystem::CratesIo, Ecosystem::Go, Ecosystem::PyPI, Ecosystem::Alpine]
+    );
 }
 
 #[test]
@@ -210,7 +225,8 @@ fn go_module_match() {
 #[test]
 fn pypi_match_with_name_normalisation() {
     let db = &built().db;
-    let has = |name: &str, v: &str| db.query(Ecosystem::PyPI, name, v).unwrap().iter().any(|f| f.id == "PYSEC-2018-104");
+    let has =
+        |name: &str, v: &str| db.query(Ecosystem::PyPI, name, v).unwrap().iter().any(|f| f.id == "PYSEC-2018-104");
     assert!(has("oslo-middleware", "3.8.0"));
     assert!(has("Oslo_Middleware", "3.8.0"));
     assert!(!has("oslo-middleware", "3.8.1"));

@@ -79,8 +79,11 @@ fn tokenize(input: &str) -> Result<Vec<Token<'_>>, VersionError> {
                     return Err(err("suffix in the wrong place"));
                 }
                 let (text, next) = span(i + 1, u8::is_ascii_lowercase);
-                let suffix =
-                    SUFFIXES.iter().find(|(name, _)| *name == text).map(|(_, v)| *v).ok_or_else(|| err("unknown suffix"))?;
+                let suffix = SUFFIXES
+                    .iter()
+                    .find(|(name, _)| *name == text)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| err("unknown suffix"))?;
                 i = next;
                 Token { kind: Kind::Suffix, text, suffix }
             }
@@ -214,7 +217,22 @@ mod tests {
 
     #[test]
     fn apk_rejects_malformed() {
-        for bad in ["a1.0", "1.0_foo", "1.0-x1", "1.0-r", "1..0", "1.0_rc1.2", "1.0ab", "1.0A", "1.0a1", "1.0-r1-r2", "1.0_rc1-r1_p1", "1.0~", "1.0~xyz", ".1"] {
+        for bad in [
+            "a1.0",
+            "1.0_foo",
+            "1.0-x1",
+            "1.0-r",
+            "1..0",
+            "1.0_rc1.2",
+            "1.0ab",
+            "1.0A",
+            "1.0a1",
+            "1.0-r1-r2",
+            "1.0_rc1-r1_p1",
+            "1.0~",
+            "1.0~xyz",
+            ".1",
+        ] {
             assert!(compare(Ecosystem::Alpine, bad, "1.0").is_err(), "{bad:?}");
         }
     }
