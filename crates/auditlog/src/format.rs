@@ -326,7 +326,7 @@ mod tests {
         let upper = String::from_utf8(line.to_vec()).unwrap().replace("0707", "0A07");
         assert!(parse_record(upper.as_bytes()).is_none());
         assert!(parse_record(&line.to_vec().splice(7..8, *b"05").collect::<Vec<_>>()).is_none());
-        assert!(parse_record(&line[..line.len() - 1]).is_none());
+        assert!(parse_record(&line[..line.len() - 2]).is_none());
     }
 
     #[test]

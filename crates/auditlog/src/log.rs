@@ -13,8 +13,7 @@ use ring::signature::Ed25519KeyPair;
 
 use crate::error::{damaged, AuditLogError, ProblemKind as K};
 use crate::format::{
-    self, check_event, encode_record, record_hash, segment_name, Checkpoint, CpKind, GENESIS, HEAD_FILE,
-    RETENTION_FILE,
+    self, check_event, encode_record, record_hash, segment_name, Checkpoint, CpKind, GENESIS, HEAD_FILE, RETENTION_FILE,
 };
 use crate::verify::{check_signed_file, list_segments, split_lines, walk_segment};
 
@@ -112,7 +111,6 @@ pub struct AuditLog {
     seg_records: u64,
     seq: u64,
     hash: [u8; 32],
-    since_cp: u64,
     poisoned: bool,
 }
 
@@ -201,7 +199,6 @@ impl AuditLog {
                 seg_records: 0,
                 seq: 0,
                 hash: GENESIS,
-                since_cp: 0,
                 poisoned: false,
             };
             log.write_head()?;
@@ -211,7 +208,8 @@ impl AuditLog {
 
         let head_path = dir.join(HEAD_FILE);
         let head_bytes = std::fs::read(&head_path).map_err(io_err("reading", &head_path))?;
-        let head = check_signed_file(HEAD_FILE, &head_bytes, CpKind::Head, &public_key).map_err(AuditLogError::Damaged)?;
+        let head =
+            check_signed_file(HEAD_FILE, &head_bytes, CpKind::Head, &public_key).map_err(AuditLogError::Damaged)?;
 
         let path = dir.join(&last_name);
         let data = std::fs::read(&path).map_err(io_err("reading", &path))?;
@@ -263,7 +261,6 @@ impl AuditLog {
             seg_records: stats.records,
             seq: chain.seq,
             hash: chain.hash,
-            since_cp: chain.since_cp,
             poisoned: false,
         };
         if stats.last_kind == Some(CpKind::Rotate) {
@@ -318,10 +315,10 @@ impl AuditLog {
             self.seq = seq;
             self.hash = hash;
             self.seg_records = self.seg_records.saturating_add(1);
-            self.since_cp = self.since_cp.saturating_add(1);
-            if self.since_cp >= self.every {
+            // At fixed seqs, so a reader knows where to expect one; rotation and resume
+            // checkpoints only ever shorten the gap that verify allows (`every` records).
+            if seq.is_multiple_of(self.every) {
                 buf.extend_from_slice(&self.checkpoint_line(CpKind::Periodic));
-                self.since_cp = 0;
             }
             if self.fsync == Fsync::Always {
                 self.write_raw(&buf)?;
@@ -409,9 +406,7 @@ impl AuditLog {
             let leftover = *num < marker_first;
             let too_big = policy.max_bytes.is_some_and(|max| total > max);
             let too_old = match policy.max_age {
-                Some(age) if !leftover && !too_big => {
-                    closed_at(&self.dir, name)?.saturating_add(age.as_secs()) <= now
-                }
+                Some(age) if !leftover && !too_big => closed_at(&self.dir, name)?.saturating_add(age.as_secs()) <= now,
                 _ => false,
             };
             if !(leftover || too_big || too_old) {
@@ -478,7 +473,6 @@ impl AuditLog {
     fn write_checkpoint(&mut self, kind: CpKind) -> Result<(), AuditLogError> {
         let line = self.checkpoint_line(kind);
         self.write_raw(&line)?;
-        self.since_cp = 0;
         if self.fsync != Fsync::Never {
             self.sync()?;
         }
@@ -497,7 +491,6 @@ impl AuditLog {
         self.seg_num = num;
         self.seg_bytes = bytes;
         self.seg_records = 0;
-        self.since_cp = 0;
         Ok(())
     }
 
@@ -547,7 +540,13 @@ fn closed_at(dir: &Path, name: &str) -> Result<u64, AuditLogError> {
         .map(|c| c.cp.time)
         .ok_or_else(|| {
             let n = Some(lines.len() as u64);
-            AuditLogError::Damaged(damaged(K::MissingCheckpoint, name, n, None, "closed segment has no rotation checkpoint"))
+            AuditLogError::Damaged(damaged(
+                K::MissingCheckpoint,
+                name,
+                n,
+                None,
+                "closed segment has no rotation checkpoint",
+            ))
         })
 }
 

@@ -32,8 +32,8 @@ pub struct Records {
 /// Records with seq >= `from_seq`, in order, from the log in `dir`. Starts in the segment that
 /// holds `from_seq` (or the oldest retained one).
 pub fn read_from(dir: &Path, from_seq: u64) -> Result<Records, AuditLogError> {
-    let segments = list_segments(dir)
-        .map_err(|source| AuditLogError::Io { what: "listing", path: dir.to_path_buf(), source })?;
+    let segments =
+        list_segments(dir).map_err(|source| AuditLogError::Io { what: "listing", path: dir.to_path_buf(), source })?;
     let mut start = 0;
     for (i, (_, name)) in segments.iter().enumerate() {
         let mut r = open(dir, name)?;
@@ -68,19 +68,19 @@ fn open(dir: &Path, name: &str) -> Result<BufReader<File>, AuditLogError> {
 /// Reads one line into `buf` (cleared first), returning whether it ended in `\n`.
 fn read_line(r: &mut BufReader<File>, buf: &mut Vec<u8>, dir: &Path, name: &str) -> Result<bool, AuditLogError> {
     buf.clear();
-    r.by_ref()
-        .take(MAX_LINE)
-        .read_until(b'\n', buf)
-        .map_err(|source| AuditLogError::Io { what: "reading", path: dir.join(name), source })?;
+    r.by_ref().take(MAX_LINE).read_until(b'\n', buf).map_err(|source| AuditLogError::Io {
+        what: "reading",
+        path: dir.join(name),
+        source,
+    })?;
     Ok(buf.pop_if(|b| *b == b'\n').is_some())
 }
 
 fn opening(line: &[u8], name: &str) -> Result<(u64, [u8; 32]), AuditLogError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    parse_checkpoint(line)
-        .filter(|c| c.cp.kind == CpKind::Open)
-        .map(|c| (c.cp.seq, c.cp.hash))
-        .ok_or_else(|| AuditLogError::Damaged(damaged(K::MissingCheckpoint, name, Some(1), None, "no opening checkpoint")))
+    parse_checkpoint(line).filter(|c| c.cp.kind == CpKind::Open).map(|c| (c.cp.seq, c.cp.hash)).ok_or_else(|| {
+        AuditLogError::Damaged(damaged(K::MissingCheckpoint, name, Some(1), None, "no opening checkpoint"))
+    })
 }
 
 impl Records {
@@ -97,7 +97,13 @@ impl Records {
                 if let Some(c) = self.chain {
                     if c != anchor {
                         let why = "segment anchor does not continue the chain";
-                        return Err(AuditLogError::Damaged(damaged(K::Deleted, &name, Some(1), Some(c.0.saturating_add(1)), why)));
+                        return Err(AuditLogError::Damaged(damaged(
+                            K::Deleted,
+                            &name,
+                            Some(1),
+                            Some(c.0.saturating_add(1)),
+                            why,
+                        )));
                     }
                 }
                 self.chain = Some(anchor);

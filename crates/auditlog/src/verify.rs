@@ -7,8 +7,7 @@ use std::path::Path;
 use crate::error::{damaged, Problem, ProblemKind as K, VerifyError};
 use crate::format::{
     self, parse_checkpoint, parse_record, record_hash, record_seq, segment_name, Checkpoint, CpKind, SigCheck,
-    SignedCheckpoint,
-    CP_PREFIX, GENESIS, HEAD_FILE, RETENTION_FILE,
+    SignedCheckpoint, CP_PREFIX, GENESIS, HEAD_FILE, RETENTION_FILE,
 };
 
 /// The running state of the chain: the last record seen (or the anchor) and the checkpoint rule.
@@ -44,12 +43,7 @@ pub(crate) fn split_lines(data: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     (lines, torn)
 }
 
-fn sig_problem(
-    sc: &SignedCheckpoint,
-    public_key: &[u8],
-    name: &str,
-    line: Option<u64>,
-) -> Result<(), Box<Problem>> {
+fn sig_problem(sc: &SignedCheckpoint, public_key: &[u8], name: &str, line: Option<u64>) -> Result<(), Box<Problem>> {
     let (seq, key_id) = (sc.cp.seq, &sc.key_id);
     match sc.check(public_key) {
         // The key id is not signed: it must name the verifying key so no byte goes unchecked.
@@ -90,7 +84,13 @@ pub(crate) fn walk_segment(
     // Line 1: the signed opening checkpoint that anchors the segment.
     let Some(open) = parse_checkpoint(first) else {
         return Err(if format::is_record_line(first) {
-            damaged(K::MissingCheckpoint, name, Some(1), record_seq(first), "segment does not start with its opening checkpoint")
+            damaged(
+                K::MissingCheckpoint,
+                name,
+                Some(1),
+                record_seq(first),
+                "segment does not start with its opening checkpoint",
+            )
         } else {
             damaged(K::Malformed, name, Some(1), None, "not a checkpoint line")
         });
@@ -146,7 +146,8 @@ pub(crate) fn walk_segment(
         let lineno = Some(idx as u64 + 1);
         let rest = lines.get(idx.saturating_add(1)..).unwrap_or_default();
         let earlier = lines.get(..idx).unwrap_or_default();
-        let expected = st.seq.checked_add(1).ok_or_else(|| damaged(K::Malformed, name, lineno, None, "seq overflow"))?;
+        let expected =
+            st.seq.checked_add(1).ok_or_else(|| damaged(K::Malformed, name, lineno, None, "seq overflow"))?;
         if sealed {
             return Err(damaged(
                 K::Inserted,
@@ -167,7 +168,13 @@ pub(crate) fn walk_segment(
                     return Err(damaged(K::Inserted, name, lineno, Some(cp.seq), "opening checkpoint inside a segment"))
                 }
                 CpKind::Head | CpKind::Retention => {
-                    return Err(damaged(K::Malformed, name, lineno, Some(cp.seq), "head or retention line in a segment"))
+                    return Err(damaged(
+                        K::Malformed,
+                        name,
+                        lineno,
+                        Some(cp.seq),
+                        "head or retention line in a segment",
+                    ))
                 }
                 _ => {}
             }
@@ -195,7 +202,13 @@ pub(crate) fn walk_segment(
             }
             if cp.seq < st.seq {
                 let kind = if earlier.contains(line) { K::Inserted } else { K::Reordered };
-                return Err(damaged(kind, name, lineno, Some(cp.seq), format!("checkpoint for seq {} after seq {}", cp.seq, st.seq)));
+                return Err(damaged(
+                    kind,
+                    name,
+                    lineno,
+                    Some(cp.seq),
+                    format!("checkpoint for seq {} after seq {}", cp.seq, st.seq),
+                ));
             }
             if cp.hash != st.hash {
                 return Err(damaged(K::Modified, name, lineno, Some(cp.seq), "signed hash differs from the chain"));
@@ -227,9 +240,13 @@ pub(crate) fn walk_segment(
             let later_expected = rest.iter().any(|l| record_seq(l) == Some(expected));
             let again = rest.iter().any(|l| record_seq(l) == Some(r.seq));
             return Err(match (later_expected, again) {
-                (true, true) => {
-                    damaged(K::Inserted, name, lineno, Some(r.seq), format!("copy of seq {} before seq {expected}", r.seq))
-                }
+                (true, true) => damaged(
+                    K::Inserted,
+                    name,
+                    lineno,
+                    Some(r.seq),
+                    format!("copy of seq {} before seq {expected}", r.seq),
+                ),
                 (true, false) => {
                     damaged(K::Reordered, name, lineno, Some(r.seq), format!("seq {} before seq {expected}", r.seq))
                 }
@@ -449,7 +466,13 @@ pub fn verify(dir: &Path, public_key: &[u8]) -> Result<VerifyReport, VerifyError
     match hash_at_head {
         Some(h) if h == head.hash => {}
         Some(_) => {
-            return Err(dmg(damaged(K::Modified, HEAD_FILE, Some(1), Some(head.seq), "head hash differs from the chain")))
+            return Err(dmg(damaged(
+                K::Modified,
+                HEAD_FILE,
+                Some(1),
+                Some(head.seq),
+                "head hash differs from the chain",
+            )))
         }
         None => {
             return Err(dmg(damaged(
