@@ -5,12 +5,17 @@
 //! record, bad signature or missing segment; retention deletes whole oldest segments only, behind a
 //! signed marker, so what remains still verifies.
 //!
-//! For: the server's write-once store of `palisade_core::audit::AuditRecord`s, stored as (opaque one-line
-//! JSON objects), its index rebuild ([`read_from`]) and offline checking. Not for: parsing or
+//! For: the server's write-once store of audit records (`palisade_core::audit::AuditRecord`
+//! serialized by the caller; to this crate each is an opaque one-line JSON object, hashed as
+//! given), its index rebuild ([`read_from`]) and offline checking. Not for: parsing or
 //! querying events, shipping them, or keeping the signing seed (the caller unseals it and passes
 //! it to [`AuditLog::open`]); not a defence against someone holding the seed, nor against a
 //! rollback of the whole tail plus head file to an older signed state (ship checkpoints to a
-//! witness for that).
+//! witness for that). One writer per directory; the crate takes no lock.
+//!
+//! Checkpoints: a signed line opens every segment (anchoring the previous record's seq and hash,
+//! which is what lets retention drop older segments), follows every record whose seq is a
+//! multiple of `checkpoint_every`, closes a full segment, and marks each close and reopen.
 //!
 //! Layout of the directory: `000001.log`, `000002.log`, ... (one line per record or checkpoint),
 //! `head.json` (signed seq and hash of the last durable record, replaced atomically) and, after

@@ -470,7 +470,7 @@ impl AuditLog {
         self.file.sync_data().map_err(io_err("syncing", &path))
     }
 
-    fn write_checkpoint(&mut self, kind: CpKind) -> Result<(), AuditLogError> {
+    pub(crate) fn write_checkpoint(&mut self, kind: CpKind) -> Result<(), AuditLogError> {
         let line = self.checkpoint_line(kind);
         self.write_raw(&line)?;
         if self.fsync != Fsync::Never {

@@ -300,20 +300,15 @@ fn bad_checkpoint_signature_and_wrong_key() {
 #[test]
 fn removed_checkpoint_lines_are_detected() {
     let t = template();
-    // A periodic checkpoint removed: too many records without one.
+    // A periodic checkpoint removed: the line after record 100 must be a checkpoint.
     let d = copy_dir(&t.dir);
     let (seg, line) = locate(d.path(), 100);
     let p = d.path().join(&seg);
     let mut lines = lines_of(&p);
+    assert_eq!(parse_checkpoint(&lines[line]).unwrap().cp.seq, 100);
     lines.remove(line);
     write_lines(&p, &lines);
-    let (_, l126) = locate(d.path(), 126);
-    let pr = problem(d.path(), &t.pk);
-    if seg == locate(d.path(), 126).0 {
-        assert_problem(&pr, ProblemKind::MissingCheckpoint, &seg, Some(l126 as u64), Some(126));
-    } else {
-        assert_eq!(pr.kind, ProblemKind::MissingCheckpoint);
-    }
+    assert_problem(&problem(d.path(), &t.pk), ProblemKind::MissingCheckpoint, &seg, Some(line as u64 + 1), Some(100));
     // A segment's closing checkpoint removed.
     let d = copy_dir(&t.dir);
     let p = d.path().join("000002.log");
@@ -641,4 +636,46 @@ fn verify_and_open_never_panic_on_garbage() {
         }
         let _ = AuditLog::open(config(d.path()), &SEED).map(|(mut log, _)| log.append_batch(&[b"{}"]));
     }
+}
+
+#[test]
+fn crash_between_rotation_and_next_segment_is_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = AuditLog::open(config(dir), &SEED).unwrap();
+    log.append_batch(&[&event(1), &event(2)]).unwrap();
+    // The closing checkpoint of segment 1 landed, segment 2 was never created.
+    log.write_checkpoint(CpKind::Rotate).unwrap();
+    drop(log);
+    assert_eq!(segments(dir), vec!["000001.log"]);
+    let (mut log, report) = AuditLog::open(config(dir), &SEED).unwrap();
+    assert_eq!((report.next_seq, report.torn), (3, None));
+    assert_eq!(segments(dir), vec!["000001.log", "000002.log"]);
+    assert_eq!(log.append_batch(&[&event(3)]).unwrap(), 3..4);
+    let pk = log.public_key();
+    log.close().unwrap();
+    let v = verify(dir, &pk).unwrap();
+    assert_eq!((v.segments, v.records, v.last_seq, v.checkpoints), (2, 3, 3, 4));
+}
+
+#[test]
+fn problem_kinds_display() {
+    let all = [
+        (ProblemKind::Modified, "modified"),
+        (ProblemKind::Deleted, "deleted"),
+        (ProblemKind::Inserted, "inserted"),
+        (ProblemKind::Reordered, "reordered"),
+        (ProblemKind::Truncated, "truncated"),
+        (ProblemKind::BadSignature, "bad signature"),
+        (ProblemKind::Malformed, "malformed"),
+        (ProblemKind::MissingSegment, "missing segment"),
+        (ProblemKind::MissingCheckpoint, "missing checkpoint"),
+    ];
+    for (k, s) in all {
+        assert_eq!(k.to_string(), s);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(matches!(verify(&tmp.path().join("none"), &[0; 32]), Err(VerifyError::Io { .. })));
+    let empty = verify(tmp.path(), &[0; 32]).unwrap_err();
+    assert_problem(empty.problem().unwrap(), ProblemKind::MissingSegment, "000001.log", None, Some(1));
 }

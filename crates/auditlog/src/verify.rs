@@ -142,6 +142,9 @@ pub(crate) fn walk_segment(
     stats.last_kind = Some(CpKind::Open);
 
     let mut sealed = false;
+    // The writer puts a checkpoint right after every record whose seq is a multiple of `every`
+    // (in the same write), so a deleted checkpoint line is seen even where a later one follows.
+    let mut need_cp: Option<u64> = None;
     for (idx, line) in lines.iter().enumerate().skip(1) {
         let lineno = Some(idx as u64 + 1);
         let rest = lines.get(idx.saturating_add(1)..).unwrap_or_default();
@@ -156,6 +159,12 @@ pub(crate) fn walk_segment(
                 record_seq(line),
                 "line after the segment's rotation checkpoint",
             ));
+        }
+        if let Some(seq) = need_cp.take() {
+            if !line.starts_with(CP_PREFIX) {
+                let why = format!("no checkpoint after seq {seq} (one every {} records)", st.every);
+                return Err(damaged(K::MissingCheckpoint, name, lineno, Some(seq), why));
+            }
         }
         if line.starts_with(CP_PREFIX) {
             let Some(sc) = parse_checkpoint(line) else {
@@ -268,6 +277,9 @@ pub(crate) fn walk_segment(
         if st.since_cp > st.every {
             let why = format!("more than {} records without a checkpoint", st.every);
             return Err(damaged(K::MissingCheckpoint, name, lineno, Some(r.seq), why));
+        }
+        if r.seq.is_multiple_of(st.every) {
+            need_cp = Some(r.seq);
         }
         seen(st.seq, &st.hash);
         stats.records = stats.records.saturating_add(1);
