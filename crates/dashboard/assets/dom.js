@@ -1,4 +1,4 @@
-// DOM helpers. Text always goes in through textContent / attributes, never innerHTML, so
+// DOM helpers. Text always goes in through textContent / attributes, never parsed as HTML, so
 // audit data (principals, paths, reasons) cannot inject markup.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';

@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn pkce_s256_matches_rfc7636_appendix_b() {
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mJ0IEDhqcjPdOs1c-F5aUbTs3ZQg5L0"),
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
