@@ -26,12 +26,13 @@ pub(crate) fn emit(
         return;
     }
     let (principal, client_id, auth_method) = match &s.identity {
-        Some(i) => (i.principal_ref(), i.client_id().map(str::to_owned), Some(i.method())),
+        Some(i) => (i.principal_ref(), i.client_id().map(str::to_owned), Some(i.method().into())),
         None => ("Anonymous".to_owned(), None, None),
     };
     sink.record(AuditEvent {
         time: now_rfc3339(),
-        source: "gateway",
+        source: "gateway".into(),
+        service: None,
         request_id: s.request_id.clone(),
         decision,
         stage,
