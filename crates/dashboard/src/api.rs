@@ -89,11 +89,11 @@ pub(crate) fn parse_query(q: &str, stream: bool) -> Result<(Filter, EventQuery),
             ("limit", false) => {
                 eq.limit = match val {
                     None => DEFAULT_LIMIT,
-                    Some(s) => s
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer in 1..={MAX_LIMIT}")))?,
+                    Some(s) => {
+                        s.parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                            ApiError::bad_request(format!("limit must be an integer in 1..={MAX_LIMIT}"))
+                        })?
+                    }
                 }
             }
             ("since_ms", false) => {
@@ -162,7 +162,9 @@ async fn stream(State(app): State<AppState>, headers: HeaderMap, RawQuery(q): Ra
                     }
                 }
                 // A slow client skipped items; tell it (a comment) and carry on.
-                Err(RecvError::Lagged(n)) => return Some((Ok(Event::default().comment(format!("lagged {n}"))), (rx, f))),
+                Err(RecvError::Lagged(n)) => {
+                    return Some((Ok(Event::default().comment(format!("lagged {n}"))), (rx, f)))
+                }
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -253,7 +255,10 @@ mod tests {
         assert_eq!(q.since_ms, Some(17));
         assert_eq!(parse_query("", false).unwrap().1.limit, 100);
         let e = parse_query("limit=0", false).unwrap_err();
-        assert_eq!((e.status, e.description.as_str()), (StatusCode::BAD_REQUEST, "limit must be an integer in 1..=1000"));
+        assert_eq!(
+            (e.status, e.description.as_str()),
+            (StatusCode::BAD_REQUEST, "limit must be an integer in 1..=1000")
+        );
         assert_eq!(parse_query("decision=maybe", false).unwrap_err().description, "decision must be allow or deny");
         assert_eq!(parse_query("limit=5", true).unwrap_err().description, "unknown query parameter \"limit\"");
         assert_eq!(parse_query("since_ms=-1", false).unwrap_err().status, StatusCode::BAD_REQUEST);

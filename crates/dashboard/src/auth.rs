@@ -87,10 +87,9 @@ pub(crate) fn authenticate(app: &App, headers: &HeaderMap) -> Option<Caller> {
 pub(crate) fn csrf_ok(caller: &Caller, headers: &HeaderMap) -> bool {
     match caller {
         Caller::AdminBearer => true,
-        Caller::Session { session } => headers
-            .get(CSRF_HEADER)
-            .map(|v| bool::from(v.as_bytes().ct_eq(session.csrf.as_bytes())))
-            .unwrap_or(false),
+        Caller::Session { session } => {
+            headers.get(CSRF_HEADER).map(|v| bool::from(v.as_bytes().ct_eq(session.csrf.as_bytes()))).unwrap_or(false)
+        }
     }
 }
 

@@ -191,8 +191,7 @@ async fn finish_oidc(app: &AppState, query: &str, headers: &HeaderMap) -> Result
     let bound = auth::cookie(headers, STATE_COOKIE).is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())));
     let pending = app.sessions.finish(&state, Instant::now());
     if let Some(err) = param("error") {
-        let code: String =
-            err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect::<String>();
+        let code: String = err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect::<String>();
         return Err(OidcError::Denied(code));
     }
     let pending = pending.filter(|_| bound).ok_or(OidcError::State)?;

@@ -1,6 +1,8 @@
 //! The `/ui` router in-process (`Router::oneshot`) with an in-memory fake `DashboardData`, and
 //! the OIDC sign-in end to end against a small fake issuer on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +85,11 @@ impl DashboardData for Fake {
         }]
     }
     async fn policies(&self) -> Vec<PolicyInfo> {
-        vec![PolicyInfo { id: "p1".into(), source: "mesh.cedar".into(), text: "permit(principal, action, resource);".into() }]
+        vec![PolicyInfo {
+            id: "p1".into(),
+            source: "mesh.cedar".into(),
+            text: "permit(principal, action, resource);".into(),
+        }]
     }
     async fn top_denied(&self, limit: usize) -> Vec<(String, u64)> {
         vec![("bob".into(), 9), ("eve".into(), 4), ("mallory".into(), 1)].into_iter().take(limit).collect()
@@ -185,7 +191,8 @@ async fn unauthenticated_api_is_401_json_and_pages_redirect_to_login() {
     let r = send(&app, get("/ui/login", None)).await;
     assert_eq!(r.status, StatusCode::OK);
     let html = r.text();
-    assert!(html.contains("<a class=\"button primary\" id=\"oidc-login\" href=\"/ui/login/oidc\">Sign in with Palisade</a>"));
+    assert!(html
+        .contains("<a class=\"button primary\" id=\"oidc-login\" href=\"/ui/login/oidc\">Sign in with Palisade</a>"));
     assert!(html.contains("<form id=\"token-form\" method=\"post\" action=\"/ui/login/token\""));
     assert!(html.contains("<input id=\"token\" name=\"token\" type=\"password\""));
     assert!(!html.contains("<script"));
@@ -195,11 +202,8 @@ async fn unauthenticated_api_is_401_json_and_pages_redirect_to_login() {
 async fn admin_token_login_gives_a_session_cookie_that_opens_the_api() {
     let fake = Fake::new();
     let app = router(config("http://127.0.0.1:1"), fake.clone());
-    let r = send(
-        &app,
-        Request::post("/ui/login/token").body(Body::from(format!("token={ADMIN_TOKEN}"))).unwrap(),
-    )
-    .await;
+    let r =
+        send(&app, Request::post("/ui/login/token").body(Body::from(format!("token={ADMIN_TOKEN}"))).unwrap()).await;
     let set = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
     let (pair, attrs) = set.split_once(';').unwrap();
     assert_eq!(pair.len(), "palisade_ui=".len() + 43);
@@ -213,7 +217,8 @@ async fn admin_token_login_gives_a_session_cookie_that_opens_the_api() {
     assert_eq!(r.json(), serde_json::to_value(fake_graph()).unwrap());
     assert_eq!(r.json()["nodes"][0], json!({"id": "internet", "label": "Internet", "kind": "external"}));
 
-    let r = send(&app, get("/ui/api/events?decision=deny&principal=bob&source=&limit=5&since_ms=1700", Some(&cookie))).await;
+    let r = send(&app, get("/ui/api/events?decision=deny&principal=bob&source=&limit=5&since_ms=1700", Some(&cookie)))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()[0]["id"], "e1");
     assert_eq!(
@@ -228,7 +233,10 @@ async fn admin_token_login_gives_a_session_cookie_that_opens_the_api() {
     );
     let r = send(&app, get("/ui/api/events?limit=5000", Some(&cookie))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.json(), json!({"error": "invalid_request", "error_description": "limit must be an integer in 1..=1000"}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "invalid_request", "error_description": "limit must be an integer in 1..=1000"})
+    );
 
     let r = send(&app, get("/ui/api/top-denied?limit=2", Some(&cookie))).await;
     assert_eq!(r.json(), json!([{"principal": "bob", "denies": 9}, {"principal": "eve", "denies": 4}]));
@@ -254,13 +262,16 @@ async fn wrong_or_missing_admin_token_is_401_without_a_cookie() {
         let r = send(&app, Request::post("/ui/login/token").body(Body::from(body.to_owned())).unwrap()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{body}");
         assert!(r.headers.get(header::SET_COOKIE).is_none(), "{body}");
-        assert!(r.text().contains("<p id=\"login-error\" class=\"error\" role=\"alert\">That admin token is not valid.</p>"));
+        assert!(r
+            .text()
+            .contains("<p id=\"login-error\" class=\"error\" role=\"alert\">That admin token is not valid.</p>"));
     }
     // Without a configured digest, no token works.
     let mut cfg = config("http://127.0.0.1:1");
     cfg.admin_token_sha256 = None;
     let app = router(cfg, Fake::new());
-    let r = send(&app, Request::post("/ui/login/token").body(Body::from(format!("token={ADMIN_TOKEN}"))).unwrap()).await;
+    let r =
+        send(&app, Request::post("/ui/login/token").body(Body::from(format!("token={ADMIN_TOKEN}"))).unwrap()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.get(header::SET_COOKIE).is_none());
     let r = send(&app, get("/ui/login", None)).await;
@@ -306,7 +317,10 @@ async fn ack_requires_the_session_csrf_token() {
     for token in [None, Some("wrong"), Some("")] {
         let r = send(&app, ack("a1", token)).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{token:?}");
-        assert_eq!(r.json(), json!({"error": "forbidden", "error_description": "missing or wrong X-Palisade-CSRF header"}));
+        assert_eq!(
+            r.json(),
+            json!({"error": "forbidden", "error_description": "missing or wrong X-Palisade-CSRF header"})
+        );
     }
     assert!(fake.acks.lock().unwrap().is_empty());
 
@@ -400,7 +414,10 @@ async fn assets_have_content_types_etags_and_every_response_the_csp() {
         assert_eq!(etag.len(), 26);
         let again = send(
             &app,
-            Request::get(format!("/ui/assets/{name}")).header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap(),
+            Request::get(format!("/ui/assets/{name}"))
+                .header(header::IF_NONE_MATCH, &etag)
+                .body(Body::empty())
+                .unwrap(),
         )
         .await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED);
@@ -481,8 +498,7 @@ async fn start_issuer() -> Arc<Issuer> {
                 let code = form.get("code").cloned().unwrap_or_default();
                 let Some((challenge, claims)) = state.codes.lock().unwrap().remove(&code) else { return refuse };
                 let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-                let computed =
-                    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+                let computed = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
                 if form.get("grant_type").map(String::as_str) != Some("authorization_code")
                     || form.get("client_id").map(String::as_str) != Some("palisade-ui")
                     || form.get("redirect_uri") != Some(&state.redirect_uri)
@@ -495,7 +511,10 @@ async fn start_issuer() -> Arc<Issuer> {
                 let forged = p256_key().0;
                 let key = if state.forge.load(std::sync::atomic::Ordering::SeqCst) { &forged } else { &state.key };
                 let id_token = jsonwebtoken::encode(&header, &claims, key).unwrap();
-                (StatusCode::OK, axum::Json(json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token})))
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token})),
+                )
             }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -593,7 +612,8 @@ async fn oidc_callback_refuses_unknown_replayed_or_unbound_state_and_issuer_erro
     let q: HashMap<String, String> =
         form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
     let cookie = start.cookie("palisade_ui_state").unwrap();
-    let r = send(&app, get(&format!("/ui/callback?error=access_denied%3Cb%3E&state={}", q["state"]), Some(&cookie))).await;
+    let r =
+        send(&app, get(&format!("/ui/callback?error=access_denied%3Cb%3E&state={}", q["state"]), Some(&cookie))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.text().contains("the issuer refused the sign-in: access_deniedb"));
 
