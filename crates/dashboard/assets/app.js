@@ -23,7 +23,10 @@ async function api(path, opts = {}) {
     window.location.assign('/ui/login');
     throw new SignedOut('signed out');
   }
-  if (r.status === 204) return null;
+  if (r.status === 204) {
+    await r.arrayBuffer(); // consume the empty body, so the request is not reported as aborted
+    return null;
+  }
   const body = await r.json().catch(() => null);
   if (!r.ok) throw new Error((body && body.error_description) || `HTTP ${r.status}`);
   return body;
@@ -152,8 +155,9 @@ function alertItem(a) {
 
 function renderAlerts() {
   const ul = clear($('alert-list'));
+  const when = (v) => (typeof v === 'number' ? v : Date.parse(v) || 0);
   const list = [...alerts.values()].sort((x, y) =>
-    Number(!!x.acked_by) - Number(!!y.acked_by) || String(y.last_seen).localeCompare(String(x.last_seen)));
+    Number(!!x.acked_by) - Number(!!y.acked_by) || when(y.last_seen) - when(x.last_seen));
   for (const a of list) ul.append(alertItem(a));
   if (list.length === 0) ul.append(h('li', { class: 'empty', 'data-empty': '' }, 'No alerts.'));
   const open = list.filter((a) => !a.acked_by).length;

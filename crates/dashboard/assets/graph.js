@@ -6,7 +6,7 @@ import { s, h, clear } from './dom.js';
 
 const NODE_W = 170;
 const NODE_H = 48;
-const COL_W = 290;
+const COL_W = 390;
 const ROW_H = 100;
 const PAD = 30;
 
@@ -70,7 +70,7 @@ function truncate(t, n) {
 }
 
 function marker(id, cls) {
-  return s('marker', { id, viewBox: '0 0 10 10', refX: '10', refY: '5', markerWidth: '8', markerHeight: '8', orient: 'auto-start-reverse' },
+  return s('marker', { id, viewBox: '0 0 10 10', refX: '10', refY: '5', markerWidth: '11', markerHeight: '11', markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' },
     s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: cls }));
 }
 
@@ -110,7 +110,7 @@ export function renderGraph(container, table, graph) {
         const mx = (x1 + x2) / 2;
         d = `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2} ${y2}`;
         lx = mx;
-        ly = (y1 + y2) / 2 - 6;
+        ly = (y1 + y2) / 2 + 4;
       } else {
         // Same or earlier column: loop below the boxes so the line does not cross them.
         const x1 = a.x + NODE_W / 2, y1 = a.y + NODE_H, x2 = b.x + NODE_W / 2, y2 = b.y + NODE_H;
