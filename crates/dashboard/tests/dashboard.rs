@@ -649,3 +649,14 @@ async fn oidc_refuses_a_token_signed_by_another_key_and_an_unreachable_issuer() 
         .text()
         .contains("the issuer&#39;s metadata could not be used: http://127.0.0.1:9/.well-known/openid-configuration"));
 }
+
+#[tokio::test]
+async fn cookie_is_secure_when_the_public_url_is_https() {
+    let mut cfg = config("http://127.0.0.1:1");
+    cfg.public_url = "https://palisade.example".into();
+    let app = router(cfg, Fake::new());
+    let r =
+        send(&app, Request::post("/ui/login/token").body(Body::from(format!("token={ADMIN_TOKEN}"))).unwrap()).await;
+    let set = r.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
+    assert!(set.ends_with("; Path=/ui; HttpOnly; SameSite=Lax; Max-Age=28800; Secure"), "{set}");
+}
