@@ -1,8 +1,9 @@
-//! Palisade scanner, first slice: per-ecosystem version orderings, advisory readers (OSV JSON/YAML, RustSec
-//! advisory-db, Alpine secdb) and a local indexed vulnerability database that answers "which advisories affect
-//! package P at version V".
+//! Palisade scanner: per-ecosystem version orderings, advisory readers (OSV JSON/YAML, RustSec advisory-db,
+//! Alpine secdb), a local indexed vulnerability database that answers "which advisories affect package P at
+//! version V", package inventories (lockfiles, dpkg/apk databases, Go binaries, directory trees, docker-archive
+//! and OCI images) and the report that matches them ([`scan`], rendered as a table or JSON).
 //!
-//! Not here (yet): lockfile and image inventories, config lint, secret detection, SARIF/CycloneDX output.
+//! Not here (yet): config lint, secret detection, SARIF/CycloneDX output. Nothing here prints.
 //! This crate does no network I/O: advisory data comes from local files the operator fetched.
 //!
 //! ```no_run
@@ -20,7 +21,10 @@ pub mod advisory;
 pub mod alpine;
 mod cvss;
 mod db;
+pub mod image;
+pub mod inventory;
 pub mod osv;
+mod report;
 pub mod rustsec;
 mod source;
 pub mod version;
@@ -29,6 +33,11 @@ pub use advisory::{Advisory, Affected, Event, Rule, RuleError};
 pub use cvss::{base_score_v3, Severity};
 pub use db::{normalize_name, Database, DbError, DbStatus, Finding, ImportReport};
 pub use source::{load, LoadError, LoadReport, SourceIssue};
+pub use image::{scan_image, ImageInventory, Limits};
+pub use inventory::{detect, scan_dir, scan_lockfile, Distro, FileKind, Inventory, InventoryError, Package};
+pub use report::{
+    parse_severity, scan, Report, ReportFinding, Target, TargetKind, TargetReport, EXIT_ERROR, EXIT_FINDINGS,
+};
 pub use version::{compare, Ecosystem, VersionError};
 
 /// Why one advisory document could not be read.
