@@ -16,8 +16,11 @@ pub use sqlx;
 
 /// The migrations, in order. Add new files at the end; never edit an applied one (its checksum
 /// is recorded and checked on every start).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "idp", include_str!("../migrations/0001_idp.sql")), (2, "ca", include_str!("../migrations/0002_ca.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "idp", include_str!("../migrations/0001_idp.sql")),
+    (2, "ca", include_str!("../migrations/0002_ca.sql")),
+    (3, "audit", include_str!("../migrations/0003_audit.sql")),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
