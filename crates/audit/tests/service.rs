@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The audit service end to end on SQLite: ingest over HTTP, deduplication, atomic batches,
 //! queries, the signed log verifying with the key derived from the master key, detectors raising
 //! alerts that reach a webhook and the dashboard's data.
