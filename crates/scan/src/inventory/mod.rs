@@ -15,7 +15,7 @@ use crate::version::Ecosystem;
 
 pub use golang::{go_build_info, GoBuildInfo};
 pub use os::Distro;
-pub use walk::{scan_dir, scan_lockfile};
+pub use walk::{scan_dir, scan_file, scan_lockfile};
 
 /// Largest lockfile or package database read (larger ones are reported, not read).
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;

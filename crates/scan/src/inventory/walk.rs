@@ -18,8 +18,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InventoryError + '_ {
 /// Inventories a single lockfile or package database, classified by its file name.
 pub fn scan_lockfile(path: &Path) -> Result<Inventory, InventoryError> {
     let display = path.display().to_string();
-    let kind = detect(&display).ok_or_else(|| InventoryError::Unknown(display.clone()))?;
-    let data = read_capped(path, MAX_MANIFEST_BYTES)?;
+    // Rootfs databases are recognised by their place in the tree, wherever the tree is.
+    let kind = detect(&display)
+        .or_else(|| {
+            ["/var/lib/dpkg/", "/lib/apk/db/", "/etc/os-release", "/usr/lib/os-release"]
+                .iter()
+                .find_map(|anchor| display.rfind(anchor).and_then(|i| detect(display.get(i + 1..)?)))
+        })
+        .ok_or_else(|| InventoryError::Unknown(display.clone()))?;
+    scan_file(path, kind)
+}
+
+/// Inventories one file read as `kind`, whatever its name.
+pub fn scan_file(path: &Path, kind: FileKind) -> Result<Inventory, InventoryError> {
+    let display = path.display().to_string();
+    let cap = if kind == FileKind::GoBinary { MAX_BINARY_BYTES } else { MAX_MANIFEST_BYTES };
+    let data = read_capped(path, cap)?;
     let parsed = parse(kind, &display, &data)?;
     let mut inv = Inventory { packages: parsed.packages, distro: parsed.distro, notes: parsed.notes };
     inv.finish();
