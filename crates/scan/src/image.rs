@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::inventory::{
-    detect, looks_executable, parse, FileKind, Inventory, InventoryError, Parsed, MAX_BINARY_BYTES,
-    MAX_MANIFEST_BYTES,
+    detect, looks_executable, parse, FileKind, Inventory, InventoryError, Parsed, MAX_BINARY_BYTES, MAX_MANIFEST_BYTES,
 };
 
 /// Caps applied while reading an image; exceeding one is an [`InventoryError::Limit`].
@@ -70,9 +69,12 @@ fn img_err(image: &str, reason: impl Into<String>) -> InventoryError {
 /// Scans a docker-archive tar file or an OCI layout directory.
 pub fn scan_image(path: &Path, limits: &Limits) -> Result<ImageInventory, InventoryError> {
     let image = path.display().to_string();
-    let meta = fs::metadata(path).map_err(|source| InventoryError::Io { path: image.clone(), source })?;
-    let blobs: Box<dyn Blobs> =
-        if meta.is_dir() { Box::new(DirBlobs { root: path.to_path_buf() }) } else { Box::new(TarBlobs::read(path, limits)?) };
+    let meta = fs::metadata(path).map_err(|error| InventoryError::Io { path: image.clone(), error })?;
+    let blobs: Box<dyn Blobs> = if meta.is_dir() {
+        Box::new(DirBlobs { root: path.to_path_buf() })
+    } else {
+        Box::new(TarBlobs::read(path, limits)?)
+    };
     let plan = if blobs.has("manifest.json") {
         docker_plan(&image, blobs.as_ref())?
     } else if blobs.has("index.json") {
@@ -202,8 +204,10 @@ fn oci_plan(image: &str, blobs: &dyn Blobs) -> Result<Plan, InventoryError> {
             })
             .or_else(|| manifests.first())
             .ok_or_else(|| img_err(image, "image index lists no manifests"))?;
-        let digest =
-            chosen.get("digest").and_then(Value::as_str).ok_or_else(|| img_err(image, "manifest entry has no digest"))?;
+        let digest = chosen
+            .get("digest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| img_err(image, "manifest entry has no digest"))?;
         let doc = read_json(image, blobs, &blob_path(image, digest)?)?;
         if doc.get("manifests").is_some() {
             current = doc;
@@ -255,7 +259,7 @@ struct TarBlobs {
 impl TarBlobs {
     fn read(path: &Path, limits: &Limits) -> Result<TarBlobs, InventoryError> {
         let image = path.display().to_string();
-        let file = fs::File::open(path).map_err(|source| InventoryError::Io { path: image.clone(), source })?;
+        let file = fs::File::open(path).map_err(|error| InventoryError::Io { path: image.clone(), error })?;
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut out = TarBlobs { path: path.to_path_buf(), small: BTreeMap::new(), large: BTreeMap::new() };
         let mut count = 0u64;
@@ -263,7 +267,11 @@ impl TarBlobs {
             let mut entry = entry.map_err(|e| img_err(&image, format!("bad tar entry: {e}")))?;
             count += 1;
             if count > limits.max_entries {
-                return Err(InventoryError::Limit { image, what: "outer archive entry count".into(), limit: limits.max_entries });
+                return Err(InventoryError::Limit {
+                    image,
+                    what: "outer archive entry count".into(),
+                    limit: limits.max_entries,
+                });
             }
             if !entry.header().entry_type().is_file() {
                 continue;
@@ -291,7 +299,8 @@ impl Blobs for TarBlobs {
         if let Some(data) = self.small.get(name) {
             return Ok(Box::new(data.as_slice()));
         }
-        let &(offset, size) = self.large.get(name).ok_or_else(|| img_err(image, format!("{name} not in the archive")))?;
+        let &(offset, size) =
+            self.large.get(name).ok_or_else(|| img_err(image, format!("{name} not in the archive")))?;
         let mut f = fs::File::open(&self.path).map_err(|e| img_err(image, format!("{name}: {e}")))?;
         f.seek(SeekFrom::Start(offset)).map_err(|e| img_err(image, format!("{name}: {e}")))?;
         Ok(Box::new(BufReader::new(f.take(size))))
@@ -351,7 +360,11 @@ impl View {
             let mut entry = entry.map_err(|e| err(format!("bad tar entry: {e}")))?;
             self.entries += 1;
             if self.entries > self.limits.max_entries {
-                return Err(InventoryError::Limit { image, what: "entry count".into(), limit: self.limits.max_entries });
+                return Err(InventoryError::Limit {
+                    image,
+                    what: "entry count".into(),
+                    limit: self.limits.max_entries,
+                });
             }
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let path = clean_path(&image, &raw)?;

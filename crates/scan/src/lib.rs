@@ -32,12 +32,15 @@ pub mod version;
 pub use advisory::{Advisory, Affected, Event, Rule, RuleError};
 pub use cvss::{base_score_v3, Severity};
 pub use db::{normalize_name, Database, DbError, DbStatus, Finding, ImportReport};
-pub use source::{load, LoadError, LoadReport, SourceIssue};
 pub use image::{scan_image, ImageInventory, Limits};
-pub use inventory::{detect, go_build_info, scan_dir, scan_file, scan_lockfile, GoBuildInfo, Distro, FileKind, Inventory, InventoryError, Package};
+pub use inventory::{
+    detect, go_build_info, scan_dir, scan_file, scan_lockfile, Distro, FileKind, GoBuildInfo, Inventory,
+    InventoryError, Package,
+};
 pub use report::{
     parse_severity, scan, Report, ReportFinding, Target, TargetKind, TargetReport, EXIT_ERROR, EXIT_FINDINGS,
 };
+pub use source::{load, LoadError, LoadReport, SourceIssue};
 pub use version::{compare, Ecosystem, VersionError};
 
 /// Why one advisory document could not be read.

@@ -141,17 +141,13 @@ pub fn scan(targets: Vec<Target>, db: &Database) -> Report {
                 .then_with(|| a.source_file.cmp(&b.source_file))
         });
         findings.dedup_by(|a, b| {
-            a.id == b.id && a.package == b.package && a.version == b.version && a.ecosystem == b.ecosystem
+            a.id == b.id
+                && a.package == b.package
+                && a.version == b.version
+                && a.ecosystem == b.ecosystem
                 && a.source_file == b.source_file
         });
-        out.push(TargetReport {
-            name: t.name,
-            kind: t.kind,
-            distro,
-            packages: t.inventory.packages,
-            findings,
-            notes,
-        });
+        out.push(TargetReport { name: t.name, kind: t.kind, distro, packages: t.inventory.packages, findings, notes });
     }
     Report { targets: out }
 }
@@ -249,7 +245,14 @@ impl Report {
                             None => severity_label(f.severity).to_owned(),
                         };
                         let fixed = if f.fixed.is_empty() { "-".to_owned() } else { f.fixed.join(", ") };
-                        [sev, f.package.clone(), f.version.clone(), truncate(&fixed, 40), f.id.clone(), truncate(&f.summary, 60)]
+                        [
+                            sev,
+                            f.package.clone(),
+                            f.version.clone(),
+                            truncate(&fixed, 40),
+                            f.id.clone(),
+                            truncate(&f.summary, 60),
+                        ]
                     })
                     .collect();
                 let header = ["SEVERITY", "PACKAGE", "VERSION", "FIXED", "ID", "SUMMARY"];

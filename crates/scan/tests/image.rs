@@ -1,6 +1,9 @@
 //! Go build info (crafted per the Go linker's formats: the 1.18+ inline varint blob and the older pointer
 //! form inside an ELF file) and image scans of docker archives and OCI layouts built in the test.
 
+// Fixture builders are test code too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::Path;
 
@@ -54,8 +57,7 @@ fn names(pkgs: &[Package]) -> Vec<String> {
     pkgs.iter().map(|p| format!("{} {} {}", p.ecosystem, p.name, p.version)).collect()
 }
 
-const GO_PACKAGES: [&str; 3] =
-    ["Go stdlib v1.21.3", "Go golang.org/x/text v0.3.0", "Go github.com/new/lib v1.2.0"];
+const GO_PACKAGES: [&str; 3] = ["Go stdlib v1.21.3", "Go golang.org/x/text v0.3.0", "Go github.com/new/lib v1.2.0"];
 
 #[test]
 fn go_inline_build_info() {

@@ -1,5 +1,8 @@
 //! Each inventory parser on hand-written fixtures in the formats' real layouts, with exact package lists.
 
+// Fixture builders are test code too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use palisade_scan::{scan_dir, scan_file, scan_lockfile, FileKind, Inventory};
@@ -40,13 +43,8 @@ fn repo_cargo_lock_has_every_package() {
 
 #[test]
 fn package_lock_v1_tree_and_v3_packages() {
-    let want = [
-        "npm @babel/code-frame 7.12.13",
-        "npm express 4.17.1",
-        "npm lodash 4.17.20",
-        "npm qs 6.7.0",
-        "npm qs 6.9.4",
-    ];
+    let want =
+        ["npm @babel/code-frame 7.12.13", "npm express 4.17.1", "npm lodash 4.17.20", "npm qs 6.7.0", "npm qs 6.9.4"];
     assert_eq!(list(&file("package-lock.v1.json", FileKind::PackageLock)), want);
     assert_eq!(list(&file("package-lock.v3.json", FileKind::PackageLock)), want);
 }
@@ -58,7 +56,10 @@ fn yarn_classic_and_berry() {
         ["npm @babel/code-frame 7.12.13", "npm lodash 4.17.20", "npm minimist 1.2.5"]
     );
     // Workspace and patch entries are not registry packages.
-    assert_eq!(list(&file("yarn.berry.lock", FileKind::YarnLock)), ["npm @babel/code-frame 7.12.13", "npm lodash 4.17.20"]);
+    assert_eq!(
+        list(&file("yarn.berry.lock", FileKind::YarnLock)),
+        ["npm @babel/code-frame 7.12.13", "npm lodash 4.17.20"]
+    );
 }
 
 #[test]
@@ -75,10 +76,7 @@ fn pnpm_v5_v6_v9() {
 #[test]
 fn requirements_pins_only_with_notes() {
     let inv = scan_lockfile(&fixture("requirements.txt")).unwrap();
-    assert_eq!(
-        list(&inv),
-        ["PyPI Django 3.2.4", "PyPI Jinja2 2.11.2", "PyPI requests 2.25.1", "PyPI urllib3 1.26.4"]
-    );
+    assert_eq!(list(&inv), ["PyPI Django 3.2.4", "PyPI Jinja2 2.11.2", "PyPI requests 2.25.1", "PyPI urllib3 1.26.4"]);
     let notes: Vec<&str> = inv.notes.iter().map(|n| n.rsplit_once("requirements.txt:").unwrap().1).collect();
     assert_eq!(
         notes,
@@ -195,7 +193,10 @@ fn unknown_and_broken_files_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("notes.txt");
     std::fs::write(&p, "x").unwrap();
-    assert_eq!(scan_lockfile(&p).unwrap_err().to_string(), format!("{}: not a known lockfile or package database", p.display()));
+    assert_eq!(
+        scan_lockfile(&p).unwrap_err().to_string(),
+        format!("{}: not a known lockfile or package database", p.display())
+    );
     let p = dir.path().join("Cargo.lock");
     std::fs::write(&p, "[[package]]\nname = 1\n").unwrap();
     assert!(scan_lockfile(&p).unwrap_err().to_string().contains("invalid Cargo.lock"));

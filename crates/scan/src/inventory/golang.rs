@@ -21,12 +21,14 @@ fn is_local_path(p: &str) -> bool {
     p.starts_with("./") || p.starts_with("../") || p.starts_with('/') || p == "." || p == ".."
 }
 
+/// (old path, old version or "") -> Some((new path, new version)), or None for a local directory.
+type Replace = (String, String, Option<(String, String)>);
+
 /// Parses `go.mod`: required modules, with `replace` directives applied (a local-path replacement
 /// removes the module from the inventory, noted).
 pub(crate) fn go_mod(path: &str, text: &str) -> (Vec<Package>, Vec<String>) {
     let mut requires: Vec<(String, String)> = Vec::new();
-    // (old path, old version or "") -> Some((new path, new version)) or None for a local directory.
-    let mut replaces: Vec<(String, String, Option<(String, String)>)> = Vec::new();
+    let mut replaces: Vec<Replace> = Vec::new();
     let mut notes = Vec::new();
     let mut block: Option<String> = None;
     for raw in text.lines() {

@@ -100,12 +100,12 @@ impl Inventory {
 #[non_exhaustive]
 pub enum InventoryError {
     /// Reading a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (not a `source`: the message already carries it).
+        error: std::io::Error,
     },
     /// A file is not valid in its format.
     #[error("{path}: {reason}")]

@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(pnpm_v5_key("/@babel/core/7.12.3"), Some(("@babel/core".into(), "7.12.3".into())));
         assert_eq!(pnpm_v5_key("/foo/1.0.0_react@17.0.2"), Some(("foo".into(), "1.0.0".into())));
         assert_eq!(pnpm_v5_key("registry.example.com/foo/2.0.0"), Some(("foo".into(), "2.0.0".into())));
-        assert_eq!(pnpm_v6_key("/@babel/core@7.12.3(supports-color@8.0.0)"), Some(("@babel/core".into(), "7.12.3".into())));
+        assert_eq!(
+            pnpm_v6_key("/@babel/core@7.12.3(supports-color@8.0.0)"),
+            Some(("@babel/core".into(), "7.12.3".into()))
+        );
         assert_eq!(pnpm_v6_key("lodash@4.17.21"), Some(("lodash".into(), "4.17.21".into())));
         assert_eq!(pnpm_v6_key("@"), None);
     }

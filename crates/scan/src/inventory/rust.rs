@@ -21,5 +21,10 @@ struct Entry {
 
 pub(crate) fn cargo_lock(path: &str, text: &str) -> Result<Vec<Package>, InventoryError> {
     let lock: Lock = toml::from_str(text).map_err(|e| parse_err(path, format!("invalid Cargo.lock: {e}")))?;
-    Ok(lock.root.into_iter().chain(lock.package).map(|e| Package::new(Ecosystem::CratesIo, &e.name, &e.version, path)).collect())
+    Ok(lock
+        .root
+        .into_iter()
+        .chain(lock.package)
+        .map(|e| Package::new(Ecosystem::CratesIo, &e.name, &e.version, path))
+        .collect())
 }

@@ -6,13 +6,15 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use super::{detect, looks_executable, parse, FileKind, Inventory, InventoryError, MAX_BINARY_BYTES, MAX_MANIFEST_BYTES};
+use super::{
+    detect, looks_executable, parse, FileKind, Inventory, InventoryError, MAX_BINARY_BYTES, MAX_MANIFEST_BYTES,
+};
 
 /// Deepest directory nesting walked.
 const MAX_DEPTH: usize = 64;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InventoryError + '_ {
-    move |source| InventoryError::Io { path: path.display().to_string(), source }
+    move |error| InventoryError::Io { path: path.display().to_string(), error }
 }
 
 /// Inventories a single lockfile or package database, classified by its file name.
@@ -56,7 +58,7 @@ pub fn scan_dir(root: &Path) -> Result<Inventory, InventoryError> {
     if !meta.is_dir() {
         return Err(InventoryError::Io {
             path: root.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory"),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory"),
         });
     }
     let mut inv = Inventory::default();

@@ -1,0 +1,218 @@
+//! `palisade scan image|fs|lock|db`: vulnerability scanning of container images, directory trees and
+//! lockfiles against a local advisory database built with `palisade scan db import`. Reports go to stdout
+//! (or `--output`); the exit code is 0 when clean, 1 when a finding reaches `--fail-on`, 2 on error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use palisade_scan::{
+    parse_severity, scan, scan_dir, scan_image, scan_lockfile, Database, Limits, Report, Severity, Target, TargetKind,
+    EXIT_ERROR,
+};
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Vulnerability database (default: $PALISADE_SCAN_DB, else ~/.cache/palisade/scan.db)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Report format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Exit with 1 when a finding is at or above this severity (low, medium, high, critical)
+    #[arg(long, global = true, value_name = "SEVERITY", value_parser = severity_arg)]
+    pub fail_on: Option<Severity>,
+    /// Write the report to this file instead of stdout
+    #[arg(long, global = true, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Colour the severity column of the table (ANSI)
+    #[arg(long, global = true)]
+    pub color: bool,
+    #[command(subcommand)]
+    pub command: ScanCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScanCommand {
+    /// Scan a `docker save` archive or an OCI image layout directory
+    Image { path: PathBuf },
+    /// Scan a directory tree (a source tree or an unpacked rootfs)
+    Fs { dir: PathBuf },
+    /// Scan one lockfile or package database (Cargo.lock, package-lock.json, yarn.lock, go.mod, …)
+    Lock { file: PathBuf },
+    /// Build or inspect the vulnerability database
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Build the database from OSV directories or zips and RustSec advisory-db checkouts
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show the database's age and counts
+    Status,
+}
+
+fn severity_arg(s: &str) -> Result<Severity, String> {
+    parse_severity(s).ok_or_else(|| format!("unknown severity {s:?} (low, medium, high, critical)"))
+}
+
+fn default_db() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_SCAN_DB").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/palisade/scan.db")
+}
+
+/// Runs the command and returns the process exit code; errors are reported on stderr as exit code 2.
+pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
+    match run_inner(&args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "palisade scan: {e:#}");
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+fn run_inner(args: &ScanArgs) -> anyhow::Result<i32> {
+    let db_path = args.db.clone().unwrap_or_else(default_db);
+    let target = match &args.command {
+        ScanCommand::Db { command: DbCommand::Import { paths } } => return db_import(&db_path, paths, args),
+        ScanCommand::Db { command: DbCommand::Status } => return db_status(&db_path, args),
+        ScanCommand::Image { path } => {
+            let img = scan_image(path, &Limits::default())?;
+            Target { name: path.display().to_string(), kind: TargetKind::Image, inventory: img.inventory }
+        }
+        ScanCommand::Fs { dir } => {
+            Target { name: dir.display().to_string(), kind: TargetKind::Filesystem, inventory: scan_dir(dir)? }
+        }
+        ScanCommand::Lock { file } => {
+            Target { name: file.display().to_string(), kind: TargetKind::Lockfile, inventory: scan_lockfile(file)? }
+        }
+    };
+    let db = Database::open(&db_path)
+        .with_context(|| format!("opening {} (build it with `palisade scan db import`)", db_path.display()))?;
+    let report: Report = scan(vec![target], &db);
+    let text = match args.format {
+        Format::Table => report.render_table(args.color),
+        Format::Json => report.to_json() + "\n",
+    };
+    emit(args, &text)?;
+    Ok(report.exit_code(args.fail_on))
+}
+
+fn emit(args: &ScanArgs, text: &str) -> anyhow::Result<()> {
+    match &args.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn db_import(db_path: &Path, paths: &[PathBuf], args: &ScanArgs) -> anyhow::Result<i32> {
+    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let r = Database::import(paths, db_path)?;
+    let per: serde_json::Map<String, serde_json::Value> =
+        r.per_ecosystem.iter().map(|(e, n)| (e.to_string(), (*n).into())).collect();
+    let text = match args.format {
+        Format::Json => {
+            serde_json::json!({
+                "path": r.path.display().to_string(),
+                "files_read": r.files_read,
+                "advisories": r.advisories,
+                "withdrawn": r.withdrawn,
+                "packages": r.packages,
+                "per_ecosystem": per,
+                "skipped": r.skipped.len(),
+                "failures": r.failures.iter().map(|f| format!("{}: {}", f.path, f.reason)).collect::<Vec<_>>(),
+                "bytes": r.bytes,
+            })
+            .to_string()
+                + "\n"
+        }
+        Format::Table => {
+            let mut s = format!(
+                "wrote {} ({} bytes): {} advisories from {} files, {} packages, {} withdrawn left out, {} skipped, {} failures\n",
+                r.path.display(),
+                r.bytes,
+                r.advisories,
+                r.files_read,
+                r.packages,
+                r.withdrawn,
+                r.skipped.len(),
+                r.failures.len()
+            );
+            for (e, n) in &r.per_ecosystem {
+                s.push_str(&format!("  {e}: {n}\n"));
+            }
+            for f in r.failures.iter().take(20) {
+                s.push_str(&format!("  failed: {}: {}\n", f.path, f.reason));
+            }
+            s
+        }
+    };
+    emit(args, &text)?;
+    Ok(0)
+}
+
+fn db_status(db_path: &Path, args: &ScanArgs) -> anyhow::Result<i32> {
+    let db = Database::open(db_path).with_context(|| format!("opening {}", db_path.display()))?;
+    let st = db.status();
+    let age_h = st.age.as_secs() / 3600;
+    let text = match args.format {
+        Format::Json => {
+            let per: serde_json::Map<String, serde_json::Value> =
+                st.per_ecosystem.iter().map(|(e, n)| (e.to_string(), (*n).into())).collect();
+            serde_json::json!({
+                "path": db_path.display().to_string(),
+                "format": st.format,
+                "age_seconds": st.age.as_secs(),
+                "sources": st.sources,
+                "advisories": st.advisories,
+                "packages": st.packages,
+                "per_ecosystem": per,
+            })
+            .to_string()
+                + "\n"
+        }
+        Format::Table => {
+            let mut s = format!(
+                "{}: format {}, built {} h ago, {} advisories, {} packages\n",
+                db_path.display(),
+                st.format,
+                age_h,
+                st.advisories,
+                st.packages
+            );
+            for (e, n) in &st.per_ecosystem {
+                s.push_str(&format!("  {e}: {n}\n"));
+            }
+            for src in &st.sources {
+                s.push_str(&format!("  source: {src}\n"));
+            }
+            s
+        }
+    };
+    emit(args, &text)?;
+    Ok(0)
+}
