@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::secrets::{find_secrets, is_binary};
+
+use crate::content::{ContentOptions, ContentScan};
 use crate::inventory::{
     detect, looks_executable, parse, FileKind, Inventory, InventoryError, Parsed, MAX_BINARY_BYTES, MAX_MANIFEST_BYTES,
 };
@@ -53,6 +56,9 @@ pub struct ImageInventory {
     pub layers: Vec<String>,
     /// Repository tags (`RepoTags`, or OCI `org.opencontainers.image.ref.name` annotations).
     pub tags: Vec<String>,
+    /// Secrets found in layer files (with [`scan_image_with`]): every layer is searched, including files a
+    /// later layer deletes, since deleted files stay readable in the layer blobs.
+    pub content: ContentScan,
 }
 
 /// Largest JSON document (manifest, index, config) read.
@@ -68,6 +74,16 @@ fn img_err(image: &str, reason: impl Into<String>) -> InventoryError {
 
 /// Scans a docker-archive tar file or an OCI layout directory.
 pub fn scan_image(path: &Path, limits: &Limits) -> Result<ImageInventory, InventoryError> {
+    scan_image_with(path, limits, &ContentOptions { config: false, secrets: false, ..ContentOptions::default() })
+}
+
+/// [`scan_image`], also searching layer files up to `content.max_file_bytes` for secrets when
+/// `content.secrets` is set (documentation, man pages and locale data are skipped).
+pub fn scan_image_with(
+    path: &Path,
+    limits: &Limits,
+    content: &ContentOptions,
+) -> Result<ImageInventory, InventoryError> {
     let image = path.display().to_string();
     let meta = fs::metadata(path).map_err(|error| InventoryError::Io { path: image.clone(), error })?;
     let blobs: Box<dyn Blobs> = if meta.is_dir() {
@@ -89,7 +105,15 @@ pub fn scan_image(path: &Path, limits: &Limits) -> Result<ImageInventory, Invent
             limit: limits.max_layers as u64,
         });
     }
-    let mut view = View { image: image.clone(), limits: *limits, entries: 0, total: 0, files: BTreeMap::new() };
+    let mut view = View {
+        image: image.clone(),
+        limits: *limits,
+        entries: 0,
+        total: 0,
+        files: BTreeMap::new(),
+        secrets_cap: content.secrets.then_some(content.max_file_bytes),
+        content: ContentScan::default(),
+    };
     for (idx, (blob, digest)) in plan.layers.iter().enumerate() {
         let reader = blobs.open(&image, blob)?;
         view.apply(reader, idx, digest)?;
@@ -103,7 +127,14 @@ pub fn scan_image(path: &Path, limits: &Limits) -> Result<ImageInventory, Invent
         }
     }
     inv.finish();
-    Ok(ImageInventory { inventory: inv, layers: plan.layers.into_iter().map(|(_, d)| d).collect(), tags: plan.tags })
+    let mut content = std::mem::take(&mut view.content);
+    content.sort();
+    Ok(ImageInventory {
+        inventory: inv,
+        layers: plan.layers.into_iter().map(|(_, d)| d).collect(),
+        tags: plan.tags,
+        content,
+    })
 }
 
 /// Layers to apply: (blob name inside the archive or layout, digest to record), and tags.
@@ -325,6 +356,13 @@ fn skipped_dir(path: &str) -> bool {
     path.split('/').any(|c| c == "node_modules" || c == ".git")
 }
 
+/// Image paths not searched for secrets: documentation and data that never hold credentials.
+fn secret_skip(path: &str) -> bool {
+    ["usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/i18n/", "usr/share/zoneinfo/", "usr/lib/locale/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
 /// The merged filesystem, reduced to the files the inventory needs: path → (layer index, parse result).
 struct View {
     image: String,
@@ -332,6 +370,9 @@ struct View {
     entries: u64,
     total: u64,
     files: BTreeMap<String, (usize, Parsed)>,
+    /// Size cap of files searched for secrets; `None` when not searching.
+    secrets_cap: Option<u64>,
+    content: ContentScan,
 }
 
 impl View {
@@ -409,6 +450,19 @@ impl View {
             if !kind.is_file() || skipped_dir(&path) {
                 continue;
             }
+            let mut pre: Option<Vec<u8>> = None;
+            if self.secrets_cap.is_some_and(|cap| size <= cap) && !secret_skip(&path) {
+                let mut data = Vec::new();
+                (&mut entry).take(size).read_to_end(&mut data).map_err(|e| err(format!("{path}: {e}")))?;
+                if !is_binary(&data) {
+                    self.content.files_scanned += 1;
+                    for mut f in find_secrets(&path, &data) {
+                        f.layer = Some(digest.to_owned());
+                        self.content.secrets.push(f);
+                    }
+                }
+                pre = Some(data);
+            }
             let file_kind = match detect(&path) {
                 Some(k) if size <= MAX_MANIFEST_BYTES => k,
                 Some(_) => {
@@ -424,16 +478,27 @@ impl View {
                     FileKind::GoBinary
                 }
             };
-            let mut data = Vec::new();
-            if file_kind == FileKind::GoBinary {
-                let mut head = [0u8; 4];
-                entry.read_exact(&mut head).map_err(|e| err(format!("{path}: {e}")))?;
-                if !looks_executable(&head) {
-                    continue;
+            let data = match pre {
+                Some(d) => {
+                    if file_kind == FileKind::GoBinary && !looks_executable(d.get(..4).unwrap_or_default()) {
+                        continue;
+                    }
+                    d
                 }
-                data.extend_from_slice(&head);
-            }
-            (&mut entry).take(size).read_to_end(&mut data).map_err(|e| err(format!("{path}: {e}")))?;
+                None => {
+                    let mut data = Vec::new();
+                    if file_kind == FileKind::GoBinary {
+                        let mut head = [0u8; 4];
+                        entry.read_exact(&mut head).map_err(|e| err(format!("{path}: {e}")))?;
+                        if !looks_executable(&head) {
+                            continue;
+                        }
+                        data.extend_from_slice(&head);
+                    }
+                    (&mut entry).take(size).read_to_end(&mut data).map_err(|e| err(format!("{path}: {e}")))?;
+                    data
+                }
+            };
             let mut parsed = match parse(file_kind, &path, &data) {
                 Ok(p) => p,
                 Err(e) => Parsed { notes: vec![format!("skipped: {e}")], ..Parsed::default() },

@@ -1,9 +1,12 @@
 //! Palisade scanner: per-ecosystem version orderings, advisory readers (OSV JSON/YAML, RustSec advisory-db,
 //! Alpine secdb), a local indexed vulnerability database that answers "which advisories affect package P at
 //! version V", package inventories (lockfiles, dpkg/apk databases, Go binaries, directory trees, docker-archive
-//! and OCI images) and the report that matches them ([`scan`], rendered as a table or JSON).
+//! and OCI images) and the report that matches them ([`scan`]); config lint of Dockerfiles and Kubernetes
+//! manifests ([`lint_config`], rules in [`RULES`]), secret detection ([`find_secrets`]) over trees and image
+//! layers ([`scan_content`], [`scan_image_with`]), the ignore file ([`IgnoreFile`]), and output as a table,
+//! JSON, SARIF 2.1.0 ([`Report::to_sarif`]) or a CycloneDX 1.5 SBOM ([`Report::to_cyclonedx`]).
 //!
-//! Not here (yet): config lint, secret detection, SARIF/CycloneDX output. Nothing here prints.
+//! Not here: fetching advisory data, printing, progress display (callers get a callback).
 //! This crate does no network I/O: advisory data comes from local files the operator fetched.
 //!
 //! ```no_run
@@ -19,26 +22,40 @@
 
 pub mod advisory;
 pub mod alpine;
+mod content;
 mod cvss;
+mod cyclonedx;
 mod db;
+pub mod ignore;
 pub mod image;
 pub mod inventory;
+pub mod lint;
 pub mod osv;
 mod report;
+pub mod rules;
 pub mod rustsec;
+mod sarif;
+pub mod secrets;
 mod source;
 pub mod version;
 
 pub use advisory::{Advisory, Affected, Event, Rule, RuleError};
 pub use cvss::{base_score_v3, Severity};
 pub use db::{normalize_name, Database, DbError, DbStatus, Finding, ImportReport};
-pub use image::{scan_image, ImageInventory, Limits};
+pub use content::{scan_content, ContentOptions, ContentScan};
+pub use cyclonedx::purl;
+pub use ignore::{Date, ExpiredIgnore, IgnoreEntry, IgnoreError, IgnoreFile, IGNORE_FILE_NAME};
+pub use image::{scan_image, scan_image_with, ImageInventory, Limits};
+pub use lint::{config_kind, lint_config, ConfigKind, Misconfiguration};
+pub use rules::{rule, RuleInfo, RULES};
+pub use sarif::SARIF_SCHEMA;
+pub use secrets::{find_secrets, SecretFinding};
 pub use inventory::{
     detect, go_build_info, scan_dir, scan_file, scan_lockfile, Distro, FileKind, GoBuildInfo, Inventory,
     InventoryError, Package,
 };
 pub use report::{
-    parse_severity, scan, Report, ReportFinding, Target, TargetKind, TargetReport, EXIT_ERROR, EXIT_FINDINGS,
+    build_report, parse_severity, scan, Report, ReportFinding, Target, TargetKind, TargetReport, EXIT_ERROR, EXIT_FINDINGS,
 };
 pub use source::{load, LoadError, LoadReport, SourceIssue};
 pub use version::{compare, Ecosystem, VersionError};

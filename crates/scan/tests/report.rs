@@ -34,7 +34,7 @@ fn vulnerable_cargo_lock_is_found() {
     .unwrap();
     let inv = scan_lockfile(&lock).unwrap();
     assert_eq!(inv.packages.len(), 4);
-    let report = scan(vec![Target { name: "Cargo.lock".into(), kind: TargetKind::Lockfile, inventory: inv }], &db);
+    let report = scan(vec![Target::new("Cargo.lock", TargetKind::Lockfile, inv)], &db);
     let t = &report.targets[0];
     let got: Vec<(&str, &str, &str)> =
         t.findings.iter().map(|f| (f.package.as_str(), f.version.as_str(), f.id.as_str())).collect();
