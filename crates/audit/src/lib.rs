@@ -45,6 +45,11 @@ pub use config::{FsyncName, LogSection, MonitorFile};
 pub use index::Query;
 pub use key::{log_public_key, LOG_KEY_STATE};
 
+/// Search the index of a store directly (the `palisade audit query` command; no server needed).
+pub async fn query_store(store: &Store, q: &Query) -> Result<Vec<Value>, AuditError> {
+    Ok(index::query(store.pool(), q).await?)
+}
+
 /// Largest ingest request body.
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Most records in one ingest request.

@@ -1,6 +1,7 @@
 //! `palisade`: the one binary. Thin: it parses arguments, sets up logging and signals, and
 //! wires the library crates together.
 
+mod audit_cmd;
 mod ca_cmd;
 mod demo;
 mod demo_identity;
@@ -9,6 +10,7 @@ mod gateway;
 mod idp_cmd;
 mod mesh;
 mod policy_cmd;
+mod scan_cmd;
 mod server;
 mod up;
 
@@ -62,6 +64,9 @@ enum Command {
         /// Where state (dev certificate, generated config) is kept
         #[arg(long, default_value = "data", value_name = "DIR")]
         data_dir: PathBuf,
+        /// Also send alerts to this webhook (generic JSON POST); repeatable
+        #[arg(long, value_name = "URL")]
+        webhook: Vec<String>,
     },
     /// Run the control-plane server (identity provider) on 127.0.0.1:9400
     Server(Box<server::ServerArgs>),
@@ -104,6 +109,10 @@ enum Command {
         #[command(subcommand)]
         command: policy_cmd::ApiKeyCommand,
     },
+    /// The tamper-evident audit log: verify it, search it
+    Audit(Box<audit_cmd::AuditArgs>),
+    /// Scan images, filesystems and lockfiles for known vulnerabilities
+    Scan(Box<scan_cmd::ScanArgs>),
     /// Print the version
     Version,
 }
@@ -158,6 +167,29 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Scan(args) => match scan_cmd::run(*args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Audit(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(audit_cmd::run(*args)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Apikey { command } => match policy_cmd::run_apikey(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -178,7 +210,7 @@ fn main() -> ExitCode {
                 match cmd {
                     Command::Gateway { config } => gateway::run(config, gateway::Role::Gateway).await,
                     Command::Sidecar { config } => gateway::run(config, gateway::Role::Sidecar).await,
-                    Command::Up { data_dir } => up::run(data_dir).await,
+                    Command::Up { data_dir, webhook } => up::run(data_dir, webhook).await,
                     Command::Demo { service, listen, payments_url } => {
                         demo::run_standalone(&service, listen, payments_url).await
                     }
@@ -186,9 +218,12 @@ fn main() -> ExitCode {
                     Command::Idp { state, command } => idp_cmd::run_idp(state, command).await,
                     Command::Keys { state, command } => idp_cmd::run_keys(state, command).await,
                     Command::Ca(args) => ca_cmd::run(*args).await,
-                    Command::Version | Command::Config { .. } | Command::Policy { .. } | Command::Apikey { .. } => {
-                        Ok(())
-                    }
+                    Command::Version
+                    | Command::Config { .. }
+                    | Command::Policy { .. }
+                    | Command::Apikey { .. }
+                    | Command::Audit(_)
+                    | Command::Scan(_) => Ok(()),
                 }
             });
             match res {

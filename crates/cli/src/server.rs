@@ -99,6 +99,9 @@ pub struct ServerArgs {
     pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub ca: CaServerArgs,
+    /// Security monitoring settings (YAML: audit_log, detectors, alerts, webhooks)
+    #[arg(long, value_name = "FILE")]
+    pub monitor_config: Option<PathBuf>,
 }
 
 /// The workload CA's settings of `palisade server`.
@@ -175,6 +178,83 @@ impl ServerArgs {
             key_alg: Alg::ES256,
             admin_token_file: None,
             ca: CaServerArgs::defaults(),
+            monitor_config: None,
+        }
+    }
+}
+
+/// The token shippers present at `/audit/v1/events`: `<data>/audit-ingest.token`, created 0600.
+pub fn ingest_token_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("audit-ingest.token");
+    if !path.exists() {
+        let token = palisade_idp::secrets::random_token(32);
+        palisade_crypto::write_secret_file(&path, format!("{token}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+fn sha256(hex: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+/// The dashboard's public PKCE client (`palisade-dashboard`), registered for this issuer.
+async fn ensure_dashboard_client(idp: &Idp, issuer: &str) -> anyhow::Result<()> {
+    use palisade_idp::model::{AuthMethod, ClientSpec, GrantType};
+    let redirect = format!("{issuer}/ui/callback");
+    let spec = ClientSpec {
+        client_id: DASHBOARD_CLIENT.into(),
+        name: "Palisade dashboard".into(),
+        token_endpoint_auth_method: AuthMethod::None,
+        grant_types: vec![GrantType::AuthorizationCode],
+        redirect_uris: vec![redirect.clone()],
+        post_logout_redirect_uris: vec![],
+        scopes: ["openid", "profile", "roles"].map(String::from).to_vec(),
+        default_scopes: vec!["openid".into()],
+        audiences: vec![],
+        jwks: None,
+        tls_client_auth_subject_dn: None,
+        skip_consent: true,
+    };
+    match idp.repo.client(DASHBOARD_CLIENT).await? {
+        Some(c) if c.spec.redirect_uris == [redirect] => return Ok(()),
+        Some(_) => palisade_idp::ops::remove_client(&idp.repo, DASHBOARD_CLIENT).await?,
+        None => {}
+    }
+    palisade_idp::ops::add_client(&idp.repo, &spec).await?;
+    Ok(())
+}
+
+pub const DASHBOARD_CLIENT: &str = "palisade-dashboard";
+
+/// What the dashboard lists under certificates: the workload CAs.
+struct CaCerts(Arc<Ca>);
+
+#[async_trait::async_trait]
+impl palisade_audit::CertSource for CaCerts {
+    async fn certs(&self) -> Vec<palisade_dashboard::CertInfo> {
+        let now = palisade_store::now();
+        match self.0.status().await {
+            Ok(st) => st
+                .authorities
+                .iter()
+                .map(|a| palisade_dashboard::CertInfo {
+                    name: format!("workload CA {}", a.id),
+                    kind: format!("ca ({})", a.state),
+                    subject: format!("trust domain {}", self.0.trust_domain()),
+                    not_after: humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(a.not_after).unwrap_or(0)),
+                    )
+                    .to_string(),
+                    seconds_left: a.not_after - now,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "dashboard: CA status unavailable");
+                Vec::new()
+            }
         }
     }
 }
@@ -210,6 +290,7 @@ pub struct Server {
     pub idp: Arc<Idp>,
     pub ca: Arc<Ca>,
     pub admin_token_file: Option<PathBuf>,
+    pub audit: Arc<palisade_audit::AuditService>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -232,14 +313,55 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     cfg.id_token_ttl = ttl(args.id_token_ttl, "--id-token-ttl")?;
     cfg.refresh_token_ttl = ttl(args.refresh_token_ttl, "--refresh-token-ttl")?;
     cfg.key_alg = args.key_alg;
-    cfg.admin_token_sha256 = Some(admin_sha);
+    cfg.admin_token_sha256 = Some(admin_sha.clone());
     let idp = Idp::new(&store, master, cfg).await?;
     let background = idp.spawn_background();
     let ca = Ca::open(&store, args.state.master_key()?, args.ca.config()?).await?;
     if let Some(created) = ca.ensure_authority().await? {
         tracing::info!(ca = %created.id, trust_domain = %ca.trust_domain(), "workload CA created");
     }
-    let router = idp.router().merge(ca.router());
+    // Security monitoring: the audit log, detectors and the dashboard.
+    let monitor_file = match &args.monitor_config {
+        Some(f) => palisade_audit::MonitorFile::load(f).map_err(anyhow::Error::msg)?,
+        None => palisade_audit::MonitorFile::default(),
+    };
+    let ingest_token = std::fs::read_to_string(ingest_token_file(&args.state.data_dir)?)?;
+    let tokens = [sha256(&admin_sha), Some(sha256_of(ingest_token.trim()))].into_iter().flatten().collect();
+    let audit = Arc::new(
+        palisade_audit::AuditService::open(
+            &store,
+            &args.state.master_key()?,
+            palisade_audit::AuditServiceConfig {
+                dir: args.state.data_dir.join("audit/log"),
+                file: monitor_file,
+                token_sha256: tokens,
+            },
+        )
+        .await?,
+    );
+    audit.set_cert_source(Arc::new(CaCerts(ca.clone())));
+    let mut background = background;
+    background.extend(audit.spawn_background());
+    ensure_dashboard_client(&idp, &issuer).await?;
+    let mut dash = palisade_dashboard::DashboardConfig::new(&issuer, DASHBOARD_CLIENT, &issuer);
+    dash.admin_token_sha256 = Some(admin_sha.clone());
+    let metrics = Arc::new(metrics_registry(&audit));
+    let router = idp
+        .router()
+        .merge(ca.router())
+        .merge(audit.router())
+        .merge(palisade_dashboard::router(dash, audit.dashboard_data()))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move {
+                    let mut out = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut out, &m);
+                    ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+                }
+            }),
+        );
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, tls, router, rx));
     tracing::info!(
@@ -248,7 +370,20 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         database = ?store.backend(),
         "server listening"
     );
-    Ok(Server { issuer, idp, ca, admin_token_file, shutdown, task, background })
+    Ok(Server { issuer, idp, ca, admin_token_file, audit, shutdown, task, background })
+}
+
+fn sha256_of(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn metrics_registry(audit: &palisade_audit::AuditService) -> prometheus_client::registry::Registry {
+    let mut r = prometheus_client::registry::Registry::with_prefix("palisade");
+    audit.register_metrics(&mut r);
+    r
 }
 
 impl Server {
@@ -258,6 +393,7 @@ impl Server {
             b.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        self.audit.close().await;
     }
 }
 

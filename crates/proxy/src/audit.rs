@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -156,4 +157,44 @@ impl AuditSink for FileSink {
             }
         }
     }
+}
+
+/// The sinks of one gateway or sidecar: every event is labelled with who emitted it (`gateway`
+/// or `sidecar`, and the SPIFFE ID of a mesh member) and goes to each sink (the local file and
+/// the shipper to `palisade server`).
+pub(crate) struct Labeled {
+    pub(crate) sinks: Vec<Arc<dyn AuditSink>>,
+    pub(crate) source: &'static str,
+    pub(crate) service: Option<String>,
+}
+
+impl AuditSink for Labeled {
+    fn record(&self, mut event: AuditEvent) {
+        event.source = self.source.into();
+        event.service.clone_from(&self.service);
+        if let Some((last, rest)) = self.sinks.split_last() {
+            for s in rest {
+                s.record(event.clone());
+            }
+            last.record(event);
+        }
+    }
+}
+
+/// Open the shipper of `audit.ship` (inside the tokio runtime), or check it (`dry_run`).
+pub(crate) fn open_shipper(
+    ship: &palisade_core::config::AuditShip,
+    base: &Path,
+    dry_run: bool,
+) -> Result<Option<Arc<palisade_shipper::ShippingSink>>, String> {
+    let token = ship.token.resolve(base).map_err(|m| format!("token: {m}"))?;
+    // A token file usually ends with a newline.
+    let token = palisade_core::Secret::from(token.expose().trim_ascii().to_vec());
+    let mut cfg = palisade_shipper::ShipperConfig::new(ship.server.clone(), token, base.join(&ship.spool_dir));
+    cfg.ca_file = ship.ca_file.as_ref().map(|f| base.join(f));
+    cfg.max_spool_bytes = ship.max_spool_bytes;
+    if dry_run {
+        return Ok(None);
+    }
+    palisade_shipper::ShippingSink::open(cfg).map(|s| Some(Arc::new(s))).map_err(|e| e.to_string())
 }

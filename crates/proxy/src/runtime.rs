@@ -17,7 +17,9 @@ use crate::route::{CompiledRoute, Router};
 use crate::security::Security;
 use crate::tls;
 use crate::upstream::{build_client, Pool};
+use palisade_core::config::AuditShip;
 use palisade_core::{AuditSink, SpiffeId, SvidSource};
+use palisade_shipper::ShippingSink;
 use rustls::pki_types::ServerName;
 
 pub struct Runtime {
@@ -32,7 +34,8 @@ pub struct Runtime {
     pub(crate) access_log: bool,
     pub(crate) config: Config,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
-    audit_file: Option<std::path::PathBuf>,
+    audit_file: Option<(std::path::PathBuf, Arc<dyn AuditSink>)>,
+    shipper: Option<(AuditShip, Arc<ShippingSink>)>,
     trusted_proxies: Vec<ipnet::IpNet>,
     security: Security,
 }
@@ -130,8 +133,10 @@ fn compile_with(
     }
 
     let audit_file = c.audit.file.as_ref().map(|f| loaded.resolve_path(f));
-    let audit: Option<Arc<dyn AuditSink>> = match (&audit_file, previous) {
-        (Some(f), Some(p)) if p.audit_file.as_ref() == Some(f) => p.audit.clone(),
+    let file_sink: Option<Arc<dyn AuditSink>> = match (&audit_file, previous) {
+        (Some(f), Some(p)) if p.audit_file.as_ref().map(|(path, _)| path) == Some(f) => {
+            p.audit_file.as_ref().map(|(_, s)| s.clone())
+        }
         (Some(f), _) if dry_run => {
             if let Err(m) = FileSink::check(f) {
                 issues.push(Issue::new("audit.file", m));
@@ -147,6 +152,32 @@ fn compile_with(
         },
         (None, _) => None,
     };
+    // The shipper holds its spool directory locked: a reload with the same settings keeps it.
+    let shipper: Option<(AuditShip, Arc<ShippingSink>)> = match (&c.audit.ship, previous) {
+        (Some(ship), Some(p)) if p.shipper.as_ref().is_some_and(|(old, _)| old == ship) => p.shipper.clone(),
+        (Some(ship), _) => match crate::audit::open_shipper(ship, &loaded.base_dir, dry_run) {
+            Ok(s) => s.map(|s| (ship.clone(), s)),
+            Err(m) => {
+                issues.push(Issue::new("audit.ship", m));
+                None
+            }
+        },
+        (None, _) => None,
+    };
+    let mut sinks: Vec<Arc<dyn AuditSink>> = file_sink.iter().cloned().collect();
+    if let Some((_, s)) = &shipper {
+        sinks.push(s.clone());
+    }
+    // A proxy with a mesh listener and no http(s) listener is a sidecar.
+    let sidecar = c.listeners.mesh.is_some() && c.listeners.http.is_none() && c.listeners.https.is_none();
+    let audit: Option<Arc<dyn AuditSink>> = (!sinks.is_empty()).then(|| {
+        Arc::new(crate::audit::Labeled {
+            sinks,
+            source: if sidecar { "sidecar" } else { "gateway" },
+            service: mesh.map(|m| m.current().spiffe_id.to_string()),
+        }) as Arc<dyn AuditSink>
+    });
+    let audit_file = audit_file.zip(file_sink);
     let trusted_proxies = c.client_ip.trusted_proxies.iter().filter_map(|p| parse_net(p)).collect();
 
     let security = Security::compile(loaded, previous.map(|p| &p.security), mesh, &mut issues);
@@ -187,6 +218,7 @@ fn compile_with(
         config: c.clone(),
         audit,
         audit_file,
+        shipper,
         trusted_proxies,
         security,
     })

@@ -378,6 +378,31 @@ pub struct HeaderOps {
 pub struct AuditConfig {
     /// JSON-lines file (relative to the config file); its directory is created.
     pub file: Option<PathBuf>,
+    /// Ship events to `palisade server` in batches, through an on-disk spool.
+    pub ship: Option<AuditShip>,
+}
+
+/// `audit.ship:` the server's ingest endpoint and the local spool that holds events until the
+/// server has acknowledged them (nothing is lost across a server outage or a restart).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditShip {
+    /// Base URL of `palisade server` (`http://127.0.0.1:9400`); events go to `/audit/v1/events`.
+    pub server: String,
+    /// The ingest token (`<data>/audit-ingest.token` of the server, or its admin token).
+    pub token: SecretRef,
+    /// Spool directory (relative to the config file), created 0700; one process per directory.
+    pub spool_dir: PathBuf,
+    /// PEM roots for an https server (default: Mozilla's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Most bytes the spool holds while the server is unreachable; past it new events are dropped
+    /// and counted.
+    #[serde(default = "default_spool_max")]
+    pub max_spool_bytes: u64,
+}
+
+fn default_spool_max() -> u64 {
+    256 << 20
 }
 
 /// `client_ip:` how the client address is found behind proxies.
