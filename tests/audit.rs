@@ -209,3 +209,53 @@ async fn every_event_arrives_once_across_outages_and_the_log_detects_tampering()
     drop(gw);
     let _: PathBuf = tmp.path().to_path_buf();
 }
+
+/// The identity provider and the CA record their decisions in the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_and_ca_decisions_are_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let slog = tmp.path().join("server.log");
+    let port = free_port();
+    let mut srv = server(&data, port, &slog);
+    wait_listening(port, &mut srv, &slog).await;
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..3 {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "nobody:wrong-secret"])
+            .args(["-d", "grant_type=client_credentials", &format!("{base}/oauth2/token")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "content-type: application/json"])
+        .args(["-d", r#"{"csr": "not a csr", "join_token": "bogus"}"#, &format!("{base}/ca/v1/svid")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    let query = |source: &str| {
+        let (code, out, err) =
+            cli(&["audit", "--data-dir", data.to_str().unwrap(), "query", "--source", source, "--limit", "100"]);
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (query("idp").len() < 3 || query("ca").is_empty()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idp = query("idp");
+    assert_eq!(idp.len(), 3, "{idp:?}");
+    assert!(idp.iter().all(|e| e["stage"] == "token" && e["decision"] == "deny" && e["status"] == 401), "{idp:?}");
+    assert!(idp.iter().all(|e| e["principal"] == "Client::\"nobody\"" || e["principal"] == "Anonymous"), "{idp:?}");
+    assert!(idp[0]["reason"].as_str().unwrap().starts_with("invalid_client"), "{idp:?}");
+    let ca = query("ca");
+    assert_eq!(ca.len(), 1, "{ca:?}");
+    assert_eq!(
+        (ca[0]["stage"].as_str(), ca[0]["decision"].as_str(), ca[0]["status"].as_u64()),
+        (Some("ca"), Some("deny"), Some(400))
+    );
+    assert_eq!(ca[0]["client_ip"], "127.0.0.1");
+    let text = std::fs::read_to_string(&slog).unwrap();
+    assert!(!text.contains("wrong-secret"), "a secret reached the log");
+}

@@ -79,7 +79,44 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<SvidRequest, CaError> {
     Ok(SvidRequest { csr_pem, attestation })
 }
 
-async fn svid(State(ca): State<Arc<Ca>>, body: Result<Bytes, BytesRejection>) -> Response {
+/// One audit event per SVID request: who was attested (or why not), from where.
+fn audit(
+    ca: &Ca,
+    peer: Option<std::net::SocketAddr>,
+    principal: String,
+    deny: bool,
+    status: StatusCode,
+    reason: String,
+) {
+    use palisade_core::audit::{now_rfc3339, AuditEvent, Decision, Stage};
+    let Some(sink) = ca.audit.get() else { return };
+    sink.record(AuditEvent {
+        time: now_rfc3339(),
+        source: "ca".into(),
+        service: None,
+        request_id: String::new(),
+        decision: if deny { Decision::Deny } else { Decision::Allow },
+        stage: Stage::Ca,
+        reason,
+        principal,
+        client_id: None,
+        auth_method: None,
+        route: "ca".into(),
+        method: "POST".into(),
+        path: "/ca/v1/svid".into(),
+        client_ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        policy_ids: Vec::new(),
+        status: status.as_u16(),
+        latency_ms: 0.0,
+    });
+}
+
+async fn svid(
+    State(ca): State<Arc<Ca>>,
+    peer: Option<axum::Extension<std::net::SocketAddr>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let peer = peer.map(|p| p.0);
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -93,6 +130,14 @@ async fn svid(State(ca): State<Arc<Ca>>, body: Result<Bytes, BytesRejection>) ->
     };
     match result {
         Ok(s) => {
+            audit(
+                &ca,
+                peer,
+                format!("Service::\"{}\"", s.spiffe_id.as_str()),
+                false,
+                StatusCode::OK,
+                "SVID issued".into(),
+            );
             let mut resp = Json(json!({
                 "spiffe_id": s.spiffe_id.as_str(),
                 "svid": s.chain_pem,
@@ -104,7 +149,12 @@ async fn svid(State(ca): State<Arc<Ca>>, body: Result<Bytes, BytesRejection>) ->
             resp.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
             resp
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let reason = e.to_string();
+            let resp = e.into_response();
+            audit(&ca, peer, "Anonymous".into(), true, resp.status(), reason);
+            resp
+        }
     }
 }
 

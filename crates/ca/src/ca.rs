@@ -155,6 +155,8 @@ pub struct Ca {
     k8s: Option<K8sVerifier>,
     /// The unsealed signer, by CA id.
     signer: Mutex<Option<Arc<Signer>>>,
+    /// Where issuance decisions go (set once, by the server).
+    pub(crate) audit: std::sync::OnceLock<Arc<dyn palisade_core::audit::AuditSink>>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -172,6 +174,11 @@ fn secs(d: Duration, what: &str) -> Result<i64, CaError> {
 }
 
 impl Ca {
+    /// Where SVID issuance decisions (attestation accepted or refused) go.
+    pub fn set_audit_sink(&self, sink: Arc<dyn palisade_core::audit::AuditSink>) {
+        let _ = self.audit.set(sink);
+    }
+
     /// Check the settings and that the stored CAs (if any) belong to the configured trust
     /// domain. Makes no CA: see [`Ca::ensure_authority`].
     pub async fn open(store: &Store, master: MasterKey, cfg: CaConfig) -> Result<Arc<Ca>, CaError> {
@@ -181,7 +188,14 @@ impl Ca {
         secs(cfg.bundle_refresh, "the bundle refresh hint")?;
         secs(cfg.ca_validity, "the CA validity")?;
         let k8s = cfg.k8s.as_ref().map(K8sVerifier::new).transpose()?;
-        let ca = Ca { repo: Repo::new(store.pool().clone()), master, cfg, k8s, signer: Mutex::new(None) };
+        let ca = Ca {
+            repo: Repo::new(store.pool().clone()),
+            master,
+            cfg,
+            k8s,
+            signer: Mutex::new(None),
+            audit: std::sync::OnceLock::new(),
+        };
         ca.check_trust_domain(&ca.repo.authorities().await?)?;
         Ok(Arc::new(ca))
     }

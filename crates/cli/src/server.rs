@@ -340,6 +340,8 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         .await?,
     );
     audit.set_cert_source(Arc::new(CaCerts(ca.clone())));
+    idp.set_audit_sink(audit.local_sink("idp"));
+    ca.set_audit_sink(audit.local_sink("ca"));
     let mut background = background;
     background.extend(audit.spawn_background());
     ensure_dashboard_client(&idp, &issuer).await?;
@@ -476,6 +478,7 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(peer.addr);
         req.extensions_mut().insert(peer.clone());
         router.clone().oneshot(req.map(axum::body::Body::new))
     });

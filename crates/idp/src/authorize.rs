@@ -25,6 +25,7 @@ use crate::secrets::{ct_eq, dummy_hash, random_token, sha256_hex, verify_secret_
 use crate::throttle::{IP_THRESHOLD, USER_THRESHOLD};
 use crate::tokens::{lookup_hash, new_grant_id, UserGrant};
 use crate::{peer_of, Idp, Peer};
+use palisade_core::audit::Stage;
 
 pub const CSRF_COOKIE: &str = "palisade_csrf";
 pub const SESSION_COOKIE: &str = "palisade_session";
@@ -388,6 +389,12 @@ async fn submit(idp: &Idp, peer: &Peer, headers: &HeaderMap, p: &Params) -> Resu
     }
 }
 
+/// The attempted username as a principal (bounded, quotes and control characters dropped).
+fn user_principal(username: &str) -> String {
+    let name: String = username.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').take(128).collect();
+    format!("User::\"{name}\"")
+}
+
 async fn login(
     idp: &Idp,
     peer: &Peer,
@@ -404,6 +411,16 @@ async fn login(
     if let Some(wait) = idp.throttle.locked(&[&user_key, &ip_key], Instant::now()) {
         let secs = wait.as_secs().max(1);
         tracing::warn!(ip = %peer.addr.ip(), "login throttled");
+        idp.audit(
+            Stage::Login,
+            true,
+            user_principal(username),
+            Some(&client.spec.client_id),
+            peer,
+            "/oauth2/authorize",
+            429,
+            "sign-in throttled after repeated failures",
+        );
         let mut r = html::login(
             StatusCode::TOO_MANY_REQUESTS,
             display_name(client),
@@ -429,6 +446,16 @@ async fn login(
         idp.throttle.failure(&user_key, USER_THRESHOLD, Instant::now());
         idp.throttle.failure(&ip_key, IP_THRESHOLD, Instant::now());
         tracing::info!(ip = %peer.addr.ip(), "failed sign-in");
+        idp.audit(
+            Stage::Login,
+            true,
+            user_principal(username),
+            Some(&client.spec.client_id),
+            peer,
+            "/oauth2/authorize",
+            401,
+            "invalid username or password",
+        );
         return Ok(html::login(
             StatusCode::UNAUTHORIZED,
             display_name(client),
@@ -451,6 +478,16 @@ async fn login(
         .await
         .map_err(|e| OAuthError::from(e).into_response())?;
     tracing::info!(subject = %user.subject, client_id = %client.spec.client_id, "user signed in");
+    idp.audit(
+        Stage::Login,
+        false,
+        user_principal(username),
+        Some(&client.spec.client_id),
+        peer,
+        "/oauth2/authorize",
+        303,
+        "signed in",
+    );
     row.subject = Some(user.subject.clone());
     row.auth_time = Some(now);
     let mut resp = consent_or_code(idp, client, request_id, csrf, &row, StatusCode::SEE_OTHER).await;

@@ -109,9 +109,51 @@ pub struct Idp {
     revoked: cache::Revoked,
     clients: cache::Clients,
     verified: cache::Verified,
+    audit: std::sync::OnceLock<Arc<dyn palisade_core::audit::AuditSink>>,
 }
 
 impl Idp {
+    /// Where sign-in and token-endpoint decisions go (set once, by the server).
+    pub fn set_audit_sink(&self, sink: Arc<dyn palisade_core::audit::AuditSink>) {
+        let _ = self.audit.set(sink);
+    }
+
+    /// Record a decision of the idp. `principal` is a Cedar-style principal (`User::"alice"`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audit(
+        &self,
+        stage: palisade_core::audit::Stage,
+        deny: bool,
+        principal: String,
+        client_id: Option<&str>,
+        peer: &Peer,
+        path: &str,
+        status: u16,
+        reason: &str,
+    ) {
+        use palisade_core::audit::{now_rfc3339, AuditEvent, Decision};
+        let Some(sink) = self.audit.get() else { return };
+        sink.record(AuditEvent {
+            time: now_rfc3339(),
+            source: "idp".into(),
+            service: None,
+            request_id: secrets::random_token(8),
+            decision: if deny { Decision::Deny } else { Decision::Allow },
+            stage,
+            reason: reason.to_owned(),
+            principal,
+            client_id: client_id.map(|c| c.chars().take(128).collect()),
+            auth_method: None,
+            route: "idp".into(),
+            method: "POST".into(),
+            path: path.to_owned(),
+            client_ip: peer.addr.ip().to_string(),
+            policy_ids: Vec::new(),
+            status,
+            latency_ms: 0.0,
+        });
+    }
+
     pub async fn new(store: &Store, master: MasterKey, cfg: IdpConfig) -> Result<Arc<Idp>, keys::KeyError> {
         let repo = Repo::new(store.pool().clone());
         let keys = Arc::new(Keys::load(repo.clone(), master, cfg.key_alg).await?);
@@ -126,6 +168,7 @@ impl Idp {
             revoked,
             clients: cache::Clients::default(),
             verified: cache::Verified::default(),
+            audit: std::sync::OnceLock::new(),
         }))
     }
 

@@ -17,6 +17,7 @@ use crate::repo::Take;
 use crate::secrets::{ct_eq, sha256_b64};
 use crate::tokens::{lookup_hash, Grant, UserGrant, ACCESS_TOKEN_TYPE};
 use crate::{peer_of, Idp, Peer};
+use palisade_core::audit::Stage;
 
 pub async fn token(
     State(idp): State<Arc<Idp>>,
@@ -24,9 +25,33 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle(&idp, &peer_of(peer), &headers, &body).await {
+    let peer = peer_of(peer);
+    match handle(&idp, &peer, &headers, &body).await {
         Ok(v) => no_store_json(v),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Refused grants: failed client authentication, replayed codes and refresh tokens.
+            let client_id = form_urlencoded::parse(&body).find(|(k, _)| k == "client_id").map(|(_, v)| v.into_owned());
+            let principal = client_id.as_ref().map_or_else(
+                || "Anonymous".to_owned(),
+                |c| {
+                    format!(
+                        "Client::\"{}\"",
+                        c.chars().filter(|c| !c.is_control() && *c != '"').take(128).collect::<String>()
+                    )
+                },
+            );
+            idp.audit(
+                Stage::Token,
+                true,
+                principal,
+                client_id.as_deref(),
+                &peer,
+                "/oauth2/token",
+                e.status.as_u16(),
+                &format!("{}: {}", e.code, e.description),
+            );
+            e.into_response()
+        }
     }
 }
 
