@@ -1,15 +1,17 @@
-//! `palisade scan image|fs|lock|db`: vulnerability scanning of container images, directory trees and
-//! lockfiles against a local advisory database built with `palisade scan db import`. Reports go to stdout
-//! (or `--output`); the exit code is 0 when clean, 1 when a finding reaches `--fail-on`, 2 on error.
+//! `palisade scan image|fs|lock|config|secrets|db`: vulnerability scanning of container images, directory
+//! trees and lockfiles against a local advisory database built with `palisade scan db import`, config lint
+//! of Dockerfiles and Kubernetes manifests, and secret detection (no database needed for the last two).
+//! Reports go to stdout (or `--output`) as a table, JSON, SARIF 2.1.0 or CycloneDX 1.5; progress goes to
+//! stderr only when it is a terminal. Exit code 0 when clean, 1 when a finding reaches `--fail-on`, 2 on error.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use palisade_scan::{
-    parse_severity, scan, scan_dir, scan_image, scan_lockfile, Database, Limits, Report, Severity, Target, TargetKind,
-    EXIT_ERROR,
+    build_report, parse_severity, scan_content, scan_dir, scan_image_with, scan_lockfile, ContentOptions, Database,
+    Date, IgnoreFile, Inventory, Limits, Report, Severity, Target, TargetKind, EXIT_ERROR, IGNORE_FILE_NAME,
 };
 
 #[derive(Args, Debug)]
@@ -29,6 +31,15 @@ pub struct ScanArgs {
     /// Colour the severity column of the table (ANSI)
     #[arg(long, global = true)]
     pub color: bool,
+    /// Ignore file (default: .palisadeignore.yaml in the scanned directory, else in the current one)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ignore_file: Option<PathBuf>,
+    /// fs and image: do not search files for secrets
+    #[arg(long, global = true)]
+    pub no_secrets: bool,
+    /// fs: do not lint Dockerfiles and Kubernetes manifests
+    #[arg(long, global = true)]
+    pub no_config: bool,
     #[command(subcommand)]
     pub command: ScanCommand,
 }
@@ -37,16 +48,22 @@ pub struct ScanArgs {
 pub enum Format {
     Table,
     Json,
+    Sarif,
+    Cyclonedx,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ScanCommand {
-    /// Scan a `docker save` archive or an OCI image layout directory
+    /// Scan a `docker save` archive or an OCI image layout directory (packages, and secrets in layers)
     Image { path: PathBuf },
-    /// Scan a directory tree (a source tree or an unpacked rootfs)
+    /// Scan a directory tree (a source tree or an unpacked rootfs): packages, config lint and secrets
     Fs { dir: PathBuf },
     /// Scan one lockfile or package database (Cargo.lock, package-lock.json, yarn.lock, go.mod, …)
     Lock { file: PathBuf },
+    /// Lint Dockerfiles and Kubernetes manifests (a file or a directory); needs no database
+    Config { path: PathBuf },
+    /// Search a file or directory for secrets; needs no database
+    Secrets { path: PathBuf },
     /// Build or inspect the vulnerability database
     Db {
         #[command(subcommand)]
@@ -88,31 +105,136 @@ pub fn run(args: ScanArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// Progress on stderr, only when stderr is a terminal (never mixed into redirected output).
+struct Progress {
+    on: bool,
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { on: std::io::stderr().is_terminal(), shown: false }
+    }
+
+    fn say(&mut self, msg: &str) {
+        if self.on {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K{msg}");
+            self.shown = true;
+        }
+    }
+
+    fn files(&mut self, n: usize) {
+        if n % 100 == 0 {
+            self.say(&format!("scanning files: {n}"));
+        }
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+fn content_opts(args: &ScanArgs) -> ContentOptions {
+    let mut o = ContentOptions::default();
+    o.config = !args.no_config;
+    o.secrets = !args.no_secrets;
+    o
+}
+
 fn run_inner(args: &ScanArgs) -> anyhow::Result<i32> {
     let db_path = args.db.clone().unwrap_or_else(default_db);
-    let target = match &args.command {
+    let mut progress = Progress::new();
+    let (target, needs_db, scanned): (Target, bool, PathBuf) = match &args.command {
         ScanCommand::Db { command: DbCommand::Import { paths } } => return db_import(&db_path, paths, args),
         ScanCommand::Db { command: DbCommand::Status } => return db_status(&db_path, args),
         ScanCommand::Image { path } => {
-            let img = scan_image(path, &Limits::default())?;
-            Target { name: path.display().to_string(), kind: TargetKind::Image, inventory: img.inventory }
+            progress.say("reading image layers…");
+            let mut opts = content_opts(args);
+            opts.config = false;
+            let img = scan_image_with(path, &Limits::default(), &opts)?;
+            let mut t = Target::new(path.display().to_string(), TargetKind::Image, img.inventory);
+            if opts.secrets {
+                t = t.with_content(img.content);
+            }
+            (t, true, path.clone())
         }
         ScanCommand::Fs { dir } => {
-            Target { name: dir.display().to_string(), kind: TargetKind::Filesystem, inventory: scan_dir(dir)? }
+            progress.say("reading package files…");
+            let inv = scan_dir(dir)?;
+            let mut t = Target::new(dir.display().to_string(), TargetKind::Filesystem, inv);
+            let opts = content_opts(args);
+            if opts.config || opts.secrets {
+                let c = scan_content(dir, &opts, &mut |n| progress.files(n))?;
+                t = t.with_content(c);
+            }
+            (t, true, dir.clone())
         }
         ScanCommand::Lock { file } => {
-            Target { name: file.display().to_string(), kind: TargetKind::Lockfile, inventory: scan_lockfile(file)? }
+            let t = Target::new(file.display().to_string(), TargetKind::Lockfile, scan_lockfile(file)?);
+            (t, true, file.clone())
+        }
+        ScanCommand::Config { path } => {
+            let c = scan_content(path, &ContentOptions::config_only(), &mut |n| progress.files(n))?;
+            let t = Target::new(path.display().to_string(), TargetKind::Config, Inventory::default()).with_content(c);
+            (t, false, path.clone())
+        }
+        ScanCommand::Secrets { path } => {
+            let c = scan_content(path, &ContentOptions::secrets_only(), &mut |n| progress.files(n))?;
+            let t =
+                Target::new(path.display().to_string(), TargetKind::Filesystem, Inventory::default()).with_content(c);
+            (t, false, path.clone())
         }
     };
-    let db = Database::open(&db_path)
-        .with_context(|| format!("opening {} (build it with `palisade scan db import`)", db_path.display()))?;
-    let report: Report = scan(vec![target], &db);
+    let mut report: Report = if needs_db {
+        progress.say("matching advisories…");
+        let db = Database::open(&db_path)
+            .with_context(|| format!("opening {} (build it with `palisade scan db import`)", db_path.display()))?;
+        build_report(vec![target], Some(&db))
+    } else {
+        build_report(vec![target], None)
+    };
+    progress.done();
+    if let Some(ignores) = load_ignores(args, &scanned)? {
+        report.apply_ignores(&ignores, Date::today());
+        for e in &report.expired_ignores {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "palisade scan: warning: ignore entry {} expired on {}; it no longer suppresses findings",
+                e.id,
+                e.expires
+            );
+        }
+    }
     let text = match args.format {
         Format::Table => report.render_table(args.color),
         Format::Json => report.to_json() + "\n",
+        Format::Sarif => report.to_sarif() + "\n",
+        Format::Cyclonedx => report.to_cyclonedx() + "\n",
     };
     emit(args, &text)?;
     Ok(report.exit_code(args.fail_on))
+}
+
+/// The ignore file: `--ignore-file`, else `.palisadeignore.yaml` in the scanned directory, else in the
+/// current directory; none is fine.
+fn load_ignores(args: &ScanArgs, scanned: &Path) -> anyhow::Result<Option<IgnoreFile>> {
+    if let Some(p) = &args.ignore_file {
+        return Ok(Some(IgnoreFile::load(p)?));
+    }
+    let mut candidates = Vec::new();
+    if scanned.is_dir() {
+        candidates.push(scanned.join(IGNORE_FILE_NAME));
+    }
+    candidates.push(PathBuf::from(IGNORE_FILE_NAME));
+    for c in candidates {
+        if c.is_file() {
+            return Ok(Some(IgnoreFile::load(&c)?));
+        }
+    }
+    Ok(None)
 }
 
 fn emit(args: &ScanArgs, text: &str) -> anyhow::Result<()> {
@@ -135,7 +257,7 @@ fn db_import(db_path: &Path, paths: &[PathBuf], args: &ScanArgs) -> anyhow::Resu
     let per: serde_json::Map<String, serde_json::Value> =
         r.per_ecosystem.iter().map(|(e, n)| (e.to_string(), (*n).into())).collect();
     let text = match args.format {
-        Format::Json => {
+        Format::Json | Format::Sarif | Format::Cyclonedx => {
             serde_json::json!({
                 "path": r.path.display().to_string(),
                 "files_read": r.files_read,
@@ -180,7 +302,7 @@ fn db_status(db_path: &Path, args: &ScanArgs) -> anyhow::Result<i32> {
     let st = db.status();
     let age_h = st.age.as_secs() / 3600;
     let text = match args.format {
-        Format::Json => {
+        Format::Json | Format::Sarif | Format::Cyclonedx => {
             let per: serde_json::Map<String, serde_json::Value> =
                 st.per_ecosystem.iter().map(|(e, n)| (e.to_string(), (*n).into())).collect();
             serde_json::json!({

@@ -264,7 +264,10 @@ impl IgnoreFile {
         let mut data = Vec::new();
         std::fs::File::open(path).map_err(io)?.take(MAX_IGNORE_BYTES + 1).read_to_end(&mut data).map_err(io)?;
         if data.len() as u64 > MAX_IGNORE_BYTES {
-            return Err(IgnoreError::Invalid { path: display, reason: format!("larger than {MAX_IGNORE_BYTES} bytes") });
+            return Err(IgnoreError::Invalid {
+                path: display,
+                reason: format!("larger than {MAX_IGNORE_BYTES} bytes"),
+            });
         }
         let text = String::from_utf8(data)
             .map_err(|_| IgnoreError::Invalid { path: display.clone(), reason: "not UTF-8".into() })?;

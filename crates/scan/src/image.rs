@@ -358,9 +358,16 @@ fn skipped_dir(path: &str) -> bool {
 
 /// Image paths not searched for secrets: documentation and data that never hold credentials.
 fn secret_skip(path: &str) -> bool {
-    ["usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/i18n/", "usr/share/zoneinfo/", "usr/lib/locale/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "usr/share/doc/",
+        "usr/share/man/",
+        "usr/share/locale/",
+        "usr/share/i18n/",
+        "usr/share/zoneinfo/",
+        "usr/lib/locale/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 /// The merged filesystem, reduced to the files the inventory needs: path → (layer index, parse result).

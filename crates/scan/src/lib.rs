@@ -40,23 +40,24 @@ mod source;
 pub mod version;
 
 pub use advisory::{Advisory, Affected, Event, Rule, RuleError};
-pub use cvss::{base_score_v3, Severity};
-pub use db::{normalize_name, Database, DbError, DbStatus, Finding, ImportReport};
 pub use content::{scan_content, ContentOptions, ContentScan};
+pub use cvss::{base_score_v3, Severity};
 pub use cyclonedx::purl;
+pub use db::{normalize_name, Database, DbError, DbStatus, Finding, ImportReport};
 pub use ignore::{Date, ExpiredIgnore, IgnoreEntry, IgnoreError, IgnoreFile, IGNORE_FILE_NAME};
 pub use image::{scan_image, scan_image_with, ImageInventory, Limits};
-pub use lint::{config_kind, lint_config, ConfigKind, Misconfiguration};
-pub use rules::{rule, RuleInfo, RULES};
-pub use sarif::SARIF_SCHEMA;
-pub use secrets::{find_secrets, SecretFinding};
 pub use inventory::{
     detect, go_build_info, scan_dir, scan_file, scan_lockfile, Distro, FileKind, GoBuildInfo, Inventory,
     InventoryError, Package,
 };
+pub use lint::{config_kind, lint_config, ConfigKind, Misconfiguration};
 pub use report::{
-    build_report, parse_severity, scan, Report, ReportFinding, Target, TargetKind, TargetReport, EXIT_ERROR, EXIT_FINDINGS,
+    build_report, parse_severity, scan, Report, ReportFinding, Target, TargetKind, TargetReport, EXIT_ERROR,
+    EXIT_FINDINGS,
 };
+pub use rules::{rule, RuleInfo, RULES};
+pub use sarif::SARIF_SCHEMA;
+pub use secrets::{find_secrets, SecretFinding};
 pub use source::{load, LoadError, LoadReport, SourceIssue};
 pub use version::{compare, Ecosystem, VersionError};
 

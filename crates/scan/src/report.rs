@@ -11,10 +11,10 @@ use crate::content::ContentScan;
 use crate::cvss::Severity;
 use crate::db::Database;
 use crate::ignore::{Date, ExpiredIgnore, IgnoreFile};
+use crate::inventory::{Distro, Inventory, Package};
 use crate::lint::Misconfiguration;
 use crate::rules::rule;
 use crate::secrets::SecretFinding;
-use crate::inventory::{Distro, Inventory, Package};
 use crate::version::Ecosystem;
 
 /// What kind of thing a target is.
@@ -221,7 +221,8 @@ fn target_report(
     let content_checked = content.is_some();
     let mut c = content.unwrap_or_default();
     notes.append(&mut c.notes);
-    c.misconfigurations.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| (&a.file, a.line).cmp(&(&b.file, b.line))));
+    c.misconfigurations
+        .sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| (&a.file, a.line).cmp(&(&b.file, b.line))));
     c.secrets.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| (&a.file, a.line).cmp(&(&b.file, b.line))));
     TargetReport {
         name,

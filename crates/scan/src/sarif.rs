@@ -65,9 +65,10 @@ pub(crate) fn locate_package(text: &str, name: &str, version: &str) -> Option<us
             boundary(before) && boundary(after)
         })
     };
-    lines.iter().enumerate().find_map(|(i, l)| {
-        (named(l) && lines.iter().skip(i).take(6).any(|n| n.contains(version))).then_some(i + 1)
-    })
+    lines
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| (named(l) && lines.iter().skip(i).take(6).any(|n| n.contains(version))).then_some(i + 1))
 }
 
 const MAX_LOCATE_BYTES: u64 = 64 << 20;
@@ -168,7 +169,11 @@ impl Report {
                         .as_deref()
                         .and_then(|text| locate_package(text, &f.package, &f.version))
                 };
-                let fixed = if f.fixed.is_empty() { "no fixed version known".to_owned() } else { format!("fixed: {}", f.fixed.join(", ")) };
+                let fixed = if f.fixed.is_empty() {
+                    "no fixed version known".to_owned()
+                } else {
+                    format!("fixed: {}", f.fixed.join(", "))
+                };
                 let lvl = if f.informational.is_some() { "note" } else { level(f.severity) };
                 let layer = f.layer.as_deref().map(|l| format!(" (layer {l})")).unwrap_or_default();
                 results.push(json!({

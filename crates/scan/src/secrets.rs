@@ -165,6 +165,8 @@ fn is_placeholder(v: &str) -> bool {
     };
     v.starts_with('$')
         || v.starts_with('%')
+        || v.starts_with('{')
+        || v.starts_with('[')
         || v.starts_with('<')
         || v.contains("{{")
         || v.contains("${")
@@ -294,8 +296,23 @@ fn generic_key_ok(key: &str) -> bool {
     let k = key.to_ascii_lowercase().replace('-', "_");
     let k = k.rsplit('.').next().unwrap_or(&k);
     let pointers = [
-        "_file", "_path", "_dir", "_id", "_name", "_url", "_uri", "_type", "_len", "_length", "_hash", "_env", "_ref",
-        "_field", "_header", "_endpoint", "_policy",
+        "_file",
+        "_path",
+        "_dir",
+        "_id",
+        "_name",
+        "_url",
+        "_uri",
+        "_type",
+        "_len",
+        "_length",
+        "_hash",
+        "_env",
+        "_ref",
+        "_field",
+        "_header",
+        "_endpoint",
+        "_policy",
     ];
     !pointers.iter().any(|s| k.ends_with(s)) && !k.starts_with("no_") && !k.contains("public")
 }

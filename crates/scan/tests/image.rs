@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use palisade_scan::{go_build_info, scan_image, InventoryError, Limits, Package};
+use palisade_scan::{go_build_info, scan_image, scan_image_with, ContentOptions, InventoryError, Limits, Package};
 
 const INFO_START: &str = "3077af0c9274080241e1c107e6d618e6";
 const INFO_END: &str = "f932433186182072008242104116d8f2";
@@ -184,7 +184,8 @@ fn two_layers() -> (Vec<u8>, Vec<u8>) {
 fn docker_archive(path: &Path, layers: &[Vec<u8>]) {
     let names: Vec<String> = (0..layers.len()).map(|i| format!("l{i}/layer.tar")).collect();
     let manifest = serde_json::json!([{ "Config": "config.json", "RepoTags": ["demo:1"], "Layers": names }]);
-    let diff_ids = &[D1, D2][..layers.len()];
+    // Up to two layers get diff_ids; with more, the digests fall back to the layer file names.
+    let diff_ids: &[&str] = if layers.len() <= 2 { &[D1, D2][..layers.len()] } else { &[] };
     let config = serde_json::json!({ "rootfs": { "type": "layers", "diff_ids": diff_ids } });
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
     let mut add = |name: &str, data: &[u8]| {
@@ -330,4 +331,38 @@ fn malformed_images_are_errors() {
     docker_archive(&path, &[b"garbage layer".to_vec()]);
     assert!(scan_image(&path, &Limits::default()).is_err());
     assert!(scan_image(dir.path(), &Limits::default()).unwrap_err().to_string().contains("neither manifest.json"));
+}
+
+#[test]
+fn secrets_in_layers_including_deleted_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, l2) = two_layers();
+    let token = format!("ghp_{}", "a1B2c3D4e5F6".repeat(3));
+    let env = format!("GITHUB_TOKEN={token}\n");
+    let l3 = layer(&[
+        Item::File("app/.env", env.as_bytes(), 0o600),
+        Item::File("usr/share/doc/x/README", env.as_bytes(), 0o644), // documentation is not searched
+    ]);
+    let l4 = layer(&[Item::File("app/.wh..env", b"", 0o644)]);
+    let path = dir.path().join("image.tar");
+    docker_archive(&path, &[l1.clone(), l2.clone(), l3, l4]);
+    let img = scan_image_with(&path, &Limits::default(), &ContentOptions::secrets_only()).unwrap();
+    // The packages are the same as without the secret search (files are read once for both).
+    let plain = {
+        let p2 = dir.path().join("plain.tar");
+        docker_archive(&p2, &[l1, l2]);
+        scan_image(&p2, &Limits::default()).unwrap()
+    };
+    assert_eq!(img.inventory.packages.len(), plain.inventory.packages.len());
+    // The .env file is deleted by the top layer but still in the third layer's blob: reported with it.
+    let got: Vec<(String, usize, String, Option<String>)> = img
+        .content
+        .secrets
+        .iter()
+        .map(|s| (s.file.clone(), s.line, s.rule_id.clone(), s.layer.clone()))
+        .collect();
+    assert_eq!(got, [("app/.env".to_owned(), 1, "PAL-SEC-005".to_owned(), Some("l2/layer.tar".to_owned()))]);
+    assert_eq!(img.content.secrets[0].redacted, "ghp_…");
+    // Without the option nothing is searched.
+    assert_eq!(scan_image(&path, &Limits::default()).unwrap().content.secrets, []);
 }

@@ -375,11 +375,20 @@ mod tests {
     fn stages_users_and_tags() {
         // USER inherited from a named parent stage; `latest` tag; scratch and stage references are fine.
         let text = "FROM alpine:latest AS base\nUSER app\nHEALTHCHECK NONE\nFROM base\nFROM scratch AS s\n";
-        assert_eq!(ids(text), [("PAL-DF-003".to_owned(), 1), ("PAL-DF-001".to_owned(), 5), ("PAL-DF-007".to_owned(), 5)]);
+        assert_eq!(
+            ids(text),
+            [("PAL-DF-003".to_owned(), 1), ("PAL-DF-001".to_owned(), 5), ("PAL-DF-007".to_owned(), 5)]
+        );
         let text = "FROM alpine:latest AS base\nUSER app\nHEALTHCHECK NONE\nFROM base\n";
         assert_eq!(ids(text), [("PAL-DF-003".to_owned(), 1)]);
-        assert_eq!(ids("FROM registry.local:5000/team/app\nUSER 1\nHEALTHCHECK NONE\n"), [("PAL-DF-003".to_owned(), 1)]);
-        assert_eq!(ids("FROM registry.local:5000/team/app:2\nUSER 0:0\nHEALTHCHECK NONE\n"), [("PAL-DF-002".to_owned(), 2)]);
+        assert_eq!(
+            ids("FROM registry.local:5000/team/app\nUSER 1\nHEALTHCHECK NONE\n"),
+            [("PAL-DF-003".to_owned(), 1)]
+        );
+        assert_eq!(
+            ids("FROM registry.local:5000/team/app:2\nUSER 0:0\nHEALTHCHECK NONE\n"),
+            [("PAL-DF-002".to_owned(), 2)]
+        );
     }
 
     #[test]

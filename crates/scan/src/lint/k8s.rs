@@ -99,7 +99,9 @@ impl Pod<'_> {
         match spec.get("automountServiceAccountToken") {
             Some((n, _)) if n.as_bool() == Some(false) => {}
             Some((_, l)) => self.push("PAL-K8S-013", l, "automountServiceAccountToken is not false".into()),
-            None => self.push("PAL-K8S-013", self.line, "automountServiceAccountToken is not set (defaults to true)".into()),
+            None => {
+                self.push("PAL-K8S-013", self.line, "automountServiceAccountToken is not set (defaults to true)".into())
+            }
         }
         let pod_sc = spec.get("securityContext").map(|(n, _)| n);
         for list in ["initContainers", "containers", "ephemeralContainers"] {
@@ -292,7 +294,13 @@ spec:
         let text = format!("{HARDENED_POD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{cron}");
         let got = lint("x.yaml", &text).unwrap_or_default();
         let want: Vec<&str> = vec![
-            "PAL-K8S-013", "PAL-K8S-002", "PAL-K8S-003", "PAL-K8S-004", "PAL-K8S-005", "PAL-K8S-011", "PAL-K8S-014",
+            "PAL-K8S-013",
+            "PAL-K8S-002",
+            "PAL-K8S-003",
+            "PAL-K8S-004",
+            "PAL-K8S-005",
+            "PAL-K8S-011",
+            "PAL-K8S-014",
             "PAL-K8S-012",
         ];
         let mut got_ids: Vec<&str> = got.iter().map(|f| f.rule_id.as_str()).collect();

@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(config_kind("deploy/x.yml"), Some(ConfigKind::Yaml));
         assert_eq!(config_kind("Cargo.toml"), None);
         assert_eq!(image_tag_problem("nginx").as_deref(), Some("nginx has no tag (means `latest`)"));
-        assert_eq!(image_tag_problem("localhost:5000/x").as_deref(), Some("localhost:5000/x has no tag (means `latest`)"));
+        assert_eq!(
+            image_tag_problem("localhost:5000/x").as_deref(),
+            Some("localhost:5000/x has no tag (means `latest`)")
+        );
         assert_eq!(image_tag_problem("x:latest").as_deref(), Some("x:latest uses the `latest` tag"));
         assert_eq!(image_tag_problem("x:1.2"), None);
         assert_eq!(image_tag_problem("x@sha256:ab"), None);
