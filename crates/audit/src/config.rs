@@ -120,3 +120,20 @@ mod tests {
         assert_eq!(err, "monitor.yaml: audit_log.checkpoint_every: must be at least 1");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_with_the_documented_values() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/monitor.yaml"));
+        let cfg = MonitorFile::load(path).unwrap();
+        assert_eq!(cfg.audit_log.max_age, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(cfg.audit_log.fsync, FsyncName::Batch);
+        assert_eq!(cfg.detectors.brute_force.per_ip, 20);
+        assert_eq!(cfg.alerts.suppression, Duration::from_secs(3600));
+        assert_eq!(cfg.webhooks.targets.len(), 1);
+        assert_eq!(cfg.webhooks.attempts, 5);
+    }
+}
