@@ -413,11 +413,28 @@ fn merge(records: Vec<Record>) -> Vec<Finding> {
         }
         i
     }
+    // Each cluster's own record ids by namespace (`RUSTSEC`, `GHSA`, …): two different advisories of one
+    // database are never merged, even when their alias lists overlap (RUSTSEC-2019-0036 and -2020-0036 both
+    // list CVE-2019-25010; cargo-audit reports both).
+    let namespace = |id: &str| id.split('-').next().unwrap_or(id).to_owned();
+    let mut own: Vec<BTreeMap<String, String>> =
+        records.iter().map(|r| BTreeMap::from([(namespace(&r.id), r.id.clone())])).collect();
     let mut owner: HashMap<&str, usize> = HashMap::new();
     for (i, rec) in records.iter().enumerate() {
         for id in std::iter::once(&rec.id).chain(&rec.aliases) {
             if let Some(&j) = owner.get(id.as_str()) {
                 let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                if a == b {
+                    continue;
+                }
+                let ma = own.get(a).cloned().unwrap_or_default();
+                let conflict = own.get(b).is_some_and(|mb| ma.iter().any(|(ns, x)| mb.get(ns).is_some_and(|y| y != x)));
+                if conflict {
+                    continue;
+                }
+                if let Some(mb) = own.get_mut(b) {
+                    mb.extend(ma);
+                }
                 if let Some(slot) = parent.get_mut(a) {
                     *slot = b;
                 }
@@ -490,6 +507,23 @@ mod tests {
             informational: None,
             rule: Rule::Osv { ranges: vec![], versions: vec![] },
         }
+    }
+
+    #[test]
+    fn distinct_advisories_of_one_database_stay_apart() {
+        let out = merge(vec![
+            rec("RUSTSEC-2019-0036", &["CVE-2019-25010"], Severity::High),
+            rec("RUSTSEC-2020-0036", &["CVE-2019-25010", "GHSA-b"], Severity::Critical),
+            rec("GHSA-b", &["RUSTSEC-2020-0036"], Severity::Critical),
+        ]);
+        let ids: Vec<(&str, Vec<String>)> = out.iter().map(|f| (f.id.as_str(), f.aliases.clone())).collect();
+        assert_eq!(
+            ids,
+            [
+                ("RUSTSEC-2020-0036", vec!["CVE-2019-25010".to_owned(), "GHSA-b".to_owned()]),
+                ("RUSTSEC-2019-0036", vec!["CVE-2019-25010".to_owned()]),
+            ]
+        );
     }
 
     #[test]
