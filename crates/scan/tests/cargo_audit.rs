@@ -116,13 +116,15 @@ fn theirs(db_dir: &Path, lock: &Path, work: &Path) -> (BTreeSet<Triple>, BTreeSe
         .current_dir(work)
         .output()
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("cargo audit output for {}: {e}: {}", lock.display(), String::from_utf8_lossy(&out.stderr)));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("cargo audit output for {}: {e}: {}", lock.display(), String::from_utf8_lossy(&out.stderr))
+    });
     let triple = |w: &serde_json::Value| -> Option<Triple> {
         let s = |p: &str| w.pointer(p).and_then(|x| x.as_str()).map(str::to_owned);
         Some((s("/package/name")?, s("/package/version")?, s("/advisory/id")?))
     };
-    let vulns = json.pointer("/vulnerabilities/list").and_then(|l| l.as_array()).unwrap().iter().filter_map(triple).collect();
+    let vulns =
+        json.pointer("/vulnerabilities/list").and_then(|l| l.as_array()).unwrap().iter().filter_map(triple).collect();
     // Difference 1: yanked warnings have no advisory, so `triple` drops them.
     let warns = json
         .get("warnings")

@@ -89,7 +89,9 @@ fn sarif_is_valid_and_complete() {
     assert_eq!(loc["artifactLocation"]["uri"], format!("file://{}/Cargo.lock", dir.path().display()));
     assert_eq!(loc["region"]["startLine"], 12);
     assert_eq!(rule("RUSTSEC-2020-0105")["shortDescription"]["text"], "Update unsound DrainFilter and RString::retain");
-    assert!(rule("RUSTSEC-2020-0105")["properties"]["security-severity"].as_str().unwrap().parse::<f32>().unwrap() >= 7.0);
+    assert!(
+        rule("RUSTSEC-2020-0105")["properties"]["security-severity"].as_str().unwrap().parse::<f32>().unwrap() >= 7.0
+    );
 
     let pipe = by_rule("PAL-DF-006");
     assert_eq!(pipe["level"], "error");
@@ -97,7 +99,10 @@ fn sarif_is_valid_and_complete() {
     assert!(uri.ends_with("/src%20tree/Dockerfile"), "{uri}");
     assert_eq!(pipe["locations"][0]["physicalLocation"]["region"]["startLine"], 2);
     assert_eq!(rule("PAL-DF-006")["properties"]["security-severity"], "8.0");
-    assert_eq!(rule("PAL-DF-006")["help"]["text"], "Download to a file, verify its checksum or signature, then run it.");
+    assert_eq!(
+        rule("PAL-DF-006")["help"]["text"],
+        "Download to a file, verify its checksum or signature, then run it."
+    );
 
     let secret = by_rule("PAL-SEC-010");
     assert_eq!(secret["message"]["text"], "Hard-coded secret (q7Zp…)");

@@ -355,12 +355,8 @@ fn secrets_in_layers_including_deleted_files() {
     };
     assert_eq!(img.inventory.packages.len(), plain.inventory.packages.len());
     // The .env file is deleted by the top layer but still in the third layer's blob: reported with it.
-    let got: Vec<(String, usize, String, Option<String>)> = img
-        .content
-        .secrets
-        .iter()
-        .map(|s| (s.file.clone(), s.line, s.rule_id.clone(), s.layer.clone()))
-        .collect();
+    let got: Vec<(String, usize, String, Option<String>)> =
+        img.content.secrets.iter().map(|s| (s.file.clone(), s.line, s.rule_id.clone(), s.layer.clone())).collect();
     assert_eq!(got, [("app/.env".to_owned(), 1, "PAL-SEC-005".to_owned(), Some("l2/layer.tar".to_owned()))]);
     assert_eq!(img.content.secrets[0].redacted, "ghp_…");
     // Without the option nothing is searched.

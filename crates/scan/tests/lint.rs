@@ -121,7 +121,10 @@ fn tree_with_dockerfile_helm_output_and_templates() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], format!("{} (config): 4 files, 7 misconfigurations, 0 secrets", root.display()));
     assert_eq!(lines[1], "  misconfigurations:");
-    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["SEVERITY", "RULE", "LOCATION", "RESOURCE", "MESSAGE"]);
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["SEVERITY", "RULE", "LOCATION", "RESOURCE", "MESSAGE"]
+    );
     assert!(lines[3].starts_with("  CRITICAL  PAL-K8S-001  rendered/all.yaml:37"), "{}", lines[3]);
     assert!(lines[9].starts_with("  LOW       PAL-K8S-011  rendered/all.yaml:34"), "{}", lines[9]);
     assert!(table.contains("  PAL-DF-007 No HEALTHCHECK: Without a health check"));

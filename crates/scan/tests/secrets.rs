@@ -32,31 +32,31 @@ fn fixture() -> Fixture {
     // RFC 7519 section 3.1.
     let jwt = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let lines = [
-        "# config".to_owned(),                                                     // 1
-        format!("-----BEGIN {}PRIVATE KEY-----", "RSA "),                        // 2
-        pem_body.clone(),                                                         // 3
-        format!("-----END {}PRIVATE KEY-----", "RSA "),                          // 4
-        format!("AWS_ACCESS_KEY_ID={aws_id}"),                                    // 5
-        format!("aws_secret_access_key = \"{aws_secret}\""),                      // 6
-        format!("export GITHUB_TOKEN={ghp}"),                                     // 7
-        format!("token: {pat}"),                                                  // 8
-        format!("gitlab = '{glpat}'"),                                            // 9
-        format!("slack_bot = \"{slack}\""),                                       // 10
-        format!("webhook_url: {hook}"),                                           // 11
-        format!("Authorization: Bearer {jwt}"),                                   // 12
-        "db_password = \"S3cr3t!Pa55w0rd#2024\"".to_owned(),                      // 13
+        "# config".to_owned(),                               // 1
+        format!("-----BEGIN {}PRIVATE KEY-----", "RSA "),    // 2
+        pem_body.clone(),                                    // 3
+        format!("-----END {}PRIVATE KEY-----", "RSA "),      // 4
+        format!("AWS_ACCESS_KEY_ID={aws_id}"),               // 5
+        format!("aws_secret_access_key = \"{aws_secret}\""), // 6
+        format!("export GITHUB_TOKEN={ghp}"),                // 7
+        format!("token: {pat}"),                             // 8
+        format!("gitlab = '{glpat}'"),                       // 9
+        format!("slack_bot = \"{slack}\""),                  // 10
+        format!("webhook_url: {hook}"),                      // 11
+        format!("Authorization: Bearer {jwt}"),              // 12
+        "db_password = \"S3cr3t!Pa55w0rd#2024\"".to_owned(), // 13
         // Near misses: placeholders, variables, low entropy, pointer keys, prose, documented examples.
-        "password = \"${DB_PASSWORD}\"".to_owned(),                               // 14
-        "password: changeme-please".to_owned(),                                   // 15
-        "token_url = \"https://auth.example.com/token\"".to_owned(),              // 16
-        "api_key = \"aaaaaaaaaaaaaaaa\"".to_owned(),                              // 17
-        "secret: required".to_owned(),                                            // 18
-        "password = config.database.password".to_owned(),                         // 19
-        format!("key_id = AKIA{}", "IOSFODNN7EXAMPLE"),                           // 20
-        "-----BEGIN PRIVATE KEY-----".to_owned(),                                 // 21
-        "...".to_owned(),                                                         // 22
-        "password = os.environ(\"DB_PASSWORD\")".to_owned(),                      // 23
-        "secret: {secretName: tls}".to_owned(),                                   // 24
+        "password = \"${DB_PASSWORD}\"".to_owned(),                  // 14
+        "password: changeme-please".to_owned(),                      // 15
+        "token_url = \"https://auth.example.com/token\"".to_owned(), // 16
+        "api_key = \"aaaaaaaaaaaaaaaa\"".to_owned(),                 // 17
+        "secret: required".to_owned(),                               // 18
+        "password = config.database.password".to_owned(),            // 19
+        format!("key_id = AKIA{}", "IOSFODNN7EXAMPLE"),              // 20
+        "-----BEGIN PRIVATE KEY-----".to_owned(),                    // 21
+        "...".to_owned(),                                            // 22
+        "password = os.environ(\"DB_PASSWORD\")".to_owned(),         // 23
+        "secret: {secretName: tls}".to_owned(),                      // 24
     ];
     let text = lines.join("\n") + "\n";
     let want = vec![
@@ -106,7 +106,8 @@ fn gcp_service_account_json_is_one_finding() {
         "0f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6"
     );
     let found = find_secrets("sa.json", key.as_bytes());
-    let got: Vec<(&str, usize, &str)> = found.iter().map(|f| (f.rule_id.as_str(), f.line, f.redacted.as_str())).collect();
+    let got: Vec<(&str, usize, &str)> =
+        found.iter().map(|f| (f.rule_id.as_str(), f.line, f.redacted.as_str())).collect();
     assert_eq!(got, [("PAL-SEC-004", 5, "MIIE…")]);
 }
 
@@ -151,7 +152,16 @@ fn tree_scan_with_ignore_file() {
     left.sort_unstable();
     assert_eq!(
         left,
-        ["PAL-SEC-001", "PAL-SEC-002", "PAL-SEC-003", "PAL-SEC-005", "PAL-SEC-005", "PAL-SEC-006", "PAL-SEC-007", "PAL-SEC-010"]
+        [
+            "PAL-SEC-001",
+            "PAL-SEC-002",
+            "PAL-SEC-003",
+            "PAL-SEC-005",
+            "PAL-SEC-005",
+            "PAL-SEC-006",
+            "PAL-SEC-007",
+            "PAL-SEC-010"
+        ]
     );
     assert!(t.secrets.iter().all(|s| s.file == "conf/app.env"));
     assert_eq!(report.expired_ignores.len(), 1);
