@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Test environment for the identity-provider and gateway tests: the system packages the tests use
 # (among them redis-server, which tests/gateway_ratelimit.rs starts on its own free ports for the
-# shared rate limits), a throwaway PostgreSQL cluster, and the Python and Node OIDC clients of
-# tests/interop.
+# shared rate limits), a throwaway PostgreSQL cluster, the Python and Node OIDC clients of
+# tests/interop, and Debian's chromium with playwright-core for the dashboard browser test.
 #
 # scripts/test.sh sources this file. A developer can too, from bash, in the repository or not:
 #     source scripts/test-env.sh
@@ -15,7 +15,12 @@
 #   PALISADE_TEST_PYTHON        the python of a venv holding tests/interop/requirements.txt, at
 #                               ${PALISADE_CACHE:-~/.cache/palisade}/pyenv; rebuilt when that file changes.
 #   PALISADE_TEST_NODE_DIR      absolute path of tests/interop, whose node_modules holds openid-client
-#                               (`npm ci` when node_modules is missing or older than package-lock.json).
+#                               and playwright-core (`npm ci` when node_modules is missing or older
+#                               than package-lock.json).
+#   PALISADE_TEST_CHROMIUM      the system chromium (Debian's package, from apt when missing), which
+#                               tests/browser/dashboard.mjs drives headless through playwright-core.
+#   PALISADE_REQUIRE_BROWSER    1: tests/dashboard_browser.rs fails rather than skips when it cannot
+#                               run the browser.
 #
 # Works under the caller's `set -euo pipefail` and without it: every step checks its own errors, and
 # a failure makes `source` return non-zero after printing what went wrong.
@@ -53,6 +58,10 @@ _palisade_te_packages() {
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   # `ip netns` for the mesh test across network namespaces.
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  # The dashboard browser test drives Debian's chromium (not a Playwright download); a headless
+  # chromium still needs one font to render text in its screenshots.
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  [ -n "$(fc-list 2>/dev/null | head -n 1)" ] || need+=(fonts-dejavu-core)
   if [ -z "${PALISADE_TEST_DATABASE_URL:-}" ] && ! _palisade_te_pg_bindir >/dev/null; then
     need+=(postgresql)
   fi
@@ -299,11 +308,20 @@ _palisade_te_node() {
   export PALISADE_TEST_NODE_DIR="$dir"
 }
 
+_palisade_te_browser() {
+  local chromium
+  chromium="$(command -v chromium)" || _palisade_te_fail "chromium not found after the apt-get step" || return 1
+  echo "==> browser: $chromium"
+  export PALISADE_TEST_CHROMIUM="$chromium"
+  export PALISADE_REQUIRE_BROWSER=1
+}
+
 _palisade_te_main() {
   _palisade_te_packages || return 1
   _palisade_te_postgres || return 1
   _palisade_te_python || return 1
   _palisade_te_node || return 1
+  _palisade_te_browser || return 1
 }
 
 _palisade_te_main || return 1

@@ -9,6 +9,8 @@ const NODE_H = 48;
 const COL_W = 390;
 const ROW_H = 100;
 const PAD = 30;
+/** How far above the boxes an edge that skips a column arcs (so it crosses no box between). */
+const ARC = 60;
 
 /** Column of each node: longest path from a root, roots being externals and gateways. */
 export function layout(graph) {
@@ -50,13 +52,16 @@ export function layout(graph) {
     maxRows = Math.max(maxRows, list.length);
     list.forEach((n, i) => pos.set(n.id, { x: PAD + c * COL_W, y: PAD + i * ROW_H, col: c }));
   }
+  // Edges that skip a column arc over the boxes in between: leave room for them at the top.
+  const skips = (e) => pos.has(e.from) && pos.has(e.to) && pos.get(e.to).col - pos.get(e.from).col > 1;
+  const top = edges.some(skips) ? ARC : 0;
   // Centre shorter columns vertically.
   for (const [, list] of byCol) {
-    const offset = ((maxRows - list.length) * ROW_H) / 2;
+    const offset = ((maxRows - list.length) * ROW_H) / 2 + top;
     for (const n of list) pos.get(n.id).y += offset;
   }
   const width = PAD * 2 + Math.max(1, used.length) * COL_W - (COL_W - NODE_W);
-  const height = PAD * 2 + maxRows * ROW_H - (ROW_H - NODE_H) + 30;
+  const height = PAD * 2 + top + maxRows * ROW_H - (ROW_H - NODE_H) + 30;
   return { pos, width, height };
 }
 
@@ -105,6 +110,14 @@ export function renderGraph(container, table, graph) {
         d = `M ${x - 20} ${a.y} C ${x - 40} ${a.y - 45}, ${x + 40} ${a.y - 45}, ${x + 20} ${a.y}`;
         lx = x;
         ly = a.y - 40;
+      } else if (b.col > a.col + 1) {
+        // Skips a column: a straight line would run through the boxes between (and its label
+        // would cover one), so arc above them, from the top of one box to the top of the other.
+        const x1 = a.x + NODE_W * 0.75, y1 = a.y, x2 = b.x + NODE_W * 0.25, y2 = b.y;
+        const peak = Math.min(y1, y2) - ARC;
+        d = `M ${x1} ${y1} C ${x1} ${peak}, ${x2} ${peak}, ${x2} ${y2}`;
+        lx = (x1 + x2) / 2;
+        ly = Math.min(y1, y2) - ARC * 0.75 + 4;
       } else if (b.col > a.col) {
         const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
         const mx = (x1 + x2) / 2;
