@@ -218,8 +218,8 @@ Try:\n\
   curl http://127.0.0.1:8080/nothing-here      # 404 with a JSON error\n\
   for i in $(seq 25); do curl -s -o /dev/null -H 'Authorization: Bearer forged' http://127.0.0.1:8080/orders; done\n\
             # a brute force: a brute_force alert appears in the dashboard (and goes to every --webhook)\n\
-  {exe} audit verify --data-dir {data}      # checks every record and signature of the audit log\n\
-  {exe} audit query --data-dir {data} --decision deny --since 1h\n\n\
+  {exe} audit --data-dir {data} verify      # checks every record and signature of the audit log\n\
+  {exe} audit --data-dir {data} query --decision deny --since 1h\n\n\
 Get an access token (client credentials) with one command:\n\
   (. {creds}; curl -s -u \"$CLIENT_ID:$CLIENT_SECRET\" -d grant_type=client_credentials {issuer}/oauth2/token)\n\
 Sign in as a user (authorization code + PKCE) in a browser at:\n\

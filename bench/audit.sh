@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Audit benchmark. (1) Ingest: events/s that `palisade server` takes in over POST /audit/v1/events
+# (NDJSON batches of 1000, unique ids, one client connection) with the tamper-evident log on (SHA-256
+# chain, Ed25519 checkpoints, fsync per batch), plus the time `palisade audit verify` needs for the
+# result. (2) The cost of shipping: wrk against two identical gateways (JWT + Cedar route, every request
+# audited), one with `audit.ship` to the server and one with no audit sink, alternating, RUNS times.
+# Usage: bench/audit.sh [runs=3] [duration=8s] [connections=64] [events=100000]   Needs (apt): wrk nginx-light
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; EVENTS=${4:-100000}; THREADS=2
+OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/audit-*.txt
+for t in wrk nginx curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
+cargo build --release -q
+PALISADE=$CARGO_TARGET_DIR/release/palisade
+BACKEND=18050; SERVER=18410; GW_ON=18351; GW_OFF=18352
+PIDS=(); DATA=$(mktemp -d)
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cat > "$DATA/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $DATA/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+CONF
+nginx -c "$DATA/backend.conf" -p "$DATA" & PIDS+=($!)
+"$PALISADE" idp --data-dir "$DATA/server" client add bench --scope "orders:read" --audience orders > "$DATA/client.json"
+SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_secret"])' "$DATA/client.json")
+PALISADE_LOG=warn "$PALISADE" server --listen "127.0.0.1:$SERVER" --data-dir "$DATA/server" >/dev/null 2>&1 & PIDS+=($!); SRV=$!
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$SERVER/jwks.json" 2>/dev/null && break; sleep 0.1; done
+INGEST_TOKEN=$(cat "$DATA/server/audit-ingest.token")
+
+# (1) Ingest throughput.
+python3 - "$SERVER" "$INGEST_TOKEN" "$EVENTS" > "$OUT/audit-ingest.txt" <<'PY'
+import http.client, json, sys, time
+port, token, total = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+base = {"time": "2026-11-26T04:00:00.000Z", "source": "gateway", "request_id": "r", "decision": "allow",
+        "stage": "authz", "reason": "policy read", "principal": "User::\"alice\"", "route": "orders",
+        "method": "GET", "path": "/orders", "client_ip": "10.0.0.1", "policy_ids": ["read"], "status": 200,
+        "latency_ms": 0.4}
+batches = []
+for b in range(total // 1000):
+    lines = []
+    for i in range(1000):
+        e = dict(base); e["id"] = f"bench-{b * 1000 + i}"; lines.append(json.dumps(e))
+    batches.append(("\n".join(lines) + "\n").encode())
+conn = http.client.HTTPConnection("127.0.0.1", port)
+hdr = {"authorization": f"Bearer {token}", "content-type": "application/x-ndjson"}
+start = time.perf_counter(); accepted = 0
+for body in batches:
+    conn.request("POST", "/audit/v1/events", body, hdr)
+    r = conn.getresponse(); data = json.loads(r.read())
+    assert r.status == 200, (r.status, data); accepted += data["accepted"]
+secs = time.perf_counter() - start
+print(f"{accepted} {secs:.3f}")
+PY
+read -r ACCEPTED INGEST_SECS < "$OUT/audit-ingest.txt"
+kill "$SRV"; wait "$SRV" 2>/dev/null || true
+VERIFY_START=$(date +%s.%N)
+"$PALISADE" audit --data-dir "$DATA/server" verify > "$OUT/audit-verify.txt"
+VERIFY_SECS=$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.3f}')" "$VERIFY_START")
+PALISADE_LOG=warn "$PALISADE" server --listen "127.0.0.1:$SERVER" --data-dir "$DATA/server" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$SERVER/jwks.json" 2>/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -fsS -u "bench:$SECRET" -d grant_type=client_credentials -d scope=orders:read "http://127.0.0.1:$SERVER/oauth2/token" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
+# (2) Two gateways, shipping on and off.
+cat > "$DATA/policy.cedar" <<'CEDAR'
+@id("read") permit (principal, action == Action::"GET", resource) when { context.scopes.contains("orders:read") };
+CEDAR
+gateway() { # port admin ship?
+  cat > "$DATA/gw-$1.yaml" <<CONF
+workers: $THREADS
+listeners: { http: { address: "127.0.0.1:$1" } }
+admin: { address: "127.0.0.1:$2" }
+access_log: { enabled: false }
+$( [ "$3" = on ] && echo "audit: { ship: { server: \"http://127.0.0.1:$SERVER\", token: \"file:server/audit-ingest.token\", spool_dir: spool-$1 } }" )
+authentication: { jwt_issuers: [{ issuer: "http://127.0.0.1:$SERVER", audiences: [orders], algorithms: [ES256] }] }
+authorization: { policies: [policy.cedar] }
+security_headers: { enabled: false }
+upstreams: { be: { endpoints: ["127.0.0.1:$BACKEND"] } }
+routes:
+  - { name: orders, match: { path: { prefix: / } }, upstream: be, authn: { methods: [jwt] }, authz: {} }
+CONF
+  PALISADE_LOG=warn "$PALISADE" gateway --config "$DATA/gw-$1.yaml" >/dev/null & PIDS+=($!)
+}
+gateway $GW_ON 18951 on
+gateway $GW_OFF 18952 off
+sleep 2
+for p in $GW_ON $GW_OFF; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p/orders")
+  [ "$code" = 200 ] || { echo "gateway :$p answered $code"; exit 1; }
+done
+BEFORE=$(curl -fsS -H "Authorization: Bearer $INGEST_TOKEN" "http://127.0.0.1:$SERVER/audit/v1/events?limit=1" | wc -c)
+for r in $(seq 1 "$RUNS"); do
+  for side in off on; do
+    port=$GW_OFF; [ $side = on ] && port=$GW_ON
+    wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/orders" \
+      > "$OUT/audit-$side-$r.txt" 2>&1 || true
+  done
+done
+sleep 3   # let the shipper drain its spool
+SHIPPED=$(python3 - "$SERVER" "$INGEST_TOKEN" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/audit/v1/events?source=gateway&limit=10000&since=1h",
+                             headers={"authorization": f"Bearer {sys.argv[2]}"})
+print(len(json.load(urllib.request.urlopen(req))["events"]))
+PY
+)
+
+python3 - "$OUT" "$RUNS" "$ACCEPTED" "$INGEST_SECS" "$VERIFY_SECS" "$SHIPPED" <<'PY'
+import re, sys, statistics
+out, runs, accepted, isecs, vsecs, shipped = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+print(f"| audit ingest ({accepted:,} events, batches of 1000, one connection, fsync per batch) | events/s |")
+print("|---|---:|")
+print(f"| POST /audit/v1/events: chain + checkpoints + index | {accepted / isecs:,.0f} |")
+print(f"| `palisade audit verify` of the result ({vsecs:.2f} s) | {accepted / vsecs:,.0f} |")
+print()
+def parse(path):
+    t = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    return rps, int(errs.group(1)) if errs else 0
+off = [parse(f"{out}/audit-off-{r}.txt") for r in range(1, runs + 1)]
+on = [parse(f"{out}/audit-on-{r}.txt") for r in range(1, runs + 1)]
+print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | non-2xx |")
+print("|---|---:|---|---:|")
+print(f"| no audit sink | {statistics.median(x[0] for x in off):,.0f} | {' / '.join(f'{x[0]:,.0f}' for x in off)} | {sum(x[1] for x in off)} |")
+print(f"| shipping to the server (spool + NDJSON batches) | {statistics.median(x[0] for x in on):,.0f} | {' / '.join(f'{x[0]:,.0f}' for x in on)} | {sum(x[1] for x in on)} |")
+costs = [1 - a[0] / b[0] for a, b in zip(on, off)]
+print(f"\ncost of shipping per run (1 - on/off): {' / '.join(f'{c * 100:+.1f} %' for c in costs)}; "
+      f"median {statistics.median(costs) * 100:+.1f} %. Events stored from the gateway (query limit 10000): {shipped}")
+PY
