@@ -261,6 +261,13 @@ async fn a_brute_force_raises_one_alert_on_the_webhook_and_in_the_dashboard() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0]["kind"], "brute_force");
 
+    // The alert is counted in the Prometheus metrics.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("palisade");
+    e.svc.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("palisade_monitor_alerts_total{kind=\"brute_force\",severity=\"high\"} 1"), "{text}");
+
     let id = a["id"].as_str().unwrap().to_owned();
     assert!(data.ack(&id, "admin").await.unwrap());
     assert!(!data.ack("no-such-alert", "admin").await.unwrap());
