@@ -3,6 +3,8 @@
 # palisade sidecars (mTLS with SVIDs from `palisade server`), and through two nginx instances set up
 # as an mTLS proxy pair (the peer). Also the sidecars' RSS and CPU under that load. Same backend,
 # one run after the other, repeated RUNS times. Prints a Markdown table; raw output in bench/out/mesh-*.
+# Sidecars run twice: from the `--profile sidecar` build (size-optimized: the deployment build for
+# sidecars) and from the `--release` build.
 # Usage: bench/mesh.sh [runs=3] [duration=10s] [rate=1000]
 # Needs (apt): nginx-light openssl curl python3; oha from crates.io (cargo install --locked oha).
 set -euo pipefail
@@ -13,9 +15,11 @@ OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 [ -x "$OHA" ] || { echo "==> installing oha (constant-rate load generator) from crates.io"; cargo install --locked oha; OHA=$HOME/.cargo/bin/oha; }
 for t in nginx openssl curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install nginx-light openssl curl python3)"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
-cargo build --release -q
+# SKIP_BUILD=1 uses the binaries already built (the sidecar profile's fat LTO takes ~12 min on 2 cores).
+if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release -q; cargo build --profile sidecar -q -p palisade; fi
 PALISADE=$CARGO_TARGET_DIR/release/palisade
-APP=18100; CA=18400; PS=18443; PC=18001; NS=18543; NC=18002
+SIDECAR=$CARGO_TARGET_DIR/sidecar/palisade
+APP=18100; CA=18400; PS=18443; PC=18001; PS2=18444; PC2=18003; NS=18543; NC=18002
 PIDS=(); DATA=$(mktemp -d)
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -33,38 +37,45 @@ nginx -c "$DATA/app.conf" -p "$DATA" & PIDS+=($!)
 # Palisade: the CA, then a server-side and a client-side sidecar.
 PALISADE_LOG=warn "$PALISADE" server --listen "127.0.0.1:$CA" --data-dir "$DATA/server" --trust-domain bench.local >/dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$CA/ca/v1/bundle" 2>/dev/null && break; sleep 0.1; done
-for sa in client app; do
-  "$PALISADE" ca --data-dir "$DATA/server" --trust-domain bench.local join-token --ns bench --service $sa |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$DATA/$sa.token"
-done
 cat > "$DATA/mesh.yaml" <<'YAML'
 trust_domain: bench.local
 allow:
   - { from: bench/client, to: bench/app, methods: [GET] }
 YAML
-cat > "$DATA/app-sidecar.yaml" <<CONF
+# A pair of sidecars (client side -> server side -> app) from one build: sidecars TAG BINARY PORT_S PORT_C.
+sidecars() {
+  local tag=$1 bin=$2 ps=$3 pc=$4
+  for sa in client app; do
+    "$PALISADE" ca --data-dir "$DATA/server" --trust-domain bench.local join-token --ns bench --service $sa |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$DATA/$tag-$sa.token"
+  done
+  cat > "$DATA/$tag-app-sidecar.yaml" <<CONF
 workers: 1
-mesh: { server: "http://127.0.0.1:$CA", trust_domain: bench.local, join_token: "file:app.token" }
-listeners: { mesh: { address: "127.0.0.1:$PS" } }
-admin: { address: "127.0.0.1:18901" }
+mesh: { server: "http://127.0.0.1:$CA", trust_domain: bench.local, join_token: "file:$tag-app.token" }
+listeners: { mesh: { address: "127.0.0.1:$ps" } }
+admin: { address: "127.0.0.1:$((ps + 500))" }
 access_log: { enabled: false }
 authorization: { mesh_policy: mesh.yaml }
 upstreams: { app: { endpoints: ["127.0.0.1:$APP"] } }
 routes:
   - { name: inbound, match: { listeners: [mesh] }, upstream: app, authn: { methods: [mtls] }, authz: {} }
 CONF
-cat > "$DATA/client-sidecar.yaml" <<CONF
+  cat > "$DATA/$tag-client-sidecar.yaml" <<CONF
 workers: 1
-mesh: { server: "http://127.0.0.1:$CA", trust_domain: bench.local, join_token: "file:client.token" }
-listeners: { local: [{ name: to-app, address: "127.0.0.1:$PC" }] }
-admin: { address: "127.0.0.1:18902" }
+mesh: { server: "http://127.0.0.1:$CA", trust_domain: bench.local, join_token: "file:$tag-client.token" }
+listeners: { local: [{ name: to-app, address: "127.0.0.1:$pc" }] }
+admin: { address: "127.0.0.1:$((pc + 500))" }
 access_log: { enabled: false }
-upstreams: { app: { endpoints: ["127.0.0.1:$PS"], mesh: true, identity: "spiffe://bench.local/ns/bench/sa/app" } }
+upstreams: { app: { endpoints: ["127.0.0.1:$ps"], mesh: true, identity: "spiffe://bench.local/ns/bench/sa/app" } }
 routes:
   - { name: to-app, match: { listeners: [to-app] }, upstream: app }
 CONF
-PALISADE_LOG=warn "$PALISADE" sidecar --config "$DATA/app-sidecar.yaml" >/dev/null & PIDS+=($!); SIDE_S=$!
-PALISADE_LOG=warn "$PALISADE" sidecar --config "$DATA/client-sidecar.yaml" >/dev/null & PIDS+=($!); SIDE_C=$!
+  PALISADE_LOG=warn "$bin" sidecar --config "$DATA/$tag-app-sidecar.yaml" >/dev/null & PIDS+=($!); SIDE_S=$!
+  PALISADE_LOG=warn "$bin" sidecar --config "$DATA/$tag-client-sidecar.yaml" >/dev/null & PIDS+=($!); SIDE_C=$!
+}
+# The deployment build for sidecars (`--profile sidecar`: optimized for size), and the release build.
+sidecars small "$SIDECAR" "$PS" "$PC"; SMALL_S=$SIDE_S; SMALL_C=$SIDE_C
+sidecars release "$PALISADE" "$PS2" "$PC2"; REL_S=$SIDE_S; REL_C=$SIDE_C
 
 # nginx pair: the same mTLS shape with an openssl CA (nginx verifies names, so the certs carry
 # DNS:localhost besides the SPIFFE URI).
@@ -100,7 +111,7 @@ CONF
 nginx -c "$DATA/nginx-s.conf" -p "$DATA" & PIDS+=($!); NGX_S=$!
 nginx -c "$DATA/nginx-c.conf" -p "$DATA" & PIDS+=($!); NGX_C=$!
 
-for url in "http://127.0.0.1:$APP/" "http://127.0.0.1:$PC/" "http://127.0.0.1:$NC/"; do
+for url in "http://127.0.0.1:$APP/" "http://127.0.0.1:$PC/" "http://127.0.0.1:$PC2/" "http://127.0.0.1:$NC/"; do
   for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] && break; sleep 0.1; done
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] || { echo "$url does not answer 200"; exit 1; }
 done
@@ -132,7 +143,8 @@ run() { # name url run pids...
 }
 for r in $(seq 1 "$RUNS"); do
   run direct "http://127.0.0.1:$APP/" "$r"
-  run palisade "http://127.0.0.1:$PC/" "$r" "$SIDE_S" "$SIDE_C"
+  run palisade "http://127.0.0.1:$PC/" "$r" "$SMALL_S" "$SMALL_C"
+  run palisade-release "http://127.0.0.1:$PC2/" "$r" "$REL_S" "$REL_C"
   run nginx "http://127.0.0.1:$NC/" "$r" "$NGX_S" "$NGX_C"
 done
 
@@ -151,12 +163,13 @@ def load(name, r):
     mem = [tuple(int(v) for v in (x.split(":") + ["0"])[:2]) for x in rss] or [(0, 0)]
     top = max(mem)
     return lat["p50"] * 1000, lat["p99"] * 1000, j["summary"]["requestsPerSec"], ok, bad, (float(a) - float(b)) / secs * 100, top[0] / 1024, top[1] / 1024
-rows = {n: [load(n, r) for r in range(1, runs + 1)] for n in ("direct", "palisade", "nginx")}
-names = {"direct": "app -> app directly", "palisade": "through two palisade sidecars (mTLS, SVIDs, mesh policy)",
+rows = {n: [load(n, r) for r in range(1, runs + 1)] for n in ("direct", "palisade", "palisade-release", "nginx")}
+names = {"direct": "app -> app directly", "palisade": "through two palisade sidecars (mTLS, SVIDs, mesh policy; `--profile sidecar` build)",
+         "palisade-release": "through two palisade sidecars (the same, `--release` build)",
          "nginx": "through two nginx (mTLS proxy pair)"}
 print(f"| path ({rate} req/s for {dur}, {runs} runs) | p50 ms | p99 ms (per run) | added p99 ms vs direct (per run) | both proxies' CPU % | largest proxy RSS MiB (anonymous part; nginx: master + worker) | failed |")
 print("|---|---:|---|---|---:|---:|---:|")
-for n in ("direct", "palisade", "nginx"):
+for n in ("direct", "palisade", "palisade-release", "nginx"):
     rs = rows[n]
     p50 = statistics.median(x[0] for x in rs)
     p99s = " / ".join(f"{x[1]:.2f}" for x in rs)
