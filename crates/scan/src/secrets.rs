@@ -110,7 +110,7 @@ fn patterns() -> Option<&'static Patterns> {
                 ("PAL-SEC-005", re(r"\b(github_pat_[A-Za-z0-9_]{50,255})\b")?),
                 ("PAL-SEC-006", re(r"\b(glpat-[A-Za-z0-9_\-]{20,})")?),
                 ("PAL-SEC-007", re(r"\b(xox[baprs]-[A-Za-z0-9\-]{10,})")?),
-                ("PAL-SEC-008", re(r"(https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+)")?),
+                ("PAL-SEC-008", re(r"(https://hooks\.slack\.com/(?:services|workflows)/T[A-Z0-9]{6,}/[AB][A-Z0-9]{6,}/[A-Za-z0-9]{16,})")?),
                 ("PAL-SEC-009", re(r"\b(eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{10,})")?),
             ],
             generic: re(
@@ -181,6 +181,12 @@ fn is_placeholder(v: &str) -> bool {
         || lower.contains("your_")
         || lower.contains("your-")
         || lower.starts_with("env:")
+        || lower.starts_with("file:")
+        || lower.starts_with("vault:")
+        || v.starts_with("-----")
+        || v.contains("...")
+        || v.contains('…')
+        || v.contains('\u{FFFD}')
         || code_ref
 }
 
@@ -241,7 +247,7 @@ pub fn find_secrets(file: &str, data: &[u8]) -> Vec<SecretFinding> {
                 .map(|l| l.trim())
                 .find(|l| !l.contains(':') && !l.is_empty())
                 .filter(|l| p.pem_body.is_match(l));
-            let inline = line.split("-----").nth(2).map(str::trim).filter(|l| l.len() >= 20);
+            let inline = line.split("-----").nth(2).and_then(inline_pem_body);
             if let Some(v) = body.or(inline) {
                 push("PAL-SEC-001", v, (0, line.len()));
             }
@@ -277,8 +283,13 @@ pub fn find_secrets(file: &str, data: &[u8]) -> Vec<SecretFinding> {
             if overlaps || !generic_key_ok(key.as_str()) || is_placeholder(value) {
                 continue;
             }
-            // Unquoted bare words (`password: required`, `token: none`) are prose or config names.
-            if !quoted && value.chars().all(|ch| ch.is_ascii_alphabetic() || ch == '_' || ch == '-') {
+            // Unquoted values must look like a token: a digit in it (`password: required`, `token: none` and
+            // type names are words) and nothing code-like (`token: Option<String>`, `key: &Key`, `a::{b}`).
+            if !quoted && !looks_like_token(value) {
+                continue;
+            }
+            // Quoted lowercase words are names and modes (`'same-origin'`, `"client_credentials"`).
+            if value.chars().all(|ch| ch.is_ascii_lowercase() || " -_.".contains(ch)) {
                 continue;
             }
             if shannon_entropy(value) < ENTROPY_THRESHOLD {
@@ -289,6 +300,28 @@ pub fn find_secrets(file: &str, data: &[u8]) -> Vec<SecretFinding> {
         }
     }
     out
+}
+
+/// The base64 body that follows a PEM header on the same line, as in a string literal
+/// `"-----BEGIN PRIVATE KEY-----\nMIIE…"`: escaped newlines skipped, at least 20 base64 characters.
+fn inline_pem_body(rest: &str) -> Option<&str> {
+    let mut r = rest;
+    loop {
+        let t = r.trim_start();
+        match t.strip_prefix('\\') {
+            Some(x) => r = x.strip_prefix('n').or_else(|| x.strip_prefix('r')).unwrap_or(x),
+            None => {
+                r = t;
+                break;
+            }
+        }
+    }
+    let end = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=')).unwrap_or(r.len());
+    r.get(..end).filter(|b| b.len() >= 20)
+}
+
+fn looks_like_token(v: &str) -> bool {
+    v.chars().any(|c| c.is_ascii_digit()) && !v.chars().any(|c| "<>(){}[]&:;|\\`\"'".contains(c))
 }
 
 /// Keys that point at a secret or describe it rather than hold it.
@@ -336,6 +369,23 @@ mod tests {
         assert_eq!(f.len(), "sha256:".len() + 32);
         assert_ne!(f, fingerprint("PAL-SEC-010", "x"));
         assert_eq!(f, fingerprint("PAL-SEC-005", "x"));
+    }
+
+    #[test]
+    fn code_is_not_a_secret() {
+        let src = "struct C {\n    token: Option<String>,\n    secret: &VerifyingKey,\n}\n\
+                   use x::password::{generate};\nlet re = r\"-----BEGIN PRIVATE KEY-----(?:\\\\n)?\";\n\
+                   let k = \"-----BEGIN PRIVATE KEY-----\".to_owned();\nkey: file:secrets/k.pem\n\
+                   password: file:secrets/db\ncredentials: 'same-origin'\n{\"access_token\":\"eyJ0eXAiOiJhdCtqd3QiLCJhbGciOiJFUzI1NiIs...\"}\n\
+                   url: \"https://hooks.slack.com/services/T0/B0/SECRET\"\n";
+        assert_eq!(find_secrets("x.rs", src.as_bytes()), []);
+        let lit = "const K: &str = \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n\";\n";
+        let f = find_secrets("k.rs", lit.as_bytes());
+        assert_eq!(
+            f.iter().map(|f| (f.rule_id.as_str(), f.redacted.as_str())).collect::<Vec<_>>(),
+            [("PAL-SEC-001", "MIIE…")]
+        );
+        assert_eq!(inline_pem_body(" \\n\\nMIIEvQIBADANBgkqhkiG9w0B\""), Some("MIIEvQIBADANBgkqhkiG9w0B"));
     }
 
     #[test]
