@@ -84,10 +84,12 @@ upstreams: { be: { endpoints: ["127.0.0.1:$BACKEND"] } }
 routes:
   - { name: orders, match: { path: { prefix: / } }, upstream: be, authn: { methods: [jwt] }, authz: {} }
 CONF
-  PALISADE_LOG=warn "$PALISADE" gateway --config "$DATA/gw-$1.yaml" >/dev/null & PIDS+=($!)
+  PALISADE_LOG=warn "$PALISADE" gateway --config "$DATA/gw-$1.yaml" >/dev/null & PIDS+=($!); LAST=$!
 }
-gateway $GW_ON 18951 on
-gateway $GW_OFF 18952 off
+gateway $GW_ON 18951 on; PID_ON=$LAST
+gateway $GW_OFF 18952 off; PID_OFF=$LAST
+SRV2=$(pgrep -f "server --listen 127.0.0.1:$SERVER" | head -1)
+cpu() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
 sleep 2
 for p in $GW_ON $GW_OFF; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p/orders")
@@ -96,9 +98,12 @@ done
 BEFORE=$(curl -fsS -H "Authorization: Bearer $INGEST_TOKEN" "http://127.0.0.1:$SERVER/audit/v1/events?limit=1" | wc -c)
 for r in $(seq 1 "$RUNS"); do
   for side in off on; do
-    port=$GW_OFF; [ $side = on ] && port=$GW_ON
+    port=$GW_OFF; pid=$PID_OFF; [ $side = on ] && { port=$GW_ON; pid=$PID_ON; }
+    g0=$(cpu $pid); s0=$(cpu $SRV2)
     wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/orders" \
       > "$OUT/audit-$side-$r.txt" 2>&1 || true
+    sleep 1   # the shipper's last batch
+    echo "$(cpu $pid) $g0 $(cpu $SRV2) $s0" > "$OUT/audit-$side-$r.cpu"
   done
 done
 sleep 3   # let the shipper drain its spool
@@ -122,13 +127,18 @@ def parse(path):
     t = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-    return rps, int(errs.group(1)) if errs else 0
+    reqs = int(re.search(r"(\d+) requests in", t).group(1))
+    g1, g0, s1, s0 = (float(x) for x in open(path.replace(".txt", ".cpu")).read().split())
+    return rps, int(errs.group(1)) if errs else 0, (g1 - g0) / reqs * 1e6, (s1 - s0) / reqs * 1e6
 off = [parse(f"{out}/audit-off-{r}.txt") for r in range(1, runs + 1)]
 on = [parse(f"{out}/audit-on-{r}.txt") for r in range(1, runs + 1)]
-print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | non-2xx |")
-print("|---|---:|---|---:|")
-print(f"| no audit sink | {statistics.median(x[0] for x in off):,.0f} | {' / '.join(f'{x[0]:,.0f}' for x in off)} | {sum(x[1] for x in off)} |")
-print(f"| shipping to the server (spool + NDJSON batches) | {statistics.median(x[0] for x in on):,.0f} | {' / '.join(f'{x[0]:,.0f}' for x in on)} | {sum(x[1] for x in on)} |")
+print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | gateway CPU µs per request (median) | server CPU µs per request (median) | non-2xx |")
+print("|---|---:|---|---:|---:|---:|")
+for name, rows in (("no audit sink", off), ("shipping to the server (spool + NDJSON batches)", on)):
+    print(f"| {name} | {statistics.median(x[0] for x in rows):,.0f} | {' / '.join(f'{x[0]:,.0f}' for x in rows)} | "
+          f"{statistics.median(x[2] for x in rows):.1f} | {statistics.median(x[3] for x in rows):.1f} | {sum(x[1] for x in rows)} |")
+gcost = statistics.median(x[2] for x in on) / statistics.median(x[2] for x in off) - 1
+print(f"\ngateway CPU per request, shipping on vs off: {gcost * 100:+.1f} %")
 costs = [1 - a[0] / b[0] for a, b in zip(on, off)]
 print(f"\ncost of shipping per run (1 - on/off): {' / '.join(f'{c * 100:+.1f} %' for c in costs)}; "
       f"median {statistics.median(costs) * 100:+.1f} %. Events stored from the gateway (query limit 10000): {shipped}")

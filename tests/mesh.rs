@@ -184,3 +184,71 @@ routes:\n  - {{ name: to-orders, match: {{ listeners: [to-orders] }}, upstream: 
     assert!(!text.contains(signature), "the token was logged: {text}");
     drop(children);
 }
+
+/// The workload CA over PostgreSQL: the CA is made and sealed there, a join token from the CLI
+/// attests exactly once, and `palisade ca status` counts the SVID issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_works_on_postgresql() {
+    let db = common::idp::pg_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("server.log");
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--trust-domain", "pg.test", "--data-dir"])
+        .arg(&data)
+        .args(["--database-url", &db])
+        .env_remove("PALISADE_MASTER_KEY");
+    let mut srv = spawn_logged(cmd, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_raw(port, "/ca/v1/bundle").await.map(|r| r.0) != Some(200) {
+        assert!(srv.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ca = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(BIN)
+            .args(["ca", "--data-dir", data.to_str().unwrap(), "--database-url", &db, "--trust-domain", "pg.test"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    let token = ca(&["join-token", "--ns", "shop", "--service", "orders"])["token"].as_str().unwrap().to_owned();
+    let key = tmp.path().join("w.key");
+    let csr = tmp.path().join("w.csr");
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=w"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let body = json!({ "csr": std::fs::read_to_string(&csr).unwrap(), "join_token": token }).to_string();
+    let post = || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-H", "content-type: application/json", "--data-binary", &body])
+            .arg(format!("http://127.0.0.1:{port}/ca/v1/svid"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (json, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), serde_json::from_str::<Value>(json).unwrap_or(Value::Null))
+    };
+    let (code, v) = post();
+    assert_eq!(code, "200", "{v}");
+    assert_eq!(v["spiffe_id"], "spiffe://pg.test/ns/shop/sa/orders");
+    let (code, v) = post();
+    assert_eq!((code.as_str(), v["error"].as_str()), ("401", Some("invalid_token")), "a join token works once");
+    let status = ca(&["status"]);
+    assert_eq!(status["trust_domain"], "pg.test");
+    let auths = status["authorities"].as_array().unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!((auths[0]["state"].as_str(), auths[0]["svids_issued"].as_i64()), (Some("active"), Some(1)));
+    srv.kill().await.unwrap();
+}

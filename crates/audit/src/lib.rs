@@ -214,7 +214,7 @@ impl AuditService {
         if fresh.is_empty() {
             return Ok((0, duplicates));
         }
-        let bodies: Vec<Vec<u8>> = fresh.iter().map(|(_, s)| s.clone().into_bytes()).collect();
+        let bodies: Vec<Vec<u8>> = fresh.iter().map(|(_, s)| s.as_bytes().to_vec()).collect();
         let log = inner.log.clone();
         let seqs = tokio::task::spawn_blocking(move || -> Result<std::ops::Range<u64>, AuditError> {
             let mut guard = lock(&log);
@@ -254,9 +254,12 @@ impl AuditService {
                 g.add(&r.event);
             }
         }
-        for (_, body) in fresh {
-            if let Ok(v) = serde_json::from_str(body) {
-                let _ = inner.live.send(LiveItem::Event(v));
+        // Only parsed again for the live stream when a dashboard is watching.
+        if inner.live.receiver_count() > 0 {
+            for (_, body) in fresh {
+                if let Ok(v) = serde_json::from_str(body) {
+                    let _ = inner.live.send(LiveItem::Event(v));
+                }
             }
         }
         for alert in notify {

@@ -126,16 +126,19 @@ enum ConfigCommand {
     },
 }
 
-fn init_logging() {
+/// JSON logs: on stdout for the long-running commands, on stderr for the admin commands whose
+/// stdout is their answer (`palisade ca join-token | jq .token`). PostgreSQL's notices (e.g.
+/// "relation already exists, skipping" from migrations) are not worth an info line.
+fn init_logging(to_stderr: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .init();
+    let filter =
+        EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let fmt = tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter);
+    if to_stderr {
+        fmt.with_writer(std::io::stderr).init();
+    } else {
+        fmt.with_writer(std::io::stdout).init();
+    }
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -205,7 +208,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging();
+            init_logging(matches!(cmd, Command::Ca(_) | Command::Idp { .. } | Command::Keys { .. }));
             let res = rt.block_on(async move {
                 match cmd {
                     Command::Gateway { config } => gateway::run(config, gateway::Role::Gateway).await,
