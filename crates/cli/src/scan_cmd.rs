@@ -124,7 +124,7 @@ impl Progress {
     }
 
     fn files(&mut self, n: usize) {
-        if n % 100 == 0 {
+        if n.is_multiple_of(100) {
             self.say(&format!("scanning files: {n}"));
         }
     }

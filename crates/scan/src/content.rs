@@ -1,6 +1,7 @@
 //! Content scanning of a file or directory tree: config lint of Dockerfiles and Kubernetes YAML, and
 //! secret detection in every text file. The walk follows the inventory walk's rules (no symlinks, `.git`,
-//! `node_modules` and a Cargo `target/` skipped) and reads each file at most once, up to a size cap.
+//! `node_modules` and a Cargo `target/` skipped; so is the ignore file) and reads each file at most once,
+//! up to a size cap.
 
 use std::fs;
 use std::io::Read;
@@ -138,7 +139,7 @@ pub fn scan_content(
                     continue;
                 }
                 stack.push((entry.path(), child, depth + 1));
-            } else if ft.is_file() {
+            } else if ft.is_file() && name != crate::ignore::IGNORE_FILE_NAME {
                 let len = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 files.push((child, entry.path(), len));
             }
