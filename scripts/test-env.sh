@@ -316,12 +316,25 @@ _palisade_te_browser() {
   export PALISADE_REQUIRE_BROWSER=1
 }
 
+# cargo-audit (crates.io), the peer the scanner's results are compared with
+# (crates/scan/tests/cargo_audit.rs). Built once into ~/.cache/palisade/tools.
+_palisade_te_cargo_audit() {
+  local root="$HOME/.cache/palisade/tools"
+  export PATH="$root/bin:$PATH"
+  if ! command -v cargo-audit >/dev/null 2>&1; then
+    echo "==> installing cargo-audit from crates.io into $root (once)"
+    cargo install --locked --quiet --root "$root" cargo-audit || _palisade_te_fail "cargo install cargo-audit failed" || return 1
+  fi
+  export PALISADE_REQUIRE_CARGO_AUDIT=1
+}
+
 _palisade_te_main() {
   _palisade_te_packages || return 1
   _palisade_te_postgres || return 1
   _palisade_te_python || return 1
   _palisade_te_node || return 1
   _palisade_te_browser || return 1
+  _palisade_te_cargo_audit || return 1
 }
 
 _palisade_te_main || return 1
