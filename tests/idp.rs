@@ -781,7 +781,9 @@ both_databases! {
         assert_oauth_error(&s.cc_token("api", &secret, &[]).await, 401, "invalid_client");
         assert_eq!(s.cc_token("api", &new_secret, &[]).await.status, 200);
         let list = curl(&["-H", &auth], &s.url("/admin/clients")).await.json();
-        assert_eq!(list.as_array().unwrap().len(), 1);
+        // "api", and the dashboard's own PKCE client that the server registers.
+        let ids: Vec<&str> = list.as_array().unwrap().iter().map(|c| c["client_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["api", "palisade-dashboard"]);
         assert!(list.to_string().find(&new_secret).is_none() && !list.to_string().contains("argon2"));
         // Users.
         let r = s.post("/admin/users", &["-H", &auth, "-H", json_h, "--data-raw", "{\"username\":\"bob\",\"password\":\"correct horse\",\"roles\":[\"ops\"]}"]).await;

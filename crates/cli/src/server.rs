@@ -344,7 +344,11 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     ca.set_audit_sink(audit.local_sink("ca"));
     let mut background = background;
     background.extend(audit.spawn_background());
-    ensure_dashboard_client(&idp, &issuer).await?;
+    // The dashboard signs in through this idp; the client can only be registered for an https or
+    // loopback issuer (plain http elsewhere is refused), else only the admin token signs in.
+    if let Err(e) = ensure_dashboard_client(&idp, &issuer).await {
+        tracing::warn!(error = %format!("{e:#}"), "dashboard: sign-in through the identity provider is off (use https); the admin token still works");
+    }
     let mut dash = palisade_dashboard::DashboardConfig::new(&issuer, DASHBOARD_CLIENT, &issuer);
     dash.admin_token_sha256 = Some(admin_sha.clone());
     let metrics = Arc::new(metrics_registry(&audit));

@@ -379,8 +379,10 @@ async fn sse_stream_delivers_filtered_audit_events_and_alerts() {
     assert_eq!(r.headers()["content-security-policy"], CSP);
     let mut body = r.into_body();
 
-    fake.tx.send(LiveItem::Event(json!({"id": "e1", "decision": "allow", "principal": "alice"}))).unwrap();
-    fake.tx.send(LiveItem::Event(json!({"id": "e2", "decision": "deny", "principal": "bob"}))).unwrap();
+    // Keys in sorted order: serde_json keeps insertion order when a workspace build enables its
+    // preserve_order feature, and sorts them otherwise; the frame text is the same either way.
+    fake.tx.send(LiveItem::Event(json!({"decision": "allow", "id": "e1", "principal": "alice"}))).unwrap();
+    fake.tx.send(LiveItem::Event(json!({"decision": "deny", "id": "e2", "principal": "bob"}))).unwrap();
     fake.tx.send(LiveItem::Alert(json!({"id": "a9", "kind": "brute_force"}))).unwrap();
     assert_eq!(
         next_frame(&mut body).await,
