@@ -68,6 +68,7 @@ impl DashboardData for Data {
         match r {
             Ok(()) => {
                 tracing::info!(alert = %id, by = %by, "alert acknowledged");
+                self.0.save_alerts().await;
                 Ok(true)
             }
             Err(AckError::NotFound) => Ok(false),

@@ -137,7 +137,13 @@ impl AuditService {
                 }
             }
         }
-        let manager = AlertManager::new(f.alerts.clone(), metrics.clone());
+        let mut manager = AlertManager::new(f.alerts.clone(), metrics.clone());
+        if let Some(a) = index::load_state(&pool, ALERTS_STATE).await? {
+            match serde_json::from_str(&a) {
+                Ok(alerts) => manager.restore(alerts),
+                Err(e) => tracing::warn!(error = %e, "monitor: stored alerts unreadable; starting without them"),
+            }
+        }
         let notifier =
             Notifier::spawn(f.webhooks.clone(), metrics.clone()).map_err(|e| AuditError::Config(e.to_string()))?;
         let (live, _) = tokio::sync::broadcast::channel(1024);
@@ -365,6 +371,7 @@ impl AuditService {
                 tracing::warn!(error = %e, "monitor: saving the service-edge baseline failed");
             }
         }
+        self.save_alerts().await;
         if inner.retention.max_age.is_some() || inner.retention.max_bytes.is_some() {
             let log = inner.log.clone();
             let retention = inner.retention;
@@ -387,8 +394,19 @@ impl AuditService {
         }
     }
 
+    /// Keep the alerts (open and acknowledged) in the store.
+    pub(crate) async fn save_alerts(&self) {
+        let snapshot = serde_json::to_string(&lock(&self.inner.detect).1.snapshot()).ok();
+        if let Some(a) = snapshot {
+            if let Err(e) = index::save_state(&self.inner.pool, ALERTS_STATE, &a).await {
+                tracing::warn!(error = %e, "monitor: saving the alerts failed");
+            }
+        }
+    }
+
     /// Write a final checkpoint and stop taking records.
     pub async fn close(&self) {
+        self.save_alerts().await;
         let _gate = self.inner.gate.lock().await;
         let log = self.inner.log.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -421,6 +439,8 @@ impl AuditService {
 }
 
 const BASELINE_STATE: &str = "lateral_baseline";
+/// Open and acknowledged alerts, kept across restarts.
+const ALERTS_STATE: &str = "alerts";
 /// The service graph shows the last 24 hours.
 const GRAPH_WINDOW_MS: i64 = 24 * 3600 * 1000;
 

@@ -272,6 +272,20 @@ async fn a_brute_force_raises_one_alert_on_the_webhook_and_in_the_dashboard() {
     assert!(data.ack(&id, "admin").await.unwrap());
     assert!(!data.ack("no-such-alert", "admin").await.unwrap());
     assert_eq!(data.alerts().await[0]["acked_by"], "admin");
+    // The alert and its acknowledgement survive a restart of the service.
+    e.svc.close().await;
+    let svc = AuditService::open(
+        &e.store,
+        &e.master,
+        AuditServiceConfig { dir: e.log_dir.clone(), file: MonitorFile::default(), token_sha256: vec![] },
+    )
+    .await
+    .unwrap();
+    let kept = svc.dashboard_data().alerts().await;
+    assert_eq!(
+        (kept.len(), kept[0]["id"].as_str(), kept[0]["acked_by"].as_str()),
+        (1, Some(id.as_str()), Some("admin"))
+    );
     assert_eq!(data.top_denied(5).await, vec![("Anonymous".to_owned(), 7)]);
     let g = data.graph().await;
     assert_eq!(g.edges.len(), 1);

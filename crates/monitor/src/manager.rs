@@ -160,6 +160,38 @@ impl AlertManager {
         self.acked_order.iter().filter_map(|id| self.alerts.get(id)).collect()
     }
 
+    /// Every stored alert (open ones first, oldest first; then acknowledged ones in
+    /// acknowledgement order), for keeping them across a restart.
+    pub fn snapshot(&self) -> Vec<ManagedAlert> {
+        self.open().into_iter().chain(self.acked()).cloned().collect()
+    }
+
+    /// Take back a [`AlertManager::snapshot`] (into an empty manager). An open alert counts as
+    /// notified at its `last_seen`, so a restart does not notify it again inside the suppression
+    /// window; the first open alert of a key wins.
+    pub fn restore(&mut self, alerts: Vec<ManagedAlert>) {
+        for m in alerts {
+            let id = m.alert.id.clone();
+            if self.alerts.contains_key(&id) {
+                continue;
+            }
+            match m.ack {
+                Some(_) => self.acked_order.push_back(id.clone()),
+                None => {
+                    if self.open_by_key.contains_key(&m.alert.key) {
+                        continue;
+                    }
+                    self.open_by_key.insert(m.alert.key.clone(), id.clone());
+                    self.open_order.push_back(id.clone());
+                    let seen = m.alert.last_seen;
+                    *self.last_notified.touch(&m.alert.key, || seen) = seen;
+                }
+            }
+            self.alerts.insert(id, m);
+        }
+        self.evict();
+    }
+
     fn forget(&mut self, old: &ManagedAlert) {
         let id = &old.alert.id;
         if self.open_by_key.get(&old.alert.key).is_some_and(|open| open == id) {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use palisade_monitor::{AckError, Alert, AlertKind, AlertManager, ManagerConfig, Metrics, Severity};
+use palisade_monitor::{AckError, Alert, AlertKind, AlertManager, ManagedAlert, ManagerConfig, Metrics, Severity};
 use prometheus_client::registry::Registry;
 
 fn t(secs: u64) -> SystemTime {
@@ -111,4 +111,27 @@ fn the_store_is_bounded_and_evicts_acknowledged_alerts_first() {
     // The evicted open alert's key opens a new alert rather than updating a ghost.
     mgr.ingest(alert("a-5", "k0", &["v"], 13, Severity::Low), t(13));
     assert_eq!(mgr.open().iter().map(|m| m.alert.id.as_str()).collect::<Vec<_>>(), vec!["a-3", "a-4", "a-5"]);
+}
+
+#[test]
+fn a_snapshot_restores_open_and_acknowledged_alerts_and_their_suppression() {
+    let mut mgr = AlertManager::new(ManagerConfig::default(), Metrics::default());
+    assert!(mgr.ingest(alert("a1", "bf:ip:1", &["e1"], 100, Severity::High), t(100)).is_some());
+    assert!(mgr.ingest(alert("a2", "bf:ip:2", &["e2"], 110, Severity::High), t(110)).is_some());
+    mgr.ack("a2", "admin", t(120)).unwrap();
+    let snap = mgr.snapshot();
+    assert_eq!(snap.iter().map(|m| m.alert.id.as_str()).collect::<Vec<_>>(), ["a1", "a2"]);
+    // Through JSON, as the server keeps it.
+    let snap: Vec<ManagedAlert> = serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+
+    let mut back = AlertManager::new(ManagerConfig::default(), Metrics::default());
+    back.restore(snap.clone());
+    assert_eq!(back.snapshot(), snap);
+    assert_eq!(back.open().len(), 1);
+    assert_eq!(back.acked()[0].ack.as_ref().unwrap().by, "admin");
+    // The open alert absorbs a follow-up without a new notification inside the suppression window...
+    assert!(back.ingest(alert("a3", "bf:ip:1", &["e3"], 200, Severity::High), t(200)).is_none());
+    assert_eq!(back.get("a1").unwrap().alert.count, 2);
+    // ...and notifies again once the window has passed since its last_seen.
+    assert!(back.ingest(alert("a4", "bf:ip:1", &["e4"], 3800, Severity::High), t(3800)).is_some());
 }
