@@ -16,27 +16,7 @@ pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// Build the TLS client configuration for one issuer: the extra CA if given, else Mozilla's roots.
 pub(crate) fn tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| "ca_pem is not valid PEM".to_owned())?;
-                roots.add(cert).map_err(|e| format!("ca_pem certificate rejected: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("ca_pem contains no certificate".into());
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    palisade_core::net::client_tls(ca_pem).map(Arc::new).map_err(|m| format!("ca_pem {m}"))
 }
 
 /// GET `uri` and parse the body as a JSON object. Errors name the URI and what failed, never

@@ -12,7 +12,6 @@ pub(crate) mod validate;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -153,7 +152,8 @@ impl SvidClient {
             SpiffeId::parse(&format!("spiffe://{td}/x"))
                 .map_err(|_| ClientError::Config(format!("trust domain {td:?} is invalid")))?;
         }
-        let tls = tls_config(server_ca)?;
+        let tls =
+            palisade_core::net::client_tls(server_ca).map_err(|m| ClientError::Config(format!("server_ca {m}")))?;
         let connector =
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
@@ -256,11 +256,10 @@ impl SvidClient {
     /// One request with the deadline and body cap; a non-200 status becomes [`ClientError::Status`].
     async fn exchange(&self, url: &str, req: http::Request<Full<Bytes>>) -> Result<Bytes, ClientError> {
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport { url: url.to_owned(), detail: error_chain(&e) })?;
+            let resp = self.http.request(req).await.map_err(|e| ClientError::Transport {
+                url: url.to_owned(),
+                detail: palisade_core::net::error_chain(&e),
+            })?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(|e| {
                 ClientError::Transport { url: url.to_owned(), detail: format!("reading the response body: {e}") }
@@ -320,18 +319,6 @@ pub(crate) fn parse_bundle_json(body: &[u8]) -> Result<(Vec<Vec<u8>>, Duration),
     Ok((certs, hint))
 }
 
-/// `hyper_util`'s errors say "client error (Connect)"; the cause is in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// Server-supplied text for an error message: printable ASCII only, truncated.
 fn sanitize(s: &str, max: usize) -> String {
     s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(max).collect()
@@ -362,29 +349,4 @@ async fn read_token_file(path: &std::path::Path) -> Result<String, ClientError> 
         return Err(err("empty".into()));
     }
     Ok(token.to_owned())
-}
-
-/// TLS to the CA server: `server_ca` roots if given, else Mozilla's.
-fn tls_config(server_ca: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match server_ca {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| ClientError::Config("server_ca is not valid PEM".into()))?;
-                roots.add(cert).map_err(|e| ClientError::Config(format!("server_ca certificate rejected: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(ClientError::Config("server_ca contains no certificate".into()));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Config(format!("TLS configuration: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }

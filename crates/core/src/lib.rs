@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod diagnostic;
 pub mod mesh;
+pub mod net;
 pub mod secret;
 
 pub use audit::{AuditEvent, AuditSink};

@@ -221,13 +221,7 @@ impl Notifier {
 }
 
 fn http_client() -> Result<HttpClient, NotifyError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| NotifyError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = palisade_core::net::client_tls(None).map_err(NotifyError::Tls)?;
     let connector =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
@@ -331,7 +325,7 @@ impl Delivery {
         };
         let resp = match self.client.request(req).await {
             Ok(r) => r,
-            Err(e) => return Attempt::Retry(error_chain(&e)),
+            Err(e) => return Attempt::Retry(palisade_core::net::error_chain(&e)),
         };
         let status = resp.status();
         // Read the body so the connection can be reused; its content does not matter.
@@ -350,16 +344,4 @@ impl Delivery {
 pub(crate) fn backoff(cfg: &NotifierConfig, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(20);
     cfg.base_delay.saturating_mul(factor).min(cfg.max_delay)
-}
-
-/// `hyper_util`'s errors say "client error (Connect)"; the cause is in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -73,7 +73,8 @@ impl Poster {
             ),
             None => None,
         };
-        let tls = tls_config(server_ca.as_deref())?;
+        let tls = palisade_core::net::client_tls(server_ca.as_deref())
+            .map_err(|m| ShipperError::Config(format!("ca_file {m}")))?;
         let connector =
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
@@ -98,7 +99,7 @@ impl Poster {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| SendError::Transport { url: url.clone(), detail: error_chain(&e) })?;
+                .map_err(|e| SendError::Transport { url: url.clone(), detail: palisade_core::net::error_chain(&e) })?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE).collect().await.map_err(|e| {
                 SendError::Transport { url: url.clone(), detail: format!("reading the response body: {e}") }
@@ -278,43 +279,6 @@ impl Sender {
     }
 }
 
-/// `hyper_util`'s errors say "client error (Connect)"; the cause is in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// TLS to the audit server: `server_ca` roots if given, else Mozilla's.
-fn tls_config(server_ca: Option<&[u8]>) -> Result<rustls::ClientConfig, ShipperError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match server_ca {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| ShipperError::Config("ca_file is not valid PEM".into()))?;
-                roots.add(cert).map_err(|e| ShipperError::Config(format!("ca_file certificate rejected: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(ShipperError::Config("ca_file contains no certificate".into()));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ShipperError::Config(format!("TLS configuration: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +309,6 @@ mod tests {
 
     #[test]
     fn bad_ca_file_is_a_config_error() {
-        assert!(matches!(tls_config(Some(b"not pem")), Err(ShipperError::Config(_))));
+        assert!(palisade_core::net::client_tls(Some(b"not pem")).is_err());
     }
 }
