@@ -282,6 +282,14 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// A Cedar string literal for `s` (quotes, backslashes and control/non-ASCII characters escaped).
 pub(crate) fn cedar_string(s: &str) -> String {
+    quoted(s, |out, c| {
+        let _ = write!(out, "\\u{{{c:x}}}");
+    })
+}
+
+/// `s` in double quotes with `"` and `\` backslash-escaped, printable ASCII kept, and every other
+/// character written by `escape` (each target language has its own code-point escape).
+pub(crate) fn quoted(s: &str, escape: impl Fn(&mut String, u32)) -> String {
     let mut out = String::with_capacity(s.len().saturating_add(2));
     out.push('"');
     for c in s.chars() {
@@ -289,9 +297,7 @@ pub(crate) fn cedar_string(s: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             c if c.is_ascii_graphic() || c == ' ' => out.push(c),
-            c => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
+            c => escape(&mut out, u32::from(c)),
         }
     }
     out.push('"');

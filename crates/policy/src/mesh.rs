@@ -359,20 +359,9 @@ fn header(name: &str, ns: &str) -> String {
 /// A double-quoted YAML scalar, so names like `true`, `null` or `123` stay strings in every YAML dialect.
 /// Inputs are DNS-1123 labels already; escaping is a second line of defence.
 fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().saturating_add(2));
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
-            c => {
-                let _ = write!(out, "\\U{:08x}", u32::from(c));
-            }
-        }
-    }
-    out.push('"');
-    out
+    crate::compile::quoted(s, |out, c| {
+        let _ = write!(out, "\\U{c:08x}");
+    })
 }
 
 /// RFC 1123 label as Kubernetes uses it for namespace names.
@@ -414,20 +403,8 @@ fn check_path(p: &str) -> Result<(), String> {
 /// The Cedar `like` pattern literal for a path glob: `*` stays the wildcard; quotes, backslashes and
 /// non-ASCII characters are escaped, so the literal cannot end early or gain wildcards.
 fn like_pattern(glob: &str) -> String {
-    let mut out = String::with_capacity(glob.len().saturating_add(2));
-    out.push('"');
-    for c in glob.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
-            c => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
-        }
-    }
-    out.push('"');
-    out
+    // A Cedar string literal leaves `*` as it is, which in a `like` pattern is the wildcard.
+    cedar_string(glob)
 }
 
 /// A serde error at its field path: `allow[1].metods: unknown field ...` at the key's position.
