@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use common::{free_port, get_raw, spawn_logged, Backend, Gw, BIN};
 use serde_json::Value;
 
-fn server(data: &Path, port: u16, log: &Path) -> tokio::process::Child {
+fn server(data: &Path, port: u16, log: &Path, extra: &[&str]) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
+        .args(extra)
         .env_remove("PALISADE_DATABASE_URL")
         .env_remove("PALISADE_MASTER_KEY")
         .env_remove("PALISADE_ADMIN_TOKEN");
@@ -37,6 +38,15 @@ async fn wait_listening(port: u16, child: &mut tokio::process::Child, log: &Path
         assert!(Instant::now() < deadline, "server not ready: {}", std::fs::read_to_string(log).unwrap_or_default());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A server on a fixed free port (so a restart keeps its address) with its data under `tmp/data`:
+/// (data dir, port, process, log file).
+async fn started(tmp: &Path, extra: &[&str]) -> (PathBuf, u16, tokio::process::Child, PathBuf) {
+    let (data, log, port) = (tmp.join("data"), tmp.join("server.log"), free_port());
+    let mut srv = server(&data, port, &log, extra);
+    wait_listening(port, &mut srv, &log).await;
+    (data, port, srv, log)
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
@@ -104,11 +114,7 @@ fn record_lines(text: &str) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_once_across_outages_and_the_log_detects_tampering() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let slog = tmp.path().join("server.log");
-    let port = free_port();
-    let mut srv = server(&data, port, &slog);
-    wait_listening(port, &mut srv, &slog).await;
+    let (data, port, mut srv, slog) = started(tmp.path(), &[]).await;
     let backend = Backend::start("app").await;
     let gateway = GATEWAY
         .replace("SERVER", &port.to_string())
@@ -130,7 +136,7 @@ async fn every_event_arrives_once_across_outages_and_the_log_detects_tampering()
     gw.child.kill().await.unwrap();
     let gw = Gw::start(&gateway).await;
     send(&gw, 10).await;
-    let mut srv = server(&data, port, &slog);
+    let mut srv = server(&data, port, &slog, &[]);
     wait_listening(port, &mut srv, &slog).await;
     let ids = wait_count(&data, 80).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -207,18 +213,13 @@ async fn every_event_arrives_once_across_outages_and_the_log_detects_tampering()
         assert!(out.contains(&format!(": {kind}: ")), "{kind}: {out}");
     }
     drop(gw);
-    let _: PathBuf = tmp.path().to_path_buf();
 }
 
 /// The identity provider and the CA record their decisions in the same log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idp_and_ca_decisions_are_audited() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let slog = tmp.path().join("server.log");
-    let port = free_port();
-    let mut srv = server(&data, port, &slog);
-    wait_listening(port, &mut srv, &slog).await;
+    let (data, port, _srv, slog) = started(tmp.path(), &[]).await;
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..3 {
         let out = std::process::Command::new("curl")
@@ -266,17 +267,7 @@ async fn idp_and_ca_decisions_are_audited() {
 async fn the_audit_index_works_on_postgresql() {
     let db = common::idp::pg_database();
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let slog = tmp.path().join("server.log");
-    let port = free_port();
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data)
-        .args(["--database-url", &db])
-        .env_remove("PALISADE_MASTER_KEY")
-        .env_remove("PALISADE_ADMIN_TOKEN");
-    let mut srv = spawn_logged(cmd, &slog);
-    wait_listening(port, &mut srv, &slog).await;
+    let (data, port, mut srv, _) = started(tmp.path(), &["--database-url", &db]).await;
     let token = std::fs::read_to_string(data.join("audit-ingest.token")).unwrap().trim().to_owned();
     let batch: String = (1..=12)
         .map(|i| {
