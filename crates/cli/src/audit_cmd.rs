@@ -53,14 +53,10 @@ pub enum AuditCommand {
     PublicKey,
 }
 
-fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("--public-key: 64 hex digits expected");
-    }
+fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    if hex::decode_to_slice(text.trim(), &mut out).is_err() {
+        bail!("--public-key: 64 hex digits expected");
     }
     Ok(out)
 }
@@ -129,8 +125,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         }
         AuditCommand::PublicKey => {
             let key = derived_key(&args.state).await?;
-            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(out, "{hex}")?;
+            writeln!(out, "{}", hex::encode(key))?;
             Ok(0)
         }
     }

@@ -194,10 +194,11 @@ pub fn ingest_token_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn sha256(hex: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
-    bytes.try_into().ok()
+/// A SHA-256 digest from its hex form (as `admin_token_sha256` gives it).
+fn sha256(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut out).ok()?;
+    Some(out)
 }
 
 /// The dashboard's public PKCE client (`palisade-dashboard`), registered for this issuer.
