@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::{index, AuditError};
 
 /// The `monitor_state` row holding the sealed seed.
-pub const LOG_KEY_STATE: &str = "audit_log_key";
+pub(crate) const LOG_KEY_STATE: &str = "audit_log_key";
 const AAD: &[u8] = b"palisade audit log signing seed v1";
 
 pub(crate) async fn log_seed(pool: &AnyPool, master: &MasterKey) -> Result<Zeroizing<[u8; 32]>, AuditError> {

@@ -22,7 +22,7 @@ mod graph;
 mod index;
 mod key;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 
 pub use config::{FsyncName, LogSection, MonitorFile};
 pub use index::Query;
-pub use key::{log_public_key, LOG_KEY_STATE};
+pub use key::log_public_key;
 
 /// Search the index of a store directly (the `palisade audit query` command; no server needed).
 pub async fn query_store(store: &Store, q: &Query) -> Result<Vec<Value>, AuditError> {
@@ -214,19 +214,21 @@ impl AuditService {
         let fresh: Vec<(AuditRecord, String)> = records
             .into_iter()
             .filter(|r| !known.contains(&r.id) && seen.insert(r.id.clone()))
-            .filter_map(|r| serde_json::to_string(&r).ok().map(|s| (r, s)))
-            .collect();
+            .map(|r| serde_json::to_string(&r).map(|s| (r, s)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| AuditError::Config(format!("serializing a record: {e}")))?;
         let duplicates = total - fresh.len();
         if fresh.is_empty() {
             return Ok((0, duplicates));
         }
-        let bodies: Vec<Vec<u8>> = fresh.iter().map(|(_, s)| s.as_bytes().to_vec()).collect();
+        // The batch goes to the blocking append and comes back, so no record is copied.
         let log = inner.log.clone();
-        let seqs = tokio::task::spawn_blocking(move || -> Result<std::ops::Range<u64>, AuditError> {
+        let (fresh, seqs) = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&log);
             let log = guard.as_mut().ok_or_else(|| AuditError::Config("the audit log is closed".into()))?;
-            let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-            Ok(log.append_batch(&refs)?)
+            let refs: Vec<&[u8]> = fresh.iter().map(|(_, s)| s.as_bytes()).collect();
+            let seqs = log.append_batch(&refs)?;
+            Ok::<_, AuditError>((fresh, seqs))
         })
         .await
         .map_err(|e| AuditError::Config(format!("appending to the audit log: {e}")))??;
@@ -341,8 +343,8 @@ impl AuditService {
         })]
     }
 
-    /// One round of the periodic work (also called by tests).
-    pub async fn housekeeping(&self) {
+    /// One round of the periodic work.
+    async fn housekeeping(&self) {
         let inner = &self.inner;
         let source = lock(&inner.certs).clone();
         if let Some(source) = source {
@@ -431,10 +433,6 @@ impl AuditService {
     /// The data behind the `/ui` dashboard.
     pub fn dashboard_data(&self) -> Arc<dyn palisade_dashboard::DashboardData> {
         Arc::new(dashboard::Data(AuditService { inner: self.inner.clone() }))
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
     }
 }
 
