@@ -56,17 +56,6 @@ struct IdOnly<'a> {
 
 /// The seq of one spool line (`{"id":"<instance>-<seq>",...}`), or `None` if the line is not a record.
 pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
-    // Fast path: the writer puts the id first (`{"id":"<hex>-<seq>",`), and the id needs no
-    // escaping; a whole line was checked when the batch was cut (it ends in `}`).
-    if let Some(rest) = line.strip_prefix(br#"{"id":""#) {
-        if let Some(end) = rest.iter().position(|&b| b == b'"') {
-            let id = rest.get(..end)?;
-            if line.last() == Some(&b'}') && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') {
-                let (_, seq) = std::str::from_utf8(id).ok()?.rsplit_once('-')?;
-                return seq.parse().ok();
-            }
-        }
-    }
     let parsed: IdOnly<'_> = serde_json::from_slice(line).ok()?;
     let (_, seq) = parsed.id.rsplit_once('-')?;
     if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
