@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod config;
 pub mod diagnostic;
+pub mod html;
 pub mod mesh;
 pub mod net;
 pub mod secret;

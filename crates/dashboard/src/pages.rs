@@ -46,21 +46,7 @@ pub(crate) async fn security_headers(mut r: Response) -> Response {
     r
 }
 
-/// HTML-escape text for element content and double-quoted attributes.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use palisade_core::html::escape as esc;
 
 fn see_other(location: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
@@ -216,12 +202,4 @@ async fn logout(State(app): State<AppState>, headers: HeaderMap, body: Bytes) ->
         }
     }
     with_cookies(see_other("/ui/login"), &[clear])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escaping_covers_markup_and_quotes() {
-        assert_eq!(super::esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-    }
 }

@@ -649,7 +649,7 @@ async fn oidc_refuses_a_token_signed_by_another_key_and_an_unreachable_issuer() 
     assert!(r.cookie("palisade_ui").is_none());
     assert!(r
         .text()
-        .contains("the issuer&#39;s metadata could not be used: http://127.0.0.1:9/.well-known/openid-configuration"));
+        .contains("the issuer&#x27;s metadata could not be used: http://127.0.0.1:9/.well-known/openid-configuration"));
 }
 
 #[tokio::test]
