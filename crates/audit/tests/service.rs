@@ -42,6 +42,7 @@ fn event(principal: &str, ip: &str, decision: Decision, stage: Stage, status: u1
         policy_ids: vec![],
         status,
         latency_ms: 1.0,
+        waf: Vec::new(),
     }
 }
 

@@ -108,6 +108,7 @@ fn audit(
         policy_ids: Vec::new(),
         status: status.as_u16(),
         latency_ms: 0.0,
+        waf: Vec::new(),
     });
 }
 

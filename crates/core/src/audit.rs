@@ -66,6 +66,21 @@ pub struct AuditEvent {
     pub policy_ids: Vec<String>,
     pub status: u16,
     pub latency_ms: f64,
+    /// The WAF rules that matched this request (never the matched data itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waf: Vec<WafHit>,
+}
+
+/// One WAF rule that matched: its id, its message and the variable it matched in (`ARGS:id`).
+/// The matched value is not kept: it is the attacker's payload, or a user's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WafHit {
+    pub rule: u32,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub var: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<u8>,
 }
 
 /// An event as shipped to and stored by the server: the event plus an id unique across all
@@ -112,11 +127,12 @@ mod tests {
                 policy_ids: vec![],
                 status: 403,
                 latency_ms: 0.25,
+                waf: vec![],
             },
         };
         let line = serde_json::to_string(&record).unwrap();
         assert!(line.starts_with(r#"{"id":"4f1c-17","time":"2026-11-26T03:00:00.000Z","source":"sidecar","#), "{line}");
-        assert!(!line.contains("policy_ids") && !line.contains("client_id"), "{line}");
+        assert!(!line.contains("policy_ids") && !line.contains("client_id") && !line.contains("waf"), "{line}");
         let back: AuditRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, record);
         let newer = line.replace(r#""stage":"authz""#, r#""stage":"quantum""#);

@@ -151,6 +151,7 @@ impl Idp {
             policy_ids: Vec::new(),
             status,
             latency_ms: 0.0,
+            waf: Vec::new(),
         });
     }
 

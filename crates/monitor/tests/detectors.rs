@@ -35,6 +35,7 @@ fn rec(id: &str, ms: u64, decision: Decision, stage: Stage, principal: &str, ip:
             policy_ids: vec![],
             status: if decision == Decision::Deny { 401 } else { 200 },
             latency_ms: 1.0,
+            waf: Vec::new(),
         },
     }
 }

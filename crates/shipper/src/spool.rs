@@ -491,6 +491,7 @@ mod tests {
             policy_ids: vec![],
             status: 403,
             latency_ms: 0.5,
+            waf: Vec::new(),
         }
     }
 

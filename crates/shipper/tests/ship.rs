@@ -162,6 +162,7 @@ fn event(n: u64) -> AuditEvent {
         policy_ids: vec!["p1".into()],
         status: 403,
         latency_ms: 1.25,
+        waf: Vec::new(),
     }
 }
 

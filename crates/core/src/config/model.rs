@@ -65,6 +65,9 @@ pub struct Config {
     pub rate_limiting: RateLimiting,
     #[serde(default)]
     pub security_headers: SecurityHeadersConfig,
+    /// The WAF rule set (ModSecurity SecLang, e.g. the OWASP Core Rule Set) that routes with a
+    /// `waf` section run.
+    pub waf: Option<WafConfig>,
     /// Service mesh membership: where this sidecar gets its SVID and which trust domain it is in.
     pub mesh: Option<MeshConfig>,
 }
@@ -328,6 +331,8 @@ pub struct Route {
     pub cors: Option<Cors>,
     /// Replaces the top-level `security_headers` for this route.
     pub security_headers: Option<SecurityHeadersConfig>,
+    /// Run the top-level `waf` rule set on this route's requests.
+    pub waf: Option<RouteWaf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -727,4 +732,109 @@ pub struct ClientAuth {
     /// Refuse the TLS handshake without a certificate (otherwise routes decide).
     #[serde(default)]
     pub required: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// WAF: one SecLang rule set (top level), run by the routes that opt in, each with its own mode,
+// paranoia level and exclusions.
+// ---------------------------------------------------------------------------------------------
+
+/// `waf:` the rule set. With the OWASP Core Rule Set: `rules: [crs/crs-setup.conf, crs/rules/*.conf]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafConfig {
+    /// SecLang files in load order, relative to this config file; `*` globs expand in name order.
+    pub rules: Vec<String>,
+    /// SecLang directives loaded after the files.
+    #[serde(default)]
+    pub directives: String,
+    /// CRS paranoia level (1-4) for routes that do not set their own.
+    #[serde(default = "default_paranoia")]
+    pub paranoia_level: u8,
+    /// CRS inbound anomaly score at which a request is blocked.
+    #[serde(default = "default_inbound_threshold")]
+    pub inbound_threshold: u32,
+    /// CRS outbound anomaly score threshold.
+    #[serde(default = "default_outbound_threshold")]
+    pub outbound_threshold: u32,
+    /// Request bodies up to this size are inspected; a larger one is refused with 413.
+    #[serde(default = "default_waf_body")]
+    pub max_body_bytes: u64,
+}
+
+fn default_paranoia() -> u8 {
+    1
+}
+fn default_inbound_threshold() -> u32 {
+    5
+}
+fn default_outbound_threshold() -> u32 {
+    4
+}
+fn default_waf_body() -> u64 {
+    128 * 1024
+}
+
+/// A route's `waf:` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWaf {
+    #[serde(default)]
+    pub mode: WafMode,
+    /// Overrides `waf.paranoia_level` for this route.
+    pub paranoia_level: Option<u8>,
+    /// Rules (or rule targets) not run on this route: the `SecRuleRemoveById`,
+    /// `SecRuleRemoveByTag` and `ctl:ruleRemoveTargetById` of ModSecurity, per route.
+    #[serde(default)]
+    pub exclusions: Vec<WafExclusion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WafMode {
+    /// Refuse a request the rules decide to block (403), and audit it.
+    #[default]
+    Block,
+    /// Audit what the rules match; block nothing.
+    Detect,
+    /// Do not run the rules.
+    Off,
+}
+
+/// One exclusion: `rule: 942100` or `rule: 942100-942199` (a range) or `tag: attack-sqli`;
+/// with `target: ARGS:password`, only that variable is taken out of the rule(s).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafExclusion {
+    pub rule: Option<RuleIds>,
+    pub tag: Option<String>,
+    pub target: Option<String>,
+}
+
+/// A rule id or an inclusive range `FIRST-LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleIds(pub u32, pub u32);
+
+impl<'de> Deserialize<'de> for RuleIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        let bad = |s: &str| D::Error::custom(format!("invalid rule id {s:?}: write 942100 or 942100-942199"));
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(RuleIds(n, n)),
+            Raw::S(s) => {
+                let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+                let a: u32 = a.trim().parse().map_err(|_| bad(&s))?;
+                let b: u32 = b.trim().parse().map_err(|_| bad(&s))?;
+                if a > b {
+                    return Err(bad(&s));
+                }
+                Ok(RuleIds(a, b))
+            }
+        }
+    }
 }

@@ -231,6 +231,20 @@ fn check_cidr(s: &str) -> bool {
 const JWT_ALGS: &[&str] = &["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"];
 
 fn validate_security(c: &Config, out: &mut Vec<Issue>) {
+    if let Some(w) = &c.waf {
+        if w.rules.is_empty() && w.directives.trim().is_empty() {
+            out.push(Issue::new("waf.rules", "list at least one SecLang file (or give directives)"));
+        }
+        if !(1..=4).contains(&w.paranoia_level) {
+            out.push(Issue::new("waf.paranoia_level", "must be 1, 2, 3 or 4"));
+        }
+        if w.inbound_threshold == 0 {
+            out.push(Issue::new("waf.inbound_threshold", "must be at least 1 (0 would block every request)"));
+        }
+        if w.outbound_threshold == 0 {
+            out.push(Issue::new("waf.outbound_threshold", "must be at least 1"));
+        }
+    }
     for (i, p) in c.client_ip.trusted_proxies.iter().enumerate() {
         if !check_cidr(p) {
             out.push(Issue::new(format!("client_ip.trusted_proxies[{i}]"), format!("invalid CIDR {p:?}")));
@@ -318,6 +332,24 @@ fn validate_security(c: &Config, out: &mut Vec<Issue>) {
 const RATE_KEYS: &[&str] = &["principal", "client_id", "api_key", "client_ip", "route"];
 
 fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issue>) {
+    if let Some(w) = &r.waf {
+        if c.waf.is_none() && w.mode != WafMode::Off {
+            out.push(Issue::new(format!("{base}.waf"), "a route's waf needs the top-level waf section (its rules)"));
+        }
+        if let Some(pl) = w.paranoia_level {
+            if !(1..=4).contains(&pl) {
+                out.push(Issue::new(format!("{base}.waf.paranoia_level"), "must be 1, 2, 3 or 4"));
+            }
+        }
+        for (j, x) in w.exclusions.iter().enumerate() {
+            let p = format!("{base}.waf.exclusions[{j}]");
+            match (&x.rule, &x.tag) {
+                (Some(_), Some(_)) => out.push(Issue::new(p, "set rule or tag, not both")),
+                (None, None) => out.push(Issue::new(p, "set rule (an id or FIRST-LAST) or tag")),
+                _ => {}
+            }
+        }
+    }
     if let Some(a) = &r.authn {
         if a.methods.is_empty() {
             out.push(Issue::new(format!("{base}.authn.methods"), "at least one of jwt, api_key, mtls is required"));

@@ -385,6 +385,7 @@ mod tests {
                     policy_ids: vec![],
                     status: 401,
                     latency_ms: 0.0,
+                    waf: Vec::new(),
                 },
             };
             assert!(det.observe(&rec, now).is_empty());
