@@ -263,3 +263,28 @@ fn mtls_routes_need_client_auth_or_the_mesh_listener() {
         )]
     );
 }
+
+#[test]
+fn waf_sections_parse_and_bad_ones_name_the_field() {
+    let text = format!(
+        "{GOOD}    waf:\n      mode: detect\n      exclusions:\n        - rule: 942100\n        - rule: \"920100-920199\"\n          target: ARGS:q\n        - tag: attack-xss\nwaf:\n  rules: [crs/crs-setup.conf, \"crs/rules/*.conf\"]\n  paranoia_level: 2\n"
+    );
+    let c = parse_str("gw.yaml", &text, Path::new(".")).map(|l| l.config).unwrap_or_else(|e| unreachable!("{e}"));
+    let w = c.waf.as_ref().map(|w| (w.rules.len(), w.paranoia_level, w.inbound_threshold, w.max_body_bytes));
+    assert_eq!(w, Some((2, 2, 5, 131072)));
+    let r = c.routes[0].waf.clone().unwrap_or_default();
+    assert_eq!(r.mode, WafMode::Detect);
+    assert_eq!(r.exclusions[0].rule, Some(RuleIds(942100, 942100)));
+    assert_eq!(r.exclusions[1].rule, Some(RuleIds(920100, 920199)));
+    assert_eq!(r.exclusions[1].target.as_deref(), Some("ARGS:q"));
+    assert_eq!(r.exclusions[2].tag.as_deref(), Some("attack-xss"));
+
+    let e = err(&text.replace("\"920100-920199\"", "\"920199-920100\""));
+    assert!(e.starts_with("gw.yaml:18:17: routes[0].waf.exclusions[1].rule: invalid rule id \"920199-920100\""), "{e}");
+    let e = err(&text.replace("paranoia_level: 2", "paranoia_level: 5"));
+    assert!(e.contains("waf.paranoia_level: must be 1, 2, 3 or 4"), "{e}");
+    let e = err(&text.replace("        - tag: attack-xss\n", "        - target: ARGS:q\n"));
+    assert!(e.contains("routes[0].waf.exclusions[2]: set rule (an id or FIRST-LAST) or tag"), "{e}");
+    let no_top = text.split("waf:\n  rules").next().unwrap_or_default().to_owned();
+    assert!(err(&no_top).contains("routes[0].waf: a route's waf needs the top-level waf section"), "{}", err(&no_top));
+}
