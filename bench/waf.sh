@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# WAF benchmark: benign traffic (a GET with query parameters and browser-like headers, and a
+# urlencoded POST) through
+#   - palisade gateway without the WAF,
+#   - palisade gateway with the OWASP CRS (crs/, v4) at paranoia level 1 in blocking mode,
+#   - Apache httpd + mod_security2 (Debian) with the same CRS files, engine On, as the peer,
+# all plain HTTP to the same nginx backend, one after the other, repeated RUNS times. Every
+# response must be 200 (a false positive would show as non-2xx). Prints a Markdown table; raw
+# wrk output in bench/out/waf-*.txt.
+# Usage: bench/waf.sh [runs=3] [duration=8s] [connections=32]
+# Needs (apt): wrk nginx-light apache2 libapache2-mod-security2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-32}; THREADS=2
+OUT=$PWD/bench/out; mkdir -p "$OUT"; rm -f "$OUT"/waf-*.txt
+for t in wrk nginx apache2 curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light apache2 libapache2-mod-security2)"; exit 1; }; done
+[ -f /usr/lib/apache2/modules/mod_security2.so ] || { echo "missing mod_security2 (apt install libapache2-mod-security2)"; exit 1; }
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
+[ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -q
+PALISADE=$CARGO_TARGET_DIR/release/palisade
+BACKEND=18400; GW=18402; APACHE=18403
+PIDS=(); WORK=$(mktemp -d); chmod 755 "$WORK"
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/apache.pid" ] && kill "$(cat "$WORK/apache.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true; rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cp -r crs "$WORK/crs"; chmod -R a+rX "$WORK/crs"
+
+cat > "$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; client_body_buffer_size 64k;
+  server { listen 127.0.0.1:$BACKEND; location / { default_type application/json; return 200 '{"service":"orders","ok":true}'; } } }
+CONF
+nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
+
+cat > "$WORK/palisade.yaml" <<CONF
+workers: $THREADS
+listeners:
+  http: { address: "127.0.0.1:$GW" }
+admin: { address: "127.0.0.1:18904" }
+access_log: { enabled: false }
+audit: { file: audit.jsonl }
+security_headers: { enabled: false }
+waf:
+  rules: [crs/crs-setup.conf.example, "crs/rules/*.conf"]
+  paranoia_level: 1
+upstreams:
+  be: { endpoints: ["127.0.0.1:$BACKEND"] }
+routes:
+  - { name: nowaf, match: { path: { prefix: /nowaf } }, upstream: be }
+  - { name: waf, match: { path: { prefix: /waf } }, upstream: be, waf: { mode: block } }
+CONF
+PALISADE_LOG=warn "$PALISADE" gateway --config "$WORK/palisade.yaml" >/dev/null & PIDS+=($!)
+
+# Apache with the event MPM sized like the gateway (2 processes), mod_security2 and the same CRS.
+MODS=/usr/lib/apache2/modules
+cat > "$WORK/apache.conf" <<CONF
+ServerRoot "$WORK"
+ServerName localhost
+Listen 127.0.0.1:$APACHE
+PidFile $WORK/apache.pid
+ErrorLog $WORK/apache-error.log
+LogLevel warn
+LoadModule mpm_event_module $MODS/mod_mpm_event.so
+LoadModule authz_core_module $MODS/mod_authz_core.so
+LoadModule unique_id_module $MODS/mod_unique_id.so
+LoadModule proxy_module $MODS/mod_proxy.so
+LoadModule proxy_http_module $MODS/mod_proxy_http.so
+LoadModule security2_module $MODS/mod_security2.so
+$( [ "$(id -u)" = 0 ] && echo "User www-data
+Group www-data" )
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 64
+MaxRequestWorkers 128
+KeepAlive On
+MaxKeepAliveRequests 0
+SecRuleEngine On
+SecRequestBodyAccess On
+SecRequestBodyLimit 131072
+SecAuditEngine Off
+SecDataDir $WORK
+SecTmpDir $WORK
+Include $WORK/crs/crs-setup.conf.example
+Include $WORK/crs/rules/*.conf
+ProxyPass / http://127.0.0.1:$BACKEND/ keepalive=On
+CONF
+apache2 -f "$WORK/apache.conf" -k start
+sleep 2
+
+QS='/search?q=running+shoes&category=sport&page=2&sort=price_asc&lang=en'
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = "item=mouse&quantity=2&note=please+deliver+after+five&coupon=SPRING24&address=12+Main+Street"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+LUA
+HDRS=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
+      -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+      -H "Accept-Language: en-US,en;q=0.5" -H "Cookie: session=abc123; theme=dark")
+check() { # url [curl args]
+  local code; code=$(curl -s -o /dev/null -w '%{http_code}' "${HDRS[@]}" "$@")
+  [ "$code" = 200 ] || { echo "$* answered $code"; cat "$WORK/apache-error.log" 2>/dev/null | tail -5; exit 1; }
+}
+for base in "http://127.0.0.1:$GW/nowaf" "http://127.0.0.1:$GW/waf" "http://127.0.0.1:$APACHE"; do
+  check "$base$QS"
+  check -X POST -H 'Content-Type: application/x-www-form-urlencoded' --data 'item=mouse&quantity=2' "$base/orders"
+done
+code=$(curl -s -o /dev/null -w '%{http_code}' -G --data-urlencode "id=1' OR 1=1--" "http://127.0.0.1:$GW/waf/orders")
+[ "$code" = 403 ] || { echo "palisade WAF did not block the SQL injection ($code)"; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -G --data-urlencode "id=1' OR 1=1--" "http://127.0.0.1:$APACHE/orders")
+[ "$code" = 403 ] || { echo "apache + mod_security2 did not block the SQL injection ($code)"; exit 1; }
+
+run() { # name base run
+  wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" "$2$QS" > "$OUT/waf-$1-get-$3.txt" 2>&1 || true
+  wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/post.lua" "$2/orders" > "$OUT/waf-$1-post-$3.txt" 2>&1 || true
+}
+for r in $(seq 1 "$RUNS"); do
+  run nowaf "http://127.0.0.1:$GW/nowaf" "$r"
+  run waf "http://127.0.0.1:$GW/waf" "$r"
+  run apache "http://127.0.0.1:$APACHE" "$r"
+done
+
+python3 - "$OUT" "$RUNS" <<'PY'
+import re, sys, statistics
+out, runs = sys.argv[1], int(sys.argv[2])
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v); x = float(m.group(1))
+    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
+def parse(path):
+    t = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    p99 = ms(re.search(r"\s99%\s+(\S+)", t).group(1))
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    return rps, p99, int(errs.group(1)) if errs else 0
+names = {"nowaf": "palisade, no WAF", "waf": "palisade + CRS PL1 (block)", "apache": "Apache httpd + mod_security2 + CRS PL1"}
+for kind in ("get", "post"):
+    print(f"\n{kind.upper()} (benign)\n")
+    print("| target | req/s (median) | p99 ms (median) | ratio to palisade no-WAF (per run) | ratio to Apache (per run) | non-2xx |")
+    print("|---|---:|---:|---|---|---:|")
+    base = [parse(f"{out}/waf-nowaf-{kind}-{r}.txt")[0] for r in range(1, runs + 1)]
+    ap = [parse(f"{out}/waf-apache-{kind}-{r}.txt")[0] for r in range(1, runs + 1)]
+    for name in names:
+        rows = [parse(f"{out}/waf-{name}-{kind}-{r}.txt") for r in range(1, runs + 1)]
+        r1 = " / ".join(f"{row[0] / b:.2f}" for row, b in zip(rows, base))
+        r2 = " / ".join(f"{row[0] / a:.2f}" for row, a in zip(rows, ap))
+        print(f"| {names[name]} | {statistics.median(r[0] for r in rows):,.0f} | {statistics.median(r[1] for r in rows):.2f} | {r1} | {r2} | {sum(r[2] for r in rows)} |")
+PY
