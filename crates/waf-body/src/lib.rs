@@ -1,1 +1,78 @@
-//! (being written)
+//! Request parsing for the Palisade WAF: turns the parts of an HTTP request into ModSecurity's collections.
+//!
+//! What it is for: the engine (`palisade-waf`) hands this crate raw bytes — the request target, `Cookie` header
+//! values, the request body with its `Content-Type` — and gets back name/value pairs and error flags with
+//! ModSecurity v2 semantics (Coraza where v2 has no opinion, e.g. JSON naming):
+//!
+//! | function | ModSecurity collections |
+//! |---|---|
+//! | [`parse_query`] | `ARGS_GET`, `URLENCODED_ERROR` |
+//! | [`parse_urlencoded`] | `ARGS_POST` (URLENCODED processor), `URLENCODED_ERROR` |
+//! | [`parse_cookies`] / [`parse_cookies_v1`] | `REQUEST_COOKIES`, `REQUEST_COOKIES_NAMES` |
+//! | [`parse_multipart`] | `ARGS_POST`, `FILES`, `FILES_NAMES`, `FILES_SIZES`, `MULTIPART_PART_HEADERS`, `MULTIPART_*` flags |
+//! | [`parse_json`] | `ARGS_POST` (JSON processor, Coraza's `json.a.b.0` naming) |
+//! | [`parse_xml`] | `XML:/*`, `XML://@*` |
+//! | [`split_target`] | `REQUEST_URI`, `REQUEST_FILENAME`, `REQUEST_BASENAME`, `QUERY_STRING` |
+//!
+//! What it is not for: it knows nothing of rules, the proxy or configuration, it never decides to block, and it
+//! never logs. A body parse failure is a [`BodyError`]; the engine turns it into `REQBODY_ERROR` /
+//! `REQBODY_ERROR_MSG` (its `Display` text). Names and values are bytes: decoding can produce invalid UTF-8.
+//!
+//! Hostile input never panics and costs linear time; counts are bounded ([`DEFAULT_MAX_ARGS`], multipart part and
+//! XML node limits, JSON depth), so memory stays proportional to the body the gateway already accepted.
+
+mod cookies;
+mod json;
+mod multipart;
+mod target;
+mod urlencoded;
+mod xml;
+
+pub use cookies::{parse_cookies, parse_cookies_v1};
+pub use json::{parse_json, parse_json_with_limit};
+pub use multipart::{
+    parse_multipart, parse_multipart_with_limits, Multipart, MultipartError, MultipartFlags, MultipartLimits,
+};
+pub use target::{basename, header_name_eq, split_target, BodyProcessor, RequestTarget};
+pub use urlencoded::{parse_query, parse_query_with_limit, parse_urlencoded, parse_urlencoded_with_limit, Flags};
+pub use xml::{parse_xml, Xml, MAX_XML_NODES};
+
+/// One collection member: (name, value), both raw bytes.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Default bound on the number of arguments one parser produces, ModSecurity's `SecArgumentsLimit` default.
+/// Beyond it the urlencoded parsers stop and set [`Flags::args_limit_exceeded`]; JSON and multipart fail with
+/// [`BodyError::TooManyArgs`] / [`MultipartError::TooManyParts`].
+pub const DEFAULT_MAX_ARGS: usize = 1000;
+
+/// Why a request body could not be parsed. `Display` is the `REQBODY_ERROR_MSG` text; it never contains body
+/// bytes (a body may carry passwords), only positions and ModSecurity's fixed messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// A multipart body or its `Content-Type` is malformed. `flags` are the `MULTIPART_*` flags raised up to the
+    /// failure (with [`MultipartFlags::error`] set), so the engine can still expose them.
+    #[error("{kind}")]
+    Multipart { kind: MultipartError, flags: MultipartFlags },
+    /// The JSON body is not valid JSON (RFC 8259).
+    #[error("JSON parsing error at byte {offset}: {reason}")]
+    Json { offset: usize, reason: &'static str },
+    /// The JSON body nests arrays/objects deeper than allowed.
+    #[error("JSON depth limit exceeded (limit {limit})")]
+    JsonDepth { limit: usize },
+    /// The body would produce more arguments than allowed.
+    #[error("Request body argument limit exceeded (limit {limit})")]
+    TooManyArgs { limit: usize },
+    /// The XML body is not well-formed, has a DTD, or exceeds the node limit.
+    #[error("XML parsing error at {line}:{column}: {reason}")]
+    Xml { line: u32, column: u32, reason: &'static str },
+    /// The XML body is not UTF-8 (the parser does not transcode other encodings).
+    #[error("XML parsing error: body is not valid UTF-8 (at byte {offset})")]
+    XmlNotUtf8 { offset: usize },
+}
+
+/// C `isspace` in the "C" locale, which ModSecurity's parsers use.
+#[inline]
+pub(crate) fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
