@@ -45,6 +45,14 @@ impl MasterKey {
         Ok(MasterKey { key: LessSafeKey::new(unbound) })
     }
 
+    /// Build the key from its 32 raw bytes (a root key unwrapped by an HSM, for instance).
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<MasterKey, CryptoError> {
+        if bytes.len() != 32 {
+            return Err(CryptoError::InvalidMasterKey("need 32 bytes"));
+        }
+        Self::from_bytes(bytes)
+    }
+
     /// Parse the base64 text form (as stored in the key file or an environment variable).
     pub fn from_base64(text: &str) -> Result<Self, CryptoError> {
         let bytes =

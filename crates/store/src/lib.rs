@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "idp", include_str!("../migrations/0001_idp.sql")),
     (2, "ca", include_str!("../migrations/0002_ca.sql")),
     (3, "audit", include_str!("../migrations/0003_audit.sql")),
+    (4, "vault", include_str!("../migrations/0004_vault.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
