@@ -465,22 +465,14 @@ impl Tr<'_> {
             let Some(lo) = self.class_atom()? else { continue };
             // A range?
             if self.peek(0) == Some(b'-') && self.peek(1).is_some_and(|b| b != b']') {
-                let save = self.i;
                 self.i += 1;
                 let save_out = self.out.len();
                 match self.class_atom()? {
-                    Some(hi) => {
-                        if hi < lo {
-                            return self.err("range out of order in character class");
-                        }
-                        self.out.push('-');
-                        byte_lit(&mut self.out, hi);
-                    }
-                    None => {
-                        // `a-\d`: the hyphen is literal; the class escape was already written.
-                        self.out.insert_str(save_out, "\\x2D");
-                        let _ = save;
-                    }
+                    Some(hi) if hi < lo => return self.err("range out of order in character class"),
+                    // The end was already written: put the range operator before it.
+                    Some(_) => self.out.insert(save_out, '-'),
+                    // `a-\d`: the hyphen is literal; the class escape was already written.
+                    None => self.out.insert_str(save_out, "\\x2D"),
                 }
             }
         }

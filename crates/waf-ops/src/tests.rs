@@ -1,0 +1,522 @@
+//! Exact-byte tests against ModSecurity v2's own test data (`tests/tfn/*.t`, `tests/op/*.t`) and the
+//! reference manual's examples.
+
+use crate::rx::{translate, Rx};
+use crate::{MacroEnv, Operator, Transform};
+use std::path::Path;
+
+struct Env;
+impl MacroEnv for Env {
+    fn expand(&self, t: &str) -> String {
+        t.replace("%{tx.methods}", "GET HEAD POST")
+            .replace("%{tx.n}", "5")
+            .replace("%{tx.charsets}", "utf-8|iso-8859-1")
+    }
+}
+
+fn t(name: &str, input: &[u8]) -> Vec<u8> {
+    let tf = Transform::parse(name).unwrap().unwrap();
+    tf.apply(input).unwrap_or_else(|| input.to_vec())
+}
+
+fn unchanged(name: &str, input: &[u8]) {
+    assert_eq!(Transform::parse(name).unwrap().unwrap().apply(input), None, "{name} {input:?}");
+}
+
+fn op(spec: &str) -> Operator {
+    Operator::parse(spec, Path::new("/nonexistent")).unwrap()
+}
+
+fn m(spec: &str, input: &[u8]) -> bool {
+    op(spec).matches(input, &Env, None)
+}
+
+#[test]
+fn parse_names() {
+    assert_eq!(Transform::parse("none"), Ok(None));
+    assert_eq!(Transform::parse("base64decode"), Ok(Some(Transform::Base64Decode)));
+    assert_eq!(Transform::parse("normalisePath"), Ok(Some(Transform::NormalizePath)));
+    assert_eq!(Transform::parse("normalizePathWin"), Ok(Some(Transform::NormalizePathWin)));
+    assert_eq!(Transform::parse("Utf8toUnicode"), Ok(Some(Transform::Utf8ToUnicode)));
+    assert!(Transform::parse("alert").is_err());
+    assert!(Operator::parse("@nosuch x", Path::new(".")).is_err());
+    assert_eq!(op("foo").name(), "rx");
+    assert_eq!(op("").name(), "rx");
+    assert_eq!(op("@IPMATCH 1.2.3.4").name(), "ipMatch");
+    assert!(op("!@eq 0").negated());
+}
+
+#[test]
+fn lowercase_uppercase() {
+    assert_eq!(t("lowercase", b"TestCase\xC4"), b"testcase\xC4");
+    unchanged("lowercase", b"testcase\0\xC4");
+    assert_eq!(t("uppercase", b"TestCase"), b"TESTCASE");
+}
+
+#[test]
+fn url_decode() {
+    // tests/tfn/urlDecode.t and urlDecodeUni.t
+    assert_eq!(t("urlDecode", b"+%00%41%7e%ff"), b" \x00A~\xff");
+    assert_eq!(t("urlDecode", b"%+"), b"% ");
+    assert_eq!(t("urlDecode", b"%%20"), b"% ");
+    assert_eq!(t("urlDecode", b"%0g%20"), b"%0g ");
+    unchanged("urlDecode", b"%0%1%g0%gg%");
+    unchanged("urlDecode", b"%0");
+    unchanged("urlDecode", b"Test\0Case");
+    assert_eq!(t("urlDecode", b"%u0041"), b"%u0041");
+}
+
+#[test]
+fn url_decode_uni() {
+    assert_eq!(t("urlDecodeUni", b"Test+Case"), b"Test Case");
+    assert_eq!(t("urlDecodeUni", b"%u0041%U0042%u1141"), b"ABA");
+    // Full-width ASCII U+FF01..U+FF5E maps to 0x21..0x7E; outside it only the low byte is kept.
+    assert_eq!(t("urlDecodeUni", b"%uff01%uFF5e%uff00%uff7f%uff80"), b"!~\x00\x7f\x80");
+    assert_eq!(t("urlDecodeUni", b"%%u0020"), b"% ");
+    assert_eq!(t("urlDecodeUni", b"%u%u0020"), b"%u ");
+    assert_eq!(t("urlDecodeUni", b"%u000g%u0020"), b"%u000g ");
+    assert_eq!(t("urlDecodeUni", b"%u00%u0020"), b"%u00 ");
+    unchanged("urlDecodeUni", b"%0g%gg%");
+    unchanged("urlDecodeUni", b"%u12");
+}
+
+#[test]
+fn html_entity_decode() {
+    // tests/tfn/htmlEntityDecode.t
+    assert_eq!(
+        t("htmlEntityDecode", b"&#x0;&#X0;&#x20;&#X20;&#0;&#32;\0&#100;&quot;&amp;&lt;&gt;&nbsp;"),
+        b"\0\0\x20\x20\0\x20\0\x64\"&<>\xa0"
+    );
+    assert_eq!(
+        t("htmlEntityDecode", b"&#x0&#X0&#x20&#X20&#0&#32\0&#100&quot&amp&lt&gt&nbsp"),
+        b"\0\0\x20\x20\0\x20\0\x64\"&<>\xa0"
+    );
+    assert_eq!(
+        t("htmlEntityDecode", b"&#xg;&#Xg;&#xg0;&#X2g;&#a;\0&#a2;&#3a&#a00;&#1a0;&#10a;&foo;"),
+        b"&#xg;&#Xg;&#xg0;\x02g;&#a;\0&#a2;\x03a&#a00;\x01a0;\x0aa;&foo;"
+    );
+    assert_eq!(t("htmlEntityDecode", b"javascript&colon;alert(1)"), b"javascript:alert(1)");
+    assert_eq!(t("htmlEntityDecode", b"&COLON;&Apos;&lpar;&bsol;"), b":'(\\");
+    unchanged("htmlEntityDecode", b"&unknown; & &# &#x");
+    // Overflowing numbers saturate like strtol: low byte of LONG_MAX.
+    assert_eq!(t("htmlEntityDecode", b"&#99999999999999999999;"), b"\xff");
+    assert_eq!(t("htmlEntityDecode", b"&#x141;"), b"\x41");
+}
+
+#[test]
+fn js_decode() {
+    assert_eq!(t("jsDecode", b"\\x41\\u0042\\uff01\\103\\777\\n\\t\\q\\"), b"AB!C?7\n\tq\\");
+    assert_eq!(t("jsDecode", b"\\u004"), b"u004");
+    assert_eq!(t("jsDecode", b"\\x4"), b"x4");
+    unchanged("jsDecode", b"no escapes");
+}
+
+#[test]
+fn css_decode() {
+    assert_eq!(t("cssDecode", b"\\61 b\\62\\000063\\ff41\\0000ff41\\z\\\nx\\"), b"abbca\xff41zx");
+    assert_eq!(t("cssDecode", b"\\1\\12345"), b"\x01\x45");
+    assert_eq!(t("cssDecode", b"j\\61v\\61script"), b"javascript");
+    unchanged("cssDecode", b"plain");
+}
+
+#[test]
+fn escape_seq_decode() {
+    // tests/tfn/escapeSeqDecode.t
+    assert_eq!(
+        t("escapeSeqDecode", b"\\a\\b\\f\\n\\r\\t\\v\\?\\'\\\"\\0\\12\\123\\x00\\xff"),
+        b"\x07\x08\x0c\x0a\x0d\t\x0b?'\"\x00\x0a\x53\x00\xff"
+    );
+    assert_eq!(t("escapeSeqDecode", b"\\8\\9\\666\\xag\\xga\\0123"), b"89\xb6xagxga\x0a3");
+    assert_eq!(t("escapeSeqDecode", b"\\x\\x0\0"), b"xx0\0");
+    assert_eq!(t("escapeSeqDecode", b"\\\0"), b"\0");
+    unchanged("escapeSeqDecode", b"\\");
+    unchanged("escapeSeqDecode", b"Test\0Case");
+}
+
+#[test]
+fn cmd_line() {
+    assert_eq!(t("cmdLine", b"C:\\\"Pro^gram Files\"\\  ,; /S"), b"c:program files/s");
+    assert_eq!(t("cmdLine", b"Cat  /etc/passwd"), b"cat/etc/passwd");
+    assert_eq!(t("cmdLine", b"e\"c\"h'o' (1)"), b"echo(1)");
+    // A C string: stops at NUL.
+    assert_eq!(t("cmdLine", b"ab\0cd"), b"ab");
+    unchanged("cmdLine", b"ls -la");
+}
+
+#[test]
+fn whitespace() {
+    assert_eq!(t("compressWhitespace", b"a \t\n\x0b\x0c\r\xa0b  c "), b"a b c ");
+    unchanged("compressWhitespace", b"a b c ");
+    assert_eq!(t("removeWhitespace", b" a\tb\xa0c\r\n"), b"abc");
+    assert_eq!(t("trim", b" \t a b \r\n"), b"a b");
+    assert_eq!(t("trimLeft", b" \t a b \r\n"), b"a b \r\n");
+    assert_eq!(t("trimRight", b" \t a b \r\n"), b" \t a b");
+    // NBSP is not isspace().
+    unchanged("trim", b"\xa0a\xa0");
+}
+
+#[test]
+fn nulls() {
+    assert_eq!(t("removeNulls", b"\0a\0b\0"), b"ab");
+    assert_eq!(t("replaceNulls", b"\0a\0b\0"), b" a b ");
+    unchanged("removeNulls", b"ab");
+    unchanged("replaceNulls", b"ab");
+}
+
+#[test]
+fn remove_comments() {
+    // tests/tfn/removeComments.t
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"/* TestCase */", b""),
+        (b"Before/* TestCase */After", b"BeforeAfter"),
+        (b"/*Before/* Test\r\nCase ", b" "),
+        (b"Before /* Test\nCase ", b"Before  "),
+        (b"Before/* T*/ /* e */ /* s */ /* t */\r\nCase ", b"Before   \r\nCase "),
+        (b"Before /* */ ops */ Test\nCase ", b"Before  ops */ Test\nCase "),
+        (b"Test\nCase /**/ After", b"Test\nCase  After"),
+        (b"Test/*\nCase */ After", b"Test After"),
+        (b"SELECT/**//**/UNION", b"SELECTUNION"),
+        (b"foo<!-- comment 1 --><!-- comment 2 -->bar", b"foobar"),
+        (b"1 OR 1=1 -- x", b"1 OR 1=1 "),
+        (b"a#b", b"a"),
+    ];
+    for (i, o) in cases {
+        assert_eq!(t("removeComments", i), *o, "{}", String::from_utf8_lossy(i));
+    }
+    unchanged("removeComments", b"Before TestCase */ After");
+}
+
+#[test]
+fn remove_comments_char_and_replace_comments() {
+    assert_eq!(t("removeCommentsChar", b"a/*b*/c<!--d-->e--f#g"), b"abcdefg");
+    assert_eq!(t("replaceComments", b"SELECT/* x */1/*open"), b"SELECT 1 ");
+    assert_eq!(t("replaceComments", b"a */ b"), b"a */ b");
+}
+
+#[test]
+fn normalize_path() {
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"/foo/bar/../baz", b"/foo/baz"),
+        (b"/foo/./bar", b"/foo/bar"),
+        (b"/foo//bar///baz", b"/foo/bar/baz"),
+        (b"/../../etc/passwd", b"/etc/passwd"),
+        (b"../../etc/passwd", b"../../etc/passwd"),
+        (b"a/../../b", b"../b"),
+        (b"./a/b", b"a/b"),
+        (b"/a/b/..", b"/a"),
+        // v2 strips the root slash it just restored: the trailing-slash rule runs last.
+        (b"/..", b""),
+        (b"/a/", b"/a/"),
+        (b"/a/b/.", b"/a/b"),
+    ];
+    for (i, o) in cases {
+        assert_eq!(t("normalizePath", i), *o, "{}", String::from_utf8_lossy(i));
+    }
+    unchanged("normalisePath", b"/a/b/c.php");
+    unchanged("normalizePath", b"");
+    assert_eq!(t("normalizePathWin", b"C:\\foo\\..\\bar\\\\baz"), b"C:/bar/baz");
+    assert_eq!(t("normalisePathWin", b"\\..\\..\\windows\\win.ini"), b"/windows/win.ini");
+    unchanged("normalizePath", b"a\\..\\b");
+}
+
+#[test]
+fn base64() {
+    assert_eq!(t("base64Decode", b"VGVzdENhc2U="), b"TestCase");
+    assert_eq!(t("base64Decode", b"VGVzdENhc2U"), b"TestCase");
+    // apr decodes the longest alphabet prefix and ignores the rest.
+    assert_eq!(t("base64Decode", b"VGVz!dENhc2U="), b"Tes");
+    assert_eq!(t("base64Decode", b"!abc"), b"");
+    // tests/tfn/base64DecodeExt.t
+    assert_eq!(t("base64DecodeExt", b"dzBzV==YWxlcnQoMSk="), b"");
+    assert_eq!(
+        t("base64DecodeExt", b"eyJwIjoieHh-IiwiYWxnIjoibm9uZSIsInR5cCI6IkpXVCJ9"),
+        b"{\"p\":\"xx~\",\"alg\":\"none\",\"typ\":\"JWT\"}"
+    );
+    assert_eq!(t("base64DecodeExt", b"VGVz dENh\nc2U="), b"TestCase");
+    assert_eq!(t("base64Encode", b"TestCase"), b"VGVzdENhc2U=");
+    assert_eq!(t("base64Encode", b"ab"), b"YWI=");
+}
+
+#[test]
+fn hex_and_digests() {
+    assert_eq!(t("hexDecode", b"5465737443617365"), b"TestCase");
+    assert_eq!(t("hexDecode", b"41424"), b"AB");
+    assert_eq!(t("hexEncode", b"Te\xff"), b"5465ff");
+    assert_eq!(t("sqlHexDecode", b"SELECT 0x414243, 0x4, 0xzz"), b"SELECT ABC, 0x4, 0xzz");
+    assert_eq!(t("length", b"TestCase"), b"8");
+    assert_eq!(t("length", b""), b"0");
+    // RFC 3174 / RFC 1321 test vectors.
+    assert_eq!(
+        t("sha1", b"abc"),
+        b"\xa9\x99\x3e\x36\x47\x06\x81\x6a\xba\x3e\x25\x71\x78\x50\xc2\x6c\x9c\xd0\xd8\x9d"
+    );
+    assert_eq!(t("md5", b"abc"), b"\x90\x01\x50\x98\x3c\xd2\x4f\xb0\xd6\x96\x3f\x7d\x28\xe1\x7f\x72");
+    assert_eq!(t("urlEncode", b"a b&c*"), b"a+b%26c*");
+}
+
+#[test]
+fn parity() {
+    assert_eq!(t("parityEven7bit", b"\x01\x03"), b"\x81\x03");
+    assert_eq!(t("parityOdd7bit", b"\x01\x03"), b"\x01\x83");
+    assert_eq!(t("parityZero7bit", b"\x81\xff"), b"\x01\x7f");
+}
+
+#[test]
+fn utf8_to_unicode() {
+    // tests/tfn/utf8toUnicode.t
+    assert_eq!(t("utf8toUnicode", "Ā ā ſ".as_bytes()), b"%u0100 %u0101 %u017f");
+    assert_eq!(t("utf8toUnicode", "▲ ✁".as_bytes()), b"%u25b2 %u2701");
+    unchanged("utf8toUnicode", b"plain ascii");
+    // Overlong and truncated forms, v2 quirks: the lead byte follows the escape / is dropped.
+    assert_eq!(t("utf8toUnicode", b"\xc0\xaf"), b"%u002f\xc0");
+    assert_eq!(t("utf8toUnicode", b"a\xc3"), b"a");
+    assert_eq!(t("utf8toUnicode", b"a\0b\xc3\xa9"), b"a");
+}
+
+#[test]
+fn rx_semantics() {
+    // DOTALL, DOLLAR_ENDONLY, ASCII classes, bytes.
+    assert!(m("@rx a.b", b"a\nb"));
+    assert!(!m("@rx ^ab$", b"ab\n"));
+    assert!(m("@rx \\w", b"_"));
+    assert!(!m("@rx \\w", b"\xe9"));
+    assert!(m("@rx (?i)caf\\xc9", b"CAF\xc9"));
+    assert!(!m("@rx (?i)\\xe9", b"\xc9"));
+    assert!(m("@rx [\\x80-\\xff]", b"a\xfeb"));
+    assert!(m("@rx \\x{bc}", b"\xbc"));
+    assert!(m("@rx ´", "´".as_bytes()));
+    // PCRE literal braces and class quirks.
+    assert!(m("@rx ^\\(\\s*\\)\\s+{", b"() {"));
+    assert!(m("@rx {{.*?}}", b"x{{7*7}}"));
+    assert!(m("@rx [\\!\\<\\>]", b"<"));
+    assert!(m("@rx [a[b]", b"["));
+    assert!(m("@rx []a]", b"]"));
+    assert!(m("@rx [\\d-x]", b"-"));
+    assert!(m("@rx a\\Z", b"a\n"));
+    assert!(m("@rx \\Qa.b\\E", b"a.b"));
+    assert!(!m("@rx \\Qa.b\\E", b"axb"));
+    assert!(m("@rx ^\\0101$", b"\x081"));
+    assert!(m("", b"anything"));
+    assert!(m("!@rx ^$", b"x"));
+}
+
+#[test]
+fn rx_backtracking_features_use_fancy() {
+    let back = Rx::compile("(a+)\\1").unwrap();
+    assert!(back.is_fancy());
+    assert!(back.is_match(b"xaab"));
+    assert!(!back.is_match(b"ab"));
+    let la = Rx::compile("<\\?(?!xml)").unwrap();
+    assert!(la.is_fancy());
+    assert!(la.is_match(b"<?php"));
+    assert!(!la.is_match(b"<?xml"));
+    // Bytes >= 0x80 keep byte semantics in the fancy engine.
+    let hi = Rx::compile("(?=\\xe9)[\\xe0-\\xff]").unwrap();
+    assert!(hi.is_match(b"caf\xe9"));
+    assert!(!hi.is_match("café".as_bytes()));
+    assert!(Rx::compile("\\s*+;").unwrap().is_fancy());
+    assert!(!Rx::compile("(?i)union\\s+select").unwrap().is_fancy());
+    assert!(Rx::compile("(?|a)").is_err());
+    assert!(Rx::compile("\\x{100}").is_err());
+    assert!(Rx::compile("[z-a]").is_err());
+}
+
+#[test]
+fn rx_captures() {
+    let o = op("@rx (a)(x)?(b)");
+    let mut caps = vec![b"old".to_vec()];
+    assert!(o.matches(b"zab", &Env, Some(&mut caps)));
+    assert_eq!(caps, vec![b"ab".to_vec(), b"a".to_vec(), b"".to_vec(), b"b".to_vec()]);
+    // No match leaves captures alone.
+    assert!(!o.matches(b"zzz", &Env, Some(&mut caps)));
+    assert_eq!(caps.len(), 4);
+    let f = op("@rx (\\w)\\1(\\xe9)");
+    assert!(f.matches(b"-aa\xe9", &Env, Some(&mut caps)));
+    assert_eq!(caps, vec![b"aa\xe9".to_vec(), b"a".to_vec(), b"\xe9".to_vec()]);
+    // Only groups 0..=9.
+    let many = op("@rx (a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)");
+    assert!(many.matches(b"abcdefghijk", &Env, Some(&mut caps)));
+    assert_eq!(caps.len(), 10);
+}
+
+#[test]
+fn rx_with_macro_is_escaped_like_v2() {
+    assert!(m("!@rx ^%{tx.charsets}$", b"latin1"));
+    assert!(!m("!@rx ^%{tx.charsets}$", b"utf-8"));
+    assert!(!m("!@rx ^%{tx.charsets}$", b"iso-8859-1"));
+}
+
+#[test]
+fn pm() {
+    let o = op("@pm Foo bar");
+    assert!(o.matches(b"xxFOOyy", &Env, None));
+    assert!(!o.matches(b"", &Env, None));
+    assert!(!o.matches(b"fo", &Env, None));
+    let mut caps = vec![];
+    assert!(o.matches(b"BAR", &Env, Some(&mut caps)));
+    assert_eq!(caps, vec![b"bar".to_vec()]);
+    assert_eq!(o.phrases(), Some(&[b"Foo".to_vec(), b"bar".to_vec()][..]));
+    // |hex| blocks and escapes (parse_pm_content).
+    assert!(m("@pm A|42 43|D", b"xabcdx"));
+    assert!(m("@pm a\\;b", b"a;b"));
+    assert!(Operator::parse("@pm", Path::new(".")).is_err());
+}
+
+#[test]
+fn pm_from_file() {
+    let dir = std::env::temp_dir().join(format!("waf-ops-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.data"), "# comment\n\n  /etc/passwd  \nFFI\\\\CData\nbad \\n escape\n\"quoted\"\n").unwrap();
+    let o = Operator::parse("@pmFromFile a.data", &dir).unwrap();
+    assert_eq!(
+        o.phrases().unwrap(),
+        &[b"/etc/passwd".to_vec(), b"FFI\\CData".to_vec(), b"bad \\n escape".to_vec(), b"\"quoted\"".to_vec()][..]
+    );
+    assert!(o.matches(b"GET /ETC/PASSWD", &Env, None));
+    assert!(!o.matches(b"# comment", &Env, None));
+    assert_eq!(Operator::parse("@pmf a.data", &dir).unwrap().name(), "pmf");
+    assert!(Operator::parse("@pmFromFile missing.data", &dir).is_err());
+    std::fs::write(dir.join("ips.txt"), "# x\n10.0.0.0/8\n\n2001:db8::/32\n").unwrap();
+    let ip = Operator::parse("@ipMatchFromFile ips.txt", &dir).unwrap();
+    assert!(ip.matches(b"10.1.2.3", &Env, None));
+    assert!(ip.matches(b"2001:db8::1", &Env, None));
+    assert!(!ip.matches(b"11.0.0.1", &Env, None));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn string_operators() {
+    assert!(m("@streq abc", b"abc"));
+    assert!(!m("@streq abc", b"abcd"));
+    assert!(m("@contains b", b"abc"));
+    assert!(m("@contains", b"abc"));
+    assert!(m("@beginsWith ab", b"abc"));
+    assert!(!m("@beginsWith bc", b"abc"));
+    assert!(m("@endsWith bc", b"abc"));
+    assert!(m("@within %{tx.methods}", b"HEAD"));
+    assert!(!m("@within %{tx.methods}", b"PUT"));
+    assert!(m("@within abc", b""));
+    assert!(m("!@within %{tx.methods}", b"DELETE"));
+    // Reference manual: @containsWord "select" matches "-1 union select BENCHMARK..." but not "selection".
+    assert!(m("@containsWord select", b"-1 union select BENCHMARK(2142500,MD5(CHAR(115,113,108,109,97,112))) FROM wp_users"));
+    assert!(!m("@containsWord select", b"selection"));
+    assert!(m("@containsWord select", b"select"));
+    assert!(!m("@containsWord select", b"_select"));
+}
+
+#[test]
+fn numeric_operators() {
+    assert!(m("@eq 15", b"15"));
+    assert!(m("@eq 0", b"abc"));
+    assert!(m("@eq 15", b"  15abc"));
+    assert!(m("@gt %{tx.n}", b"6"));
+    assert!(!m("@gt %{tx.n}", b"5"));
+    assert!(m("@ge 5", b"5"));
+    assert!(m("@lt 5", b"-7"));
+    assert!(m("@le 5", b"+5"));
+    assert!(m("!@eq 1", b"2"));
+    assert_eq!(crate::operator::atoi(b"99999999999999999999"), -1);
+    assert_eq!(crate::operator::atoi(b"\t-12x"), -12);
+}
+
+#[test]
+fn ip_match() {
+    let o = op("@ipMatch 192.168.1.100,192.168.1.50, 10.10.50.0/24,2001:db8::/32");
+    assert!(o.matches(b"192.168.1.50", &Env, None));
+    assert!(o.matches(b"10.10.50.77", &Env, None));
+    assert!(!o.matches(b"10.10.51.1", &Env, None));
+    assert!(o.matches(b"2001:db8:1::5", &Env, None));
+    assert!(!o.matches(b"not an ip", &Env, None));
+    assert!(m("@ipMatch 0.0.0.0/0", b"8.8.8.8"));
+    assert!(Operator::parse("@ipMatch 1.2.3.4/33", Path::new(".")).is_err());
+}
+
+#[test]
+fn libinjection() {
+    // libinjection's own examples.
+    let o = op("@detectSQLi");
+    let mut caps = vec![];
+    assert!(o.matches(b"1' OR '1'='1", &Env, Some(&mut caps)));
+    assert_eq!(caps, vec![b"s&sos".to_vec()]);
+    assert!(o.matches(b"-1 UNION ALL SELECT 1,2,3--", &Env, None));
+    assert!(!o.matches(b"hello world", &Env, None));
+    assert!(!o.matches(b"", &Env, None));
+    let x = op("@detectXSS");
+    assert!(x.matches(b"<script>alert(1)</script>", &Env, None));
+    assert!(x.matches(b"<img src=x onerror=alert(1)>", &Env, None));
+    assert!(!x.matches(b"Hello, world!", &Env, None));
+}
+
+#[test]
+fn validators() {
+    let o = op("@validateByteRange 10,13,32-126");
+    assert!(!o.matches(b"Hello World\r\n", &Env, None));
+    assert!(o.matches(b"Hello\x00", &Env, None));
+    assert!(o.matches(b"\xff", &Env, None));
+    assert!(Operator::parse("@validateByteRange 1-300", Path::new(".")).is_err());
+    assert!(Operator::parse("@validateByteRange 9-1", Path::new(".")).is_err());
+    let u = op("@validateUrlEncoding");
+    assert!(!u.matches(b"a%20b%7E", &Env, None));
+    assert!(u.matches(b"a%2", &Env, None));
+    assert!(u.matches(b"a%zz", &Env, None));
+    let v = op("@validateUtf8Encoding");
+    assert!(!v.matches("héllo ✓ 😀".as_bytes(), &Env, None));
+    assert!(v.matches(b"\xc0\xaf", &Env, None));
+    assert!(v.matches(b"\xed\xa0\x80", &Env, None));
+    assert!(v.matches(b"\xe2\x82", &Env, None));
+    assert!(v.matches(b"\xf5\x80\x80\x80", &Env, None));
+    assert!(v.matches(b"\x80", &Env, None));
+    assert!(m("@unconditionalMatch", b""));
+    assert!(!m("@noMatch", b"x"));
+    assert!(!m("@geoLookup", b"1.2.3.4"));
+}
+
+#[test]
+fn translation_is_explicit_about_bytes() {
+    assert_eq!(translate(b"a[^\\s\\]]{2,}\\.", false).unwrap(), ("a[^[:space:]\\x5D]{2,}\\x2E".to_owned(), false));
+    assert_eq!(translate(b"x{,3}", false).unwrap().0, "x\\{\\x2C3\\}");
+}
+
+#[test]
+fn hostile_input_never_panics() {
+    let inputs: &[&[u8]] = &[
+        b"", b"%", b"%u", b"%uff", b"&", b"&#", b"&#x", b"\\", b"\\u12", b"/..", b"..", b"/", b"\\..\\",
+        b"\xf0\x9f", b"\xf4\x90\x80\x80", b"\xff\xfe\x00", b"/*", b"<!--", b"=", b"0x", b"\\0",
+    ];
+    let all = [
+        "base64Decode", "base64DecodeExt", "base64Encode", "cmdLine", "compressWhitespace", "cssDecode",
+        "escapeSeqDecode", "hexDecode", "hexEncode", "htmlEntityDecode", "jsDecode", "length", "lowercase", "md5",
+        "normalizePath", "normalizePathWin", "parityEven7bit", "parityOdd7bit", "parityZero7bit", "removeComments",
+        "removeCommentsChar", "removeNulls", "removeWhitespace", "replaceComments", "replaceNulls", "sha1",
+        "sqlHexDecode", "trim", "trimLeft", "trimRight", "uppercase", "urlDecode", "urlDecodeUni", "urlEncode",
+        "utf8toUnicode",
+    ];
+    // Pseudo-random bytes biased towards the characters the decoders care about.
+    let alphabet = b"%u/\\.&#x;0fF9aZ*-<>!+ \0\xc3\xa9\xff\xe2\x80";
+    let mut seed: u32 = 0x1234_5678;
+    let mut random = Vec::new();
+    for _ in 0..2000 {
+        let len = (seed % 24) as usize;
+        let mut v = Vec::with_capacity(len);
+        for _ in 0..len {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            v.push(alphabet[(seed >> 16) as usize % alphabet.len()]);
+        }
+        random.push(v);
+    }
+    for name in all {
+        let tf = Transform::parse(name).unwrap().unwrap();
+        for i in inputs.iter().copied().chain(random.iter().map(Vec::as_slice)) {
+            if let Some(out) = tf.apply(i) {
+                assert_ne!(out.as_slice(), i, "{name} returned Some for unchanged input");
+            }
+        }
+    }
+    for spec in ["@validateUtf8Encoding", "@validateUrlEncoding", "@detectSQLi", "@detectXSS", "@ipMatch ::1"] {
+        let o = op(spec);
+        for i in random.iter() {
+            let _ = o.matches(i, &Env, None);
+        }
+    }
+}
+
