@@ -120,8 +120,11 @@ impl Operator {
                     return Err("missing parameter for operator @pm".into());
                 }
                 let content = parse_pm_content(param.as_bytes()).unwrap_or_else(|| param.as_bytes().to_vec());
-                let phrases: Vec<Vec<u8>> =
-                    content.split(|&b| is_c_space(char::from(b))).filter(|p| !p.is_empty()).map(<[u8]>::to_vec).collect();
+                let phrases: Vec<Vec<u8>> = content
+                    .split(|&b| is_c_space(char::from(b)))
+                    .filter(|p| !p.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
                 ("pm", pm_kind(phrases)?)
             }
             "pmfromfile" | "pmf" => {

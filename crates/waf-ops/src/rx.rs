@@ -79,9 +79,7 @@ impl Rx {
                 let Ok(Some(caps)) = re.captures(&text) else { return false };
                 let last = (0..caps.len().min(10)).rev().find(|&i| caps.get(i).is_some()).unwrap_or(0);
                 out.clear();
-                out.extend(
-                    (0..=last).map(|i| caps.get(i).map(|m| from_latin1(m.as_str())).unwrap_or_default()),
-                );
+                out.extend((0..=last).map(|i| caps.get(i).map(|m| from_latin1(m.as_str())).unwrap_or_default()));
                 true
             }
         }
@@ -506,11 +504,7 @@ impl Tr<'_> {
                 Ok(Some(b))
             }
             Esc::Set(s, false) => {
-                if s.starts_with("[:") {
-                    self.out.push_str(s);
-                } else {
-                    self.out.push_str(s);
-                }
+                self.out.push_str(s);
                 Ok(None)
             }
             Esc::Set(s, true) => {

@@ -246,10 +246,7 @@ fn hex_and_digests() {
     assert_eq!(t("length", b"TestCase"), b"8");
     assert_eq!(t("length", b""), b"0");
     // RFC 3174 / RFC 1321 test vectors.
-    assert_eq!(
-        t("sha1", b"abc"),
-        b"\xa9\x99\x3e\x36\x47\x06\x81\x6a\xba\x3e\x25\x71\x78\x50\xc2\x6c\x9c\xd0\xd8\x9d"
-    );
+    assert_eq!(t("sha1", b"abc"), b"\xa9\x99\x3e\x36\x47\x06\x81\x6a\xba\x3e\x25\x71\x78\x50\xc2\x6c\x9c\xd0\xd8\x9d");
     assert_eq!(t("md5", b"abc"), b"\x90\x01\x50\x98\x3c\xd2\x4f\xb0\xd6\x96\x3f\x7d\x28\xe1\x7f\x72");
     assert_eq!(t("urlEncode", b"a b&c*"), b"a+b%26c*");
 }
@@ -366,7 +363,8 @@ fn pm() {
 fn pm_from_file() {
     let dir = std::env::temp_dir().join(format!("waf-ops-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.data"), "# comment\n\n  /etc/passwd  \nFFI\\\\CData\nbad \\n escape\n\"quoted\"\n").unwrap();
+    std::fs::write(dir.join("a.data"), "# comment\n\n  /etc/passwd  \nFFI\\\\CData\nbad \\n escape\n\"quoted\"\n")
+        .unwrap();
     let o = Operator::parse("@pmFromFile a.data", &dir).unwrap();
     assert_eq!(
         o.phrases().unwrap(),
@@ -398,7 +396,10 @@ fn string_operators() {
     assert!(m("@within abc", b""));
     assert!(m("!@within %{tx.methods}", b"DELETE"));
     // Reference manual: @containsWord "select" matches "-1 union select BENCHMARK..." but not "selection".
-    assert!(m("@containsWord select", b"-1 union select BENCHMARK(2142500,MD5(CHAR(115,113,108,109,97,112))) FROM wp_users"));
+    assert!(m(
+        "@containsWord select",
+        b"-1 union select BENCHMARK(2142500,MD5(CHAR(115,113,108,109,97,112))) FROM wp_users"
+    ));
     assert!(!m("@containsWord select", b"selection"));
     assert!(m("@containsWord select", b"select"));
     assert!(!m("@containsWord select", b"_select"));
@@ -480,15 +481,63 @@ fn translation_is_explicit_about_bytes() {
 #[test]
 fn hostile_input_never_panics() {
     let inputs: &[&[u8]] = &[
-        b"", b"%", b"%u", b"%uff", b"&", b"&#", b"&#x", b"\\", b"\\u12", b"/..", b"..", b"/", b"\\..\\",
-        b"\xf0\x9f", b"\xf4\x90\x80\x80", b"\xff\xfe\x00", b"/*", b"<!--", b"=", b"0x", b"\\0",
+        b"",
+        b"%",
+        b"%u",
+        b"%uff",
+        b"&",
+        b"&#",
+        b"&#x",
+        b"\\",
+        b"\\u12",
+        b"/..",
+        b"..",
+        b"/",
+        b"\\..\\",
+        b"\xf0\x9f",
+        b"\xf4\x90\x80\x80",
+        b"\xff\xfe\x00",
+        b"/*",
+        b"<!--",
+        b"=",
+        b"0x",
+        b"\\0",
     ];
     let all = [
-        "base64Decode", "base64DecodeExt", "base64Encode", "cmdLine", "compressWhitespace", "cssDecode",
-        "escapeSeqDecode", "hexDecode", "hexEncode", "htmlEntityDecode", "jsDecode", "length", "lowercase", "md5",
-        "normalizePath", "normalizePathWin", "parityEven7bit", "parityOdd7bit", "parityZero7bit", "removeComments",
-        "removeCommentsChar", "removeNulls", "removeWhitespace", "replaceComments", "replaceNulls", "sha1",
-        "sqlHexDecode", "trim", "trimLeft", "trimRight", "uppercase", "urlDecode", "urlDecodeUni", "urlEncode",
+        "base64Decode",
+        "base64DecodeExt",
+        "base64Encode",
+        "cmdLine",
+        "compressWhitespace",
+        "cssDecode",
+        "escapeSeqDecode",
+        "hexDecode",
+        "hexEncode",
+        "htmlEntityDecode",
+        "jsDecode",
+        "length",
+        "lowercase",
+        "md5",
+        "normalizePath",
+        "normalizePathWin",
+        "parityEven7bit",
+        "parityOdd7bit",
+        "parityZero7bit",
+        "removeComments",
+        "removeCommentsChar",
+        "removeNulls",
+        "removeWhitespace",
+        "replaceComments",
+        "replaceNulls",
+        "sha1",
+        "sqlHexDecode",
+        "trim",
+        "trimLeft",
+        "trimRight",
+        "uppercase",
+        "urlDecode",
+        "urlDecodeUni",
+        "urlEncode",
         "utf8toUnicode",
     ];
     // Pseudo-random bytes biased towards the characters the decoders care about.
@@ -519,4 +568,3 @@ fn hostile_input_never_panics() {
         }
     }
 }
-

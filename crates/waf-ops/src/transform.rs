@@ -279,9 +279,10 @@ fn trim(input: &[u8], left: bool, right: bool) -> Option<Vec<u8>> {
 
 fn compress_whitespace(input: &[u8]) -> Option<Vec<u8>> {
     // Unchanged iff every whitespace run is a single ' '.
-    let needs = input.iter().enumerate().any(|(i, &b)| {
-        is_space_nbsp(b) && (b != b' ' || input.get(i + 1).is_some_and(|&n| is_space_nbsp(n)))
-    });
+    let needs = input
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| is_space_nbsp(b) && (b != b' ' || input.get(i + 1).is_some_and(|&n| is_space_nbsp(n))));
     if !needs {
         return None;
     }
@@ -793,7 +794,8 @@ fn normalize_path(input: &[u8], win: bool) -> Option<Vec<u8>> {
     }
     let is_sep = |b: u8| b == b'/' || (win && b == b'\\');
     let end: isize = len - 1;
-    let get = |buf: &Vec<u8>, k: isize| -> u8 { usize::try_from(k).ok().and_then(|k| buf.get(k).copied()).unwrap_or(0) };
+    let get =
+        |buf: &Vec<u8>, k: isize| -> u8 { usize::try_from(k).ok().and_then(|k| buf.get(k).copied()).unwrap_or(0) };
     let relative = !is_sep(get(&buf, 0));
     let trailing = is_sep(get(&buf, end));
     let (mut src, mut dst): (isize, isize) = (0, 0);

@@ -1,5 +1,6 @@
 //! Every operator and transformation the CRS (v4 in /work/shared/data/crs, 3.3 in /usr/share/modsecurity-crs)
 //! uses must parse, and every @rx must compile.
+#![allow(clippy::unwrap_used)]
 
 use palisade_waf_ops::{MacroEnv, Operator, Transform};
 use std::path::{Path, PathBuf};
