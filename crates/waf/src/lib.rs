@@ -1,1 +1,80 @@
-//! (being written)
+//! Palisade WAF: a ModSecurity SecLang parser and rule engine, large enough to run the OWASP Core Rule Set (v4 and
+//! 3.3) as written and to decide as ModSecurity v2 does (Coraza where v2 is unclear).
+//!
+//! It is for: loading `.conf` files ([`RuleSet::load`]), compiling them once, and running one [`Transaction`] per
+//! HTTP request through phases 1-5, returning an [`Intervention`] when a rule denies. It is not for: HTTP itself,
+//! the proxy, audit log files, or persistent collections. `IP`, `GLOBAL`, `SESSION`, `USER` and `RESOURCE` live for
+//! one transaction only (`initcol`, `setsid`, `expirevar`, `deprecatevar` are accepted and do nothing).
+//! Operators and transformations come from `palisade-waf-ops`; request body parsing from `palisade-waf-body`.
+
+mod compile;
+mod config;
+mod macros;
+mod rule;
+mod tx;
+mod vars;
+
+use std::path::PathBuf;
+
+pub use compile::RuleSet;
+pub use tx::Transaction;
+
+/// A configuration that could not be loaded: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {reason}", file.display())]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub reason: String,
+}
+
+/// `SecRuleEngine`: whether rules run, and whether they may interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineMode {
+    On,
+    DetectionOnly,
+    Off,
+}
+
+/// The request line and headers, as received (nothing decoded).
+#[derive(Debug, Clone)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// The raw request target, query included.
+    pub uri: &'a [u8],
+    /// e.g. "HTTP/1.1".
+    pub protocol: &'a str,
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+}
+
+/// A rule (for a chain: the whole chain, reported with its first rule's id) that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub id: u32,
+    pub phase: u8,
+    /// `msg` with macros expanded.
+    pub msg: String,
+    /// `logdata` with macros expanded (empty when the rule has none).
+    pub logdata: String,
+    /// The variable that matched, e.g. "ARGS:id".
+    pub var_name: String,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+    /// False for `nolog` rules (ModSecurity would not write them to the error log).
+    pub log: bool,
+}
+
+/// What the engine decided to do with the request (deny, drop, redirect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intervention {
+    pub status: u16,
+    pub rule_id: u32,
+    pub msg: String,
+    /// `Some(url)` for `redirect`.
+    pub redirect: Option<String>,
+    /// True for `drop` (close the connection).
+    pub drop: bool,
+}
+
+#[cfg(test)]
+mod tests;

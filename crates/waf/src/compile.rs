@@ -1,0 +1,488 @@
+//! From directives to a [`RuleSet`]: rules compiled once (operators, variable selectors, transformation chains
+//! interned in a trie so a transaction can cache transformed values per chain prefix), per-phase rule lists with
+//! SecMarkers in every phase, and load-time exclusions (SecRuleRemove*, SecRuleUpdate*) already applied.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use palisade_waf_ops::Operator;
+
+use crate::config::{self, Directive};
+use crate::rule::{parse_actions, parse_engine_mode, parse_id_ranges, ActionSet, Disruptive, RawAction, Rule};
+use crate::vars::parse_targets;
+use crate::{EngineMode, LoadError, Transaction};
+
+/// A compiled rule set; immutable, `Send + Sync`, shared with `Arc` between requests.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    /// Per phase (index 0 = phase 1): indexes into `rules`, markers included in every phase.
+    pub(crate) phases: [Vec<usize>; 5],
+    pub(crate) engine_mode: EngineMode,
+    pub(crate) request_body_access: bool,
+    pub(crate) response_body_access: bool,
+    pub(crate) request_body_limit: u64,
+    pub(crate) response_mime_types: Vec<String>,
+    /// Number of nodes of the transformation trie (cache keys are below it).
+    pub(crate) tchain_nodes: usize,
+}
+
+impl RuleSet {
+    /// Parse and compile `files` in order (each may `Include` more, relative to its own directory), then the
+    /// `inline` directives. On error nothing is returned but the error: a caller's previous set stays in use.
+    pub fn load(files: &[PathBuf], inline: &str) -> Result<RuleSet, LoadError> {
+        let mut dirs = Vec::new();
+        for f in files {
+            config::load_file(f, 0, &mut dirs)?;
+        }
+        if !inline.trim().is_empty() {
+            let origin = Path::new("<inline>");
+            let base = std::env::current_dir().unwrap_or_default();
+            config::parse_text(inline, origin, &base, 0, &mut dirs)?;
+        }
+        Builder::default().build(dirs)
+    }
+
+    /// Compile SecLang text (`origin` names it in errors; includes resolve against the current directory).
+    pub fn parse_str(src: &str, origin: &str) -> Result<RuleSet, LoadError> {
+        let mut dirs = Vec::new();
+        let base = std::env::current_dir().unwrap_or_default();
+        config::parse_text(src, Path::new(origin), &base, 0, &mut dirs)?;
+        Builder::default().build(dirs)
+    }
+
+    pub fn engine_mode(&self) -> EngineMode {
+        self.engine_mode
+    }
+
+    pub fn request_body_access(&self) -> bool {
+        self.request_body_access
+    }
+
+    pub fn response_body_access(&self) -> bool {
+        self.response_body_access
+    }
+
+    pub fn request_body_limit(&self) -> u64 {
+        self.request_body_limit
+    }
+
+    /// Number of rules (a chain counts once; markers do not count).
+    pub fn rule_count(&self) -> usize {
+        self.rules.iter().filter(|r| r.marker.is_none()).count()
+    }
+
+    /// Start a transaction for one request.
+    pub fn transaction(&self, unique_id: &str, remote_addr: std::net::IpAddr) -> Transaction<'_> {
+        Transaction::new(self, unique_id, remote_addr)
+    }
+}
+
+struct Builder {
+    rules: Vec<Rule>,
+    defaults: [Vec<RawAction>; 5],
+    engine_mode: EngineMode,
+    request_body_access: bool,
+    response_body_access: bool,
+    request_body_limit: u64,
+    response_mime_types: Vec<String>,
+    trie: HashMap<(usize, String), usize>,
+    /// The last rule had `chain`: the next SecRule joins it.
+    chain_open: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            rules: Vec::new(),
+            defaults: Default::default(),
+            engine_mode: EngineMode::Off,
+            request_body_access: false,
+            response_body_access: false,
+            request_body_limit: 13_107_200,
+            response_mime_types: vec!["text/plain".into(), "text/html".into()],
+            trie: HashMap::new(),
+            chain_open: false,
+        }
+    }
+}
+
+/// Directives accepted and ignored: they configure logging, storage or limits that do not change decisions here.
+const IGNORED: &[&str] = &[
+    "seccomponentsignature",
+    "seccollectiontimeout",
+    "secrequestbodyinmemorylimit",
+    "secrequestbodynofileslimit",
+    "secrequestbodylimitaction",
+    "secresponsebodylimit",
+    "secresponsebodylimitaction",
+    "secdatadir",
+    "sectmpdir",
+    "secuploaddir",
+    "secuploadkeepfiles",
+    "secuploadfilemode",
+    "secuploadfilelimit",
+    "secdebuglog",
+    "secdebugloglevel",
+    "secauditengine",
+    "secauditlog",
+    "secauditlog2",
+    "secauditlogparts",
+    "secauditlogrelevantstatus",
+    "secauditlogtype",
+    "secauditlogformat",
+    "secauditlogstoragedir",
+    "secauditlogdirmode",
+    "secauditlogfilemode",
+    "secargumentseparator",
+    "seccookieformat",
+    "secunicodemapfile",
+    "secunicodecodepage",
+    "secstatusengine",
+    "secpcrematchlimit",
+    "secpcrematchlimitrecursion",
+    "secserversignature",
+    "secwebappid",
+    "sectmpsaveuploadedfiles",
+    "secxmlexternalentity",
+    "secrequestbodyjsondepthlimit",
+    "secargumentslimit",
+    "sechashengine",
+    "sechashkey",
+    "sechashparam",
+    "sechashmethodrx",
+    "sechashmethodpm",
+    "secgeolookupdb",
+    "secsensorid",
+    "seccontentinjection",
+    "secstreamoutbodyinspection",
+    "secstreaminbodyinspection",
+    "secconnengine",
+    "secinterceptonerror",
+    "secremoterulesfailaction",
+    "secrulescript",
+    "secruleperftime",
+    "secdisablebackendcompression",
+    "secchrootdir",
+    "secgsblookupdb",
+    "secguardianlog",
+    "secreadstatelimit",
+    "secwritestatelimit",
+    "seccacheTransformations",
+    "seccachetransformations",
+    "secresponsebodymimetypesclear",
+];
+
+impl Builder {
+    fn build(mut self, dirs: Vec<Directive>) -> Result<RuleSet, LoadError> {
+        for d in &dirs {
+            self.directive(d).map_err(|reason| LoadError { file: (*d.file).clone(), line: d.line, reason })?;
+        }
+        if self.chain_open {
+            if let Some(last) = dirs.last() {
+                return Err(LoadError {
+                    file: (*last.file).clone(),
+                    line: last.line,
+                    reason: "the last rule starts a chain that has no next rule".into(),
+                });
+            }
+        }
+        let mut phases: [Vec<usize>; 5] = Default::default();
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.marker.is_some() {
+                for p in phases.iter_mut() {
+                    p.push(i);
+                }
+            } else if let Some(p) = phases.get_mut(usize::from(r.phase.saturating_sub(1))) {
+                p.push(i);
+            }
+        }
+        Ok(RuleSet {
+            rules: self.rules,
+            phases,
+            engine_mode: self.engine_mode,
+            request_body_access: self.request_body_access,
+            response_body_access: self.response_body_access,
+            request_body_limit: self.request_body_limit,
+            response_mime_types: self.response_mime_types,
+            tchain_nodes: self.trie.len() + 1,
+        })
+    }
+
+    fn directive(&mut self, d: &Directive) -> Result<(), String> {
+        let name = d.name.to_ascii_lowercase();
+        let args = &d.args;
+        let one = || -> Result<&str, String> {
+            match args.as_slice() {
+                [a] => Ok(a.as_str()),
+                _ => Err(format!("{} takes exactly one argument", d.name)),
+            }
+        };
+        if self.chain_open && name != "secrule" {
+            return Err(format!("{} follows a rule with `chain`; a SecRule must come next", d.name));
+        }
+        match name.as_str() {
+            "secrule" => {
+                let (vars, op, actions) = match args.as_slice() {
+                    [v, o] => (v, o, ""),
+                    [v, o, a] => (v, o, a.as_str()),
+                    _ => return Err("SecRule takes 2 or 3 arguments: VARIABLES OPERATOR [ACTIONS]".into()),
+                };
+                self.add_rule(d, Some((vars, op)), actions)?;
+            }
+            "secaction" => {
+                let a = one()?;
+                self.add_rule(d, None, a)?;
+            }
+            "secmarker" => {
+                let m = one()?;
+                self.rules.push(self.blank_rule(d, 0, Some(m.to_string())));
+            }
+            "secdefaultaction" => {
+                let acts = parse_actions(one()?)?;
+                let mut set = ActionSet::default();
+                set.apply(&acts)?;
+                let phase = set.phase.ok_or("SecDefaultAction needs a phase")?;
+                if set.disruptive.is_none() {
+                    return Err("SecDefaultAction needs a disruptive action".into());
+                }
+                let keep: Vec<RawAction> = acts.into_iter().filter(|a| a.name != "phase" && a.name != "id").collect();
+                if let Some(slot) = self.defaults.get_mut(usize::from(phase - 1)) {
+                    *slot = keep;
+                }
+            }
+            "secruleengine" => self.engine_mode = parse_engine_mode(one()?)?,
+            "secrequestbodyaccess" => self.request_body_access = on_off(one()?)?,
+            "secresponsebodyaccess" => self.response_body_access = on_off(one()?)?,
+            "secrequestbodylimit" => {
+                let v = one()?;
+                self.request_body_limit = v.parse().map_err(|_| format!("invalid SecRequestBodyLimit {v}"))?;
+            }
+            "secresponsebodymimetype" => {
+                self.response_mime_types = args.iter().map(|a| a.to_ascii_lowercase()).collect();
+            }
+            "secruleremovebyid" => {
+                let mut ranges = Vec::new();
+                for a in args {
+                    ranges.extend(parse_id_ranges(a)?);
+                }
+                self.rules.retain(|r| r.marker.is_some() || !ranges.iter().any(|x| x.contains(&r.id)));
+            }
+            "secruleremovebytag" => {
+                let t = one()?;
+                let re = regex::Regex::new(t).map_err(|e| format!("bad tag regex: {e}"))?;
+                self.rules.retain(|r| r.marker.is_some() || !r.tags.iter().any(|x| re.is_match(x)));
+            }
+            "secruleremovebymsg" => {
+                let t = one()?;
+                let re = regex::Regex::new(t).map_err(|e| format!("bad msg regex: {e}"))?;
+                self.rules.retain(|r| {
+                    r.marker.is_some() || !r.msg.as_ref().and_then(|m| m.literal()).is_some_and(|m| re.is_match(&String::from_utf8_lossy(m)))
+                });
+            }
+            "secruleupdatetargetbyid" | "secruleupdatetargetbytag" | "secruleupdatetargetbymsg" => {
+                let (sel, targets, replace) = match args.as_slice() {
+                    [s, t] => (s, t, None),
+                    [s, t, r] => (s, t, Some(r)),
+                    _ => return Err(format!("{} takes 2 or 3 arguments", d.name)),
+                };
+                let new = parse_targets(targets)?;
+                let by_id = name == "secruleupdatetargetbyid";
+                let by_tag = name == "secruleupdatetargetbytag";
+                let ranges = if by_id { parse_id_ranges(sel)? } else { Vec::new() };
+                let re = if by_id { None } else { Some(regex::Regex::new(sel).map_err(|e| format!("bad regex: {e}"))?) };
+                let replace = match replace {
+                    Some(r) => Some(parse_targets(r)?),
+                    None => None,
+                };
+                for r in self.rules.iter_mut().filter(|r| r.marker.is_none()) {
+                    let hit = if by_id {
+                        ranges.iter().any(|x| x.contains(&r.id))
+                    } else if by_tag {
+                        r.tags.iter().any(|t| re.as_ref().is_some_and(|re| re.is_match(t)))
+                    } else {
+                        r.msg.as_ref().and_then(|m| m.literal()).is_some_and(|m| {
+                            re.as_ref().is_some_and(|re| re.is_match(&String::from_utf8_lossy(m)))
+                        })
+                    };
+                    if !hit || r.op.is_none() {
+                        continue;
+                    }
+                    if let Some(old) = &replace {
+                        let old_names: Vec<String> = old.iter().map(target_text).collect();
+                        r.targets.retain(|t| !old_names.contains(&target_text(t)));
+                    }
+                    r.targets.extend(new.iter().cloned().map(Arc::new));
+                }
+            }
+            "secruleupdateactionbyid" => {
+                let [sel, acts] = args.as_slice() else {
+                    return Err("SecRuleUpdateActionById takes 2 arguments".into());
+                };
+                let id: u32 = sel.split(':').next().unwrap_or("").parse().map_err(|_| format!("invalid rule id {sel}"))?;
+                let acts = parse_actions(acts)?;
+                let mut set = ActionSet::default();
+                set.apply(&acts)?;
+                let Some(r) = self.rules.iter_mut().find(|r| r.marker.is_none() && r.id == id) else {
+                    return Err(format!("SecRuleUpdateActionById: no rule {id}"));
+                };
+                if let Some(dis) = set.disruptive {
+                    r.disruptive = Some(dis);
+                }
+                if set.status.is_some() {
+                    r.status = set.status;
+                }
+                if set.msg.is_some() {
+                    r.msg = set.msg;
+                }
+                if set.logdata.is_some() {
+                    r.logdata = set.logdata;
+                }
+                if set.severity.is_some() {
+                    r.severity = set.severity;
+                }
+                if let Some(l) = set.log {
+                    r.log = l;
+                }
+                r.tags.extend(set.tags);
+                r.effects.extend(set.effects);
+            }
+            n if IGNORED.contains(&n) => {}
+            _ => return Err(format!("unknown directive {}", d.name)),
+        }
+        Ok(())
+    }
+
+    fn blank_rule(&self, d: &Directive, phase: u8, marker: Option<String>) -> Rule {
+        Rule {
+            id: 0,
+            phase,
+            file: d.file.clone(),
+            line: d.line,
+            marker,
+            targets: Vec::new(),
+            op: None,
+            transforms: Vec::new(),
+            tchain: Vec::new(),
+            multi_match: false,
+            capture: false,
+            disruptive: None,
+            default_disruptive: Disruptive::Pass,
+            status: None,
+            skip: 0,
+            skip_after: None,
+            effects: Vec::new(),
+            msg: None,
+            logdata: None,
+            tags: Vec::new(),
+            severity: None,
+            log: true,
+            chain: None,
+            has_chain_flag: false,
+            rev: String::new(),
+            ver: String::new(),
+        }
+    }
+
+    fn add_rule(&mut self, d: &Directive, secrule: Option<(&String, &String)>, actions: &str) -> Result<(), String> {
+        let own = parse_actions(actions)?;
+        let is_child = self.chain_open;
+        // The phase decides which SecDefaultAction applies; a chained rule runs in its starter's phase.
+        let mut probe = ActionSet::default();
+        for a in own.iter().filter(|a| a.name == "phase") {
+            probe.apply(std::slice::from_ref(a))?;
+        }
+        let starter_phase = if is_child { self.rules.last().map(|r| r.phase) } else { None };
+        if is_child && probe.phase.is_some() {
+            return Err("a chained rule cannot set a phase".into());
+        }
+        let phase = starter_phase.or(probe.phase).unwrap_or(2);
+        let defaults = self.defaults.get(usize::from(phase - 1)).cloned().unwrap_or_default();
+        let mut set = ActionSet::default();
+        set.apply(&defaults)?;
+        let default_disruptive = set.disruptive.clone().unwrap_or(Disruptive::Pass);
+        let default_log = set.log;
+        let default_status = set.status;
+        // Defaults contribute transformations, logging, status and the disruptive action; the rule's own override.
+        set.apply(&own)?;
+        let mut rule = self.blank_rule(d, phase, None);
+        if let Some((vars, op)) = secrule {
+            rule.targets = parse_targets(vars)?.into_iter().map(Arc::new).collect();
+            let base = d.file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let base = if base.as_os_str().is_empty() { std::env::current_dir().unwrap_or_default() } else { base };
+            rule.op = Some(Operator::parse(op, &base)?);
+        }
+        if is_child {
+            if set.id.is_some() && own.iter().any(|a| a.name == "id") {
+                return Err("a chained rule cannot have an id".into());
+            }
+            if own.iter().any(|a| {
+                matches!(a.name.as_str(), "deny" | "drop" | "allow" | "block" | "redirect" | "skipafter" | "skip")
+            }) {
+                return Err("a chained rule cannot have disruptive or flow actions".into());
+            }
+        } else {
+            let id = set.id.ok_or("rule has no id")?;
+            if self.rules.iter().any(|r| r.marker.is_none() && r.id == id) {
+                return Err(format!("duplicate rule id {id}"));
+            }
+            rule.id = id;
+        }
+        rule.tchain = self.intern_chain(&set.transforms);
+        rule.transforms = set.transforms.into_iter().map(|(_, t)| t).collect();
+        rule.multi_match = set.multi_match;
+        rule.capture = set.capture;
+        rule.disruptive = set.disruptive;
+        rule.default_disruptive = default_disruptive;
+        rule.status = set.status.or(default_status);
+        rule.skip = set.skip;
+        rule.skip_after = set.skip_after;
+        rule.effects = set.effects;
+        rule.msg = set.msg;
+        rule.logdata = set.logdata;
+        rule.tags = set.tags;
+        rule.severity = set.severity;
+        rule.log = set.log.or(default_log).unwrap_or(true);
+        rule.has_chain_flag = set.chain;
+        rule.rev = set.rev;
+        rule.ver = set.ver;
+        if is_child {
+            let Some(tail) = self.rules.last_mut() else {
+                return Err("chained rule without a starter".into());
+            };
+            let mut slot = &mut tail.chain;
+            while let Some(next) = slot {
+                slot = &mut next.chain;
+            }
+            *slot = Some(Box::new(rule));
+        } else {
+            self.rules.push(rule);
+        }
+        self.chain_open = set.chain;
+        Ok(())
+    }
+
+    fn intern_chain(&mut self, ts: &[(String, palisade_waf_ops::Transform)]) -> Vec<usize> {
+        let mut node = 0usize;
+        let mut out = Vec::with_capacity(ts.len());
+        for (name, _) in ts {
+            let next = self.trie.len() + 1;
+            node = *self.trie.entry((node, name.clone())).or_insert(next);
+            out.push(node);
+        }
+        out
+    }
+}
+
+fn target_text(t: &crate::vars::Target) -> String {
+    format!("{}{}:{}", if t.count { "&" } else { "" }, t.var.name(), t.key_text.to_ascii_lowercase())
+}
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected On or Off, got {v}")),
+    }
+}

@@ -1,0 +1,87 @@
+//! Macro strings (`tx.%{rule.id}-x=%{MATCHED_VAR}`), split once at load into literal parts and variable references
+//! that the transaction resolves at run time. A reference to an unknown variable stays literal text.
+
+use crate::vars::{Key, Var};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Part {
+    Lit(Vec<u8>),
+    Ref(Var, Key),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MacroStr {
+    pub(crate) parts: Vec<Part>,
+}
+
+impl MacroStr {
+    pub(crate) fn parse(s: &str) -> MacroStr {
+        let mut parts = Vec::new();
+        let mut lit = Vec::new();
+        let mut rest = s;
+        while let Some(pos) = rest.find("%{") {
+            lit.extend_from_slice(rest.get(..pos).unwrap_or("").as_bytes());
+            let after = rest.get(pos + 2..).unwrap_or("");
+            let Some(end) = after.find('}') else {
+                lit.extend_from_slice(rest.get(pos..).unwrap_or("").as_bytes());
+                rest = "";
+                break;
+            };
+            let inner = after.get(..end).unwrap_or("");
+            match parse_ref(inner) {
+                Some(part) => {
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    parts.push(part);
+                }
+                None => lit.extend_from_slice(rest.get(pos..pos + 3 + end).unwrap_or("").as_bytes()),
+            }
+            rest = after.get(end + 1..).unwrap_or("");
+        }
+        lit.extend_from_slice(rest.as_bytes());
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        MacroStr { parts }
+    }
+
+    /// The text when it contains no variable reference.
+    pub(crate) fn literal(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Lit(l)] => Some(l),
+            _ => None,
+        }
+    }
+}
+
+fn parse_ref(inner: &str) -> Option<Part> {
+    let (name, key) = match inner.find(['.', ':']) {
+        Some(i) => (inner.get(..i)?, Some(inner.get(i + 1..)?)),
+        None => (inner, None),
+    };
+    let var = Var::lookup(name)?;
+    let key = match key {
+        Some(k) => Key::Name(k.to_ascii_lowercase().into_bytes()),
+        None => Key::All,
+    };
+    Some(Part::Ref(var, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_literals_and_references() {
+        let m = MacroStr::parse("tx.%{rule.id}-x=%{MATCHED_VAR}%{nope}%{tx.a");
+        assert_eq!(m.parts.len(), 5);
+        assert!(matches!(&m.parts[0], Part::Lit(l) if l == b"tx."));
+        assert!(matches!(&m.parts[1], Part::Ref(Var::Coll(_), Key::Name(k)) if k == b"id"));
+        assert!(matches!(&m.parts[2], Part::Lit(l) if l == b"-x="));
+        assert!(matches!(&m.parts[3], Part::Ref(Var::Scalar(_), Key::All)));
+        assert!(matches!(&m.parts[4], Part::Lit(l) if l == b"%{nope}%{tx.a"));
+        assert_eq!(MacroStr::parse("plain").literal(), Some(&b"plain"[..]));
+    }
+}

@@ -1,0 +1,316 @@
+//! Engine tests on small hand-written rule sets: each action and variable family, errors, anomaly scoring.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::{EngineMode, RequestHead, RuleSet, Transaction};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
+
+fn rs(src: &str) -> RuleSet {
+    match RuleSet::parse_str(src, "test.conf") {
+        Ok(r) => r,
+        Err(e) => panic!("load failed: {e}"),
+    }
+}
+
+fn head<'a>(method: &'a str, uri: &'a str, headers: &[(&'a str, &'a str)]) -> RequestHead<'a> {
+    RequestHead {
+        method,
+        uri: uri.as_bytes(),
+        protocol: "HTTP/1.1",
+        headers: headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect(),
+    }
+}
+
+fn run<'a>(set: &'a RuleSet, uri: &str, headers: &[(&str, &str)], body: &str) -> Transaction<'a> {
+    let mut tx = set.transaction("id-1", LOCAL);
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    tx.process_request_headers(&head(method, uri, headers));
+    tx.process_request_body(body.as_bytes());
+    tx
+}
+
+fn ids(tx: &Transaction<'_>) -> Vec<u32> {
+    tx.matches().iter().map(|m| m.id).collect()
+}
+
+#[test]
+fn load_errors_name_file_and_line() {
+    let e = RuleSet::parse_str("SecRuleEngine On\n\nSecRule ARGS \"@rx a\" \"id:1,frob\"\n", "x.conf").unwrap_err();
+    assert_eq!(e.to_string(), "x.conf:3: unknown action frob");
+    let e = RuleSet::parse_str("SecFoo bar\n", "y.conf").unwrap_err();
+    assert_eq!((e.line, e.reason.as_str()), (1, "unknown directive SecFoo"));
+    let e = RuleSet::parse_str("SecRule NOPE \"@rx a\" \"id:1\"", "y.conf").unwrap_err();
+    assert_eq!(e.reason, "unknown variable NOPE");
+    let e = RuleSet::parse_str("SecRule ARGS \"@nope a\" \"id:1\"", "y.conf").unwrap_err();
+    assert_eq!(e.line, 1);
+    let e = RuleSet::parse_str("SecRule ARGS \"@rx a\" \"id:1\"\nSecRule ARGS \"@rx b\" \"id:1\"", "y.conf").unwrap_err();
+    assert_eq!((e.line, e.reason.as_str()), (2, "duplicate rule id 1"));
+    let e = RuleSet::parse_str("SecRule ARGS \"@rx a\" \"id:1,chain\"\n", "y.conf").unwrap_err();
+    assert!(e.reason.contains("chain"), "{e}");
+    let e = RuleSet::parse_str("SecRule ARGS \"@rx a\" \\\n  \"id:1,\\\n  phase:9\"\nX", "y.conf").unwrap_err();
+    assert_eq!((e.line, e.reason.as_str()), (1, "invalid phase 9"));
+}
+
+#[test]
+fn include_with_glob_is_relative_to_the_including_file() {
+    let dir = std::env::temp_dir().join(format!("waf-inc-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("main.conf"), "SecRuleEngine On\nInclude rules/*.conf\n").unwrap();
+    std::fs::write(dir.join("rules/a.conf"), "SecAction \"id:1,phase:1,pass,setvar:tx.a=1\"\n").unwrap();
+    std::fs::write(dir.join("rules/b.conf"), "SecAction \"id:2,phase:1,pass,setvar:tx.b=%{tx.a}\"\n").unwrap();
+    std::fs::write(dir.join("rules/c.conf.example"), "garbage\n").unwrap();
+    let set = RuleSet::load(&[dir.join("main.conf")], "SecAction \"id:3,phase:1,pass,setvar:tx.c=3\"").unwrap();
+    assert_eq!(set.rule_count(), 3);
+    let tx = run(&set, "/", &[], "");
+    assert_eq!(ids(&tx), [1, 2, 3]);
+    assert_eq!(tx.var("tx.b").as_deref(), Some("1"));
+    std::fs::write(dir.join("rules/b.conf"), "SecAction \"id:2,phase:1,pass,\n").unwrap();
+    let e = RuleSet::load(&[dir.join("main.conf")], "").unwrap_err();
+    assert_eq!(e.file, dir.join("rules/b.conf"));
+    assert_eq!(e.line, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn deny_intervenes_in_on_mode_only() {
+    let src = "SecRuleEngine On\nSecRule ARGS:q \"@rx evil\" \"id:10,phase:1,deny,status:406,msg:'bad %{MATCHED_VAR_NAME}'\"\n\
+               SecAction \"id:11,phase:1,pass\"";
+    let set = rs(src);
+    let mut tx = set.transaction("u", LOCAL);
+    let iv = tx.process_request_headers(&head("GET", "/?q=very+evil", &[])).unwrap();
+    assert_eq!((iv.status, iv.rule_id, iv.msg.as_str()), (406, 10, "bad ARGS:q"));
+    assert_eq!(ids(&tx), [10]);
+    assert_eq!(tx.process_request_body(b""), None);
+    let mut tx = set.transaction("u", LOCAL);
+    tx.set_engine_mode(EngineMode::DetectionOnly);
+    assert_eq!(tx.process_request_headers(&head("GET", "/?q=evil", &[])), None);
+    assert_eq!(ids(&tx), [10, 11]);
+    let off = rs(&src.replace("SecRuleEngine On", "SecRuleEngine Off"));
+    assert!(ids(&run(&off, "/?q=evil", &[], "")).is_empty());
+}
+
+#[test]
+fn block_follows_the_default_action_of_the_phase() {
+    let set = rs("SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\nSecDefaultAction \"phase:1,log,deny,status:418\"\n\
+                  SecRule ARGS \"@rx x\" \"id:1,phase:2,block\"\nSecRule ARGS \"@rx x\" \"id:2,phase:1,block\"");
+    let mut tx = set.transaction("u", LOCAL);
+    let iv = tx.process_request_headers(&head("GET", "/?a=x", &[])).unwrap();
+    assert_eq!((iv.status, iv.rule_id), (418, 2));
+    let set = rs("SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\nSecRule ARGS \"@rx x\" \"id:1,phase:2,block\"");
+    let tx = run(&set, "/?a=x", &[], "");
+    assert_eq!((ids(&tx), tx.interrupted()), (vec![1], None));
+}
+
+#[test]
+fn chains_need_every_rule_and_use_the_starter_actions() {
+    let set = rs(r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecRule REQUEST_METHOD "@streq POST" "id:1,phase:2,deny,status:403,chain,msg:'post with %{tx.1}'"
+    SecRule ARGS:cmd "@rx ^(\w+) (\w+)" "capture,chain"
+        SecRule TX:1 "@streq rm" "setvar:tx.hit=%{tx.2}""#);
+    let tx = run(&set, "/", &[("Content-Type", "application/x-www-form-urlencoded")], "cmd=ls+tmp");
+    assert!(ids(&tx).is_empty());
+    assert_eq!(tx.var("tx.hit"), None);
+    let tx = run(&set, "/", &[("Content-Type", "application/x-www-form-urlencoded")], "cmd=rm+tmp");
+    assert_eq!(ids(&tx), [1]);
+    assert_eq!(tx.var("tx.hit").as_deref(), Some("tmp"));
+    let iv = tx.interrupted().unwrap();
+    assert_eq!((iv.rule_id, iv.msg.as_str()), (1, "post with rm"));
+}
+
+#[test]
+fn skip_and_skip_after_markers_and_ids() {
+    let set = rs(r#"SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,skip:1"
+SecAction "id:2,phase:1,pass"
+SecAction "id:3,phase:1,pass,skipAfter:END"
+SecAction "id:4,phase:1,pass"
+SecAction "id:5,phase:2,pass"
+SecMarker END
+SecAction "id:6,phase:1,pass,skipAfter:8"
+SecAction "id:7,phase:1,pass"
+SecAction "id:8,phase:1,pass"
+SecAction "id:9,phase:1,pass""#);
+    let tx = run(&set, "/", &[], "");
+    assert_eq!(ids(&tx), [1, 3, 6, 9, 5]);
+    assert!(!tx.matches()[0].log);
+}
+
+#[test]
+fn setvar_forms_and_macros() {
+    let set = rs(r#"SecRuleEngine On
+SecAction "id:1,phase:1,pass,setvar:tx.n=5,setvar:tx.n=+3,setvar:'tx.m=-%{tx.n}',setvar:tx.n=-1,setvar:tx.flag,setvar:TX.Mixed=a"
+SecAction "id:2,phase:1,pass,setvar:'tx.host=%{REQUEST_HEADERS.host}',setvar:tx.%{rule.id}-x=%{tx.mixed},setvar:!tx.flag"
+SecRule REQUEST_HEADERS:Host "@rx ^(.+)$" "id:3,phase:1,pass,setvar:tx.mv=%{MATCHED_VAR_NAME}=%{MATCHED_VAR}""#);
+    let tx = run(&set, "/", &[("Host", "example.org")], "");
+    assert_eq!(tx.var("tx.n").as_deref(), Some("7"));
+    assert_eq!(tx.var("tx.m").as_deref(), Some("-8"));
+    assert_eq!(tx.var("tx.flag"), None);
+    assert_eq!(tx.var("TX.MIXED").as_deref(), Some("a"));
+    assert_eq!(tx.var("tx.host").as_deref(), Some("example.org"));
+    assert_eq!(tx.var("tx.2-x").as_deref(), Some("a"));
+    assert_eq!(tx.var("tx.mv").as_deref(), Some("REQUEST_HEADERS:Host=example.org"));
+}
+
+#[test]
+fn variables_selection_exclusion_and_counts() {
+    let set = rs(r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecRule ARGS|!ARGS:safe|!ARGS:/^ign/ "@rx bad" "id:1,phase:2,pass"
+SecRule &ARGS "@eq 4" "id:2,phase:2,pass"
+SecRule &ARGS:nope "@eq 0" "id:3,phase:2,pass"
+SecRule ARGS_NAMES "@rx ^ignore_me$" "id:4,phase:2,pass"
+SecRule REQUEST_COOKIES:/^sess/ "@rx ^abc$" "id:5,phase:1,pass"
+SecRule REQUEST_FILENAME "@streq /a/b.php" "id:6,phase:1,pass"
+SecRule REQUEST_BASENAME "@streq b.php" "id:7,phase:1,pass"
+SecRule QUERY_STRING "@streq safe=bad&x=1" "id:8,phase:1,pass"
+SecRule REQUEST_LINE "@streq GET /a/b.php?safe=bad&x=1 HTTP/1.1" "id:9,phase:1,pass"
+SecRule ARGS_POST:p "@streq bad" "id:10,phase:2,pass"
+SecRule ARGS_GET_NAMES "@streq p" "id:11,phase:2,pass"
+SecRule REQUEST_HEADERS_NAMES "@rx ^cookie$" "id:12,phase:1,pass,t:lowercase"
+SecRule ARGS_COMBINED_SIZE "@eq 25" "id:13,phase:2,pass"
+SecRule REQUEST_BODY "@streq p=bad&ignore_me=bad" "id:14,phase:2,pass"
+SecRule REMOTE_ADDR "@streq 10.0.0.7" "id:15,phase:1,pass"
+SecRule UNIQUE_ID "@streq id-1" "id:16,phase:1,pass""#);
+    let mut tx = set.transaction("id-1", LOCAL);
+    tx.process_request_headers(&head(
+        "GET",
+        "/a/b.php?safe=bad&x=1",
+        &[("Cookie", "session=abc; other=abc"), ("Content-Type", "application/x-www-form-urlencoded")],
+    ));
+    tx.process_request_body(b"p=bad&ignore_me=bad");
+    assert_eq!(ids(&tx), [5, 6, 7, 8, 9, 12, 15, 16, 1, 2, 3, 4, 10, 13, 14]);
+    assert_eq!(tx.matches().iter().find(|m| m.id == 1).unwrap().var_name, "ARGS:p");
+}
+
+#[test]
+fn transformations_multimatch_and_t_none() {
+    let set = rs(r#"SecRuleEngine On
+SecDefaultAction "phase:2,log,pass,t:lowercase"
+SecRule ARGS:a "@streq abc" "id:1"
+SecRule ARGS:a "@streq ABC" "id:2,t:none"
+SecRule ARGS:b "@streq <x>" "id:3,t:none,t:urlDecode,t:htmlEntityDecode"
+SecRule ARGS:b "@rx %3C" "id:4,t:none,t:urlDecode,multiMatch""#);
+    let tx = run(&set, "/?a=ABC&b=%253Cx%253E", &[], "");
+    assert_eq!(ids(&tx), [1, 2, 3, 4]);
+    let tx = run(&set, "/?b=%26lt;x%26gt;", &[], "");
+    assert_eq!(ids(&tx), [3]);
+}
+
+#[test]
+fn ctl_actions_change_this_transaction_only() {
+    let set = rs(r#"SecRuleEngine On
+SecRule ARGS:off "@streq 1" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=10-11,ctl:ruleRemoveByTag=t1,ctl:ruleRemoveTargetById=13;ARGS:a,ctl:ruleRemoveTargetByTag=t2;ARGS:b"
+SecRule ARGS "@rx x" "id:10,phase:2,deny"
+SecRule ARGS "@rx x" "id:12,phase:2,pass,tag:t1"
+SecRule ARGS "@rx x" "id:13,phase:2,pass"
+SecRule ARGS "@rx x" "id:14,phase:2,pass,tag:t2"
+SecRule ARGS "@rx x" "id:15,phase:2,pass,ctl:ruleEngine=Off"
+SecAction "id:16,phase:2,pass""#);
+    let tx = run(&set, "/?off=1&a=x", &[], "");
+    assert_eq!(ids(&tx), [1, 14, 15]);
+    let tx = run(&set, "/?off=1&b=x", &[], "");
+    assert_eq!(ids(&tx), [1, 13, 15]);
+    let mut tx = set.transaction("u", LOCAL);
+    tx.remove_rule_ids(&[10..=10]);
+    tx.remove_rule_target(13, "ARGS:c");
+    tx.process_request_headers(&head("GET", "/?c=x", &[]));
+    tx.process_request_body(b"");
+    assert_eq!(ids(&tx), [12, 14, 15]);
+    let tx = run(&set, "/?a=x", &[], "");
+    assert_eq!(tx.interrupted().map(|i| i.rule_id), Some(10));
+}
+
+#[test]
+fn body_processors_by_content_type_and_ctl() {
+    let set = rs(r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:1,phase:1,pass,nolog,t:lowercase,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" "id:2,phase:2,pass,msg:'%{REQBODY_ERROR_MSG}'"
+SecRule ARGS:json.a.b "@streq x" "id:3,phase:2,pass"
+SecRule REQBODY_PROCESSOR "@streq JSON" "id:4,phase:2,pass""#);
+    let tx = run(&set, "/", &[("Content-Type", "application/json")], r#"{"a":{"b":"x"}}"#);
+    assert_eq!(ids(&tx), [1, 3, 4]);
+    let tx = run(&set, "/", &[("Content-Type", "application/json")], r#"{"a":"#);
+    assert_eq!(ids(&tx), [1, 2, 4]);
+    assert!(!tx.matches()[1].msg.is_empty());
+}
+
+#[test]
+fn allow_stops_later_rules() {
+    let set = rs(r#"SecRuleEngine On
+SecRule REQUEST_URI "@beginsWith /health" "id:1,phase:1,allow"
+SecAction "id:2,phase:1,deny"
+SecAction "id:3,phase:2,deny""#);
+    let tx = run(&set, "/health", &[], "");
+    assert_eq!((ids(&tx), tx.interrupted()), (vec![1], None));
+    let tx = run(&set, "/x", &[], "");
+    assert_eq!(tx.interrupted().map(|i| i.rule_id), Some(2));
+}
+
+#[test]
+fn load_time_removal_and_target_updates() {
+    let set = rs(r#"SecRuleEngine On
+SecRule ARGS "@rx x" "id:1,phase:1,pass,tag:'a/b'"
+SecRule ARGS "@rx x" "id:2,phase:1,pass"
+SecRule ARGS "@rx x" "id:3,phase:1,pass"
+SecRule ARGS "@rx x" "id:4,phase:1,pass"
+SecRuleRemoveById 2 4-9
+SecRuleRemoveByTag ^a/
+SecRuleUpdateTargetById 3 "!ARGS:skip""#);
+    assert_eq!(set.rule_count(), 1);
+    assert!(ids(&run(&set, "/?skip=x", &[], "")).is_empty());
+    assert_eq!(ids(&run(&set, "/?y=x", &[], "")), [3]);
+}
+
+/// Anomaly scoring exactly as CRS expresses it: rules add to a score, a later rule compares to the threshold.
+#[test]
+fn anomaly_scoring_blocks_at_the_threshold() {
+    let src = r#"SecRuleEngine On
+SecDefaultAction "phase:1,log,auditlog,pass"
+SecDefaultAction "phase:2,log,auditlog,pass"
+SecAction "id:900110,phase:1,pass,nolog,setvar:tx.inbound_anomaly_score_threshold=5"
+SecAction "id:901100,phase:1,pass,nolog,setvar:tx.critical_anomaly_score=5,setvar:tx.warning_anomaly_score=3,setvar:tx.inbound_anomaly_score_pl1=0"
+SecRule &TX:blocking_paranoia_level "@eq 0" "id:901120,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=1"
+SecRule TX:BLOCKING_PARANOIA_LEVEL "@lt 1" "id:911011,phase:1,pass,nolog,skipAfter:END-911"
+SecRule TX:BLOCKING_PARANOIA_LEVEL "@lt 1" "id:911012,phase:2,pass,nolog,skipAfter:END-911"
+SecRule ARGS "@rx attack" "id:911100,phase:2,block,severity:'CRITICAL',setvar:'tx.inbound_anomaly_score_pl1=+%{tx.critical_anomaly_score}'"
+SecRule ARGS "@rx odd" "id:911110,phase:2,block,severity:'WARNING',setvar:'tx.inbound_anomaly_score_pl1=+%{tx.warning_anomaly_score}'"
+SecMarker END-911
+SecAction "id:949060,phase:2,pass,nolog,setvar:'tx.blocking_inbound_anomaly_score=%{tx.inbound_anomaly_score_pl1}'"
+SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_threshold}" "id:949110,phase:2,deny,t:none,msg:'Inbound Anomaly Score Exceeded (Total Score: %{TX.BLOCKING_INBOUND_ANOMALY_SCORE})'""#;
+    let set = rs(src);
+    let tx = run(&set, "/?a=odd", &[], "");
+    assert_eq!(tx.var("tx.blocking_inbound_anomaly_score").as_deref(), Some("3"), "{:?}", tx.matches());
+    assert_eq!(tx.interrupted(), None, "{:?}", tx.matches());
+    let tx = run(&set, "/?a=odd&b=odd", &[], "");
+    let iv = tx.interrupted().unwrap();
+    assert_eq!((iv.status, iv.rule_id), (403, 949110));
+    assert_eq!(iv.msg, "Inbound Anomaly Score Exceeded (Total Score: 6)");
+    assert_eq!(tx.matches().iter().find(|m| m.id == 911110).unwrap().severity, Some(4));
+    let tx = run(&set, "/?a=attack", &[], "");
+    assert_eq!(tx.interrupted().map(|i| i.rule_id), Some(949110));
+    // The gateway sets the paranoia level before phase 1: level 0 skips the detection rules.
+    let mut tx = set.transaction("u", LOCAL);
+    tx.set_var("tx.blocking_paranoia_level", "0");
+    tx.process_request_headers(&head("GET", "/?a=attack", &[]));
+    assert_eq!(tx.process_request_body(b""), None);
+    assert_eq!(tx.var("tx.blocking_inbound_anomaly_score").as_deref(), Some("0"));
+}
+
+#[test]
+fn response_phases_see_status_headers_and_body() {
+    let set = rs(r#"SecRuleEngine On
+SecResponseBodyAccess On
+SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"
+SecRule RESPONSE_HEADERS:X-Debug "@streq on" "id:2,phase:3,pass"
+SecRule RESPONSE_BODY "@rx stack trace" "id:3,phase:4,deny,status:502"
+SecAction "id:4,phase:5,pass""#);
+    let mut tx = run(&set, "/", &[], "");
+    tx.process_response_headers(500, "HTTP/1.1", &[(b"X-Debug", b"on"), (b"Content-Type", b"text/html; charset=utf-8")]);
+    let iv = tx.process_response_body(b"a stack trace here").unwrap();
+    assert_eq!(iv.status, 502);
+    tx.process_logging();
+    assert_eq!(ids(&tx), [1, 2, 3, 4]);
+}

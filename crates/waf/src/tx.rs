@@ -1,0 +1,960 @@
+//! One request through the rules. Invariants: request collections are filled before the phase that reads them and
+//! not changed while a rule evaluates (transformed values are cached per (chain prefix, value) on that basis); TX
+//! and the other stores change only through setvar/capture, between evaluations; after an intervention no further
+//! rules run except phase 5.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Instant;
+
+use palisade_waf_body as body;
+use palisade_waf_ops::MacroEnv;
+
+use crate::compile::RuleSet;
+use crate::macros::{MacroStr, Part};
+use crate::rule::{AllowScope, BodyProc, Ctl, Disruptive, Effect, Rule, RuleSel, SetOp};
+use crate::vars::{Coll, Key, Scalar, Target, Var, SCALAR_COUNT, STORES, TX_STORE};
+use crate::{EngineMode, Intervention, RequestHead, RuleMatch};
+
+type Pair = (Vec<u8>, Vec<u8>);
+
+/// A writable collection (TX, IP, ...): names compare ASCII case-insensitively, insertion order is kept.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Store {
+    entries: Vec<Pair>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl Store {
+    pub(crate) fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        let i = if name.iter().any(u8::is_ascii_uppercase) {
+            self.index.get(&name.to_ascii_lowercase())
+        } else {
+            self.index.get(name)
+        }?;
+        self.entries.get(*i).map(|(_, v)| v.as_slice())
+    }
+
+    pub(crate) fn set(&mut self, name: &[u8], value: Vec<u8>) {
+        let key = name.to_ascii_lowercase();
+        match self.index.get(&key) {
+            Some(&i) => {
+                if let Some(e) = self.entries.get_mut(i) {
+                    e.1 = value;
+                }
+            }
+            None => {
+                self.index.insert(key, self.entries.len());
+                self.entries.push((name.to_vec(), value));
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, name: &[u8]) {
+        let key = name.to_ascii_lowercase();
+        if let Some(i) = self.index.remove(&key) {
+            if i < self.entries.len() {
+                self.entries.remove(i);
+            }
+            for v in self.index.values_mut() {
+                if *v > i {
+                    *v -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// A value a rule looks at: which variable, which member (empty for single values), the bytes.
+struct Val<'a> {
+    var: Var,
+    key: Cow<'a, [u8]>,
+    value: Cow<'a, [u8]>,
+}
+
+struct Matched {
+    name: String,
+    value: Vec<u8>,
+}
+
+/// Cached result of a transformation chain prefix applied to one value.
+struct CacheEntry {
+    input: Box<[u8]>,
+    /// `None`: the chain left the value unchanged.
+    output: Option<Arc<[u8]>>,
+}
+
+/// The state of one request. Not `Sync`; create one per request with [`RuleSet::transaction`].
+pub struct Transaction<'r> {
+    rs: &'r RuleSet,
+    mode: EngineMode,
+    started: Instant,
+    scalars: Vec<Vec<u8>>,
+    args_get: Vec<Pair>,
+    args_post: Vec<Pair>,
+    headers: Vec<Pair>,
+    cookies: Vec<Pair>,
+    files: Vec<Pair>,
+    files_sizes: Vec<Pair>,
+    part_headers: Vec<Pair>,
+    resp_headers: Vec<Pair>,
+    xml_text: Vec<Vec<u8>>,
+    xml_attrs: Vec<Vec<u8>>,
+    matched_vars: Vec<Pair>,
+    stores: Vec<Store>,
+    removed: Vec<RuleSel>,
+    removed_targets: Vec<(RuleSel, Arc<Target>)>,
+    body_proc: Option<BodyProc>,
+    request_body_access: bool,
+    response_body_access: bool,
+    force_body_var: bool,
+    matches: Vec<RuleMatch>,
+    intervention: Option<Intervention>,
+    allow: Option<AllowScope>,
+    allow_phase: u8,
+    /// The chain starter being evaluated, for `%{rule.*}`.
+    current: Option<&'r Rule>,
+    cache: RefCell<HashMap<(usize, u64), CacheEntry>>,
+}
+
+impl<'r> Transaction<'r> {
+    pub(crate) fn new(rs: &'r RuleSet, unique_id: &str, remote_addr: IpAddr) -> Transaction<'r> {
+        let mut t = Transaction {
+            rs,
+            mode: rs.engine_mode,
+            started: Instant::now(),
+            scalars: vec![Vec::new(); SCALAR_COUNT],
+            args_get: Vec::new(),
+            args_post: Vec::new(),
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            files: Vec::new(),
+            files_sizes: Vec::new(),
+            part_headers: Vec::new(),
+            resp_headers: Vec::new(),
+            xml_text: Vec::new(),
+            xml_attrs: Vec::new(),
+            matched_vars: Vec::new(),
+            stores: vec![Store::default(); STORES.len()],
+            removed: Vec::new(),
+            removed_targets: Vec::new(),
+            body_proc: None,
+            request_body_access: rs.request_body_access,
+            response_body_access: rs.response_body_access,
+            force_body_var: false,
+            matches: Vec::new(),
+            intervention: None,
+            allow: None,
+            allow_phase: 0,
+            current: None,
+            cache: RefCell::new(HashMap::new()),
+        };
+        t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
+        t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
+        t.set_scalar(Scalar::ServerAddr, b"127.0.0.1".to_vec());
+        for s in [
+            Scalar::ReqbodyError,
+            Scalar::ReqbodyProcessorError,
+            Scalar::InboundDataError,
+            Scalar::OutboundDataError,
+            Scalar::UrlencodedError,
+            Scalar::FilesCombinedSize,
+            Scalar::ArgsCombinedSize,
+            Scalar::RequestBodyLength,
+            Scalar::HighestSeverity,
+        ] {
+            t.set_scalar(s, b"0".to_vec());
+        }
+        t.set_scalar(Scalar::HighestSeverity, b"255".to_vec());
+        t
+    }
+
+    fn set_scalar(&mut self, s: Scalar, v: Vec<u8>) {
+        if let Some(slot) = self.scalars.get_mut(s as usize) {
+            *slot = v;
+        }
+    }
+
+    fn scalar(&self, s: Scalar) -> &[u8] {
+        self.scalars.get(s as usize).map_or(&[][..], |v| v.as_slice())
+    }
+
+    /// Set a variable as `setvar` would, e.g. `("tx.blocking_paranoia_level", "2")`; call before phase 1.
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
+        if let Some(i) = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll)) {
+            if let Some(st) = self.stores.get_mut(i) {
+                st.set(key.as_bytes(), value.as_bytes().to_vec());
+            }
+        }
+    }
+
+    /// Remove rules by id for this transaction, as `ctl:ruleRemoveById` does.
+    pub fn remove_rule_ids(&mut self, ids: &[RangeInclusive<u32>]) {
+        self.removed.push(RuleSel::Ids(ids.to_vec()));
+    }
+
+    /// Stop rule `id` from looking at `target` (e.g. "ARGS:password"), as `ctl:ruleRemoveTargetById` does.
+    /// An unparsable target is ignored.
+    pub fn remove_rule_target(&mut self, id: u32, target: &str) {
+        if let Ok(mut t) = crate::vars::parse_target(target) {
+            t.exclude = true;
+            self.removed_targets.push((RuleSel::Ids(vec![id..=id]), Arc::new(t)));
+        }
+    }
+
+    pub fn set_engine_mode(&mut self, m: EngineMode) {
+        self.mode = m;
+    }
+
+    /// Rules that matched so far, in order.
+    pub fn matches(&self) -> &[RuleMatch] {
+        &self.matches
+    }
+
+    pub fn interrupted(&self) -> Option<&Intervention> {
+        self.intervention.as_ref()
+    }
+
+    /// A TX (or `ip.x`, ...) variable's current value, for tests and the gateway's logs (e.g. anomaly scores).
+    pub fn var(&self, name: &str) -> Option<String> {
+        let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
+        let i = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll))?;
+        self.stores.get(i)?.get(key.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Phase 1: the request line and headers.
+    pub fn process_request_headers(&mut self, req: &RequestHead<'_>) -> Option<Intervention> {
+        let uri = req.uri;
+        self.set_scalar(Scalar::RequestMethod, req.method.as_bytes().to_vec());
+        self.set_scalar(Scalar::RequestProtocol, req.protocol.as_bytes().to_vec());
+        self.set_scalar(Scalar::RequestUriRaw, uri.to_vec());
+        let mut line = Vec::with_capacity(uri.len() + 24);
+        line.extend_from_slice(req.method.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(uri);
+        if !req.protocol.is_empty() {
+            line.push(b' ');
+            line.extend_from_slice(req.protocol.as_bytes());
+        }
+        self.set_scalar(Scalar::RequestLine, line);
+        // REQUEST_URI is the origin-form target: an absolute-form target loses scheme and authority.
+        let origin_form = strip_scheme_authority(uri);
+        let (path, query) = match origin_form.iter().position(|&c| c == b'?') {
+            Some(i) => (origin_form.get(..i).unwrap_or_default(), origin_form.get(i + 1..)),
+            None => (origin_form, None),
+        };
+        self.set_scalar(Scalar::RequestUri, origin_form.to_vec());
+        self.set_scalar(Scalar::RequestFilename, path.to_vec());
+        let base = match path.iter().rposition(|&c| c == b'/') {
+            Some(i) => path.get(i + 1..).unwrap_or_default(),
+            None => path,
+        };
+        self.set_scalar(Scalar::RequestBasename, base.to_vec());
+        self.set_scalar(Scalar::QueryString, query.unwrap_or_default().to_vec());
+        if let Some(q) = query {
+            let (args, flags) = body::parse_query(q);
+            self.args_get = args;
+            if flags.urlencoded_error {
+                self.set_scalar(Scalar::UrlencodedError, b"1".to_vec());
+            }
+        }
+        self.headers = req.headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        let cookie_values: Vec<&[u8]> =
+            req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| *v).collect();
+        if !cookie_values.is_empty() {
+            self.cookies = body::parse_cookies(&cookie_values);
+        }
+        self.update_args_size();
+        let ct = self.header(b"content-type").map(|v| v.to_ascii_lowercase()).unwrap_or_default();
+        if ct.starts_with(b"application/x-www-form-urlencoded") {
+            self.body_proc = Some(BodyProc::UrlEncoded);
+        } else if ct.starts_with(b"multipart/form-data") {
+            self.body_proc = Some(BodyProc::Multipart);
+        }
+        self.run_phase(1)
+    }
+
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+
+    fn update_args_size(&mut self) {
+        let size: usize = self.args_get.iter().chain(self.args_post.iter()).map(|(n, v)| n.len() + v.len()).sum();
+        self.set_scalar(Scalar::ArgsCombinedSize, size.to_string().into_bytes());
+    }
+
+    /// Phase 2: the request body (call it even when there is none).
+    pub fn process_request_body(&mut self, body_bytes: &[u8]) -> Option<Intervention> {
+        if self.request_body_access && self.mode != EngineMode::Off {
+            let limit = usize::try_from(self.rs.request_body_limit).unwrap_or(usize::MAX);
+            let body_bytes = if body_bytes.len() > limit {
+                if self.mode == EngineMode::On {
+                    let iv = Intervention {
+                        status: 413,
+                        rule_id: 0,
+                        msg: "Request body is larger than the configured limit".into(),
+                        redirect: None,
+                        drop: false,
+                    };
+                    self.intervention = Some(iv.clone());
+                    return Some(iv);
+                }
+                body_bytes.get(..limit).unwrap_or(body_bytes)
+            } else {
+                body_bytes
+            };
+            self.set_scalar(Scalar::RequestBodyLength, body_bytes.len().to_string().into_bytes());
+            self.process_body(body_bytes);
+        }
+        self.run_phase(2)
+    }
+
+    fn body_error(&mut self, msg: String) {
+        self.set_scalar(Scalar::ReqbodyError, b"1".to_vec());
+        self.set_scalar(Scalar::ReqbodyProcessorError, b"1".to_vec());
+        self.set_scalar(Scalar::ReqbodyErrorMsg, msg.clone().into_bytes());
+        self.set_scalar(Scalar::ReqbodyProcessorErrorMsg, msg.into_bytes());
+    }
+
+    fn process_body(&mut self, data: &[u8]) {
+        let proc = self.body_proc;
+        let name = proc.map(BodyProc::name).unwrap_or("");
+        self.set_scalar(Scalar::ReqbodyProcessor, name.as_bytes().to_vec());
+        self.set_scalar(Scalar::RequestBodyProcessor, name.as_bytes().to_vec());
+        self.set_scalar(Scalar::RequestBody, data.to_vec());
+        if data.is_empty() {
+            return;
+        }
+        match proc {
+            None => {}
+            Some(BodyProc::UrlEncoded) => {
+                let (args, flags) = body::parse_urlencoded(data);
+                self.args_post = args;
+                if flags.urlencoded_error {
+                    self.set_scalar(Scalar::UrlencodedError, b"1".to_vec());
+                }
+            }
+            Some(BodyProc::Multipart) => {
+                let ct = self.header(b"content-type").map(<[u8]>::to_vec).unwrap_or_default();
+                match body::parse_multipart(data, &ct) {
+                    Ok(m) => {
+                        self.multipart_flags(&m.flags);
+                        self.args_post = m.args;
+                        self.files = m.files;
+                        self.part_headers = m.part_headers;
+                        self.files_sizes =
+                            m.files_sizes.into_iter().map(|(n, s)| (n, s.to_string().into_bytes())).collect();
+                        self.set_scalar(Scalar::FilesCombinedSize, m.files_combined_size.to_string().into_bytes());
+                    }
+                    Err(e) => {
+                        if let body::BodyError::Multipart { flags, .. } = &e {
+                            let flags = *flags;
+                            self.multipart_flags(&flags);
+                        }
+                        self.body_error(e.to_string());
+                    }
+                }
+            }
+            Some(BodyProc::Json) => match body::parse_json(data, 1024) {
+                Ok(args) => self.args_post = args,
+                Err(e) => self.body_error(e.to_string()),
+            },
+            Some(BodyProc::Xml) => match body::parse_xml(data) {
+                Ok(x) => {
+                    self.xml_text = x.text;
+                    self.xml_attrs = x.attr_values;
+                }
+                Err(e) => self.body_error(e.to_string()),
+            },
+        }
+        self.update_args_size();
+    }
+
+    fn multipart_flags(&mut self, f: &body::MultipartFlags) {
+        let b = |x: bool| if x { b"1".to_vec() } else { b"0".to_vec() };
+        let list = [
+            (Scalar::MultipartStrictError, f.strict_error()),
+            (Scalar::MultipartBoundaryQuoted, f.boundary_quoted),
+            (Scalar::MultipartBoundaryWhitespace, f.boundary_whitespace),
+            (Scalar::MultipartDataBefore, f.data_before),
+            (Scalar::MultipartDataAfter, f.data_after),
+            (Scalar::MultipartHeaderFolding, f.header_folding),
+            (Scalar::MultipartLfLine, f.lf_line),
+            (Scalar::MultipartCrlfLfLines, f.crlf_lf_lines()),
+            (Scalar::MultipartMissingSemicolon, f.missing_semicolon),
+            (Scalar::MultipartInvalidQuoting, f.invalid_quoting),
+            (Scalar::MultipartInvalidPart, f.invalid_part),
+            (Scalar::MultipartInvalidHeaderFolding, f.invalid_header_folding),
+            (Scalar::MultipartFileLimitExceeded, f.file_limit_exceeded),
+            (Scalar::MultipartUnmatchedBoundary, f.unmatched_boundary),
+        ];
+        for (s, v) in list {
+            self.set_scalar(s, b(v));
+        }
+    }
+
+    /// Phase 3: the response status line and headers.
+    pub fn process_response_headers(
+        &mut self,
+        status: u16,
+        protocol: &str,
+        headers: &[(&[u8], &[u8])],
+    ) -> Option<Intervention> {
+        self.set_scalar(Scalar::ResponseStatus, status.to_string().into_bytes());
+        self.set_scalar(Scalar::ResponseProtocol, protocol.as_bytes().to_vec());
+        self.set_scalar(Scalar::StatusLine, format!("{protocol} {status}").into_bytes());
+        self.resp_headers = headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        for (n, v) in headers {
+            if n.eq_ignore_ascii_case(b"content-type") {
+                self.set_scalar(Scalar::ResponseContentType, v.to_vec());
+            } else if n.eq_ignore_ascii_case(b"content-length") {
+                self.set_scalar(Scalar::ResponseContentLength, v.to_vec());
+            }
+        }
+        self.run_phase(3)
+    }
+
+    /// Phase 4: the response body (inspected when SecResponseBodyAccess is On and its type is listed in
+    /// SecResponseBodyMimeType).
+    pub fn process_response_body(&mut self, body_bytes: &[u8]) -> Option<Intervention> {
+        if self.response_body_access {
+            let ct = String::from_utf8_lossy(self.scalar(Scalar::ResponseContentType)).to_ascii_lowercase();
+            let mime = ct.split(';').next().unwrap_or("").trim().to_string();
+            if self.rs.response_mime_types.iter().any(|m| *m == mime) {
+                self.set_scalar(Scalar::ResponseBody, body_bytes.to_vec());
+            }
+        }
+        self.run_phase(4)
+    }
+
+    /// Phase 5: logging rules (they run even after an intervention).
+    pub fn process_logging(&mut self) {
+        let _ = self.run_phase(5);
+    }
+
+    fn removed(&self, rule: &Rule) -> bool {
+        self.removed.iter().any(|s| s.selects(rule))
+    }
+
+    fn run_phase(&mut self, phase: u8) -> Option<Intervention> {
+        if self.mode == EngineMode::Off {
+            return None;
+        }
+        if self.intervention.is_some() && phase != 5 {
+            return None;
+        }
+        match self.allow {
+            Some(AllowScope::All) if phase < 5 => return None,
+            Some(AllowScope::Request) if phase <= 2 => return None,
+            _ => {}
+        }
+        let duration = self.started.elapsed().as_micros().to_string().into_bytes();
+        self.set_scalar(Scalar::Duration, duration);
+        let rs = self.rs;
+        let Some(list) = rs.phases.get(usize::from(phase - 1)) else { return None };
+        let mut skip = 0u32;
+        let mut skip_after: Option<&str> = None;
+        for &ri in list {
+            let Some(rule) = rs.rules.get(ri) else { continue };
+            if let Some(m) = &rule.marker {
+                if skip_after == Some(m.as_str()) {
+                    skip_after = None;
+                }
+                continue;
+            }
+            if let Some(target) = skip_after {
+                if target.parse::<u32>().ok() == Some(rule.id) {
+                    skip_after = None;
+                }
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if self.removed(rule) {
+                continue;
+            }
+            if self.mode == EngineMode::Off {
+                break;
+            }
+            self.current = Some(rule);
+            self.matched_vars.clear();
+            let Some(var_name) = self.eval_chain(rule) else { continue };
+            let msg = rule.msg.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
+            let logdata = rule.logdata.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
+            self.matches.push(RuleMatch {
+                id: rule.id,
+                phase,
+                msg: msg.clone(),
+                logdata,
+                var_name,
+                severity: rule.severity,
+                tags: rule.tags.clone(),
+                log: rule.log,
+            });
+            if let Some(sev) = rule.severity {
+                let cur: u8 = String::from_utf8_lossy(self.scalar(Scalar::HighestSeverity)).parse().unwrap_or(255);
+                if sev < cur {
+                    self.set_scalar(Scalar::HighestSeverity, sev.to_string().into_bytes());
+                }
+            }
+            let disruptive = match &rule.disruptive {
+                Some(Disruptive::Block) => Some(&rule.default_disruptive),
+                other => other.as_ref(),
+            };
+            match disruptive {
+                Some(Disruptive::Allow(scope)) => {
+                    self.allow = Some(*scope);
+                    self.allow_phase = phase;
+                    return None;
+                }
+                Some(d @ (Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_))) => {
+                    if self.mode == EngineMode::On {
+                        let redirect = match d {
+                            Disruptive::Redirect(u) => Some(self.expand_str(&MacroStr::parse(u))),
+                            _ => None,
+                        };
+                        let status = match (d, rule.status) {
+                            (Disruptive::Redirect(_), s) => s.filter(|s| (300..400).contains(s)).unwrap_or(302),
+                            (_, Some(s)) => s,
+                            (_, None) => 403,
+                        };
+                        let iv = Intervention {
+                            status,
+                            rule_id: rule.id,
+                            msg,
+                            redirect,
+                            drop: matches!(d, Disruptive::Drop),
+                        };
+                        self.intervention = Some(iv.clone());
+                        if phase != 5 {
+                            return Some(iv);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if rule.skip > 0 {
+                skip = rule.skip;
+            }
+            if let Some(sa) = &rule.skip_after {
+                skip_after = Some(sa.as_str());
+            }
+        }
+        self.current = None;
+        None
+    }
+
+    /// Evaluate a rule and its chain; `Some(first matched variable name)` when all of them matched.
+    fn eval_chain(&mut self, rule: &'r Rule) -> Option<String> {
+        let first = self.eval_rule(rule, rule.id)?;
+        let mut cur = rule;
+        while let Some(next) = cur.chain.as_deref() {
+            self.eval_rule(next, rule.id)?;
+            cur = next;
+        }
+        Some(first)
+    }
+
+    /// Evaluate one rule; on a match, record MATCHED_VAR(S), captures, and run its setvar/ctl per matched value.
+    fn eval_rule(&mut self, rule: &'r Rule, starter_id: u32) -> Option<String> {
+        let Some(op) = &rule.op else {
+            self.run_effects(rule);
+            return Some(String::new());
+        };
+        let mut matched: Vec<Matched> = Vec::new();
+        let mut captures: Vec<Vec<u8>> = Vec::new();
+        {
+            let this: &Self = self;
+            let vals = this.collect(rule, starter_id);
+            let mut caps: Vec<Vec<u8>> = Vec::new();
+            for v in &vals {
+                let mut hit: Option<Vec<u8>> = None;
+                if rule.multi_match {
+                    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&v.value);
+                    let check = |data: &[u8], caps: &mut Vec<Vec<u8>>| {
+                        caps.clear();
+                        op.matches(data, this, if rule.capture { Some(caps) } else { None })
+                    };
+                    if check(&cur, &mut caps) {
+                        hit = Some(cur.to_vec());
+                    }
+                    for t in &rule.transforms {
+                        if hit.is_some() {
+                            break;
+                        }
+                        if let Some(n) = t.apply(&cur) {
+                            cur = Cow::Owned(n);
+                            if check(&cur, &mut caps) {
+                                hit = Some(cur.to_vec());
+                            }
+                        }
+                    }
+                } else {
+                    let tv = this.transformed(rule, &v.value);
+                    caps.clear();
+                    if op.matches(&tv, this, if rule.capture { Some(&mut caps) } else { None }) {
+                        hit = Some(tv.to_vec());
+                    }
+                }
+                if let Some(value) = hit {
+                    matched.push(Matched { name: var_display(v.var, &v.key), value });
+                    if rule.capture {
+                        captures = caps.clone();
+                    }
+                }
+            }
+        }
+        if matched.is_empty() {
+            return None;
+        }
+        if rule.capture && !captures.is_empty() {
+            if let Some(tx) = self.stores.get_mut(TX_STORE) {
+                for (i, c) in captures.iter().take(10).enumerate() {
+                    tx.set(i.to_string().as_bytes(), c.clone());
+                }
+            }
+        }
+        let first = matched.first().map(|m| m.name.clone()).unwrap_or_default();
+        for m in matched {
+            self.set_scalar(Scalar::MatchedVar, m.value.clone());
+            self.set_scalar(Scalar::MatchedVarName, m.name.clone().into_bytes());
+            self.matched_vars.push((m.name.into_bytes(), m.value));
+            self.run_effects(rule);
+        }
+        Some(first)
+    }
+
+    /// The rule's transformations applied to `value`, through the per-transaction cache.
+    fn transformed<'v>(&self, rule: &Rule, value: &'v [u8]) -> Cow<'v, [u8]> {
+        if rule.transforms.is_empty() {
+            return Cow::Borrowed(value);
+        }
+        let h = hash_bytes(value);
+        let mut cache = self.cache.borrow_mut();
+        // Longest cached prefix of the chain for this value.
+        let mut start = 0usize;
+        let mut cur: Option<Arc<[u8]>> = None;
+        for (i, node) in rule.tchain.iter().enumerate().rev() {
+            if let Some(e) = cache.get(&(*node, h)) {
+                if *e.input == *value {
+                    start = i + 1;
+                    cur = e.output.clone();
+                    break;
+                }
+            }
+        }
+        for (i, t) in rule.transforms.iter().enumerate().skip(start) {
+            let input: &[u8] = cur.as_deref().unwrap_or(value);
+            if let Some(out) = t.apply(input) {
+                cur = Some(Arc::from(out));
+            }
+            if let Some(node) = rule.tchain.get(i) {
+                if value.len() <= 1 << 20 {
+                    cache.insert((*node, h), CacheEntry { input: value.into(), output: cur.clone() });
+                }
+            }
+        }
+        match cur {
+            Some(a) => Cow::Owned(a.to_vec()),
+            None => Cow::Borrowed(value),
+        }
+    }
+
+    fn run_effects(&mut self, rule: &Rule) {
+        for e in &rule.effects {
+            match e {
+                Effect::SetVar { store, name, op, value } => {
+                    let name = self.expand(name);
+                    let Some(st) = self.stores.get(*store) else { continue };
+                    match op {
+                        SetOp::Delete => {
+                            if let Some(st) = self.stores.get_mut(*store) {
+                                st.remove(&name);
+                            }
+                        }
+                        SetOp::Set => {
+                            let v = self.expand(value);
+                            if let Some(st) = self.stores.get_mut(*store) {
+                                st.set(&name, v);
+                            }
+                        }
+                        SetOp::Add | SetOp::Sub => {
+                            let old = st.get(&name).map(parse_i64).unwrap_or(0);
+                            let delta = parse_i64(&self.expand(value));
+                            let new =
+                                if matches!(op, SetOp::Add) { old.saturating_add(delta) } else { old.saturating_sub(delta) };
+                            if let Some(st) = self.stores.get_mut(*store) {
+                                st.set(&name, new.to_string().into_bytes());
+                            }
+                        }
+                    }
+                }
+                Effect::Ctl(c) => match c {
+                    Ctl::RuleRemove(sel) => self.removed.push(sel.clone()),
+                    Ctl::RuleRemoveTarget(sel, t) => self.removed_targets.push((sel.clone(), t.clone())),
+                    Ctl::RuleEngine(m) => self.mode = *m,
+                    Ctl::RequestBodyProcessor(p) => self.body_proc = Some(*p),
+                    Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
+                    Ctl::ForceRequestBodyVariable(b) => self.force_body_var = *b,
+                    Ctl::ResponseBodyAccess(b) => self.response_body_access = *b,
+                    Ctl::Ignored => {}
+                },
+            }
+        }
+    }
+
+    /// All values the rule's targets select, minus exclusions (the rule's `!` targets and ctl removals).
+    fn collect(&self, rule: &Rule, starter_id: u32) -> Vec<Val<'_>> {
+        let mut out = Vec::new();
+        let starter = self.current;
+        let extra: Vec<&Target> = if self.removed_targets.is_empty() {
+            Vec::new()
+        } else {
+            self.removed_targets
+                .iter()
+                .filter(|(sel, _)| match (sel, starter) {
+                    (RuleSel::Ids(r), _) => r.iter().any(|r| r.contains(&starter_id)),
+                    (RuleSel::Tag(_), Some(s)) => sel.selects(s),
+                    (RuleSel::Tag(_), None) => false,
+                })
+                .map(|(_, t)| t.as_ref())
+                .collect()
+        };
+        let excluded = |var: Var, key: &[u8]| {
+            rule.targets.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
+        };
+        for t in rule.targets.iter().filter(|t| !t.exclude) {
+            if extra.iter().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
+                continue;
+            }
+            let start = out.len();
+            self.values(t, &mut out);
+            if !matches!(t.var, Var::Scalar(_)) && (rule.targets.iter().any(|x| x.exclude) || !extra.is_empty()) {
+                let mut i = start;
+                while i < out.len() {
+                    let drop = out.get(i).is_some_and(|v: &Val<'_>| excluded(v.var, &v.key));
+                    if drop {
+                        out.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            if t.count {
+                let n = out.len() - start;
+                out.truncate(start);
+                out.push(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Owned(n.to_string().into_bytes()) });
+            }
+        }
+        out
+    }
+
+    fn pairs(&self, c: Coll) -> Vec<&[Pair]> {
+        match c {
+            Coll::Args => vec![&self.args_get, &self.args_post],
+            Coll::ArgsGet => vec![&self.args_get],
+            Coll::ArgsPost => vec![&self.args_post],
+            Coll::ReqHeaders => vec![&self.headers],
+            Coll::ReqCookies => vec![&self.cookies],
+            Coll::Files => vec![&self.files],
+            Coll::FilesSizes => vec![&self.files_sizes],
+            Coll::PartHeaders => vec![&self.part_headers],
+            Coll::RespHeaders => vec![&self.resp_headers],
+            Coll::MatchedVars => vec![&self.matched_vars],
+            Coll::Store(i) => self.stores.get(i).map(|s| vec![s.entries.as_slice()]).unwrap_or_default(),
+            Coll::FilesTmpNames | Coll::FilesTmpContent | Coll::Env | Coll::Geo | Coll::Rule | Coll::Xml => Vec::new(),
+        }
+    }
+
+    /// Append the values of one (non-exclusion) target.
+    fn values<'a>(&'a self, t: &Target, out: &mut Vec<Val<'a>>) {
+        match t.var {
+            Var::Scalar(s) => {
+                let v = self.scalar(s);
+                // ModSecurity has no value for unset body/response variables; count 0 for them.
+                if v.is_empty() && !scalar_always_present(s) {
+                    return;
+                }
+                out.push(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v) });
+            }
+            Var::Coll(Coll::Xml) => {
+                let list = if t.key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
+                for v in list {
+                    out.push(Val { var: t.var, key: Cow::Owned(t.key_text.as_bytes().to_vec()), value: Cow::Borrowed(v) });
+                }
+            }
+            Var::Coll(Coll::Rule) => {
+                if let Some(r) = self.current {
+                    for (k, v) in rule_fields(r) {
+                        if t.key.matches(k.as_bytes()) {
+                            out.push(Val { var: t.var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v) });
+                        }
+                    }
+                }
+            }
+            Var::Coll(c) => {
+                if let (Coll::Store(i), Key::Name(n)) = (c, &t.key) {
+                    // Direct lookup for TX:name (the common case).
+                    if let Some(st) = self.stores.get(i) {
+                        if let Some(&idx) = st.index.get(n.as_slice()) {
+                            if let Some((k, v)) = st.entries.get(idx) {
+                                out.push(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
+                            }
+                        }
+                    }
+                    return;
+                }
+                for list in self.pairs(c) {
+                    for (k, v) in list {
+                        if t.key.matches(k) {
+                            out.push(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
+                        }
+                    }
+                }
+            }
+            Var::Names(c) => {
+                for list in self.pairs(c) {
+                    for (k, _) in list {
+                        if t.key.matches(k) {
+                            out.push(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(k) });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first value of a macro reference.
+    fn macro_value(&self, var: Var, key: &Key) -> Vec<u8> {
+        let t = Target { var, key: key.clone(), count: false, exclude: false, key_text: String::new() };
+        let mut out = Vec::new();
+        self.values(&t, &mut out);
+        out.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+    }
+
+    fn expand(&self, m: &MacroStr) -> Vec<u8> {
+        if let Some(l) = m.literal() {
+            return l.to_vec();
+        }
+        let mut out = Vec::new();
+        for p in &m.parts {
+            match p {
+                Part::Lit(l) => out.extend_from_slice(l),
+                Part::Ref(var, key) => out.extend_from_slice(&self.macro_value(*var, key)),
+            }
+        }
+        out
+    }
+
+    fn expand_str(&self, m: &MacroStr) -> String {
+        String::from_utf8_lossy(&self.expand(m)).into_owned()
+    }
+}
+
+impl MacroEnv for Transaction<'_> {
+    fn expand(&self, template: &str) -> String {
+        self.expand_str(&MacroStr::parse(template))
+    }
+}
+
+/// Variables that exist (possibly empty) in every transaction.
+fn scalar_always_present(s: Scalar) -> bool {
+    !matches!(
+        s,
+        Scalar::RequestBody
+            | Scalar::ResponseBody
+            | Scalar::ReqbodyErrorMsg
+            | Scalar::ReqbodyProcessorErrorMsg
+            | Scalar::ResponseStatus
+            | Scalar::ResponseContentType
+            | Scalar::ResponseContentLength
+            | Scalar::ResponseProtocol
+            | Scalar::StatusLine
+            | Scalar::WebserverErrorLog
+            | Scalar::MatchedVar
+            | Scalar::MatchedVarName
+            | Scalar::ReqbodyProcessor
+            | Scalar::RequestBodyProcessor
+            | Scalar::MultipartFilename
+            | Scalar::MultipartName
+            | Scalar::AuthType
+    )
+}
+
+fn rule_fields(r: &Rule) -> Vec<(&'static str, Vec<u8>)> {
+    let lit = |m: &Option<MacroStr>| m.as_ref().and_then(|m| m.literal()).unwrap_or_default().to_vec();
+    vec![
+        ("id", r.id.to_string().into_bytes()),
+        ("phase", r.phase.to_string().into_bytes()),
+        ("msg", lit(&r.msg)),
+        ("logdata", lit(&r.logdata)),
+        ("severity", r.severity.map(|s| s.to_string()).unwrap_or_default().into_bytes()),
+        ("rev", r.rev.clone().into_bytes()),
+        ("ver", r.ver.clone().into_bytes()),
+    ]
+}
+
+fn var_display(var: Var, key: &[u8]) -> String {
+    if key.is_empty() {
+        var.name().to_string()
+    } else {
+        format!("{}:{}", var.name(), String::from_utf8_lossy(key))
+    }
+}
+
+fn parse_i64(v: &[u8]) -> i64 {
+    let s = String::from_utf8_lossy(v);
+    let s = s.trim();
+    s.parse::<i64>().unwrap_or_else(|_| {
+        // ModSecurity uses atoi: leading digits count, the rest is ignored.
+        let (neg, digits) = match s.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        let n: i64 = digits
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .fold(0i64, |acc, d| acc.saturating_mul(10).saturating_add(i64::from(d - b'0')));
+        if neg {
+            -n
+        } else {
+            n
+        }
+    })
+}
+
+/// `http://host:port/path?q` -> `/path?q`; origin-form targets are returned unchanged.
+fn strip_scheme_authority(uri: &[u8]) -> &[u8] {
+    let lower_starts = |p: &[u8]| uri.len() >= p.len() && uri.get(..p.len()).is_some_and(|x| x.eq_ignore_ascii_case(p));
+    if lower_starts(b"http://") || lower_starts(b"https://") {
+        let after = uri.iter().position(|&c| c == b':').map_or(0, |i| i + 3);
+        let rest = uri.get(after..).unwrap_or_default();
+        return match rest.iter().position(|&c| c == b'/' || c == b'?') {
+            Some(i) => rest.get(i..).unwrap_or_default(),
+            None => b"",
+        };
+    }
+    uri
+}
+
+/// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (b.len() as u64);
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+    for &x in chunks.remainder() {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ (h >> 31)
+}

@@ -1,0 +1,410 @@
+//! Variable names and selectors (`ARGS:id`, `!REQUEST_COOKIES:/^_ga/`, `&TX:foo`, `XML:/*`), parsed once at load.
+//! Collection keys compare ASCII case-insensitively; regex keys are compiled case-insensitive as in ModSecurity.
+
+use regex::bytes::Regex;
+
+/// Collections whose members are (name, value) pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coll {
+    Args,
+    ArgsGet,
+    ArgsPost,
+    ReqHeaders,
+    ReqCookies,
+    Files,
+    FilesSizes,
+    FilesTmpNames,
+    FilesTmpContent,
+    PartHeaders,
+    RespHeaders,
+    MatchedVars,
+    Xml,
+    Env,
+    Geo,
+    Rule,
+    /// TX, IP, GLOBAL, SESSION, USER, RESOURCE: writable with setvar (index into the transaction's stores).
+    Store(usize),
+}
+
+/// Names of the writable collections, in `Coll::Store` index order.
+pub(crate) const STORES: [&str; 6] = ["tx", "ip", "global", "session", "user", "resource"];
+pub(crate) const TX_STORE: usize = 0;
+
+/// Single-valued variables, an index into the transaction's scalar table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum Scalar {
+    ArgsCombinedSize,
+    FilesCombinedSize,
+    RequestFilename,
+    RequestBasename,
+    RequestUri,
+    RequestUriRaw,
+    RequestLine,
+    RequestMethod,
+    RequestProtocol,
+    QueryString,
+    RequestBody,
+    RequestBodyLength,
+    RemoteAddr,
+    RemotePort,
+    RemoteHost,
+    ServerAddr,
+    ServerName,
+    ServerPort,
+    MatchedVar,
+    MatchedVarName,
+    UniqueId,
+    Duration,
+    ReqbodyError,
+    ReqbodyErrorMsg,
+    ReqbodyProcessor,
+    ReqbodyProcessorError,
+    ReqbodyProcessorErrorMsg,
+    ResponseStatus,
+    ResponseBody,
+    ResponseProtocol,
+    ResponseContentType,
+    ResponseContentLength,
+    WebserverErrorLog,
+    FullRequest,
+    FullRequestLength,
+    InboundDataError,
+    OutboundDataError,
+    StatusLine,
+    AuthType,
+    RequestBodyProcessor,
+    HighestSeverity,
+    UrlencodedError,
+    Time,
+    TimeEpoch,
+    TimeYear,
+    TimeMon,
+    TimeDay,
+    TimeHour,
+    TimeMin,
+    TimeSec,
+    TimeWday,
+    MultipartStrictError,
+    MultipartBoundaryQuoted,
+    MultipartBoundaryWhitespace,
+    MultipartDataBefore,
+    MultipartDataAfter,
+    MultipartHeaderFolding,
+    MultipartLfLine,
+    MultipartCrlfLfLines,
+    MultipartMissingSemicolon,
+    MultipartInvalidQuoting,
+    MultipartInvalidPart,
+    MultipartInvalidHeaderFolding,
+    MultipartFileLimitExceeded,
+    MultipartUnmatchedBoundary,
+    MultipartFilename,
+    MultipartName,
+    Sdbm,
+}
+
+pub(crate) const SCALAR_COUNT: usize = Scalar::Sdbm as usize + 1;
+
+const SCALARS: &[(&str, Scalar)] = &[
+    ("ARGS_COMBINED_SIZE", Scalar::ArgsCombinedSize),
+    ("FILES_COMBINED_SIZE", Scalar::FilesCombinedSize),
+    ("REQUEST_FILENAME", Scalar::RequestFilename),
+    ("REQUEST_BASENAME", Scalar::RequestBasename),
+    ("REQUEST_URI", Scalar::RequestUri),
+    ("REQUEST_URI_RAW", Scalar::RequestUriRaw),
+    ("REQUEST_LINE", Scalar::RequestLine),
+    ("REQUEST_METHOD", Scalar::RequestMethod),
+    ("REQUEST_PROTOCOL", Scalar::RequestProtocol),
+    ("QUERY_STRING", Scalar::QueryString),
+    ("REQUEST_BODY", Scalar::RequestBody),
+    ("REQUEST_BODY_LENGTH", Scalar::RequestBodyLength),
+    ("REMOTE_ADDR", Scalar::RemoteAddr),
+    ("REMOTE_PORT", Scalar::RemotePort),
+    ("REMOTE_HOST", Scalar::RemoteHost),
+    ("SERVER_ADDR", Scalar::ServerAddr),
+    ("SERVER_NAME", Scalar::ServerName),
+    ("SERVER_PORT", Scalar::ServerPort),
+    ("MATCHED_VAR", Scalar::MatchedVar),
+    ("MATCHED_VAR_NAME", Scalar::MatchedVarName),
+    ("UNIQUE_ID", Scalar::UniqueId),
+    ("DURATION", Scalar::Duration),
+    ("REQBODY_ERROR", Scalar::ReqbodyError),
+    ("REQBODY_ERROR_MSG", Scalar::ReqbodyErrorMsg),
+    ("REQBODY_PROCESSOR", Scalar::ReqbodyProcessor),
+    ("REQBODY_PROCESSOR_ERROR", Scalar::ReqbodyProcessorError),
+    ("REQBODY_PROCESSOR_ERROR_MSG", Scalar::ReqbodyProcessorErrorMsg),
+    ("RESPONSE_STATUS", Scalar::ResponseStatus),
+    ("RESPONSE_BODY", Scalar::ResponseBody),
+    ("RESPONSE_PROTOCOL", Scalar::ResponseProtocol),
+    ("RESPONSE_CONTENT_TYPE", Scalar::ResponseContentType),
+    ("RESPONSE_CONTENT_LENGTH", Scalar::ResponseContentLength),
+    ("WEBSERVER_ERROR_LOG", Scalar::WebserverErrorLog),
+    ("FULL_REQUEST", Scalar::FullRequest),
+    ("FULL_REQUEST_LENGTH", Scalar::FullRequestLength),
+    ("INBOUND_DATA_ERROR", Scalar::InboundDataError),
+    ("OUTBOUND_DATA_ERROR", Scalar::OutboundDataError),
+    ("STATUS_LINE", Scalar::StatusLine),
+    ("AUTH_TYPE", Scalar::AuthType),
+    ("REQUEST_BODY_PROCESSOR", Scalar::RequestBodyProcessor),
+    ("HIGHEST_SEVERITY", Scalar::HighestSeverity),
+    ("URLENCODED_ERROR", Scalar::UrlencodedError),
+    ("TIME", Scalar::Time),
+    ("TIME_EPOCH", Scalar::TimeEpoch),
+    ("TIME_YEAR", Scalar::TimeYear),
+    ("TIME_MON", Scalar::TimeMon),
+    ("TIME_DAY", Scalar::TimeDay),
+    ("TIME_HOUR", Scalar::TimeHour),
+    ("TIME_MIN", Scalar::TimeMin),
+    ("TIME_SEC", Scalar::TimeSec),
+    ("TIME_WDAY", Scalar::TimeWday),
+    ("MULTIPART_STRICT_ERROR", Scalar::MultipartStrictError),
+    ("MULTIPART_BOUNDARY_QUOTED", Scalar::MultipartBoundaryQuoted),
+    ("MULTIPART_BOUNDARY_WHITESPACE", Scalar::MultipartBoundaryWhitespace),
+    ("MULTIPART_DATA_BEFORE", Scalar::MultipartDataBefore),
+    ("MULTIPART_DATA_AFTER", Scalar::MultipartDataAfter),
+    ("MULTIPART_HEADER_FOLDING", Scalar::MultipartHeaderFolding),
+    ("MULTIPART_LF_LINE", Scalar::MultipartLfLine),
+    ("MULTIPART_CRLF_LF_LINES", Scalar::MultipartCrlfLfLines),
+    ("MULTIPART_MISSING_SEMICOLON", Scalar::MultipartMissingSemicolon),
+    ("MULTIPART_SEMICOLON_MISSING", Scalar::MultipartMissingSemicolon),
+    ("MULTIPART_INVALID_QUOTING", Scalar::MultipartInvalidQuoting),
+    ("MULTIPART_INVALID_PART", Scalar::MultipartInvalidPart),
+    ("MULTIPART_INVALID_HEADER_FOLDING", Scalar::MultipartInvalidHeaderFolding),
+    ("MULTIPART_FILE_LIMIT_EXCEEDED", Scalar::MultipartFileLimitExceeded),
+    ("MULTIPART_UNMATCHED_BOUNDARY", Scalar::MultipartUnmatchedBoundary),
+    ("MULTIPART_FILENAME", Scalar::MultipartFilename),
+    ("MULTIPART_NAME", Scalar::MultipartName),
+    ("SDBM_DELETE_ERROR", Scalar::Sdbm),
+];
+
+const COLLS: &[(&str, Coll)] = &[
+    ("ARGS", Coll::Args),
+    ("ARGS_GET", Coll::ArgsGet),
+    ("ARGS_POST", Coll::ArgsPost),
+    ("REQUEST_HEADERS", Coll::ReqHeaders),
+    ("REQUEST_COOKIES", Coll::ReqCookies),
+    ("FILES", Coll::Files),
+    ("FILES_SIZES", Coll::FilesSizes),
+    ("FILES_TMPNAMES", Coll::FilesTmpNames),
+    ("FILES_TMP_CONTENT", Coll::FilesTmpContent),
+    ("MULTIPART_PART_HEADERS", Coll::PartHeaders),
+    ("RESPONSE_HEADERS", Coll::RespHeaders),
+    ("MATCHED_VARS", Coll::MatchedVars),
+    ("XML", Coll::Xml),
+    ("ENV", Coll::Env),
+    ("GEO", Coll::Geo),
+    ("RULE", Coll::Rule),
+    ("TX", Coll::Store(0)),
+    ("IP", Coll::Store(1)),
+    ("GLOBAL", Coll::Store(2)),
+    ("SESSION", Coll::Store(3)),
+    ("USER", Coll::Store(4)),
+    ("RESOURCE", Coll::Store(5)),
+];
+
+const NAMES: &[(&str, Coll)] = &[
+    ("ARGS_NAMES", Coll::Args),
+    ("ARGS_GET_NAMES", Coll::ArgsGet),
+    ("ARGS_POST_NAMES", Coll::ArgsPost),
+    ("REQUEST_HEADERS_NAMES", Coll::ReqHeaders),
+    ("REQUEST_COOKIES_NAMES", Coll::ReqCookies),
+    ("FILES_NAMES", Coll::Files),
+    ("RESPONSE_HEADERS_NAMES", Coll::RespHeaders),
+    ("MATCHED_VARS_NAMES", Coll::MatchedVars),
+];
+
+/// A variable: a collection, the names of a collection (`*_NAMES`), or a single value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Var {
+    Coll(Coll),
+    Names(Coll),
+    Scalar(Scalar),
+}
+
+impl Var {
+    pub(crate) fn lookup(name: &str) -> Option<Var> {
+        let up = name.to_ascii_uppercase();
+        if let Some((_, s)) = SCALARS.iter().find(|(n, _)| *n == up) {
+            return Some(Var::Scalar(*s));
+        }
+        if let Some((_, c)) = COLLS.iter().find(|(n, _)| *n == up) {
+            return Some(Var::Coll(*c));
+        }
+        NAMES.iter().find(|(n, _)| *n == up).map(|(_, c)| Var::Names(*c))
+    }
+
+    /// The name as ModSecurity prints it (MATCHED_VAR_NAME's prefix).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Var::Scalar(s) => SCALARS.iter().find(|(_, x)| x == s).map_or("", |(n, _)| n),
+            Var::Coll(c) => COLLS.iter().find(|(_, x)| x == c).map_or("", |(n, _)| n),
+            Var::Names(c) => NAMES.iter().find(|(_, x)| x == c).map_or("", |(n, _)| n),
+        }
+    }
+}
+
+/// Which members of a collection a selector takes.
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    All,
+    /// Exact name, stored lowercased (compared case-insensitively).
+    Name(Vec<u8>),
+    Regex(Regex),
+}
+
+impl Key {
+    pub(crate) fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            Key::All => true,
+            Key::Name(n) => n.eq_ignore_ascii_case(name),
+            Key::Regex(r) => r.is_match(name),
+        }
+    }
+}
+
+/// One `VAR[:key]` entry of a rule's variable list.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) var: Var,
+    pub(crate) key: Key,
+    /// `&VAR`: the number of values instead of the values.
+    pub(crate) count: bool,
+    /// `!VAR:key`: removes members from the other targets.
+    pub(crate) exclude: bool,
+    /// The key as written (for XML paths and display).
+    pub(crate) key_text: String,
+}
+
+impl Target {
+    /// Whether this exclusion removes the member `name` of `var`.
+    pub(crate) fn excludes(&self, var: Var, name: &[u8]) -> bool {
+        self.exclude && self.var == var && self.key.matches(name)
+    }
+}
+
+/// Parse a variable list such as `ARGS|!ARGS:foo|REQUEST_COOKIES:/^a|b$/|&TX:x`.
+pub(crate) fn parse_targets(spec: &str) -> Result<Vec<Target>, String> {
+    let mut out = Vec::new();
+    for part in split_targets(spec) {
+        out.push(parse_target(part.trim())?);
+    }
+    if out.is_empty() {
+        return Err("empty variable list".into());
+    }
+    Ok(out)
+}
+
+/// Split on `|` outside of `/regex/` keys and quotes.
+fn split_targets(spec: &str) -> Vec<&str> {
+    let b = spec.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut in_regex = false;
+    let mut in_quote = false;
+    while let Some(&c) = b.get(i) {
+        if in_regex {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == b'/' && matches!(b.get(i + 1), None | Some(b'|')) {
+                in_regex = false;
+            }
+        } else if in_quote {
+            if c == b'\'' {
+                in_quote = false;
+            }
+        } else if c == b'|' {
+            parts.push(spec.get(start..i).unwrap_or(""));
+            start = i + 1;
+        } else if c == b':' {
+            match b.get(i + 1) {
+                Some(b'/') => {
+                    let name = spec.get(start..i).unwrap_or("").trim_start_matches(['!', '&']);
+                    if !name.eq_ignore_ascii_case("XML") {
+                        in_regex = true;
+                        i += 2;
+                        continue;
+                    }
+                }
+                Some(b'\'') => {
+                    in_quote = true;
+                    i += 2;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    parts.push(spec.get(start..).unwrap_or(""));
+    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
+}
+
+pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
+    let mut rest = s;
+    let mut exclude = false;
+    let mut count = false;
+    loop {
+        if let Some(r) = rest.strip_prefix('!') {
+            exclude = true;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('&') {
+            count = true;
+            rest = r;
+        } else {
+            break;
+        }
+    }
+    let (name, key_text) = match rest.split_once(':') {
+        Some((n, k)) => (n, Some(k)),
+        None => (rest, None),
+    };
+    let var = Var::lookup(name).ok_or_else(|| format!("unknown variable {name}"))?;
+    let key = match key_text {
+        None => Key::All,
+        Some(k) => {
+            if matches!(var, Var::Scalar(_)) {
+                return Err(format!("variable {name} has no members (key {k})"));
+            }
+            if var == Var::Coll(Coll::Xml) {
+                Key::All
+            } else if k.len() >= 2 && k.starts_with('/') && k.ends_with('/') {
+                let re = k.get(1..k.len() - 1).unwrap_or("");
+                let compiled = regex::bytes::RegexBuilder::new(re)
+                    .case_insensitive(true)
+                    .dot_matches_new_line(true)
+                    .build()
+                    .map_err(|e| format!("bad regex key in {s}: {e}"))?;
+                Key::Regex(compiled)
+            } else {
+                let k = k.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')).unwrap_or(k);
+                Key::Name(k.to_ascii_lowercase().into_bytes())
+            }
+        }
+    };
+    Ok(Target { var, key, count, exclude, key_text: key_text.unwrap_or("").to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_with_regex_keys_exclusions_and_counts() {
+        let t = parse_targets("ARGS|!REQUEST_COOKIES:/^(?:a|b)$/|&TX:Foo|XML:/*|REQUEST_HEADERS:'User-Agent'").unwrap();
+        assert_eq!(t.len(), 5);
+        assert_eq!(t[0].var, Var::Coll(Coll::Args));
+        assert!(t[1].exclude && t[1].key.matches(b"A") && !t[1].key.matches(b"ab"));
+        assert!(t[2].count);
+        assert!(matches!(&t[2].key, Key::Name(n) if n == b"foo"));
+        assert_eq!(t[3].var, Var::Coll(Coll::Xml));
+        assert_eq!(t[3].key_text, "/*");
+        assert!(t[4].key.matches(b"user-agent"));
+        assert_eq!(parse_targets("ARGS_NAMES").unwrap()[0].var, Var::Names(Coll::Args));
+        assert_eq!(parse_targets("NOPE").unwrap_err(), "unknown variable NOPE");
+        assert!(parse_targets("REQUEST_URI:x").is_err());
+    }
+}
