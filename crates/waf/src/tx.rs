@@ -276,7 +276,16 @@ impl<'r> Transaction<'r> {
         } else if ct.starts_with(b"multipart/form-data") {
             self.body_proc = Some(BodyProc::Multipart);
         }
+        self.set_body_proc(self.body_proc);
         self.run_phase(1)
+    }
+
+    /// REQBODY_PROCESSOR follows the processor as soon as it is known (CRS 901340 reads it in phase 1).
+    fn set_body_proc(&mut self, p: Option<BodyProc>) {
+        self.body_proc = p;
+        let name = p.map(BodyProc::name).unwrap_or("").as_bytes().to_vec();
+        self.set_scalar(Scalar::ReqbodyProcessor, name.clone());
+        self.set_scalar(Scalar::RequestBodyProcessor, name);
     }
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
@@ -323,9 +332,6 @@ impl<'r> Transaction<'r> {
 
     fn process_body(&mut self, data: &[u8]) {
         let proc = self.body_proc;
-        let name = proc.map(BodyProc::name).unwrap_or("");
-        self.set_scalar(Scalar::ReqbodyProcessor, name.as_bytes().to_vec());
-        self.set_scalar(Scalar::RequestBodyProcessor, name.as_bytes().to_vec());
         self.set_scalar(Scalar::RequestBody, data.to_vec());
         if data.is_empty() {
             return;
@@ -700,7 +706,7 @@ impl<'r> Transaction<'r> {
                     Ctl::RuleRemove(sel) => self.removed.push(sel.clone()),
                     Ctl::RuleRemoveTarget(sel, t) => self.removed_targets.push((sel.clone(), t.clone())),
                     Ctl::RuleEngine(m) => self.mode = *m,
-                    Ctl::RequestBodyProcessor(p) => self.body_proc = Some(*p),
+                    Ctl::RequestBodyProcessor(p) => self.set_body_proc(Some(*p)),
                     Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
                     Ctl::ForceRequestBodyVariable(b) => self.force_body_var = *b,
                     Ctl::ResponseBodyAccess(b) => self.response_body_access = *b,

@@ -14,7 +14,7 @@ use serde_yaml_ng::Value;
 const CRS: &str = "/work/shared/data/crs";
 
 /// The overall pass rate this engine reaches (ratchet: raise it as failures are fixed).
-const MIN_PASS_RATE: f64 = 0.0;
+const MIN_PASS_RATE: f64 = 0.989;
 
 /// What Coraza's recommended configuration and the CRS test setup (tests/regression/README, rule 900005) add
 /// before crs-setup.conf: body processors by Content-Type, body error rules, the test limits and PL 4.
@@ -150,6 +150,10 @@ fn build_stage(input: &Value, output: &Value) -> Stage {
     if autocomplete {
         if !req.body.is_empty() && !req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"content-length")) {
             req.headers.push((b"Content-Length".to_vec(), req.body.len().to_string().into_bytes()));
+        }
+        // go-ftw sends data as a form unless the test names a type.
+        if !req.body.is_empty() && !req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"content-type")) {
+            req.headers.push((b"Content-Type".to_vec(), b"application/x-www-form-urlencoded".to_vec()));
         }
         if !req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"connection")) {
             req.headers.push((b"Connection".to_vec(), b"close".to_vec()));
