@@ -5,11 +5,11 @@
 //! buffer truncated back to the parent's length. Values: strings unescaped to bytes, numbers/booleans as written,
 //! `null` as the empty string. Duplicate keys are all kept, in document order.
 
-use crate::{BodyError, Pair, DEFAULT_MAX_ARGS};
+use crate::{names_budget, BodyError, Pair, DEFAULT_MAX_ARGS};
 
 /// Flatten a JSON body into arguments, failing on invalid JSON, on nesting deeper than `max_depth` (the
 /// outermost object/array is depth 1) or on more than [`DEFAULT_MAX_ARGS`] arguments. An empty (or
-/// whitespace-only) body gives no arguments.
+/// whitespace-only) body gives no arguments. The names produced are bounded by [`names_budget`].
 ///
 /// A top-level scalar is named like Coraza does (`json.0` = value, `json` = `1`).
 pub fn parse_json(body: &[u8], max_depth: usize) -> Result<Vec<Pair>, BodyError> {
@@ -18,7 +18,8 @@ pub fn parse_json(body: &[u8], max_depth: usize) -> Result<Vec<Pair>, BodyError>
 
 /// [`parse_json`] with an explicit argument limit.
 pub fn parse_json_with_limit(body: &[u8], max_depth: usize, max_args: usize) -> Result<Vec<Pair>, BodyError> {
-    let mut p = Parser { s: body, pos: 0, key: b"json".to_vec(), out: Vec::new(), max_args };
+    let names_left = names_budget(body.len());
+    let mut p = Parser { s: body, pos: 0, key: b"json".to_vec(), out: Vec::new(), max_args, names_left };
     p.document(max_depth)?;
     Ok(p.out)
 }
@@ -36,6 +37,8 @@ struct Parser<'a> {
     key: Vec<u8>,
     out: Vec<Pair>,
     max_args: usize,
+    /// Bytes of names still allowed (see [`names_budget`]).
+    names_left: usize,
 }
 
 enum Scalar<'a> {
@@ -71,6 +74,10 @@ impl<'a> Parser<'a> {
         if self.out.len() >= self.max_args {
             return Err(BodyError::TooManyArgs { limit: self.max_args });
         }
+        self.names_left = self
+            .names_left
+            .checked_sub(name.len())
+            .ok_or(BodyError::NamesTooLarge { limit: names_budget(self.s.len()) })?;
         self.out.push((name, value));
         Ok(())
     }
@@ -342,7 +349,8 @@ mod tests {
     /// Coraza's own fixture (internal/bodyprocessors/json_test.go, case "map"), compared as a map like Coraza.
     #[test]
     fn coraza_map_fixture() {
-        let json = r#"{"a": 1, "b": 2, "c": [1, 2, 3], "d": {"a": {"b": 1}}, "e": [{"a": 1}], "f": [[[{"z": "abc"}]]]}"#;
+        let json =
+            r#"{"a": 1, "b": 2, "c": [1, 2, 3], "d": {"a": {"b": 1}}, "e": [{"a": 1}], "f": [[[{"z": "abc"}]]]}"#;
         let got: BTreeMap<_, _> = flat(json).into_iter().collect();
         let want: BTreeMap<String, String> = [
             ("json.a", "1"),
@@ -393,7 +401,13 @@ mod tests {
     fn scalar_values_as_written() {
         assert_eq!(
             flat(r#"{"n": -1.50e+3, "t": true, "f": false, "z": null, "s": "x y", "e": {}, "a": []}"#),
-            vec![p("json.n", "-1.50e+3"), p("json.t", "true"), p("json.f", "false"), p("json.z", ""), p("json.s", "x y")]
+            vec![
+                p("json.n", "-1.50e+3"),
+                p("json.t", "true"),
+                p("json.f", "false"),
+                p("json.z", ""),
+                p("json.s", "x y")
+            ]
         );
     }
 
@@ -424,9 +438,31 @@ mod tests {
     #[test]
     fn invalid_json_is_an_error() {
         for bad in [
-            "{", "[1,]", "{\"a\":1,}", "{'a':1}", "{\"a\" 1}", "[01]", "[1.]", "[.5]", "[1e]", "[+1]", "tru", "[nul]",
-            "{\"a\":1}x", "[1] [2]", "\"abc", "\"a\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"a\u{1}b\"",
-            "{\"a\":}", "[,1]", "{1:2}", "]", "/* c */ 1",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "{'a':1}",
+            "{\"a\" 1}",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[1e]",
+            "[+1]",
+            "tru",
+            "[nul]",
+            "{\"a\":1}x",
+            "[1] [2]",
+            "\"abc",
+            "\"a\\x\"",
+            "\"\\u12\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"a\u{1}b\"",
+            "{\"a\":}",
+            "[,1]",
+            "{1:2}",
+            "]",
+            "/* c */ 1",
         ] {
             assert!(
                 matches!(parse_json(bad.as_bytes(), 100), Err(BodyError::Json { .. })),
@@ -449,8 +485,14 @@ mod tests {
         // a depth bomb fails fast without recursion
         let bomb = "[".repeat(1_000_000);
         assert_eq!(parse_json(bomb.as_bytes(), 512), Err(BodyError::JsonDepth { limit: 512 }));
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert_eq!(parse_json(deep.as_bytes(), 1000).unwrap().len(), 999);
+        // deeper: the names of the array-length entries alone would be quadratic; the budget stops it
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(parse_json_with_limit(deep.as_bytes(), 200_000, usize::MAX).is_ok());
+        assert!(matches!(
+            parse_json_with_limit(deep.as_bytes(), 200_000, usize::MAX),
+            Err(BodyError::NamesTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -459,6 +501,15 @@ mod tests {
         assert_eq!(parse_json_with_limit(b"[1,2,3]", 10, 3), Err(BodyError::TooManyArgs { limit: 3 }));
         let many = format!("[{}1]", "1,".repeat(500_000));
         assert_eq!(parse_json(many.as_bytes(), 10), Err(BodyError::TooManyArgs { limit: DEFAULT_MAX_ARGS }));
+    }
+
+    #[test]
+    fn long_key_over_many_leaves_hits_the_name_budget() {
+        let key = "k".repeat(100_000);
+        let body = format!("{{\"{key}\": [{}0]}}", "0,".repeat(999));
+        assert_eq!(parse_json(body.as_bytes(), 10), Err(BodyError::NamesTooLarge { limit: names_budget(body.len()) }));
+        let body = format!("{{\"{key}\": [0, 1]}}");
+        assert_eq!(parse_json(body.as_bytes(), 10).unwrap().len(), 3);
     }
 
     #[test]

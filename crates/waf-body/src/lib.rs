@@ -63,12 +63,24 @@ pub enum BodyError {
     /// The body would produce more arguments than allowed.
     #[error("Request body argument limit exceeded (limit {limit})")]
     TooManyArgs { limit: usize },
+    /// Flattening would produce more bytes of argument names than [`names_budget`] allows for this body
+    /// (nested long keys repeat in every name below them).
+    #[error("Request body argument names exceed {limit} bytes")]
+    NamesTooLarge { limit: usize },
     /// The XML body is not well-formed, has a DTD, or exceeds the node limit.
     #[error("XML parsing error at {line}:{column}: {reason}")]
     Xml { line: u32, column: u32, reason: &'static str },
     /// The XML body is not UTF-8 (the parser does not transcode other encodings).
     #[error("XML parsing error: body is not valid UTF-8 (at byte {offset})")]
     XmlNotUtf8 { offset: usize },
+}
+
+/// How many bytes of argument names one body may expand to: twice its size plus 1 MiB. Names repeat their
+/// parents' names (`json.a.b.c`, one `MULTIPART_PART_HEADERS` entry per header line), so without a budget a
+/// long key above many leaves would cost memory quadratic in the body size.
+#[must_use]
+pub fn names_budget(body_len: usize) -> usize {
+    body_len.saturating_mul(2).saturating_add(1 << 20)
 }
 
 /// C `isspace` in the "C" locale, which ModSecurity's parsers use.

@@ -7,7 +7,7 @@
 //! 4096-byte line buffer shows through in two places, kept on purpose: a part header line of 4096 bytes or
 //! more is an error, and only the first 4096 bytes of a data line are searched for a stray boundary.
 
-use crate::{is_c_space, BodyError, Pair, DEFAULT_MAX_ARGS};
+use crate::{is_c_space, names_budget, BodyError, Pair, DEFAULT_MAX_ARGS};
 
 /// ModSecurity's `MULTIPART_BUF_SIZE`.
 const BUF_SIZE: usize = 4096;
@@ -175,6 +175,9 @@ pub enum MultipartError {
     NoBoundaries,
     #[error("Multipart: Too many parts (limit {0}).")]
     TooManyParts(usize),
+    /// The field names repeated in `MULTIPART_PART_HEADERS` and `FILES*` exceed [`names_budget`].
+    #[error("Multipart: Field names exceed {0} bytes.")]
+    NamesTooLarge(usize),
 }
 
 /// Parse a multipart/form-data body with [`MultipartLimits::default`]. `content_type` is the raw
@@ -211,6 +214,7 @@ pub fn parse_multipart_with_limits(
         parts_started: 0,
         is_complete: false,
         boundary_count: 0,
+        names_left: names_budget(body.len()),
     };
     p.out.flags = flags;
     match p.run() {
@@ -325,6 +329,8 @@ struct Parser<'a> {
     parts_started: usize,
     is_complete: bool,
     boundary_count: usize,
+    /// Bytes of cloned field names still allowed (see [`names_budget`]).
+    names_left: usize,
 }
 
 impl Parser<'_> {
@@ -359,7 +365,10 @@ impl Parser<'_> {
         // A final boundary without its line ending.
         let tail = &self.body[rest..];
         let blen = self.boundary.len();
-        if tail.len() == blen + 4 && tail.starts_with(b"--") && tail.ends_with(b"--") && &tail[2..2 + blen] == self.boundary
+        if tail.len() == blen + 4
+            && tail.starts_with(b"--")
+            && tail.ends_with(b"--")
+            && &tail[2..2 + blen] == self.boundary
         {
             self.process_boundary(true, rest)?;
             self.is_complete = true;
@@ -436,7 +445,8 @@ impl Parser<'_> {
             else {
                 return Err(MultipartError::MissingContentDisposition);
             };
-            let (name, filename) = parse_content_disposition(cd, flags).map_err(MultipartError::InvalidContentDisposition)?;
+            let (name, filename) =
+                parse_content_disposition(cd, flags).map_err(MultipartError::InvalidContentDisposition)?;
             let Some(name) = name else { return Err(MultipartError::MissingName) };
             if filename.is_some() {
                 // Crude parsers look for the literal text; reject what they would not understand.
@@ -493,6 +503,12 @@ impl Parser<'_> {
         if let Some(part) = self.part.take() {
             match (part.name, part.data_start) {
                 (Some(name), Some(data_start)) => {
+                    let copies = part.raw_lines.len() + if part.is_file { 3 } else { 1 };
+                    self.names_left = name
+                        .len()
+                        .checked_mul(copies)
+                        .and_then(|n| self.names_left.checked_sub(n))
+                        .ok_or(MultipartError::NamesTooLarge(names_budget(self.body.len())))?;
                     // The line ending before the boundary belongs to the delimiter, not to the value.
                     let body = self.body;
                     let value = strip_line_end(body.get(data_start..line_start).unwrap_or_default());

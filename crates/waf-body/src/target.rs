@@ -168,7 +168,10 @@ mod tests {
             BodyProcessor::from_content_type(b"Application/X-WWW-Form-Urlencoded; charset=utf-8"),
             Some(BodyProcessor::UrlEncoded)
         );
-        assert_eq!(BodyProcessor::from_content_type(b"multipart/form-data; boundary=x"), Some(BodyProcessor::Multipart));
+        assert_eq!(
+            BodyProcessor::from_content_type(b"multipart/form-data; boundary=x"),
+            Some(BodyProcessor::Multipart)
+        );
         assert_eq!(BodyProcessor::from_content_type(b"application/json"), None);
         assert_eq!(BodyProcessor::from_content_type(b"multipart/mixed"), None);
         assert_eq!(BodyProcessor::from_name("json"), Some(BodyProcessor::Json));

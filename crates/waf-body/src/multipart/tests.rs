@@ -101,8 +101,9 @@ fn crs_920120_names() {
 
 #[test]
 fn values_keep_inner_line_breaks_and_lose_the_delimiter_crlf() {
-    let body = [part("a", "l1\r\nl2"), part("b", ""), part("c", "x\r\n"), part("d", "bare\rcr\nlf"), "--abc--\r\n".into()]
-        .concat();
+    let body =
+        [part("a", "l1\r\nl2"), part("b", ""), part("c", "x\r\n"), part("d", "bare\rcr\nlf"), "--abc--\r\n".into()]
+            .concat();
     assert_eq!(
         ok(body.as_bytes()).args,
         vec![(b("a"), b("l1\r\nl2")), (b("b"), b("")), (b("c"), b("x\r\n")), (b("d"), b("bare\rcr\nlf"))]
@@ -129,7 +130,8 @@ fn empty_body_is_fine() {
 fn quoted_value_escapes() {
     let m = ok(b"--abc\r\nContent-Disposition: form-data; name=\"a\\\"b\\\\c\\d\"\r\n\r\nv\r\n--abc--\r\n");
     assert_eq!(m.args, vec![(b("a\"b\\c\\d"), b("v"))]);
-    let m = ok(b"--abc\r\nContent-Disposition: form-data;name=tok\t;\tfilename=\"C:\\dir\\f.txt\"\r\n\r\nv\r\n--abc--\r\n");
+    let m =
+        ok(b"--abc\r\nContent-Disposition: form-data;name=tok\t;\tfilename=\"C:\\dir\\f.txt\"\r\n\r\nv\r\n--abc--\r\n");
     assert_eq!(m.files, vec![(b("tok"), b("C:\\dir\\f.txt"))]);
 }
 
@@ -216,8 +218,9 @@ fn invalid_quoting() {
 #[test]
 fn invalid_part_is_skipped() {
     // the headers never end, so the part has no name
-    let body = ["--abc\r\nContent-Disposition: form-data; name=\"x\"\r\n".to_owned(), part("a", "1"), "--abc--\r\n".into()]
-        .concat();
+    let body =
+        ["--abc\r\nContent-Disposition: form-data; name=\"x\"\r\n".to_owned(), part("a", "1"), "--abc--\r\n".into()]
+            .concat();
     let m = ok(body.as_bytes());
     assert_eq!(m.args, vec![(b("a"), b("1"))]);
     assert!(m.flags.invalid_part && m.flags.strict_error());
@@ -255,7 +258,10 @@ fn missing_boundaries() {
     assert_eq!(k, MultipartError::NoBoundaries);
     assert!(f.data_before);
     assert_eq!(kind(part("a", "1").as_bytes()), MultipartError::FinalBoundaryMissing);
-    assert_eq!(kind(b"--abc\r\nContent-Disposition: form-data; name=a\r\n\r\nunterminated"), MultipartError::FinalBoundaryMissing);
+    assert_eq!(
+        kind(b"--abc\r\nContent-Disposition: form-data; name=a\r\n\r\nunterminated"),
+        MultipartError::FinalBoundaryMissing
+    );
     assert_eq!(kind([part("a", "1"), "--abc-".into()].concat().as_bytes()), MultipartError::FinalBoundaryMissing);
     // final boundary without a line ending completes the body
     let m = ok([part("a", "1"), "--abc--".into()].concat().as_bytes());
@@ -315,7 +321,8 @@ fn error_carries_flags_and_no_content() {
 
 #[test]
 fn file_limit_flag() {
-    let file = |n: usize| format!("--abc\r\nContent-Disposition: form-data; name=\"f{n}\"; filename=\"x\"\r\n\r\nabc\r\n");
+    let file =
+        |n: usize| format!("--abc\r\nContent-Disposition: form-data; name=\"f{n}\"; filename=\"x\"\r\n\r\nabc\r\n");
     let body = [file(1), file(2), file(3), "--abc--\r\n".into()].concat();
     let m = parse_multipart_with_limits(body.as_bytes(), CT, MultipartLimits { max_parts: 10, max_files: 2 }).unwrap();
     assert_eq!(m.files.len(), 3);
@@ -332,13 +339,30 @@ fn part_limit() {
         parse_multipart_with_limits(body.as_bytes(), CT, limits),
         Err(BodyError::Multipart { kind: MultipartError::TooManyParts(4), .. })
     ));
-    assert_eq!(parse_multipart_with_limits(body.as_bytes(), CT, MultipartLimits { max_parts: 5, max_files: 1 }).unwrap().args.len(), 5);
+    assert_eq!(
+        parse_multipart_with_limits(body.as_bytes(), CT, MultipartLimits { max_parts: 5, max_files: 1 })
+            .unwrap()
+            .args
+            .len(),
+        5
+    );
     // a million empty parts stop at the default limit
     let bomb = "--abc\r\n".repeat(1_000_000);
     assert!(matches!(
         parse_multipart(bomb.as_bytes(), CT),
         Err(BodyError::Multipart { kind: MultipartError::TooManyParts(DEFAULT_MAX_ARGS), .. })
     ));
+}
+
+#[test]
+fn long_names_repeated_per_header_hit_the_budget() {
+    let name = "n".repeat(4000);
+    let headers: String = (0..99).map(|i| format!("X-{i}:\r\n")).collect();
+    let one = format!("--abc\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{headers}\r\nv\r\n");
+    let body = [one.repeat(500), "--abc--\r\n".into()].concat();
+    let (k, _) = err(body.as_bytes(), CT);
+    assert_eq!(k, MultipartError::NamesTooLarge(crate::names_budget(body.len())));
+    assert_eq!(ok([one.repeat(2), "--abc--\r\n".into()].concat().as_bytes()).part_headers.len(), 200);
 }
 
 #[test]
