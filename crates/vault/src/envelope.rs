@@ -122,7 +122,10 @@ pub(crate) fn seal(
                 random_bytes::<12>()?
             };
             let ct = aead
-                .encrypt(aes_gcm_siv::Nonce::from_slice(&nonce), aes_gcm_siv::aead::Payload { msg: plaintext, aad: &ad })
+                .encrypt(
+                    aes_gcm_siv::Nonce::from_slice(&nonce),
+                    aes_gcm_siv::aead::Payload { msg: plaintext, aad: &ad },
+                )
                 .map_err(|_| VaultError::InvalidInput("plaintext too long".into()))?;
             out.extend_from_slice(&nonce);
             out.extend_from_slice(&ct);

@@ -89,9 +89,7 @@ impl VaultError {
             VaultError::NotAToken(_) => "not_a_token",
             VaultError::UnknownToken(_) => "unknown_token",
             VaultError::Conflict(_) => "conflict",
-            VaultError::Unseal(_) | VaultError::Db(_) | VaultError::Master(_) | VaultError::Hsm(_) => {
-                "internal_error"
-            }
+            VaultError::Unseal(_) | VaultError::Db(_) | VaultError::Master(_) | VaultError::Hsm(_) => "internal_error",
             VaultError::Rng => "internal_error",
         }
     }
@@ -114,9 +112,11 @@ impl VaultError {
             | VaultError::Unsupported { .. }
             | VaultError::InvalidInput(_)
             | VaultError::NotAToken(_) => Class::BadRequest,
-            VaultError::Unseal(_) | VaultError::Db(_) | VaultError::Master(_) | VaultError::Hsm(_) | VaultError::Rng => {
-                Class::Internal
-            }
+            VaultError::Unseal(_)
+            | VaultError::Db(_)
+            | VaultError::Master(_)
+            | VaultError::Hsm(_)
+            | VaultError::Rng => Class::Internal,
         }
     }
 

@@ -125,10 +125,12 @@ struct BatchOf<T> {
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<Body<T>, VaultError> {
     let v: Value = parse(bytes)?;
     if v.get("batch").is_some() {
-        let b: BatchOf<T> = serde_json::from_value(v).map_err(|e| invalid(format!("malformed batch ({:?})", e.classify())))?;
+        let b: BatchOf<T> =
+            serde_json::from_value(v).map_err(|e| invalid(format!("malformed batch ({:?})", e.classify())))?;
         Ok(Body::Batch(b.batch))
     } else {
-        let one: T = serde_json::from_value(v).map_err(|e| invalid(format!("malformed request ({:?})", e.classify())))?;
+        let one: T =
+            serde_json::from_value(v).map_err(|e| invalid(format!("malformed request ({:?})", e.classify())))?;
         Ok(Body::One(one))
     }
 }
@@ -400,7 +402,9 @@ async fn datakey(
         async |i| v.datakey(&who, &name, i, with_plaintext).await,
         async |is| v.datakey_batch(&who, &name, &is, with_plaintext).await,
         |d: crate::vault::DataKey| match &d.plaintext {
-            Some(p) => json!({"plaintext": STANDARD.encode(&p[..]), "ciphertext": d.ciphertext, "key_version": d.key_version}),
+            Some(p) => {
+                json!({"plaintext": STANDARD.encode(&p[..]), "ciphertext": d.ciphertext, "key_version": d.key_version})
+            }
             None => json!({"ciphertext": d.ciphertext, "key_version": d.key_version}),
         },
     )

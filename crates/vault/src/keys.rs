@@ -211,9 +211,7 @@ mod tests {
         let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
         let aad = h("50515253c0c1c2c3c4c5c6c7");
         let nonce = h("404142434445464748494a4b4c4d4e4f5051525354555657");
-        let ct = aead
-            .encrypt(chacha20poly1305::XNonce::from_slice(&nonce), Payload { msg: pt, aad: &aad })
-            .unwrap();
+        let ct = aead.encrypt(chacha20poly1305::XNonce::from_slice(&nonce), Payload { msg: pt, aad: &aad }).unwrap();
         assert_eq!(
             ct,
             h("bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39\
@@ -246,7 +244,13 @@ mod tests {
 
     #[test]
     fn material_has_the_right_shape() {
-        for t in [KeyType::Aes256Gcm, KeyType::XChaCha20Poly1305, KeyType::Aes256GcmSiv, KeyType::HmacSha256, KeyType::Ff1Aes256] {
+        for t in [
+            KeyType::Aes256Gcm,
+            KeyType::XChaCha20Poly1305,
+            KeyType::Aes256GcmSiv,
+            KeyType::HmacSha256,
+            KeyType::Ff1Aes256,
+        ] {
             let m = generate_material(t).unwrap();
             assert_eq!(m.len(), 32);
             VersionKey::new(t, 1, &m).unwrap();

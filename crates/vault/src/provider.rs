@@ -146,7 +146,12 @@ fn load_pkcs11(cfg: &Pkcs11Config) -> Result<MasterKey, VaultError> {
     MasterKey::from_secret_bytes(&root).map_err(|e| VaultError::Master(e.to_string()))
 }
 
-fn unwrap_root(session: &Session, key: ObjectHandle, bytes: &[u8], path: &Path) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+fn unwrap_root(
+    session: &Session,
+    key: ObjectHandle,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let bad = || VaultError::Master(format!("{}: not a wrapped root key", path.display()));
     let rest = bytes.strip_prefix(WRAP_MAGIC).ok_or_else(bad)?;
     let (iv, ct) = rest.split_at_checked(12).ok_or_else(bad)?;

@@ -62,7 +62,8 @@ pub(crate) async fn get_key(pool: &AnyPool, name: &str) -> Result<Option<KeyRow>
 }
 
 pub(crate) async fn list_keys(pool: &AnyPool) -> Result<Vec<String>, VaultError> {
-    let rows = sqlx::query("SELECT name FROM vault_keys WHERE deleted_at IS NULL ORDER BY name").fetch_all(pool).await?;
+    let rows =
+        sqlx::query("SELECT name FROM vault_keys WHERE deleted_at IS NULL ORDER BY name").fetch_all(pool).await?;
     rows.iter().map(|r| Ok(r.try_get::<String, _>("name")?)).collect()
 }
 
@@ -88,7 +89,8 @@ pub(crate) async fn versions(pool: &AnyPool, name: &str) -> Result<Vec<VersionRo
 /// Insert a new key with its first version, in one transaction.
 pub(crate) async fn create_key(pool: &AnyPool, k: &KeyRow, v1: &VersionRow) -> Result<(), VaultError> {
     let mut tx = pool.begin().await?;
-    let q = format!("INSERT INTO vault_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
+    let q =
+        format!("INSERT INTO vault_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
     let r = sqlx::query(&q)
         .bind(&k.name)
         .bind(&k.key_type)

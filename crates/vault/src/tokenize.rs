@@ -199,7 +199,12 @@ fn finish(s: Shape) -> Result<String, VaultError> {
 pub(crate) const MAX_TWEAK: usize = 256;
 
 /// FF1-encrypt the free digits of `value`.
-pub(crate) fn fpe_encrypt<C>(ff1: &FF1<C>, spec: FormatSpec, value: &str, caller_tweak: &[u8]) -> Result<String, VaultError>
+pub(crate) fn fpe_encrypt<C>(
+    ff1: &FF1<C>,
+    spec: FormatSpec,
+    value: &str,
+    caller_tweak: &[u8],
+) -> Result<String, VaultError>
 where
     C: aes::cipher::BlockCipher + aes::cipher::BlockEncrypt + Clone,
 {
@@ -208,9 +213,8 @@ where
         return Err(invalid("the card number does not pass the Luhn check"));
     }
     let t = tweak(spec, &s.kept, caller_tweak);
-    let ct = ff1
-        .encrypt(&t, &FlexibleNumeralString::from(free_digits(&s)))
-        .map_err(|e| invalid(format!("FF1: {e}")))?;
+    let ct =
+        ff1.encrypt(&t, &FlexibleNumeralString::from(free_digits(&s))).map_err(|e| invalid(format!("FF1: {e}")))?;
     put_digits(&mut s, &Vec::<u16>::from(ct))?;
     if let Some(pos) = s.check {
         set_check(&mut s.bytes, pos, TOKEN_LUHN_RESIDUE)?;
@@ -219,16 +223,20 @@ where
 }
 
 /// Invert [`fpe_encrypt`].
-pub(crate) fn fpe_decrypt<C>(ff1: &FF1<C>, spec: FormatSpec, token: &str, caller_tweak: &[u8]) -> Result<String, VaultError>
+pub(crate) fn fpe_decrypt<C>(
+    ff1: &FF1<C>,
+    spec: FormatSpec,
+    token: &str,
+    caller_tweak: &[u8],
+) -> Result<String, VaultError>
 where
     C: aes::cipher::BlockCipher + aes::cipher::BlockEncrypt + Clone,
 {
     let mut s = shape(spec, token)?;
     check_token_shape(&s)?;
     let t = tweak(spec, &s.kept, caller_tweak);
-    let pt = ff1
-        .decrypt(&t, &FlexibleNumeralString::from(free_digits(&s)))
-        .map_err(|e| invalid(format!("FF1: {e}")))?;
+    let pt =
+        ff1.decrypt(&t, &FlexibleNumeralString::from(free_digits(&s))).map_err(|e| invalid(format!("FF1: {e}")))?;
     put_digits(&mut s, &Vec::<u16>::from(pt))?;
     if let Some(pos) = s.check {
         set_check(&mut s.bytes, pos, 0)?;

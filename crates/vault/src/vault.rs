@@ -241,7 +241,13 @@ pub struct DetokenizeItem {
 
 impl DetokenizeItem {
     pub fn new(token: &str, format: TokenFormat, mode: TokenMode) -> DetokenizeItem {
-        DetokenizeItem { token: token.to_owned(), spec: FormatSpec::new(format), mode, tweak: Vec::new(), key_version: None }
+        DetokenizeItem {
+            token: token.to_owned(),
+            spec: FormatSpec::new(format),
+            mode,
+            tweak: Vec::new(),
+            key_version: None,
+        }
     }
 }
 
@@ -472,11 +478,12 @@ impl Vault {
         let cached = self.inner.cache.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         let now = palisade_store::now();
         if let Some(k) = cached.filter(|k| k.at.elapsed() < CACHE_TTL) {
-            if !k.row.deletion_at.is_some_and(|at| at <= now) {
+            if k.row.deletion_at.is_none_or(|at| at > now) {
                 return Ok(k);
             }
         }
-        let row = repo::get_key(&self.inner.pool, name).await?.ok_or_else(|| VaultError::UnknownKey(name.to_owned()))?;
+        let row =
+            repo::get_key(&self.inner.pool, name).await?.ok_or_else(|| VaultError::UnknownKey(name.to_owned()))?;
         if row.deleted_at.is_some() {
             self.evict(name);
             return Err(VaultError::KeyDeleted(name.to_owned()));
@@ -866,8 +873,14 @@ impl Vault {
         };
         let mut dk = Zeroizing::new(vec![0u8; bytes]);
         crate::keys::fill_random(&mut dk)?;
-        let (e, v) = Self::do_encrypt(k, &EncryptItem { plaintext: dk.clone(), context: it.context.clone(), key_version: None })?;
-        Ok((DataKey { plaintext: with_plaintext.then_some(dk), ciphertext: e.ciphertext, key_version: e.key_version }, v))
+        let (e, v) = Self::do_encrypt(
+            k,
+            &EncryptItem { plaintext: dk.clone(), context: it.context.clone(), key_version: None },
+        )?;
+        Ok((
+            DataKey { plaintext: with_plaintext.then_some(dk), ciphertext: e.ciphertext, key_version: e.key_version },
+            v,
+        ))
     }
 
     /// A fresh random data key and its ciphertext under `key` (`with_plaintext: false` for the
@@ -961,7 +974,8 @@ impl Vault {
 
     /// HMAC-SHA256 of `input`.
     pub async fn hmac(&self, who: &Caller, key: &str, input: Vec<u8>) -> Result<Tag, VaultError> {
-        self.single(who, "hmac", key, input, |k, i: &Vec<u8>| Self::sign_checked(k, i, KeyType::HmacSha256, "hmac")).await
+        self.single(who, "hmac", key, input, |k, i: &Vec<u8>| Self::sign_checked(k, i, KeyType::HmacSha256, "hmac"))
+            .await
     }
 
     pub async fn hmac_batch(
@@ -970,7 +984,8 @@ impl Vault {
         key: &str,
         inputs: &[Vec<u8>],
     ) -> Result<Vec<Result<Tag, VaultError>>, VaultError> {
-        self.batch(who, "hmac", key, inputs, |k, i: &Vec<u8>| Self::sign_checked(k, i, KeyType::HmacSha256, "hmac")).await
+        self.batch(who, "hmac", key, inputs, |k, i: &Vec<u8>| Self::sign_checked(k, i, KeyType::HmacSha256, "hmac"))
+            .await
     }
 
     /// Constant-time check of an HMAC made by [`Vault::hmac`].
@@ -1144,7 +1159,12 @@ impl Vault {
 
     /// Turn tokens back into values, if the authorizer allows `who` for this key (template);
     /// otherwise [`VaultError::Forbidden`] (audited, stage `Authz`).
-    pub async fn detokenize(&self, who: &Caller, key: &str, item: DetokenizeItem) -> Result<Zeroizing<String>, VaultError> {
+    pub async fn detokenize(
+        &self,
+        who: &Caller,
+        key: &str,
+        item: DetokenizeItem,
+    ) -> Result<Zeroizing<String>, VaultError> {
         let mut v = self.detokenize_batch(who, key, std::slice::from_ref(&item)).await?;
         v.pop().unwrap_or(Err(VaultError::Rng))
     }

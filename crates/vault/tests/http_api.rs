@@ -1,4 +1,5 @@
 //! The HTTP API in-process (tower's oneshot): exact statuses and bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -122,13 +123,23 @@ async fn encrypt_decrypt_rewrap_single_and_batch() {
     assert_eq!(b["key_version"], 1);
     let ct = b["ciphertext"].as_str().unwrap().to_owned();
     assert!(ct.starts_with("pal:v1:"));
-    let (s, b) =
-        call(&app, "POST", "/vault/v1/decrypt/k", Some("alice"), Some(json!({"ciphertext": ct, "context": b64("tenant-1")})))
-            .await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/vault/v1/decrypt/k",
+        Some("alice"),
+        Some(json!({"ciphertext": ct, "context": b64("tenant-1")})),
+    )
+    .await;
     assert_eq!((s, b), (StatusCode::OK, json!({"plaintext": b64("hello")})));
-    let (s, b) =
-        call(&app, "POST", "/vault/v1/decrypt/k", Some("alice"), Some(json!({"ciphertext": ct, "context": b64("tenant-2")})))
-            .await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/vault/v1/decrypt/k",
+        Some("alice"),
+        Some(json!({"ciphertext": ct, "context": b64("tenant-2")})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
         b,
@@ -145,7 +156,10 @@ async fn encrypt_decrypt_rewrap_single_and_batch() {
     assert_eq!(s, StatusCode::OK);
     let items = b["batch"].as_array().unwrap();
     assert_eq!(items.len(), 3);
-    assert_eq!(items[1], json!({"error": "invalid_request", "error_description": "invalid input: plaintext is not base64"}));
+    assert_eq!(
+        items[1],
+        json!({"error": "invalid_request", "error_description": "invalid input: plaintext is not base64"})
+    );
     let c0 = items[0]["ciphertext"].as_str().unwrap();
     let c2 = items[2]["ciphertext"].as_str().unwrap();
     let dbatch = json!({"batch": [{"ciphertext": c2, "context": b64("c")}, {"ciphertext": c0}, {"ciphertext": c2}]});
@@ -166,7 +180,14 @@ async fn encrypt_decrypt_rewrap_single_and_batch() {
     let i = chars.len() - 5;
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
     let tampered: String = chars.into_iter().collect();
-    let (s, b) = call(&app, "POST", "/vault/v1/decrypt/k", Some("alice"), Some(json!({"ciphertext": tampered, "context": b64("tenant-1")}))).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/vault/v1/decrypt/k",
+        Some("alice"),
+        Some(json!({"ciphertext": tampered, "context": b64("tenant-1")})),
+    )
+    .await;
     assert_eq!((s, &b["error"]), (StatusCode::BAD_REQUEST, &json!("tampered")));
     let (s, b) = raw(&app, "/vault/v1/encrypt/k", "{\"plaintext\": ").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -175,7 +196,8 @@ async fn encrypt_decrypt_rewrap_single_and_batch() {
     let (s, b) = raw(&app, "/vault/v1/encrypt/k", "{\"plaintext\": \"aGk=\", \"secret\": \"TOPSECRET\"}").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["error_description"], "invalid input: malformed request (Data)");
-    let (s, b) = call(&app, "POST", "/vault/v1/encrypt/nope", Some("alice"), Some(json!({"plaintext": b64("x")}))).await;
+    let (s, b) =
+        call(&app, "POST", "/vault/v1/encrypt/nope", Some("alice"), Some(json!({"plaintext": b64("x")}))).await;
     assert_eq!((s, &b["error"]), (StatusCode::NOT_FOUND, &json!("unknown_key")));
 }
 
@@ -187,13 +209,17 @@ async fn datakeys_signatures_hmacs() {
     let (s, b) = call(&app, "POST", "/vault/v1/datakey/plaintext/dek", Some("alice"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(STANDARD.decode(b["plaintext"].as_str().unwrap()).unwrap().len(), 32);
-    let (_, d) = call(&app, "POST", "/vault/v1/decrypt/dek", Some("alice"), Some(json!({"ciphertext": b["ciphertext"]}))).await;
+    let (_, d) =
+        call(&app, "POST", "/vault/v1/decrypt/dek", Some("alice"), Some(json!({"ciphertext": b["ciphertext"]}))).await;
     assert_eq!(d["plaintext"], b["plaintext"]);
     let (s, b) = call(&app, "POST", "/vault/v1/datakey/wrapped/dek", Some("alice"), Some(json!({"bits": 128}))).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b.get("plaintext").is_none() && b["ciphertext"].is_string());
     let (s, b) = call(&app, "POST", "/vault/v1/datakey/other/dek", Some("alice"), None).await;
-    assert_eq!((s, &b["error_description"]), (StatusCode::BAD_REQUEST, &json!("invalid input: the data key kind is plaintext or wrapped")));
+    assert_eq!(
+        (s, &b["error_description"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid input: the data key kind is plaintext or wrapped"))
+    );
 
     call(&app, "POST", "/vault/v1/keys/signer", Some("alice"), Some(json!({"type": "ed25519"}))).await;
     let (s, b) = call(&app, "POST", "/vault/v1/sign/signer", Some("alice"), Some(json!({"input": b64("doc")}))).await;
@@ -204,13 +230,17 @@ async fn datakeys_signatures_hmacs() {
     assert_eq!((s, b), (StatusCode::OK, json!({"batch": [{"valid": true}, {"valid": false}]})));
     let (s, b) = call(&app, "POST", "/vault/v1/sign/dek", Some("alice"), Some(json!({"input": b64("doc")}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b, json!({"error": "unsupported_operation", "error_description": "a aes256-gcm-siv key does not support sign"}));
+    assert_eq!(
+        b,
+        json!({"error": "unsupported_operation", "error_description": "a aes256-gcm-siv key does not support sign"})
+    );
 
     call(&app, "POST", "/vault/v1/keys/mac", Some("alice"), Some(json!({"type": "hmac-sha256"}))).await;
     let (s, b) = call(&app, "POST", "/vault/v1/hmac/mac", Some("alice"), Some(json!({"input": b64("m")}))).await;
     assert_eq!(s, StatusCode::OK);
     let tag = b["hmac"].as_str().unwrap().to_owned();
-    let (s, b) = call(&app, "POST", "/vault/v1/verify/mac", Some("alice"), Some(json!({"input": b64("m"), "hmac": tag}))).await;
+    let (s, b) =
+        call(&app, "POST", "/vault/v1/verify/mac", Some("alice"), Some(json!({"input": b64("m"), "hmac": tag}))).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"valid": true})));
 }
 
@@ -235,7 +265,10 @@ async fn tokenize_and_forbidden_detokenize() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(b, json!({"error": "forbidden", "error_description": "User::\"bob\" may not detokenize with \"pan\""}));
     let ev = f.events.last();
-    assert_eq!((ev.decision, ev.stage, ev.status, ev.reason.as_str()), (Decision::Deny, Stage::Authz, 403, "vault:detokenize:pan:v?: forbidden"));
+    assert_eq!(
+        (ev.decision, ev.stage, ev.status, ev.reason.as_str()),
+        (Decision::Deny, Stage::Authz, 403, "vault:detokenize:pan:v?: forbidden")
+    );
     let (s, b) = call(&app, "POST", "/vault/v1/detokenize/pan", Some("alice"), Some(req)).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"value": "4111 1111 1111 1111"})));
 
@@ -248,10 +281,20 @@ async fn tokenize_and_forbidden_detokenize() {
     let (s, b) = call(&app, "POST", "/vault/v1/tokenize/pan", Some("alice"), Some(body)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["batch"][0], b["batch"][1]);
-    assert_eq!(b["batch"][2], json!({"error": "invalid_request", "error_description": "invalid input: a digits value has 6 to 64 digits, not 2"}));
+    assert_eq!(
+        b["batch"][2],
+        json!({"error": "invalid_request", "error_description": "invalid input: a digits value has 6 to 64 digits, not 2"})
+    );
     assert_eq!(b["batch"][3]["error_description"], "invalid input: format is one of card, ssn, phone, digits");
     let t = b["batch"][0]["token"].as_str().unwrap();
-    let (s, b) = call(&app, "POST", "/vault/v1/detokenize/pan", Some("alice"), Some(json!({"token": t, "format": "ssn", "mode": "vault"}))).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/vault/v1/detokenize/pan",
+        Some("alice"),
+        Some(json!({"token": t, "format": "ssn", "mode": "vault"})),
+    )
+    .await;
     assert_eq!((s, b), (StatusCode::OK, json!({"value": "123-45-6789"})));
     // No audit event carries the value or the token.
     let all = serde_json::to_string(&f.events.all()).unwrap();

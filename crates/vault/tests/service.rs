@@ -1,4 +1,5 @@
 //! The library API on a real store (SQLite; also PostgreSQL when PALISADE_TEST_PG_URL is set).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -145,7 +146,10 @@ async fn batches_keep_order_and_report_per_item() {
     assert_eq!(f.events.last().reason, "vault:decrypt:k:v1 items=5 failed=2");
     let rw = v.rewrap_batch(&alice(), "k", &ds[..2]).await.unwrap();
     assert!(rw.iter().all(|r| r.as_ref().unwrap().key_version == 1));
-    let dks = v.datakey_batch(&alice(), "k", &[DataKeyItem::default(), DataKeyItem { context: vec![], bits: Some(9) }], false).await.unwrap();
+    let dks = v
+        .datakey_batch(&alice(), "k", &[DataKeyItem::default(), DataKeyItem { context: vec![], bits: Some(9) }], false)
+        .await
+        .unwrap();
     assert!(dks[0].as_ref().unwrap().plaintext.is_none());
     assert_eq!(dks[1].as_ref().err().unwrap().to_string(), "invalid input: bits is 128, 256 or 512");
 }
@@ -180,7 +184,10 @@ async fn data_keys_signatures_and_hmacs() {
     assert_eq!(m.value.len(), "pal:v1:".len() + 43);
     assert_eq!(v.hmac(&alice(), "mac", b"msg".to_vec()).await.unwrap(), m);
     assert!(v.verify_hmac(&alice(), "mac", VerifyItem { input: b"msg".to_vec(), tag: m.value.clone() }).await.unwrap());
-    assert!(!v.verify_hmac(&alice(), "mac", VerifyItem { input: b"msh".to_vec(), tag: m.value.clone() }).await.unwrap());
+    assert!(!v
+        .verify_hmac(&alice(), "mac", VerifyItem { input: b"msh".to_vec(), tag: m.value.clone() })
+        .await
+        .unwrap());
     v.rotate(&alice(), "mac").await.unwrap();
     let cfg = KeyConfig { min_decryption_version: Some(2), ..KeyConfig::default() };
     v.configure(&alice(), "mac", cfg).await.unwrap();
@@ -226,9 +233,15 @@ async fn disable_export_and_deletion_lifecycle() {
     // Zero grace: gone at once, for good.
     v.schedule_deletion(&alice(), "k", Duration::ZERO).await.unwrap();
     let e = v.decrypt(&alice(), "k", dec(&c, b"")).await.unwrap_err();
-    assert_eq!((e.to_string().as_str(), e.status()), ("key \"k\" was deleted; nothing it protected can be recovered", 404));
+    assert_eq!(
+        (e.to_string().as_str(), e.status()),
+        ("key \"k\" was deleted; nothing it protected can be recovered", 404)
+    );
     assert_eq!(v.key_info(&alice(), "k").await.unwrap_err().code(), "key_deleted");
-    assert_eq!(v.create_key(&alice(), "k", KeyOptions::new(KeyType::Aes256Gcm)).await.unwrap_err().code(), "key_exists");
+    assert_eq!(
+        v.create_key(&alice(), "k", KeyOptions::new(KeyType::Aes256Gcm)).await.unwrap_err().code(),
+        "key_exists"
+    );
     assert_eq!(v.list_keys(&alice()).await.unwrap(), vec!["x".to_owned()]);
     let rows: i64 = palisade_store::sqlx::query_scalar("SELECT COUNT(*) FROM vault_key_versions WHERE name = 'k'")
         .fetch_one(f.store.pool())
@@ -251,7 +264,8 @@ async fn tokenization_fpe_vault_and_authorization() {
     assert_eq!(back.unwrap().as_str(), card);
 
     // Bob may not: a typed error and an audit event (deny, authz, 403), without the token.
-    let e = v.detokenize(&bob(), "cards", DetokenizeItem::new(&t, TokenFormat::Card, TokenMode::Fpe)).await.unwrap_err();
+    let e =
+        v.detokenize(&bob(), "cards", DetokenizeItem::new(&t, TokenFormat::Card, TokenMode::Fpe)).await.unwrap_err();
     assert_eq!(e.to_string(), "User::\"bob\" may not detokenize with \"cards\"");
     assert_eq!(e.status(), 403);
     let ev = f.events.last();
@@ -279,7 +293,8 @@ async fn tokenization_fpe_vault_and_authorization() {
         .unwrap();
     assert_eq!(stored.len(), 3);
     assert!(stored.iter().all(|s| !s.contains("6789")));
-    let e = v.detokenize(&alice(), "cards", DetokenizeItem::new("000-00-0000", TokenFormat::Ssn, rnd)).await.unwrap_err();
+    let e =
+        v.detokenize(&alice(), "cards", DetokenizeItem::new("000-00-0000", TokenFormat::Ssn, rnd)).await.unwrap_err();
     assert_eq!((e.code(), e.status()), ("unknown_token", 404));
 
     // Batch, order kept, per-item errors.

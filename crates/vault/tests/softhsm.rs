@@ -1,5 +1,6 @@
 //! The PKCS#11 master key provider against a real SoftHSM2 token created in a temp dir. Skipped
 //! (with a message) only when softhsm2 is not installed and PALISADE_REQUIRE_SOFTHSM is unset.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -33,7 +34,9 @@ async fn softhsm_wraps_and_unwraps_the_root_key() {
         if std::env::var_os("PALISADE_REQUIRE_SOFTHSM").is_some() {
             panic!("PALISADE_REQUIRE_SOFTHSM is set but softhsm2 is not installed ({MODULE})");
         }
-        eprintln!("SKIPPED softhsm_wraps_and_unwraps_the_root_key: softhsm2 is not installed (apt-get install softhsm2)");
+        eprintln!(
+            "SKIPPED softhsm_wraps_and_unwraps_the_root_key: softhsm2 is not installed (apt-get install softhsm2)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

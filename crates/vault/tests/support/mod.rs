@@ -1,6 +1,6 @@
 //! Shared test fixtures: a store in a temp dir, a master key, an audit sink that keeps events,
 //! and an authorizer that lets only alice detokenize.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 
