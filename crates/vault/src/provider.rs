@@ -61,14 +61,16 @@ impl std::fmt::Debug for Pkcs11Config {
 pub fn load_master_key(src: &MasterKeySource) -> Result<MasterKey, VaultError> {
     match src {
         MasterKeySource::File(p) => MasterKey::load_or_create(p).map_err(|e| VaultError::Master(e.to_string())),
-        MasterKeySource::Env(var) => {
-            let text = Zeroizing::new(
-                std::env::var(var).map_err(|_| VaultError::Master(format!("environment variable {var} is not set")))?,
-            );
-            MasterKey::from_base64(&text).map_err(|e| VaultError::Master(format!("{var}: {e}")))
-        }
+        MasterKeySource::Env(var) => from_env(var, |v| std::env::var(v).ok()),
         MasterKeySource::Pkcs11(cfg) => load_pkcs11(cfg),
     }
+}
+
+fn from_env(var: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<MasterKey, VaultError> {
+    let text = Zeroizing::new(
+        lookup(var).ok_or_else(|| VaultError::Master(format!("environment variable {var} is not set")))?,
+    );
+    MasterKey::from_base64(&text).map_err(|e| VaultError::Master(format!("{var}: {e}")))
 }
 
 /// Header of the wrapped root key file, then IV (12) and AES-GCM ciphertext+tag (48).
@@ -166,4 +168,35 @@ fn unwrap_root(
         return Err(bad());
     }
     Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn file_provider_creates_0600_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("master.key");
+        let a = load_master_key(&MasterKeySource::File(p.clone())).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let sealed = a.seal(b"x", b"ad").unwrap();
+        let b = load_master_key(&MasterKeySource::File(p)).unwrap();
+        assert_eq!(&b.open(&sealed, b"ad").unwrap()[..], b"x");
+    }
+
+    #[test]
+    fn env_provider_reads_base64() {
+        let text = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let k = from_env("PALISADE_MASTER_KEY", |v| (v == "PALISADE_MASTER_KEY").then(|| text.clone())).unwrap();
+        let same = MasterKey::from_secret_bytes(&[5u8; 32]).unwrap();
+        assert_eq!(&same.open(&k.seal(b"x", b"").unwrap(), b"").unwrap()[..], b"x");
+        let e = from_env("NOPE", |_| None).unwrap_err();
+        assert_eq!(e.to_string(), "master key: environment variable NOPE is not set");
+        let e = from_env("K", |_| Some("c2hvcnQ=".into())).unwrap_err();
+        assert_eq!(e.to_string(), "master key: K: invalid master key: need 32 bytes (base64 of 32 random bytes)");
+        assert!(MasterKey::from_secret_bytes(&[1u8; 31]).is_err());
+    }
 }
