@@ -79,6 +79,8 @@ struct Val<'a> {
 struct Matched {
     name: String,
     value: Vec<u8>,
+    /// TX:0..9 of this match (`capture`): actions of each match see their own captures.
+    captures: Vec<Vec<u8>>,
 }
 
 /// Cached result of a transformation chain prefix applied to one value.
@@ -242,19 +244,14 @@ impl<'r> Transaction<'r> {
             line.extend_from_slice(req.protocol.as_bytes());
         }
         self.set_scalar(Scalar::RequestLine, line);
-        // REQUEST_URI is the origin-form target: an absolute-form target loses scheme and authority.
-        let origin_form = strip_scheme_authority(uri);
-        let (path, query) = match origin_form.iter().position(|&c| c == b'?') {
-            Some(i) => (origin_form.get(..i).unwrap_or_default(), origin_form.get(i + 1..)),
-            None => (origin_form, None),
-        };
-        self.set_scalar(Scalar::RequestUri, origin_form.to_vec());
-        self.set_scalar(Scalar::RequestFilename, path.to_vec());
-        let base = match path.iter().rposition(|&c| c == b'/') {
-            Some(i) => path.get(i + 1..).unwrap_or_default(),
-            None => path,
-        };
-        self.set_scalar(Scalar::RequestBasename, base.to_vec());
+        // REQUEST_URI is the origin-form target; REQUEST_FILENAME/BASENAME are its path percent-decoded, as the
+        // web server hands it to ModSecurity (CRS 933151 expects `/array_diff%20%28` to read `array_diff (`).
+        let target = body::split_target(uri);
+        let query = if target.has_query { Some(target.query) } else { None };
+        self.set_scalar(Scalar::RequestUri, target.uri.to_vec());
+        let path = percent_decode(target.path);
+        self.set_scalar(Scalar::RequestBasename, body::basename(&path).to_vec());
+        self.set_scalar(Scalar::RequestFilename, path);
         self.set_scalar(Scalar::QueryString, query.unwrap_or_default().to_vec());
         if let Some(q) = query {
             let (args, flags) = body::parse_query(q);
@@ -332,7 +329,11 @@ impl<'r> Transaction<'r> {
 
     fn process_body(&mut self, data: &[u8]) {
         let proc = self.body_proc;
-        self.set_scalar(Scalar::RequestBody, data.to_vec());
+        // ModSecurity v2: REQUEST_BODY exists for the URLENCODED processor or with ctl:forceRequestBodyVariable
+        // (CRS 901340 turns it on when no processor applies).
+        if proc == Some(BodyProc::UrlEncoded) || self.force_body_var {
+            self.set_scalar(Scalar::RequestBody, data.to_vec());
+        }
         if data.is_empty() {
             return;
         }
@@ -575,7 +576,6 @@ impl<'r> Transaction<'r> {
             return Some(String::new());
         };
         let mut matched: Vec<Matched> = Vec::new();
-        let mut captures: Vec<Vec<u8>> = Vec::new();
         {
             let this: &Self = self;
             let vals = this.collect(rule, starter_id);
@@ -610,25 +610,23 @@ impl<'r> Transaction<'r> {
                     }
                 }
                 if let Some(value) = hit {
-                    matched.push(Matched { name: var_display(v.var, &v.key), value });
-                    if rule.capture {
-                        captures = caps.clone();
-                    }
+                    let captures = if rule.capture { std::mem::take(&mut caps) } else { Vec::new() };
+                    matched.push(Matched { name: var_display(v.var, &v.key), value, captures });
                 }
             }
         }
         if matched.is_empty() {
             return None;
         }
-        if rule.capture && !captures.is_empty() {
-            if let Some(tx) = self.stores.get_mut(TX_STORE) {
-                for (i, c) in captures.iter().take(10).enumerate() {
-                    tx.set(i.to_string().as_bytes(), c.clone());
-                }
-            }
-        }
         let first = matched.first().map(|m| m.name.clone()).unwrap_or_default();
         for m in matched {
+            if !m.captures.is_empty() {
+                if let Some(tx) = self.stores.get_mut(TX_STORE) {
+                    for (i, c) in m.captures.into_iter().take(10).enumerate() {
+                        tx.set(i.to_string().as_bytes(), c);
+                    }
+                }
+            }
             self.set_scalar(Scalar::MatchedVar, m.value.clone());
             self.set_scalar(Scalar::MatchedVarName, m.name.clone().into_bytes());
             self.matched_vars.push((m.name.into_bytes(), m.value));
@@ -886,8 +884,6 @@ fn scalar_always_present(s: Scalar) -> bool {
             | Scalar::WebserverErrorLog
             | Scalar::MatchedVar
             | Scalar::MatchedVarName
-            | Scalar::ReqbodyProcessor
-            | Scalar::RequestBodyProcessor
             | Scalar::MultipartFilename
             | Scalar::MultipartName
             | Scalar::AuthType
@@ -936,18 +932,28 @@ fn parse_i64(v: &[u8]) -> i64 {
     })
 }
 
-/// `http://host:port/path?q` -> `/path?q`; origin-form targets are returned unchanged.
-fn strip_scheme_authority(uri: &[u8]) -> &[u8] {
-    let lower_starts = |p: &[u8]| uri.len() >= p.len() && uri.get(..p.len()).is_some_and(|x| x.eq_ignore_ascii_case(p));
-    if lower_starts(b"http://") || lower_starts(b"https://") {
-        let after = uri.iter().position(|&c| c == b':').map_or(0, |i| i + 3);
-        let rest = uri.get(after..).unwrap_or_default();
-        return match rest.iter().position(|&c| c == b'/' || c == b'?') {
-            Some(i) => rest.get(i..).unwrap_or_default(),
-            None => b"",
-        };
+/// `%XX` decoding (no `+`); invalid escapes stay as written.
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&x| hex(x)), b.get(i + 2).and_then(|&x| hex(x))) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
     }
-    uri
+    out
 }
 
 /// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).

@@ -14,7 +14,7 @@ use serde_yaml_ng::Value;
 const CRS: &str = "/work/shared/data/crs";
 
 /// The overall pass rate this engine reaches (ratchet: raise it as failures are fixed).
-const MIN_PASS_RATE: f64 = 0.989;
+const MIN_PASS_RATE: f64 = 0.998;
 
 /// What Coraza's recommended configuration and the CRS test setup (tests/regression/README, rule 900005) add
 /// before crs-setup.conf: body processors by Content-Type, body error rules, the test limits and PL 4.
