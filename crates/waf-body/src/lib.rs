@@ -19,7 +19,25 @@
 //! `REQBODY_ERROR_MSG` (its `Display` text). Names and values are bytes: decoding can produce invalid UTF-8.
 //!
 //! Hostile input never panics and costs linear time; counts are bounded ([`DEFAULT_MAX_ARGS`], multipart part and
-//! XML node limits, JSON depth), so memory stays proportional to the body the gateway already accepted.
+//! XML node limits, JSON depth, [`names_budget`]), so memory stays proportional to the body the gateway accepted.
+//!
+//! ```
+//! use palisade_waf_body::{parse_json, parse_multipart, parse_query, split_target};
+//!
+//! let target = split_target(b"/app/login.php?user=a%27+or+1%3D1&debug");
+//! assert_eq!((target.path, target.basename()), (&b"/app/login.php"[..], &b"login.php"[..]));
+//! let (args, flags) = parse_query(target.query);
+//! assert_eq!(args, vec![(b"user".to_vec(), b"a' or 1=1".to_vec()), (b"debug".to_vec(), b"".to_vec())]);
+//! assert!(!flags.urlencoded_error);
+//!
+//! let json = parse_json(br#"{"q": ["x", 1]}"#, 512).unwrap();
+//! assert_eq!(json[2], (b"json.q".to_vec(), b"2".to_vec())); // after json.q.0 and json.q.1
+//!
+//! let body = b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.php\"\r\n\r\n<?php\r\n--b--\r\n";
+//! let m = parse_multipart(body, b"multipart/form-data; boundary=b").unwrap();
+//! assert_eq!(m.files, vec![(b"f".to_vec(), b"a.php".to_vec())]);
+//! assert!(!m.flags.strict_error());
+//! ```
 
 mod cookies;
 mod json;
