@@ -46,8 +46,13 @@ pub(crate) fn format(version: u32, payload: &[u8]) -> String {
     format!("pal:v{version}:{}", URL_SAFE_NO_PAD.encode(payload))
 }
 
-fn context_check(check: &hmac::Key, context: &[u8]) -> [u8; 4] {
-    let tag = hmac::sign(check, context);
+/// A keyed check of the context, mixed with the nonce so that two ciphertexts do not reveal
+/// whether they share a context.
+fn context_check(check: &hmac::Key, nonce: &[u8], context: &[u8]) -> [u8; 4] {
+    let mut ctx = hmac::Context::with_key(check);
+    ctx.update(nonce);
+    ctx.update(context);
+    let tag = ctx.sign();
     let mut out = [0u8; 4];
     out.copy_from_slice(tag.as_ref().get(..4).unwrap_or(&[0; 4]));
     out
@@ -81,53 +86,42 @@ pub(crate) fn seal(
         (Primitive::Siv { .. }, true) => ALG_SIV_DET,
         _ => return Err(VaultError::InvalidInput("deterministic encryption needs an aes256-gcm-siv key".into())),
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + 24 + plaintext.len() + TAG_LEN);
+    let nonce: Vec<u8> = match &vk.prim {
+        Primitive::Gcm(_) => random_bytes::<NONCE_LEN>()?.to_vec(),
+        Primitive::XChaCha(_) => random_bytes::<24>()?.to_vec(),
+        Primitive::Siv { nonce_key, .. } if deterministic => {
+            // Synthetic nonce: a PRF of everything that varies, so equal plaintext and context
+            // give equal ciphertexts and nothing else collides.
+            let mut ctx = hmac::Context::with_key(nonce_key);
+            ctx.update(&(context.len() as u64).to_be_bytes());
+            ctx.update(context);
+            ctx.update(plaintext);
+            ctx.sign().as_ref().get(..12).unwrap_or(&[0; 12]).to_vec()
+        }
+        _ => random_bytes::<12>()?.to_vec(),
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + nonce.len() + plaintext.len() + TAG_LEN);
     out.push(FORMAT);
     out.push(alg);
     out.extend_from_slice(&key_id.to_be_bytes());
-    out.extend_from_slice(&context_check(&vk.check, context));
+    out.extend_from_slice(&context_check(&vk.check, &nonce, context));
     let ad = aad(name, vk.version, &out, context);
+    out.extend_from_slice(&nonce);
+    let fail = || VaultError::InvalidInput("plaintext too long".into());
     match &vk.prim {
         Primitive::Gcm(k) => {
-            let nonce = random_bytes::<NONCE_LEN>()?;
-            out.extend_from_slice(&nonce);
-            let start = out.len();
-            out.extend_from_slice(plaintext);
-            let mut body = out.split_off(start);
-            k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&ad[..]), &mut body)
-                .map_err(|_| VaultError::InvalidInput("plaintext too long".into()))?;
+            let n = Nonce::try_assume_unique_for_key(&nonce).map_err(|_| VaultError::Rng)?;
+            let mut body = plaintext.to_vec();
+            k.seal_in_place_append_tag(n, Aad::from(&ad[..]), &mut body).map_err(|_| fail())?;
             out.extend_from_slice(&body);
         }
         Primitive::XChaCha(k) => {
-            let nonce = random_bytes::<24>()?;
-            let ct = k
-                .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &ad })
-                .map_err(|_| VaultError::InvalidInput("plaintext too long".into()))?;
-            out.extend_from_slice(&nonce);
+            let ct = k.encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &ad }).map_err(|_| fail())?;
             out.extend_from_slice(&ct);
         }
-        Primitive::Siv { aead, nonce_key } => {
-            let nonce: [u8; 12] = if deterministic {
-                // Synthetic nonce: a PRF of everything that varies, so equal plaintext and context
-                // give equal ciphertexts and nothing else collides.
-                let mut ctx = hmac::Context::with_key(nonce_key);
-                ctx.update(&(context.len() as u64).to_be_bytes());
-                ctx.update(context);
-                ctx.update(plaintext);
-                let tag = ctx.sign();
-                let mut n = [0u8; 12];
-                n.copy_from_slice(tag.as_ref().get(..12).unwrap_or(&[0; 12]));
-                n
-            } else {
-                random_bytes::<12>()?
-            };
-            let ct = aead
-                .encrypt(
-                    aes_gcm_siv::Nonce::from_slice(&nonce),
-                    aes_gcm_siv::aead::Payload { msg: plaintext, aad: &ad },
-                )
-                .map_err(|_| VaultError::InvalidInput("plaintext too long".into()))?;
-            out.extend_from_slice(&nonce);
+        Primitive::Siv { aead, .. } => {
+            let payload = aes_gcm_siv::aead::Payload { msg: plaintext, aad: &ad };
+            let ct = aead.encrypt(aes_gcm_siv::Nonce::from_slice(&nonce), payload).map_err(|_| fail())?;
             out.extend_from_slice(&ct);
         }
         _ => return Err(VaultError::Unsupported { key_type: "non-AEAD", op: "encrypt" }),
@@ -170,7 +164,6 @@ pub(crate) fn open(
         return Err(VaultError::Malformed("algorithm byte does not match the key type"));
     }
     let ad = aad(name, vk.version, head, context);
-    let check_ok = head.get(6..10) == Some(&context_check(&vk.check, context)[..]);
     let result = match &vk.prim {
         Primitive::Gcm(k) => {
             let (nonce, ct) = body.split_at_checked(NONCE_LEN).ok_or(VaultError::Malformed("truncated"))?;
@@ -208,8 +201,15 @@ pub(crate) fn open(
     };
     match result {
         Ok(pt) => Ok(pt),
-        Err(()) if !check_ok => Err(VaultError::WrongContext),
-        Err(()) => Err(VaultError::Tampered),
+        Err(()) => {
+            let nonce_len = if alg == ALG_XCHACHA { 24 } else { 12 };
+            let nonce = body.get(..nonce_len).unwrap_or_default();
+            if head.get(6..10) == Some(&context_check(&vk.check, nonce, context)[..]) {
+                Err(VaultError::Tampered)
+            } else {
+                Err(VaultError::WrongContext)
+            }
+        }
     }
 }
 
@@ -255,6 +255,9 @@ mod tests {
             assert!(matches!(open("k", &vk, &payload[..12], b"ctx"), Err(VaultError::Malformed("truncated"))));
             let again = seal("k", 77, &vk, det, b"hello", b"ctx").unwrap();
             assert_eq!(again == ct, det, "{t} deterministic={det}");
+            // The context check does not link ciphertexts that share a context.
+            let (_, p2) = parse(&again).unwrap();
+            assert_eq!(p2[6..10] == payload[6..10], det, "{t}");
         }
     }
 }
