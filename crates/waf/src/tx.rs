@@ -83,11 +83,66 @@ struct Matched {
     captures: Vec<Vec<u8>>,
 }
 
-/// Cached result of a transformation chain prefix applied to one value.
-struct CacheEntry {
-    input: Box<[u8]>,
-    /// `None`: the chain left the value unchanged.
-    output: Option<Arc<[u8]>>,
+/// Transformed values of this transaction: each distinct input value is copied once and numbered; results are
+/// kept per (transformation-trie node, value number), `None` when the chain left the value unchanged.
+#[derive(Default)]
+struct TCache {
+    inputs: HashMap<u64, Vec<(Arc<[u8]>, u32)>, FastHash>,
+    results: HashMap<(usize, u32), Option<Arc<[u8]>>, FastHash>,
+    next_id: u32,
+}
+
+/// Values larger than this are transformed without caching (a copy of a large body is not worth it).
+const CACHE_MAX_VALUE: usize = 64 * 1024;
+
+/// A transformed value: the original bytes or a shared result from the cache.
+enum Tv<'v> {
+    Same(&'v [u8]),
+    New(Arc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Tv<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Tv::Same(b) => b,
+            Tv::New(a) => a,
+            Tv::Owned(v) => v,
+        }
+    }
+}
+
+/// Hasher for small integer keys and pre-hashed values (SipHash's DoS resistance is not needed: keys are
+/// trie node numbers and value numbers, and value hashes are verified against the full bytes).
+#[derive(Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_bytes(bytes) ^ self.0.rotate_left(17);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 /// The state of one request. Not `Sync`; create one per request with [`RuleSet::transaction`].
@@ -120,7 +175,7 @@ pub struct Transaction<'r> {
     allow_phase: u8,
     /// The chain starter being evaluated, for `%{rule.*}`.
     current: Option<&'r Rule>,
-    cache: RefCell<HashMap<(usize, u64), CacheEntry>>,
+    cache: RefCell<TCache>,
 }
 
 impl<'r> Transaction<'r> {
@@ -153,7 +208,7 @@ impl<'r> Transaction<'r> {
             allow: None,
             allow_phase: 0,
             current: None,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(TCache::default()),
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -206,6 +261,20 @@ impl<'r> Transaction<'r> {
         if let Ok(mut t) = crate::vars::parse_target(target) {
             t.exclude = true;
             self.removed_targets.push((RuleSel::Ids(vec![id..=id]), Arc::new(t)));
+        }
+    }
+
+    /// Remove the rules carrying `tag` for this transaction, as `ctl:ruleRemoveByTag` does.
+    pub fn remove_rule_tag(&mut self, tag: &str) {
+        self.removed.push(RuleSel::Tag(tag.to_owned()));
+    }
+
+    /// Stop the rules carrying `tag` from looking at `target`, as `ctl:ruleRemoveTargetByTag` does.
+    /// An unparsable target is ignored.
+    pub fn remove_rule_target_by_tag(&mut self, tag: &str, target: &str) {
+        if let Ok(mut t) = crate::vars::parse_target(target) {
+            t.exclude = true;
+            self.removed_targets.push((RuleSel::Tag(tag.to_owned()), Arc::new(t)));
         }
     }
 
@@ -583,7 +652,7 @@ impl<'r> Transaction<'r> {
             for v in &vals {
                 let mut hit: Option<Vec<u8>> = None;
                 if rule.multi_match {
-                    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&v.value);
+                    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&*v.value);
                     let check = |data: &[u8], caps: &mut Vec<Vec<u8>>| {
                         caps.clear();
                         op.matches(data, this, if rule.capture { Some(caps) } else { None })
@@ -636,39 +705,51 @@ impl<'r> Transaction<'r> {
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
-    fn transformed<'v>(&self, rule: &Rule, value: &'v [u8]) -> Cow<'v, [u8]> {
+    fn transformed<'v>(&self, rule: &Rule, value: &'v [u8]) -> Tv<'v> {
         if rule.transforms.is_empty() {
-            return Cow::Borrowed(value);
+            return Tv::Same(value);
         }
-        let h = hash_bytes(value);
+        if value.len() > CACHE_MAX_VALUE {
+            let mut cur: Option<Vec<u8>> = None;
+            for t in &rule.transforms {
+                if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
+                    cur = Some(out);
+                }
+            }
+            return cur.map_or(Tv::Same(value), Tv::Owned);
+        }
         let mut cache = self.cache.borrow_mut();
+        let cache = &mut *cache;
+        let h = hash_bytes(value);
+        let bucket = cache.inputs.entry(h).or_default();
+        let id = match bucket.iter().find(|(v, _)| **v == *value) {
+            Some((_, id)) => *id,
+            None => {
+                let id = cache.next_id;
+                cache.next_id = cache.next_id.saturating_add(1);
+                bucket.push((Arc::from(value), id));
+                id
+            }
+        };
         // Longest cached prefix of the chain for this value.
         let mut start = 0usize;
         let mut cur: Option<Arc<[u8]>> = None;
         for (i, node) in rule.tchain.iter().enumerate().rev() {
-            if let Some(e) = cache.get(&(*node, h)) {
-                if *e.input == *value {
-                    start = i + 1;
-                    cur = e.output.clone();
-                    break;
-                }
+            if let Some(r) = cache.results.get(&(*node, id)) {
+                start = i + 1;
+                cur = r.clone();
+                break;
             }
         }
         for (i, t) in rule.transforms.iter().enumerate().skip(start) {
-            let input: &[u8] = cur.as_deref().unwrap_or(value);
-            if let Some(out) = t.apply(input) {
+            if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
                 cur = Some(Arc::from(out));
             }
             if let Some(node) = rule.tchain.get(i) {
-                if value.len() <= 1 << 20 {
-                    cache.insert((*node, h), CacheEntry { input: value.into(), output: cur.clone() });
-                }
+                cache.results.insert((*node, id), cur.clone());
             }
         }
-        match cur {
-            Some(a) => Cow::Owned(a.to_vec()),
-            None => Cow::Borrowed(value),
-        }
+        cur.map_or(Tv::Same(value), Tv::New)
     }
 
     fn run_effects(&mut self, rule: &Rule) {
