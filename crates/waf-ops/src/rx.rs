@@ -68,6 +68,10 @@ impl Rx {
     pub(crate) fn captures(&self, input: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
         match &self.engine {
             Engine::Bytes(re) => {
+                // Most inputs do not match: the DFA-only is_match is far cheaper than a capture search.
+                if !re.is_match(input) {
+                    return false;
+                }
                 let Some(caps) = re.captures(input) else { return false };
                 let last = (0..caps.len().min(10)).rev().find(|&i| caps.get(i).is_some()).unwrap_or(0);
                 out.clear();
