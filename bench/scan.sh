@@ -6,9 +6,13 @@
 #  2. a synthetic 5,000-package mixed inventory (Cargo.lock, package-lock.json, requirements.txt, go.mod,
 #     dpkg status; names taken from the advisory data so lookups hit) scanned with `palisade scan fs`
 #     against a database of RustSec + Go + PyPA + Alpine data: wall time and peak RSS (/usr/bin/time -v).
-# The Debian-rootfs image scan of issue 9 is not run here (no debootstrap in this script).
+#  3. a real Debian image: `debootstrap --variant=minbase bookworm` packed as a one-layer `docker save` tarball
+#     (built once and cached in ~/.cache/palisade/debian-bookworm-minbase/, shared with the scan crate's
+#     tests/debian_image.rs), scanned with `palisade scan image` against the OSV Debian fixture of
+#     crates/scan/tests/fixtures/debian-osv: wall time and peak RSS, with and without the layer secret search.
+#     Needs debootstrap and root the first time; without them the row says why it was not run.
 # Prints a Markdown table. Usage: bench/scan.sh [reps=3]
-# Needs: python3, git, /usr/bin/time; cargo-audit on PATH for the comparison rows
+# Needs: python3, git, /usr/bin/time (debootstrap and root for the image rows, first run only); cargo-audit on PATH for the comparison rows
 # (cargo install cargo-audit --locked), else those rows say "not installed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,3 +112,67 @@ echo "| synthetic mixed inventory ($npk packages) | palisade scan fs | $(median 
 echo
 echo "Peak RSS of the synthetic scan: $(median "${rss[@]}") KiB (runs: ${rss[*]} KiB)."
 echo "Database import: RustSec only $IMPORT_RS ms; RustSec + Go + PyPA + Alpine $IMPORT_ALL ms (once, not per scan)."
+
+# Real Debian image (issue 9): debootstrap once, pack once (python tarfile keeps symlinks and device nodes).
+DEB_CACHE=${PALISADE_DEBIAN_IMAGE_CACHE:-$HOME/.cache/palisade/debian-bookworm-minbase}
+IMG=$DEB_CACHE/image.tar
+why=""
+if [ ! -f "$IMG" ] && [ ! -f "$DEB_CACHE/rootfs/var/lib/dpkg/status" ]; then
+  if ! command -v debootstrap >/dev/null; then why="debootstrap not installed"
+  elif [ "$(id -u)" != 0 ]; then why="debootstrap needs root"
+  else
+    mkdir -p "$DEB_CACHE"
+    rm -rf "$DEB_CACHE/rootfs.tmp-$$"
+    debootstrap --variant=minbase bookworm "$DEB_CACHE/rootfs.tmp-$$" http://deb.debian.org/debian >"$TMP/debootstrap.log" 2>&1 \
+      || { tail -5 "$TMP/debootstrap.log"; exit 1; }
+    mv "$DEB_CACHE/rootfs.tmp-$$" "$DEB_CACHE/rootfs"
+  fi
+fi
+if [ -z "$why" ] && [ ! -f "$IMG" ]; then
+  python3 - "$DEB_CACHE/rootfs" "$IMG" <<'PY'
+import hashlib, json, os, sys, tarfile
+root, out = sys.argv[1], sys.argv[2]
+layer, tmp = out + ".layer.tmp", out + ".tmp"
+with tarfile.open(layer, "w", format=tarfile.GNU_FORMAT) as t:
+    for name in sorted(os.listdir(root)):
+        t.add(os.path.join(root, name), arcname=name)
+h = hashlib.sha256()
+with open(layer, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 16), b""):
+        h.update(chunk)
+lsha = h.hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["bash"]},
+                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + lsha]}}).encode()
+csha = hashlib.sha256(config).hexdigest()
+manifest = json.dumps([{"Config": csha + ".json", "RepoTags": ["palisade-test/debian:bookworm-minbase"],
+                        "Layers": [lsha + "/layer.tar"]}]).encode()
+with tarfile.open(tmp, "w") as t:
+    for name, data in (("manifest.json", manifest), (csha + ".json", config)):
+        info = tarfile.TarInfo(name); info.size = len(data); info.mode = 0o644
+        t.addfile(info, __import__("io").BytesIO(data))
+    t.add(layer, arcname=lsha + "/layer.tar")
+os.remove(layer)
+os.rename(tmp, out)
+PY
+fi
+echo
+if [ -n "$why" ]; then
+  echo "Debian image scan: not run ($why)."
+else
+  "$PALISADE" scan db import crates/scan/tests/fixtures/debian-osv --db "$TMP/debian.db" >/dev/null
+  echo "| workload | tool | wall ms (median) | runs ms | peak RSS KiB (median) | findings |"
+  echo "| --- | --- | ---: | --- | ---: | ---: |"
+  for mode in default --no-secrets; do
+    flags=(); [ "$mode" = default ] || flags=("$mode")
+    runs=(); rss=()
+    for _ in $(seq "$REPS"); do
+      /usr/bin/time -v -o "$TMP/time.txt" "$PALISADE" scan image "$IMG" --db "$TMP/debian.db" --format json "${flags[@]}" \
+        >"$TMP/image.json" 2>/dev/null || true
+      runs+=("$(awk -F': ' '/Elapsed \(wall clock\)/ {split($2, t, ":"); printf "%d", (t[1] * 60 + t[2]) * 1000}' "$TMP/time.txt")")
+      rss+=("$(awk -F': ' '/Maximum resident set size/ {print $2}' "$TMP/time.txt")")
+    done
+    read -r np nf < <(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["targets"][0]; print(len(t["packages"]), len(t["findings"]))' "$TMP/image.json")
+    label="palisade scan image"; [ "$mode" = default ] || label="palisade scan image $mode"
+    echo "| debootstrap minbase bookworm docker-archive ($(( $(stat -c %s "$IMG") / 1048576 )) MiB, 1 layer, $np packages) | $label | $(median "${runs[@]}") | ${runs[*]} | $(median "${rss[@]}") | $nf |"
+  done
+fi

@@ -17,7 +17,8 @@ use crate::source::{self, LoadError, SourceIssue};
 use crate::version::{Ecosystem, VersionError};
 
 const MAGIC: &[u8; 8] = b"PALSCDB\0";
-const FORMAT: u32 = 1;
+/// Format 2: Ubuntu releases stored without the `:LTS` suffix (a format-1 file would silently miss them).
+const FORMAT: u32 = 2;
 /// Largest database file opened.
 const MAX_DB: u64 = 2 << 30;
 
@@ -303,7 +304,10 @@ impl Database {
         }
         let format = data.get(8..12).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes);
         if format != Some(FORMAT) {
-            return Err(bad("unsupported format version"));
+            return Err(bad(&format!(
+                "unsupported format version {} (this build reads {FORMAT}; rebuild it with `palisade scan db import`)",
+                format.map_or_else(|| "(missing)".to_owned(), |f| f.to_string())
+            )));
         }
         let hlen = data
             .get(12..20)

@@ -1,5 +1,6 @@
 //! Container images: a `docker save` archive (`manifest.json`, config, layer tars; the Docker 25+ variant
 //! whose layers are OCI blobs too) or an OCI image layout directory (`oci-layout`, `index.json`, `blobs/`).
+//! Layers are plain, gzip or zstd tar streams, told apart by their first bytes (media types can lie).
 //! Layers are applied in order with whiteouts into an in-memory view that holds only what the inventory
 //! needs (parsed package lists, keyed by path); nothing is written to disk. Entry paths that are absolute
 //! or contain `..` are refused, and entry size, total size and entry count are capped before any read.
@@ -17,6 +18,7 @@ use crate::content::{ContentOptions, ContentScan};
 use crate::inventory::{
     detect, looks_executable, parse, FileKind, Inventory, InventoryError, Parsed, MAX_BINARY_BYTES, MAX_MANIFEST_BYTES,
 };
+use crate::zstd::ZstdStream;
 
 /// Caps applied while reading an image; exceeding one is an [`InventoryError::Limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,7 +401,7 @@ impl View {
         let stream: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::bufread::MultiGzDecoder::new(buf))
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(err("zstd-compressed layers are not supported".into()));
+            Box::new(ZstdStream::new(buf))
         } else {
             Box::new(buf)
         };

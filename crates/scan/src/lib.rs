@@ -38,6 +38,7 @@ mod sarif;
 pub mod secrets;
 mod source;
 pub mod version;
+mod zstd;
 
 pub use advisory::{Advisory, Affected, Event, Rule, RuleError};
 pub use content::{scan_content, ContentOptions, ContentScan};

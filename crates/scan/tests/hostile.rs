@@ -115,23 +115,47 @@ fn corrupt_database_files() {
         &b""[..],
         b"PALSCDB\0",
         b"PALSCDB\0\x02\0\0\0",
-        b"PALSCDB\0\x01\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff",
-        b"PALSCDB\0\x01\0\0\0\x04\0\0\0\0\0\0\0{}{}",
+        b"PALSCDB\0\x02\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"PALSCDB\0\x02\0\0\0\x04\0\0\0\0\0\0\0{}{}",
         b"XXXXXXXX\x01\0\0\0\x02\0\0\0\0\0\0\0{}",
     ] {
         std::fs::write(&p, bytes).unwrap();
         assert!(matches!(Database::open(&p), Err(DbError::Format { .. })), "{bytes:?}");
     }
+    // A format-1 file (Ubuntu releases stored with their `:LTS` suffix) is refused with a hint; the same
+    // header under format 2 opens.
+    let header = br#"{"built_at":0,"sources":[],"per_ecosystem":{},"advisories":0,"index":[]}"#;
+    for (version, ok) in [(1u32, false), (2, true)] {
+        let mut f = b"PALSCDB\0".to_vec();
+        f.extend_from_slice(&version.to_le_bytes());
+        f.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        f.extend_from_slice(header);
+        std::fs::write(&p, &f).unwrap();
+        match Database::open(&p) {
+            Ok(_) => assert!(ok),
+            Err(e) => assert_eq!(
+                (ok, e.to_string()),
+                (
+                    false,
+                    format!(
+                        "database {} is not a valid palisade scan database: unsupported format version 1 (this build \
+                     reads 2; rebuild it with `palisade scan db import`)",
+                        p.display()
+                    )
+                )
+            ),
+        }
+    }
     // An index entry pointing past the body.
     let header = br#"{"built_at":0,"sources":[],"per_ecosystem":{},"advisories":0,"index":[{"ecosystem":"Npm","release":"","name":"a","offset":0,"len":99}]}"#;
-    let mut f = b"PALSCDB\0\x01\0\0\0".to_vec();
+    let mut f = b"PALSCDB\0\x02\0\0\0".to_vec();
     f.extend_from_slice(&(header.len() as u64).to_le_bytes());
     f.extend_from_slice(header);
     std::fs::write(&p, &f).unwrap();
     assert!(matches!(Database::open(&p), Err(DbError::Format { .. })));
     // A group whose body is not valid records fails the query with a format error.
     let header = br#"{"built_at":0,"sources":[],"per_ecosystem":{},"advisories":0,"index":[{"ecosystem":"Npm","release":"","name":"a","offset":0,"len":3}]}"#;
-    let mut f = b"PALSCDB\0\x01\0\0\0".to_vec();
+    let mut f = b"PALSCDB\0\x02\0\0\0".to_vec();
     f.extend_from_slice(&(header.len() as u64).to_le_bytes());
     f.extend_from_slice(header);
     f.extend_from_slice(b"[{x");

@@ -160,6 +160,12 @@ const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111
 const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 fn two_layers() -> (Vec<u8>, Vec<u8>) {
+    let (l1, l2) = two_raw_layers();
+    (l1, gzip(&l2))
+}
+
+/// The two layers, both uncompressed.
+fn two_raw_layers() -> (Vec<u8>, Vec<u8>) {
     let go = go_inline_binary();
     let l1 = layer(&[
         Item::Dir("etc/"),
@@ -172,12 +178,12 @@ fn two_layers() -> (Vec<u8>, Vec<u8>) {
         Item::File("usr/local/bin/notes", &go, 0o644), // not executable: not inspected
         Item::File("app/node_modules/x/package-lock.json", PKG_LOCK.as_bytes(), 0o644),
     ]);
-    let l2 = gzip(&layer(&[
+    let l2 = layer(&[
         Item::File("app/.wh.Cargo.lock", b"", 0o644),
         Item::File("opt/data/.wh..wh..opq", b"", 0o644),
         Item::File("opt/data/poetry.lock", POETRY.as_bytes(), 0o644),
         Item::File("var/lib/dpkg/status", STATUS_V2.as_bytes(), 0o644),
-    ]));
+    ]);
     (l1, l2)
 }
 
@@ -267,6 +273,84 @@ fn oci_layout_two_layers() {
     let index = r#"{"manifests":[{"digest":"sha256:../../../etc/passwd"}]}"#;
     std::fs::write(root.join("index.json"), index).unwrap();
     assert!(scan_image(root, &Limits::default()).unwrap_err().to_string().contains("bad digest"));
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+/// An OCI layout whose layers are `tar+zstd`: the first one frame, the second split into two frames with a
+/// skippable frame between them (as multi-threaded encoders and seekable-zstd writers produce).
+#[test]
+fn oci_layout_zstd_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (raw1, raw2) = two_raw_layers();
+    let l1 = zstd(&raw1);
+    assert_eq!(&l1[..4], b"\x28\xb5\x2f\xfd");
+    let (a, b) = raw2.split_at(700);
+    let mut l2 = zstd(a);
+    l2.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+    l2.extend_from_slice(&5u32.to_le_bytes());
+    l2.extend_from_slice(b"seek!");
+    l2.extend(zstd(b));
+    let blobs = root.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let (h1, h2, hc, hm) = ("a1".repeat(32), "b2".repeat(32), "c3".repeat(32), "d4".repeat(32));
+    std::fs::write(blobs.join(&h1), &l1).unwrap();
+    std::fs::write(blobs.join(&h2), &l2).unwrap();
+    std::fs::write(blobs.join(&hc), r#"{"rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap();
+    let zstd_type = "application/vnd.oci.image.layer.v1.tar+zstd";
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{hc}"), "size": 1 },
+        "layers": [
+            { "mediaType": zstd_type, "digest": format!("sha256:{h1}"), "size": l1.len() },
+            { "mediaType": zstd_type, "digest": format!("sha256:{h2}"), "size": l2.len() }
+        ]
+    });
+    std::fs::write(blobs.join(&hm), manifest.to_string()).unwrap();
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": format!("sha256:{hm}"), "size": 1 }] });
+    std::fs::write(root.join("index.json"), index.to_string()).unwrap();
+    let img = scan_image(root, &Limits::default()).unwrap();
+    check_two_layer_result(&img.inventory.packages, &format!("sha256:{h1}"), &format!("sha256:{h2}"));
+
+    // A truncated zstd layer is an error naming the layer, not a partial inventory.
+    std::fs::write(blobs.join(&h2), &l2[..l2.len() - 40]).unwrap();
+    let err = scan_image(root, &Limits::default()).unwrap_err().to_string();
+    assert!(err.contains(&format!("layer sha256:{h2}: ")), "{err}");
+}
+
+/// `fixtures/zstd-layer.tar.zst` was made by the reference encoder (`zstd -19 --check`, v1.5.4) from a GNU tar
+/// of an `etc/os-release` and three real paragraphs of the debootstrap bookworm dpkg status (perl-base,
+/// libpcre2-8-0, bsdutils), so the decoder is checked against another implementation's output too.
+#[test]
+fn docker_archive_with_reference_zstd_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zstd-layer.tar.zst");
+    let path = dir.path().join("image.tar");
+    docker_archive(&path, &[std::fs::read(fixture).unwrap()]);
+    let img = scan_image(&path, &Limits::default()).unwrap();
+    let got: Vec<String> = img
+        .inventory
+        .packages
+        .iter()
+        .map(|p| {
+            let (src, src_v) = p.match_key();
+            format!("{} {} {} {src} {src_v} {}", p.ecosystem, p.name, p.version, p.layer.as_deref().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            format!("Debian bsdutils 1:2.38.1-5+deb12u3 util-linux 2.38.1-5+deb12u3 {D1}"),
+            format!("Debian libpcre2-8-0 10.42-1 pcre2 10.42-1 {D1}"),
+            format!("Debian perl-base 5.36.0-7+deb12u3 perl 5.36.0-7+deb12u3 {D1}"),
+        ]
+    );
+    assert_eq!(img.inventory.distro.unwrap().version_id, "12");
 }
 
 /// A raw tar entry header (the `tar` builder refuses `..` names, which is the point of the test).

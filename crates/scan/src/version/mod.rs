@@ -60,12 +60,21 @@ impl Ecosystem {
         }
     }
 
-    /// Parses an OSV `affected[].package.ecosystem` value into the ecosystem and its release suffix
-    /// (`Alpine:v3.16` gives `(Alpine, "v3.16")`, `crates.io` gives `(CratesIo, "")`). `None` when the
-    /// ecosystem is not one this crate knows.
+    /// Parses an OSV `affected[].package.ecosystem` value into the ecosystem and its release as
+    /// [`Distro::release`](crate::Distro::release) spells it for a rootfs: `Alpine:v3.16` gives
+    /// `(Alpine, "v3.16")`, `Debian:12` gives `(Debian, "12")`, `crates.io` gives `(CratesIo, "")`.
+    /// Ubuntu's data marks long-term releases with a `:LTS` suffix that `os-release` does not carry, so
+    /// `Ubuntu:22.04:LTS` gives `(Ubuntu, "22.04")`, like `Ubuntu:23.10` gives `"23.10"`. Ubuntu Pro
+    /// streams keep their prefix (`Ubuntu:Pro:18.04:LTS` gives `"Pro:18.04"`, `Ubuntu:Pro:FIPS:20.04:LTS`
+    /// gives `"Pro:FIPS:20.04"`): their fixes are ESM packages, so they never match a plain release.
+    /// `None` when the ecosystem is not one this crate knows.
     pub fn from_osv(value: &str) -> Option<(Ecosystem, &str)> {
         let (name, release) = value.split_once(':').unwrap_or((value, ""));
         let eco = Ecosystem::ALL.into_iter().find(|e| e.osv_name() == name)?;
+        let release = match eco {
+            Ecosystem::Ubuntu => release.strip_suffix(":LTS").unwrap_or(release),
+            _ => release,
+        };
         Some((eco, release))
     }
 
@@ -189,6 +198,16 @@ mod tests {
         assert_eq!(Ecosystem::from_osv("crates.io"), Some((Ecosystem::CratesIo, "")));
         assert_eq!(Ecosystem::from_osv("Alpine:v3.16"), Some((Ecosystem::Alpine, "v3.16")));
         assert_eq!(Ecosystem::from_osv("Debian:11"), Some((Ecosystem::Debian, "11")));
+        assert_eq!(Ecosystem::from_osv("Debian"), Some((Ecosystem::Debian, "")));
+        assert_eq!(Ecosystem::from_osv("Ubuntu:22.04:LTS"), Some((Ecosystem::Ubuntu, "22.04")));
+        assert_eq!(Ecosystem::from_osv("Ubuntu:23.10"), Some((Ecosystem::Ubuntu, "23.10")));
+        assert_eq!(Ecosystem::from_osv("Ubuntu:Pro:18.04:LTS"), Some((Ecosystem::Ubuntu, "Pro:18.04")));
+        assert_eq!(
+            Ecosystem::from_osv("Ubuntu:Pro:FIPS-updates:20.04:LTS"),
+            Some((Ecosystem::Ubuntu, "Pro:FIPS-updates:20.04"))
+        );
+        // Only Ubuntu has the suffix; elsewhere the release is kept verbatim.
+        assert_eq!(Ecosystem::from_osv("Debian:12:LTS"), Some((Ecosystem::Debian, "12:LTS")));
         assert_eq!(Ecosystem::from_osv("Maven"), None);
     }
 
