@@ -90,6 +90,9 @@ fn component(p: &Package, purl: &str) -> Value {
     if let Some(src) = &p.source_name {
         props.push(json!({ "name": "palisade:source_package", "value": src }));
     }
+    if let Some(src) = &p.non_registry_source {
+        props.push(json!({ "name": "palisade:non_registry_source", "value": src }));
+    }
     json!({
         "type": "library",
         "bom-ref": purl,

@@ -145,8 +145,9 @@ pub struct Report {
     pub expired_ignores: Vec<ExpiredIgnore>,
 }
 
-/// Matches every package of every target against `db`. A package whose version is not valid in its
-/// ecosystem (a git or path dependency, say) is noted on its target, not an error.
+/// Matches every package of every target against `db`, except packages from outside their ecosystem's
+/// registry ([`Package::non_registry_source`]: a git or path dependency, a private registry's crate).
+/// A package whose version is not valid in its ecosystem is noted on its target, not an error.
 pub fn scan(targets: Vec<Target>, db: &Database) -> Report {
     build_report(targets, Some(db))
 }
@@ -163,7 +164,7 @@ pub fn build_report(targets: Vec<Target>, db: Option<&Database>) -> Report {
             out.push(target_report(t.name, t.kind, distro, t.inventory.packages, findings, notes, t.content, false));
             continue;
         };
-        for p in &t.inventory.packages {
+        for p in t.inventory.packages.iter().filter(|p| p.non_registry_source.is_none()) {
             let release = match (p.ecosystem, &distro) {
                 (Ecosystem::Alpine | Ecosystem::Debian | Ecosystem::Ubuntu, Some(d)) => d.release(),
                 _ => None,

@@ -10,9 +10,14 @@
 //! Documented differences, excluded from the comparison and nowhere else:
 //! 1. Yanked-crate warnings: cargo-audit looks releases up in the crates.io index; they carry no advisory
 //!    and Palisade has no index. (Warnings without an advisory id are dropped from cargo-audit's side.)
-//! 2. Packages without a crates.io `source` (workspace members, path and git dependencies): cargo-audit
-//!    never matches them; Palisade inventories and matches every `[[package]]` by name. They are dropped
-//!    from Palisade's side (none of the lockfiles here has such a package with an advisory).
+//! 2. Packages whose `source` is crates.io's sparse index (`sparse+https://index.crates.io/`): Palisade
+//!    matches them like any crates.io package; current cargo-audit admits them but its query drops every
+//!    advisory (rustsec/rustsec#1694). They are dropped from Palisade's side (`Cargo.sources.lock` has
+//!    one, `time 0.1.43`, whose RUSTSEC-2020-0071 Palisade reports and `tests/report.rs` asserts).
+//!
+//! Packages from outside crates.io (workspace members, path and git dependencies, other registries) are not
+//! a difference: neither tool matches them (`Cargo.sources.lock` has one of each, with advisories on
+//! crates.io for their names and versions).
 //!
 //! Withdrawn advisories are not a difference: both leave them out (asserted below for three of them).
 
@@ -43,6 +48,7 @@ fn lockfiles() -> Vec<PathBuf> {
         dir.join("tests/fixtures/cargo-audit/vulnerable.Cargo.lock"),
         dir.join("tests/fixtures/Cargo.v1.lock"),
         dir.join("tests/fixtures/Cargo.v4.lock"),
+        dir.join("tests/fixtures/Cargo.sources.lock"),
     ]
 }
 
@@ -70,31 +76,28 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(st.success(), "git {args:?}");
 }
 
-/// Crates with a crates.io source in a Cargo.lock (difference 2).
-fn registry_crates(lock: &Path) -> BTreeSet<(String, String)> {
+/// Crates whose source is crates.io's sparse index (difference 2).
+fn sparse_crates_io(lock: &Path) -> BTreeSet<(String, String)> {
     let v: toml::Value = toml::from_str(&std::fs::read_to_string(lock).unwrap()).unwrap();
-    v.get("package")
-        .and_then(|p| p.as_array())
-        .map(|a| {
-            a.iter()
-                .filter(|p| p.get("source").and_then(|s| s.as_str()).is_some_and(|s| s.starts_with("registry+")))
-                .map(|p| {
-                    let s = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
-                    (s("name"), s("version"))
-                })
-                .collect()
+    let packages = v.get("package").and_then(|p| p.as_array()).cloned().unwrap_or_default();
+    packages
+        .iter()
+        .filter(|p| p.get("source").and_then(|s| s.as_str()) == Some("sparse+https://index.crates.io/"))
+        .map(|p| {
+            let s = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+            (s("name"), s("version"))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// Palisade's (vulnerabilities, informational) sets for one lockfile.
 fn ours(db: &Database, lock: &Path) -> (BTreeSet<Triple>, BTreeSet<Triple>) {
-    let registry = registry_crates(lock);
+    let sparse = sparse_crates_io(lock);
     let inv = scan_file(lock, FileKind::CargoLock).unwrap();
     let report = scan(vec![Target::new(lock.display().to_string(), TargetKind::Lockfile, inv)], db);
     let (mut vulns, mut warns) = (BTreeSet::new(), BTreeSet::new());
     for f in &report.targets[0].findings {
-        if !registry.contains(&(f.package.clone(), f.version.clone())) {
+        if sparse.contains(&(f.package.clone(), f.version.clone())) {
             continue;
         }
         let t = (f.package.clone(), f.version.clone(), f.id.clone());

@@ -33,8 +33,10 @@ fn errors(validator: &jsonschema::Validator, doc: &Value) -> Vec<String> {
 
 const LOCK: &str = "version = 3\n\n\
 [[package]]\nname = \"demo\"\nversion = \"0.1.0\"\n\n\
-[[package]]\nname = \"smallvec\"\nversion = \"0.6.9\"\n\n\
-[[package]]\nname = \"abi_stable\"\nversion = \"0.9.0\"\n";
+[[package]]\nname = \"smallvec\"\nversion = \"0.6.9\"\n\
+source = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+[[package]]\nname = \"abi_stable\"\nversion = \"0.9.0\"\n\
+source = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
 
 /// A lockfile target and a source-tree target (with packages, a Dockerfile and a secret).
 fn report(dir: &Path) -> Report {
@@ -87,7 +89,7 @@ fn sarif_is_valid_and_complete() {
     assert_eq!(abi["level"], "error");
     let loc = &abi["locations"][0]["physicalLocation"];
     assert_eq!(loc["artifactLocation"]["uri"], format!("file://{}/Cargo.lock", dir.path().display()));
-    assert_eq!(loc["region"]["startLine"], 12);
+    assert_eq!(loc["region"]["startLine"], 13);
     assert_eq!(rule("RUSTSEC-2020-0105")["shortDescription"]["text"], "Update unsound DrainFilter and RString::retain");
     assert!(
         rule("RUSTSEC-2020-0105")["properties"]["security-severity"].as_str().unwrap().parse::<f32>().unwrap() >= 7.0

@@ -28,6 +28,32 @@ fn cargo_lock_v1_and_v4() {
     assert_eq!(list(&file("Cargo.v4.lock", FileKind::CargoLock)), ["crates.io demo 0.1.0", "crates.io smallvec 0.6.9"]);
 }
 
+/// Which packages are crates.io's: the `source` field, as cargo-audit reads it.
+#[test]
+fn cargo_lock_sources() {
+    let inv = file("Cargo.sources.lock", FileKind::CargoLock);
+    let got: Vec<String> = inv
+        .packages
+        .iter()
+        .map(|p| format!("{} {} {}", p.name, p.version, p.non_registry_source.as_deref().unwrap_or("crates.io")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "abi_stable 0.9.0 path",
+            "demo 0.1.0 path",
+            "hyper 0.14.9 git+https://github.com/hyperium/hyper?tag=v0.14.9#e0ec5cad9ae3eaa5d9fffeeb636b1363029fcb9c",
+            "smallvec 0.6.9 crates.io",
+            "smallvec 1.6.0 sparse+https://crates.internal.example/index/",
+            "time 0.1.43 crates.io",
+        ]
+    );
+    // v1: the workspace package has no source either.
+    let v1 = file("Cargo.v1.lock", FileKind::CargoLock);
+    let sources: Vec<Option<&str>> = v1.packages.iter().map(|p| p.non_registry_source.as_deref()).collect();
+    assert_eq!(sources, [None, Some("path"), None]);
+}
+
 #[test]
 fn repo_cargo_lock_has_every_package() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");

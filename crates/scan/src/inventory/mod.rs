@@ -41,6 +41,11 @@ pub struct Package {
     pub source_name: Option<String>,
     /// Version of the source package when dpkg gives one in `Source: name (version)`.
     pub source_version: Option<String>,
+    /// Where the package comes from when that is not the ecosystem's public registry (so far for
+    /// `Cargo.lock`: `path` for workspace members and path dependencies, else the `git+…` or other
+    /// registry's source URL). Such packages are listed but never matched against advisories, which name
+    /// registry packages; cargo-audit does the same.
+    pub non_registry_source: Option<String>,
 }
 
 impl Package {
@@ -53,6 +58,7 @@ impl Package {
             layer: None,
             source_name: None,
             source_version: None,
+            non_registry_source: None,
         }
     }
 
