@@ -24,15 +24,24 @@ pub struct RuleSet {
     pub(crate) response_body_access: bool,
     pub(crate) request_body_limit: u64,
     pub(crate) response_mime_types: Vec<String>,
-    /// Number of nodes of the transformation trie (cache keys are below it).
-    pub(crate) tchain_nodes: usize,
 }
 
 impl RuleSet {
     /// Parse and compile `files` in order (each may `Include` more, relative to its own directory), then the
     /// `inline` directives. On error nothing is returned but the error: a caller's previous set stays in use.
     pub fn load(files: &[PathBuf], inline: &str) -> Result<RuleSet, LoadError> {
+        Self::load_with_prelude("", files, inline)
+    }
+
+    /// As [`RuleSet::load`], with `prelude` directives (origin `<prelude>`) before the files: what a
+    /// ModSecurity deployment's `modsecurity.conf` holds, which must run before the CRS (e.g. rules
+    /// choosing the body processor in phase 1 before CRS rule 901340 looks at it).
+    pub fn load_with_prelude(prelude: &str, files: &[PathBuf], inline: &str) -> Result<RuleSet, LoadError> {
         let mut dirs = Vec::new();
+        if !prelude.trim().is_empty() {
+            let base = std::env::current_dir().unwrap_or_default();
+            config::parse_text(prelude, Path::new("<prelude>"), &base, 0, &mut dirs)?;
+        }
         for f in files {
             config::load_file(f, 0, &mut dirs)?;
         }
@@ -206,7 +215,6 @@ impl Builder {
             response_body_access: self.response_body_access,
             request_body_limit: self.request_body_limit,
             response_mime_types: self.response_mime_types,
-            tchain_nodes: self.trie.len() + 1,
         })
     }
 
@@ -237,7 +245,7 @@ impl Builder {
             }
             "secmarker" => {
                 let m = one()?;
-                self.rules.push(self.blank_rule(d, 0, Some(m.to_string())));
+                self.rules.push(Self::blank_rule(0, Some(m.to_string())));
             }
             "secdefaultaction" => {
                 let acts = parse_actions(one()?)?;
@@ -278,7 +286,12 @@ impl Builder {
                 let t = one()?;
                 let re = regex::Regex::new(t).map_err(|e| format!("bad msg regex: {e}"))?;
                 self.rules.retain(|r| {
-                    r.marker.is_some() || !r.msg.as_ref().and_then(|m| m.literal()).is_some_and(|m| re.is_match(&String::from_utf8_lossy(m)))
+                    r.marker.is_some()
+                        || !r
+                            .msg
+                            .as_ref()
+                            .and_then(|m| m.literal())
+                            .is_some_and(|m| re.is_match(&String::from_utf8_lossy(m)))
                 });
             }
             "secruleupdatetargetbyid" | "secruleupdatetargetbytag" | "secruleupdatetargetbymsg" => {
@@ -291,7 +304,8 @@ impl Builder {
                 let by_id = name == "secruleupdatetargetbyid";
                 let by_tag = name == "secruleupdatetargetbytag";
                 let ranges = if by_id { parse_id_ranges(sel)? } else { Vec::new() };
-                let re = if by_id { None } else { Some(regex::Regex::new(sel).map_err(|e| format!("bad regex: {e}"))?) };
+                let re =
+                    if by_id { None } else { Some(regex::Regex::new(sel).map_err(|e| format!("bad regex: {e}"))?) };
                 let replace = match replace {
                     Some(r) => Some(parse_targets(r)?),
                     None => None,
@@ -302,9 +316,10 @@ impl Builder {
                     } else if by_tag {
                         r.tags.iter().any(|t| re.as_ref().is_some_and(|re| re.is_match(t)))
                     } else {
-                        r.msg.as_ref().and_then(|m| m.literal()).is_some_and(|m| {
-                            re.as_ref().is_some_and(|re| re.is_match(&String::from_utf8_lossy(m)))
-                        })
+                        r.msg
+                            .as_ref()
+                            .and_then(|m| m.literal())
+                            .is_some_and(|m| re.as_ref().is_some_and(|re| re.is_match(&String::from_utf8_lossy(m))))
                     };
                     if !hit || r.op.is_none() {
                         continue;
@@ -320,7 +335,8 @@ impl Builder {
                 let [sel, acts] = args.as_slice() else {
                     return Err("SecRuleUpdateActionById takes 2 arguments".into());
                 };
-                let id: u32 = sel.split(':').next().unwrap_or("").parse().map_err(|_| format!("invalid rule id {sel}"))?;
+                let id: u32 =
+                    sel.split(':').next().unwrap_or("").parse().map_err(|_| format!("invalid rule id {sel}"))?;
                 let acts = parse_actions(acts)?;
                 let mut set = ActionSet::default();
                 set.apply(&acts)?;
@@ -354,12 +370,10 @@ impl Builder {
         Ok(())
     }
 
-    fn blank_rule(&self, d: &Directive, phase: u8, marker: Option<String>) -> Rule {
+    fn blank_rule(phase: u8, marker: Option<String>) -> Rule {
         Rule {
             id: 0,
             phase,
-            file: d.file.clone(),
-            line: d.line,
             marker,
             targets: Vec::new(),
             op: None,
@@ -406,7 +420,7 @@ impl Builder {
         let default_status = set.status;
         // Defaults contribute transformations, logging, status and the disruptive action; the rule's own override.
         set.apply(&own)?;
-        let mut rule = self.blank_rule(d, phase, None);
+        let mut rule = Self::blank_rule(phase, None);
         if let Some((vars, op)) = secrule {
             rule.targets = parse_targets(vars)?.into_iter().map(Arc::new).collect();
             let base = d.file.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -86,8 +86,11 @@ pub(crate) fn parse_text(
 
 /// Read and parse one file (line 0 in the error when the file itself cannot be read).
 pub(crate) fn load_file(path: &Path, depth: usize, out: &mut Vec<Directive>) -> Result<(), LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| LoadError { file: path.to_path_buf(), line: 0, reason: format!("cannot read file: {e}") })?;
+    let bytes = std::fs::read(path).map_err(|e| LoadError {
+        file: path.to_path_buf(),
+        line: 0,
+        reason: format!("cannot read file: {e}"),
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_text(&text, path, &base, depth, out)

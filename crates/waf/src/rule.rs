@@ -2,7 +2,6 @@
 //! quoting), merged with the phase's SecDefaultAction, into typed fields the transaction executes without parsing.
 
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use palisade_waf_ops::{Operator, Transform};
@@ -172,8 +171,6 @@ pub(crate) enum Effect {
 pub(crate) struct Rule {
     pub(crate) id: u32,
     pub(crate) phase: u8,
-    pub(crate) file: Arc<PathBuf>,
-    pub(crate) line: usize,
     pub(crate) marker: Option<String>,
     pub(crate) targets: Vec<Arc<Target>>,
     pub(crate) op: Option<Operator>,
@@ -294,8 +291,8 @@ fn parse_ctl(v: &str) -> Result<Ctl, String> {
         "requestbodyaccess" => Ctl::RequestBodyAccess(parse_bool(arg)?),
         "forcerequestbodyvariable" => Ctl::ForceRequestBodyVariable(parse_bool(arg)?),
         "responsebodyaccess" => Ctl::ResponseBodyAccess(parse_bool(arg)?),
-        "auditengine" | "auditlogparts" | "debugloglevel" | "requestbodylimit" | "responsebodylimit"
-        | "hashengine" | "hashenforcement" | "parseXmlIntoArgs" | "parsexmlintoargs" => Ctl::Ignored,
+        "auditengine" | "auditlogparts" | "debugloglevel" | "requestbodylimit" | "responsebodylimit" | "hashengine"
+        | "hashenforcement" | "parseXmlIntoArgs" | "parsexmlintoargs" => Ctl::Ignored,
         other => return Err(format!("unknown ctl option {other}")),
     })
 }
@@ -423,11 +420,31 @@ impl ActionSet {
                 "chain" => self.chain = true,
                 "rev" => self.rev = val()?,
                 "ver" => self.ver = val()?,
-                "auditlog" | "noauditlog" | "maturity" | "accuracy" | "initcol" | "setsid" | "setuid" | "setrsc"
-                | "expirevar" | "deprecatevar" | "sanitisearg" | "sanitisematched" | "sanitisematchedbytes"
-                | "sanitiserequestheader" | "sanitiseresponseheader" | "sanitizearg" | "sanitizematched"
-                | "sanitizematchedbytes" | "sanitizerequestheader" | "sanitizeresponseheader" | "append" | "prepend"
-                | "exec" | "setenv" | "xmlns" => {}
+                "auditlog"
+                | "noauditlog"
+                | "maturity"
+                | "accuracy"
+                | "initcol"
+                | "setsid"
+                | "setuid"
+                | "setrsc"
+                | "expirevar"
+                | "deprecatevar"
+                | "sanitisearg"
+                | "sanitisematched"
+                | "sanitisematchedbytes"
+                | "sanitiserequestheader"
+                | "sanitiseresponseheader"
+                | "sanitizearg"
+                | "sanitizematched"
+                | "sanitizematchedbytes"
+                | "sanitizerequestheader"
+                | "sanitizeresponseheader"
+                | "append"
+                | "prepend"
+                | "exec"
+                | "setenv"
+                | "xmlns" => {}
                 other => return Err(format!("unknown action {other}")),
             }
         }

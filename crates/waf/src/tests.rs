@@ -44,7 +44,8 @@ fn load_errors_name_file_and_line() {
     assert_eq!(e.reason, "unknown variable NOPE");
     let e = RuleSet::parse_str("SecRule ARGS \"@nope a\" \"id:1\"", "y.conf").unwrap_err();
     assert_eq!(e.line, 1);
-    let e = RuleSet::parse_str("SecRule ARGS \"@rx a\" \"id:1\"\nSecRule ARGS \"@rx b\" \"id:1\"", "y.conf").unwrap_err();
+    let e =
+        RuleSet::parse_str("SecRule ARGS \"@rx a\" \"id:1\"\nSecRule ARGS \"@rx b\" \"id:1\"", "y.conf").unwrap_err();
     assert_eq!((e.line, e.reason.as_str()), (2, "duplicate rule id 1"));
     let e = RuleSet::parse_str("SecRule ARGS \"@rx a\" \"id:1,chain\"\n", "y.conf").unwrap_err();
     assert!(e.reason.contains("chain"), "{e}");
@@ -92,12 +93,15 @@ fn deny_intervenes_in_on_mode_only() {
 
 #[test]
 fn block_follows_the_default_action_of_the_phase() {
-    let set = rs("SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\nSecDefaultAction \"phase:1,log,deny,status:418\"\n\
-                  SecRule ARGS \"@rx x\" \"id:1,phase:2,block\"\nSecRule ARGS \"@rx x\" \"id:2,phase:1,block\"");
+    let set = rs(
+        "SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\nSecDefaultAction \"phase:1,log,deny,status:418\"\n\
+                  SecRule ARGS \"@rx x\" \"id:1,phase:2,block\"\nSecRule ARGS \"@rx x\" \"id:2,phase:1,block\"",
+    );
     let mut tx = set.transaction("u", LOCAL);
     let iv = tx.process_request_headers(&head("GET", "/?a=x", &[])).unwrap();
     assert_eq!((iv.status, iv.rule_id), (418, 2));
-    let set = rs("SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\nSecRule ARGS \"@rx x\" \"id:1,phase:2,block\"");
+    let set =
+        rs("SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\nSecRule ARGS \"@rx x\" \"id:1,phase:2,block\"");
     let tx = run(&set, "/?a=x", &[], "");
     assert_eq!((ids(&tx), tx.interrupted()), (vec![1], None));
 }
@@ -308,7 +312,11 @@ SecRule RESPONSE_HEADERS:X-Debug "@streq on" "id:2,phase:3,pass"
 SecRule RESPONSE_BODY "@rx stack trace" "id:3,phase:4,deny,status:502"
 SecAction "id:4,phase:5,pass""#);
     let mut tx = run(&set, "/", &[], "");
-    tx.process_response_headers(500, "HTTP/1.1", &[(b"X-Debug", b"on"), (b"Content-Type", b"text/html; charset=utf-8")]);
+    tx.process_response_headers(
+        500,
+        "HTTP/1.1",
+        &[(b"X-Debug", b"on"), (b"Content-Type", b"text/html; charset=utf-8")],
+    );
     let iv = tx.process_response_body(b"a stack trace here").unwrap();
     assert_eq!(iv.status, 502);
     tx.process_logging();

@@ -83,13 +83,25 @@ struct Matched {
     captures: Vec<Vec<u8>>,
 }
 
+/// A distinct input value and its number.
+type Numbered = (Arc<[u8]>, u32);
+
 /// Transformed values of this transaction: each distinct input value is copied once and numbered; results are
 /// kept per (transformation-trie node, value number), `None` when the chain left the value unchanged.
-#[derive(Default)]
 struct TCache {
-    inputs: HashMap<u64, Vec<(Arc<[u8]>, u32)>, FastHash>,
+    inputs: HashMap<u64, Vec<Numbered>, FastHash>,
     results: HashMap<(usize, u32), Option<Arc<[u8]>>, FastHash>,
     next_id: u32,
+}
+
+impl Default for TCache {
+    fn default() -> Self {
+        TCache {
+            inputs: HashMap::with_capacity_and_hasher(64, FastHash),
+            results: HashMap::with_capacity_and_hasher(1024, FastHash),
+            next_id: 0,
+        }
+    }
 }
 
 /// Values larger than this are transformed without caching (a copy of a large body is not worth it).
@@ -501,7 +513,7 @@ impl<'r> Transaction<'r> {
         if self.response_body_access {
             let ct = String::from_utf8_lossy(self.scalar(Scalar::ResponseContentType)).to_ascii_lowercase();
             let mime = ct.split(';').next().unwrap_or("").trim().to_string();
-            if self.rs.response_mime_types.iter().any(|m| *m == mime) {
+            if self.rs.response_mime_types.contains(&mime) {
                 self.set_scalar(Scalar::ResponseBody, body_bytes.to_vec());
             }
         }
@@ -532,7 +544,7 @@ impl<'r> Transaction<'r> {
         let duration = self.started.elapsed().as_micros().to_string().into_bytes();
         self.set_scalar(Scalar::Duration, duration);
         let rs = self.rs;
-        let Some(list) = rs.phases.get(usize::from(phase - 1)) else { return None };
+        let list = rs.phases.get(usize::from(phase - 1))?;
         let mut skip = 0u32;
         let mut skip_after: Option<&str> = None;
         for &ri in list {
@@ -590,28 +602,23 @@ impl<'r> Transaction<'r> {
                     self.allow_phase = phase;
                     return None;
                 }
-                Some(d @ (Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_))) => {
-                    if self.mode == EngineMode::On {
-                        let redirect = match d {
-                            Disruptive::Redirect(u) => Some(self.expand_str(&MacroStr::parse(u))),
-                            _ => None,
-                        };
-                        let status = match (d, rule.status) {
-                            (Disruptive::Redirect(_), s) => s.filter(|s| (300..400).contains(s)).unwrap_or(302),
-                            (_, Some(s)) => s,
-                            (_, None) => 403,
-                        };
-                        let iv = Intervention {
-                            status,
-                            rule_id: rule.id,
-                            msg,
-                            redirect,
-                            drop: matches!(d, Disruptive::Drop),
-                        };
-                        self.intervention = Some(iv.clone());
-                        if phase != 5 {
-                            return Some(iv);
-                        }
+                Some(d @ (Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)))
+                    if self.mode == EngineMode::On =>
+                {
+                    let redirect = match d {
+                        Disruptive::Redirect(u) => Some(self.expand_str(&MacroStr::parse(u))),
+                        _ => None,
+                    };
+                    let status = match (d, rule.status) {
+                        (Disruptive::Redirect(_), s) => s.filter(|s| (300..400).contains(s)).unwrap_or(302),
+                        (_, Some(s)) => s,
+                        (_, None) => 403,
+                    };
+                    let iv =
+                        Intervention { status, rule_id: rule.id, msg, redirect, drop: matches!(d, Disruptive::Drop) };
+                    self.intervention = Some(iv.clone());
+                    if phase != 5 {
+                        return Some(iv);
                     }
                 }
                 _ => {}
@@ -773,8 +780,11 @@ impl<'r> Transaction<'r> {
                         SetOp::Add | SetOp::Sub => {
                             let old = st.get(&name).map(parse_i64).unwrap_or(0);
                             let delta = parse_i64(&self.expand(value));
-                            let new =
-                                if matches!(op, SetOp::Add) { old.saturating_add(delta) } else { old.saturating_sub(delta) };
+                            let new = if matches!(op, SetOp::Add) {
+                                old.saturating_add(delta)
+                            } else {
+                                old.saturating_sub(delta)
+                            };
                             if let Some(st) = self.stores.get_mut(*store) {
                                 st.set(&name, new.to_string().into_bytes());
                             }
@@ -872,7 +882,11 @@ impl<'r> Transaction<'r> {
             Var::Coll(Coll::Xml) => {
                 let list = if t.key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
                 for v in list {
-                    out.push(Val { var: t.var, key: Cow::Owned(t.key_text.as_bytes().to_vec()), value: Cow::Borrowed(v) });
+                    out.push(Val {
+                        var: t.var,
+                        key: Cow::Owned(t.key_text.as_bytes().to_vec()),
+                        value: Cow::Borrowed(v),
+                    });
                 }
             }
             Var::Coll(Coll::Rule) => {

@@ -4,6 +4,8 @@
 //! were logged and none of its `no_expect_ids` were. Tests that only check an HTTP status (Apache's own
 //! rejections) cannot be judged in-process and are counted apart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -94,8 +96,7 @@ fn ids(v: Option<&Value>) -> Vec<u32> {
 fn dechunk(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = body;
-    loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
         let size_line = String::from_utf8_lossy(&rest[..eol]).to_string();
         let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         rest = &rest[eol + 2..];
@@ -116,7 +117,8 @@ fn parse_raw(raw: &[u8]) -> Option<Req> {
     let mut req = httparse::Request::new(&mut headers);
     let status = req.parse(raw).ok()?;
     let httparse::Status::Complete(len) = status else { return None };
-    let hs: Vec<(Vec<u8>, Vec<u8>)> = req.headers.iter().map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec())).collect();
+    let hs: Vec<(Vec<u8>, Vec<u8>)> =
+        req.headers.iter().map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec())).collect();
     let mut body = raw[len..].to_vec();
     if hs.iter().any(|(n, v)| n.eq_ignore_ascii_case(b"transfer-encoding") && v.eq_ignore_ascii_case(b"chunked")) {
         body = dechunk(&body);
@@ -225,7 +227,9 @@ fn load_cases() -> Vec<Case> {
 }
 
 /// The albedo backend: `/reflect` answers with the status, headers and body its JSON request names.
-fn backend(req: &Req) -> (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
+type Response = (u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+
+fn backend(req: &Req) -> Response {
     let path = req.uri.split(|&c| c == b'?').next().unwrap_or_default();
     let mut headers = vec![(b"Content-Type".to_vec(), b"text/plain".to_vec())];
     if path == b"/reflect" {
@@ -408,7 +412,8 @@ fn crs_v4_regression_suite() {
             report.push_str(&format!("FAIL {f}\n"));
         }
     }
-    let out = std::env::var("CRS_FTW_REPORT").unwrap_or_else(|_| std::env::temp_dir().join("crs_ftw_report.txt").display().to_string());
+    let out = std::env::var("CRS_FTW_REPORT")
+        .unwrap_or_else(|_| std::env::temp_dir().join("crs_ftw_report.txt").display().to_string());
     std::fs::write(&out, &report).unwrap();
     eprintln!("{report}");
     assert!(rate >= MIN_PASS_RATE, "CRS pass rate {:.2}% fell below {:.2}%", rate * 100.0, MIN_PASS_RATE * 100.0);

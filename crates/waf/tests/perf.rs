@@ -2,6 +2,8 @@
 //! Run `cargo test -p palisade-waf --release --test perf` for meaningful numbers; the bound asserted here is
 //! loose enough for a debug build and only catches pathologies (a cache that stopped working, a quadratic loop).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,7 +41,8 @@ const HEADERS: &[(&str, &str)] = &[
 
 fn one(rs: &RuleSet, post: bool) -> (usize, bool) {
     let mut headers: Vec<(&[u8], &[u8])> = HEADERS.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
-    let body: &[u8] = if post { b"username=alice&email=alice%40example.com&comment=Looks+good%2C+thanks%21" } else { b"" };
+    let body: &[u8] =
+        if post { b"username=alice&email=alice%40example.com&comment=Looks+good%2C+thanks%21" } else { b"" };
     if post {
         headers.push((b"Content-Type", b"application/x-www-form-urlencoded"));
         headers.push((b"Content-Length", b"71"));
