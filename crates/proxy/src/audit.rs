@@ -48,6 +48,7 @@ pub(crate) fn emit(
         policy_ids: std::mem::take(&mut s.audit.policy_ids),
         status: status.as_u16(),
         latency_ms: elapsed.as_secs_f64() * 1000.0,
+        waf: std::mem::take(&mut s.audit.waf),
     });
 }
 

@@ -26,7 +26,10 @@ use crate::filter::cors::{Cors, CorsFilter, CorsSpec};
 use crate::filter::ratelimit::{KeyPart, Limit, RateLimitFilter};
 use crate::filter::secheaders::{SecHeadersFilter, SecHeadersSpec, SecurityHeaders};
 use crate::filter::validate::{load_document, ValidateFilter, Validator, ValidatorSpec};
+use crate::filter::waf::WafFilter;
 use crate::filter::Filter;
+use palisade_core::config::{RouteWaf, WafConfig, WafMode};
+use palisade_waf::RuleSet;
 
 /// The JWT authenticator and its JWKS refresh task, stopped when the last runtime using it goes.
 pub(crate) struct Jwt {
@@ -50,6 +53,7 @@ pub(crate) struct Security {
     authorizer: Option<Arc<Authorizer>>,
     local: Arc<LocalStore>,
     redis: Option<(RateLimiting, Arc<dyn Store>)>,
+    waf: Option<Arc<RuleSet>>,
 }
 
 impl Security {
@@ -93,6 +97,7 @@ impl Security {
             _ => Arc::new(DpopVerifier::new(dpop_config.iat_window.0, dpop_config.replay_ttl.0, 100_000)),
         };
         let authorizer = compile_authorizer(loaded, mesh, issues);
+        let waf = compile_waf(loaded, issues);
         let local = previous.map_or_else(|| Arc::new(LocalStore::new(1_000_000)), |p| p.local.clone());
         let redis = c.rate_limiting.redis.as_ref().and_then(|r| {
             if let Some((cfg, store)) = previous.and_then(|p| p.redis.as_ref()) {
@@ -125,7 +130,7 @@ impl Security {
             let store = LazyRedis { url, opts, conn: OnceCell::new(), last_try: Mutex::new(None) };
             Some((c.rate_limiting.clone(), Arc::new(store) as Arc<dyn Store>))
         });
-        Security { jwt, api_keys, dpop, dpop_config, authorizer, local, redis }
+        Security { jwt, api_keys, dpop, dpop_config, authorizer, local, redis, waf }
     }
 
     /// The security filters of route `i`, in execution order (before the header rewrites).
@@ -150,6 +155,12 @@ impl Security {
             match Cors::new(spec) {
                 Ok(f) => out.push(Arc::new(CorsFilter(f))),
                 Err(m) => issues.push(Issue::new(format!("{base}.cors"), m)),
+            }
+        }
+        // The WAF runs before authentication: an attack is refused before it costs a token check.
+        if let (Some(w), Some(rules), Some(wc)) = (&r.waf, &self.waf, &loaded.config.waf) {
+            if w.mode != WafMode::Off {
+                out.push(Arc::new(waf_filter(rules, wc, w)));
             }
         }
         if let Some(a) = &r.authn {
@@ -216,6 +227,83 @@ impl Security {
         }
         out
     }
+}
+
+/// What a ModSecurity deployment puts in its `modsecurity.conf` (the recommended file of
+/// ModSecurity and Coraza): the engine on, bodies inspected, the JSON and XML body processors
+/// chosen by Content-Type, and a body that cannot be parsed refused (400) rather than let through
+/// uninspected. Loaded before the rule files, as modsecurity.conf is; `waf.directives` comes
+/// after the files and may change it (e.g. `SecRuleRemoveById 200003`).
+const WAF_PRELUDE: &str = r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',severity:2"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation.'"
+"#;
+
+/// Load the rule set once per config: every route with a `waf` section shares it. Reading the
+/// files again on each reload picks up edited rules; a bad file fails the reload (old rules stay).
+fn compile_waf(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<Arc<RuleSet>> {
+    let w = loaded.config.waf.as_ref()?;
+    let mut files = Vec::new();
+    for (i, pattern) in w.rules.iter().enumerate() {
+        let full = loaded.resolve_path(std::path::Path::new(pattern));
+        if !pattern.contains(['*', '?', '[']) {
+            files.push(full);
+            continue;
+        }
+        let mut found: Vec<std::path::PathBuf> = match glob::glob(&full.to_string_lossy()) {
+            Ok(paths) => paths.filter_map(Result::ok).collect(),
+            Err(e) => {
+                issues.push(Issue::new(format!("waf.rules[{i}]"), format!("bad pattern: {e}")));
+                return None;
+            }
+        };
+        if found.is_empty() {
+            issues.push(Issue::new(format!("waf.rules[{i}]"), format!("no file matches {}", full.display())));
+            return None;
+        }
+        found.sort();
+        files.append(&mut found);
+    }
+    match RuleSet::load_with_prelude(WAF_PRELUDE, &files, &w.directives) {
+        Ok(rules) => Some(Arc::new(rules)),
+        Err(e) => {
+            issues.push(Issue::new("waf.rules", e.to_string()));
+            None
+        }
+    }
+}
+
+fn waf_filter(rules: &Arc<RuleSet>, wc: &WafConfig, w: &RouteWaf) -> WafFilter {
+    let pl = w.paranoia_level.unwrap_or(wc.paranoia_level).to_string();
+    let mut f = WafFilter {
+        rules: rules.clone(),
+        mode: w.mode,
+        vars: vec![
+            ("tx.blocking_paranoia_level", pl.clone()),
+            ("tx.detection_paranoia_level", pl),
+            ("tx.inbound_anomaly_score_threshold", wc.inbound_threshold.to_string()),
+            ("tx.outbound_anomaly_score_threshold", wc.outbound_threshold.to_string()),
+        ],
+        removed_ids: vec![],
+        removed_tags: vec![],
+        removed_targets: vec![],
+        removed_tag_targets: vec![],
+        max_body_bytes: wc.max_body_bytes,
+    };
+    for x in &w.exclusions {
+        match (&x.rule, &x.tag, &x.target) {
+            (Some(ids), _, None) => f.removed_ids.push(ids.0..=ids.1),
+            (Some(ids), _, Some(t)) => f.removed_targets.push((ids.0..=ids.1, t.clone())),
+            (None, Some(tag), None) => f.removed_tags.push(tag.clone()),
+            (None, Some(tag), Some(t)) => f.removed_tag_targets.push((tag.clone(), t.clone())),
+            (None, None, _) => {} // refused by config validation
+        }
+    }
+    f
 }
 
 /// The Redis store, connected on first use so the gateway starts (and fails closed or open, as

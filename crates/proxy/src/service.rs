@@ -184,6 +184,7 @@ async fn proxy(
     let mut parts = parts;
     crate::filter::authn::strip_identity_headers(&mut parts.headers);
     let client_ip = rt.client_ip(conn.client.ip(), &parts.headers);
+    let body_expected = !http_body::Body::is_end_stream(&body);
     let session = out.session.insert(Session {
         request: parts,
         client_addr: conn.client,
@@ -191,6 +192,7 @@ async fn proxy(
         request_id: request_id.to_owned(),
         route: route.name.clone(),
         tls: conn.https,
+        body_expected,
         peer_cert: conn.peer_cert.clone(),
         identity: None,
         audit: Default::default(),
@@ -203,7 +205,7 @@ async fn proxy(
     }
 
     let pool = &route.pool;
-    let has_body = !http_body::Body::is_end_stream(&body);
+    let has_body = body_expected;
     let (has_body, outcome, mut body) = match route.body_limit {
         Some(limit) if has_body => {
             let bytes = crate::body::collect(body, limit.min(limits.max_body_bytes)).await?;

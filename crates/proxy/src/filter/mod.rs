@@ -10,6 +10,7 @@ pub(crate) mod cors;
 pub(crate) mod ratelimit;
 pub(crate) mod secheaders;
 pub(crate) mod validate;
+pub(crate) mod waf;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct Session {
     pub request_id: String,
     pub route: Arc<str>,
     pub tls: bool,
+    /// Whether a request body follows the head (known before it is read).
+    pub body_expected: bool,
     /// The client certificate, verified by the listener (against `client_auth.ca`, or the mesh bundle).
     pub peer_cert: Option<Arc<PeerCert>>,
     /// Set by the authentication filter only (it is the one that verified it).
@@ -50,6 +53,8 @@ pub struct AuditNote {
     pub decision: Option<(Decision, Stage)>,
     pub reason: String,
     pub policy_ids: Vec<String>,
+    /// The WAF rules that matched (also when they did not block).
+    pub waf: Vec<palisade_core::audit::WafHit>,
     /// Audit this request even on an unprotected route (e.g. a rate limiter that failed open).
     pub force: bool,
 }
@@ -186,6 +191,7 @@ pub(crate) mod tests {
             request_id: "r".into(),
             route: "x".into(),
             tls: false,
+            body_expected: false,
             peer_cert: None,
             identity: None,
             audit: AuditNote::default(),

@@ -1,0 +1,255 @@
+//! WAF filter: runs the configured SecLang rule set (the OWASP Core Rule Set, as written) on the
+//! request, with the route's mode, paranoia level and exclusions. ModSecurity's phases 1 (head)
+//! and 2 (body) run together once the body is known: at once for a request without a body, on
+//! the buffered body otherwise. Every rule that matched goes into the audit event (id, message,
+//! variable name; never the matched data); a blocked request gets 403 with the JSON error body.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use http::{StatusCode, Version};
+use palisade_core::audit::{Stage, WafHit};
+use palisade_core::config::WafMode;
+use palisade_waf::{EngineMode, RequestHead, RuleSet};
+
+use crate::error::ProxyError;
+use crate::filter::{Filter, Flow, Session};
+
+/// A route's WAF: the shared rule set and what this route changes of it.
+pub(crate) struct WafFilter {
+    pub(crate) rules: Arc<RuleSet>,
+    pub(crate) mode: WafMode,
+    /// TX variables set before phase 1 (paranoia level, anomaly thresholds).
+    pub(crate) vars: Vec<(&'static str, String)>,
+    pub(crate) removed_ids: Vec<RangeInclusive<u32>>,
+    pub(crate) removed_tags: Vec<String>,
+    pub(crate) removed_targets: Vec<(RangeInclusive<u32>, String)>,
+    pub(crate) removed_tag_targets: Vec<(String, String)>,
+    pub(crate) max_body_bytes: u64,
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+impl WafFilter {
+    fn inspect(&self, s: &mut Session, body: &[u8]) -> Result<(), ProxyError> {
+        let mut tx = self.rules.transaction(&s.request_id, s.client_ip);
+        for (name, value) in &self.vars {
+            tx.set_var(name, value);
+        }
+        if !self.removed_ids.is_empty() {
+            tx.remove_rule_ids(&self.removed_ids);
+        }
+        for tag in &self.removed_tags {
+            tx.remove_rule_tag(tag);
+        }
+        for (ids, target) in &self.removed_targets {
+            for id in ids.clone() {
+                tx.remove_rule_target(id, target);
+            }
+        }
+        for (tag, target) in &self.removed_tag_targets {
+            tx.remove_rule_target_by_tag(tag, target);
+        }
+        if self.mode == WafMode::Detect {
+            tx.set_engine_mode(EngineMode::DetectionOnly);
+        }
+        let target = match s.request.uri.path_and_query() {
+            // Absolute-form targets (`GET http://host/x`) are inspected as sent.
+            Some(pq) if s.request.uri.scheme().is_none() => pq.as_str().to_owned(),
+            Some(_) => s.request.uri.to_string(),
+            None => "/".to_owned(),
+        };
+        let mut headers: Vec<(&[u8], &[u8])> =
+            s.request.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())).collect();
+        // HTTP/2 carries the host in `:authority`; the rules expect a Host header.
+        let authority = s.request.uri.authority().map(|a| a.as_str().to_owned());
+        if let (Some(a), false) = (&authority, s.request.headers.contains_key(http::header::HOST)) {
+            headers.push((b"host", a.as_bytes()));
+        }
+        let head = RequestHead {
+            method: s.request.method.as_str(),
+            uri: target.as_bytes(),
+            protocol: protocol(s.request.version),
+            headers,
+        };
+        let mut verdict = tx.process_request_headers(&head);
+        if verdict.is_none() {
+            verdict = tx.process_request_body(body);
+        }
+        tx.process_logging();
+        let hits: Vec<WafHit> = tx
+            .matches()
+            .iter()
+            .filter(|m| m.log)
+            .map(|m| WafHit { rule: m.id, msg: m.msg.clone(), var: m.var_name.clone(), severity: m.severity })
+            .collect();
+        drop(tx);
+        if !hits.is_empty() {
+            s.audit.force = true;
+        }
+        s.audit.waf = hits;
+        match verdict {
+            Some(v) if self.mode == WafMode::Block => {
+                s.deny(Stage::Waf, format!("WAF rule {}: {}", v.rule_id, v.msg));
+                let status = StatusCode::from_u16(v.status).ok().filter(|c| c.is_client_error() || c.is_server_error());
+                Err(ProxyError::rejected(status.unwrap_or(StatusCode::FORBIDDEN), "request blocked by the WAF"))
+            }
+            _ => {
+                if !s.audit.waf.is_empty() && s.audit.decision.is_none() {
+                    let n = s.audit.waf.len();
+                    s.allow(Stage::Waf, format!("{n} WAF rule(s) matched; not blocked"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Filter for WafFilter {
+    fn name(&self) -> &'static str {
+        "waf"
+    }
+
+    async fn request_filter(&self, s: &mut Session) -> Result<Flow, ProxyError> {
+        if !s.body_expected {
+            self.inspect(s, &[])?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn wants_body(&self) -> Option<u64> {
+        Some(self.max_body_bytes)
+    }
+
+    async fn request_body_filter(&self, s: &mut Session, body: &bytes::Bytes) -> Result<(), ProxyError> {
+        self.inspect(s, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::tests::test_session;
+
+    const RULES: &str = r#"
+SecRuleEngine On
+SecRequestBodyAccess On
+SecDefaultAction "phase:2,log,pass"
+SecRule ARGS "@rx (?i)union\s+select" "id:1001,phase:2,deny,status:403,msg:'SQL injection',tag:'attack-sqli'"
+SecRule ARGS:note "@contains secret" "id:1002,phase:2,log,pass,msg:'note mentions a secret'"
+"#;
+
+    fn filter(mode: WafMode) -> WafFilter {
+        let rules = RuleSet::parse_str(RULES, "test.conf").unwrap_or_else(|e| unreachable!("{e}"));
+        WafFilter {
+            rules: Arc::new(rules),
+            mode,
+            vars: vec![],
+            removed_ids: vec![],
+            removed_tags: vec![],
+            removed_targets: vec![],
+            removed_tag_targets: vec![],
+            max_body_bytes: 1024,
+        }
+    }
+
+    fn session(uri: &str) -> Session {
+        let (parts, ()) =
+            http::Request::builder().uri(uri).header("host", "shop").body(()).unwrap_or_default().into_parts();
+        test_session(parts)
+    }
+
+    #[tokio::test]
+    async fn blocks_in_block_mode_and_audits_the_rule_without_the_payload() {
+        let f = filter(WafMode::Block);
+        let mut s = session("/orders?id=1%20UNION%20SELECT%20password&note=secret");
+        let err = f.request_filter(&mut s).await.err();
+        assert_eq!(err.map(|e| e.status()), Some(StatusCode::FORBIDDEN));
+        assert_eq!(s.audit.decision, Some((palisade_core::audit::Decision::Deny, Stage::Waf)));
+        let ids: Vec<u32> = s.audit.waf.iter().map(|h| h.rule).collect();
+        assert!(ids.contains(&1001), "{ids:?}");
+        let hit = s.audit.waf.iter().find(|h| h.rule == 1001).map(|h| (h.msg.as_str(), h.var.as_str()));
+        assert_eq!(hit, Some(("SQL injection", "ARGS:id")));
+        let event = serde_json::to_string(&s.audit.waf).unwrap_or_default();
+        assert!(!event.to_ascii_lowercase().contains("union"), "payload leaked into the audit: {event}");
+        assert!(s.audit.force);
+    }
+
+    #[tokio::test]
+    async fn detect_mode_records_and_passes() {
+        let f = filter(WafMode::Detect);
+        let mut s = session("/orders?id=1%20union%20select%201");
+        assert!(matches!(f.request_filter(&mut s).await, Ok(Flow::Continue)));
+        assert_eq!(s.audit.waf.iter().map(|h| h.rule).collect::<Vec<_>>(), vec![1001]);
+        assert_eq!(s.audit.decision.map(|d| d.1), Some(Stage::Waf));
+    }
+
+    #[tokio::test]
+    async fn exclusions_take_a_rule_or_a_target_out() {
+        let mut f = filter(WafMode::Block);
+        f.removed_targets = vec![(1001..=1001, "ARGS:id".to_owned())];
+        let mut s = session("/orders?id=1%20union%20select%201");
+        assert!(f.request_filter(&mut s).await.is_ok());
+        assert!(s.audit.waf.is_empty());
+        let mut s = session("/orders?other=1%20union%20select%201");
+        assert!(f.request_filter(&mut s).await.is_err(), "only ARGS:id was excluded");
+
+        let mut f = filter(WafMode::Block);
+        f.removed_ids = vec![1000..=1001];
+        let mut s = session("/orders?id=1%20union%20select%201");
+        assert!(f.request_filter(&mut s).await.is_ok());
+        let mut f = filter(WafMode::Block);
+        f.removed_tags = vec!["attack-sqli".into()];
+        let mut s = session("/orders?id=1%20union%20select%201");
+        assert!(f.request_filter(&mut s).await.is_ok());
+    }
+
+    /// hyper hands over header names in lower case; rules name them as written (`Content-Type`).
+    #[tokio::test]
+    async fn header_names_match_whatever_their_case() {
+        let rules = RuleSet::parse_str(
+            "SecRuleEngine On\nSecRule REQUEST_HEADERS:Content-Type \"@contains xml\" \"id:7,phase:1,deny,status:403,msg:'xml'\"\n",
+            "t.conf",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let mut f = filter(WafMode::Block);
+        f.rules = Arc::new(rules);
+        let (parts, ()) = http::Request::builder()
+            .uri("/x")
+            .header("content-type", "application/xml")
+            .body(())
+            .unwrap_or_default()
+            .into_parts();
+        let mut s = test_session(parts);
+        assert!(f.request_filter(&mut s).await.is_err());
+        assert_eq!(s.audit.waf.iter().map(|h| h.rule).collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_inspected_in_the_body_phase() {
+        let f = filter(WafMode::Block);
+        let (parts, ()) = http::Request::builder()
+            .method("POST")
+            .uri("/orders")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(())
+            .unwrap_or_default()
+            .into_parts();
+        let mut s = test_session(parts);
+        s.body_expected = true;
+        assert!(f.request_filter(&mut s).await.is_ok(), "nothing is decided before the body");
+        assert!(s.audit.waf.is_empty());
+        let body = bytes::Bytes::from_static(b"q=x+union+select+1");
+        assert!(f.request_body_filter(&mut s, &body).await.is_err());
+        assert_eq!(s.audit.waf.iter().map(|h| h.rule).collect::<Vec<_>>(), vec![1001]);
+    }
+}
