@@ -98,7 +98,7 @@ wrk.method = "POST"
 wrk.body = "item=mouse&quantity=2&note=please+deliver+after+five&coupon=SPRING24&address=12+Main+Street"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 LUA
-HDRS=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
+HDRS=(-H "Host: localhost" -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
       -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
       -H "Accept-Language: en-US,en;q=0.5" -H "Cookie: session=abc123; theme=dark")
 check() { # url [curl args]

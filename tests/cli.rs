@@ -227,6 +227,21 @@ async fn up_serves_demo_services() {
         "{sidecar_audit}"
     );
 
+    // The banner's WAF line: the CRS refuses an SQL injection before authentication, and the
+    // gateway's audit event names the libinjection rule and the blocking evaluation.
+    let sqli =
+        lines.iter().find(|l| l.starts_with("curl -i -G http://127.0.0.1:8080/orders --data-urlencode")).unwrap();
+    let r = Command::new("sh").arg("-c").arg(sqli).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&r.stdout);
+    assert!(shown.starts_with("HTTP/1.1 403"), "{shown}");
+    assert!(shown.contains("\"request blocked by the WAF\""), "{shown}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gw_audit = std::fs::read_to_string(dir.path().join("data/audit/gateway.jsonl")).unwrap();
+    let waf =
+        gw_audit.lines().find(|l| l.contains("\"stage\":\"waf\"") && l.contains("\"decision\":\"deny\"")).unwrap();
+    assert!(waf.contains("{\"rule\":942100,") && waf.contains("\"var\":\"ARGS:id\""), "{waf}");
+    assert!(waf.contains("{\"rule\":949110,") && !waf.contains("1=1"), "{waf}");
+
     // 50 requests per 10 s per client: two were spent; a quick burst meets 429 within 50 more.
     let at = token["access_token"].as_str().unwrap();
     let mut codes = Vec::new();
