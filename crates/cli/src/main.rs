@@ -13,6 +13,7 @@ mod policy_cmd;
 mod scan_cmd;
 mod server;
 mod up;
+mod vault_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +114,9 @@ enum Command {
     Audit(Box<audit_cmd::AuditArgs>),
     /// Scan images, filesystems and lockfiles for known vulnerabilities
     Scan(Box<scan_cmd::ScanArgs>),
+    /// Data protection on the data directory: keys, encrypt/decrypt, rewrap, data keys,
+    /// signatures, HMAC, tokenization (same master key as the server)
+    Vault(Box<vault_cmd::VaultArgs>),
     /// Print the version
     Version,
 }
@@ -193,6 +197,24 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Vault(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(true);
+            match rt.block_on(vault_cmd::run(*args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Apikey { command } => match policy_cmd::run_apikey(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -226,6 +248,7 @@ fn main() -> ExitCode {
                     | Command::Policy { .. }
                     | Command::Apikey { .. }
                     | Command::Audit(_)
+                    | Command::Vault(_)
                     | Command::Scan(_) => Ok(()),
                 }
             });

@@ -1,5 +1,5 @@
-//! `palisade server`: the control-plane HTTP server (the identity provider and the workload CA)
-//! on 127.0.0.1:9400, plain HTTP or TLS with optional client certificates (RFC 8705), over SQLite
+//! `palisade server`: the control-plane HTTP server (the identity provider, the workload CA and
+//! the vault's data-protection API) on 127.0.0.1:9400, plain HTTP or TLS with optional client certificates (RFC 8705), over SQLite
 //! under `./data/` or PostgreSQL.
 
 use std::net::SocketAddr;
@@ -16,6 +16,8 @@ use palisade_ca::{Ca, CaConfig, K8sConfig};
 use palisade_crypto::{Alg, MasterKey};
 use palisade_idp::{Idp, IdpConfig, Peer};
 use palisade_store::Store;
+use palisade_vault::{MasterKeySource, Pkcs11Config};
+use zeroize::Zeroizing;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -31,6 +33,12 @@ pub struct StateArgs {
     /// PostgreSQL instead of SQLite, e.g. postgres://palisade@db/palisade
     #[arg(long, env = "PALISADE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Where the master key comes from (it seals every key Palisade stores): `file:PATH`,
+    /// `env:VAR` (base64 of 32 bytes) or `pkcs11:module=LIB;token=LABEL;key=LABEL;pin=file:PATH
+    /// (or pin=env:VAR)[;wrapped=PATH][;generate=true]` (a root key wrapped by an HSM key).
+    /// Default: PALISADE_MASTER_KEY if set, else <data>/master.key
+    #[arg(long, env = "PALISADE_MASTER_KEY_SOURCE", value_name = "SPEC", hide_env_values = true)]
+    pub master_key: Option<String>,
 }
 
 impl StateArgs {
@@ -40,13 +48,74 @@ impl StateArgs {
         Ok(Store::open(&url).await?)
     }
 
-    /// The master key: `PALISADE_MASTER_KEY` (base64) or `<data>/master.key` (created 0600).
+    /// The master key through the vault's providers: `--master-key`, else `PALISADE_MASTER_KEY`
+    /// (base64) if set, else `<data>/master.key` (created 0600).
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
-        match std::env::var("PALISADE_MASTER_KEY") {
-            Ok(v) => Ok(MasterKey::from_base64(v.trim()).context("PALISADE_MASTER_KEY")?),
-            Err(_) => Ok(MasterKey::load_or_create(&self.data_dir.join("master.key"))?),
+        let source = self.master_key_source()?;
+        Ok(palisade_vault::load_master_key(&source)?)
+    }
+
+    pub fn master_key_source(&self) -> anyhow::Result<MasterKeySource> {
+        match &self.master_key {
+            Some(spec) => parse_master_key_source(spec, &self.data_dir),
+            None if std::env::var_os("PALISADE_MASTER_KEY").is_some() => {
+                Ok(MasterKeySource::Env("PALISADE_MASTER_KEY".into()))
+            }
+            None => Ok(MasterKeySource::File(self.data_dir.join("master.key"))),
         }
     }
+}
+
+/// Parse `--master-key`. Errors name the setting, never a PIN.
+pub fn parse_master_key_source(spec: &str, data_dir: &Path) -> anyhow::Result<MasterKeySource> {
+    if let Some(p) = spec.strip_prefix("file:") {
+        if p.is_empty() {
+            bail!("--master-key file: needs a path");
+        }
+        return Ok(MasterKeySource::File(PathBuf::from(p)));
+    }
+    if let Some(v) = spec.strip_prefix("env:") {
+        if v.is_empty() {
+            bail!("--master-key env: needs a variable name");
+        }
+        return Ok(MasterKeySource::Env(v.to_owned()));
+    }
+    let Some(rest) = spec.strip_prefix("pkcs11:") else {
+        bail!("--master-key is file:PATH, env:VAR or pkcs11:module=...;token=...;key=...;pin=file:PATH");
+    };
+    let mut kv: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for part in rest.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else { bail!("--master-key pkcs11: {part:?} is not key=value") };
+        if !["module", "token", "key", "pin", "wrapped", "generate"].contains(&k) {
+            bail!("--master-key pkcs11: unknown setting {k:?} (module, token, key, pin, wrapped, generate)");
+        }
+        if kv.insert(k, v).is_some() {
+            bail!("--master-key pkcs11: {k} is given twice");
+        }
+    }
+    let need = |k: &str| kv.get(k).copied().filter(|v| !v.is_empty()).with_context(|| format!("--master-key pkcs11: {k}= is required"));
+    let pin_ref = need("pin")?;
+    let pin = if let Some(path) = pin_ref.strip_prefix("file:") {
+        let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading the PIN file {path}"))?);
+        Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())
+    } else if let Some(var) = pin_ref.strip_prefix("env:") {
+        Zeroizing::new(std::env::var(var).with_context(|| format!("the PIN variable {var} is not set"))?)
+    } else {
+        bail!("--master-key pkcs11: pin= is file:PATH or env:VAR (a PIN is not given on the command line)");
+    };
+    let generate_key = match kv.get("generate").copied() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => bail!("--master-key pkcs11: generate= is true or false"),
+    };
+    Ok(MasterKeySource::Pkcs11(Pkcs11Config {
+        module: PathBuf::from(need("module")?),
+        token_label: need("token")?.to_owned(),
+        pin,
+        key_label: need("key")?.to_owned(),
+        generate_key,
+        wrapped_key_file: kv.get("wrapped").map_or_else(|| data_dir.join("master.key.wrapped"), PathBuf::from),
+    }))
 }
 
 pub fn parse_alg(s: &str) -> Result<Alg, String> {
@@ -102,6 +171,13 @@ pub struct ServerArgs {
     /// Security monitoring settings (YAML: audit_log, detectors, alerts, webhooks)
     #[arg(long, value_name = "FILE")]
     pub monitor_config: Option<PathBuf>,
+    /// Cedar policy of the vault's detokenize (principal User/Client/Admin, action
+    /// Action::"detokenize", resource Template::"<key>"); without it every detokenize is refused
+    #[arg(long, value_name = "FILE")]
+    pub vault_policy: Option<PathBuf>,
+    /// How often keys whose scheduled deletion is due are destroyed
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub vault_purge_interval: Duration,
 }
 
 /// The workload CA's settings of `palisade server`.
@@ -166,7 +242,7 @@ impl CaServerArgs {
 impl ServerArgs {
     pub fn defaults(data_dir: PathBuf) -> ServerArgs {
         ServerArgs {
-            state: StateArgs { data_dir, database_url: None },
+            state: StateArgs { data_dir, database_url: None, master_key: None },
             listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
             issuer: None,
             tls_cert: None,
@@ -179,6 +255,8 @@ impl ServerArgs {
             admin_token_file: None,
             ca: CaServerArgs::defaults(),
             monitor_config: None,
+            vault_policy: None,
+            vault_purge_interval: Duration::from_secs(60),
         }
     }
 }
@@ -345,6 +423,24 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
     ca.set_audit_sink(audit.local_sink("ca"));
     let mut background = background;
     background.extend(audit.spawn_background());
+    // Data protection: keys sealed under the same master key; detokenize only where the Cedar
+    // policy permits.
+    let detokenize: Arc<dyn palisade_vault::DetokenizeAuthorizer> = match &args.vault_policy {
+        Some(f) => Arc::new(crate::vault_cmd::CedarDetokenize::load(f)?),
+        None => Arc::new(palisade_vault::DenyAllDetokenize),
+    };
+    let vault = palisade_vault::Vault::new(
+        &store,
+        Arc::new(args.state.master_key()?),
+        audit.local_sink("vault"),
+        detokenize,
+    );
+    if args.vault_purge_interval.is_zero() {
+        bail!("--vault-purge-interval must be at least 1s");
+    }
+    background.push(crate::vault_cmd::spawn_purge(vault.clone(), args.vault_purge_interval));
+    let vault_gate = crate::vault_cmd::VaultGate::new(idp.clone(), admin_sha.clone());
+    background.push(vault_gate.spawn_revocation_sync());
     // The dashboard signs in through this idp; the client can only be registered for an https or
     // loopback issuer (plain http elsewhere is refused), else only the admin token signs in.
     if let Err(e) = ensure_dashboard_client(&idp, &issuer).await {
@@ -357,6 +453,7 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         .router()
         .merge(ca.router())
         .merge(audit.router())
+        .merge(crate::vault_cmd::router(vault.clone(), vault_gate))
         .merge(palisade_dashboard::router(dash, audit.dashboard_data()))
         .route(
             "/metrics",
