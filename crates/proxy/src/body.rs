@@ -1,6 +1,7 @@
-//! Body wrappers. Bodies always stream: nothing here buffers a whole body.
-//! `RequestBody` enforces the body size limit while streaming and records downstream framing
-//! errors; `ResponseBody` is either a small gateway-made body or the upstream's stream.
+//! Body wrappers. Bodies stream unless a filter asked for them whole (`collect`,
+//! `collect_response`, both bounded). `RequestBody` enforces the body size limit while streaming
+//! and records downstream framing errors; `ResponseBody` is a small gateway-made (or buffered)
+//! body, the upstream's stream, or a stream whose first bytes were read before it outgrew a buffer.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -140,7 +141,34 @@ pin_project_lite::pin_project! {
     pub enum ResponseBody {
         Full { #[pin] body: Full<Bytes> },
         Upstream { #[pin] body: Incoming, guard: InFlight },
+        /// A body that outgrew a response-body buffer: the bytes already read, then the rest.
+        Prefixed { prefix: Option<Bytes>, rest: Pin<Box<ResponseBody>> },
     }
+}
+
+/// What `collect_response` read.
+pub(crate) enum Collected {
+    Whole(Bytes),
+    /// Larger than the limit: the same body, replayed from its start.
+    TooLarge(ResponseBody),
+}
+
+/// Read a whole response body, up to `limit` bytes (trailers are dropped). A larger body is
+/// handed back whole (the bytes read so far, then the rest of the stream).
+pub(crate) async fn collect_response(body: ResponseBody, limit: u64) -> Result<Collected, BoxError> {
+    use http_body_util::BodyExt;
+    let mut body = Box::pin(body);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if (buf.len() as u64).saturating_add(data.len() as u64) > limit {
+                buf.extend_from_slice(&data);
+                return Ok(Collected::TooLarge(ResponseBody::Prefixed { prefix: Some(buf.freeze()), rest: body }));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Collected::Whole(buf.freeze()))
 }
 
 impl ResponseBody {
@@ -160,6 +188,10 @@ impl Body for ResponseBody {
         match self.project() {
             ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|e| match e {}),
             ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx).map_err(|e| -> BoxError { Box::new(e) }),
+            ResponseBodyProj::Prefixed { prefix, rest } => match prefix.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => rest.as_mut().poll_frame(cx),
+            },
         }
     }
 
@@ -167,6 +199,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full { body } => body.is_end_stream(),
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -174,6 +207,36 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full { body } => body.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Prefixed { prefix, rest } => {
+                let n = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(r.lower().saturating_add(n));
+                if let Some(u) = r.upper() {
+                    h.set_upper(u.saturating_add(n));
+                }
+                h
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn collect_response_buffers_up_to_the_limit_and_replays_a_larger_body() {
+        let Ok(Collected::Whole(b)) = collect_response(ResponseBody::full("0123456789"), 10).await else {
+            unreachable!("10 bytes fit a 10-byte limit")
+        };
+        assert_eq!(&b[..], b"0123456789");
+        let Ok(Collected::TooLarge(body)) = collect_response(ResponseBody::full("0123456789"), 9).await else {
+            unreachable!("10 bytes outgrow a 9-byte limit")
+        };
+        assert_eq!(body.size_hint().exact(), Some(10));
+        let replayed = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        assert_eq!(&replayed[..], b"0123456789", "nothing is lost or repeated");
     }
 }

@@ -1,7 +1,7 @@
 //! Compiles the security sections of the config into the shared objects the security filters
 //! use (JWT authenticator with its JWKS cache, API keys, DPoP replay cache, the Cedar
 //! authorizer, rate-limit stores) and builds each route's filters in execution order:
-//! CORS → authn → authz → rate limit → validation → header rewrites → security headers.
+//! CORS → WAF → authn → authz → rate limit → validation → transform → header rewrites → security headers.
 //! Objects with state worth keeping (JWKS caches, replay cache, rate-limit counters, the Redis
 //! connection) carry over a reload when their config did not change.
 
@@ -25,6 +25,9 @@ use crate::filter::authz::AuthzFilter;
 use crate::filter::cors::{Cors, CorsFilter, CorsSpec};
 use crate::filter::ratelimit::{KeyPart, Limit, RateLimitFilter};
 use crate::filter::secheaders::{SecHeadersFilter, SecHeadersSpec, SecurityHeaders};
+use crate::filter::transform::{
+    HttpVault, Pointer, RequestRule, ResponseRule, TransformFilter, VaultClient, VaultRule,
+};
 use crate::filter::validate::{load_document, ValidateFilter, Validator, ValidatorSpec};
 use crate::filter::waf::WafFilter;
 use crate::filter::Filter;
@@ -54,6 +57,8 @@ pub(crate) struct Security {
     local: Arc<LocalStore>,
     redis: Option<(RateLimiting, Arc<dyn Store>)>,
     waf: Option<Arc<RuleSet>>,
+    /// The vault client of the transform filters, kept across reloads while `vault` is unchanged.
+    vault: Option<(palisade_core::config::VaultClientConfig, Arc<dyn VaultClient>)>,
 }
 
 impl Security {
@@ -130,7 +135,8 @@ impl Security {
             let store = LazyRedis { url, opts, conn: OnceCell::new(), last_try: Mutex::new(None) };
             Some((c.rate_limiting.clone(), Arc::new(store) as Arc<dyn Store>))
         });
-        Security { jwt, api_keys, dpop, dpop_config, authorizer, local, redis, waf }
+        let vault = compile_vault(loaded, previous, issues);
+        Security { jwt, api_keys, dpop, dpop_config, authorizer, local, redis, waf, vault }
     }
 
     /// The security filters of route `i`, in execution order (before the header rewrites).
@@ -205,6 +211,13 @@ impl Security {
             match compile_validator(loaded, v) {
                 Ok(validator) => out.push(Arc::new(ValidateFilter { validator, max_body_bytes: v.max_body_bytes })),
                 Err((field, m)) => issues.push(Issue::new(format!("{base}.validate{field}"), m)),
+            }
+        }
+        // After validation (which sees the client's body), before the header rewrites.
+        if let Some(t) = &r.transform {
+            match transform_filter(t, self.vault.as_ref().map(|(_, v)| v.clone())) {
+                Ok(f) => out.push(Arc::new(f)),
+                Err((field, m)) => issues.push(Issue::new(format!("{base}.transform{field}"), m)),
             }
         }
         let (sh, sh_path) = match &r.security_headers {
@@ -331,6 +344,77 @@ impl Store for LazyRedis {
         let c = self.conn.get_or_try_init(|| RedisStore::connect(&self.url, self.opts.clone())).await?;
         c.check(key, quota, now).await
     }
+}
+
+fn compile_vault(
+    loaded: &LoadedConfig,
+    previous: Option<&Security>,
+    issues: &mut Vec<Issue>,
+) -> Option<(palisade_core::config::VaultClientConfig, Arc<dyn VaultClient>)> {
+    let v = loaded.config.vault.as_ref()?;
+    if let Some((cfg, client)) = previous.and_then(|p| p.vault.as_ref()) {
+        if cfg == v {
+            return Some((cfg.clone(), client.clone()));
+        }
+    }
+    let token = match v.token.resolve(&loaded.base_dir) {
+        Ok(t) => t,
+        Err(m) => {
+            issues.push(Issue::new("vault.token", m));
+            return None;
+        }
+    };
+    let ca = match &v.ca_file {
+        Some(f) => match std::fs::read(loaded.resolve_path(f)) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                issues.push(Issue::new("vault.ca_file", format!("cannot read: {e}")));
+                return None;
+            }
+        },
+        None => None,
+    };
+    match HttpVault::new(&v.server, token.expose(), ca.as_deref(), v.timeout.0) {
+        Ok(c) => Some((v.clone(), Arc::new(c) as Arc<dyn VaultClient>)),
+        Err(m) => {
+            issues.push(Issue::new("vault", m));
+            None
+        }
+    }
+}
+
+fn transform_filter(
+    t: &palisade_core::config::Transform,
+    vault: Option<Arc<dyn VaultClient>>,
+) -> Result<TransformFilter, (String, String)> {
+    use palisade_core::config::{EncryptRule, TokenizeRule};
+    fn rule(tk: &Option<TokenizeRule>, enc: &Option<EncryptRule>) -> Option<VaultRule> {
+        match (tk, enc) {
+            (Some(t), None) => Some(VaultRule::Token { key: t.key.clone(), format: t.format.clone() }),
+            (None, Some(e)) => Some(VaultRule::Cipher { key: e.key.clone(), context: e.context.clone() }),
+            _ => None, // refused by config validation
+        }
+    }
+    let mut request = Vec::new();
+    for (j, q) in t.request.iter().enumerate() {
+        let pointer = Pointer::parse(&q.pointer).map_err(|m| (format!(".request[{j}].pointer"), m))?;
+        if let Some(rule) = rule(&q.tokenize, &q.encrypt) {
+            request.push(RequestRule { pointer, rule });
+        }
+    }
+    let mut response = Vec::new();
+    for (j, q) in t.response.iter().enumerate() {
+        let pointer = Pointer::parse(&q.pointer).map_err(|m| (format!(".response[{j}].pointer"), m))?;
+        if let Some(rule) = rule(&q.detokenize, &q.decrypt) {
+            response.push(ResponseRule {
+                pointer,
+                rule,
+                roles: q.reveal.roles.clone(),
+                scopes: q.reveal.scopes.clone(),
+            });
+        }
+    }
+    Ok(TransformFilter { request, response, vault, max_body_bytes: t.max_body_bytes })
 }
 
 fn compile_validator(loaded: &LoadedConfig, v: &Validate) -> Result<Validator, (&'static str, String)> {

@@ -86,6 +86,12 @@ pub(crate) async fn handle(
             error_response(&e, &request_id)
         }
     };
+    // The response-body phase, for filters that asked for this response's body.
+    if let (Some(route), Some(s)) = (&out.route, &mut out.session) {
+        if method != Method::HEAD {
+            resp = response_body_phase(route, s, resp, &request_id).await;
+        }
+    }
     // Response filters see every response of a matched route: the upstream's and the gateway's own.
     if let (Some(route), Some(s)) = (&out.route, &out.session) {
         if !route.filters.is_empty() {
@@ -130,6 +136,53 @@ pub(crate) async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// Whether two buffers are the same bytes object (a filter that replaced a body made a new one).
+fn same_bytes(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// Buffer the response body for the filters that ask for it (up to the largest size asked) and
+/// let them rewrite it. Bodies that cannot have content, or are larger than asked (by
+/// `Content-Length` or once read that far), go on unchanged.
+async fn response_body_phase(
+    route: &CompiledRoute,
+    s: &mut Session,
+    resp: Response<ResponseBody>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let limit = route.filters.iter().filter_map(|f| f.wants_response_body(s, &parts)).max();
+    let status = parts.status;
+    let declared: Option<u64> =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let Some(limit) = limit else { return Response::from_parts(parts, body) };
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || declared.is_some_and(|n| n > limit)
+    {
+        return Response::from_parts(parts, body);
+    }
+    let original = match crate::body::collect_response(body, limit).await {
+        Ok(crate::body::Collected::Whole(b)) => b,
+        Ok(crate::body::Collected::TooLarge(body)) => return Response::from_parts(parts, body),
+        Err(_) => return error_response(&ProxyError::UpstreamFailed, request_id),
+    };
+    let mut bytes = original.clone();
+    for f in &route.filters {
+        if f.wants_response_body(s, &parts).is_some() {
+            if let Err(e) = f.response_body_filter(s, &mut parts, &mut bytes).await {
+                return error_response(&e, request_id);
+            }
+        }
+    }
+    if !same_bytes(&bytes, &original) {
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    }
+    Response::from_parts(parts, ResponseBody::full(bytes))
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -208,11 +261,17 @@ async fn proxy(
     let has_body = body_expected;
     let (has_body, outcome, mut body) = match route.body_limit {
         Some(limit) if has_body => {
-            let bytes = crate::body::collect(body, limit.min(limits.max_body_bytes)).await?;
+            let original = crate::body::collect(body, limit.min(limits.max_body_bytes)).await?;
+            let mut bytes = original.clone();
             for f in &route.filters {
                 if f.wants_body().is_some() {
-                    f.request_body_filter(session, &bytes).await?;
+                    f.request_body_filter(session, &mut bytes).await?;
                 }
+            }
+            if !same_bytes(&bytes, &original) {
+                // A filter replaced the body (e.g. tokenized fields): the framing follows it.
+                session.request.headers.remove(header::TRANSFER_ENCODING);
+                session.request.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             }
             (!bytes.is_empty(), None, Some(RequestBody::buffered(bytes)))
         }

@@ -70,6 +70,8 @@ pub struct Config {
     pub waf: Option<WafConfig>,
     /// Service mesh membership: where this sidecar gets its SVID and which trust domain it is in.
     pub mesh: Option<MeshConfig>,
+    /// The `palisade server` vault that routes with a `transform` section call.
+    pub vault: Option<VaultClientConfig>,
 }
 
 /// `mesh:` the workload CA this sidecar joins. The engine only validates and exposes it: the
@@ -333,6 +335,8 @@ pub struct Route {
     pub security_headers: Option<SecurityHeadersConfig>,
     /// Run the top-level `waf` rule set on this route's requests.
     pub waf: Option<RouteWaf>,
+    /// Tokenize or encrypt request-body fields; detokenize, decrypt or mask response fields.
+    pub transform: Option<Transform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -837,4 +841,95 @@ impl<'de> Deserialize<'de> for RuleIds {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field-level data protection: the gateway's transform filter and the vault it calls.
+// ---------------------------------------------------------------------------------------------
+
+/// `vault:` the vault API of `palisade server` (`/vault/v1/...`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultClientConfig {
+    /// Base URL of `palisade server` (`http://127.0.0.1:9400`).
+    pub server: String,
+    /// Bearer token: the server's admin token or an access token with scope `vault`.
+    pub token: SecretRef,
+    /// PEM roots for an https server (default: Mozilla's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Deadline of one vault call; past it the request is refused (503) or the response masked.
+    #[serde(default = "default_vault_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_vault_timeout() -> Dur {
+    secs(2)
+}
+
+/// A route's `transform:` section. Bodies are buffered (JSON only) up to `max_body_bytes`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    /// Fields protected before the request goes upstream.
+    #[serde(default)]
+    pub request: Vec<RequestTransform>,
+    /// Fields revealed (to callers allowed by `reveal`) or masked in the response.
+    #[serde(default)]
+    pub response: Vec<ResponseTransform>,
+    /// Largest request or response body transformed. A larger request is refused (413); a larger
+    /// response goes to the client unchanged.
+    #[serde(default = "default_transform_body")]
+    pub max_body_bytes: u64,
+}
+
+fn default_transform_body() -> u64 {
+    1 << 20
+}
+
+/// One request rule: a JSON pointer (RFC 6901; `*` matches every array element or member) and
+/// exactly one of `tokenize` or `encrypt`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTransform {
+    pub pointer: String,
+    pub tokenize: Option<TokenizeRule>,
+    pub encrypt: Option<EncryptRule>,
+}
+
+/// One response rule: a JSON pointer and exactly one of `detokenize` or `decrypt`; callers that
+/// `reveal` allows see the clear value, everyone else a mask (`****1234`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseTransform {
+    pub pointer: String,
+    pub detokenize: Option<TokenizeRule>,
+    pub decrypt: Option<EncryptRule>,
+    #[serde(default)]
+    pub reveal: Reveal,
+}
+
+/// A vault tokenization key and the value's format (`card`, `ssn`, `phone` or `digits`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRule {
+    pub key: String,
+    pub format: String,
+}
+
+/// A vault encryption key and the associated data (context) bound to the ciphertext.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRule {
+    pub key: String,
+    pub context: Option<String>,
+}
+
+/// Who sees a response field in clear: a caller with any of these roles or scopes.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reveal {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }

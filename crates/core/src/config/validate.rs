@@ -245,6 +245,14 @@ fn validate_security(c: &Config, out: &mut Vec<Issue>) {
             out.push(Issue::new("waf.outbound_threshold", "must be at least 1"));
         }
     }
+    if let Some(v) = &c.vault {
+        if !(v.server.starts_with("https://") || v.server.starts_with("http://")) {
+            out.push(Issue::new("vault.server", "the server must be an http(s) URL"));
+        }
+        if v.timeout.0.is_zero() {
+            out.push(Issue::new("vault.timeout", "must be greater than zero"));
+        }
+    }
     for (i, p) in c.client_ip.trusted_proxies.iter().enumerate() {
         if !check_cidr(p) {
             out.push(Issue::new(format!("client_ip.trusted_proxies[{i}]"), format!("invalid CIDR {p:?}")));
@@ -446,6 +454,81 @@ fn validate_route_security(c: &Config, r: &Route, base: &str, out: &mut Vec<Issu
             out.push(Issue::new(format!("{base}.validate"), "set json_schema or openapi, not both"));
         }
     }
+    if let Some(t) = &r.transform {
+        validate_transform(c, t, &format!("{base}.transform"), out);
+    }
+}
+
+const TOKEN_FORMATS: &[&str] = &["card", "ssn", "phone", "digits"];
+
+/// An RFC 6901 pointer to a member (not the whole document): `/a/b`, `~0` and `~1` escapes.
+fn check_pointer(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} is not a JSON pointer: write e.g. /card/number"));
+    }
+    let mut chars = p.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!("{p:?}: `~` must be followed by 0 or 1 (RFC 6901)"));
+        }
+    }
+    Ok(())
+}
+
+fn check_vault_key(k: &str) -> Result<(), String> {
+    if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!("invalid vault key name {k:?} (letters, digits, - _ .)"));
+    }
+    Ok(())
+}
+
+fn validate_transform(c: &Config, t: &Transform, base: &str, out: &mut Vec<Issue>) {
+    if t.max_body_bytes == 0 {
+        out.push(Issue::new(format!("{base}.max_body_bytes"), "must be at least 1"));
+    }
+    let mut needs_vault = !t.request.is_empty();
+    let check_tok = |p: &str, rule: &TokenizeRule, out: &mut Vec<Issue>| {
+        if let Err(m) = check_vault_key(&rule.key) {
+            out.push(Issue::new(format!("{p}.key"), m));
+        }
+        if !TOKEN_FORMATS.contains(&rule.format.as_str()) {
+            out.push(Issue::new(format!("{p}.format"), "format is one of card, ssn, phone, digits"));
+        }
+    };
+    for (j, q) in t.request.iter().enumerate() {
+        let p = format!("{base}.request[{j}]");
+        if let Err(m) = check_pointer(&q.pointer) {
+            out.push(Issue::new(format!("{p}.pointer"), m));
+        }
+        match (&q.tokenize, &q.encrypt) {
+            (Some(tk), None) => check_tok(&format!("{p}.tokenize"), tk, out),
+            (None, Some(e)) => {
+                if let Err(m) = check_vault_key(&e.key) {
+                    out.push(Issue::new(format!("{p}.encrypt.key"), m));
+                }
+            }
+            _ => out.push(Issue::new(p, "give exactly one of tokenize or encrypt")),
+        }
+    }
+    for (j, q) in t.response.iter().enumerate() {
+        let p = format!("{base}.response[{j}]");
+        if let Err(m) = check_pointer(&q.pointer) {
+            out.push(Issue::new(format!("{p}.pointer"), m));
+        }
+        match (&q.detokenize, &q.decrypt) {
+            (Some(tk), None) => check_tok(&format!("{p}.detokenize"), tk, out),
+            (None, Some(e)) => {
+                if let Err(m) = check_vault_key(&e.key) {
+                    out.push(Issue::new(format!("{p}.decrypt.key"), m));
+                }
+            }
+            _ => out.push(Issue::new(p, "give exactly one of detokenize or decrypt")),
+        }
+        needs_vault |= !q.reveal.roles.is_empty() || !q.reveal.scopes.is_empty();
+    }
+    if needs_vault && c.vault.is_none() {
+        out.push(Issue::new(base, "tokenize, encrypt and reveal need the top-level vault section"));
+    }
 }
 
 /// Whether route `r` takes requests from the listener `name` (see `RouteMatch::listeners`).
@@ -569,5 +652,42 @@ fn validate_mesh(c: &Config, out: &mut Vec<Issue>) {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod transform_tests {
+    use std::path::Path;
+
+    const BASE: &str = "listeners: { http: { address: 127.0.0.1:8080 } }\n\
+upstreams: { orders: { endpoints: [\"127.0.0.1:9001\"] } }\n\
+routes:\n  - name: orders\n    upstream: orders\n    transform:\n";
+
+    fn check(vault: bool, transform: &str) -> String {
+        let v = if vault { "vault: { server: \"http://127.0.0.1:9400\", token: \"${T}\" }\n" } else { "" };
+        match super::super::parse_str("gw.yaml", &format!("{v}{BASE}{transform}"), Path::new(".")) {
+            Ok(l) => format!("<ok {}>", l.config.routes[0].transform.as_ref().map_or(0, |t| t.request.len())),
+            Err(e) => e.summary(),
+        }
+    }
+
+    #[test]
+    fn transform_rules_are_checked() {
+        let good = "      request: [ { pointer: /card/number, tokenize: { key: cards, format: card } } ]\n";
+        assert_eq!(check(true, good), "<ok 1>");
+        assert_eq!(
+            check(false, good),
+            "gw.yaml:7:14: routes[0].transform: tokenize, encrypt and reveal need the top-level vault section"
+        );
+        let masking_only = "      response: [ { pointer: /card/number, detokenize: { key: cards, format: card } } ]\n";
+        assert_eq!(check(false, masking_only), "<ok 0>", "masking needs no vault");
+        let bad = "      request: [ { pointer: card, tokenize: { key: cards, format: iban }, encrypt: { key: k } } ]\n";
+        let e = check(true, bad);
+        assert!(e.contains("routes[0].transform.request[0].pointer: \"card\" is not a JSON pointer"), "{e}");
+        assert!(e.contains("routes[0].transform.request[0]: give exactly one of tokenize or encrypt"), "{e}");
+        let bad = "      request: [ { pointer: /a~2, encrypt: { key: \"bad key\" } } ]\n";
+        let e = check(true, bad);
+        assert!(e.contains("`~` must be followed by 0 or 1"), "{e}");
+        assert!(e.contains("request[0].encrypt.key: invalid vault key name \"bad key\""), "{e}");
     }
 }

@@ -1,14 +1,16 @@
 //! The filter chain. A filter is a small unit that declares the phases it runs in, named as
 //! in Pingora: `request_filter` (may refuse or answer the request) → `request_body_filter`
 //! (only for filters that ask for the buffered body) → upstream selection →
-//! `upstream_request_filter` → `response_filter` (upstream and gateway-made responses alike)
-//! → `logging`. Filters run in configured order on every request of their route.
+//! `upstream_request_filter` → `response_body_filter` (only for filters that ask for a buffered
+//! response body) → `response_filter` (upstream and gateway-made responses alike) → `logging`.
+//! Filters run in configured order on every request of their route.
 
 pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod cors;
 pub(crate) mod ratelimit;
 pub(crate) mod secheaders;
+pub(crate) mod transform;
 pub(crate) mod validate;
 pub(crate) mod waf;
 
@@ -94,8 +96,27 @@ pub trait Filter: Send + Sync {
         None
     }
 
-    /// The buffered request body, for filters whose `wants_body` is set.
-    async fn request_body_filter(&self, _session: &mut Session, _body: &Bytes) -> Result<(), ProxyError> {
+    /// The buffered request body, for filters whose `wants_body` is set. A filter may replace it
+    /// (the engine then sends the new body upstream with a matching `Content-Length`); later
+    /// filters see the replacement.
+    async fn request_body_filter(&self, _session: &mut Session, _body: &mut Bytes) -> Result<(), ProxyError> {
+        Ok(())
+    }
+
+    /// Whether this filter needs this response's whole body (buffered up to the returned size).
+    /// A body larger than the largest asked-for size is passed on unchanged, streamed.
+    fn wants_response_body(&self, _session: &Session, _response: &http::response::Parts) -> Option<u64> {
+        None
+    }
+
+    /// The buffered response body, for filters whose `wants_response_body` returned a size; it
+    /// may be replaced (`Content-Length` is fixed by the engine). An error answers the client with it.
+    async fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut http::response::Parts,
+        _body: &mut Bytes,
+    ) -> Result<(), ProxyError> {
         Ok(())
     }
 

@@ -929,7 +929,7 @@ impl crate::filter::Filter for ValidateFilter {
     async fn request_body_filter(
         &self,
         s: &mut crate::filter::Session,
-        body: &bytes::Bytes,
+        body: &mut bytes::Bytes,
     ) -> Result<(), crate::error::ProxyError> {
         let path = s.request.uri.path().to_owned();
         match self.validator.check_body(&s.request.method, &path, body) {

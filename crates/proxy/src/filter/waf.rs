@@ -130,7 +130,7 @@ impl Filter for WafFilter {
         Some(self.max_body_bytes)
     }
 
-    async fn request_body_filter(&self, s: &mut Session, body: &bytes::Bytes) -> Result<(), ProxyError> {
+    async fn request_body_filter(&self, s: &mut Session, body: &mut bytes::Bytes) -> Result<(), ProxyError> {
         self.inspect(s, body)
     }
 }
@@ -248,8 +248,8 @@ SecRule ARGS:note "@contains secret" "id:1002,phase:2,log,pass,msg:'note mention
         s.body_expected = true;
         assert!(f.request_filter(&mut s).await.is_ok(), "nothing is decided before the body");
         assert!(s.audit.waf.is_empty());
-        let body = bytes::Bytes::from_static(b"q=x+union+select+1");
-        assert!(f.request_body_filter(&mut s, &body).await.is_err());
+        let mut body = bytes::Bytes::from_static(b"q=x+union+select+1");
+        assert!(f.request_body_filter(&mut s, &mut body).await.is_err());
         assert_eq!(s.audit.waf.iter().map(|h| h.rule).collect::<Vec<_>>(), vec![1001]);
     }
 }
