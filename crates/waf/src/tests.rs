@@ -322,3 +322,21 @@ SecAction "id:4,phase:5,pass""#);
     tx.process_logging();
     assert_eq!(ids(&tx), [1, 2, 3, 4]);
 }
+
+#[test]
+fn rule_sets_are_shared_and_transactions_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<RuleSet>();
+    send::<Transaction<'static>>();
+}
+
+#[test]
+fn hostile_numbers_and_lists_do_not_panic() {
+    let set = rs(r#"SecRuleEngine On
+SecAction "id:1,phase:1,pass,setvar:tx.a=9223372036854775807,setvar:tx.a=+9223372036854775807,setvar:tx.b=-%{tx.a},setvar:tx.b=-9999999999999999999999"
+SecRule &TX:a "@eq 1" "id:2,phase:1,pass,skip:4294967295""#);
+    let tx = run(&set, "/?%zz=%&&&=&a[]=1", &[("Cookie", ";;=;")], "");
+    assert_eq!(tx.var("tx.a").as_deref(), Some("9223372036854775807"));
+    assert_eq!(ids(&tx), [1, 2]);
+}
