@@ -19,8 +19,9 @@
 #                               than package-lock.json).
 #   PALISADE_TEST_CHROMIUM      the system chromium (Debian's package, from apt when missing), which
 #                               tests/browser/dashboard.mjs drives headless through playwright-core.
-#   PALISADE_REQUIRE_CRS3, PALISADE_REQUIRE_SOFTHSM
-#                               1: the CRS 3.3 and SoftHSM2 tests fail rather than skip without their package.
+#   PALISADE_REQUIRE_CRS3, PALISADE_REQUIRE_SOFTHSM, PALISADE_REQUIRE_DEBOOTSTRAP
+#                               1: the CRS 3.3, SoftHSM2 and Debian-image tests fail rather than skip
+#                               without their package.
 #   PALISADE_REQUIRE_BROWSER    1: tests/dashboard_browser.rs fails rather than skips when it cannot
 #                               run the browser.
 #
@@ -67,6 +68,9 @@ _palisade_te_packages() {
   [ -f /etc/modsecurity/crs/crs-setup.conf ] || need+=(modsecurity-crs)
   # SoftHSM2: the PKCS#11 token the vault's HSM master-key provider is tested against.
   [ -f /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
+  # debootstrap builds the real Debian bookworm image the scanner test scans (crates/scan/tests/debian_image.rs;
+  # built once, cached under ~/.cache/palisade/debian-bookworm-minbase).
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
   [ -n "$(fc-list 2>/dev/null | head -n 1)" ] || need+=(fonts-dejavu-core)
   if [ -z "${PALISADE_TEST_DATABASE_URL:-}" ] && ! _palisade_te_pg_bindir >/dev/null; then
     need+=(postgresql)
@@ -336,7 +340,7 @@ _palisade_te_cargo_audit() {
 
 _palisade_te_main() {
   _palisade_te_packages || return 1
-  export PALISADE_REQUIRE_CRS3=1 PALISADE_REQUIRE_SOFTHSM=1
+  export PALISADE_REQUIRE_CRS3=1 PALISADE_REQUIRE_SOFTHSM=1 PALISADE_REQUIRE_DEBOOTSTRAP=1
   _palisade_te_postgres || return 1
   _palisade_te_python || return 1
   _palisade_te_node || return 1
