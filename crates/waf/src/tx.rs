@@ -672,9 +672,8 @@ impl<'r> Transaction<'r> {
         let mut matched: Vec<Matched> = Vec::new();
         {
             let this: &Self = self;
-            let vals = this.collect(rule, starter_id);
             let mut caps: Vec<Vec<u8>> = Vec::new();
-            for v in &vals {
+            this.visit(rule, starter_id, &mut |v: Val<'_>| {
                 let mut hit: Option<Vec<u8>> = None;
                 if rule.multi_match {
                     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&*v.value);
@@ -707,7 +706,7 @@ impl<'r> Transaction<'r> {
                     let captures = if rule.capture { std::mem::take(&mut caps) } else { Vec::new() };
                     matched.push(Matched { name: var_display(v.var, &v.key), value, captures });
                 }
-            }
+            });
         }
         if matched.is_empty() {
             return None;
@@ -824,8 +823,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// All values the rule's targets select, minus exclusions (the rule's `!` targets and ctl removals).
-    fn collect(&self, rule: &Rule, starter_id: u32) -> Vec<Val<'_>> {
-        let mut out = Vec::new();
+    fn visit<'a>(&'a self, rule: &Rule, starter_id: u32, f: &mut dyn FnMut(Val<'a>)) {
         let starter = self.current;
         let extra: Vec<&Target> = if self.removed_targets.is_empty() {
             Vec::new()
@@ -847,27 +845,25 @@ impl<'r> Transaction<'r> {
             if extra.iter().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
                 continue;
             }
-            let start = out.len();
-            self.values(t, &mut out);
             let relevant = rule.exclusions.iter().chain(extra.iter().copied()).any(|x| x.var == t.var);
-            if relevant {
-                let mut i = start;
-                while i < out.len() {
-                    let drop = out.get(i).is_some_and(|v: &Val<'_>| excluded(v.var, &v.key));
-                    if drop {
-                        out.remove(i);
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
             if t.count {
-                let n = out.len() - start;
-                out.truncate(start);
-                out.push(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Owned(n.to_string().into_bytes()) });
+                let mut n = 0usize;
+                self.values(t, &mut |v| {
+                    if !(relevant && excluded(v.var, &v.key)) {
+                        n += 1;
+                    }
+                });
+                f(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Owned(n.to_string().into_bytes()) });
+            } else if relevant {
+                self.values(t, &mut |v| {
+                    if !excluded(v.var, &v.key) {
+                        f(v);
+                    }
+                });
+            } else {
+                self.values(t, f);
             }
         }
-        out
     }
 
     /// The member lists of a collection (ARGS is two lists); no allocation, this runs for every target.
@@ -892,7 +888,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// Append the values of one (non-exclusion) target.
-    fn values<'a>(&'a self, t: &Target, out: &mut Vec<Val<'a>>) {
+    fn values<'a>(&'a self, t: &Target, f: &mut dyn FnMut(Val<'a>)) {
         match t.var {
             Var::Scalar(s) => {
                 let v = self.scalar(s);
@@ -900,23 +896,19 @@ impl<'r> Transaction<'r> {
                 if v.is_empty() && !scalar_always_present(s) {
                     return;
                 }
-                out.push(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v) });
+                f(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v) });
             }
             Var::Coll(Coll::Xml) => {
                 let list = if t.key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
                 for v in list {
-                    out.push(Val {
-                        var: t.var,
-                        key: Cow::Owned(t.key_text.as_bytes().to_vec()),
-                        value: Cow::Borrowed(v),
-                    });
+                    f(Val { var: t.var, key: Cow::Owned(t.key_text.as_bytes().to_vec()), value: Cow::Borrowed(v) });
                 }
             }
             Var::Coll(Coll::Rule) => {
                 if let Some(r) = self.current {
                     for (k, v) in rule_fields(r) {
                         if t.key.matches(k.as_bytes()) {
-                            out.push(Val { var: t.var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v) });
+                            f(Val { var: t.var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v) });
                         }
                     }
                 }
@@ -927,7 +919,7 @@ impl<'r> Transaction<'r> {
                     if let Some(st) = self.stores.get(i) {
                         if let Some(&idx) = st.index.get(n.as_slice()) {
                             if let Some((k, v)) = st.entries.get(idx) {
-                                out.push(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
+                                f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
                             }
                         }
                     }
@@ -936,7 +928,7 @@ impl<'r> Transaction<'r> {
                 for list in self.pairs(c) {
                     for (k, v) in list {
                         if t.key.matches(k) {
-                            out.push(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
+                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
                         }
                     }
                 }
@@ -945,7 +937,7 @@ impl<'r> Transaction<'r> {
                 for list in self.pairs(c) {
                     for (k, _) in list {
                         if t.key.matches(k) {
-                            out.push(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(k) });
+                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(k) });
                         }
                     }
                 }
@@ -956,9 +948,13 @@ impl<'r> Transaction<'r> {
     /// The first value of a macro reference.
     fn macro_value(&self, var: Var, key: &Key) -> Vec<u8> {
         let t = Target { var, key: key.clone(), count: false, exclude: false, key_text: String::new() };
-        let mut out = Vec::new();
-        self.values(&t, &mut out);
-        out.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+        let mut first: Option<Vec<u8>> = None;
+        self.values(&t, &mut |v| {
+            if first.is_none() {
+                first = Some(v.value.into_owned());
+            }
+        });
+        first.unwrap_or_default()
     }
 
     fn expand(&self, m: &MacroStr) -> Vec<u8> {
