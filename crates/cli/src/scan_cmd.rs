@@ -28,9 +28,10 @@ pub struct ScanArgs {
     /// Write the report to this file instead of stdout
     #[arg(long, global = true, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Colour the severity column of the table (ANSI)
-    #[arg(long, global = true)]
-    pub color: bool,
+    /// Colour the severity column of the table (ANSI): `auto` (default) colours when the report goes
+    /// to a terminal and NO_COLOR is unset
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
     /// Ignore file (default: .palisadeignore.yaml in the scanned directory, else in the current one)
     #[arg(long, global = true, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
@@ -209,7 +210,7 @@ fn run_inner(args: &ScanArgs) -> anyhow::Result<i32> {
         }
     }
     let text = match args.format {
-        Format::Table => report.render_table(args.color),
+        Format::Table => report.render_table(use_color(&args.color, args.output.is_none())),
         Format::Json => report.to_json() + "\n",
         Format::Sarif => report.to_sarif() + "\n",
         Format::Cyclonedx => report.to_cyclonedx() + "\n",
@@ -337,4 +338,13 @@ fn db_status(db_path: &Path, args: &ScanArgs) -> anyhow::Result<i32> {
     };
     emit(args, &text)?;
     Ok(0)
+}
+
+/// `--color`: `always`, `never`, or (`auto`) when the table goes to a terminal and `NO_COLOR` is unset.
+fn use_color(when: &str, to_stdout: bool) -> bool {
+    match when {
+        "always" => true,
+        "never" => false,
+        _ => to_stdout && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    }
 }
