@@ -17,12 +17,12 @@ use palisade_crypto::{Alg, MasterKey};
 use palisade_idp::{Idp, IdpConfig, Peer};
 use palisade_store::Store;
 use palisade_vault::{MasterKeySource, Pkcs11Config};
-use zeroize::Zeroizing;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tower::ServiceExt;
+use zeroize::Zeroizing;
 
 /// Where the state is: shared by `server`, `idp` and `keys`.
 #[derive(Args, Debug, Clone)]
@@ -93,10 +93,13 @@ pub fn parse_master_key_source(spec: &str, data_dir: &Path) -> anyhow::Result<Ma
             bail!("--master-key pkcs11: {k} is given twice");
         }
     }
-    let need = |k: &str| kv.get(k).copied().filter(|v| !v.is_empty()).with_context(|| format!("--master-key pkcs11: {k}= is required"));
+    let need = |k: &str| {
+        kv.get(k).copied().filter(|v| !v.is_empty()).with_context(|| format!("--master-key pkcs11: {k}= is required"))
+    };
     let pin_ref = need("pin")?;
     let pin = if let Some(path) = pin_ref.strip_prefix("file:") {
-        let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading the PIN file {path}"))?);
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading the PIN file {path}"))?);
         Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())
     } else if let Some(var) = pin_ref.strip_prefix("env:") {
         Zeroizing::new(std::env::var(var).with_context(|| format!("the PIN variable {var} is not set"))?)
@@ -429,12 +432,8 @@ pub async fn start(args: &ServerArgs) -> anyhow::Result<Server> {
         Some(f) => Arc::new(crate::vault_cmd::CedarDetokenize::load(f)?),
         None => Arc::new(palisade_vault::DenyAllDetokenize),
     };
-    let vault = palisade_vault::Vault::new(
-        &store,
-        Arc::new(args.state.master_key()?),
-        audit.local_sink("vault"),
-        detokenize,
-    );
+    let vault =
+        palisade_vault::Vault::new(&store, Arc::new(args.state.master_key()?), audit.local_sink("vault"), detokenize);
     if args.vault_purge_interval.is_zero() {
         bail!("--vault-purge-interval must be at least 1s");
     }

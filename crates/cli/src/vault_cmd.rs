@@ -256,7 +256,11 @@ pub async fn run(args: VaultArgs) -> anyhow::Result<bool> {
     r
 }
 
-fn token_item_parts(format: TokenFormat, o: &TokenOpts, deterministic: bool) -> anyhow::Result<(FormatSpec, TokenMode)> {
+fn token_item_parts(
+    format: TokenFormat,
+    o: &TokenOpts,
+    deterministic: bool,
+) -> anyhow::Result<(FormatSpec, TokenMode)> {
     let mut spec = FormatSpec::new(format);
     if o.no_keep_last_four {
         if format != TokenFormat::Card {
@@ -394,7 +398,8 @@ pub struct CedarDetokenize {
 impl CedarDetokenize {
     /// Parse and strictly validate a policy file.
     pub fn load(path: &Path) -> anyhow::Result<CedarDetokenize> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading --vault-policy {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading --vault-policy {}", path.display()))?;
         Self::from_text(&text).with_context(|| format!("--vault-policy {}", path.display()))
     }
 
@@ -409,8 +414,8 @@ impl CedarDetokenize {
             let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
             bail!("{}", errors.join("; "));
         }
-        let action = cedar_policy::EntityUid::from_str(r#"Action::"detokenize""#)
-            .map_err(|e| anyhow::anyhow!("action: {e}"))?;
+        let action =
+            cedar_policy::EntityUid::from_str(r#"Action::"detokenize""#).map_err(|e| anyhow::anyhow!("action: {e}"))?;
         Ok(CedarDetokenize { policies, schema, action })
     }
 }
@@ -495,12 +500,8 @@ impl VaultGate {
     fn verify_access_token(&self, token: &str) -> Option<String> {
         let now = palisade_store::now();
         let keys = self.idp.keys.keyset();
-        let expect = palisade_crypto::jwt::Expect {
-            issuer: &self.idp.cfg.issuer,
-            audience: None,
-            typ: "at+jwt",
-            leeway: 0,
-        };
+        let expect =
+            palisade_crypto::jwt::Expect { issuer: &self.idp.cfg.issuer, audience: None, typ: "at+jwt", leeway: 0 };
         let claims: Map<String, Value> =
             palisade_crypto::jwt::verify(&keys.1, u64::try_from(now).unwrap_or(0), token, &expect).ok()?;
         if claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp <= now) {
@@ -628,7 +629,9 @@ permit (principal is Admin, action == Action::"detokenize", resource);
 
     #[test]
     fn cedar_detokenize_rejects_unknown_types() {
-        let e = CedarDetokenize::from_text(r#"permit (principal == Usr::"x", action, resource);"#).unwrap_err();
+        let Err(e) = CedarDetokenize::from_text(r#"permit (principal == Usr::"x", action, resource);"#) else {
+            panic!("an unknown entity type must be refused")
+        };
         assert!(format!("{e:#}").contains("Usr"), "{e:#}");
         assert!(CedarDetokenize::from_text("permit (").is_err());
     }
