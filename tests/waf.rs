@@ -34,6 +34,8 @@ fn crs_tests_dir() -> PathBuf {
 /// README): every paranoia level on, the limits the tests exercise, detection only (the tests read
 /// the log, so every rule of every phase must run).
 pub const CRS_TEST_DIRECTIVES: &str = r#"
+SecResponseBodyAccess On
+SecResponseBodyMimeType text/plain text/html text/xml application/json
 SecAction "id:900005,phase:1,nolog,pass,ctl:ruleEngine=DetectionOnly,ctl:ruleRemoveById=910000,setvar:tx.blocking_paranoia_level=4,setvar:tx.crs_validate_utf8_encoding=1,setvar:tx.arg_name_length=100,setvar:tx.arg_length=400,setvar:tx.total_arg_length=64000,setvar:tx.max_num_args=255,setvar:tx.max_file_size=64100,setvar:tx.combined_file_sizes=65535"
 "#;
 
@@ -47,6 +49,53 @@ waf:\n  rules: {rules}\n  paranoia_level: {paranoia}\n  max_body_bytes: 1048576\
 routes:\n  - name: all\n    match: {{ path: {{ prefix: / }} }}\n    upstream: echo\n    waf: {{ mode: block }}\n",
         directives = directives.lines().map(|l| format!("    {l}\n")).collect::<String>(),
     )
+}
+
+/// The go-ftw backend (albedo): `/reflect` answers with the status, headers and body its JSON
+/// request names (`body`, or base64 `encodedBody`); anything else is an empty 200 text/plain.
+async fn reflect_backend() -> String {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let reflect = req.uri().path() == "/reflect";
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let mut resp = hyper::Response::builder();
+                    let mut out = bytes::Bytes::new();
+                    let mut typed = false;
+                    let mut status = 200;
+                    if let (true, Ok(serde_json::Value::Object(m))) = (reflect, serde_json::from_slice(&body)) {
+                        status = m.get("status").and_then(serde_json::Value::as_u64).unwrap_or(200) as u16;
+                        if let Some(serde_json::Value::Object(h)) = m.get("headers") {
+                            for (k, v) in h {
+                                typed |= k.eq_ignore_ascii_case("content-type");
+                                resp = resp.header(k.as_str(), v.as_str().unwrap_or_default());
+                            }
+                        }
+                        out = match (m.get("body"), m.get("encodedBody")) {
+                            (Some(serde_json::Value::String(b)), _) => bytes::Bytes::from(b.clone()),
+                            (_, Some(serde_json::Value::String(b))) => {
+                                base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default().into()
+                            }
+                            _ => bytes::Bytes::new(),
+                        };
+                    }
+                    if !typed {
+                        resp = resp.header("content-type", "text/plain");
+                    }
+                    let resp = resp.status(status).body(Full::new(out)).unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    addr.to_string()
 }
 
 /// One stage of one go-ftw test.
@@ -219,10 +268,10 @@ async fn crs_regression_suite_through_the_gateway() {
     let stages = load_stages(&dir);
     assert!(stages.len() > 5000, "only {} stages parsed", stages.len());
 
-    let backend = Backend::start("echo").await;
+    let backend = reflect_backend().await;
     let crs = repo().join("crs");
     let rules = format!("[\"{0}/crs-setup.conf.example\", \"{0}/rules/*.conf\"]", crs.display());
-    let gw = Gw::start(&gateway_config(&backend.endpoint(), &rules, CRS_TEST_DIRECTIVES, 4)).await;
+    let gw = Gw::start(&gateway_config(&backend, &rules, CRS_TEST_DIRECTIVES, 4)).await;
 
     let stages = Arc::new(stages);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -288,7 +337,7 @@ async fn crs_regression_suite_through_the_gateway() {
     assert!(rate >= MIN_PASS_RATE, "CRS regression pass rate {rate:.1} % fell below {MIN_PASS_RATE} %");
 }
 
-const MIN_PASS_RATE: f64 = 97.5;
+const MIN_PASS_RATE: f64 = 99.0;
 
 /// The rules the demo and the README promise: an SQL injection in a query parameter is refused
 /// with 403 and a JSON body carrying the request id, and the audit event names the rules.

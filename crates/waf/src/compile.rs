@@ -86,6 +86,35 @@ impl RuleSet {
     pub fn transaction(&self, unique_id: &str, remote_addr: std::net::IpAddr) -> Transaction<'_> {
         Transaction::new(self, unique_id, remote_addr)
     }
+
+    /// The response content types whose bodies phase 4 inspects (`SecResponseBodyMimeType`),
+    /// lower case; the default is `text/plain text/html`.
+    pub fn response_mime_types(&self) -> &[String] {
+        &self.response_mime_types
+    }
+}
+
+self_cell::self_cell!(
+    struct OwnedInner {
+        owner: std::sync::Arc<RuleSet>,
+        #[not_covariant]
+        dependent: Transaction,
+    }
+);
+
+/// A transaction that owns (a share of) its rule set, so it can outlive the function that
+/// started it: a proxy keeps one from the request phases to the response phases.
+pub struct OwnedTransaction(OwnedInner);
+
+impl OwnedTransaction {
+    pub fn new(rules: std::sync::Arc<RuleSet>, unique_id: &str, remote_addr: std::net::IpAddr) -> Self {
+        OwnedTransaction(OwnedInner::new(rules, |rs| rs.transaction(unique_id, remote_addr)))
+    }
+
+    /// Work with the transaction.
+    pub fn with<R>(&mut self, f: impl for<'r> FnOnce(&mut Transaction<'r>) -> R) -> R {
+        self.0.with_dependent_mut(|_, tx| f(tx))
+    }
 }
 
 struct Builder {

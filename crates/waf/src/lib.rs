@@ -31,7 +31,7 @@ mod vars;
 
 use std::path::PathBuf;
 
-pub use compile::RuleSet;
+pub use compile::{OwnedTransaction, RuleSet};
 pub use tx::Transaction;
 
 /// A configuration that could not be loaded: where, and why.

@@ -5,12 +5,12 @@
 //! variable name; never the matched data); a blocked request gets 403 with the JSON error body.
 
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::{StatusCode, Version};
 use palisade_core::audit::{Stage, WafHit};
 use palisade_core::config::WafMode;
-use palisade_waf::{EngineMode, RequestHead, RuleSet};
+use palisade_waf::{EngineMode, Intervention, OwnedTransaction, RequestHead, RuleSet, Transaction};
 
 use crate::error::ProxyError;
 use crate::filter::{Filter, Flow, Session};
@@ -38,9 +38,40 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
+/// The transaction kept from the request phases for the response phases (only when the rule set
+/// inspects responses: `SecResponseBodyAccess On`).
+#[derive(Clone)]
+struct Pending(Arc<Mutex<Option<OwnedTransaction>>>);
+
+/// The matched rules that are logged, as the audit event carries them.
+fn hits(tx: &Transaction<'_>) -> Vec<WafHit> {
+    tx.matches()
+        .iter()
+        .filter(|m| m.log)
+        .map(|m| WafHit { rule: m.id, msg: m.msg.clone(), var: m.var_name.clone(), severity: m.severity })
+        .collect()
+}
+
 impl WafFilter {
+    /// Phases 1 and 2.
     fn inspect(&self, s: &mut Session, body: &[u8]) -> Result<(), ProxyError> {
-        let mut tx = self.rules.transaction(&s.request_id, s.client_ip);
+        let mut owned = OwnedTransaction::new(self.rules.clone(), &s.request_id, s.client_ip);
+        let keep = self.rules.response_body_access();
+        let (verdict, found) = owned.with(|tx| {
+            self.prepare(tx);
+            let verdict = self.request_phases(tx, s, body);
+            if verdict.is_some() || !keep {
+                tx.process_logging();
+            }
+            (verdict, hits(tx))
+        });
+        if keep && verdict.is_none() {
+            s.ext.insert(Pending(Arc::new(Mutex::new(Some(owned)))));
+        }
+        self.decide(s, verdict, found, None)
+    }
+
+    fn prepare(&self, tx: &mut Transaction<'_>) {
         for (name, value) in &self.vars {
             tx.set_var(name, value);
         }
@@ -61,6 +92,9 @@ impl WafFilter {
         if self.mode == WafMode::Detect {
             tx.set_engine_mode(EngineMode::DetectionOnly);
         }
+    }
+
+    fn request_phases(&self, tx: &mut Transaction<'_>, s: &Session, body: &[u8]) -> Option<Intervention> {
         let target = match s.request.uri.path_and_query() {
             // Absolute-form targets (`GET http://host/x`) are inspected as sent.
             Some(pq) if s.request.uri.scheme().is_none() => pq.as_str().to_owned(),
@@ -80,25 +114,28 @@ impl WafFilter {
             protocol: protocol(s.request.version),
             headers,
         };
-        let mut verdict = tx.process_request_headers(&head);
-        if verdict.is_none() {
-            verdict = tx.process_request_body(body);
-        }
-        tx.process_logging();
-        let hits: Vec<WafHit> = tx
-            .matches()
-            .iter()
-            .filter(|m| m.log)
-            .map(|m| WafHit { rule: m.id, msg: m.msg.clone(), var: m.var_name.clone(), severity: m.severity })
-            .collect();
-        drop(tx);
-        if !hits.is_empty() {
+        tx.process_request_headers(&head).or_else(|| tx.process_request_body(body))
+    }
+
+    /// Record what matched and refuse when the rules decided so (`status` for a refused
+    /// response; a refused request gets the rule's status).
+    fn decide(
+        &self,
+        s: &mut Session,
+        verdict: Option<Intervention>,
+        found: Vec<WafHit>,
+        response: Option<StatusCode>,
+    ) -> Result<(), ProxyError> {
+        if !found.is_empty() {
             s.audit.force = true;
         }
-        s.audit.waf = hits;
+        s.audit.waf = found;
         match verdict {
             Some(v) if self.mode == WafMode::Block => {
                 s.deny(Stage::Waf, format!("WAF rule {}: {}", v.rule_id, v.msg));
+                if let Some(status) = response {
+                    return Err(ProxyError::rejected(status, "response blocked by the WAF"));
+                }
                 let status = StatusCode::from_u16(v.status).ok().filter(|c| c.is_client_error() || c.is_server_error());
                 Err(ProxyError::rejected(status.unwrap_or(StatusCode::FORBIDDEN), "request blocked by the WAF"))
             }
@@ -132,6 +169,36 @@ impl Filter for WafFilter {
 
     async fn request_body_filter(&self, s: &mut Session, body: &mut bytes::Bytes) -> Result<(), ProxyError> {
         self.inspect(s, body)
+    }
+
+    /// Phases 3 and 4 run on the buffered response when the rule set inspects responses
+    /// (`SecResponseBodyAccess On`) and reads this content type (`SecResponseBodyMimeType`).
+    fn wants_response_body(&self, s: &Session, response: &http::response::Parts) -> Option<u64> {
+        s.ext.get::<Pending>()?;
+        let ct = response.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        self.rules.response_mime_types().contains(&mime).then_some(self.max_body_bytes)
+    }
+
+    async fn response_body_filter(
+        &self,
+        s: &mut Session,
+        response: &mut http::response::Parts,
+        body: &mut bytes::Bytes,
+    ) -> Result<(), ProxyError> {
+        let taken = s.ext.get::<Pending>().and_then(|p| p.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let Some(mut owned) = taken else { return Ok(()) };
+        let (verdict, found) = owned.with(|tx| {
+            let headers: Vec<(&[u8], &[u8])> =
+                response.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())).collect();
+            let verdict = tx
+                .process_response_headers(response.status.as_u16(), protocol(response.version), &headers)
+                .or_else(|| tx.process_response_body(body));
+            tx.process_logging();
+            (verdict, hits(tx))
+        });
+        // The upstream answered, but what it answered must not reach the client.
+        self.decide(s, verdict, found, Some(StatusCode::BAD_GATEWAY))
     }
 }
 
@@ -211,6 +278,53 @@ SecRule ARGS:note "@contains secret" "id:1002,phase:2,log,pass,msg:'note mention
         f.removed_tags = vec!["attack-sqli".into()];
         let mut s = session("/orders?id=1%20union%20select%201");
         assert!(f.request_filter(&mut s).await.is_ok());
+    }
+
+    /// With `SecResponseBodyAccess On`, the request's transaction is kept for phases 3 and 4: a
+    /// response that leaks is refused with 502, and the audit has both phases' rules.
+    #[tokio::test]
+    async fn responses_are_inspected_when_the_rules_ask() {
+        let rules = RuleSet::parse_str(
+            "SecRuleEngine On\nSecResponseBodyAccess On\nSecResponseBodyMimeType text/plain application/json\n\
+             SecRule ARGS:debug \"@streq 1\" \"id:10,phase:1,pass,log,msg:'debug asked',setvar:tx.debug=1\"\n\
+             SecRule RESPONSE_BODY \"@contains ORA-00933\" \"id:20,phase:4,deny,status:403,msg:'SQL error leaked',chain\"\n\
+             SecRule TX:debug \"@eq 1\"\n",
+            "t.conf",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let mut f = filter(WafMode::Block);
+        f.rules = Arc::new(rules);
+        let response = |ct: &str| {
+            http::Response::builder().status(200).header("content-type", ct).body(()).unwrap_or_default().into_parts().0
+        };
+
+        let mut s = session("/orders?debug=1");
+        assert!(f.request_filter(&mut s).await.is_ok());
+        let mut resp = response("application/json; charset=utf-8");
+        assert_eq!(f.wants_response_body(&s, &resp), Some(1024));
+        let mut body = bytes::Bytes::from_static(b"{\"error\":\"ORA-00933: SQL command not properly ended\"}");
+        let err = f.response_body_filter(&mut s, &mut resp, &mut body).await.err();
+        assert_eq!(err.map(|e| e.status()), Some(StatusCode::BAD_GATEWAY));
+        assert_eq!(
+            s.audit.waf.iter().map(|h| h.rule).collect::<Vec<_>>(),
+            vec![10, 20],
+            "TX set in phase 1 is seen in phase 4"
+        );
+        assert_eq!(s.audit.decision, Some((palisade_core::audit::Decision::Deny, Stage::Waf)));
+
+        // A clean response passes; a content type the rules do not read is not buffered.
+        let mut s = session("/orders?debug=1");
+        assert!(f.request_filter(&mut s).await.is_ok());
+        let mut body = bytes::Bytes::from_static(b"{\"orders\":[]}");
+        assert!(f.response_body_filter(&mut s, &mut response("application/json"), &mut body).await.is_ok());
+        let mut s = session("/orders");
+        assert!(f.request_filter(&mut s).await.is_ok());
+        assert_eq!(f.wants_response_body(&s, &response("image/png")), None);
+        // Without SecResponseBodyAccess nothing is kept for the response.
+        let f = filter(WafMode::Block);
+        let mut s = session("/orders");
+        assert!(f.request_filter(&mut s).await.is_ok());
+        assert_eq!(f.wants_response_body(&s, &response("text/plain")), None);
     }
 
     /// hyper hands over header names in lower case; rules name them as written (`Content-Type`).
