@@ -242,7 +242,27 @@ async fn up_serves_demo_services() {
     assert!(waf.contains("{\"rule\":942100,") && waf.contains("\"var\":\"ARGS:id\""), "{waf}");
     assert!(waf.contains("{\"rule\":949110,") && !waf.contains("1=1"), "{waf}");
 
-    // 50 requests per 10 s per client: two were spent; a quick burst meets 429 within 50 more.
+    // The banner's card lines: the gateway tokenizes the card before orders and payments see it,
+    // masks it in the answer, and reveals it to a token with scope payments:charge.
+    let post = lines.iter().position(|l| l.starts_with("curl -X POST") && l.contains("4111 1111 1111 1111")).unwrap();
+    let reveal = lines.iter().position(|l| l.starts_with("REVEAL=$(")).unwrap();
+    let script = format!("{}\n{}\n{}\n{}\n", lines[i], lines[post], lines[reveal], lines[reveal + 1]);
+    let r = Command::new("sh").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&r.stdout);
+    let mut docs = serde_json::Deserializer::from_str(&shown).into_iter::<serde_json::Value>();
+    let (post, listed) = (docs.next().unwrap().unwrap(), docs.next().unwrap().unwrap());
+    assert_eq!(post["created"]["card"]["number"], "****1111", "{shown}");
+    let stored = post["payment"]["charged"]["card"].as_str().unwrap_or_default();
+    assert!(stored.len() == 19 && stored.ends_with(" 1111") && stored != "4111 1111 1111 1111", "{shown}");
+    let id = post["created"]["id"].as_str().unwrap();
+    let order = listed["orders"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap();
+    assert_eq!(order["card"]["number"], "4111 1111 1111 1111", "{shown}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gw_audit = std::fs::read_to_string(dir.path().join("data/audit/gateway.jsonl")).unwrap();
+    assert!(gw_audit.contains("transformed request /card/number tokenize:cards"), "{gw_audit}");
+    assert!(!gw_audit.contains("4111"), "{gw_audit}");
+
+    // 50 requests per 10 s per client: four were spent; a quick burst meets 429 within 50 more.
     let at = token["access_token"].as_str().unwrap();
     let mut codes = Vec::new();
     for _ in 0..60 {
@@ -256,7 +276,7 @@ async fn up_serves_demo_services() {
     }
     let ok_count = codes.iter().filter(|c| **c == 200).count();
     assert_eq!(codes.last(), Some(&429), "{codes:?}");
-    assert!((48..58).contains(&ok_count), "{ok_count} accepted before the limit: {codes:?}");
+    assert!((46..58).contains(&ok_count), "{ok_count} accepted before the limit: {codes:?}");
     tokio::time::sleep(Duration::from_millis(200)).await; // the audit writer flushes every 20 ms
     let audit = std::fs::read_to_string(dir.path().join("data/audit/gateway.jsonl")).unwrap_or_default();
     assert!(

@@ -206,7 +206,7 @@ fn luhn_valid(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 async fn audit_events(gw: &Gw, n: usize) -> Vec<Value> {

@@ -1,7 +1,10 @@
 //! The two built-in demo services, `orders` and `payments`: small JSON APIs used by
-//! `palisade up`, the examples and the tests.
+//! `palisade up`, the examples and the tests. Both keep what they are sent in memory: orders
+//! lists the orders created since start, payments the charges (with the order's card number as
+//! it arrived: under `palisade up` the gateway has tokenized it, so payments holds only a token).
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Request};
 use axum::http::{HeaderMap, StatusCode};
@@ -36,7 +39,10 @@ impl PaymentsLink {
     /// POSTs a charge; `Err((status, body))` when the call fails or payments refuses it.
     async fn charge(&self, order: &Value, request_id: &Value) -> Result<Option<Value>, (StatusCode, Value)> {
         let (Some(url), Some(client)) = (&self.url, &self.client) else { return Ok(None) };
-        let charge = json!({"order": order.get("item").cloned().unwrap_or(Value::Null), "amount_cents": 4900});
+        let mut charge = json!({"order": order.get("item").cloned().unwrap_or(Value::Null), "amount_cents": 4900});
+        if let Some(card) = order.pointer("/card/number") {
+            charge["card"] = card.clone();
+        }
         let mut req = http::Request::post(url.as_str()).header("content-type", "application/json");
         if let Some(id) = request_id.as_str() {
             req = req.header("x-request-id", id);
@@ -63,22 +69,40 @@ impl PaymentsLink {
     }
 }
 
+/// Orders created since start (the newest 100), with their ids.
+type Created = Arc<Mutex<Vec<Value>>>;
+
+fn remember(created: &Created, body: &Value) -> Value {
+    let mut list = created.lock().unwrap_or_else(|e| e.into_inner());
+    let n = 1003 + list.len();
+    let mut order = body.clone();
+    if let Some(o) = order.as_object_mut() {
+        o.insert("id".into(), json!(format!("ord_{n}")));
+    }
+    if list.len() >= 100 {
+        list.remove(0);
+    }
+    list.push(order.clone());
+    order
+}
+
 pub fn orders(payments: PaymentsLink) -> Router {
+    let created: Created = Arc::default();
+    let listed = created.clone();
     Router::new()
         .route(
             "/orders",
             get(|h: HeaderMap| async move {
-                Json(json!({
-                    "service": "orders",
-                    "request_id": request_id(&h),
-                    "orders": [
-                        {"id": "ord_1001", "item": "keyboard", "quantity": 1, "total_cents": 4900},
-                        {"id": "ord_1002", "item": "monitor", "quantity": 2, "total_cents": 31800}
-                    ]
-                }))
+                let mut orders = vec![
+                    json!({"id": "ord_1001", "item": "keyboard", "quantity": 1, "total_cents": 4900}),
+                    json!({"id": "ord_1002", "item": "monitor", "quantity": 2, "total_cents": 31800}),
+                ];
+                orders.extend(listed.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+                Json(json!({"service": "orders", "request_id": request_id(&h), "orders": orders}))
             })
             .post(|h: HeaderMap, Json(body): Json<Value>| async move {
                 let rid = request_id(&h);
+                let body = remember(&created, &body);
                 match payments.charge(&body, &rid).await {
                     Ok(None) => {
                         (StatusCode::CREATED, Json(json!({"service": "orders", "request_id": rid, "created": body})))
@@ -102,20 +126,29 @@ pub fn orders(payments: PaymentsLink) -> Router {
 }
 
 pub fn payments() -> Router {
+    let charges: Created = Arc::default();
+    let listed = charges.clone();
     Router::new()
         .route(
             "/payments",
             get(|h: HeaderMap| async move {
-                Json(json!({
-                    "service": "payments",
-                    "request_id": request_id(&h),
-                    "payments": [{"id": "pay_2001", "order": "ord_1001", "amount_cents": 4900, "status": "captured"}]
-                }))
+                let mut payments =
+                    vec![json!({"id": "pay_2001", "order": "ord_1001", "amount_cents": 4900, "status": "captured"})];
+                payments.extend(listed.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+                Json(json!({"service": "payments", "request_id": request_id(&h), "payments": payments}))
             }),
         )
         .route(
             "/payments/charge",
             post(|h: HeaderMap, Json(body): Json<Value>| async move {
+                // Stored as sent: the card field is whatever the caller (through the gateway) passed.
+                {
+                    let mut list = charges.lock().unwrap_or_else(|e| e.into_inner());
+                    if list.len() >= 100 {
+                        list.remove(0);
+                    }
+                    list.push(body.clone());
+                }
                 (
                     StatusCode::CREATED,
                     Json(json!({"service": "payments", "request_id": request_id(&h), "charged": body, "status": "captured"})),
