@@ -637,6 +637,14 @@ permit (principal is Admin, action == Action::"detokenize", resource);
     }
 
     #[test]
+    fn the_example_policy_validates() {
+        let a = CedarDetokenize::from_text(include_str!("../../../examples/policies/vault.cedar")).unwrap();
+        assert!(a.may_detokenize(r#"Client::"payments""#, "cards"));
+        assert!(!a.may_detokenize(r#"Client::"orders""#, "cards"));
+        assert!(!a.may_detokenize("Admin", "ssn"));
+    }
+
+    #[test]
     fn key_management_paths() {
         assert!(is_key_management("/vault/v1/keys"));
         assert!(is_key_management("/vault/v1/keys/orders/rotate"));
