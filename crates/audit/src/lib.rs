@@ -301,7 +301,7 @@ impl AuditService {
     /// A sink for events made inside this process (the idp, the CA, an in-process gateway):
     /// they get ids and go through [`AuditService::ingest`] from a background task.
     pub fn local_sink(&self, instance: &str) -> Arc<dyn AuditSink> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditEvent>(8192);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditEvent>(65_536);
         let svc = AuditService { inner: self.inner.clone() };
         let prefix = format!("{instance}-{}", random_hex(8));
         tokio::spawn(async move {
@@ -448,6 +448,10 @@ struct LocalSink {
 }
 
 impl AuditSink for LocalSink {
+    fn try_record(&self, event: AuditEvent) -> bool {
+        self.tx.try_send(event).is_ok()
+    }
+
     fn record(&self, event: AuditEvent) {
         if self.tx.try_send(event).is_err() {
             let n = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -99,6 +99,13 @@ pub fn now_rfc3339() -> String {
 /// Where audit events go. `record` must not block the request path.
 pub trait AuditSink: Send + Sync {
     fn record(&self, event: AuditEvent);
+
+    /// Record, or return false when the sink cannot take the event now (a full queue). A caller
+    /// whose operation must not happen unaudited refuses the operation then (fails closed).
+    fn try_record(&self, event: AuditEvent) -> bool {
+        self.record(event);
+        true
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@ use std::fmt;
 pub enum VaultError {
     #[error("no key named {0:?}")]
     UnknownKey(String),
+    /// The audit pipeline could not take this operation's event (its queue is full): the
+    /// operation's result is withheld, as nothing happens in the vault unaudited.
+    #[error("the audit log cannot record this operation now; retry")]
+    AuditUnavailable,
     #[error("a key named {0:?} already exists")]
     KeyExists(String),
     #[error("key {0:?} is disabled: it decrypts and verifies but does not encrypt, sign, tokenize or issue")]
@@ -64,6 +68,7 @@ pub(crate) enum Class {
     NotFound,
     Conflict,
     Internal,
+    Unavailable,
 }
 
 impl VaultError {
@@ -71,6 +76,7 @@ impl VaultError {
     pub fn code(&self) -> &'static str {
         match self {
             VaultError::UnknownKey(_) => "unknown_key",
+            VaultError::AuditUnavailable => "audit_unavailable",
             VaultError::KeyExists(_) => "key_exists",
             VaultError::KeyDisabled(_) => "key_disabled",
             VaultError::DeletionScheduled(_) => "deletion_scheduled",
@@ -117,6 +123,7 @@ impl VaultError {
             | VaultError::Master(_)
             | VaultError::Hsm(_)
             | VaultError::Rng => Class::Internal,
+            VaultError::AuditUnavailable => Class::Unavailable,
         }
     }
 
@@ -128,6 +135,7 @@ impl VaultError {
             Class::NotFound => 404,
             Class::Conflict => 409,
             Class::Internal => 500,
+            Class::Unavailable => 503,
         }
     }
 

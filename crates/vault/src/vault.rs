@@ -398,7 +398,8 @@ impl Vault {
     /// One event per call: `reason` is `vault:<op>:<key>:v<versions>` (versions comma-separated,
     /// `v?` when none was reached), then ` items=N failed=M` for batches, or `: <error code>`
     /// on a refusal. Stage `Authz` for a refused detokenization, `Other` otherwise.
-    fn audit(&self, who: &Caller, op: &str, key: &str, start: Instant, res: Result<&Outcome, &VaultError>) {
+    /// Whether the audit pipeline took the event (see [`AuditSink::try_record`]).
+    fn audit(&self, who: &Caller, op: &str, key: &str, start: Instant, res: Result<&Outcome, &VaultError>) -> bool {
         let (decision, status, reason) = match res {
             Ok(o) => {
                 let vs = if o.versions.is_empty() {
@@ -423,7 +424,7 @@ impl Vault {
             }
         };
         let stage = if matches!(res, Err(VaultError::Forbidden { .. })) { Stage::Authz } else { Stage::Other };
-        self.inner.audit.record(AuditEvent {
+        self.inner.audit.try_record(AuditEvent {
             time: now_rfc3339(),
             source: "vault".into(),
             service: None,
@@ -442,7 +443,7 @@ impl Vault {
             waf: Vec::new(),
             status,
             latency_ms: start.elapsed().as_secs_f64() * 1000.0,
-        });
+        })
     }
 
     fn audited<T>(
@@ -454,9 +455,14 @@ impl Vault {
         r: Result<(T, Outcome), VaultError>,
     ) -> Result<T, VaultError> {
         match r {
+            // Nothing happens unaudited: a result whose event the audit pipeline could not take
+            // is withheld (503, retry). A state change already made (a rotation) stays made.
             Ok((t, o)) => {
-                self.audit(who, op, key, start, Ok(&o));
-                Ok(t)
+                if self.audit(who, op, key, start, Ok(&o)) {
+                    Ok(t)
+                } else {
+                    Err(VaultError::AuditUnavailable)
+                }
             }
             Err(e) => {
                 self.audit(who, op, key, start, Err(&e));

@@ -361,3 +361,22 @@ async fn audit_events_name_op_key_version_and_principal_only() {
     let all = serde_json::to_string(&evs).unwrap();
     assert!(!all.contains("TOPSECRET") && !all.contains(&c.ciphertext[7..]), "{all}");
 }
+
+/// Nothing happens unaudited: when the audit pipeline cannot take the event (a full queue), the
+/// operation's result is withheld with a 503-class error, and works again once it can.
+#[tokio::test]
+async fn a_full_audit_queue_withholds_results() {
+    let f = fixture().await;
+    let v = &f.vault;
+    v.create_key(&alice(), "k", KeyOptions::new(KeyType::Aes256Gcm)).await.unwrap();
+    let ct = v.encrypt(&alice(), "k", enc(b"secret", b"")).await.unwrap().ciphertext;
+    f.events.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let before = f.events.all().len();
+    let e = v.encrypt(&alice(), "k", enc(b"secret", b"")).await.unwrap_err();
+    assert!(matches!(e, VaultError::AuditUnavailable), "{e:?}");
+    assert_eq!((e.status(), e.code()), (503, "audit_unavailable"));
+    assert!(matches!(v.decrypt(&alice(), "k", dec(&ct, b"")).await, Err(VaultError::AuditUnavailable)));
+    assert_eq!(f.events.all().len(), before, "nothing was recorded while full");
+    f.events.1.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(&*v.decrypt(&alice(), "k", dec(&ct, b"")).await.unwrap(), b"secret");
+}

@@ -10,12 +10,21 @@ use palisade_crypto::MasterKey;
 use palisade_store::Store;
 use palisade_vault::{Caller, DetokenizeAuthorizer, Vault};
 
+/// Keeps events; `full` makes it refuse them, as a full audit queue does.
 #[derive(Default)]
-pub struct Events(pub Mutex<Vec<AuditEvent>>);
+pub struct Events(pub Mutex<Vec<AuditEvent>>, pub std::sync::atomic::AtomicBool);
 
 impl AuditSink for Events {
     fn record(&self, event: AuditEvent) {
         self.0.lock().unwrap().push(event);
+    }
+
+    fn try_record(&self, event: AuditEvent) -> bool {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        self.record(event);
+        true
     }
 }
 
