@@ -125,7 +125,7 @@ struct Builder {
     response_body_access: bool,
     request_body_limit: u64,
     response_mime_types: Vec<String>,
-    trie: HashMap<(usize, String), usize>,
+    trie: HashMap<(u32, String), u32>,
     /// The last rule had `chain`: the next SecRule joins it.
     chain_open: bool,
 }
@@ -480,7 +480,7 @@ impl Builder {
             }
             rule.id = id;
         }
-        rule.tchain = self.intern_chain(&set.transforms);
+        rule.tchain = self.intern_chain(&set.transforms)?;
         rule.transforms = set.transforms.into_iter().map(|(_, t)| t).collect();
         rule.multi_match = set.multi_match;
         rule.capture = set.capture;
@@ -514,15 +514,15 @@ impl Builder {
         Ok(())
     }
 
-    fn intern_chain(&mut self, ts: &[(String, palisade_waf_ops::Transform)]) -> Vec<usize> {
-        let mut node = 0usize;
+    fn intern_chain(&mut self, ts: &[(String, palisade_waf_ops::Transform)]) -> Result<Vec<u32>, String> {
+        let mut node = 0u32;
         let mut out = Vec::with_capacity(ts.len());
         for (name, _) in ts {
-            let next = self.trie.len() + 1;
+            let next = u32::try_from(self.trie.len() + 1).map_err(|_| "too many transformation chains".to_string())?;
             node = *self.trie.entry((node, name.clone())).or_insert(next);
             out.push(node);
         }
-        out
+        Ok(out)
     }
 }
 

@@ -178,7 +178,7 @@ pub(crate) struct Rule {
     pub(crate) op: Option<Operator>,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.
-    pub(crate) tchain: Vec<usize>,
+    pub(crate) tchain: Vec<u32>,
     pub(crate) multi_match: bool,
     pub(crate) capture: bool,
     pub(crate) disruptive: Option<Disruptive>,

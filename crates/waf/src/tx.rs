@@ -69,12 +69,33 @@ impl Store {
     }
 }
 
-/// A value a rule looks at: which variable, which member (empty for single values), the bytes.
+/// A value a rule looks at: which variable, which member (empty for single values), the bytes, and its number
+/// for the transformation cache ([`NO_ID`] when the value has none and is looked up by content).
 struct Val<'a> {
     var: Var,
     key: Cow<'a, [u8]>,
     value: Cow<'a, [u8]>,
+    id: u32,
 }
+
+/// The id of a value that was not numbered when its collection was filled.
+const NO_ID: u32 = u32::MAX;
+
+/// Request/response collections whose members are numbered when the collection is filled: member `i` has id
+/// `base + 2i` for its value and `base + 2i + 1` for its name. A refill takes a new base, so an id never names
+/// two different contents within a transaction.
+#[derive(Clone, Copy)]
+enum Slot {
+    ArgsGet,
+    ArgsPost,
+    Headers,
+    Cookies,
+    Files,
+    FilesSizes,
+    PartHeaders,
+    RespHeaders,
+}
+const SLOTS: usize = 8;
 
 /// A rule (chain) that matched, with what was expanded at the time.
 struct Record<'r> {
@@ -99,8 +120,24 @@ type Numbered = (Arc<[u8]>, u32);
 /// kept per (transformation-trie node, value number), `None` when the chain left the value unchanged.
 struct TCache {
     inputs: HashMap<u64, Vec<Numbered>, FastHash>,
-    results: HashMap<(usize, u32), Option<Arc<[u8]>>, FastHash>,
+    results: HashMap<(u32, u32), Option<Arc<[u8]>>, FastHash>,
+    /// The next unused value id (shared by numbered collections and content-numbered values).
     next_id: u32,
+}
+
+impl TCache {
+    /// `n` fresh consecutive ids; `NO_ID` when the id space is exhausted (values are then looked up by content).
+    fn reserve(&mut self, n: usize) -> u32 {
+        let Some(n) = u32::try_from(n).ok().and_then(|n| n.checked_mul(2)) else { return NO_ID };
+        match self.next_id.checked_add(n) {
+            Some(next) if next < NO_ID => {
+                let base = self.next_id;
+                self.next_id = next;
+                base
+            }
+            _ => NO_ID,
+        }
+    }
 }
 
 impl Default for TCache {
@@ -172,6 +209,10 @@ pub struct Transaction<'r> {
     mode: EngineMode,
     started: Instant,
     scalars: Vec<Vec<u8>>,
+    /// Cache ids of `scalars` (a fresh id per `set_scalar`).
+    scalar_ids: Vec<u32>,
+    /// Id bases of the numbered collections, by `Slot`.
+    bases: [u32; SLOTS],
     args_get: Vec<Pair>,
     args_post: Vec<Pair>,
     headers: Vec<Pair>,
@@ -208,6 +249,8 @@ impl<'r> Transaction<'r> {
             mode: rs.engine_mode,
             started: Instant::now(),
             scalars: vec![Vec::new(); SCALAR_COUNT],
+            scalar_ids: vec![NO_ID; SCALAR_COUNT],
+            bases: [NO_ID; SLOTS],
             args_get: Vec::new(),
             args_post: Vec::new(),
             headers: Vec::new(),
@@ -257,6 +300,28 @@ impl<'r> Transaction<'r> {
     fn set_scalar(&mut self, s: Scalar, v: Vec<u8>) {
         if let Some(slot) = self.scalars.get_mut(s as usize) {
             *slot = v;
+        }
+        let id = self.cache.get_mut().reserve(1);
+        if let Some(slot) = self.scalar_ids.get_mut(s as usize) {
+            *slot = id;
+        }
+    }
+
+    /// Number the members of a collection that was just (re)filled.
+    fn renumber(&mut self, slot: Slot) {
+        let len = match slot {
+            Slot::ArgsGet => self.args_get.len(),
+            Slot::ArgsPost => self.args_post.len(),
+            Slot::Headers => self.headers.len(),
+            Slot::Cookies => self.cookies.len(),
+            Slot::Files => self.files.len(),
+            Slot::FilesSizes => self.files_sizes.len(),
+            Slot::PartHeaders => self.part_headers.len(),
+            Slot::RespHeaders => self.resp_headers.len(),
+        };
+        let base = self.cache.get_mut().reserve(len);
+        if let Some(b) = self.bases.get_mut(slot as usize) {
+            *b = base;
         }
     }
 
@@ -363,15 +428,18 @@ impl<'r> Transaction<'r> {
         if let Some(q) = query {
             let (args, flags) = body::parse_query(q);
             self.args_get = args;
+            self.renumber(Slot::ArgsGet);
             if flags.urlencoded_error {
                 self.set_scalar(Scalar::UrlencodedError, b"1".to_vec());
             }
         }
         self.headers = req.headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        self.renumber(Slot::Headers);
         let cookie_values: Vec<&[u8]> =
             req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| *v).collect();
         if !cookie_values.is_empty() {
             self.cookies = body::parse_cookies(&cookie_values);
+            self.renumber(Slot::Cookies);
         }
         self.update_args_size();
         let ct = self.header(b"content-type").map(|v| v.to_ascii_lowercase()).unwrap_or_default();
@@ -486,6 +554,9 @@ impl<'r> Transaction<'r> {
                 Err(e) => self.body_error(e.to_string()),
             },
         }
+        for slot in [Slot::ArgsPost, Slot::Files, Slot::PartHeaders, Slot::FilesSizes] {
+            self.renumber(slot);
+        }
         self.update_args_size();
     }
 
@@ -523,6 +594,7 @@ impl<'r> Transaction<'r> {
         self.set_scalar(Scalar::ResponseProtocol, protocol.as_bytes().to_vec());
         self.set_scalar(Scalar::StatusLine, format!("{protocol} {status}").into_bytes());
         self.resp_headers = headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        self.renumber(Slot::RespHeaders);
         for (n, v) in headers {
             if n.eq_ignore_ascii_case(b"content-type") {
                 self.set_scalar(Scalar::ResponseContentType, v.to_vec());
@@ -696,7 +768,7 @@ impl<'r> Transaction<'r> {
                         }
                     }
                 } else {
-                    let tv = this.transformed(rule, &v.value);
+                    let tv = this.transformed(rule, &v.value, v.id);
                     caps.clear();
                     if op.matches(&tv, this, if rule.capture { Some(&mut caps) } else { None }) {
                         hit = Some(tv.to_vec());
@@ -729,30 +801,30 @@ impl<'r> Transaction<'r> {
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
-    fn transformed<'v>(&self, rule: &Rule, value: &'v [u8]) -> Tv<'v> {
+    fn transformed<'v>(&self, rule: &Rule, value: &'v [u8], id: u32) -> Tv<'v> {
         if rule.transforms.is_empty() {
             return Tv::Same(value);
         }
         if value.len() > CACHE_MAX_VALUE {
-            let mut cur: Option<Vec<u8>> = None;
-            for t in &rule.transforms {
-                if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
-                    cur = Some(out);
-                }
-            }
-            return cur.map_or(Tv::Same(value), Tv::Owned);
+            return transform_uncached(rule, value);
         }
         let mut cache = self.cache.borrow_mut();
         let cache = &mut *cache;
-        let h = hash_bytes(value);
-        let bucket = cache.inputs.entry(h).or_default();
-        let id = match bucket.iter().find(|(v, _)| **v == *value) {
-            Some((_, id)) => *id,
-            None => {
-                let id = cache.next_id;
-                cache.next_id = cache.next_id.saturating_add(1);
-                bucket.push((Arc::from(value), id));
-                id
+        let id = if id != NO_ID {
+            id
+        } else {
+            let h = hash_bytes(value);
+            let known = cache.inputs.get(&h).and_then(|b| b.iter().find(|(v, _)| **v == *value)).map(|(_, id)| *id);
+            match known {
+                Some(id) => id,
+                None => {
+                    let id = cache.reserve(1);
+                    if id == NO_ID {
+                        return transform_uncached(rule, value);
+                    }
+                    cache.inputs.entry(h).or_default().push((Arc::from(value), id));
+                    id
+                }
             }
         };
         // Longest cached prefix of the chain for this value.
@@ -853,7 +925,12 @@ impl<'r> Transaction<'r> {
                         n += 1;
                     }
                 });
-                f(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Owned(n.to_string().into_bytes()) });
+                f(Val {
+                    var: t.var,
+                    key: Cow::Borrowed(b""),
+                    value: Cow::Owned(n.to_string().into_bytes()),
+                    id: NO_ID,
+                });
             } else if relevant {
                 self.values(t, &mut |v| {
                     if !excluded(v.var, &v.key) {
@@ -866,21 +943,24 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// The member lists of a collection (ARGS is two lists); no allocation, this runs for every target.
-    fn pairs(&self, c: Coll) -> [&[Pair]; 2] {
-        let none: &[Pair] = &[];
+    /// The member lists of a collection (ARGS is two lists) with their id bases; no allocation, this runs for
+    /// every target.
+    fn pairs(&self, c: Coll) -> [(&[Pair], u32); 2] {
+        let none: (&[Pair], u32) = (&[], NO_ID);
+        let b = |s: Slot| self.bases.get(s as usize).copied().unwrap_or(NO_ID);
         match c {
-            Coll::Args => [&self.args_get, &self.args_post],
-            Coll::ArgsGet => [&self.args_get, none],
-            Coll::ArgsPost => [&self.args_post, none],
-            Coll::ReqHeaders => [&self.headers, none],
-            Coll::ReqCookies => [&self.cookies, none],
-            Coll::Files => [&self.files, none],
-            Coll::FilesSizes => [&self.files_sizes, none],
-            Coll::PartHeaders => [&self.part_headers, none],
-            Coll::RespHeaders => [&self.resp_headers, none],
-            Coll::MatchedVars => [&self.matched_vars, none],
-            Coll::Store(i) => [self.stores.get(i).map_or(none, |s| s.entries.as_slice()), none],
+            Coll::Args => [(&self.args_get, b(Slot::ArgsGet)), (&self.args_post, b(Slot::ArgsPost))],
+            Coll::ArgsGet => [(&self.args_get, b(Slot::ArgsGet)), none],
+            Coll::ArgsPost => [(&self.args_post, b(Slot::ArgsPost)), none],
+            Coll::ReqHeaders => [(&self.headers, b(Slot::Headers)), none],
+            Coll::ReqCookies => [(&self.cookies, b(Slot::Cookies)), none],
+            Coll::Files => [(&self.files, b(Slot::Files)), none],
+            Coll::FilesSizes => [(&self.files_sizes, b(Slot::FilesSizes)), none],
+            Coll::PartHeaders => [(&self.part_headers, b(Slot::PartHeaders)), none],
+            Coll::RespHeaders => [(&self.resp_headers, b(Slot::RespHeaders)), none],
+            // Changed while rules run (cleared per rule, setvar): looked up by content.
+            Coll::MatchedVars => [(&self.matched_vars, NO_ID), none],
+            Coll::Store(i) => [(self.stores.get(i).map_or(&[][..], |s| s.entries.as_slice()), NO_ID), none],
             Coll::FilesTmpNames | Coll::FilesTmpContent | Coll::Env | Coll::Geo | Coll::Rule | Coll::Xml => {
                 [none, none]
             }
@@ -896,19 +976,25 @@ impl<'r> Transaction<'r> {
                 if v.is_empty() && !scalar_always_present(s) {
                     return;
                 }
-                f(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v) });
+                let id = self.scalar_ids.get(s as usize).copied().unwrap_or(NO_ID);
+                f(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v), id });
             }
             Var::Coll(Coll::Xml) => {
                 let list = if t.key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
                 for v in list {
-                    f(Val { var: t.var, key: Cow::Owned(t.key_text.as_bytes().to_vec()), value: Cow::Borrowed(v) });
+                    f(Val {
+                        var: t.var,
+                        key: Cow::Owned(t.key_text.as_bytes().to_vec()),
+                        value: Cow::Borrowed(v),
+                        id: NO_ID,
+                    });
                 }
             }
             Var::Coll(Coll::Rule) => {
                 if let Some(r) = self.current {
                     for (k, v) in rule_fields(r) {
                         if t.key.matches(k.as_bytes()) {
-                            f(Val { var: t.var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v) });
+                            f(Val { var: t.var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v), id: NO_ID });
                         }
                     }
                 }
@@ -919,25 +1005,27 @@ impl<'r> Transaction<'r> {
                     if let Some(st) = self.stores.get(i) {
                         if let Some(&idx) = st.index.get(n.as_slice()) {
                             if let Some((k, v)) = st.entries.get(idx) {
-                                f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
+                                f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id: NO_ID });
                             }
                         }
                     }
                     return;
                 }
-                for list in self.pairs(c) {
-                    for (k, v) in list {
+                for (list, base) in self.pairs(c) {
+                    for (i, (k, v)) in list.iter().enumerate() {
                         if t.key.matches(k) {
-                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v) });
+                            let id = member_id(base, i, 0);
+                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id });
                         }
                     }
                 }
             }
             Var::Names(c) => {
-                for list in self.pairs(c) {
-                    for (k, _) in list {
+                for (list, base) in self.pairs(c) {
+                    for (i, (k, _)) in list.iter().enumerate() {
                         if t.key.matches(k) {
-                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(k) });
+                            let id = member_id(base, i, 1);
+                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(k), id });
                         }
                     }
                 }
@@ -1068,6 +1156,31 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// The rule's transformations applied to `value` without the cache.
+fn transform_uncached<'v>(rule: &Rule, value: &'v [u8]) -> Tv<'v> {
+    let mut cur: Option<Vec<u8>> = None;
+    for t in &rule.transforms {
+        if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
+            cur = Some(out);
+        }
+    }
+    cur.map_or(Tv::Same(value), Tv::Owned)
+}
+
+/// The cache id of member `i` of a collection numbered from `base` (`which`: 0 value, 1 name).
+fn member_id(base: u32, i: usize, which: u32) -> u32 {
+    if base == NO_ID {
+        return NO_ID;
+    }
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| i.checked_mul(2))
+        .and_then(|o| o.checked_add(which))
+        .and_then(|o| base.checked_add(o))
+        .filter(|&id| id < NO_ID)
+        .unwrap_or(NO_ID)
 }
 
 /// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).
