@@ -9,6 +9,7 @@
 //! Values are bytes everywhere: `@rx` has PCRE's non-UTF semantics (ASCII classes, `.` matches any byte),
 //! case-insensitive comparisons are ASCII-only. Hostile input never panics.
 
+mod literals;
 mod operator;
 mod rx;
 mod transform;

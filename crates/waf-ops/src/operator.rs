@@ -205,6 +205,25 @@ impl Operator {
         }
     }
 
+    /// For the engine's prefilter: strings (lowercased) such that every value this operator matches contains
+    /// at least one of them, compared ASCII case-insensitively. `None` when no such set is known, and always
+    /// for a negated operator (its matches are the values without them).
+    pub fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        if self.negated {
+            return None;
+        }
+        match &self.kind {
+            Kind::Rx(rx) => rx.required_literals(),
+            Kind::Pm { phrases, .. } => {
+                if phrases.is_empty() || phrases.iter().any(Vec::is_empty) {
+                    return None;
+                }
+                Some(phrases.iter().map(|p| p.to_ascii_lowercase()).collect())
+            }
+            _ => None,
+        }
+    }
+
     fn raw_match(&self, input: &[u8], env: &dyn MacroEnv, captures: Option<&mut Vec<Vec<u8>>>) -> bool {
         match &self.kind {
             Kind::Rx(rx) => rx_match(rx, input, captures),

@@ -49,6 +49,15 @@ impl Rx {
             .map_err(|e| format!("bad regex: {e}"))
     }
 
+    /// Strings one of which every match contains (lowercased, to be searched ASCII case-insensitively);
+    /// `None` when unknown (always for patterns needing the backtracking engine).
+    pub(crate) fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        match &self.engine {
+            Engine::Bytes(re) => crate::literals::required(re.as_str()),
+            Engine::Fancy(_) => None,
+        }
+    }
+
     /// Whether the backtracking engine is used (tests and diagnostics).
     #[cfg(test)]
     pub(crate) fn is_fancy(&self) -> bool {
