@@ -240,7 +240,13 @@ pub struct Transaction<'r> {
     /// The chain starter being evaluated, for `%{rule.*}`.
     current: Option<&'r Rule>,
     cache: RefCell<TCache>,
+    /// The ctl target removals that apply to the chain being evaluated, kept while neither the chain's starter
+    /// nor the list of removals changes (they are checked for every value).
+    extra_memo: RefCell<ExtraMemo>,
 }
+
+/// ((removals count, starter id), the removals selecting that starter); the count is `usize::MAX` when unset.
+type ExtraMemo = ((usize, u32), Vec<Arc<Target>>);
 
 impl<'r> Transaction<'r> {
     pub(crate) fn new(rs: &'r RuleSet, unique_id: &str, remote_addr: IpAddr) -> Transaction<'r> {
@@ -276,6 +282,7 @@ impl<'r> Transaction<'r> {
             allow_phase: 0,
             current: None,
             cache: RefCell::new(TCache::default()),
+            extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -897,19 +904,24 @@ impl<'r> Transaction<'r> {
     /// All values the rule's targets select, minus exclusions (the rule's `!` targets and ctl removals).
     fn visit<'a>(&'a self, rule: &Rule, starter_id: u32, f: &mut dyn FnMut(Val<'a>)) {
         let starter = self.current;
-        let extra: Vec<&Target> = if self.removed_targets.is_empty() {
-            Vec::new()
-        } else {
-            self.removed_targets
-                .iter()
-                .filter(|(sel, _)| match (sel, starter) {
-                    (RuleSel::Ids(r), _) => r.iter().any(|r| r.contains(&starter_id)),
-                    (RuleSel::Tag(_), Some(s)) => sel.selects(s),
-                    (RuleSel::Tag(_), None) => false,
-                })
-                .map(|(_, t)| t.as_ref())
-                .collect()
-        };
+        let mut memo = self.extra_memo.borrow_mut();
+        let key = (self.removed_targets.len(), starter_id);
+        if memo.0 != key {
+            memo.0 = key;
+            memo.1.clear();
+            memo.1.extend(
+                self.removed_targets
+                    .iter()
+                    .filter(|(sel, _)| match (sel, starter) {
+                        (RuleSel::Ids(r), _) => r.iter().any(|r| r.contains(&starter_id)),
+                        (RuleSel::Tag(_), Some(s)) => sel.selects(s),
+                        (RuleSel::Tag(_), None) => false,
+                    })
+                    .map(|(_, t)| Arc::clone(t)),
+            );
+        }
+        // Held for the whole visit: nothing a visit calls (operators, macro expansion) visits again.
+        let extra: &[Arc<Target>] = &memo.1;
         let excluded = |var: Var, key: &[u8]| {
             rule.exclusions.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
         };
@@ -917,7 +929,7 @@ impl<'r> Transaction<'r> {
             if extra.iter().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
                 continue;
             }
-            let relevant = rule.exclusions.iter().chain(extra.iter().copied()).any(|x| x.var == t.var);
+            let relevant = rule.exclusions.iter().any(|x| x.var == t.var) || extra.iter().any(|x| x.var == t.var);
             if t.count {
                 let mut n = 0usize;
                 self.values(t, &mut |v| {
