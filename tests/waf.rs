@@ -429,3 +429,24 @@ async fn a_broken_rule_file_fails_the_reload_and_keeps_the_old_rules() {
     assert_eq!(curl(&[], &gw.url("/x?a=attack")).await.status, 403, "the old rules must stay in force");
     assert_eq!(curl(&[], &gw.url("/x?a=fine")).await.status, 200);
 }
+
+/// `palisade config check` names a broken inline directive by the config file's line and field,
+/// and the directive's own line within the block.
+#[test]
+fn config_check_locates_a_bad_directive() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("local.conf"), "SecRule ARGS \"@contains x\" \"id:10,phase:2,deny\"\n").unwrap();
+    let cfg = dir.path().join("gw.yaml");
+    std::fs::write(
+        &cfg,
+        "listeners:\n  http: { address: 127.0.0.1:0 }\nwaf:\n  rules: [local.conf]\n  directives: |\n    SecRuleEngine On\n    SecResponseBodyAccess On Off\nupstreams:\n  a: { endpoints: [\"127.0.0.1:9\"] }\nroutes:\n  - { name: a, upstream: a, waf: { mode: block } }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN).args(["config", "check"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("gw.yaml:6:5: waf.directives: <inline>:2: SecResponseBodyAccess takes exactly one argument"),
+        "{err}"
+    );
+}

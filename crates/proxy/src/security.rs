@@ -284,7 +284,9 @@ fn compile_waf(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<Arc<Rul
     match RuleSet::load_with_prelude(WAF_PRELUDE, &files, &w.directives) {
         Ok(rules) => Some(Arc::new(rules)),
         Err(e) => {
-            issues.push(Issue::new("waf.rules", e.to_string()));
+            // An error in `directives` is located there (its line counts from the block's start).
+            let field = if e.file.as_os_str() == "<inline>" { "waf.directives" } else { "waf.rules" };
+            issues.push(Issue::new(field, e.to_string()));
             None
         }
     }
