@@ -38,7 +38,7 @@ use palisade_crypto::MasterKey;
 use palisade_dashboard::{CertInfo, LiveItem, PolicyInfo};
 use palisade_monitor::{Alert, AlertManager, Detectors, Metrics, Notifier};
 use palisade_store::sqlx::AnyPool;
-use palisade_store::Store;
+use palisade_store::{Backend, Store};
 use serde_json::{json, Value};
 
 pub use config::{FsyncName, LogSection, MonitorFile};
@@ -88,6 +88,7 @@ pub struct AuditService {
 
 struct Inner {
     pool: AnyPool,
+    backend: Backend,
     dir: PathBuf,
     log: Arc<Mutex<Option<AuditLog>>>,
     /// Serializes ingest: dedup, log append and index insert of one batch at a time.
@@ -149,6 +150,7 @@ impl AuditService {
         let (live, _) = tokio::sync::broadcast::channel(1024);
         let inner = Arc::new(Inner {
             pool,
+            backend: store.backend(),
             dir,
             log: Arc::new(Mutex::new(Some(log))),
             gate: tokio::sync::Mutex::new(()),
@@ -189,7 +191,7 @@ impl AuditService {
             })
             .collect();
         let rows: Vec<(u64, &AuditRecord, &str)> = parsed.iter().map(|(s, r, t)| (*s, r, t.as_str())).collect();
-        index::insert(&self.inner.pool, &rows).await?;
+        index::insert(&self.inner.pool, self.inner.backend, &rows).await?;
         tracing::info!(records = rows.len(), "audit index caught up with the log");
         Ok(())
     }
@@ -208,7 +210,7 @@ impl AuditService {
         let total = records.len();
         let known: std::collections::HashSet<String> = {
             let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-            index::existing(&inner.pool, &ids).await?.into_iter().collect()
+            index::existing(&inner.pool, inner.backend, &ids).await?.into_iter().collect()
         };
         let mut seen = std::collections::HashSet::new();
         let fresh: Vec<(AuditRecord, String)> = records
@@ -234,7 +236,7 @@ impl AuditService {
         .map_err(|e| AuditError::Config(format!("appending to the audit log: {e}")))??;
         let rows: Vec<(u64, &AuditRecord, &str)> =
             seqs.zip(fresh.iter()).map(|(seq, (r, s))| (seq, r, s.as_str())).collect();
-        index::insert(&inner.pool, &rows).await?;
+        index::insert(&inner.pool, inner.backend, &rows).await?;
         drop(_gate);
         self.analyse(&fresh);
         Ok((fresh.len(), duplicates))
