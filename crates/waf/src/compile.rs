@@ -24,6 +24,8 @@ pub struct RuleSet {
     pub(crate) response_body_access: bool,
     pub(crate) request_body_limit: u64,
     pub(crate) response_mime_types: Vec<String>,
+    /// Nodes of the transformation-chain trie, node 0 (no transformation) included.
+    pub(crate) tnodes: usize,
 }
 
 impl RuleSet {
@@ -244,6 +246,7 @@ impl Builder {
             }
         }
         Ok(RuleSet {
+            tnodes: self.trie.len() + 1,
             rules: self.rules,
             phases,
             engine_mode: self.engine_mode,

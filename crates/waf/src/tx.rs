@@ -4,7 +4,7 @@
 //! rules run except phase 5.
 
 use std::borrow::Cow;
-use std::cell::{OnceCell, RefCell};
+use std::cell::{OnceCell, Ref, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -40,18 +40,44 @@ impl Store {
     }
 
     pub(crate) fn set(&mut self, name: &[u8], value: Vec<u8>) {
-        let key = name.to_ascii_lowercase();
-        match self.index.get(&key) {
-            Some(&i) => {
-                if let Some(e) = self.entries.get_mut(i) {
-                    e.1 = value;
-                }
-            }
-            None => {
-                self.index.insert(key, self.entries.len());
-                self.entries.push((name.to_vec(), value));
-            }
+        if let Some(e) = self.slot(name) {
+            *e = value;
+            return;
         }
+        self.insert(name, value);
+    }
+
+    /// Set `name` to `value` reusing the existing value's buffer (no allocation when the variable exists and the
+    /// new value fits).
+    fn set_from(&mut self, name: &[u8], value: &[u8]) {
+        if let Some(e) = self.slot(name) {
+            e.clear();
+            e.extend_from_slice(value);
+            return;
+        }
+        self.insert(name, value.to_vec());
+    }
+
+    /// Set `name` to the decimal form of `n`, reusing the existing value's buffer.
+    fn set_i64(&mut self, name: &[u8], n: i64) {
+        let mut buf = [0u8; 20];
+        let text = format_i64(n, &mut buf);
+        self.set_from(name, text);
+    }
+
+    /// The value of an existing variable, for overwriting.
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Vec<u8>> {
+        let i = if name.iter().any(u8::is_ascii_uppercase) {
+            *self.index.get(&name.to_ascii_lowercase())?
+        } else {
+            *self.index.get(name)?
+        };
+        self.entries.get_mut(i).map(|e| &mut e.1)
+    }
+
+    fn insert(&mut self, name: &[u8], value: Vec<u8>) {
+        self.index.insert(name.to_ascii_lowercase(), self.entries.len());
+        self.entries.push((name.to_vec(), value));
     }
 
     pub(crate) fn remove(&mut self, name: &[u8]) {
@@ -117,15 +143,45 @@ struct Matched {
 type Numbered = (Arc<[u8]>, u32);
 
 /// Transformed values of this transaction: each distinct input value is copied once and numbered; results are
-/// kept per (transformation-trie node, value number), `None` when the chain left the value unchanged.
+/// kept in a row per value number, indexed by transformation-trie node (direct indexing: this is looked up for
+/// every (rule, value) check).
 struct TCache {
     inputs: HashMap<u64, Vec<Numbered>, FastHash>,
-    results: HashMap<(u32, u32), Option<Arc<[u8]>>, FastHash>,
+    /// Trie nodes, the length of a row.
+    nodes: usize,
+    /// Row start in `cells` per value id (`NO_ROW`: none yet).
+    rows: Vec<u32>,
+    cells: Vec<Cell>,
     /// The next unused value id (shared by numbered collections and content-numbered values).
     next_id: u32,
 }
 
+/// A cached transformation result.
+#[derive(Clone)]
+enum Cell {
+    Unknown,
+    /// The chain left the value unchanged.
+    Same,
+    New(Arc<[u8]>),
+}
+
+const NO_ROW: u32 = u32::MAX;
+
+/// Rows kept per transaction: a request with more distinct values transforms the rest uncached, so many tiny
+/// hostile values cannot make a row (trie nodes x 24 bytes) each.
+const MAX_ROWS: usize = 2048;
+
 impl TCache {
+    fn new(nodes: usize) -> TCache {
+        TCache {
+            inputs: HashMap::with_capacity_and_hasher(64, FastHash),
+            nodes: nodes.max(1),
+            rows: Vec::with_capacity(128),
+            cells: Vec::new(),
+            next_id: 0,
+        }
+    }
+
     /// `n` fresh consecutive ids; `NO_ID` when the id space is exhausted (values are then looked up by content).
     fn reserve(&mut self, n: usize) -> u32 {
         let Some(n) = u32::try_from(n).ok().and_then(|n| n.checked_mul(2)) else { return NO_ID };
@@ -138,24 +194,36 @@ impl TCache {
             _ => NO_ID,
         }
     }
-}
 
-impl Default for TCache {
-    fn default() -> Self {
-        TCache {
-            inputs: HashMap::with_capacity_and_hasher(64, FastHash),
-            results: HashMap::with_capacity_and_hasher(1024, FastHash),
-            next_id: 0,
+    /// The start of value `id`'s row in `cells`, made on first use; `None` past `MAX_ROWS`.
+    fn row(&mut self, id: u32) -> Option<usize> {
+        let i = usize::try_from(id).ok()?;
+        if i >= self.rows.len() {
+            // Ids are handed out by `reserve`, so this grows with the request's values (4 bytes per id).
+            self.rows.resize(i.checked_add(1)?, NO_ROW);
         }
+        let slot = self.rows.get_mut(i)?;
+        if *slot != NO_ROW {
+            return usize::try_from(*slot).ok();
+        }
+        let start = self.cells.len();
+        if start / self.nodes >= MAX_ROWS {
+            return None;
+        }
+        *slot = u32::try_from(start).ok()?;
+        self.cells.resize(start.checked_add(self.nodes)?, Cell::Unknown);
+        Some(start)
     }
 }
 
 /// Values larger than this are transformed without caching (a copy of a large body is not worth it).
 const CACHE_MAX_VALUE: usize = 64 * 1024;
 
-/// A transformed value: the original bytes or a shared result from the cache.
+/// A transformed value: the original bytes or a result from the cache (lent while the check runs; nothing a check
+/// calls writes the cache).
 enum Tv<'v> {
     Same(&'v [u8]),
+    Cached(Ref<'v, [u8]>),
     New(Arc<[u8]>),
     Owned(Vec<u8>),
 }
@@ -165,6 +233,7 @@ impl std::ops::Deref for Tv<'_> {
     fn deref(&self) -> &[u8] {
         match self {
             Tv::Same(b) => b,
+            Tv::Cached(r) => r,
             Tv::New(a) => a,
             Tv::Owned(v) => v,
         }
@@ -281,7 +350,7 @@ impl<'r> Transaction<'r> {
             allow: None,
             allow_phase: 0,
             current: None,
-            cache: RefCell::new(TCache::default()),
+            cache: RefCell::new(TCache::new(rs.tnodes)),
             extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
@@ -808,15 +877,15 @@ impl<'r> Transaction<'r> {
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
-    fn transformed<'v>(&self, rule: &Rule, value: &'v [u8], id: u32) -> Tv<'v> {
+    fn transformed<'v>(&'v self, rule: &Rule, value: &'v [u8], id: u32) -> Tv<'v> {
         if rule.transforms.is_empty() {
             return Tv::Same(value);
         }
         if value.len() > CACHE_MAX_VALUE {
             return transform_uncached(rule, value);
         }
-        let mut cache = self.cache.borrow_mut();
-        let cache = &mut *cache;
+        let mut cache_ref = self.cache.borrow_mut();
+        let cache = &mut *cache_ref;
         let id = if id != NO_ID {
             id
         } else {
@@ -834,22 +903,40 @@ impl<'r> Transaction<'r> {
                 }
             }
         };
+        let Some(row) = cache.row(id) else { return transform_uncached(rule, value) };
         // Longest cached prefix of the chain for this value.
         let mut start = 0usize;
         let mut cur: Option<Arc<[u8]>> = None;
+        let last = rule.tchain.len().saturating_sub(1);
         for (i, node) in rule.tchain.iter().enumerate().rev() {
-            if let Some(r) = cache.results.get(&(*node, id)) {
-                start = i + 1;
-                cur = r.clone();
-                break;
+            let idx = row + *node as usize;
+            match cache.cells.get(idx) {
+                Some(Cell::Same) if i == last => return Tv::Same(value),
+                Some(Cell::New(_)) if i == last => {
+                    // The whole chain is cached (the common case): lend the cached bytes, no refcount traffic.
+                    drop(cache_ref);
+                    let r = Ref::filter_map(self.cache.borrow(), |c| match c.cells.get(idx) {
+                        Some(Cell::New(a)) => Some(&**a),
+                        _ => None,
+                    });
+                    return match r {
+                        Ok(r) => Tv::Cached(r),
+                        Err(_) => transform_uncached(rule, value),
+                    };
+                }
+                Some(Cell::Same) => {}
+                Some(Cell::New(a)) => cur = Some(Arc::clone(a)),
+                Some(Cell::Unknown) | None => continue,
             }
+            start = i + 1;
+            break;
         }
         for (i, t) in rule.transforms.iter().enumerate().skip(start) {
             if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
                 cur = Some(Arc::from(out));
             }
-            if let Some(node) = rule.tchain.get(i) {
-                cache.results.insert((*node, id), cur.clone());
+            if let Some(cell) = rule.tchain.get(i).and_then(|n| cache.cells.get_mut(row + *n as usize)) {
+                *cell = cur.as_ref().map_or(Cell::Same, |a| Cell::New(Arc::clone(a)));
             }
         }
         cur.map_or(Tv::Same(value), Tv::New)
@@ -859,7 +946,7 @@ impl<'r> Transaction<'r> {
         for e in &rule.effects {
             match e {
                 Effect::SetVar { store, name, op, value } => {
-                    let name = self.expand(name);
+                    let name = self.expand_cow(name);
                     let Some(st) = self.stores.get(*store) else { continue };
                     match op {
                         SetOp::Delete => {
@@ -868,21 +955,21 @@ impl<'r> Transaction<'r> {
                             }
                         }
                         SetOp::Set => {
-                            let v = self.expand(value);
+                            let v = self.expand_cow(value);
                             if let Some(st) = self.stores.get_mut(*store) {
-                                st.set(&name, v);
+                                st.set_from(&name, &v);
                             }
                         }
                         SetOp::Add | SetOp::Sub => {
                             let old = st.get(&name).map(parse_i64).unwrap_or(0);
-                            let delta = parse_i64(&self.expand(value));
+                            let delta = parse_i64(&self.expand_cow(value));
                             let new = if matches!(op, SetOp::Add) {
                                 old.saturating_add(delta)
                             } else {
                                 old.saturating_sub(delta)
                             };
                             if let Some(st) = self.stores.get_mut(*store) {
-                                st.set(&name, new.to_string().into_bytes());
+                                st.set_i64(&name, new);
                             }
                         }
                     }
@@ -1058,8 +1145,13 @@ impl<'r> Transaction<'r> {
     }
 
     fn expand(&self, m: &MacroStr) -> Vec<u8> {
+        self.expand_cow(m).into_owned()
+    }
+
+    /// The expansion of `m`, borrowed when it is a plain literal (most setvar names and values).
+    fn expand_cow<'m>(&self, m: &'m MacroStr) -> Cow<'m, [u8]> {
         if let Some(l) = m.literal() {
-            return l.to_vec();
+            return Cow::Borrowed(l);
         }
         let mut out = Vec::new();
         for p in &m.parts {
@@ -1068,7 +1160,7 @@ impl<'r> Transaction<'r> {
                 Part::Ref(var, key) => out.extend_from_slice(&self.macro_value(*var, key)),
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     fn expand_str(&self, m: &MacroStr) -> String {
@@ -1125,7 +1217,35 @@ fn var_display(var: Var, key: &[u8]) -> String {
     }
 }
 
+/// The decimal text of `n` in `buf` (20 bytes hold any i64).
+fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut u = n.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(b) = buf.get_mut(i) {
+            // u % 10 < 10: the cast cannot truncate.
+            *b = b'0' + (u % 10) as u8;
+        }
+        u /= 10;
+        if u == 0 || i == 0 {
+            break;
+        }
+    }
+    if n < 0 && i > 0 {
+        i -= 1;
+        if let Some(b) = buf.get_mut(i) {
+            *b = b'-';
+        }
+    }
+    buf.get(i..).unwrap_or_default()
+}
+
 fn parse_i64(v: &[u8]) -> i64 {
+    // Fast path: plain ASCII digits (what setvar writes), no allocation.
+    if let Some(n) = parse_plain_i64(v) {
+        return n;
+    }
     let s = String::from_utf8_lossy(v);
     let s = s.trim();
     s.parse::<i64>().unwrap_or_else(|_| {
@@ -1144,6 +1264,19 @@ fn parse_i64(v: &[u8]) -> i64 {
             n
         }
     })
+}
+
+/// `[-]digits` without overflow, or `None`.
+fn parse_plain_i64(v: &[u8]) -> Option<i64> {
+    let (neg, digits) = match v.split_first() {
+        Some((b'-', r)) => (true, r),
+        _ => (false, v),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+    Some(if neg { -n } else { n })
 }
 
 /// `%XX` decoding (no `+`); invalid escapes stay as written.
@@ -1208,4 +1341,49 @@ fn hash_bytes(b: &[u8]) -> u64 {
         h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
     }
     h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_format_and_parse_without_allocation() {
+        let mut buf = [0u8; 20];
+        assert_eq!(format_i64(0, &mut buf), b"0");
+        assert_eq!(format_i64(-42, &mut buf), b"-42");
+        assert_eq!(format_i64(i64::MAX, &mut buf), b"9223372036854775807");
+        assert_eq!(format_i64(i64::MIN, &mut buf), b"-9223372036854775808");
+        assert_eq!(parse_plain_i64(b"-17"), Some(-17));
+        assert_eq!(parse_plain_i64(b" 5"), None);
+        assert_eq!(parse_i64(b" 5x"), 5);
+        assert_eq!(parse_i64(b"9223372036854775807"), i64::MAX);
+    }
+
+    #[test]
+    fn store_overwrites_in_place_case_insensitively() {
+        let mut st = Store::default();
+        st.set_from(b"Anomaly_Score", b"5");
+        st.set_i64(b"anomaly_score", 10);
+        st.set_from(b"other", b"x");
+        assert_eq!(st.get(b"ANOMALY_SCORE"), Some(&b"10"[..]));
+        assert_eq!(st.entries.len(), 2);
+        assert_eq!(st.entries[0].0, b"Anomaly_Score");
+        st.remove(b"ANOMALY_score");
+        assert_eq!(st.get(b"other"), Some(&b"x"[..]));
+        assert_eq!(st.get(b"anomaly_score"), None);
+    }
+
+    #[test]
+    fn transformation_rows_are_capped() {
+        let mut c = TCache::new(3);
+        assert_eq!(c.row(5), Some(0));
+        assert_eq!(c.row(1), Some(3));
+        assert_eq!(c.row(5), Some(0));
+        for id in 10..(10 + MAX_ROWS as u32) {
+            c.row(id);
+        }
+        assert_eq!(c.cells.len(), 3 * MAX_ROWS);
+        assert_eq!(c.row(99_999), None);
+    }
 }
