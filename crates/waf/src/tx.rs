@@ -26,7 +26,9 @@ type Pair = (Vec<u8>, Vec<u8>);
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Store {
     entries: Vec<Pair>,
-    index: HashMap<Vec<u8>, usize>,
+    /// Lowercased name to position. foldhash (randomly seeded per process) rather than SipHash: TX is read and
+    /// written by most rules, and names are mostly rule-set literals.
+    index: HashMap<Vec<u8>, usize, foldhash::fast::RandomState>,
 }
 
 impl Store {
@@ -103,6 +105,9 @@ struct Val<'a> {
     value: Cow<'a, [u8]>,
     id: u32,
 }
+
+/// TX:0..9, the names `capture` sets.
+const CAPTURE_NAMES: [&[u8]; 10] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
 
 /// The id of a value that was not numbered when its collection was filled.
 const NO_ID: u32 = u32::MAX;
@@ -863,8 +868,8 @@ impl<'r> Transaction<'r> {
         for m in matched {
             if !m.captures.is_empty() {
                 if let Some(tx) = self.stores.get_mut(TX_STORE) {
-                    for (i, c) in m.captures.into_iter().take(10).enumerate() {
-                        tx.set(i.to_string().as_bytes(), c);
+                    for (name, c) in CAPTURE_NAMES.iter().zip(m.captures) {
+                        tx.set(name, c);
                     }
                 }
             }
