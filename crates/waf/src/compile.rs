@@ -232,6 +232,13 @@ impl Builder {
             let mut cur = Some(r);
             while let Some(rule) = cur {
                 rule.exclusions = rule.targets.iter().filter(|t| t.exclude).map(|t| (**t).clone()).collect();
+                let exclusions = &rule.exclusions;
+                rule.includes = rule
+                    .targets
+                    .iter()
+                    .filter(|t| !t.exclude)
+                    .map(|t| ((**t).clone(), exclusions.iter().any(|x| x.var == t.var)))
+                    .collect();
                 cur = rule.chain.as_deref_mut();
             }
         }
@@ -416,6 +423,7 @@ impl Builder {
             marker,
             targets: Vec::new(),
             exclusions: Vec::new(),
+            includes: Vec::new(),
             op: None,
             transforms: Vec::new(),
             tchain: Vec::new(),

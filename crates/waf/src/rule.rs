@@ -175,6 +175,9 @@ pub(crate) struct Rule {
     pub(crate) targets: Vec<Arc<Target>>,
     /// The `!` entries of `targets`, apart (they are checked against every value).
     pub(crate) exclusions: Vec<Target>,
+    /// The other entries of `targets`, contiguous (walked for every evaluation), each with whether an entry of
+    /// `exclusions` names the same variable.
+    pub(crate) includes: Vec<(Target, bool)>,
     pub(crate) op: Option<Operator>,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.

@@ -1017,11 +1017,11 @@ impl<'r> Transaction<'r> {
         let excluded = |var: Var, key: &[u8]| {
             rule.exclusions.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
         };
-        for t in rule.targets.iter().filter(|t| !t.exclude) {
+        for (t, rule_excludes) in &rule.includes {
             if extra.iter().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
                 continue;
             }
-            let relevant = rule.exclusions.iter().any(|x| x.var == t.var) || extra.iter().any(|x| x.var == t.var);
+            let relevant = *rule_excludes || extra.iter().any(|x| x.var == t.var);
             if t.count {
                 let mut n = 0usize;
                 self.values(t, &mut |v| {
