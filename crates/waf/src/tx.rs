@@ -31,7 +31,15 @@ pub(crate) struct Store {
     index: HashMap<Vec<u8>, usize, foldhash::fast::RandomState>,
 }
 
+/// TX variables a transaction makes room for up front (the CRS sets about 60 in phase 1; growing the map and list
+/// step by step costs several reallocations and rehashes per request).
+const TX_CAPACITY: usize = 96;
+
 impl Store {
+    fn with_capacity(n: usize) -> Store {
+        Store { entries: Vec::with_capacity(n), index: HashMap::with_capacity_and_hasher(n, Default::default()) }
+    }
+
     pub(crate) fn get(&self, name: &[u8]) -> Option<&[u8]> {
         let i = if name.iter().any(u8::is_ascii_uppercase) {
             self.index.get(&name.to_ascii_lowercase())
@@ -342,7 +350,9 @@ impl<'r> Transaction<'r> {
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
             matched_vars: Vec::new(),
-            stores: vec![Store::default(); STORES.len()],
+            stores: (0..STORES.len())
+                .map(|i| if i == TX_STORE { Store::with_capacity(TX_CAPACITY) } else { Store::default() })
+                .collect(),
             removed: Vec::new(),
             removed_targets: Vec::new(),
             body_proc: None,
