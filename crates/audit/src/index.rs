@@ -139,6 +139,24 @@ async fn insert_sqlite(pool: &AnyPool, rows: &[(u64, &AuditRecord, &str)]) -> Db
         path, client_ip, status, body) SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, \
         v ->> 7, v ->> 8, v ->> 9, v ->> 10, v ->> 11, v ->> 12, CAST(substr($2, v ->> 13, v ->> 14) AS TEXT) \
         FROM r WHERE true ON CONFLICT (id) DO NOTHING";
+    // An ingest batch (at most MAX_BATCH_RECORDS) is one statement; catching up from a long log
+    // goes in one transaction of statements of this many rows, far below SQLite's 1 GB value limit.
+    const PER_STATEMENT: usize = 10_000;
+    if rows.len() <= PER_STATEMENT {
+        let (json, bodies) = sqlite_params(rows)?;
+        sqlx::query(SQL).bind(json).bind(bodies).execute(pool).await?;
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for chunk in rows.chunks(PER_STATEMENT) {
+        let (json, bodies) = sqlite_params(chunk)?;
+        sqlx::query(SQL).bind(json).bind(bodies).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// The two parameters of [`insert_sqlite`]'s statement: the rows as JSON, the bodies as a blob.
+fn sqlite_params(rows: &[(u64, &AuditRecord, &str)]) -> DbResult<(String, Vec<u8>)> {
     let mut bodies: Vec<u8> = Vec::with_capacity(rows.iter().map(|(_, _, b)| b.len()).sum());
     let mut batch = Vec::with_capacity(rows.len());
     for (seq, r, body) in rows {
@@ -149,8 +167,7 @@ async fn insert_sqlite(pool: &AnyPool, rows: &[(u64, &AuditRecord, &str)]) -> Db
         batch.push((c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9, c.10, c.11, c.12, at, body.len()));
     }
     let json = serde_json::to_string(&batch).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(SQL).bind(json).bind(bodies).execute(pool).await?;
-    Ok(())
+    Ok((json, bodies))
 }
 
 /// The highest indexed seq (0 when empty).
@@ -392,5 +409,27 @@ mod tests {
         assert_eq!(first[12..16], ["'deny'", "text", "'rate_limit'", "text"]);
         assert_eq!(first[24..26], ["429", "integer"]);
         assert_eq!(first[26], format!("'{}'", bodies[0].replace('\'', "''")));
+    }
+
+    /// More rows than one statement takes (catching up from a long log): all are stored.
+    #[tokio::test]
+    async fn sqlite_insert_of_many_rows_spans_statements() {
+        let r = record(1, None);
+        let ids: Vec<String> = (0..10_005).map(|i| format!("id-{i}")).collect();
+        let records: Vec<AuditRecord> =
+            ids.iter().map(|id| AuditRecord { id: id.clone(), event: r.event.clone() }).collect();
+        let body = serde_json::to_string(&r).unwrap();
+        let rows: Vec<(u64, &AuditRecord, &str)> =
+            records.iter().enumerate().map(|(i, r)| (i as u64 + 1, r, body.as_str())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&palisade_store::sqlite_url(dir.path())).await.unwrap();
+        insert(store.pool(), Backend::Sqlite, &rows).await.unwrap();
+        let row = sqlx::query("SELECT COUNT(*) AS n, MAX(seq) AS m, MIN(body = $1) AS same FROM audit_events")
+            .bind(body.as_str())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let got: (i64, i64, i64) = (row.try_get("n").unwrap(), row.try_get("m").unwrap(), row.try_get("same").unwrap());
+        assert_eq!(got, (10_005, 10_005, 1));
     }
 }
