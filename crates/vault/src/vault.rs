@@ -375,6 +375,22 @@ struct Outcome {
     failed: usize,
 }
 
+impl Outcome {
+    /// Count one item's result (its key version, or a failure) and keep its value.
+    fn tally<T>(&mut self, r: Result<(T, u32), VaultError>) -> Result<T, VaultError> {
+        match r {
+            Ok((t, v)) => {
+                self.versions.insert(v);
+                Ok(t)
+            }
+            Err(e) => {
+                self.failed += 1;
+                Err(e)
+            }
+        }
+    }
+}
+
 impl Vault {
     pub fn new(
         store: &Store,
@@ -763,31 +779,11 @@ impl Vault {
             }
             let k = self.load(name).await?;
             let mut o = Outcome { versions: BTreeSet::new(), items: items.len(), failed: 0 };
-            let out = items
-                .iter()
-                .map(|it| match f(&k, it) {
-                    Ok((t, v)) => {
-                        o.versions.insert(v);
-                        Ok(t)
-                    }
-                    Err(e) => {
-                        o.failed += 1;
-                        Err(e)
-                    }
-                })
-                .collect::<Vec<_>>();
+            let out = items.iter().map(|it| o.tally(f(&k, it))).collect::<Vec<_>>();
             Ok((out, o))
         }
         .await;
-        match r {
-            // A single call's error is the call's error (audited as a refusal).
-            Ok((mut out, o)) if items.len() == 1 && o.failed == 1 => {
-                let e = out.pop().and_then(Result::err).unwrap_or(VaultError::Rng);
-                self.audit(who, op, name, start, Err(&e));
-                Ok(vec![Err(e)])
-            }
-            other => self.audited(who, op, name, start, other),
-        }
+        self.finish_batch(who, op, name, start, items.len(), r)
     }
 
     async fn single<I, T>(
@@ -1062,14 +1058,7 @@ impl Vault {
             let mut o = Outcome { versions: BTreeSet::new(), items: items.len(), failed: 0 };
             let mut out = Vec::with_capacity(items.len());
             for it in items {
-                let r = self.tokenize_one(&k, it).await;
-                match &r {
-                    Ok((_, v)) => {
-                        o.versions.insert(*v);
-                    }
-                    Err(_) => o.failed += 1,
-                }
-                out.push(r.map(|(t, _)| t));
+                out.push(o.tally(self.tokenize_one(&k, it).await));
             }
             Ok((out, o))
         }
@@ -1077,6 +1066,8 @@ impl Vault {
         self.finish_batch(who, op, key, start, items.len(), r)
     }
 
+    /// A batch's end: a single call's error is the call's error (audited as a refusal);
+    /// otherwise the batch is audited as one event.
     fn finish_batch<T>(
         &self,
         who: &Caller,
@@ -1195,14 +1186,7 @@ impl Vault {
             let mut o = Outcome { versions: BTreeSet::new(), items: items.len(), failed: 0 };
             let mut out = Vec::with_capacity(items.len());
             for it in items {
-                let r = self.detokenize_one(&k, it).await;
-                match &r {
-                    Ok((_, v)) => {
-                        o.versions.insert(*v);
-                    }
-                    Err(_) => o.failed += 1,
-                }
-                out.push(r.map(|(t, _)| t));
+                out.push(o.tally(self.detokenize_one(&k, it).await));
             }
             Ok((out, o))
         }
