@@ -289,6 +289,18 @@ impl<'a> Scan<'a, '_> {
         self.b.get(self.i).copied()
     }
 
+    /// After an object member or array element: `,` (more follow: false) or `close` (done: true).
+    fn after_item(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        match c {
+            b',' => Some(false),
+            c if c == close => Some(true),
+            _ => None,
+        }
+    }
+
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
@@ -339,14 +351,8 @@ impl<'a> Scan<'a, '_> {
                         self.path.push(PathSeg::Key(key));
                         self.value()?;
                         self.path.pop();
-                        self.ws();
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b'}' => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return None,
+                        if self.after_item(b'}')? {
+                            break;
                         }
                     }
                 }
@@ -364,14 +370,8 @@ impl<'a> Scan<'a, '_> {
                         self.value()?;
                         self.path.pop();
                         n = n.saturating_add(1);
-                        self.ws();
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b']' => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return None,
+                        if self.after_item(b']')? {
+                            break;
                         }
                     }
                 }

@@ -95,18 +95,17 @@ impl WafFilter {
     }
 
     fn request_phases(&self, tx: &mut Transaction<'_>, s: &Session, body: &[u8]) -> Option<Intervention> {
-        let target = match s.request.uri.path_and_query() {
+        let target: std::borrow::Cow<'_, str> = match s.request.uri.path_and_query() {
             // Absolute-form targets (`GET http://host/x`) are inspected as sent.
-            Some(pq) if s.request.uri.scheme().is_none() => pq.as_str().to_owned(),
-            Some(_) => s.request.uri.to_string(),
-            None => "/".to_owned(),
+            Some(pq) if s.request.uri.scheme().is_none() => pq.as_str().into(),
+            Some(_) => s.request.uri.to_string().into(),
+            None => "/".into(),
         };
         let mut headers: Vec<(&[u8], &[u8])> =
             s.request.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())).collect();
         // HTTP/2 carries the host in `:authority`; the rules expect a Host header.
-        let authority = s.request.uri.authority().map(|a| a.as_str().to_owned());
-        if let (Some(a), false) = (&authority, s.request.headers.contains_key(http::header::HOST)) {
-            headers.push((b"host", a.as_bytes()));
+        if let (Some(a), false) = (s.request.uri.authority(), s.request.headers.contains_key(http::header::HOST)) {
+            headers.push((b"host", a.as_str().as_bytes()));
         }
         let head = RequestHead {
             method: s.request.method.as_str(),
