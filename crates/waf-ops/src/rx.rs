@@ -142,6 +142,20 @@ enum Esc {
 }
 
 impl Tr<'_> {
+    /// Up to two more octal digits after `v` (PCRE's `\0dd` and `\ddd` in a class), as one byte.
+    fn octal(&mut self, mut v: u32) -> u8 {
+        for _ in 0..2 {
+            match self.peek(0) {
+                Some(d) if (b'0'..=b'7').contains(&d) => {
+                    v = v * 8 + u32::from(d - b'0');
+                    self.i += 1;
+                }
+                _ => break,
+            }
+        }
+        (v & 0xff) as u8
+    }
+
     fn peek(&self, k: usize) -> Option<u8> {
         self.p.get(self.i + k).copied()
     }
@@ -204,35 +218,13 @@ impl Tr<'_> {
                     Esc::Byte(v)
                 }
             }
-            b'0' => {
-                let mut v: u32 = 0;
-                for _ in 0..2 {
-                    match self.peek(0) {
-                        Some(d) if (b'0'..=b'7').contains(&d) => {
-                            v = v * 8 + u32::from(d - b'0');
-                            self.i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                Esc::Byte((v & 0xff) as u8)
-            }
+            b'0' => Esc::Byte(self.octal(0)),
             b'1'..=b'9' if in_class => {
                 // Inside a class there are no back-references: \ddd is octal.
-                let mut v: u32 = u32::from(c - b'0');
                 if c > b'7' {
                     return Ok(Esc::Byte(c));
                 }
-                for _ in 0..2 {
-                    match self.peek(0) {
-                        Some(d) if (b'0'..=b'7').contains(&d) => {
-                            v = v * 8 + u32::from(d - b'0');
-                            self.i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                Esc::Byte((v & 0xff) as u8)
+                Esc::Byte(self.octal(u32::from(c - b'0')))
             }
             c if c.is_ascii_alphanumeric() => {
                 self.i -= 1;
