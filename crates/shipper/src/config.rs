@@ -53,6 +53,12 @@ pub struct ShipperConfig {
     /// Events queued between `record` and the spool writer (default 65536); beyond it, dropped and counted.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Bytes of durable, serialized events the sender keeps in memory (default 32 MiB), so that
+    /// it ships them without reading the spool back. When the server falls further behind, the
+    /// memory copy is dropped (the spool keeps them) and the sender reads the spool until it has
+    /// caught up. 0: always read the spool.
+    #[serde(default = "default_max_memory_bytes")]
+    pub max_memory_bytes: usize,
 }
 
 fn default_batch_max_events() -> usize {
@@ -78,6 +84,9 @@ fn default_flush_interval() -> Duration {
 }
 fn default_queue_capacity() -> usize {
     65_536
+}
+fn default_max_memory_bytes() -> usize {
+    32 << 20
 }
 
 fn de_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
@@ -107,6 +116,7 @@ impl ShipperConfig {
             request_timeout: default_request_timeout(),
             flush_interval: default_flush_interval(),
             queue_capacity: default_queue_capacity(),
+            max_memory_bytes: default_max_memory_bytes(),
         }
     }
 
@@ -179,6 +189,7 @@ mod tests {
         assert_eq!(c.max_spool_bytes, 256 << 20);
         assert_eq!(c.retry_max, Duration::from_secs(30));
         assert_eq!(c.flush_interval, Duration::from_millis(50));
+        assert_eq!(c.max_memory_bytes, 32 << 20);
         assert_eq!(c.segment_bytes(), 16 << 20);
         assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("t0k"));

@@ -1,5 +1,6 @@
-//! The sender: one tokio task that reads durable, unacknowledged records from the spool in
-//! order and POSTs them as NDJSON batches until the server acknowledges them (2xx).
+//! The sender: one tokio task that takes durable, unacknowledged records in order (from the
+//! memory queue, or from the spool after a start or an overflow) and POSTs them as NDJSON
+//! batches until the server acknowledges them (2xx).
 //! Invariant: the cursor only moves past a batch after a 2xx for it; a failed batch is kept in
 //! memory and re-sent as is (same ids), after an exponential, jittered delay; nothing is dropped.
 
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use crate::sink::Shared;
-use crate::spool::{self, Batch, SpoolReader};
+use crate::spool::{self, Batch, Chunk, SpoolReader};
 use crate::{ShipperConfig, ShipperError};
 
 /// Largest response body read from the server.
@@ -152,13 +153,28 @@ impl Backoff {
     }
 }
 
+/// Where the sender takes its next batch from.
+pub(crate) enum Source {
+    /// The spool file, from the reader's position: after a start (what an earlier run left) and
+    /// after the memory queue overflowed. Lines are parsed (damaged ones skipped and counted).
+    Spool(SpoolReader),
+    /// The memory queue: durable lines as the writer serialized them, never read back. The chunk
+    /// being taken apart and the index of its next line.
+    Memory(Option<(Chunk, usize)>),
+}
+
 pub(crate) struct Sender {
     pub(crate) shared: Arc<Shared>,
     pub(crate) poster: Poster,
-    pub(crate) reader: SpoolReader,
+    pub(crate) source: Source,
+    /// Seq of the last record put in a batch.
+    pub(crate) last: u64,
     pub(crate) max_events: u64,
     pub(crate) max_bytes: usize,
     pub(crate) backoff: Backoff,
+    /// `rolls` when a clean-up last left a single segment: until another segment is created,
+    /// there is nothing to delete.
+    pub(crate) clean_rolls: u64,
 }
 
 impl Sender {
@@ -172,23 +188,9 @@ impl Sender {
             let batch = match pending.take() {
                 Some(b) => b,
                 None => {
-                    // Read `writer_done` before `durable`: if the writer was done, durable is final.
+                    // Read `writer_done` first: if the writer was done, what is found next is final.
                     let writer_done = shared.writer_done.load(Ordering::Acquire);
-                    let durable = shared.durable.load(Ordering::Acquire);
-                    let (max_events, max_bytes) = (self.max_events, self.max_bytes);
-                    let mut reader = self.reader;
-                    let joined = tokio::task::spawn_blocking(move || {
-                        let r = reader.next_batch(durable, max_events, max_bytes);
-                        (reader, r)
-                    })
-                    .await;
-                    let Ok((reader, read)) = joined else {
-                        tracing::error!("audit shipper: the spool reader panicked; shipping stops");
-                        return;
-                    };
-                    self.reader = reader;
-                    shared.skipped.store(self.reader.skipped, Ordering::Relaxed);
-                    match read {
+                    match self.next_batch().await {
                         Ok(Some(b)) => b,
                         Ok(None) => {
                             if writer_done && shared.closing.load(Ordering::Acquire) {
@@ -240,6 +242,135 @@ impl Sender {
         }
     }
 
+    /// The next batch after `last`: from memory while the queue holds everything after it, from
+    /// the spool otherwise. `None`: nothing durable is waiting.
+    async fn next_batch(&mut self) -> std::io::Result<Option<Batch>> {
+        loop {
+            let memory = match &mut self.source {
+                Source::Spool(_) => None,
+                Source::Memory(cur) => Some(cur.take()),
+            };
+            if let Some(cur) = memory {
+                let mut q = self.shared.queue();
+                if q.overflowed {
+                    // Chunks after `last` were dropped from memory: read them back from the spool.
+                    q.overflowed = false;
+                    q.chunks.clear();
+                    q.bytes = 0;
+                    drop(q);
+                    tracing::warn!(
+                        after_seq = self.last,
+                        "audit shipper fell behind (in-memory queue full): reading its spool back"
+                    );
+                    self.source = Source::Spool(SpoolReader::new(self.shared.dir.clone(), self.last));
+                    continue;
+                }
+                drop(q);
+                let (batch, cur) = self.batch_from_memory(cur);
+                self.source = Source::Memory(cur);
+                return Ok(batch);
+            }
+            let Source::Spool(reader) = std::mem::replace(&mut self.source, Source::Memory(None)) else {
+                continue;
+            };
+            let durable = self.shared.durable.load(Ordering::Acquire);
+            let (max_events, max_bytes) = (self.max_events, self.max_bytes);
+            let mut reader = reader;
+            let joined = tokio::task::spawn_blocking(move || {
+                let r = reader.next_batch(durable, max_events, max_bytes);
+                (reader, r)
+            })
+            .await;
+            let Ok((mut reader, read)) = joined else {
+                return Err(std::io::Error::other("the spool reader panicked"));
+            };
+            self.shared.skipped.fetch_add(std::mem::take(&mut reader.skipped), Ordering::Relaxed);
+            match read {
+                Ok(Some(b)) => {
+                    self.shared.read_from_spool.fetch_add(b.count, Ordering::Relaxed);
+                    self.last = b.last_seq;
+                    self.source = Source::Spool(reader);
+                    return Ok(Some(b));
+                }
+                Ok(None) => {
+                    // Caught up with `durable` as read above. If the queue did not overflow since
+                    // the spool was chosen, it holds every chunk published after that: switch.
+                    let mut q = self.shared.queue();
+                    if q.overflowed {
+                        q.overflowed = false;
+                        q.chunks.clear();
+                        q.bytes = 0;
+                        self.source = Source::Spool(reader);
+                        return Ok(None);
+                    }
+                    // `self.source` is already Memory(None).
+                }
+                Err(e) => {
+                    self.source = Source::Spool(reader);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Lines after `last` from the memory queue, at most `max_events` and `max_bytes` (unless one
+    /// line alone is larger): a slice of one chunk's buffer, or one copy when they span chunks.
+    fn batch_from_memory(&mut self, mut cur: Option<(Chunk, usize)>) -> (Option<Batch>, Option<(Chunk, usize)>) {
+        let mut parts: Vec<Bytes> = Vec::new();
+        let (mut count, mut size) = (0u64, 0usize);
+        loop {
+            let (chunk, mut idx) = match cur.take() {
+                Some(c) => c,
+                None => {
+                    let mut q = self.shared.queue();
+                    let Some(chunk) = q.chunks.pop_front() else { break };
+                    q.bytes = q.bytes.saturating_sub(chunk.data.len());
+                    (chunk, 0)
+                }
+            };
+            let mut range: Option<(usize, usize)> = None;
+            let mut full = false;
+            while let Some(&(seq, end)) = chunk.lines.get(idx) {
+                let start = idx.checked_sub(1).and_then(|i| chunk.lines.get(i)).map_or(0, |(_, e)| *e);
+                if seq <= self.last {
+                    idx = idx.saturating_add(1);
+                    continue;
+                }
+                let len = end.saturating_sub(start);
+                if count > 0 && (count >= self.max_events || size.saturating_add(len) > self.max_bytes) {
+                    full = true;
+                    break;
+                }
+                range = Some((range.map_or(start, |(s, _)| s), end));
+                count = count.saturating_add(1);
+                size = size.saturating_add(len);
+                self.last = seq;
+                idx = idx.saturating_add(1);
+            }
+            if let Some((s, e)) = range {
+                parts.push(chunk.data.slice(s..e));
+            }
+            if idx < chunk.lines.len() {
+                cur = Some((chunk, idx));
+            }
+            if full {
+                break;
+            }
+        }
+        let body = match parts.len() {
+            0 => return (None, cur),
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut v = Vec::with_capacity(size);
+                for p in &parts {
+                    v.extend_from_slice(p);
+                }
+                Bytes::from(v)
+            }
+        };
+        (Some(Batch { body, count, last_seq: self.last }), cur)
+    }
+
     /// Wait the next backoff delay; a shutdown cuts it short (for a final attempt).
     async fn pause(&mut self) {
         let delay = self.backoff.next_delay();
@@ -250,31 +381,54 @@ impl Sender {
     }
 
     async fn acknowledge(&mut self, batch: &Batch) {
-        let shared = &self.shared;
+        let shared = self.shared.clone();
         let dir = shared.dir.clone();
         let seq = batch.last_seq;
-        let written = tokio::task::spawn_blocking(move || spool::write_cursor(&dir, seq)).await;
-        if !matches!(written, Ok(Ok(()))) {
+        let rolls = shared.rolls.load(Ordering::Acquire);
+        let clean = rolls != self.clean_rolls;
+        let done = tokio::task::spawn_blocking(move || {
+            let cursor = spool::write_cursor(&dir, seq);
+            (cursor, clean.then(|| spool::delete_acked(&dir, seq)))
+        })
+        .await;
+        let (cursor, cleaned) = match done {
+            Ok((c, d)) => (c.is_ok(), d),
+            Err(_) => (false, None),
+        };
+        if !cursor {
             // The server has the batch; after a restart it is re-sent and deduplicated by id.
             tracing::error!(dir = %shared.dir.display(), "audit shipper cannot write its cursor file");
             shared.set_error(format!("cannot write the cursor in {}", shared.dir.display()));
         }
-        // Counted once the cursor is on disk: `acknowledged` then also means "not re-sent after a restart".
+        self.cleaned(cleaned, rolls);
+        // Counted once the cursor is on disk (`acknowledged` then also means "not re-sent after a
+        // restart") and acknowledged segments are gone (their space is free for new events).
         shared.acked.store(seq, Ordering::Release);
         shared.acknowledged.fetch_add(batch.count, Ordering::Relaxed);
-        self.cleanup(seq).await;
     }
 
-    async fn cleanup(&self, acked: u64) {
+    async fn cleanup(&mut self, acked: u64) {
         let dir = self.shared.dir.clone();
-        match tokio::task::spawn_blocking(move || spool::delete_acked(&dir, acked)).await {
-            Ok(Ok(freed)) => {
-                self.shared.spool_bytes.fetch_sub(freed, Ordering::AcqRel);
+        let rolls = self.shared.rolls.load(Ordering::Acquire);
+        let done = tokio::task::spawn_blocking(move || spool::delete_acked(&dir, acked)).await;
+        self.cleaned(done.ok(), rolls);
+    }
+
+    fn cleaned(&mut self, result: Option<std::io::Result<(u64, usize)>>, rolls: u64) {
+        match result {
+            Some(Ok((freed, left))) => {
+                let _ = self
+                    .shared
+                    .spool_bytes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(b.saturating_sub(freed)));
+                if left <= 1 {
+                    self.clean_rolls = rolls;
+                }
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::error!(dir = %self.shared.dir.display(), error = %e, "audit shipper cannot delete acknowledged spool segments")
             }
-            Err(_) => tracing::error!("audit shipper: segment clean-up panicked"),
+            None => {}
         }
     }
 }

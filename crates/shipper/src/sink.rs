@@ -1,7 +1,10 @@
 //! [`ShippingSink`]: `record` pushes onto a bounded queue and returns; a writer thread gives each
-//! event its id and appends it to the spool, fsyncing once per tick; the sender task ships what
-//! is durable. Invariant: `record` never blocks and never fails; a drop is always counted.
+//! event its id, serializes it once and appends it to the spool, fsyncing once per tick, then hands
+//! the tick's lines (one buffer) to the sender through a bounded in-memory queue. Invariants:
+//! `record` never blocks and never fails; a drop is always counted; a chunk is in the memory queue
+//! only once it is durable, and chunks dropped from it (overflow) are read back from the spool.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -11,8 +14,8 @@ use std::time::{Duration, Instant};
 use palisade_core::audit::{AuditEvent, AuditSink};
 use tokio::sync::Notify;
 
-use crate::sender::{Backoff, Poster, Sender};
-use crate::spool::{self, Appended, SpoolWriter};
+use crate::sender::{Backoff, Poster, Sender, Source};
+use crate::spool::{self, Appended, Chunk, SpoolWriter, WriteFailed};
 use crate::{ShipperConfig, ShipperError};
 
 /// The longest a "spool full" warning stays quiet while events are being dropped.
@@ -39,6 +42,12 @@ pub struct Stats {
     pub dropped_io_error: u64,
     /// Events the server reported as already stored (a re-send after a lost acknowledgement).
     pub server_duplicates: u64,
+    /// Events shipped from the spool file rather than from memory: left by an earlier run, or
+    /// after the in-memory queue overflowed (a long outage). While the server keeps up, 0.
+    pub read_from_spool: u64,
+    /// Times the in-memory queue overflowed (its chunks dropped from memory, not from the spool)
+    /// and the sender went back to reading the spool.
+    pub memory_overflows: u64,
     /// Spool lines that were not records (damaged files), skipped.
     pub skipped_lines: u64,
     /// Bytes of a torn last line (a crash mid-write) cut from the spool on open.
@@ -67,6 +76,13 @@ pub(crate) struct Shared {
     pub(crate) dropped_io_error: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) read_from_spool: AtomicU64,
+    pub(crate) memory_overflows: AtomicU64,
+    /// Segments the writer created (the sender looks for acknowledged ones to delete only after one was).
+    pub(crate) rolls: Arc<AtomicU64>,
+    /// Durable chunks for the sender, at most `max_memory_bytes` of them.
+    pub(crate) queue: Mutex<MemQueue>,
+    pub(crate) max_memory_bytes: usize,
     pub(crate) torn_bytes_cut: u64,
     pub(crate) last_error: Mutex<Option<String>>,
     /// The writer made more records durable.
@@ -77,11 +93,51 @@ pub(crate) struct Shared {
     pub(crate) writer_done: AtomicBool,
 }
 
+/// The sender's in-memory queue.
+#[derive(Default)]
+pub(crate) struct MemQueue {
+    pub(crate) chunks: VecDeque<Chunk>,
+    pub(crate) bytes: usize,
+    /// A chunk did not fit: the queue was emptied and takes nothing until the sender, which then
+    /// reads the spool from its position on, clears this.
+    pub(crate) overflowed: bool,
+}
+
 impl Shared {
     pub(crate) fn set_error(&self, msg: String) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(msg);
         }
+    }
+
+    pub(crate) fn queue(&self) -> std::sync::MutexGuard<'_, MemQueue> {
+        // A panic while holding the lock leaves the queue consistent (pushes and pops are whole).
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publish a durable chunk: `durable` moves with it, under the queue's lock, so that
+    /// everything not in the queue after the sender saw it empty and not overflowed is at or
+    /// below the `durable` it reads next.
+    fn publish(&self, chunk: Chunk) {
+        let Some(last) = chunk.last_seq() else { return };
+        let n = chunk.lines.len() as u64;
+        let mut q = self.queue();
+        self.durable.store(last, Ordering::Release);
+        self.spooled.fetch_add(n, Ordering::Relaxed);
+        if !q.overflowed {
+            let len = chunk.data.len();
+            if q.bytes.saturating_add(len) > self.max_memory_bytes {
+                q.overflowed = true;
+                q.chunks.clear();
+                q.bytes = 0;
+                self.memory_overflows.fetch_add(1, Ordering::Relaxed);
+            } else {
+                q.bytes = q.bytes.saturating_add(len);
+                q.chunks.push_back(chunk);
+            }
+        }
+        drop(q);
+        self.data.notify_one();
     }
 }
 
@@ -128,6 +184,11 @@ impl ShippingSink {
             dropped_io_error: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            read_from_spool: AtomicU64::new(0),
+            memory_overflows: AtomicU64::new(0),
+            rolls: Arc::new(AtomicU64::new(0)),
+            queue: Mutex::new(MemQueue::default()),
+            max_memory_bytes: config.max_memory_bytes,
             torn_bytes_cut: opened.cut,
             last_error: Mutex::new(None),
             data: Notify::new(),
@@ -142,6 +203,7 @@ impl ShippingSink {
             config.segment_bytes(),
             config.max_spool_bytes,
             spool_bytes,
+            shared.rolls.clone(),
         );
         let (tx, rx) = sync_channel(config.queue_capacity);
         let lock = opened.lock;
@@ -158,10 +220,12 @@ impl ShippingSink {
         let sender = Sender {
             shared: shared.clone(),
             poster,
-            reader: spool::SpoolReader::new(dir, opened.acked),
+            source: Source::Spool(spool::SpoolReader::new(dir, opened.acked)),
+            last: opened.acked,
             max_events: config.batch_max_events as u64,
             max_bytes: config.batch_max_bytes,
             backoff: Backoff::new(config.retry_initial, config.retry_max),
+            clean_rolls: u64::MAX,
         };
         let sender = runtime.spawn(sender.run());
         Ok(ShippingSink {
@@ -195,6 +259,8 @@ impl ShippingSink {
             dropped_spool_full: f,
             dropped_io_error: io,
             server_duplicates: get(&s.duplicates),
+            read_from_spool: get(&s.read_from_spool),
+            memory_overflows: get(&s.memory_overflows),
             skipped_lines: get(&s.skipped),
             torn_bytes_cut: s.torn_bytes_cut,
             pending: get(&s.durable).saturating_sub(get(&s.acked)),
@@ -267,18 +333,23 @@ impl AuditSink for ShippingSink {
     }
 }
 
-/// The writer polls: it drains the queue, fsyncs once, publishes the durable seq, then sleeps a
-/// tick (or until shutdown unparks it). `record` never wakes it, so the request path pays a
-/// queue push only.
+/// The writer polls: it drains the queue, fsyncs once, publishes the tick's lines (durable now),
+/// then sleeps a tick (or until shutdown unparks it). `record` never wakes it, so the request path
+/// pays a queue push only.
 fn write_loop(rx: Receiver<AuditEvent>, mut w: SpoolWriter, shared: &Shared, tick: Duration) {
     let mut last_full_warn: Option<Instant> = None;
     let mut full_since_warn = 0u64;
+    let failed = |f: WriteFailed| {
+        shared.dropped_io_error.fetch_add(f.lost, Ordering::Relaxed);
+        tracing::error!(dir = %shared.dir.display(), error = %f.error, lost = f.lost, "cannot write to the audit spool: events dropped");
+        shared.set_error(format!("writing the spool {}: {}", shared.dir.display(), f.error));
+    };
     loop {
         let closing = shared.closing.load(Ordering::Acquire);
         let mut disconnected = false;
         loop {
             match rx.try_recv() {
-                Ok(ev) => match w.append(ev) {
+                Ok(ev) => match w.append(&ev) {
                     Ok(Appended::Written) => {}
                     Ok(Appended::Full) => {
                         shared.dropped_spool_full.fetch_add(1, Ordering::Relaxed);
@@ -294,11 +365,7 @@ fn write_loop(rx: Receiver<AuditEvent>, mut w: SpoolWriter, shared: &Shared, tic
                             full_since_warn = 0;
                         }
                     }
-                    Err(e) => {
-                        shared.dropped_io_error.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(dir = %shared.dir.display(), error = %e, "cannot write to the audit spool: event dropped");
-                        shared.set_error(format!("writing the spool {}: {e}", shared.dir.display()));
-                    }
+                    Err(f) => failed(f),
                 },
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -307,17 +374,12 @@ fn write_loop(rx: Receiver<AuditEvent>, mut w: SpoolWriter, shared: &Shared, tic
                 }
             }
         }
-        match w.sync() {
-            Ok(Some((seq, n))) => {
-                shared.spooled.fetch_add(n, Ordering::Relaxed);
-                shared.durable.store(seq, Ordering::Release);
-                shared.data.notify_one();
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(dir = %shared.dir.display(), error = %e, "cannot fsync the audit spool");
-                shared.set_error(format!("syncing the spool {}: {e}", shared.dir.display()));
-            }
+        let (chunk, failure) = w.sync();
+        if let Some(f) = failure {
+            failed(f);
+        }
+        if let Some(chunk) = chunk {
+            shared.publish(chunk);
         }
         if closing || disconnected {
             shared.writer_done.store(true, Ordering::Release);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use palisade_core::audit::{AuditEvent, AuditRecord};
+use palisade_core::audit::AuditEvent;
 use serde::Deserialize;
 
 use crate::ShipperError;
@@ -219,12 +219,37 @@ pub(crate) enum Appended {
     Full,
 }
 
+/// A write or fsync failed: the segment is abandoned (the next line starts a new one) and the
+/// `lost` events not yet known durable are dropped. Their seqs stay used: part of them may be on
+/// disk, and a seq must never name two events.
+#[derive(Debug)]
+pub(crate) struct WriteFailed {
+    pub(crate) error: io::Error,
+    pub(crate) lost: u64,
+}
+
+/// Durable records, serialized once: the NDJSON lines exactly as written to the spool, handed
+/// to the sender as they are. `lines` holds each line's seq and end offset in `data`.
+pub(crate) struct Chunk {
+    pub(crate) data: bytes::Bytes,
+    pub(crate) lines: Vec<(u64, usize)>,
+}
+
+impl Chunk {
+    pub(crate) fn last_seq(&self) -> Option<u64> {
+        self.lines.last().map(|(seq, _)| *seq)
+    }
+}
+
 struct Segment {
-    out: io::BufWriter<File>,
+    file: File,
+    /// Bytes in the file plus the bytes of this tick's lines meant for it, not yet written.
     bytes: u64,
 }
 
-/// Appends records to the last segment; owned by the writer thread.
+/// Appends records to the last segment; owned by the writer thread. One tick's lines are
+/// serialized into one buffer, written with one `write` per segment and fsynced once, then the
+/// same buffer becomes the [`Chunk`] the sender ships.
 pub(crate) struct SpoolWriter {
     dir: PathBuf,
     instance: String,
@@ -233,9 +258,13 @@ pub(crate) struct SpoolWriter {
     segment_bytes: u64,
     max_spool_bytes: u64,
     spool_bytes: Arc<AtomicU64>,
-    /// Seq of the last record written but not yet fsynced, if any.
-    unsynced: Option<u64>,
-    unsynced_count: u64,
+    /// Segments created so far (the sender deletes acknowledged ones only after one is).
+    rolls: Arc<AtomicU64>,
+    /// This tick's lines; `buf[..written]` is written and fsynced, as are `lines[..synced]`.
+    buf: Vec<u8>,
+    lines: Vec<(u64, usize)>,
+    written: usize,
+    synced: usize,
 }
 
 impl SpoolWriter {
@@ -246,6 +275,7 @@ impl SpoolWriter {
         segment_bytes: u64,
         max_spool_bytes: u64,
         spool_bytes: Arc<AtomicU64>,
+        rolls: Arc<AtomicU64>,
     ) -> SpoolWriter {
         SpoolWriter {
             dir,
@@ -255,75 +285,128 @@ impl SpoolWriter {
             segment_bytes,
             max_spool_bytes,
             spool_bytes,
-            unsynced: None,
-            unsynced_count: 0,
+            rolls,
+            buf: Vec::new(),
+            lines: Vec::new(),
+            written: 0,
+            synced: 0,
         }
     }
 
-    /// Give `event` the next id and append it (buffered; [`SpoolWriter::sync`] makes it durable).
-    /// On an I/O error the segment is abandoned (the next append starts a new one) and the event is lost.
-    pub(crate) fn append(&mut self, event: AuditEvent) -> Result<Appended, io::Error> {
+    /// Give `event` the next id and serialize it into this tick's buffer ([`SpoolWriter::sync`]
+    /// writes and fsyncs it). A full segment is completed (written, fsynced) before the next is
+    /// created: the spool reader relies on it.
+    pub(crate) fn append(&mut self, event: &AuditEvent) -> Result<Appended, WriteFailed> {
         let seq = self.next_seq;
-        let record = AuditRecord { id: format!("{}-{seq}", self.instance), event };
-        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let len = line.len() as u64;
-        if self.spool_bytes.load(Ordering::Acquire).saturating_add(len) > self.max_spool_bytes {
+        let start = self.buf.len();
+        if let Err(error) = serialize_record(&mut self.buf, &self.instance, seq, event) {
+            self.buf.truncate(start);
+            return Err(WriteFailed { error, lost: 1 });
+        }
+        let len = self.buf.len().saturating_sub(start) as u64;
+        let unwritten = start.saturating_sub(self.written) as u64;
+        if self.spool_bytes.load(Ordering::Acquire).saturating_add(unwritten).saturating_add(len) > self.max_spool_bytes
+        {
+            self.buf.truncate(start);
             return Ok(Appended::Full);
         }
         if self.current.as_ref().is_some_and(|s| s.bytes >= self.segment_bytes) {
-            // The old segment is complete on disk before the new one exists: readers rely on it.
-            let synced = self.fsync_current();
+            let done = self.write_out(start);
             self.current = None;
-            synced?;
+            if let Err(error) = done {
+                return Err(self.fail(error, 1));
+            }
         }
-        let result = self.write_line(seq, &line);
-        if result.is_err() {
-            self.current = None;
+        if self.current.is_none() {
+            if let Err(error) = self.open_segment(seq) {
+                return Err(self.fail(error, 1));
+            }
         }
-        result?;
+        if let Some(s) = &mut self.current {
+            s.bytes = s.bytes.saturating_add(len);
+        }
         self.next_seq = seq.saturating_add(1);
-        self.spool_bytes.fetch_add(len, Ordering::AcqRel);
-        self.unsynced = Some(seq);
-        self.unsynced_count = self.unsynced_count.saturating_add(1);
+        self.lines.push((seq, self.buf.len()));
         Ok(Appended::Written)
     }
 
-    fn write_line(&mut self, seq: u64, line: &[u8]) -> io::Result<()> {
-        let segment = match &mut self.current {
-            Some(s) => s,
-            None => {
-                let path = self.dir.join(segment_name(seq));
-                let file = OpenOptions::new().append(true).create(true).mode_0600().open(&path)?;
-                let bytes = file.metadata()?.len();
-                sync_dir(&self.dir)?;
-                self.current.insert(Segment { out: io::BufWriter::with_capacity(256 * 1024, file), bytes })
-            }
-        };
-        segment.out.write_all(line)?;
-        segment.bytes = segment.bytes.saturating_add(line.len() as u64);
+    fn open_segment(&mut self, first: u64) -> io::Result<()> {
+        let path = self.dir.join(segment_name(first));
+        let file = OpenOptions::new().append(true).create(true).mode_0600().open(&path)?;
+        let bytes = file.metadata()?.len();
+        sync_dir(&self.dir)?;
+        self.current = Some(Segment { file, bytes });
+        self.rolls.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
-    fn fsync_current(&mut self) -> io::Result<()> {
-        match &mut self.current {
-            Some(s) => s.out.flush().and_then(|()| s.out.get_ref().sync_data()),
-            None => Ok(()),
+    /// Write `buf[written..upto]` (whole lines) to the current segment and fsync it.
+    fn write_out(&mut self, upto: usize) -> io::Result<()> {
+        let Some(segment) = &mut self.current else { return Ok(()) };
+        let pending = self.buf.get(self.written..upto).unwrap_or_default();
+        if !pending.is_empty() {
+            // Counted even if the write fails part way: an over-count only makes the cap stricter.
+            self.spool_bytes.fetch_add(pending.len() as u64, Ordering::AcqRel);
+            segment.file.write_all(pending)?;
+            segment.file.sync_data()?;
         }
+        self.written = upto;
+        self.synced = self.lines.partition_point(|(_, end)| *end <= upto);
+        Ok(())
     }
 
-    /// Flush and fsync; returns the seq now durable and how many records became durable, if any did.
-    pub(crate) fn sync(&mut self) -> io::Result<Option<(u64, u64)>> {
-        let Some(seq) = self.unsynced else { return Ok(None) };
-        let result = self.fsync_current();
-        if result.is_err() {
-            self.current = None;
-        }
-        result?;
-        self.unsynced = None;
-        let n = std::mem::take(&mut self.unsynced_count);
-        Ok(Some((seq, n)))
+    /// Drop everything after the last fsync (and `extra` events not in the buffer), abandon the segment.
+    fn fail(&mut self, error: io::Error, extra: u64) -> WriteFailed {
+        let lost = self.lines.len().saturating_sub(self.synced) as u64;
+        self.buf.truncate(self.written);
+        self.lines.truncate(self.synced);
+        self.current = None;
+        WriteFailed { error, lost: lost.saturating_add(extra) }
     }
+
+    /// Write and fsync this tick's lines; returns them, serialized, if there are any durable
+    /// ones, and the failure if the last write or fsync failed.
+    pub(crate) fn sync(&mut self) -> (Option<Chunk>, Option<WriteFailed>) {
+        let mut failed = None;
+        if self.written < self.buf.len() {
+            if let Err(error) = self.write_out(self.buf.len()) {
+                failed = Some(self.fail(error, 0));
+            }
+        }
+        // The next tick's buffers start at this tick's size: no growing (copying) them line by line.
+        let (size, count) = (self.buf.len(), self.lines.len());
+        let chunk = (!self.lines.is_empty()).then(|| Chunk {
+            data: bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(size))),
+            lines: std::mem::replace(&mut self.lines, Vec::with_capacity(count)),
+        });
+        self.buf.clear();
+        self.written = 0;
+        self.synced = 0;
+        (chunk, failed)
+    }
+}
+
+/// Serialize `{"id":"<instance>-<seq>",<the event's fields>}\n` into `out`, byte for byte what
+/// `serde_json` makes of an [`AuditRecord`], without building one (the event is not cloned and
+/// `flatten` is not used).
+pub(crate) fn serialize_record(out: &mut Vec<u8>, instance: &str, seq: u64, event: &AuditEvent) -> io::Result<()> {
+    // The instance id is 32 lowercase hex digits (checked on open): nothing in the id needs escaping.
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(instance.as_bytes());
+    write!(out, "-{seq}\"")?;
+    let open = out.len();
+    serde_json::to_writer(&mut *out, event).map_err(io::Error::other)?;
+    // The event is an object with at least one field: its `{` becomes the `,` after the id.
+    match (out.get(open), out.get(open.saturating_add(1))) {
+        (Some(b'{'), Some(b'"')) => {
+            if let Some(b) = out.get_mut(open) {
+                *b = b',';
+            }
+        }
+        _ => return Err(io::Error::other("an audit event did not serialize as a non-empty object")),
+    }
+    out.push(b'\n');
+    Ok(())
 }
 
 /// The records of one request.
@@ -448,10 +531,11 @@ impl SpoolReader {
 }
 
 /// Delete every segment whose records are all acknowledged (`<= acked`), never the last one.
-/// Returns the bytes freed.
-pub(crate) fn delete_acked(dir: &Path, acked: u64) -> io::Result<u64> {
+/// Returns the bytes freed and the number of segments left.
+pub(crate) fn delete_acked(dir: &Path, acked: u64) -> io::Result<(u64, usize)> {
     let segments = list_segments(dir)?;
     let mut freed = 0u64;
+    let mut left = segments.len();
     for pair in segments.windows(2) {
         let [(_, path), (next_first, _)] = pair else { continue };
         if next_first.saturating_sub(1) > acked {
@@ -463,14 +547,15 @@ pub(crate) fn delete_acked(dir: &Path, acked: u64) -> io::Result<u64> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        left = left.saturating_sub(1);
     }
-    Ok(freed)
+    Ok((freed, left))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_core::audit::{Decision, Stage};
+    use palisade_core::audit::{AuditRecord, Decision, Stage};
 
     pub(crate) fn event(n: u64) -> AuditEvent {
         AuditEvent {
@@ -496,7 +581,15 @@ mod tests {
     }
 
     fn writer(dir: &Path, o: &Opened, segment_bytes: u64, max: u64, bytes: &Arc<AtomicU64>) -> SpoolWriter {
-        SpoolWriter::new(dir.to_owned(), o.instance.clone(), o.next_seq, segment_bytes, max, bytes.clone())
+        SpoolWriter::new(
+            dir.to_owned(),
+            o.instance.clone(),
+            o.next_seq,
+            segment_bytes,
+            max,
+            bytes.clone(),
+            Arc::default(),
+        )
     }
 
     #[test]
@@ -522,14 +615,26 @@ mod tests {
         let bytes = Arc::new(AtomicU64::new(0));
         let mut w = writer(&dir, &o, 4096, 1 << 20, &bytes);
         for n in 1..=100 {
-            assert_eq!(w.append(event(n)).unwrap(), Appended::Written);
+            assert_eq!(w.append(&event(n)).unwrap(), Appended::Written);
         }
-        assert_eq!(w.sync().unwrap(), Some((100, 100)));
-        assert_eq!(w.sync().unwrap(), None);
+        let (chunk, failed) = w.sync();
+        assert!(failed.is_none());
+        let chunk = chunk.unwrap();
+        assert_eq!((chunk.lines.len(), chunk.last_seq()), (100, Some(100)));
+        assert_eq!(chunk.lines.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+        assert!(matches!(w.sync(), (None, None)));
         let segments = list_segments(&dir).unwrap();
         assert!(segments.len() > 3, "{}", segments.len());
         let on_disk: u64 = segments.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
         assert_eq!(bytes.load(Ordering::Acquire), on_disk);
+        // The chunk handed to the sender is the spool's bytes, line for line.
+        let files: Vec<u8> = segments.iter().flat_map(|(_, p)| std::fs::read(p).unwrap()).collect();
+        assert_eq!(&chunk.data[..], &files[..]);
+        let mut start = 0;
+        for (seq, end) in &chunk.lines {
+            assert_eq!(line_seq(&chunk.data[start..*end]), Some(*seq));
+            start = *end;
+        }
 
         let mut r = SpoolReader::new(dir.clone(), 0);
         // Only durable records: nothing beyond seq 30.
@@ -547,12 +652,12 @@ mod tests {
             b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| line_seq(l).unwrap()).collect();
         assert_eq!(lines, (31..31 + b.count).collect::<Vec<_>>());
 
-        let freed = delete_acked(&dir, 50).unwrap();
+        let (freed, _) = delete_acked(&dir, 50).unwrap();
         let left = list_segments(&dir).unwrap();
         assert!(freed > 0 && left.len() < segments.len());
         assert!(left.first().unwrap().0 <= 51, "a segment holding seq 51 must stay");
         // Everything acknowledged: the last segment still stays.
-        delete_acked(&dir, 100).unwrap();
+        assert_eq!(delete_acked(&dir, 100).unwrap().1, 1);
         assert_eq!(list_segments(&dir).unwrap().len(), 1);
     }
 
@@ -565,9 +670,9 @@ mod tests {
         let bytes = Arc::new(AtomicU64::new(0));
         let mut w = writer(&dir, &o, 1 << 20, 1 << 20, &bytes);
         for n in 1..=5 {
-            w.append(event(n)).unwrap();
+            w.append(&event(n)).unwrap();
         }
-        w.sync().unwrap();
+        assert_eq!(w.sync().0.unwrap().lines.len(), 5);
         let instance = o.instance.clone();
         drop((w, o));
         let (_, seg) = list_segments(&dir).unwrap().pop().unwrap();
@@ -583,6 +688,31 @@ mod tests {
     }
 
     #[test]
+    fn a_line_is_byte_for_byte_the_serialized_audit_record() {
+        let mut e = event(7);
+        e.service = Some("spiffe://x/\"quoted\"\n".into());
+        e.policy_ids = vec!["p1".into(), "p\u{e9}".into()];
+        e.waf = vec![palisade_core::audit::WafHit {
+            rule: 942100,
+            msg: "SQLi <x>".into(),
+            var: "ARGS:id".into(),
+            severity: Some(2),
+        }];
+        e.latency_ms = 0.1 + 0.2;
+        for (ev, seq) in [(event(1), 1u64), (e, u64::MAX)] {
+            let mut out = b"previous line\n".to_vec();
+            serialize_record(&mut out, "0123456789abcdef0123456789abcdef", seq, &ev).unwrap();
+            let record = AuditRecord { id: format!("0123456789abcdef0123456789abcdef-{seq}"), event: ev };
+            let mut want = b"previous line\n".to_vec();
+            want.extend(serde_json::to_vec(&record).unwrap());
+            want.push(b'\n');
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(want).unwrap());
+            let line = out.get(14..out.len() - 1).unwrap();
+            assert_eq!(serde_json::from_slice::<AuditRecord>(line).unwrap(), record);
+        }
+    }
+
+    #[test]
     fn full_spool_drops_and_corrupt_files_are_errors() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
@@ -591,7 +721,7 @@ mod tests {
         let mut w = writer(&dir, &o, 4096, 2000, &bytes);
         let mut written = 0;
         for n in 1..=20 {
-            if w.append(event(n)).unwrap() == Appended::Written {
+            if w.append(&event(n)).unwrap() == Appended::Written {
                 written += 1;
             }
         }

@@ -232,6 +232,9 @@ async fn a_thousand_events_arrive_exactly_once_in_order() {
     }
     assert_eq!((stats.spooled, stats.sent, stats.acknowledged, stats.dropped, stats.pending), (1000, 1000, 1000, 0, 0));
     assert_eq!((stats.server_duplicates, stats.skipped_lines, stats.last_error), (0, 0, None));
+    // Shipped from memory: the spool was only appended to, never read back.
+    assert_eq!((stats.read_from_spool, stats.memory_overflows), (0, 0));
+    assert_eq!(spool_lines(&dir), 1000);
     assert_eq!(cursor(&dir), "1000\n");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
@@ -304,6 +307,8 @@ async fn a_restart_resends_what_was_not_acknowledged_and_continues_the_ids() {
     server.up().await;
     let s = until(&second, "600 acknowledged", |s| s.acknowledged == 600).await;
     assert_eq!((s.pending, s.dropped), (0, 0));
+    // Recovery reads the spool: all 600 were durable before the server came up.
+    assert_eq!((s.read_from_spool, s.memory_overflows), (600, 0));
     {
         let log = server.log();
         assert_eq!(log.ok_ids, ids(&instance, 1..=600));
@@ -517,4 +522,68 @@ fn open_outside_a_runtime_or_with_a_bad_url_fails() {
     let c = ShipperConfig::new("ftp://x", Secret::from(TOKEN.as_bytes().to_vec()), tmp.path());
     let err = ShippingSink::open(c).unwrap_err().to_string();
     assert_eq!(err, "audit shipper configuration: server URL \"ftp://x\" must start with http:// or https://");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_memory_queue_falls_back_to_the_spool_and_back() {
+    let mut server = TestServer::down().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(&server, tmp.path());
+    c.max_memory_bytes = 64 * 1024;
+    let sink = ShippingSink::open(c).unwrap();
+    let instance = sink.instance_id().to_owned();
+    // ~400 KB over many ticks while the server is down: more than the memory queue holds.
+    for n in 1..=1000 {
+        sink.record(event(n));
+        if n % 100 == 0 {
+            until(&sink, "spooled", |s| s.spooled == n).await;
+        }
+    }
+    let s = sink.stats();
+    assert!(s.memory_overflows >= 1, "{s:?}");
+    server.up().await;
+    let s = until(&sink, "1000 acknowledged", |s| s.acknowledged == 1000).await;
+    assert!(s.read_from_spool > 0 && s.read_from_spool < 1000, "{s:?}");
+    assert_eq!((s.dropped, s.pending, s.server_duplicates, s.skipped_lines), (0, 0, 0, 0));
+    // Caught up: new events go from memory again.
+    let read = s.read_from_spool;
+    for n in 1001..=1100 {
+        sink.record(event(n));
+    }
+    let s = until(&sink, "1100 acknowledged", |s| s.acknowledged == 1100).await;
+    assert_eq!(s.read_from_spool, read);
+    let log = server.log();
+    assert_eq!(log.ok_ids, ids(&instance, 1..=1100));
+    assert_eq!((log.duplicates, log.bad_lines), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spool_line_is_skipped_and_counted_on_recovery() {
+    let mut server = TestServer::down().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let first = ShippingSink::open(config(&server, dir)).unwrap();
+    let instance = first.instance_id().to_owned();
+    for n in 1..=10 {
+        first.record(event(n));
+    }
+    until(&first, "10 spooled", |s| s.spooled == 10).await;
+    drop(first);
+    let seg = segments(dir).pop().unwrap();
+    let text = std::fs::read_to_string(&seg).unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == 4 { l.replace("\"id\"", "\"id") } else { l.to_owned() })
+        .collect();
+    std::fs::write(&seg, damaged.join("\n") + "\n").unwrap();
+
+    let second = ShippingSink::open(config(&server, dir)).unwrap();
+    server.up().await;
+    let s = until(&second, "10 acknowledged (one of them skipped)", |s| s.skipped_lines == 1 && s.pending == 0).await;
+    assert_eq!((s.acknowledged, s.read_from_spool), (9, 9));
+    let log = server.log();
+    let want: Vec<String> = ids(&instance, 1..=10).into_iter().filter(|id| !id.ends_with("-5")).collect();
+    assert_eq!(log.ok_ids, want);
+    assert_eq!((log.bad_lines, log.bad_requests), (0, 0));
 }
