@@ -197,6 +197,31 @@ impl Operator {
         self.raw_match(input, env, captures) != self.negated
     }
 
+    /// Whether the result depends on the input bytes alone (no macro in the argument, nothing read from the
+    /// transaction), so an engine may remember it per input. Captures are not part of this promise.
+    pub fn is_pure(&self) -> bool {
+        match &self.kind {
+            Kind::RxMacro { .. } => false,
+            Kind::StrEq(a)
+            | Kind::Contains(a)
+            | Kind::ContainsWord(a)
+            | Kind::BeginsWith(a)
+            | Kind::EndsWith(a)
+            | Kind::Within(a)
+            | Kind::Num(_, a) => matches!(a, Arg::Fixed(_)),
+            Kind::Rx(_)
+            | Kind::Pm { .. }
+            | Kind::IpMatch(_)
+            | Kind::DetectSqli
+            | Kind::DetectXss
+            | Kind::ValidateByteRange(_)
+            | Kind::ValidateUrlEncoding
+            | Kind::ValidateUtf8Encoding
+            | Kind::Unconditional
+            | Kind::NoMatch => true,
+        }
+    }
+
     /// For `@pm`-style prefiltering by the engine: the literal phrases, when the operator is a phrase match.
     pub fn phrases(&self) -> Option<&[Vec<u8>]> {
         match &self.kind {

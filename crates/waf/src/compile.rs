@@ -26,7 +26,62 @@ pub struct RuleSet {
     pub(crate) response_mime_types: Vec<String>,
     /// Nodes of the transformation-chain trie, node 0 (no transformation) included.
     pub(crate) tnodes: usize,
+    /// This set's number, distinct per compiled set in the process (the verdict memo's key).
+    pub(crate) id: u64,
+    pub(crate) pure: PurePlan,
+    /// Whether pure rules are decided through the verdict memo (on by default; off for comparisons).
+    pub(crate) memo: bool,
 }
+
+/// A rule index that is not a pure chain starter.
+pub(crate) const NOT_PURE: u32 = u32::MAX;
+
+/// The chain starters whose verdict on a value depends on the value's bytes alone (see `memo`): a pure operator,
+/// variables whose values do not change while a phase runs, no `&` counts. Numbered, and grouped by their variable
+/// list (exclusions left out: a group's values are a superset of what each rule looks at), so a phase enumerates
+/// each list once.
+#[derive(Debug, Default)]
+pub(crate) struct PurePlan {
+    /// Per rule index: its pure number, or [`NOT_PURE`].
+    pub(crate) of_rule: Vec<u32>,
+    /// Per pure number: its group.
+    pub(crate) group: Vec<u32>,
+    /// Per group: the variables (include targets) of its rules.
+    pub(crate) groups: Vec<Vec<crate::vars::Target>>,
+}
+
+impl PurePlan {
+    fn build(rules: &[Rule]) -> PurePlan {
+        let mut plan = PurePlan::default();
+        let mut by_sig: HashMap<String, u32> = HashMap::new();
+        for r in rules {
+            let pure = r.marker.is_none()
+                && r.op.as_ref().is_some_and(Operator::is_pure)
+                && !r.includes.is_empty()
+                && r.includes.iter().all(|(t, _)| !t.count && crate::vars::stable_in_phase(t.var));
+            if !pure {
+                plan.of_rule.push(NOT_PURE);
+                continue;
+            }
+            let sig: String = r.includes.iter().map(|(t, _)| format!("{:?}:{}|", t.var, t.key_text)).collect();
+            let next = u32::try_from(plan.groups.len()).unwrap_or(u32::MAX);
+            let g = *by_sig.entry(sig).or_insert_with(|| {
+                plan.groups.push(r.includes.iter().map(|(t, _)| t.clone()).collect());
+                next
+            });
+            plan.of_rule.push(u32::try_from(plan.group.len()).unwrap_or(NOT_PURE));
+            plan.group.push(g);
+        }
+        plan
+    }
+
+    /// Number of pure rules.
+    pub(crate) fn count(&self) -> usize {
+        self.group.len()
+    }
+}
+
+static NEXT_SET_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl RuleSet {
     /// Parse and compile `files` in order (each may `Include` more, relative to its own directory), then the
@@ -93,6 +148,13 @@ impl RuleSet {
     /// lower case; the default is `text/plain text/html`.
     pub fn response_mime_types(&self) -> &[String] {
         &self.response_mime_types
+    }
+
+    /// Turn the verdict memo on (the default) or off. Off, every rule is evaluated on every value, as written;
+    /// on, a pure rule (see the crate docs) whose values this thread has already seen is decided by a bit test.
+    /// Decisions are the same either way; this exists to show that, and to measure the difference.
+    pub fn set_verdict_memo(&mut self, on: bool) {
+        self.memo = on;
     }
 }
 
@@ -252,7 +314,11 @@ impl Builder {
                 p.push(i);
             }
         }
+        let pure = PurePlan::build(&self.rules);
         Ok(RuleSet {
+            id: NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            pure,
+            memo: true,
             tnodes: self.trie.len() + 1,
             rules: self.rules,
             phases,

@@ -25,6 +25,7 @@
 mod compile;
 mod config;
 mod macros;
+mod memo;
 mod rule;
 mod tx;
 mod vars;
@@ -77,6 +78,15 @@ pub struct RuleMatch {
     pub tags: Vec<String>,
     /// False for `nolog` rules (ModSecurity would not write them to the error log).
     pub log: bool,
+}
+
+/// A logged match as [`Transaction::logged_matches`] lends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedMatch<'a> {
+    pub id: u32,
+    pub msg: &'a str,
+    pub var_name: &'a str,
+    pub severity: Option<u8>,
 }
 
 /// What the engine decided to do with the request (deny, drop, redirect).

@@ -14,11 +14,12 @@ use std::time::Instant;
 use palisade_waf_body as body;
 use palisade_waf_ops::MacroEnv;
 
-use crate::compile::RuleSet;
+use crate::compile::{RuleSet, NOT_PURE};
 use crate::macros::{MacroStr, Part};
+use crate::memo;
 use crate::rule::{AllowScope, BodyProc, Ctl, Disruptive, Effect, Rule, RuleSel, SetOp};
 use crate::vars::{Coll, Key, Scalar, Target, Var, SCALAR_COUNT, STORES, TX_STORE};
-use crate::{EngineMode, Intervention, RequestHead, RuleMatch};
+use crate::{EngineMode, Intervention, LoggedMatch, RequestHead, RuleMatch};
 
 type Pair = (Vec<u8>, Vec<u8>);
 
@@ -325,7 +326,16 @@ pub struct Transaction<'r> {
     /// The ctl target removals that apply to the chain being evaluated, kept while neither the chain's starter
     /// nor the list of removals changes (they are checked for every value).
     extra_memo: RefCell<ExtraMemo>,
+    /// This phase's values of each pure-rule group (see `memo`): (start, len) in `pure_vals`, or unset.
+    pure_spans: Vec<(u32, u32)>,
+    /// (memo entry, value id) of the values enumerated for pure-rule groups in this phase.
+    pure_vals: Vec<(u32, u32)>,
+    /// Memo entry per value id, for this phase ([`UNSET`] when not looked up yet).
+    entry_of_id: Vec<u32>,
 }
+
+/// A group not enumerated yet, or a value id not looked up yet in the memo.
+const UNSET: u32 = u32::MAX - 1;
 
 /// ((removals count, starter id), the removals selecting that starter); the count is `usize::MAX` when unset.
 type ExtraMemo = ((usize, u32), Vec<Arc<Target>>);
@@ -367,6 +377,9 @@ impl<'r> Transaction<'r> {
             current: None,
             cache: RefCell::new(TCache::new(rs.tnodes)),
             extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
+            pure_spans: Vec::new(),
+            pure_vals: Vec::new(),
+            entry_of_id: Vec::new(),
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -478,6 +491,17 @@ impl<'r> Transaction<'r> {
                     log: r.rule.log,
                 })
                 .collect()
+        })
+    }
+
+    /// The matches that are logged (no `nolog`), in order, without building [`Transaction::matches`] (which
+    /// copies every match's tags): what an audit event needs.
+    pub fn logged_matches(&self) -> impl Iterator<Item = LoggedMatch<'_>> {
+        self.records.iter().filter(|r| r.rule.log).map(|r| LoggedMatch {
+            id: r.rule.id,
+            msg: &r.msg,
+            var_name: &r.var_name,
+            severity: r.rule.severity,
         })
     }
 
@@ -734,6 +758,15 @@ impl<'r> Transaction<'r> {
         self.set_scalar(Scalar::Duration, duration);
         let rs = self.rs;
         let list = rs.phases.get(usize::from(phase - 1))?;
+        let use_memo = rs.memo && rs.pure.count() > 0;
+        if use_memo {
+            // Request data changes between phases (the body is parsed before phase 2): enumerate afresh.
+            self.pure_spans.clear();
+            self.pure_spans.resize(rs.pure.groups.len(), (UNSET, 0));
+            self.pure_vals.clear();
+            self.entry_of_id.clear();
+            memo::with(rs.id, rs.pure.count(), memo::Memo::trim);
+        }
         let mut skip = 0u32;
         let mut skip_after: Option<&str> = None;
         for &ri in list {
@@ -762,6 +795,12 @@ impl<'r> Transaction<'r> {
             }
             self.current = Some(rule);
             self.matched_vars.clear();
+            if use_memo {
+                let p = rs.pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
+                if p != NOT_PURE && !self.may_match(rule, p) {
+                    continue;
+                }
+            }
             let Some(var_name) = self.eval_chain(rule) else { continue };
             let msg = rule.msg.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
             let logdata = rule.logdata.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
@@ -813,6 +852,104 @@ impl<'r> Transaction<'r> {
         }
         self.current = None;
         None
+    }
+
+    /// Whether pure rule number `p` may match a value in this phase. `false` only when every value of its group's
+    /// variables is known (from the memo, or evaluated now and remembered) not to match: then evaluating the rule
+    /// would match nothing and change nothing. `true` sends the rule through the normal evaluation.
+    fn may_match(&mut self, rule: &'r Rule, p: u32) -> bool {
+        let rs = self.rs;
+        let Some(&g) = rs.pure.group.get(p as usize) else { return true };
+        let Some((start, len)) = self.enumerate_group(g) else { return true };
+        let this: &Self = self;
+        let Some(vals) = this.pure_vals.get(start..start + len) else { return true };
+        memo::with(rs.id, rs.pure.count(), |m| {
+            for &(e, id) in vals {
+                if e == memo::NO_ENTRY {
+                    return true;
+                }
+                let hit = match m.get(e, p) {
+                    Some(hit) => hit,
+                    None => {
+                        let hit = this.check(rule, m.key(e), id);
+                        m.set(e, p, hit);
+                        hit
+                    }
+                };
+                if hit {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
+    /// The (memo entry, value id) list of group `g`'s values in this phase, enumerated on first use.
+    fn enumerate_group(&mut self, g: u32) -> Option<(usize, usize)> {
+        let rs = self.rs;
+        let span = self.pure_spans.get_mut(g as usize)?;
+        if span.0 != UNSET {
+            return Some((span.0 as usize, span.1 as usize));
+        }
+        let targets = rs.pure.groups.get(g as usize)?;
+        let mut vals = std::mem::take(&mut self.pure_vals);
+        let mut ids = std::mem::take(&mut self.entry_of_id);
+        let start = vals.len();
+        memo::with(rs.id, rs.pure.count(), |m| {
+            for t in targets {
+                self.values(t, &mut |v| {
+                    let e = match usize::try_from(v.id) {
+                        Ok(i) if v.id != NO_ID => {
+                            if i >= ids.len() {
+                                ids.resize(i + 1, UNSET);
+                            }
+                            match ids.get_mut(i) {
+                                Some(slot) if *slot != UNSET => *slot,
+                                Some(slot) => {
+                                    *slot = m.entry(&v.value);
+                                    *slot
+                                }
+                                None => memo::NO_ENTRY,
+                            }
+                        }
+                        _ => m.entry(&v.value),
+                    };
+                    vals.push((e, v.id));
+                });
+            }
+        });
+        let len = vals.len() - start;
+        self.pure_vals = vals;
+        self.entry_of_id = ids;
+        let span = (u32::try_from(start).ok()?, u32::try_from(len).ok()?);
+        if let Some(s) = self.pure_spans.get_mut(g as usize) {
+            *s = span;
+        }
+        Some((start, len))
+    }
+
+    /// Whether a pure rule's operator matches `value` after its transformations (no captures, no effects): what
+    /// [`Transaction::eval_rule`] decides for one value.
+    fn check(&self, rule: &Rule, value: &[u8], id: u32) -> bool {
+        let Some(op) = &rule.op else { return true };
+        if rule.multi_match {
+            if op.matches(value, self, None) {
+                return true;
+            }
+            let mut cur: Cow<'_, [u8]> = Cow::Borrowed(value);
+            for t in &rule.transforms {
+                if let Some(n) = t.apply(&cur) {
+                    cur = Cow::Owned(n);
+                    if op.matches(&cur, self, None) {
+                        return true;
+                    }
+                }
+            }
+            false
+        } else {
+            let tv = self.transformed(rule, value, id);
+            op.matches(&tv, self, None)
+        }
     }
 
     /// Evaluate a rule and its chain; `Some(first matched variable name)` when all of them matched.

@@ -244,6 +244,58 @@ impl Var {
     }
 }
 
+/// Whether a variable's values stay the same while the rules of one phase run: request and response data, set
+/// between phases. Not: TX and the other stores (setvar), MATCHED_VAR(S) and their names, RULE, DURATION,
+/// HIGHEST_SEVERITY, and the body processor's name (`ctl:requestBodyProcessor` changes it mid-phase).
+pub(crate) fn stable_in_phase(v: Var) -> bool {
+    match v {
+        Var::Coll(c) | Var::Names(c) => !matches!(c, Coll::MatchedVars | Coll::Rule | Coll::Store(_)),
+        Var::Scalar(s) => matches!(
+            s,
+            Scalar::ArgsCombinedSize
+                | Scalar::FilesCombinedSize
+                | Scalar::RequestFilename
+                | Scalar::RequestBasename
+                | Scalar::RequestUri
+                | Scalar::RequestUriRaw
+                | Scalar::RequestLine
+                | Scalar::RequestMethod
+                | Scalar::RequestProtocol
+                | Scalar::QueryString
+                | Scalar::RequestBody
+                | Scalar::RequestBodyLength
+                | Scalar::RemoteAddr
+                | Scalar::ReqbodyError
+                | Scalar::ReqbodyErrorMsg
+                | Scalar::ReqbodyProcessorError
+                | Scalar::ReqbodyProcessorErrorMsg
+                | Scalar::ResponseStatus
+                | Scalar::ResponseBody
+                | Scalar::ResponseProtocol
+                | Scalar::ResponseContentType
+                | Scalar::ResponseContentLength
+                | Scalar::StatusLine
+                | Scalar::UrlencodedError
+                | Scalar::MultipartStrictError
+                | Scalar::MultipartBoundaryQuoted
+                | Scalar::MultipartBoundaryWhitespace
+                | Scalar::MultipartDataBefore
+                | Scalar::MultipartDataAfter
+                | Scalar::MultipartHeaderFolding
+                | Scalar::MultipartLfLine
+                | Scalar::MultipartCrlfLfLines
+                | Scalar::MultipartMissingSemicolon
+                | Scalar::MultipartInvalidQuoting
+                | Scalar::MultipartInvalidPart
+                | Scalar::MultipartInvalidHeaderFolding
+                | Scalar::MultipartFileLimitExceeded
+                | Scalar::MultipartUnmatchedBoundary
+                | Scalar::MultipartFilename
+                | Scalar::MultipartName
+        ),
+    }
+}
+
 /// Which members of a collection a selector takes.
 #[derive(Debug, Clone)]
 pub(crate) enum Key {

@@ -257,6 +257,56 @@ fn backend(req: &Req) -> Response {
     (200, headers, Vec::new())
 }
 
+/// Every match of a stage (logged or not) with what it recorded: (id, phase, variable, msg, logdata).
+fn all_matches(rs: &RuleSet, st: &Stage) -> Vec<(u32, u8, String, String, String)> {
+    let mut tx = rs.transaction("test", "127.0.0.1".parse().unwrap());
+    let head = RequestHead {
+        method: &st.req.method,
+        uri: &st.req.uri,
+        protocol: &st.req.version,
+        headers: st.req.headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect(),
+    };
+    tx.process_request_headers(&head);
+    tx.process_request_body(&st.req.body);
+    let (status, headers, body) = backend(&st.req);
+    let hs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+    tx.process_response_headers(status, "HTTP/1.1", &hs);
+    tx.process_response_body(&body);
+    tx.process_logging();
+    tx.matches().iter().map(|m| (m.id, m.phase, m.var_name.clone(), m.msg.clone(), m.logdata.clone())).collect()
+}
+
+/// The verdict memo (pure rules decided from remembered per-value results) must change no decision: every stage of
+/// the suite gives exactly the same matches with the memo off, on and cold, and on and warm (second pass, where
+/// most values are remembered).
+#[test]
+fn verdict_memo_changes_no_match() {
+    let mut rs = load_crs();
+    let cases = load_cases();
+    let stages: Vec<&Stage> = cases.iter().flat_map(|c| c.stages.iter()).collect();
+    assert!(stages.len() > 4000, "{} stages", stages.len());
+    rs.set_verdict_memo(false);
+    let off: Vec<_> = stages.iter().map(|st| all_matches(&rs, st)).collect();
+    rs.set_verdict_memo(true);
+    for pass in ["cold", "warm"] {
+        let mut differ = Vec::new();
+        for (st, expected) in stages.iter().zip(&off) {
+            let got = all_matches(&rs, st);
+            if &got != expected {
+                differ.push(format!(
+                    "{} {}: off {expected:?}\n  memo {got:?}",
+                    st.req.method,
+                    String::from_utf8_lossy(&st.req.uri)
+                ));
+            }
+        }
+        assert!(differ.is_empty(), "{pass}: {} stages differ, first: {}", differ.len(), differ[0]);
+    }
+    // Not vacuous: the suite's attacks match rules (the ids 942100 and 949110 among them).
+    let ids: std::collections::BTreeSet<u32> = off.iter().flatten().map(|m| m.0).collect();
+    assert!(ids.contains(&942100) && ids.contains(&949110) && ids.len() > 300, "{} distinct rules matched", ids.len());
+}
+
 fn run_stage(rs: &RuleSet, st: &Stage) -> Vec<u32> {
     let mut tx = rs.transaction("test", "127.0.0.1".parse().unwrap());
     let head = RequestHead {

@@ -45,10 +45,8 @@ struct Pending(Arc<Mutex<Option<OwnedTransaction>>>);
 
 /// The matched rules that are logged, as the audit event carries them.
 fn hits(tx: &Transaction<'_>) -> Vec<WafHit> {
-    tx.matches()
-        .iter()
-        .filter(|m| m.log)
-        .map(|m| WafHit { rule: m.id, msg: m.msg.clone(), var: m.var_name.clone(), severity: m.severity })
+    tx.logged_matches()
+        .map(|m| WafHit { rule: m.id, msg: m.msg.to_owned(), var: m.var_name.to_owned(), severity: m.severity })
         .collect()
 }
 

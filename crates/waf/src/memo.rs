@@ -1,0 +1,196 @@
+//! The verdict memo: per thread and rule set, what each *pure* check (a chain starter whose operator and
+//! transformations depend on the value's bytes alone) answered for a value, remembered across transactions, so a
+//! value seen before (a browser's `User-Agent`, a cookie name, a path) costs one bit test per rule instead of
+//! transformations and a regex.
+//!
+//! Invariants: a bit is only ever set from a real evaluation of exactly that (rule, bytes) under exactly this rule
+//! set (entries are compared by their full bytes, never by hash alone); memory is bounded (entries, value length,
+//! rule sets per thread); the memo only shortens evaluation, it never changes a verdict.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
+
+/// No entry: the value is too long to remember or the memo is full (the caller evaluates normally).
+pub(crate) const NO_ENTRY: u32 = u32::MAX;
+
+/// Values longer than this are not remembered (bodies, large arguments): they are rarely seen twice.
+const MAX_VALUE: usize = 1024;
+/// Entries kept between transactions; past this the memo starts over at the next phase start.
+const KEEP: usize = 4096;
+/// Hard bound within one phase (a request with very many distinct values evaluates the rest normally).
+const HARD: usize = 2 * KEEP;
+/// Rule sets remembered per thread (a reload makes a new one; several routes may use different sets).
+const SETS: usize = 4;
+
+pub(crate) struct Memo {
+    set: u64,
+    /// 64-bit words per bit row (one bit per pure rule).
+    words: usize,
+    hasher: foldhash::fast::RandomState,
+    /// Hash of the bytes to the newest entry with that hash; older ones follow `next`.
+    index: HashMap<u64, u32, foldhash::fast::RandomState>,
+    next: Vec<u32>,
+    keys: Vec<Box<[u8]>>,
+    /// Per entry: `words` words of "known" bits, then `words` words of "matched" bits.
+    bits: Vec<u64>,
+    /// Bumped whenever entries are dropped, so a transaction never keeps a stale entry number across phases.
+    pub(crate) generation: u64,
+}
+
+thread_local! {
+    static MEMOS: RefCell<Vec<Memo>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's memo for rule set `set` (`pure` bits per entry), made on first use.
+pub(crate) fn with<R>(set: u64, pure: usize, f: impl FnOnce(&mut Memo) -> R) -> R {
+    MEMOS.with(|cell| {
+        let mut memos = cell.borrow_mut();
+        let pos = match memos.iter().position(|m| m.set == set) {
+            Some(p) => p,
+            None => {
+                if memos.len() >= SETS {
+                    memos.remove(0);
+                }
+                memos.push(Memo::new(set, pure));
+                memos.len() - 1
+            }
+        };
+        // Most recently used last, so the oldest set is the one dropped.
+        let last = memos.len() - 1;
+        memos.swap(pos, last);
+        match memos.last_mut() {
+            Some(m) => f(m),
+            None => f(&mut Memo::new(set, pure)),
+        }
+    })
+}
+
+impl Memo {
+    fn new(set: u64, pure: usize) -> Memo {
+        Memo {
+            set,
+            words: pure.div_ceil(64).max(1),
+            hasher: foldhash::fast::RandomState::default(),
+            index: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            next: Vec::new(),
+            keys: Vec::new(),
+            bits: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// Called at the start of a phase: past [`KEEP`] entries, start over.
+    pub(crate) fn trim(&mut self) {
+        if self.keys.len() > KEEP {
+            self.index.clear();
+            self.next.clear();
+            self.keys.clear();
+            self.bits.clear();
+            self.generation = self.generation.wrapping_add(1);
+        }
+    }
+
+    /// The entry for `value`, made when new; [`NO_ENTRY`] when it cannot be remembered.
+    pub(crate) fn entry(&mut self, value: &[u8]) -> u32 {
+        if value.len() > MAX_VALUE {
+            return NO_ENTRY;
+        }
+        let h = self.hasher.hash_one(value);
+        let mut e = self.index.get(&h).copied().unwrap_or(NO_ENTRY);
+        while e != NO_ENTRY {
+            let i = e as usize;
+            if self.keys.get(i).is_some_and(|k| **k == *value) {
+                return e;
+            }
+            e = self.next.get(i).copied().unwrap_or(NO_ENTRY);
+        }
+        if self.keys.len() >= HARD {
+            return NO_ENTRY;
+        }
+        let Ok(new) = u32::try_from(self.keys.len()) else { return NO_ENTRY };
+        let prev = self.index.insert(h, new).unwrap_or(NO_ENTRY);
+        self.next.push(prev);
+        self.keys.push(value.into());
+        self.bits.resize(self.bits.len() + 2 * self.words, 0);
+        new
+    }
+
+    pub(crate) fn key(&self, entry: u32) -> &[u8] {
+        self.keys.get(entry as usize).map_or(&[][..], |k| &**k)
+    }
+
+    fn word(&self, entry: u32, rule: u32) -> (usize, u64) {
+        let base = entry as usize * 2 * self.words;
+        (base + (rule / 64) as usize, 1u64 << (rule % 64))
+    }
+
+    /// `None` when not evaluated yet, else whether the pure rule `rule` matched the entry's value.
+    pub(crate) fn get(&self, entry: u32, rule: u32) -> Option<bool> {
+        let (w, bit) = self.word(entry, rule);
+        let known = self.bits.get(w).copied().unwrap_or(0) & bit != 0;
+        known.then(|| self.bits.get(w + self.words).copied().unwrap_or(0) & bit != 0)
+    }
+
+    pub(crate) fn set(&mut self, entry: u32, rule: u32, matched: bool) {
+        let (w, bit) = self.word(entry, rule);
+        let words = self.words;
+        if let Some(k) = self.bits.get_mut(w) {
+            *k |= bit;
+        }
+        if matched {
+            if let Some(m) = self.bits.get_mut(w + words) {
+                *m |= bit;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_found_by_full_bytes_and_bits_are_per_rule() {
+        let mut m = Memo::new(1, 130);
+        let a = m.entry(b"Mozilla/5.0");
+        let b = m.entry(b"books");
+        assert_ne!(a, b);
+        assert_eq!(m.entry(b"Mozilla/5.0"), a);
+        assert_eq!(m.get(a, 129), None);
+        m.set(a, 129, true);
+        m.set(a, 3, false);
+        assert_eq!((m.get(a, 129), m.get(a, 3), m.get(b, 129)), (Some(true), Some(false), None));
+        assert_eq!(m.key(b), b"books");
+        assert_eq!(m.entry(&vec![b'x'; MAX_VALUE + 1]), NO_ENTRY);
+    }
+
+    #[test]
+    fn the_memo_is_bounded_and_starts_over_past_its_size() {
+        let mut m = Memo::new(1, 10);
+        for i in 0..HARD {
+            assert_ne!(m.entry(format!("v{i}").as_bytes()), NO_ENTRY);
+        }
+        assert_eq!(m.entry(b"one more"), NO_ENTRY);
+        let g = m.generation;
+        m.trim();
+        assert_eq!((m.keys.len(), m.generation), (0, g + 1));
+        assert_eq!(m.entry(b"one more"), 0);
+    }
+
+    #[test]
+    fn each_rule_set_has_its_own_memo() {
+        with(7, 10, |m| {
+            let e = m.entry(b"x");
+            m.set(e, 1, true);
+        });
+        with(8, 10, |m| {
+            let e = m.entry(b"x");
+            assert_eq!(m.get(e, 1), None);
+        });
+        with(7, 10, |m| {
+            let e = m.entry(b"x");
+            assert_eq!(m.get(e, 1), Some(true));
+        });
+    }
+}
