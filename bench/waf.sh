@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # WAF benchmark: benign traffic (a GET with query parameters and browser-like headers, and a
-# urlencoded POST) through
+# urlencoded POST, each the same request every time; and "GET varied": the same GET with a
+# different search term, page and session cookie in every request, so that values a WAF
+# remembers between requests (palisade's verdict memo) are only the ones real browsers repeat:
+# headers, parameter names, the path) through
 #   - palisade gateway without the WAF,
 #   - palisade gateway with the OWASP CRS (crs/, v4) at paranoia level 1 in blocking mode,
 #   - Apache httpd + mod_security2 (Debian) with the same CRS files, engine On, as the peer,
@@ -98,6 +101,23 @@ wrk.method = "POST"
 wrk.body = "item=mouse&quantity=2&note=please+deliver+after+five&coupon=SPRING24&address=12+Main+Street"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 LUA
+# Every request different: a counter per wrk thread, started at a random point.
+cat > "$WORK/varied.lua" <<'LUA'
+local n = 0
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
+  n = math.random(1, 1000000000)
+end
+function request()
+  n = n + 1
+  local h = {}
+  for k, v in pairs(wrk.headers) do h[k] = v end
+  h["Cookie"] = string.format("session=%012d; theme=dark", n)
+  -- wrk.path is the URL's path ("/waf/" for the gateway's WAF route), so routes stay the same.
+  return wrk.format("GET", wrk.path .. "search?q=running+shoes+" .. n .. "&category=sport&page=" .. (n % 50)
+    .. "&sort=price_asc&lang=en", h)
+end
+LUA
 HDRS=(-H "Host: localhost" -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
       -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
       -H "Accept-Language: en-US,en;q=0.5" -H "Cookie: session=abc123; theme=dark")
@@ -117,6 +137,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -G --data-urlencode "id=1' OR 1=1-
 run() { # name base run
   wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" "$2$QS" > "$OUT/waf-$1-get-$3.txt" 2>&1 || true
   wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/post.lua" "$2/orders" > "$OUT/waf-$1-post-$3.txt" 2>&1 || true
+  wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/varied.lua" "$2/" > "$OUT/waf-$1-varied-$3.txt" 2>&1 || true
 }
 for r in $(seq 1 "$RUNS"); do
   run nowaf "http://127.0.0.1:$GW/nowaf" "$r"
@@ -137,8 +158,10 @@ def parse(path):
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     return rps, p99, int(errs.group(1)) if errs else 0
 names = {"nowaf": "palisade, no WAF", "waf": "palisade + CRS PL1 (block)", "apache": "Apache httpd + mod_security2 + CRS PL1"}
-for kind in ("get", "post"):
-    print(f"\n{kind.upper()} (benign)\n")
+titles = {"get": "GET (benign, the same request every time)", "post": "POST (benign, the same request every time)",
+          "varied": "GET varied (benign; query values and session cookie different in every request)"}
+for kind in ("get", "post", "varied"):
+    print(f"\n{titles[kind]}\n")
     print("| target | req/s (median) | p99 ms (median) | ratio to palisade no-WAF (per run) | ratio to Apache (per run) | non-2xx |")
     print("|---|---:|---:|---|---|---:|")
     base = [parse(f"{out}/waf-nowaf-{kind}-{r}.txt")[0] for r in range(1, runs + 1)]

@@ -11,9 +11,26 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use crate::rx::{log_escape_re, Rx};
 
-/// Macro expansion the engine provides, for operator arguments containing `%{tx.foo}` and the like.
+/// Macro expansion the engine provides, for operator arguments containing `%{tx.foo}` and the like. The result is
+/// shared (`Arc`) so an engine can hand out a remembered expansion without copying it for every value checked.
 pub trait MacroEnv {
-    fn expand(&self, template: &str) -> String;
+    fn expand(&self, template: &str) -> std::sync::Arc<[u8]>;
+}
+
+/// An operator argument's bytes: the fixed text, or an expansion.
+enum ArgBytes<'a> {
+    Fixed(&'a [u8]),
+    Expanded(std::sync::Arc<[u8]>),
+}
+
+impl std::ops::Deref for ArgBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ArgBytes::Fixed(b) => b,
+            ArgBytes::Expanded(r) => r,
+        }
+    }
 }
 
 /// How many distinct macro-expanded `@rx` patterns one operator keeps compiled.
@@ -35,10 +52,10 @@ impl Arg {
         }
     }
 
-    fn get<'a>(&'a self, env: &dyn MacroEnv) -> std::borrow::Cow<'a, [u8]> {
+    fn get<'a>(&'a self, env: &dyn MacroEnv) -> ArgBytes<'a> {
         match self {
-            Arg::Fixed(v) => std::borrow::Cow::Borrowed(v),
-            Arg::Macro(t) => std::borrow::Cow::Owned(env.expand(t).into_bytes()),
+            Arg::Fixed(v) => ArgBytes::Fixed(v),
+            Arg::Macro(t) => ArgBytes::Expanded(env.expand(t)),
         }
     }
 }
@@ -222,6 +239,25 @@ impl Operator {
         }
     }
 
+    /// The macro template of the argument (`@within %{tx.allowed_methods}`), when it has one: an engine may parse
+    /// it once at load and serve [`MacroEnv::expand`] from that.
+    pub fn macro_template(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::RxMacro { template, .. } => Some(template),
+            Kind::StrEq(a)
+            | Kind::Contains(a)
+            | Kind::ContainsWord(a)
+            | Kind::BeginsWith(a)
+            | Kind::EndsWith(a)
+            | Kind::Within(a)
+            | Kind::Num(_, a) => match a {
+                Arg::Macro(t) => Some(t),
+                Arg::Fixed(_) => None,
+            },
+            _ => None,
+        }
+    }
+
     /// For `@pm`-style prefiltering by the engine: the literal phrases, when the operator is a phrase match.
     pub fn phrases(&self) -> Option<&[Vec<u8>]> {
         match &self.kind {
@@ -271,7 +307,7 @@ impl Operator {
                     None => false,
                 }
             }
-            Kind::StrEq(a) => a.get(env).as_ref() == input,
+            Kind::StrEq(a) => *a.get(env) == *input,
             Kind::Contains(a) => {
                 let needle = a.get(env);
                 needle.is_empty() || memchr::memmem::find(input, &needle).is_some()
@@ -337,7 +373,7 @@ fn rx_match(rx: &Rx, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool 
 /// v2 expands the macros, escapes the result with `log_escape_re` and compiles it; compiled patterns are
 /// kept per expansion (bounded).
 fn dynamic_rx(template: &str, cache: &Mutex<HashMap<String, Arc<Rx>>>, env: &dyn MacroEnv) -> Option<Arc<Rx>> {
-    let pattern = log_escape_re(env.expand(template).as_bytes());
+    let pattern = log_escape_re(&env.expand(template));
     if let Ok(c) = cache.lock() {
         if let Some(rx) = c.get(&pattern) {
             return Some(Arc::clone(rx));

@@ -7,10 +7,12 @@ use std::path::Path;
 
 struct Env;
 impl MacroEnv for Env {
-    fn expand(&self, t: &str) -> String {
+    fn expand(&self, t: &str) -> std::sync::Arc<[u8]> {
         t.replace("%{tx.methods}", "GET HEAD POST")
             .replace("%{tx.n}", "5")
             .replace("%{tx.charsets}", "utf-8|iso-8859-1")
+            .into_bytes()
+            .into()
     }
 }
 

@@ -31,6 +31,10 @@ pub struct RuleSet {
     pub(crate) pure: PurePlan,
     /// Whether pure rules are decided through the verdict memo (on by default; off for comparisons).
     pub(crate) memo: bool,
+    /// Operator arguments with macros (`%{tx.allowed_methods}`), parsed once here rather than per evaluation, with
+    /// whether they read only the writable collections (TX, IP, ...): a transaction may then keep an expansion
+    /// until one of those changes.
+    pub(crate) templates: HashMap<String, (crate::macros::MacroStr, bool)>,
 }
 
 /// A rule index that is not a pure chain starter.
@@ -315,10 +319,30 @@ impl Builder {
             }
         }
         let pure = PurePlan::build(&self.rules);
+        let mut templates = HashMap::new();
+        for r in &self.rules {
+            let mut cur = Some(r);
+            while let Some(rule) = cur {
+                if let Some(t) = rule.op.as_ref().and_then(Operator::macro_template) {
+                    templates.entry(t.to_owned()).or_insert_with(|| {
+                        let m = crate::macros::MacroStr::parse(t);
+                        let stores_only = m.parts.iter().all(|p| match p {
+                            crate::macros::Part::Lit(_) => true,
+                            crate::macros::Part::Ref(v, _) => {
+                                matches!(v, crate::vars::Var::Coll(crate::vars::Coll::Store(_)))
+                            }
+                        });
+                        (m, stores_only)
+                    });
+                }
+                cur = rule.chain.as_deref();
+            }
+        }
         Ok(RuleSet {
             id: NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pure,
             memo: true,
+            templates,
             tnodes: self.trie.len() + 1,
             rules: self.rules,
             phases,

@@ -58,7 +58,9 @@ pub(crate) fn with<R>(set: u64, pure: usize, f: impl FnOnce(&mut Memo) -> R) -> 
         };
         // Most recently used last, so the oldest set is the one dropped.
         let last = memos.len() - 1;
-        memos.swap(pos, last);
+        if pos != last {
+            memos.swap(pos, last);
+        }
         match memos.last_mut() {
             Some(m) => f(m),
             None => f(&mut Memo::new(set, pure)),

@@ -332,6 +332,10 @@ pub struct Transaction<'r> {
     pure_vals: Vec<(u32, u32)>,
     /// Memo entry per value id, for this phase ([`UNSET`] when not looked up yet).
     entry_of_id: Vec<u32>,
+    /// Bumped on every write to TX or another store: what `arg_cache` entries are valid for.
+    stores_gen: u64,
+    /// (stores_gen, expansions of store-only operator-argument templates, by template address).
+    arg_cache: RefCell<(u64, Vec<(usize, Arc<[u8]>)>)>,
 }
 
 /// A group not enumerated yet, or a value id not looked up yet in the memo.
@@ -380,6 +384,8 @@ impl<'r> Transaction<'r> {
             pure_spans: Vec::new(),
             pure_vals: Vec::new(),
             entry_of_id: Vec::new(),
+            stores_gen: 0,
+            arg_cache: RefCell::new((0, Vec::new())),
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -437,6 +443,7 @@ impl<'r> Transaction<'r> {
     pub fn set_var(&mut self, name: &str, value: &str) {
         let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
         if let Some(i) = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll)) {
+            self.stores_gen += 1;
             if let Some(st) = self.stores.get_mut(i) {
                 st.set(key.as_bytes(), value.as_bytes().to_vec());
             }
@@ -769,6 +776,7 @@ impl<'r> Transaction<'r> {
         }
         let mut skip = 0u32;
         let mut skip_after: Option<&str> = None;
+        let mut skip_after_id: Option<u32> = None;
         for &ri in list {
             let Some(rule) = rs.rules.get(ri) else { continue };
             if let Some(m) = &rule.marker {
@@ -777,8 +785,9 @@ impl<'r> Transaction<'r> {
                 }
                 continue;
             }
-            if let Some(target) = skip_after {
-                if target.parse::<u32>().ok() == Some(rule.id) {
+            if skip_after.is_some() {
+                // The target as a rule id, parsed once when the skip started (not per skipped rule).
+                if skip_after_id == Some(rule.id) {
                     skip_after = None;
                 }
                 continue;
@@ -848,6 +857,7 @@ impl<'r> Transaction<'r> {
             }
             if let Some(sa) = &rule.skip_after {
                 skip_after = Some(sa.as_str());
+                skip_after_id = sa.parse::<u32>().ok();
             }
         }
         self.current = None;
@@ -1014,6 +1024,7 @@ impl<'r> Transaction<'r> {
         let first = matched.first().map(|m| m.name.clone()).unwrap_or_default();
         for m in matched {
             if !m.captures.is_empty() {
+                self.stores_gen += 1;
                 if let Some(tx) = self.stores.get_mut(TX_STORE) {
                     for (name, c) in CAPTURE_NAMES.iter().zip(m.captures) {
                         tx.set(name, c);
@@ -1098,6 +1109,7 @@ impl<'r> Transaction<'r> {
         for e in &rule.effects {
             match e {
                 Effect::SetVar { store, name, op, value } => {
+                    self.stores_gen += 1;
                     let name = self.expand_cow(name);
                     let Some(st) = self.stores.get(*store) else { continue };
                     match op {
@@ -1220,7 +1232,12 @@ impl<'r> Transaction<'r> {
 
     /// Append the values of one (non-exclusion) target.
     fn values<'a>(&'a self, t: &Target, f: &mut dyn FnMut(Val<'a>)) {
-        match t.var {
+        self.values_of(t.var, &t.key, &t.key_text, f);
+    }
+
+    /// The values of `var` selected by `key` (`key_text`: the key as written, for XML paths).
+    fn values_of<'a>(&'a self, var: Var, key: &Key, key_text: &str, f: &mut dyn FnMut(Val<'a>)) {
+        match var {
             Var::Scalar(s) => {
                 let v = self.scalar(s);
                 // ModSecurity has no value for unset body/response variables; count 0 for them.
@@ -1228,14 +1245,14 @@ impl<'r> Transaction<'r> {
                     return;
                 }
                 let id = self.scalar_ids.get(s as usize).copied().unwrap_or(NO_ID);
-                f(Val { var: t.var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v), id });
+                f(Val { var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v), id });
             }
             Var::Coll(Coll::Xml) => {
-                let list = if t.key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
+                let list = if key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
                 for v in list {
                     f(Val {
-                        var: t.var,
-                        key: Cow::Owned(t.key_text.as_bytes().to_vec()),
+                        var: var,
+                        key: Cow::Owned(key_text.as_bytes().to_vec()),
                         value: Cow::Borrowed(v),
                         id: NO_ID,
                     });
@@ -1244,19 +1261,19 @@ impl<'r> Transaction<'r> {
             Var::Coll(Coll::Rule) => {
                 if let Some(r) = self.current {
                     for (k, v) in rule_fields(r) {
-                        if t.key.matches(k.as_bytes()) {
-                            f(Val { var: t.var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v), id: NO_ID });
+                        if key.matches(k.as_bytes()) {
+                            f(Val { var, key: Cow::Borrowed(k.as_bytes()), value: Cow::Owned(v), id: NO_ID });
                         }
                     }
                 }
             }
             Var::Coll(c) => {
-                if let (Coll::Store(i), Key::Name(n)) = (c, &t.key) {
+                if let (Coll::Store(i), Key::Name(n)) = (c, key) {
                     // Direct lookup for TX:name (the common case).
                     if let Some(st) = self.stores.get(i) {
                         if let Some(&idx) = st.index.get(n.as_slice()) {
                             if let Some((k, v)) = st.entries.get(idx) {
-                                f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id: NO_ID });
+                                f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id: NO_ID });
                             }
                         }
                     }
@@ -1264,9 +1281,9 @@ impl<'r> Transaction<'r> {
                 }
                 for (list, base) in self.pairs(c) {
                     for (i, (k, v)) in list.iter().enumerate() {
-                        if t.key.matches(k) {
+                        if key.matches(k) {
                             let id = member_id(base, i, 0);
-                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id });
+                            f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id });
                         }
                     }
                 }
@@ -1274,9 +1291,9 @@ impl<'r> Transaction<'r> {
             Var::Names(c) => {
                 for (list, base) in self.pairs(c) {
                     for (i, (k, _)) in list.iter().enumerate() {
-                        if t.key.matches(k) {
+                        if key.matches(k) {
                             let id = member_id(base, i, 1);
-                            f(Val { var: t.var, key: Cow::Borrowed(k), value: Cow::Borrowed(k), id });
+                            f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(k), id });
                         }
                     }
                 }
@@ -1285,19 +1302,14 @@ impl<'r> Transaction<'r> {
     }
 
     /// The first value of a macro reference.
-    fn macro_value(&self, var: Var, key: &Key) -> Vec<u8> {
-        let t = Target { var, key: key.clone(), count: false, exclude: false, key_text: String::new() };
-        let mut first: Option<Vec<u8>> = None;
-        self.values(&t, &mut |v| {
-            if first.is_none() {
-                first = Some(v.value.into_owned());
+    /// Append the first value of a macro reference to `out`.
+    fn macro_value(&self, var: Var, key: &Key, out: &mut Vec<u8>) {
+        let mut first = true;
+        self.values_of(var, key, "", &mut |v| {
+            if std::mem::take(&mut first) {
+                out.extend_from_slice(&v.value);
             }
         });
-        first.unwrap_or_default()
-    }
-
-    fn expand(&self, m: &MacroStr) -> Vec<u8> {
-        self.expand_cow(m).into_owned()
     }
 
     /// The expansion of `m`, borrowed when it is a plain literal (most setvar names and values).
@@ -1309,20 +1321,43 @@ impl<'r> Transaction<'r> {
         for p in &m.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
-                Part::Ref(var, key) => out.extend_from_slice(&self.macro_value(*var, key)),
+                Part::Ref(var, key) => self.macro_value(*var, key, &mut out),
             }
         }
         Cow::Owned(out)
     }
 
     fn expand_str(&self, m: &MacroStr) -> String {
-        String::from_utf8_lossy(&self.expand(m)).into_owned()
+        match self.expand_cow(m) {
+            Cow::Borrowed(b) => String::from_utf8_lossy(b).into_owned(),
+            Cow::Owned(v) => {
+                String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            }
+        }
     }
 }
 
 impl MacroEnv for Transaction<'_> {
-    fn expand(&self, template: &str) -> String {
-        self.expand_str(&MacroStr::parse(template))
+    fn expand(&self, template: &str) -> Arc<[u8]> {
+        let Some((m, stores_only)) = self.rs.templates.get(template) else {
+            return Arc::from(self.expand_cow(&MacroStr::parse(template)));
+        };
+        if !*stores_only {
+            return Arc::from(self.expand_cow(m));
+        }
+        // Reads only TX and the other stores: the expansion holds until one of them changes.
+        let key = template.as_ptr() as usize;
+        let mut cache = self.arg_cache.borrow_mut();
+        if cache.0 != self.stores_gen {
+            cache.0 = self.stores_gen;
+            cache.1.clear();
+        }
+        if let Some((_, v)) = cache.1.iter().find(|(k, _)| *k == key) {
+            return Arc::clone(v);
+        }
+        let v: Arc<[u8]> = Arc::from(self.expand_cow(m));
+        cache.1.push((key, Arc::clone(&v)));
+        v
     }
 }
 

@@ -302,7 +302,9 @@ pub(crate) enum Key {
     All,
     /// Exact name, stored lowercased (compared case-insensitively).
     Name(Vec<u8>),
-    Regex(Regex),
+    /// A regex, with the literal (lowercased) every name it matches must start with, when it is anchored on one
+    /// (`/^header_name_920450_/`): names without it are rejected without running the regex.
+    Regex(Regex, Vec<u8>),
 }
 
 impl Key {
@@ -310,7 +312,9 @@ impl Key {
         match self {
             Key::All => true,
             Key::Name(n) => n.eq_ignore_ascii_case(name),
-            Key::Regex(r) => r.is_match(name),
+            Key::Regex(r, prefix) => {
+                name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) && r.is_match(name)
+            }
         }
     }
 }
@@ -333,6 +337,20 @@ impl Target {
     pub(crate) fn excludes(&self, var: Var, name: &[u8]) -> bool {
         self.exclude && self.var == var && self.key.matches(name)
     }
+}
+
+/// The literal text an anchored key regex starts with (`^abc_d` gives `abc_d`), lowercased; empty when none.
+/// Only letters, digits, `_` and `-` count, a character followed by a quantifier is left out, and a pattern with
+/// `|` has none.
+fn anchored_prefix(re: &str) -> Vec<u8> {
+    // An alternation anywhere may be at the top level (`^ab|cd` matches "xcd"): no prefix then.
+    let Some(rest) = re.strip_prefix('^').filter(|_| !re.contains('|')) else { return Vec::new() };
+    let b = rest.as_bytes();
+    let mut n = b.iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-').count();
+    if matches!(b.get(n), Some(b'*' | b'?' | b'{' | b'+')) {
+        n = n.saturating_sub(1);
+    }
+    b.get(..n).unwrap_or_default().to_ascii_lowercase()
 }
 
 /// Parse a variable list such as `ARGS|!ARGS:foo|REQUEST_COOKIES:/^a|b$/|&TX:x`.
@@ -430,7 +448,7 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
                     .dot_matches_new_line(true)
                     .build()
                     .map_err(|e| format!("bad regex key in {s}: {e}"))?;
-                Key::Regex(compiled)
+                Key::Regex(compiled, anchored_prefix(re))
             } else {
                 let k = k.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')).unwrap_or(k);
                 Key::Name(k.to_ascii_lowercase().into_bytes())
@@ -443,6 +461,18 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchored_regex_keys_have_a_literal_prefix() {
+        assert_eq!(anchored_prefix("^header_name_920450_"), b"header_name_920450_");
+        assert_eq!(anchored_prefix("^Ab-c*"), b"ab-");
+        assert_eq!(anchored_prefix("^ab+"), b"a");
+        assert_eq!(anchored_prefix("^ab|cd"), b"");
+        assert_eq!(anchored_prefix("ab"), b"");
+        assert_eq!(anchored_prefix("^(ab)"), b"");
+        let t = parse_target("TX:/^HEADER_name_/").unwrap();
+        assert!(t.key.matches(b"header_NAME_host") && !t.key.matches(b"other") && !t.key.matches(b"hea"));
+    }
 
     #[test]
     fn parses_lists_with_regex_keys_exclusions_and_counts() {

@@ -76,12 +76,18 @@ fn benign_requests_through_crs_pl1() {
     let mut report = String::new();
     // The machine is shared: report the best of several batches (the least disturbed one).
     let n: u32 = std::env::var("PERF_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    // PERF_SCENARIO=0|1|2 runs one scenario only (for a profiler).
+    let only: Option<usize> = std::env::var("PERF_SCENARIO").ok().and_then(|v| v.parse().ok());
     let mut counter = 0u32;
-    for (label, memo, varied) in [
+    let scenarios = [
         ("verdict memo off", false, false),
         ("memo on, same request", true, false),
         ("memo on, varied values", true, true),
-    ] {
+    ];
+    for (i, (label, memo, varied)) in scenarios.into_iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
         rs.set_verdict_memo(memo);
         for post in [false, true] {
             counter += 1;
