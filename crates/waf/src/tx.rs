@@ -335,8 +335,11 @@ pub struct Transaction<'r> {
     /// Bumped on every write to TX or another store: what `arg_cache` entries are valid for.
     stores_gen: u64,
     /// (stores_gen, expansions of store-only operator-argument templates, by template address).
-    arg_cache: RefCell<(u64, Vec<(usize, Arc<[u8]>)>)>,
+    arg_cache: RefCell<ArgCache>,
 }
+
+/// (stores generation, (template address, expansion) pairs).
+type ArgCache = (u64, Vec<(usize, Arc<[u8]>)>);
 
 /// A group not enumerated yet, or a value id not looked up yet in the memo.
 const UNSET: u32 = u32::MAX - 1;
@@ -1250,12 +1253,7 @@ impl<'r> Transaction<'r> {
             Var::Coll(Coll::Xml) => {
                 let list = if key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
                 for v in list {
-                    f(Val {
-                        var: var,
-                        key: Cow::Owned(key_text.as_bytes().to_vec()),
-                        value: Cow::Borrowed(v),
-                        id: NO_ID,
-                    });
+                    f(Val { var, key: Cow::Owned(key_text.as_bytes().to_vec()), value: Cow::Borrowed(v), id: NO_ID });
                 }
             }
             Var::Coll(Coll::Rule) => {
