@@ -147,8 +147,10 @@ struct Record<'r> {
 }
 
 struct Matched {
-    name: String,
-    value: Vec<u8>,
+    var: Var,
+    /// The member name and the (transformed) value, as ranges of the transaction's `matched_bytes`.
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
     /// TX:0..9 of this match (`capture`): actions of each match see their own captures.
     captures: Vec<Vec<u8>>,
 }
@@ -306,7 +308,13 @@ pub struct Transaction<'r> {
     resp_headers: Vec<Pair>,
     xml_text: Vec<Vec<u8>>,
     xml_attrs: Vec<Vec<u8>>,
+    /// MATCHED_VARS: the first `matched_len` entries (the rest are buffers kept for reuse).
     matched_vars: Vec<Pair>,
+    matched_len: usize,
+    /// Scratch of `eval_rule`, kept between rules so a match allocates nothing once they have grown.
+    matched_buf: Vec<Matched>,
+    matched_bytes: Vec<u8>,
+    name_buf: Vec<u8>,
     stores: Vec<Store>,
     removed: Vec<RuleSel>,
     removed_targets: Vec<(RuleSel, Arc<Target>)>,
@@ -367,6 +375,10 @@ impl<'r> Transaction<'r> {
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
             matched_vars: Vec::new(),
+            matched_len: 0,
+            matched_buf: Vec::new(),
+            matched_bytes: Vec::new(),
+            name_buf: Vec::new(),
             stores: (0..STORES.len())
                 .map(|i| if i == TX_STORE { Store::with_capacity(TX_CAPACITY) } else { Store::default() })
                 .collect(),
@@ -408,6 +420,32 @@ impl<'r> Transaction<'r> {
         }
         t.set_scalar(Scalar::HighestSeverity, b"255".to_vec());
         t
+    }
+
+    /// Set a scalar to a copy of `v`, reusing its buffer.
+    fn set_scalar_from(&mut self, s: Scalar, v: &[u8]) {
+        if let Some(slot) = self.scalars.get_mut(s as usize) {
+            slot.clear();
+            slot.extend_from_slice(v);
+        }
+        let id = self.cache.get_mut().reserve(1);
+        if let Some(slot) = self.scalar_ids.get_mut(s as usize) {
+            *slot = id;
+        }
+    }
+
+    /// Append to MATCHED_VARS, reusing a kept entry's buffers.
+    fn push_matched_var(&mut self, name: &[u8], value: &[u8]) {
+        match self.matched_vars.get_mut(self.matched_len) {
+            Some((n, v)) => {
+                n.clear();
+                n.extend_from_slice(name);
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => self.matched_vars.push((name.to_vec(), value.to_vec())),
+        }
+        self.matched_len += 1;
     }
 
     fn set_scalar(&mut self, s: Scalar, v: Vec<u8>) {
@@ -806,7 +844,7 @@ impl<'r> Transaction<'r> {
                 break;
             }
             self.current = Some(rule);
-            self.matched_vars.clear();
+            self.matched_len = 0;
             if use_memo {
                 let p = rs.pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
                 if p != NOT_PURE && !self.may_match(rule, p) {
@@ -982,64 +1020,87 @@ impl<'r> Transaction<'r> {
             self.run_effects(rule);
             return Some(String::new());
         };
-        let mut matched: Vec<Matched> = Vec::new();
+        // Matched values go into buffers the transaction keeps (taken here, put back below): most rules that match
+        // match once, and allocating per match was a large share of a request's cost.
+        let mut matched = std::mem::take(&mut self.matched_buf);
+        let mut bytes = std::mem::take(&mut self.matched_bytes);
+        matched.clear();
+        bytes.clear();
         {
             let this: &Self = self;
             let mut caps: Vec<Vec<u8>> = Vec::new();
             this.visit(rule, starter_id, &mut |v: Val<'_>| {
-                let mut hit: Option<Vec<u8>> = None;
+                let start = bytes.len();
+                let mut mid = start;
+                let mut hit;
                 if rule.multi_match {
                     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&*v.value);
                     let check = |data: &[u8], caps: &mut Vec<Vec<u8>>| {
                         caps.clear();
                         op.matches(data, this, if rule.capture { Some(caps) } else { None })
                     };
-                    if check(&cur, &mut caps) {
-                        hit = Some(cur.to_vec());
-                    }
+                    hit = check(&cur, &mut caps);
                     for t in &rule.transforms {
-                        if hit.is_some() {
+                        if hit {
                             break;
                         }
                         if let Some(n) = t.apply(&cur) {
                             cur = Cow::Owned(n);
-                            if check(&cur, &mut caps) {
-                                hit = Some(cur.to_vec());
-                            }
+                            hit = check(&cur, &mut caps);
                         }
+                    }
+                    if hit {
+                        bytes.extend_from_slice(&v.key);
+                        mid = bytes.len();
+                        bytes.extend_from_slice(&cur);
                     }
                 } else {
                     let tv = this.transformed(rule, &v.value, v.id);
                     caps.clear();
-                    if op.matches(&tv, this, if rule.capture { Some(&mut caps) } else { None }) {
-                        hit = Some(tv.to_vec());
+                    hit = op.matches(&tv, this, if rule.capture { Some(&mut caps) } else { None });
+                    if hit {
+                        bytes.extend_from_slice(&v.key);
+                        mid = bytes.len();
+                        bytes.extend_from_slice(&tv);
                     }
                 }
-                if let Some(value) = hit {
+                if hit {
                     let captures = if rule.capture { std::mem::take(&mut caps) } else { Vec::new() };
-                    matched.push(Matched { name: var_display(v.var, &v.key), value, captures });
+                    matched.push(Matched { var: v.var, key: start..mid, value: mid..bytes.len(), captures });
                 }
             });
         }
-        if matched.is_empty() {
-            return None;
-        }
-        let first = matched.first().map(|m| m.name.clone()).unwrap_or_default();
-        for m in matched {
+        let mut first = None;
+        let mut name = std::mem::take(&mut self.name_buf);
+        for m in matched.iter_mut() {
             if !m.captures.is_empty() {
                 self.stores_gen += 1;
                 if let Some(tx) = self.stores.get_mut(TX_STORE) {
-                    for (name, c) in CAPTURE_NAMES.iter().zip(m.captures) {
-                        tx.set(name, c);
+                    for (n, c) in CAPTURE_NAMES.iter().zip(std::mem::take(&mut m.captures)) {
+                        tx.set(n, c);
                     }
                 }
             }
-            self.set_scalar(Scalar::MatchedVar, m.value.clone());
-            self.set_scalar(Scalar::MatchedVarName, m.name.clone().into_bytes());
-            self.matched_vars.push((m.name.into_bytes(), m.value));
+            let key = bytes.get(m.key.clone()).unwrap_or_default();
+            let value = bytes.get(m.value.clone()).unwrap_or_default();
+            name.clear();
+            name.extend_from_slice(m.var.name().as_bytes());
+            if !key.is_empty() {
+                name.push(b':');
+                name.extend_from_slice(key);
+            }
+            if first.is_none() {
+                first = Some(String::from_utf8_lossy(&name).into_owned());
+            }
+            self.set_scalar_from(Scalar::MatchedVar, value);
+            self.set_scalar_from(Scalar::MatchedVarName, &name);
+            self.push_matched_var(&name, value);
             self.run_effects(rule);
         }
-        Some(first)
+        self.name_buf = name;
+        self.matched_buf = matched;
+        self.matched_bytes = bytes;
+        first
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
@@ -1225,7 +1286,7 @@ impl<'r> Transaction<'r> {
             Coll::PartHeaders => [(&self.part_headers, b(Slot::PartHeaders)), none],
             Coll::RespHeaders => [(&self.resp_headers, b(Slot::RespHeaders)), none],
             // Changed while rules run (cleared per rule, setvar): looked up by content.
-            Coll::MatchedVars => [(&self.matched_vars, NO_ID), none],
+            Coll::MatchedVars => [(self.matched_vars.get(..self.matched_len).unwrap_or_default(), NO_ID), none],
             Coll::Store(i) => [(self.stores.get(i).map_or(&[][..], |s| s.entries.as_slice()), NO_ID), none],
             Coll::FilesTmpNames | Coll::FilesTmpContent | Coll::Env | Coll::Geo | Coll::Rule | Coll::Xml => {
                 [none, none]
@@ -1392,14 +1453,6 @@ fn rule_fields(r: &Rule) -> Vec<(&'static str, Vec<u8>)> {
         ("rev", r.rev.clone().into_bytes()),
         ("ver", r.ver.clone().into_bytes()),
     ]
-}
-
-fn var_display(var: Var, key: &[u8]) -> String {
-    if key.is_empty() {
-        var.name().to_string()
-    } else {
-        format!("{}:{}", var.name(), String::from_utf8_lossy(key))
-    }
 }
 
 /// The decimal text of `n` in `buf` (20 bytes hold any i64).
