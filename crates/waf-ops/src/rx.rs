@@ -77,6 +77,14 @@ impl Rx {
     pub(crate) fn captures(&self, input: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
         match &self.engine {
             Engine::Bytes(re) => {
+                if re.captures_len() == 1 {
+                    // No groups of its own: group 0 is the leftmost-first match, which `find` gives without
+                    // the capture engines (CRS rules capture whole values, e.g. 920450's `^.*$` per header).
+                    let Some(m) = re.find(input) else { return false };
+                    out.clear();
+                    out.push(m.as_bytes().to_vec());
+                    return true;
+                }
                 // Most inputs do not match: the DFA-only is_match is far cheaper than a capture search.
                 if !re.is_match(input) {
                     return false;

@@ -315,6 +315,8 @@ pub struct Transaction<'r> {
     matched_buf: Vec<Matched>,
     matched_bytes: Vec<u8>,
     name_buf: Vec<u8>,
+    /// Scratch of `run_effects`: a setvar's expanded name and value.
+    expand_bufs: (Vec<u8>, Vec<u8>),
     stores: Vec<Store>,
     removed: Vec<RuleSel>,
     removed_targets: Vec<(RuleSel, Arc<Target>)>,
@@ -379,6 +381,7 @@ impl<'r> Transaction<'r> {
             matched_buf: Vec::new(),
             matched_bytes: Vec::new(),
             name_buf: Vec::new(),
+            expand_bufs: (Vec::new(), Vec::new()),
             stores: (0..STORES.len())
                 .map(|i| if i == TX_STORE { Store::with_capacity(TX_CAPACITY) } else { Store::default() })
                 .collect(),
@@ -1170,34 +1173,50 @@ impl<'r> Transaction<'r> {
     }
 
     fn run_effects(&mut self, rule: &Rule) {
+        // Expansions go into two buffers the transaction keeps (CRS rules write a TX variable per matched value).
+        let (mut nbuf, mut vbuf) = std::mem::take(&mut self.expand_bufs);
         for e in &rule.effects {
             match e {
                 Effect::SetVar { store, name, op, value } => {
                     self.stores_gen += 1;
-                    let name = self.expand_cow(name);
+                    let name: &[u8] = match name.literal() {
+                        Some(l) => l,
+                        None => {
+                            nbuf.clear();
+                            self.expand_into(name, &mut nbuf);
+                            &nbuf
+                        }
+                    };
                     let Some(st) = self.stores.get(*store) else { continue };
+                    let value: &[u8] = match value.literal() {
+                        Some(l) => l,
+                        None => {
+                            vbuf.clear();
+                            self.expand_into(value, &mut vbuf);
+                            &vbuf
+                        }
+                    };
                     match op {
                         SetOp::Delete => {
                             if let Some(st) = self.stores.get_mut(*store) {
-                                st.remove(&name);
+                                st.remove(name);
                             }
                         }
                         SetOp::Set => {
-                            let v = self.expand_cow(value);
                             if let Some(st) = self.stores.get_mut(*store) {
-                                st.set_from(&name, &v);
+                                st.set_from(name, value);
                             }
                         }
                         SetOp::Add | SetOp::Sub => {
-                            let old = st.get(&name).map(parse_i64).unwrap_or(0);
-                            let delta = parse_i64(&self.expand_cow(value));
+                            let old = st.get(name).map(parse_i64).unwrap_or(0);
+                            let delta = parse_i64(value);
                             let new = if matches!(op, SetOp::Add) {
                                 old.saturating_add(delta)
                             } else {
                                 old.saturating_sub(delta)
                             };
                             if let Some(st) = self.stores.get_mut(*store) {
-                                st.set_i64(&name, new);
+                                st.set_i64(name, new);
                             }
                         }
                     }
@@ -1214,6 +1233,7 @@ impl<'r> Transaction<'r> {
                 },
             }
         }
+        self.expand_bufs = (nbuf, vbuf);
     }
 
     /// All values the rule's targets select, minus exclusions (the rule's `!` targets and ctl removals).
@@ -1377,13 +1397,18 @@ impl<'r> Transaction<'r> {
             return Cow::Borrowed(l);
         }
         let mut out = Vec::new();
+        self.expand_into(m, &mut out);
+        Cow::Owned(out)
+    }
+
+    /// Append the expansion of `m` to `out`.
+    fn expand_into(&self, m: &MacroStr, out: &mut Vec<u8>) {
         for p in &m.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
-                Part::Ref(var, key) => self.macro_value(*var, key, &mut out),
+                Part::Ref(var, key) => self.macro_value(*var, key, out),
             }
         }
-        Cow::Owned(out)
     }
 
     fn expand_str(&self, m: &MacroStr) -> String {
