@@ -5,13 +5,15 @@
 # backend, same certificate, 2 workers each, one run after the other, repeated RUNS times.
 # Prints a Markdown table; raw wrk output in bench/out/chain-*.txt.
 # Usage: bench/chain.sh [runs=3] [duration=8s] [connections=64]     Needs (apt): wrk nginx-light
+# SKIP_BUILD=1 uses the release binary as built; PERF_OUT=FILE records a perf profile of the gateway
+# during the first full-chain run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; THREADS=2
 OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/chain-*.txt
 for t in wrk nginx openssl curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
-cargo build --release -q
+[ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -q
 PALISADE=$CARGO_TARGET_DIR/release/palisade
 BACKEND=18000; NGINX=18301; GW=18302; IDP=18310
 PIDS=(); DATA=$(mktemp -d)
@@ -91,9 +93,16 @@ for p in plain ratelimit jwt cedar full; do
   [ "$code" = 200 ] || { echo "palisade /$p answered $code"; exit 1; }
 done
 
+GWPID=${PIDS[-1]}
 run() { # name port path run
+  # PERF_OUT=file: also record a perf profile of the gateway during the first run of the full chain.
+  local perf_pid=
+  if [ -n "${PERF_OUT:-}" ] && [ "$1" = full ] && [ "$4" = 1 ] && command -v perf >/dev/null; then
+    perf record -F 2000 -g -p "$GWPID" -o "$PERF_OUT" -- sleep "${DUR%s}" >/dev/null 2>&1 & perf_pid=$!
+  fi
   wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$2$3" \
     > "$OUT/chain-$1-$4.txt" 2>&1 || true
+  [ -z "$perf_pid" ] || wait "$perf_pid" || true
 }
 for r in $(seq 1 "$RUNS"); do
   run nginx $NGINX /orders "$r"

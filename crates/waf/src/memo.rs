@@ -16,6 +16,9 @@ pub(crate) const NO_ENTRY: u32 = u32::MAX;
 
 /// Values longer than this are not remembered (bodies, large arguments): they are rarely seen twice.
 const MAX_VALUE: usize = 1024;
+/// Bytes of remembered values per memo within one phase, so that long hostile values cannot make a memo large:
+/// with [`KEEP`] and the bit rows, a memo stays under about 2.5 MiB.
+const MAX_BYTES: usize = 2 << 20;
 /// Entries kept between transactions; past this the memo starts over at the next phase start.
 const KEEP: usize = 4096;
 /// Hard bound within one phase (a request with very many distinct values evaluates the rest normally).
@@ -34,6 +37,8 @@ pub(crate) struct Memo {
     keys: Vec<Box<[u8]>>,
     /// Per entry: `words` words of "known" bits, then `words` words of "matched" bits.
     bits: Vec<u64>,
+    /// Sum of the remembered values' lengths.
+    key_bytes: usize,
     /// Bumped whenever entries are dropped, so a transaction never keeps a stale entry number across phases.
     pub(crate) generation: u64,
 }
@@ -78,17 +83,19 @@ impl Memo {
             next: Vec::new(),
             keys: Vec::new(),
             bits: Vec::new(),
+            key_bytes: 0,
             generation: 0,
         }
     }
 
     /// Called at the start of a phase: past [`KEEP`] entries, start over.
     pub(crate) fn trim(&mut self) {
-        if self.keys.len() > KEEP {
+        if self.keys.len() > KEEP || self.key_bytes > MAX_BYTES / 2 {
             self.index.clear();
             self.next.clear();
             self.keys.clear();
             self.bits.clear();
+            self.key_bytes = 0;
             self.generation = self.generation.wrapping_add(1);
         }
     }
@@ -107,9 +114,10 @@ impl Memo {
             }
             e = self.next.get(i).copied().unwrap_or(NO_ENTRY);
         }
-        if self.keys.len() >= HARD {
+        if self.keys.len() >= HARD || self.key_bytes + value.len() > MAX_BYTES {
             return NO_ENTRY;
         }
+        self.key_bytes += value.len();
         let Ok(new) = u32::try_from(self.keys.len()) else { return NO_ENTRY };
         let prev = self.index.insert(h, new).unwrap_or(NO_ENTRY);
         self.next.push(prev);
@@ -178,6 +186,21 @@ mod tests {
         m.trim();
         assert_eq!((m.keys.len(), m.generation), (0, g + 1));
         assert_eq!(m.entry(b"one more"), 0);
+    }
+
+    #[test]
+    fn long_values_are_bounded_by_bytes() {
+        let mut m = Memo::new(1, 10);
+        let v = vec![b'a'; MAX_VALUE];
+        let fits = MAX_BYTES / MAX_VALUE;
+        for i in 0..fits {
+            let mut x = v.clone();
+            x[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert_ne!(m.entry(&x), NO_ENTRY, "{i}");
+        }
+        assert_eq!(m.entry(&[b'b'; 10]), NO_ENTRY);
+        m.trim();
+        assert_eq!((m.keys.len(), m.key_bytes), (0, 0));
     }
 
     #[test]
