@@ -214,46 +214,35 @@ impl Operator {
         self.raw_match(input, env, captures) != self.negated
     }
 
-    /// Whether the result depends on the input bytes alone (no macro in the argument, nothing read from the
-    /// transaction), so an engine may remember it per input. Captures are not part of this promise.
-    pub fn is_pure(&self) -> bool {
+    /// The argument of the operators that take a string or number argument (`@streq`, `@within`, `@eq`, ...).
+    fn arg(&self) -> Option<&Arg> {
         match &self.kind {
-            Kind::RxMacro { .. } => false,
             Kind::StrEq(a)
             | Kind::Contains(a)
             | Kind::ContainsWord(a)
             | Kind::BeginsWith(a)
             | Kind::EndsWith(a)
             | Kind::Within(a)
-            | Kind::Num(_, a) => matches!(a, Arg::Fixed(_)),
-            Kind::Rx(_)
-            | Kind::Pm { .. }
-            | Kind::IpMatch(_)
-            | Kind::DetectSqli
-            | Kind::DetectXss
-            | Kind::ValidateByteRange(_)
-            | Kind::ValidateUrlEncoding
-            | Kind::ValidateUtf8Encoding
-            | Kind::Unconditional
-            | Kind::NoMatch => true,
+            | Kind::Num(_, a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Whether the result depends on the input bytes alone (no macro in the argument, nothing read from the
+    /// transaction), so an engine may remember it per input. Captures are not part of this promise.
+    pub fn is_pure(&self) -> bool {
+        match self.arg() {
+            Some(a) => matches!(a, Arg::Fixed(_)),
+            None => !matches!(self.kind, Kind::RxMacro { .. }),
         }
     }
 
     /// The macro template of the argument (`@within %{tx.allowed_methods}`), when it has one: an engine may parse
     /// it once at load and serve [`MacroEnv::expand`] from that.
     pub fn macro_template(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::RxMacro { template, .. } => Some(template),
-            Kind::StrEq(a)
-            | Kind::Contains(a)
-            | Kind::ContainsWord(a)
-            | Kind::BeginsWith(a)
-            | Kind::EndsWith(a)
-            | Kind::Within(a)
-            | Kind::Num(_, a) => match a {
-                Arg::Macro(t) => Some(t),
-                Arg::Fixed(_) => None,
-            },
+        match (&self.kind, self.arg()) {
+            (Kind::RxMacro { template, .. }, _) => Some(template),
+            (_, Some(Arg::Macro(t))) => Some(t),
             _ => None,
         }
     }

@@ -1179,23 +1179,9 @@ impl<'r> Transaction<'r> {
             match e {
                 Effect::SetVar { store, name, op, value } => {
                     self.stores_gen += 1;
-                    let name: &[u8] = match name.literal() {
-                        Some(l) => l,
-                        None => {
-                            nbuf.clear();
-                            self.expand_into(name, &mut nbuf);
-                            &nbuf
-                        }
-                    };
+                    let name = self.expand_in(name, &mut nbuf);
                     let Some(st) = self.stores.get(*store) else { continue };
-                    let value: &[u8] = match value.literal() {
-                        Some(l) => l,
-                        None => {
-                            vbuf.clear();
-                            self.expand_into(value, &mut vbuf);
-                            &vbuf
-                        }
-                    };
+                    let value = self.expand_in(value, &mut vbuf);
                     match op {
                         SetOp::Delete => {
                             if let Some(st) = self.stores.get_mut(*store) {
@@ -1399,6 +1385,16 @@ impl<'r> Transaction<'r> {
         let mut out = Vec::new();
         self.expand_into(m, &mut out);
         Cow::Owned(out)
+    }
+
+    /// The expansion of `m`: its literal text, or the expansion written into `buf`.
+    fn expand_in<'a>(&self, m: &'a MacroStr, buf: &'a mut Vec<u8>) -> &'a [u8] {
+        if let Some(l) = m.literal() {
+            return l;
+        }
+        buf.clear();
+        self.expand_into(m, buf);
+        buf
     }
 
     /// Append the expansion of `m` to `out`.

@@ -257,8 +257,8 @@ fn backend(req: &Req) -> Response {
     (200, headers, Vec::new())
 }
 
-/// Every match of a stage (logged or not) with what it recorded: (id, phase, variable, msg, logdata).
-fn all_matches(rs: &RuleSet, st: &Stage) -> Vec<(u32, u8, String, String, String)> {
+/// A transaction that has run a stage's request and the test backend's response through every phase.
+fn run_tx<'r>(rs: &'r RuleSet, st: &Stage) -> palisade_waf::Transaction<'r> {
     let mut tx = rs.transaction("test", "127.0.0.1".parse().unwrap());
     let head = RequestHead {
         method: &st.req.method,
@@ -273,6 +273,12 @@ fn all_matches(rs: &RuleSet, st: &Stage) -> Vec<(u32, u8, String, String, String
     tx.process_response_headers(status, "HTTP/1.1", &hs);
     tx.process_response_body(&body);
     tx.process_logging();
+    tx
+}
+
+/// Every match of a stage (logged or not) with what it recorded: (id, phase, variable, msg, logdata).
+fn all_matches(rs: &RuleSet, st: &Stage) -> Vec<(u32, u8, String, String, String)> {
+    let tx = run_tx(rs, st);
     tx.matches().iter().map(|m| (m.id, m.phase, m.var_name.clone(), m.msg.clone(), m.logdata.clone())).collect()
 }
 
@@ -308,21 +314,7 @@ fn verdict_memo_changes_no_match() {
 }
 
 fn run_stage(rs: &RuleSet, st: &Stage) -> Vec<u32> {
-    let mut tx = rs.transaction("test", "127.0.0.1".parse().unwrap());
-    let head = RequestHead {
-        method: &st.req.method,
-        uri: &st.req.uri,
-        protocol: &st.req.version,
-        headers: st.req.headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect(),
-    };
-    tx.process_request_headers(&head);
-    tx.process_request_body(&st.req.body);
-    let (status, headers, body) = backend(&st.req);
-    let hs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-    tx.process_response_headers(status, "HTTP/1.1", &hs);
-    tx.process_response_body(&body);
-    tx.process_logging();
-    tx.matches().iter().filter(|m| m.log).map(|m| m.id).collect()
+    run_tx(rs, st).logged_matches().map(|m| m.id).collect()
 }
 
 fn stage_passes(st: &Stage, logged: &[u32]) -> bool {
