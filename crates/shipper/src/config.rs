@@ -25,7 +25,7 @@ pub struct ShipperConfig {
     pub token: Secret,
     /// Created with mode 0700 when missing; one shipper at a time (it is locked while open).
     pub spool_dir: PathBuf,
-    /// Most events in one request (default 500).
+    /// Most events in one request (default 1000; the audit server takes up to 10,000).
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
     /// Most body bytes in one request (default 1 MiB); a single larger event is sent alone.
@@ -62,7 +62,7 @@ pub struct ShipperConfig {
 }
 
 fn default_batch_max_events() -> usize {
-    500
+    1000
 }
 fn default_batch_max_bytes() -> usize {
     1 << 20
@@ -184,7 +184,7 @@ mod tests {
             r#"{"server":"https://audit.example:8443/","token":"t0k","spool_dir":"/var/spool/x"}"#,
         )
         .unwrap();
-        assert_eq!(c.batch_max_events, 500);
+        assert_eq!(c.batch_max_events, 1000);
         assert_eq!(c.batch_max_bytes, 1 << 20);
         assert_eq!(c.max_spool_bytes, 256 << 20);
         assert_eq!(c.retry_max, Duration::from_secs(30));
