@@ -142,6 +142,26 @@ impl Memo {
         known.then(|| self.bits.get(w + self.words).copied().unwrap_or(0) & bit != 0)
     }
 
+    /// OR into `maybe` (one bit per pure rule) the rules that matched the entry's value or were not evaluated on it
+    /// yet: a rule left 0 over all of a group's values is known to match none of them.
+    pub(crate) fn or_maybe(&self, entry: u32, maybe: &mut [u64]) {
+        let base = entry as usize * 2 * self.words;
+        let (Some(known), Some(hit)) =
+            (self.bits.get(base..base + self.words), self.bits.get(base + self.words..base + 2 * self.words))
+        else {
+            maybe.fill(u64::MAX);
+            return;
+        };
+        for ((m, k), h) in maybe.iter_mut().zip(known).zip(hit) {
+            *m |= h | !k;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn words(&self) -> usize {
+        self.words
+    }
+
     pub(crate) fn set(&mut self, entry: u32, rule: u32, matched: bool) {
         let (w, bit) = self.word(entry, rule);
         let words = self.words;
@@ -172,6 +192,12 @@ mod tests {
         m.set(a, 3, false);
         assert_eq!((m.get(a, 129), m.get(a, 3), m.get(b, 129)), (Some(true), Some(false), None));
         assert_eq!(m.key(b), b"books");
+        let mut maybe = vec![0u64; m.words()];
+        m.or_maybe(a, &mut maybe);
+        // Rule 3 is known not to match; 129 matched; every other rule is unknown.
+        assert_eq!(maybe[0] & (1 << 3), 0);
+        assert_ne!(maybe[2] & (1 << 1), 0);
+        assert_ne!(maybe[0] & (1 << 4), 0);
         assert_eq!(m.entry(&vec![b'x'; MAX_VALUE + 1]), NO_ENTRY);
     }
 

@@ -342,6 +342,9 @@ pub struct Transaction<'r> {
     pure_vals: Vec<(u32, u32)>,
     /// Memo entry per value id, for this phase ([`UNSET`] when not looked up yet).
     entry_of_id: Vec<u32>,
+    /// Per group (as many words as the memo's rows): the pure rules that may match one of the group's values,
+    /// as the memo knew when the group was enumerated in this phase.
+    group_maybe: Vec<u64>,
     /// Bumped on every write to TX or another store: what `arg_cache` entries are valid for.
     stores_gen: u64,
     /// (stores_gen, expansions of store-only operator-argument templates, by template address).
@@ -402,6 +405,7 @@ impl<'r> Transaction<'r> {
             pure_spans: Vec::new(),
             pure_vals: Vec::new(),
             entry_of_id: Vec::new(),
+            group_maybe: Vec::new(),
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
         };
@@ -915,6 +919,12 @@ impl<'r> Transaction<'r> {
         let rs = self.rs;
         let Some(&g) = rs.pure.group.get(p as usize) else { return true };
         let Some((start, len)) = self.enumerate_group(g) else { return true };
+        // The group's summary, made when it was enumerated: 0 means every value is known not to match.
+        let words = rs.pure.count().div_ceil(64).max(1);
+        let maybe = self.group_maybe.get(g as usize * words + (p / 64) as usize).copied().unwrap_or(u64::MAX);
+        if maybe & (1u64 << (p % 64)) == 0 {
+            return false;
+        }
         let this: &Self = self;
         let Some(vals) = this.pure_vals.get(start..start + len) else { return true };
         memo::with(rs.id, rs.pure.count(), |m| {
@@ -973,6 +983,24 @@ impl<'r> Transaction<'r> {
             }
         });
         let len = vals.len() - start;
+        // One summary per group: which pure rules may match one of its values (see `Memo::or_maybe`).
+        let words = rs.pure.count().div_ceil(64).max(1);
+        let need = rs.pure.groups.len() * words;
+        if self.group_maybe.len() != need {
+            self.group_maybe.resize(need, u64::MAX);
+        }
+        if let Some(maybe) = self.group_maybe.get_mut(g as usize * words..(g as usize + 1) * words) {
+            maybe.fill(0);
+            memo::with(rs.id, rs.pure.count(), |m| {
+                for &(e, _) in vals.get(start..).unwrap_or_default() {
+                    if e == memo::NO_ENTRY {
+                        maybe.fill(u64::MAX);
+                        return;
+                    }
+                    m.or_maybe(e, maybe);
+                }
+            });
+        }
         self.pure_vals = vals;
         self.entry_of_id = ids;
         let span = (u32::try_from(start).ok()?, u32::try_from(len).ok()?);
