@@ -282,7 +282,10 @@ fn compile_waf(loaded: &LoadedConfig, issues: &mut Vec<Issue>) -> Option<Arc<Rul
         files.append(&mut found);
     }
     match RuleSet::load_with_prelude(WAF_PRELUDE, &files, &w.directives) {
-        Ok(rules) => Some(Arc::new(rules)),
+        Ok(mut rules) => {
+            rules.set_verdict_memo(w.verdict_memo);
+            Some(Arc::new(rules))
+        }
         Err(e) => {
             // An error in `directives` is located there (its line counts from the block's start).
             let field = if e.file.as_os_str() == "<inline>" { "waf.directives" } else { "waf.rules" };

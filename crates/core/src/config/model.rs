@@ -764,8 +764,15 @@ pub struct WafConfig {
     /// Request bodies up to this size are inspected; a larger one is refused with 413.
     #[serde(default = "default_waf_body")]
     pub max_body_bytes: u64,
+    /// Remember per worker what rules that depend only on a value answered for it (the WAF's
+    /// verdict memo; decisions are the same either way). `false` evaluates every rule every time.
+    #[serde(default = "default_true")]
+    pub verdict_memo: bool,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_paranoia() -> u8 {
     1
 }

@@ -272,6 +272,10 @@ fn waf_sections_parse_and_bad_ones_name_the_field() {
     let c = parse_str("gw.yaml", &text, Path::new(".")).map(|l| l.config).unwrap_or_else(|e| unreachable!("{e}"));
     let w = c.waf.as_ref().map(|w| (w.rules.len(), w.paranoia_level, w.inbound_threshold, w.max_body_bytes));
     assert_eq!(w, Some((2, 2, 5, 131072)));
+    assert_eq!(c.waf.as_ref().map(|w| w.verdict_memo), Some(true));
+    let off = text.replace("  paranoia_level: 2\n", "  paranoia_level: 2\n  verdict_memo: false\n");
+    let c2 = parse_str("gw.yaml", &off, Path::new(".")).map(|l| l.config).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(c2.waf.as_ref().map(|w| w.verdict_memo), Some(false));
     let r = c.routes[0].waf.clone().unwrap_or_default();
     assert_eq!(r.mode, WafMode::Detect);
     assert_eq!(r.exclusions[0].rule, Some(RuleIds(942100, 942100)));
