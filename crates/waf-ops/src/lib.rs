@@ -14,7 +14,7 @@ mod operator;
 mod rx;
 mod transform;
 
-pub use operator::{MacroEnv, Operator};
+pub use operator::{has_any_byte, MacroEnv, Operator};
 pub use transform::Transform;
 
 #[cfg(test)]

@@ -247,6 +247,23 @@ impl Operator {
         }
     }
 
+    /// Bytes (a 256-bit set) at least one of which every input this operator matches contains: for each of
+    /// [`Operator::required_literals`], its least common byte (both cases of a letter). `None` when no such set is
+    /// known. An engine may skip the operator on an input with none of them; the answer is the same.
+    pub fn required_bytes(&self) -> Option<[u64; 4]> {
+        let lits = self.required_literals()?;
+        let mut set = [0u64; 4];
+        for l in &lits {
+            let &b = l.iter().min_by_key(|b| commonness(**b))?;
+            for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                if let Some(w) = set.get_mut(usize::from(c >> 6)) {
+                    *w |= 1u64 << (c & 63);
+                }
+            }
+        }
+        Some(set)
+    }
+
     /// For `@pm`-style prefiltering by the engine: the literal phrases, when the operator is a phrase match.
     pub fn phrases(&self) -> Option<&[Vec<u8>]> {
         match &self.kind {
@@ -471,6 +488,23 @@ fn phrases_from_file(data: &[u8]) -> Vec<Vec<u8>> {
 
 /// C `atoi` as glibc implements it (`(int) strtol(s, NULL, 10)`): leading whitespace, a sign, digits;
 /// anything else ends the number, no digits give 0, overflow saturates the long and truncates to int.
+/// How common a byte is in benign request values (higher: more common), to pick the most telling byte of a literal.
+fn commonness(b: u8) -> u8 {
+    match b.to_ascii_lowercase() {
+        b'e' | b'a' | b'o' | b'i' | b't' | b'n' | b's' | b'r' => 20,
+        b'a'..=b'z' => 15,
+        b'0'..=b'9' => 14,
+        b' ' | b'-' | b'_' | b'.' | b'/' | b'=' | b'&' | b',' => 10,
+        0x80..=0xff => 3,
+        _ => 1,
+    }
+}
+
+/// Whether `input` contains a byte of `set` (as [`Operator::required_bytes`] makes it).
+pub fn has_any_byte(input: &[u8], set: &[u64; 4]) -> bool {
+    input.iter().any(|&b| set.get(usize::from(b >> 6)).is_some_and(|w| w >> (b & 63) & 1 == 1))
+}
+
 pub(crate) fn atoi(s: &[u8]) -> i32 {
     let mut i = s.iter().take_while(|&&b| is_c_space(char::from(b))).count();
     let neg = match s.get(i) {

@@ -570,3 +570,21 @@ fn hostile_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn required_bytes_are_in_every_match() {
+    // `<script` needs `<`; "union select" needs one of its least common bytes.
+    let o = op("@rx (?i)<script[^>]*>");
+    let need = o.required_bytes().unwrap();
+    assert!(crate::has_any_byte(b"<SCRIPT>", &need));
+    assert!(!crate::has_any_byte(b"running shoes 12", &need));
+    assert!(o.matches(b"x<ScRiPt src=1>", &Env, None) && crate::has_any_byte(b"x<ScRiPt src=1>", &need));
+    // A phrase list: both cases of a letter count.
+    let pm = op("@pm wget curl");
+    let need = pm.required_bytes().unwrap();
+    assert!(crate::has_any_byte(b"CURL", &need) && crate::has_any_byte(b"wget", &need));
+    // Unknown or negated: no set (the engine must run the operator).
+    assert!(op("@rx ^.*$").required_bytes().is_none());
+    assert!(op("!@rx <script").required_bytes().is_none());
+    assert!(op("@detectSQLi").required_bytes().is_none());
+}

@@ -515,6 +515,7 @@ impl Builder {
             exclusions: Vec::new(),
             includes: Vec::new(),
             op: None,
+            need_bytes: None,
             transforms: Vec::new(),
             tchain: Vec::new(),
             multi_match: false,
@@ -563,7 +564,9 @@ impl Builder {
             rule.targets = parse_targets(vars)?.into_iter().map(Arc::new).collect();
             let base = d.file.parent().map(Path::to_path_buf).unwrap_or_default();
             let base = if base.as_os_str().is_empty() { std::env::current_dir().unwrap_or_default() } else { base };
-            rule.op = Some(Operator::parse(op, &base)?);
+            let parsed = Operator::parse(op, &base)?;
+            rule.need_bytes = parsed.required_bytes();
+            rule.op = Some(parsed);
         }
         if is_child {
             if set.id.is_some() && own.iter().any(|a| a.name == "id") {

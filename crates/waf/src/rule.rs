@@ -179,6 +179,8 @@ pub(crate) struct Rule {
     /// `exclusions` names the same variable.
     pub(crate) includes: Vec<(Target, bool)>,
     pub(crate) op: Option<Operator>,
+    /// `op`'s [`Operator::required_bytes`], computed at load (the verdict memo's evaluations check it first).
+    pub(crate) need_bytes: Option<[u64; 4]>,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.
     pub(crate) tchain: Vec<u32>,

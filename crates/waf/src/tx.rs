@@ -1030,6 +1030,12 @@ impl<'r> Transaction<'r> {
             false
         } else {
             let tv = self.transformed(rule, value, id);
+            // A value with none of the bytes every match contains cannot match: no regex run.
+            if let Some(need) = &rule.need_bytes {
+                if !palisade_waf_ops::has_any_byte(&tv, need) {
+                    return false;
+                }
+            }
             op.matches(&tv, self, None)
         }
     }
