@@ -40,6 +40,9 @@ fn temp_dir() -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
+    // A process id comes back after a while: a directory left by an earlier run with the same id
+    // would hold its audit file, and this run's events would be appended to those.
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
