@@ -368,19 +368,24 @@ async fn failed_batches_are_resent_unchanged_until_acknowledged() {
     assert!(err.contains("HTTP 429: failing on purpose; you sent Bearer [redacted]") && !err.contains(TOKEN), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torn_last_line_is_cut_and_never_sent() {
-    let mut server = TestServer::down().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let first = ShippingSink::open(config(&server, dir)).unwrap();
+/// With the server down, a shipper spools events 1..=10 and stops: its instance id and the spool segment.
+async fn spool_ten_while_down(server: &TestServer, dir: &Path) -> (String, std::path::PathBuf) {
+    let first = ShippingSink::open(config(server, dir)).unwrap();
     let instance = first.instance_id().to_owned();
     for n in 1..=10 {
         first.record(event(n));
     }
     until(&first, "10 spooled", |s| s.spooled == 10).await;
     drop(first);
-    let seg = segments(dir).pop().unwrap();
+    (instance, segments(dir).pop().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_line_is_cut_and_never_sent() {
+    let mut server = TestServer::down().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (instance, seg) = spool_ten_while_down(&server, dir).await;
     let whole = std::fs::read(&seg).unwrap();
     let torn = format!(r#"{{"id":"{instance}-11","time":"2026-11-26T03:00"#);
     std::fs::write(&seg, [whole.as_slice(), torn.as_bytes()].concat()).unwrap();
@@ -562,14 +567,7 @@ async fn a_damaged_spool_line_is_skipped_and_counted_on_recovery() {
     let mut server = TestServer::down().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let first = ShippingSink::open(config(&server, dir)).unwrap();
-    let instance = first.instance_id().to_owned();
-    for n in 1..=10 {
-        first.record(event(n));
-    }
-    until(&first, "10 spooled", |s| s.spooled == 10).await;
-    drop(first);
-    let seg = segments(dir).pop().unwrap();
+    let (instance, seg) = spool_ten_while_down(&server, dir).await;
     let text = std::fs::read_to_string(&seg).unwrap();
     let damaged: Vec<String> = text
         .lines()
