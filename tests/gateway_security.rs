@@ -6,60 +6,18 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
+use common::issuer::{self, EcKey};
 use common::*;
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// An ES256 key with its JWK.
-struct EcKey {
-    pair: EcdsaKeyPair,
-    pkcs8: Vec<u8>,
-    kid: String,
-}
-
-impl EcKey {
-    fn new(kid: &str) -> EcKey {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap().as_ref().to_vec();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).unwrap();
-        EcKey { pair, pkcs8, kid: kid.into() }
-    }
-
-    fn jwk(&self) -> Value {
-        let p = self.pair.public_key().as_ref();
-        json!({"kty": "EC", "crv": "P-256", "kid": self.kid, "alg": "ES256", "use": "sig",
-               "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
-    }
-
-    fn pem(&self) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.pkcs8);
-        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))
-    }
-
-    /// A compact JWS with exactly this header and these claims.
-    fn sign(&self, header: &Value, claims: &Value) -> String {
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-        let sig = self.pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", B64.encode(sig.as_ref()))
-    }
 }
 
 /// A token issuer: discovery document and JWKS over HTTP on loopback.
@@ -70,29 +28,8 @@ struct Issuer {
 
 impl Issuer {
     async fn start() -> Issuer {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = l.local_addr().unwrap();
-        let url = format!("http://{addr}");
         let key = EcKey::new("key-1");
-        let jwks = Arc::new(json!({"keys": [key.jwk()]}).to_string());
-        let disc = Arc::new(json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string());
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                let (jwks, disc) = (jwks.clone(), disc.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let body = if req.uri().path() == "/jwks" { jwks.to_string() } else { disc.to_string() };
-                        async move {
-                            let mut r = Response::new(Full::new(Bytes::from(body)));
-                            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
-                });
-            }
-        });
+        let url = issuer::serve_metadata(json!({"keys": [key.jwk()]})).await;
         Issuer { url, key }
     }
 
@@ -255,7 +192,7 @@ async fn jwt_attack_suite_is_refused_with_401() {
         cases.push(("alg none", format!("{h}.{payload}.")));
     }
     cases.push(("HS256 keyed with the public JWK", hmac(iss.key.jwk().to_string().as_bytes())));
-    cases.push(("HS256 keyed with the public point", hmac(iss.key.pair.public_key().as_ref())));
+    cases.push(("HS256 keyed with the public point", hmac(iss.key.public_point())));
     let (h, p) = (B64.encode(hdr.to_string()), payload.clone());
     cases.push(("ECDSA r=s=0 (CVE-2022-21449)", format!("{h}.{p}.{}", B64.encode([0u8; 64]))));
     cases.push(("stripped signature", format!("{h}.{p}.")));

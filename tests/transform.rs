@@ -13,17 +13,14 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
 use common::idp::{Db, IdpServer};
+use common::issuer::{self, EcKey};
 use common::*;
 
 const CARD: &str = "4111 1111 1111 1111";
@@ -35,44 +32,21 @@ fn now() -> u64 {
 /// A JWT issuer on loopback (discovery + JWKS) whose tokens carry `roles`.
 struct Issuer {
     url: String,
-    pair: EcdsaKeyPair,
+    key: EcKey,
 }
 
 impl Issuer {
     async fn start() -> Issuer {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        let p = pair.public_key().as_ref();
-        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-                         "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])});
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        let jwks = Arc::new(json!({ "keys": [jwk] }).to_string());
-        let disc = Arc::new(json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string());
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                let (jwks, disc) = (jwks.clone(), disc.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let body = if req.uri().path() == "/jwks" { jwks.to_string() } else { disc.to_string() };
-                        async move { Ok::<_, Infallible>(json_response(body)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
-                });
-            }
-        });
-        Issuer { url, pair }
+        let key = EcKey::new("k1");
+        let url = issuer::serve_metadata(json!({"keys": [key.jwk()]})).await;
+        Issuer { url, key }
     }
 
     fn token(&self, sub: &str, roles: &[&str]) -> String {
         let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1"});
         let claims = json!({"iss": self.url, "sub": sub, "client_id": "shop", "aud": "orders", "scope": "orders",
                             "roles": roles, "iat": now(), "exp": now() + 300, "jti": format!("{sub}-{}", now())});
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-        let sig = self.pair.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", B64.encode(sig.as_ref()))
+        self.key.sign(&header, &claims)
     }
 }
 

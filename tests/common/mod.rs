@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub mod idp;
+pub mod issuer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
