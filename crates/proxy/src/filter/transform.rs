@@ -256,6 +256,18 @@ struct Hit {
     kind: Kind,
 }
 
+impl Hit {
+    /// The value as the filter handles it: `None` for `null` (left alone), `Some(None)` for a value
+    /// that is not a string, `Some(Some(text))` for a string.
+    fn string_value(&self, body: &[u8]) -> Option<Option<String>> {
+        match self.kind {
+            Kind::Null => None,
+            Kind::Other => Some(None),
+            Kind::String => Some(decode_string(body, &self.range)),
+        }
+    }
+}
+
 /// Walks a JSON text that `serde_json` has accepted (so it is well formed and at most 128 levels
 /// deep: the recursion is bounded) and records the values the pointers name.
 struct Scan<'a, 'p> {
@@ -588,11 +600,7 @@ impl TransformFilter {
         let mut names: Vec<&str> = Vec::new();
         for h in hits {
             let Some(rule) = self.request.get(h.rule) else { continue };
-            let value = match h.kind {
-                Kind::Null => continue,
-                Kind::Other => None,
-                Kind::String => decode_string(body, &h.range),
-            };
+            let Some(value) = h.string_value(body) else { continue };
             let Some(value) = value else {
                 let m = format!("field {} must be a string", rule.pointer.shown);
                 return Err(refuse(s, StatusCode::BAD_REQUEST, m));
@@ -666,11 +674,7 @@ impl TransformFilter {
         let mut fields: Vec<&str> = Vec::new();
         for h in hits {
             let Some(rule) = self.response.get(h.rule) else { continue };
-            let value = match h.kind {
-                Kind::Null => continue,
-                Kind::Other => None,
-                Kind::String => decode_string(body, &h.range),
-            };
+            let Some(value) = h.string_value(body) else { continue };
             if !fields.contains(&rule.pointer.shown.as_str()) {
                 fields.push(&rule.pointer.shown);
             }
