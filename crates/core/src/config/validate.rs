@@ -487,43 +487,39 @@ fn validate_transform(c: &Config, t: &Transform, base: &str, out: &mut Vec<Issue
         out.push(Issue::new(format!("{base}.max_body_bytes"), "must be at least 1"));
     }
     let mut needs_vault = !t.request.is_empty();
-    let check_tok = |p: &str, rule: &TokenizeRule, out: &mut Vec<Issue>| {
-        if let Err(m) = check_vault_key(&rule.key) {
-            out.push(Issue::new(format!("{p}.key"), m));
+    // One field rule: its pointer, and exactly one of a token rule (`tok`) or an encryption rule (`enc`).
+    let check_field = |p: String,
+                       pointer: &str,
+                       (tok_name, tok): (&str, Option<&TokenizeRule>),
+                       (enc_name, enc): (&str, Option<&EncryptRule>),
+                       out: &mut Vec<Issue>| {
+        if let Err(m) = check_pointer(pointer) {
+            out.push(Issue::new(format!("{p}.pointer"), m));
         }
-        if !TOKEN_FORMATS.contains(&rule.format.as_str()) {
-            out.push(Issue::new(format!("{p}.format"), "format is one of card, ssn, phone, digits"));
+        match (tok, enc) {
+            (Some(rule), None) => {
+                if let Err(m) = check_vault_key(&rule.key) {
+                    out.push(Issue::new(format!("{p}.{tok_name}.key"), m));
+                }
+                if !TOKEN_FORMATS.contains(&rule.format.as_str()) {
+                    out.push(Issue::new(format!("{p}.{tok_name}.format"), "format is one of card, ssn, phone, digits"));
+                }
+            }
+            (None, Some(e)) => {
+                if let Err(m) = check_vault_key(&e.key) {
+                    out.push(Issue::new(format!("{p}.{enc_name}.key"), m));
+                }
+            }
+            _ => out.push(Issue::new(p, format!("give exactly one of {tok_name} or {enc_name}"))),
         }
     };
     for (j, q) in t.request.iter().enumerate() {
         let p = format!("{base}.request[{j}]");
-        if let Err(m) = check_pointer(&q.pointer) {
-            out.push(Issue::new(format!("{p}.pointer"), m));
-        }
-        match (&q.tokenize, &q.encrypt) {
-            (Some(tk), None) => check_tok(&format!("{p}.tokenize"), tk, out),
-            (None, Some(e)) => {
-                if let Err(m) = check_vault_key(&e.key) {
-                    out.push(Issue::new(format!("{p}.encrypt.key"), m));
-                }
-            }
-            _ => out.push(Issue::new(p, "give exactly one of tokenize or encrypt")),
-        }
+        check_field(p, &q.pointer, ("tokenize", q.tokenize.as_ref()), ("encrypt", q.encrypt.as_ref()), out);
     }
     for (j, q) in t.response.iter().enumerate() {
         let p = format!("{base}.response[{j}]");
-        if let Err(m) = check_pointer(&q.pointer) {
-            out.push(Issue::new(format!("{p}.pointer"), m));
-        }
-        match (&q.detokenize, &q.decrypt) {
-            (Some(tk), None) => check_tok(&format!("{p}.detokenize"), tk, out),
-            (None, Some(e)) => {
-                if let Err(m) = check_vault_key(&e.key) {
-                    out.push(Issue::new(format!("{p}.decrypt.key"), m));
-                }
-            }
-            _ => out.push(Issue::new(p, "give exactly one of detokenize or decrypt")),
-        }
+        check_field(p, &q.pointer, ("detokenize", q.detokenize.as_ref()), ("decrypt", q.decrypt.as_ref()), out);
         needs_vault |= !q.reveal.roles.is_empty() || !q.reveal.scopes.is_empty();
     }
     if needs_vault && c.vault.is_none() {
