@@ -94,17 +94,20 @@ fn exact(h: &Hir) -> Option<Set> {
             }
             Some(cur)
         }
-        HirKind::Alternation(hs) => {
-            let mut out: Set = Vec::new();
-            for x in hs {
-                out.extend(exact(x)?);
-                if out.len() > MAX_EXACT {
-                    return None;
-                }
-            }
-            Some(out)
+        HirKind::Alternation(hs) => union(hs, exact, MAX_EXACT),
+    }
+}
+
+/// The union of `each` over the alternatives, `None` when one is unknown or it grows past `max`.
+fn union(hs: &[Hir], each: fn(&Hir) -> Option<Set>, max: usize) -> Option<Set> {
+    let mut out: Set = Vec::new();
+    for x in hs {
+        out.extend(each(x)?);
+        if out.len() > max {
+            return None;
         }
     }
+    Some(out)
 }
 
 fn product(a: &Set, b: &Set) -> Option<Set> {
@@ -188,16 +191,7 @@ fn req(h: &Hir) -> Option<Set> {
             }
             best
         }
-        HirKind::Alternation(hs) => {
-            let mut out: Set = Vec::new();
-            for x in hs {
-                out.extend(req(x)?);
-                if out.len() > MAX_REQUIRED {
-                    return None;
-                }
-            }
-            Some(out)
-        }
+        HirKind::Alternation(hs) => union(hs, req, MAX_REQUIRED),
     }
 }
 
