@@ -959,6 +959,12 @@ impl<'r> Transaction<'r> {
         let mut vals = std::mem::take(&mut self.pure_vals);
         let mut ids = std::mem::take(&mut self.entry_of_id);
         let start = vals.len();
+        let words = rs.pure.count().div_ceil(64).max(1);
+        let need = rs.pure.groups.len() * words;
+        let mut summaries = std::mem::take(&mut self.group_maybe);
+        if summaries.len() != need {
+            summaries.resize(need, u64::MAX);
+        }
         memo::with(rs.id, rs.pure.count(), |m| {
             for t in targets {
                 self.values(t, &mut |v| {
@@ -981,26 +987,20 @@ impl<'r> Transaction<'r> {
                     vals.push((e, v.id));
                 });
             }
-        });
-        let len = vals.len() - start;
-        // One summary per group: which pure rules may match one of its values (see `Memo::or_maybe`).
-        let words = rs.pure.count().div_ceil(64).max(1);
-        let need = rs.pure.groups.len() * words;
-        if self.group_maybe.len() != need {
-            self.group_maybe.resize(need, u64::MAX);
-        }
-        if let Some(maybe) = self.group_maybe.get_mut(g as usize * words..(g as usize + 1) * words) {
-            maybe.fill(0);
-            memo::with(rs.id, rs.pure.count(), |m| {
+            // One summary per group: which pure rules may match one of its values (see `Memo::or_maybe`).
+            if let Some(maybe) = summaries.get_mut(g as usize * words..(g as usize + 1) * words) {
+                maybe.fill(0);
                 for &(e, _) in vals.get(start..).unwrap_or_default() {
                     if e == memo::NO_ENTRY {
                         maybe.fill(u64::MAX);
-                        return;
+                        break;
                     }
                     m.or_maybe(e, maybe);
                 }
-            });
-        }
+            }
+        });
+        let len = vals.len() - start;
+        self.group_maybe = summaries;
         self.pure_vals = vals;
         self.entry_of_id = ids;
         let span = (u32::try_from(start).ok()?, u32::try_from(len).ok()?);
