@@ -43,6 +43,11 @@ pub(crate) struct Memo {
     pub(crate) generation: u64,
 }
 
+/// 64-bit words in a row of one bit per pure rule (at least one).
+pub(crate) fn row_words(pure: usize) -> usize {
+    pure.div_ceil(64).max(1)
+}
+
 thread_local! {
     static MEMOS: RefCell<Vec<Memo>> = const { RefCell::new(Vec::new()) };
 }
@@ -77,7 +82,7 @@ impl Memo {
     fn new(set: u64, pure: usize) -> Memo {
         Memo {
             set,
-            words: pure.div_ceil(64).max(1),
+            words: row_words(pure),
             hasher: foldhash::fast::RandomState::default(),
             index: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             next: Vec::new(),

@@ -920,7 +920,7 @@ impl<'r> Transaction<'r> {
         let Some(&g) = rs.pure.group.get(p as usize) else { return true };
         let Some((start, len)) = self.enumerate_group(g) else { return true };
         // The group's summary, made when it was enumerated: 0 means every value is known not to match.
-        let words = rs.pure.count().div_ceil(64).max(1);
+        let words = memo::row_words(rs.pure.count());
         let maybe = self.group_maybe.get(g as usize * words + (p / 64) as usize).copied().unwrap_or(u64::MAX);
         if maybe & (1u64 << (p % 64)) == 0 {
             return false;
@@ -959,7 +959,7 @@ impl<'r> Transaction<'r> {
         let mut vals = std::mem::take(&mut self.pure_vals);
         let mut ids = std::mem::take(&mut self.entry_of_id);
         let start = vals.len();
-        let words = rs.pure.count().div_ceil(64).max(1);
+        let words = memo::row_words(rs.pure.count());
         let need = rs.pure.groups.len() * words;
         let mut summaries = std::mem::take(&mut self.group_maybe);
         if summaries.len() != need {
