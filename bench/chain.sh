@@ -94,14 +94,18 @@ for p in plain ratelimit jwt cedar full; do
 done
 
 GWPID=${PIDS[-1]}
+# The gateway's user + system CPU in clock ticks, to report CPU per request per route.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port path run
   # PERF_OUT=file: also record a perf profile of the gateway during the first run of the full chain.
   local perf_pid=
   if [ -n "${PERF_OUT:-}" ] && [ "$1" = full ] && [ "$4" = 1 ] && command -v perf >/dev/null; then
     perf record -F 2000 -g -p "$GWPID" -o "$PERF_OUT" -- sleep "${DUR%s}" >/dev/null 2>&1 & perf_pid=$!
   fi
+  local before; before=$(cpu_ticks "$GWPID")
   wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$2$3" \
     > "$OUT/chain-$1-$4.txt" 2>&1 || true
+  echo $(( $(cpu_ticks "$GWPID") - before )) > "$OUT/chain-$1-$4.cpu"
   [ -z "$perf_pid" ] || wait "$perf_pid" || true
 }
 for r in $(seq 1 "$RUNS"); do
@@ -109,9 +113,9 @@ for r in $(seq 1 "$RUNS"); do
   for p in plain ratelimit jwt cedar full; do run "$p" $GW "/$p" "$r"; done
 done
 
-python3 - "$OUT" "$RUNS" <<'PY'
-import re, sys, statistics
-out, runs = sys.argv[1], int(sys.argv[2])
+python3 - "$OUT" "$RUNS" "$(getconf CLK_TCK)" <<'PY'
+import os, re, sys, statistics
+out, runs, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v); x = float(m.group(1))
     return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
@@ -120,16 +124,21 @@ def parse(path):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", t).group(1))
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-    return rps, p99, int(errs.group(1)) if errs else 0
+    reqs = int(re.search(r"(\d+) requests in", t).group(1))
+    cpu = path[:-4] + ".cpu"
+    us = int(open(cpu).read()) * 1e6 / hz / reqs if os.path.exists(cpu) else None
+    return rps, p99, int(errs.group(1)) if errs else 0, us
 names = {"nginx": "nginx, plain reverse proxy", "plain": "palisade, no filters", "ratelimit": "palisade + rate limit",
          "jwt": "palisade + JWT (ES256) + audit", "cedar": "palisade + JWT + Cedar + audit",
          "full": "palisade full chain (JWT + Cedar + rate limit + headers + audit)"}
-print("| target (HTTPS) | req/s (median) | p99 ms (median) | ratio to nginx (per run) | non-2xx |")
-print("|---|---:|---:|---|---:|")
+print("| target (HTTPS) | req/s (median) | p99 ms (median) | ratio to nginx (per run) | gateway CPU µs/request (median) | non-2xx |")
+print("|---|---:|---:|---|---:|---:|")
 ng = [parse(f"{out}/chain-nginx-{r}.txt")[0] for r in range(1, runs + 1)]
 for name in names:
     rows = [parse(f"{out}/chain-{name}-{r}.txt") for r in range(1, runs + 1)]
     ratios = [row[0] / n for row, n in zip(rows, ng)]
+    cpus = [r[3] for r in rows if r[3] is not None]
+    cpu = f"{statistics.median(cpus):.1f}" if cpus else "—"
     print(f"| {names[name]} | {statistics.median(r[0] for r in rows):,.0f} | {statistics.median(r[1] for r in rows):.2f} | "
-          f"{' / '.join(f'{x:.2f}' for x in ratios)} | {sum(r[2] for r in rows)} |")
+          f"{' / '.join(f'{x:.2f}' for x in ratios)} | {cpu} | {sum(r[2] for r in rows)} |")
 PY
