@@ -11,6 +11,9 @@
 # gateway audited (exact count from the index; the gateway's own request counter is the truth).
 # Usage: bench/audit.sh [runs=3] [duration=8s] [connections=64] [events=100000]   Needs (apt): wrk nginx-light
 # PALISADE_BIN=path: benchmark that binary instead of building this tree.
+# BASE_BIN=path: also run a third shipping gateway from that binary (an older build, say), measured in
+# the same runs as a fourth side ("base", server under SCHED_IDLE), so that two builds are compared
+# on the same (noisy, shared) machine minutes apart rather than in separate runs of the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; EVENTS=${4:-100000}; THREADS=2
@@ -18,7 +21,8 @@ OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/audit-*.txt
 for t in wrk nginx curl python3 chrt; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
 if [ -n "${PALISADE_BIN:-}" ]; then PALISADE=$PALISADE_BIN; else cargo build --release -q; PALISADE=$CARGO_TARGET_DIR/release/palisade; fi
-BACKEND=18050; SERVER=18410; GW_ON=18351; GW_OFF=18352
+BACKEND=18050; SERVER=18410; GW_ON=18351; GW_OFF=18352; GW_BASE=18353
+SIDES="off on idle"; [ -n "${BASE_BIN:-}" ] && SIDES="off on idle base"
 PIDS=(); DATA=$(mktemp -d)
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -75,7 +79,7 @@ TOKEN=$(curl -fsS -u "bench:$SECRET" -d grant_type=client_credentials -d scope=o
 cat > "$DATA/policy.cedar" <<'CEDAR'
 @id("read") permit (principal, action == Action::"GET", resource) when { context.scopes.contains("orders:read") };
 CEDAR
-gateway() { # port admin ship?
+gateway() { # port admin ship? [binary]
   cat > "$DATA/gw-$1.yaml" <<CONF
 workers: $THREADS
 listeners: { http: { address: "127.0.0.1:$1" } }
@@ -89,39 +93,60 @@ upstreams: { be: { endpoints: ["127.0.0.1:$BACKEND"] } }
 routes:
   - { name: orders, match: { path: { prefix: / } }, upstream: be, authn: { methods: [jwt] }, authz: {} }
 CONF
-  PALISADE_LOG=warn "$PALISADE" gateway --config "$DATA/gw-$1.yaml" >/dev/null & PIDS+=($!); LAST=$!
+  PALISADE_LOG=warn "${4:-$PALISADE}" gateway --config "$DATA/gw-$1.yaml" >/dev/null & PIDS+=($!); LAST=$!
 }
 gateway $GW_ON 18951 on; PID_ON=$LAST
 gateway $GW_OFF 18952 off; PID_OFF=$LAST
+PORTS="$GW_ON $GW_OFF"
+if [ -n "${BASE_BIN:-}" ]; then gateway $GW_BASE 18953 on "$BASE_BIN"; PID_BASE=$LAST; PORTS="$PORTS $GW_BASE"; fi
 SRV2=$(pgrep -f "server --listen 127.0.0.1:$SERVER" | head -1)
 cpu() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
+# CPU seconds of a gateway's request workers (threads named palisade-worker, which never exit). The
+# rest of the process's CPU is its audit sink (file writer, or spool writer + sender and its
+# blocking reads and cursor writes) and the idle main runtime: the part shipping changes, measured
+# apart from the request path, whose run-to-run noise on this shared machine is larger than 5 %.
+wcpu() { python3 -c '
+import glob, os, sys
+t = 0
+for d in glob.glob(f"/proc/{sys.argv[1]}/task/*"):
+    try:
+        if open(d + "/comm").read().strip() != "palisade-worker": continue
+        f = open(d + "/stat").read().rsplit(")", 1)[1].split(); t += int(f[11]) + int(f[12])
+    except OSError: pass
+print(t / os.sysconf("SC_CLK_TCK"))' "$1"; }
 sleep 2
-for p in $GW_ON $GW_OFF; do
+for p in $PORTS; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p/orders")
   [ "$code" = 200 ] || { echo "gateway :$p answered $code"; exit 1; }
 done
 INSTANCE=$(cat "$DATA/spool-$GW_ON/instance")
-# Requests the shipping gateway audited: its own request counter for the (protected) route.
-audited() { curl -fsS "http://127.0.0.1:18951/metrics" | python3 -c 'import re,sys; print(sum(int(float(m)) for m in re.findall(r"^palisade_requests_total\{[^}]*route=\"orders\"[^}]*\} (\S+)", sys.stdin.read(), re.M)))'; }
-# Events from that gateway in the server's index (exact; the query API stops at 10,000).
-stored() { python3 -c 'import sqlite3,sys; c=sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30); print(c.execute("SELECT COUNT(*) FROM audit_events WHERE id > ? AND id < ?", (sys.argv[2]+"-", sys.argv[2]+".")).fetchone()[0])' "$DATA/server/palisade.db" "$INSTANCE"; }
-drain() { # wait until every audited event is stored; prints seconds waited and the counts
-  local t0 want got; t0=$(date +%s.%N); want=$(audited)
-  for _ in $(seq 1 1200); do got=$(stored); [ "$got" -ge "$want" ] && break; sleep 0.25; done
+BASE_INSTANCE=$( [ -n "${BASE_BIN:-}" ] && cat "$DATA/spool-$GW_BASE/instance" || echo none)
+# Requests a shipping gateway (admin port, default the "on" one) audited: its own request counter for
+# the (protected) route.
+audited() { curl -fsS "http://127.0.0.1:${1:-18951}/metrics" | python3 -c 'import re,sys; print(sum(int(float(m)) for m in re.findall(r"^palisade_requests_total\{[^}]*route=\"orders\"[^}]*\} (\S+)", sys.stdin.read(), re.M)))'; }
+# Events from a gateway (instance id, default the "on" one) in the server's index (exact; the query
+# API stops at 10,000).
+stored() { python3 -c 'import sqlite3,sys; c=sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30); print(c.execute("SELECT COUNT(*) FROM audit_events WHERE id > ? AND id < ?", (sys.argv[2]+"-", sys.argv[2]+".")).fetchone()[0])' "$DATA/server/palisade.db" "${1:-$INSTANCE}"; }
+drain() { # [admin instance] wait until every audited event is stored; prints seconds waited and the counts
+  local t0 want got; t0=$(date +%s.%N); want=$(audited "${1:-18951}")
+  for _ in $(seq 1 1200); do got=$(stored "${2:-$INSTANCE}"); [ "$got" -ge "$want" ] && break; sleep 0.25; done
   echo "$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0") $want $got"
 }
 for r in $(seq 1 "$RUNS"); do
-  for side in off on idle; do
+  for side in $SIDES; do
     port=$GW_OFF; pid=$PID_OFF; if [ $side != off ]; then port=$GW_ON; pid=$PID_ON; fi
-    if [ $side = idle ]; then chrt --all-tasks --idle -p 0 "$SRV2"; fi
-    g0=$(cpu $pid); s0=$(cpu $SRV2)
+    if [ $side = base ]; then port=$GW_BASE; pid=$PID_BASE; fi
+    if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --idle -p 0 "$SRV2"; fi
+    g0=$(cpu $pid); s0=$(cpu $SRV2); w0=$(wcpu $pid)
     wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/orders" \
       > "$OUT/audit-$side-$r.txt" 2>&1 || true
     # CPU is read once every event of the run is written (off) or stored by the server (on): the
     # gateway's and the server's whole work for these requests, the shipping after the run included.
-    if [ $side = off ]; then sleep 2; echo "0 0 0" > "$OUT/audit-$side-$r.drain"; else drain > "$OUT/audit-$side-$r.drain"; fi
-    echo "$(cpu $pid) $g0 $(cpu $SRV2) $s0" > "$OUT/audit-$side-$r.cpu"
-    if [ $side = idle ]; then chrt --all-tasks --other -p 0 "$SRV2"; fi
+    if [ $side = off ]; then sleep 2; echo "0 0 0" > "$OUT/audit-$side-$r.drain"
+    elif [ $side = base ]; then drain 18953 "$BASE_INSTANCE" > "$OUT/audit-$side-$r.drain"
+    else drain > "$OUT/audit-$side-$r.drain"; fi
+    echo "$(cpu $pid) $g0 $(cpu $SRV2) $s0 $(wcpu $pid) $w0" > "$OUT/audit-$side-$r.cpu"
+    if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --other -p 0 "$SRV2"; fi
   done
 done
 SHIPPED=$(python3 - "$SERVER" "$INGEST_TOKEN" <<'PY'
@@ -132,11 +157,12 @@ print(len(json.load(urllib.request.urlopen(req))["events"]))
 PY
 )
 AUDITED=$(audited); STORED=$(stored)
+if [ -n "${BASE_BIN:-}" ]; then AUDITED_BASE=$(audited 18953); STORED_BASE=$(stored "$BASE_INSTANCE"); else AUDITED_BASE=0; STORED_BASE=0; fi
 
-python3 - "$OUT" "$RUNS" "$ACCEPTED" "$INGEST_SECS" "$VERIFY_SECS" "$SHIPPED" "$AUDITED" "$STORED" <<'PY'
+python3 - "$OUT" "$RUNS" "$ACCEPTED" "$INGEST_SECS" "$VERIFY_SECS" "$SHIPPED" "$AUDITED" "$STORED" "$AUDITED_BASE" "$STORED_BASE" "$SIDES" <<'PY'
 import re, sys, statistics
 out, runs, accepted, isecs, vsecs, shipped = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
-audited, stored = int(sys.argv[7]), int(sys.argv[8])
+audited, stored, audited_base, stored_base, sides = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), sys.argv[11].split()
 print(f"| audit ingest ({accepted:,} events, batches of 1000, one connection, fsync per batch) | events/s |")
 print("|---|---:|")
 print(f"| POST /audit/v1/events: chain + checkpoints + index | {accepted / isecs:,.0f} |")
@@ -147,29 +173,39 @@ def parse(path):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     reqs = int(re.search(r"(\d+) requests in", t).group(1))
-    g1, g0, s1, s0 = (float(x) for x in open(path.replace(".txt", ".cpu")).read().split())
+    g1, g0, s1, s0, w1, w0 = (float(x) for x in open(path.replace(".txt", ".cpu")).read().split())
     wait = float(open(path.replace(".txt", ".drain")).read().split()[0])
-    return rps, int(errs.group(1)) if errs else 0, (g1 - g0) / reqs * 1e6, (s1 - s0) / reqs * 1e6, wait
-rows = {side: [parse(f"{out}/audit-{side}-{r}.txt") for r in range(1, runs + 1)] for side in ("off", "on", "idle")}
+    outside = ((g1 - g0) - (w1 - w0)) / reqs * 1e6
+    return rps, int(errs.group(1)) if errs else 0, (g1 - g0) / reqs * 1e6, (s1 - s0) / reqs * 1e6, wait, outside
+rows = {side: [parse(f"{out}/audit-{side}-{r}.txt") for r in range(1, runs + 1)] for side in sides}
 med = statistics.median
-print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | gateway CPU µs per request (median) | server CPU µs per request (median) | wait until all stored, s (median) | non-2xx |")
-print("|---|---:|---|---:|---:|---:|---:|")
+print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | gateway CPU µs per request (median; per run) | of which outside the request workers (median; per run) | server CPU µs per request (median) | wait until all stored, s (median; per run) | non-2xx |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
 names = {"off": "shipping off (audit events to a local file)",
          "on": "shipping on, server competing for the same 2 cores",
-         "idle": "shipping on, server under SCHED_IDLE (stands in for another machine)"}
-for side, name in names.items():
+         "idle": "shipping on, server under SCHED_IDLE (stands in for another machine)",
+         "base": "BASE_BIN shipping on, server under SCHED_IDLE"}
+for side in sides:
     x = rows[side]
-    wait = "" if side == "off" else f"{med(r[4] for r in x):.1f}"
-    print(f"| {name} | {med(r[0] for r in x):,.0f} | {' / '.join(f'{r[0]:,.0f}' for r in x)} | "
-          f"{med(r[2] for r in x):.1f} | {med(r[3] for r in x):.1f} | {wait} | {sum(r[1] for r in x)} |")
+    per = lambda i, f: " / ".join(f.format(r[i]) for r in x)
+    wait = "" if side == "off" else f"{med(r[4] for r in x):.1f} ({per(4, '{:.1f}')})"
+    print(f"| {names[side]} | {med(r[0] for r in x):,.0f} | {per(0, '{:,.0f}')} | "
+          f"{med(r[2] for r in x):.1f} ({per(2, '{:.1f}')}) | {med(r[5] for r in x):.2f} ({per(5, '{:.2f}')}) | "
+          f"{med(r[3] for r in x):.1f} | {wait} | {sum(r[1] for r in x)} |")
 print()
-for side in ("on", "idle"):
+for side in sides[1:]:
     costs = [1 - a[0] / b[0] for a, b in zip(rows[side], rows["off"])]
-    gcost = med(r[2] for r in rows[side]) / med(r[2] for r in rows["off"]) - 1
+    gcosts = [a[2] / b[2] - 1 for a, b in zip(rows[side], rows["off"])]
+    # What shipping adds outside the request path, against the whole gateway's CPU with shipping off.
+    ocosts = [(a[5] - b[5]) / b[2] for a, b in zip(rows[side], rows["off"])]
     print(f"- {names[side]}: req/s cost per run (1 - on/off) {' / '.join(f'{c * 100:+.1f} %' for c in costs)}, "
-          f"median **{med(costs) * 100:+.1f} %**; gateway CPU per request {gcost * 100:+.1f} %")
-verdict = "all, none twice" if stored == audited else "MISMATCH"
-print(f"- events stored from the shipping gateway: {stored:,} (exact, from the index) of {audited:,} requests it "
-      f"audited ({verdict}); the query API returns {shipped} (limit 10000)")
-sys.exit(0 if stored == audited else 1)
+          f"median **{med(costs) * 100:+.1f} %**; gateway CPU per request per run "
+          f"{' / '.join(f'{c * 100:+.1f} %' for c in gcosts)}, median **{med(gcosts) * 100:+.1f} %**; "
+          f"CPU added outside the request workers, per run {' / '.join(f'{c * 100:+.1f} %' for c in ocosts)}, "
+          f"median **{med(ocosts) * 100:+.1f} %** of the gateway's CPU with shipping off")
+ok = stored == audited and stored_base == audited_base
+verdict = "all, none twice" if ok else "MISMATCH"
+print(f"- events stored from the shipping gateway(s): {stored:,} (+ {stored_base:,} base; exact, from the index) of "
+      f"{audited:,} (+ {audited_base:,}) requests audited ({verdict}); the query API returns {shipped} (limit 10000)")
+sys.exit(0 if ok else 1)
 PY

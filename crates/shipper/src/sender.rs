@@ -3,6 +3,8 @@
 //! batches until the server acknowledges them (2xx).
 //! Invariant: the cursor only moves past a batch after a 2xx for it; a failed batch is kept in
 //! memory and re-sent as is (same ids), after an exponential, jittered delay; nothing is dropped.
+//! The cursor file is written at most once per `cursor_every` while batches follow each other, and
+//! always before the sender waits (idle, backoff) or stops.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -175,6 +177,11 @@ pub(crate) struct Sender {
     /// `rolls` when a clean-up last left a single segment: until another segment is created,
     /// there is nothing to delete.
     pub(crate) clean_rolls: u64,
+    /// Acknowledged by the server, cursor not yet written: the last seq and the event count.
+    pub(crate) unsaved: Option<(u64, u64)>,
+    pub(crate) saved_at: tokio::time::Instant,
+    /// How long an acknowledgement may wait for the cursor file while batches keep coming.
+    pub(crate) cursor_every: Duration,
 }
 
 impl Sender {
@@ -193,6 +200,7 @@ impl Sender {
                     match self.next_batch().await {
                         Ok(Some(b)) => b,
                         Ok(None) => {
+                            self.save_cursor().await;
                             if writer_done && shared.closing.load(Ordering::Acquire) {
                                 return;
                             }
@@ -207,6 +215,7 @@ impl Sender {
                             let msg = format!("reading the spool {}: {e}", dir.display());
                             tracing::error!(error = %msg, "audit shipper cannot read its spool");
                             shared.set_error(msg);
+                            self.save_cursor().await;
                             self.pause().await;
                             continue;
                         }
@@ -225,7 +234,11 @@ impl Sender {
                         );
                     }
                     shared.duplicates.fetch_add(ack.duplicates, Ordering::Relaxed);
-                    self.acknowledge(&batch).await;
+                    let (seq, count) = self.unsaved.unwrap_or((0, 0));
+                    self.unsaved = Some((seq.max(batch.last_seq), count.saturating_add(batch.count)));
+                    if self.saved_at.elapsed() >= self.cursor_every {
+                        self.save_cursor().await;
+                    }
                     self.backoff.reset();
                 }
                 Err(e) => {
@@ -236,6 +249,7 @@ impl Sender {
                     }
                     shared.set_error(e.to_string());
                     pending = Some(batch);
+                    self.save_cursor().await;
                     self.pause().await;
                 }
             }
@@ -251,12 +265,17 @@ impl Sender {
                 Source::Memory(cur) => Some(cur.take()),
             };
             if let Some(cur) = memory {
+                // What is queued comes first, also after an overflow (it is the oldest).
+                let (batch, cur) = self.batch_from_memory(cur);
+                self.source = Source::Memory(cur);
+                if batch.is_some() {
+                    return Ok(batch);
+                }
                 let mut q = self.shared.queue();
-                if q.overflowed {
-                    // Chunks after `last` were dropped from memory: read them back from the spool.
+                if q.overflowed && q.chunks.is_empty() {
+                    // Chunks after `last` were left out of memory: read them back from the spool.
+                    // From here on the queue takes chunks again, contiguous from the next one.
                     q.overflowed = false;
-                    q.chunks.clear();
-                    q.bytes = 0;
                     drop(q);
                     tracing::warn!(
                         after_seq = self.last,
@@ -265,10 +284,7 @@ impl Sender {
                     self.source = Source::Spool(SpoolReader::new(self.shared.dir.clone(), self.last));
                     continue;
                 }
-                drop(q);
-                let (batch, cur) = self.batch_from_memory(cur);
-                self.source = Source::Memory(cur);
-                return Ok(batch);
+                return Ok(None);
             }
             let Source::Spool(reader) = std::mem::replace(&mut self.source, Source::Memory(None)) else {
                 continue;
@@ -293,13 +309,13 @@ impl Sender {
                     return Ok(Some(b));
                 }
                 Ok(None) => {
-                    // Caught up with `durable` as read above. If the queue did not overflow since
-                    // the spool was chosen, it holds every chunk published after that: switch.
+                    // Caught up with `durable` as read above. Every chunk published since the
+                    // spool was chosen is queued, up to an overflow if there was one: what the
+                    // spool reader did not reach is there (`last` skips what it did). An overflow
+                    // with nothing queued: stay on the spool.
                     let mut q = self.shared.queue();
-                    if q.overflowed {
+                    if q.overflowed && q.chunks.is_empty() {
                         q.overflowed = false;
-                        q.chunks.clear();
-                        q.bytes = 0;
                         self.source = Source::Spool(reader);
                         return Ok(None);
                     }
@@ -380,10 +396,13 @@ impl Sender {
         }
     }
 
-    async fn acknowledge(&mut self, batch: &Batch) {
+    /// Write the cursor past every acknowledged batch (and delete acknowledged segments, if a
+    /// segment was created since the last look), then count them as acknowledged.
+    async fn save_cursor(&mut self) {
+        let Some((seq, count)) = self.unsaved.take() else { return };
+        self.saved_at = tokio::time::Instant::now();
         let shared = self.shared.clone();
         let dir = shared.dir.clone();
-        let seq = batch.last_seq;
         let rolls = shared.rolls.load(Ordering::Acquire);
         let clean = rolls != self.clean_rolls;
         let done = tokio::task::spawn_blocking(move || {
@@ -404,7 +423,7 @@ impl Sender {
         // Counted once the cursor is on disk (`acknowledged` then also means "not re-sent after a
         // restart") and acknowledged segments are gone (their space is free for new events).
         shared.acked.store(seq, Ordering::Release);
-        shared.acknowledged.fetch_add(batch.count, Ordering::Relaxed);
+        shared.acknowledged.fetch_add(count, Ordering::Relaxed);
     }
 
     async fn cleanup(&mut self, acked: u64) {

@@ -2,7 +2,7 @@
 //! event its id, serializes it once and appends it to the spool, fsyncing once per tick, then hands
 //! the tick's lines (one buffer) to the sender through a bounded in-memory queue. Invariants:
 //! `record` never blocks and never fails; a drop is always counted; a chunk is in the memory queue
-//! only once it is durable, and chunks dropped from it (overflow) are read back from the spool.
+//! only once it is durable, and chunks left out of it (overflow) are read back from the spool.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -45,8 +45,8 @@ pub struct Stats {
     /// Events shipped from the spool file rather than from memory: left by an earlier run, or
     /// after the in-memory queue overflowed (a long outage). While the server keeps up, 0.
     pub read_from_spool: u64,
-    /// Times the in-memory queue overflowed (its chunks dropped from memory, not from the spool)
-    /// and the sender went back to reading the spool.
+    /// Times the in-memory queue overflowed (newer chunks left out of memory, not out of the
+    /// spool) and the sender, once past the queued ones, went back to reading the spool.
     pub memory_overflows: u64,
     /// Spool lines that were not records (damaged files), skipped.
     pub skipped_lines: u64,
@@ -98,8 +98,9 @@ pub(crate) struct Shared {
 pub(crate) struct MemQueue {
     pub(crate) chunks: VecDeque<Chunk>,
     pub(crate) bytes: usize,
-    /// A chunk did not fit: the queue was emptied and takes nothing until the sender, which then
-    /// reads the spool from its position on, clears this.
+    /// A chunk did not fit: it and every later one were left out (the spool has them); the
+    /// chunks already queued stay. The sender ships those, then reads the spool from there on
+    /// and clears this; until then the queue takes nothing.
     pub(crate) overflowed: bool,
 }
 
@@ -127,9 +128,8 @@ impl Shared {
         if !q.overflowed {
             let len = chunk.data.len();
             if q.bytes.saturating_add(len) > self.max_memory_bytes {
+                // The queued chunks are the oldest, the ones the sender needs first: keep them.
                 q.overflowed = true;
-                q.chunks.clear();
-                q.bytes = 0;
                 self.memory_overflows.fetch_add(1, Ordering::Relaxed);
             } else {
                 q.bytes = q.bytes.saturating_add(len);
@@ -226,6 +226,9 @@ impl ShippingSink {
             max_bytes: config.batch_max_bytes,
             backoff: Backoff::new(config.retry_initial, config.retry_max),
             clean_rolls: u64::MAX,
+            unsaved: None,
+            saved_at: tokio::time::Instant::now(),
+            cursor_every: config.flush_interval,
         };
         let sender = runtime.spawn(sender.run());
         Ok(ShippingSink {

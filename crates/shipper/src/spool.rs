@@ -1,5 +1,8 @@
 //! The on-disk spool: `instance` (the random instance id), `cursor` (last acknowledged seq),
-//! `lock`, and segments `seg-<first seq>.ndjson` of JSON lines, one [`AuditRecord`] each.
+//! `lock`, and segments of records, one line each: `seg-<first seq>.spool` lines are
+//! `<crc32 of the JSON, 8 hex digits> <AuditRecord JSON>`, so that reading one back needs a
+//! checksum, not a JSON parse; `seg-<first seq>.ndjson` (written by shippers before checksums)
+//! are plain JSON lines, still read (parsed) after an upgrade.
 //! Invariants: seqs only grow, a segment's records all precede the next segment's first seq,
 //! only the last segment is ever appended to, and a line is sent only once it is fsynced
 //! (`durable`), so a torn last line (a crash mid-write) is never sent: it is cut on open.
@@ -21,30 +24,55 @@ const CURSOR_FILE: &str = "cursor";
 const CURSOR_TMP: &str = "cursor.tmp";
 const LOCK_FILE: &str = "lock";
 const SEGMENT_PREFIX: &str = "seg-";
-const SEGMENT_SUFFIX: &str = ".ndjson";
+const SEGMENT_SUFFIX: &str = ".spool";
+const OLD_SEGMENT_SUFFIX: &str = ".ndjson";
+/// Bytes in front of a record's JSON in a `.spool` line: 8 hex digits and a space.
+pub(crate) const LINE_PREFIX: usize = 9;
 
+/// How a segment's lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Format {
+    /// `.ndjson`, before checksums: a line is a record if it parses as one.
+    Json,
+    /// `.spool`: a line is a record if its checksum matches.
+    Checksummed,
+}
+
+/// A segment file: its first seq, path and format.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentFile {
+    pub(crate) first: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) format: Format,
+}
+
+/// The name of a segment this shipper writes (always checksummed).
 pub(crate) fn segment_name(first: u64) -> String {
     format!("{SEGMENT_PREFIX}{first:020}{SEGMENT_SUFFIX}")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?;
+fn parse_segment_name(name: &str) -> Option<(u64, Format)> {
+    let rest = name.strip_prefix(SEGMENT_PREFIX)?;
+    let (digits, format) = match rest.strip_suffix(SEGMENT_SUFFIX) {
+        Some(d) => (d, Format::Checksummed),
+        None => (rest.strip_suffix(OLD_SEGMENT_SUFFIX)?, Format::Json),
+    };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    Some((digits.parse().ok()?, format))
 }
 
-/// The segments in `dir`, by first seq.
-pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// The segments in `dir`, by first seq (an old-format one before a new one of the same first seq).
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name) {
-            out.push((first, entry.path()));
+        if let Some((first, format)) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push(SegmentFile { first, path: entry.path(), format });
         }
     }
-    out.sort_unstable_by_key(|(first, _)| *first);
+    out.sort_unstable_by_key(|s| (s.first, s.format));
     Ok(out)
 }
 
@@ -54,14 +82,50 @@ struct IdOnly<'a> {
     id: std::borrow::Cow<'a, str>,
 }
 
-/// The seq of one spool line (`{"id":"<instance>-<seq>",...}`), or `None` if the line is not a record.
-pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
-    let parsed: IdOnly<'_> = serde_json::from_slice(line).ok()?;
-    let (_, seq) = parsed.id.rsplit_once('-')?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+fn id_seq(id: &[u8]) -> Option<u64> {
+    let dash = id.iter().rposition(|&b| b == b'-')?;
+    let seq = id.get(dash.saturating_add(1)..)?;
+    if seq.is_empty() || seq.len() > 20 || !seq.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    seq.parse().ok()
+    std::str::from_utf8(seq).ok()?.parse().ok()
+}
+
+/// The seq of one old-format spool line (`{"id":"<instance>-<seq>",...}`), or `None` if the line
+/// is not a record. Parses the whole line.
+pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
+    let parsed: IdOnly<'_> = serde_json::from_slice(line).ok()?;
+    id_seq(parsed.id.as_bytes())
+}
+
+/// The 8-hex-digit, space prefix of a checksummed line holding `json`.
+pub(crate) fn line_prefix(json: &[u8]) -> [u8; LINE_PREFIX] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let crc = crc32fast::hash(json);
+    let mut out = [b' '; LINE_PREFIX];
+    for (i, o) in out.iter_mut().take(8).enumerate() {
+        let nibble = (crc >> (28 - 4 * i)) & 0xf;
+        *o = HEX.get(nibble as usize).copied().unwrap_or(b'0');
+    }
+    out
+}
+
+/// A record line of either format (without its `\n`): its seq and where its JSON starts, or `None`
+/// if it is not one (damaged). A checksummed line's seq is read from the id at the start of its
+/// JSON, which the writer put there and the checksum vouches for; an old one is parsed.
+pub(crate) fn record_in_line(line: &[u8], format: Format) -> Option<(u64, usize)> {
+    match format {
+        Format::Json => line_seq(line).map(|seq| (seq, 0)),
+        Format::Checksummed => {
+            let (prefix, json) = line.split_at_checked(LINE_PREFIX)?;
+            if prefix != line_prefix(json) {
+                return None;
+            }
+            let id = json.strip_prefix(b"{\"id\":\"")?;
+            let end = id.iter().take(64).position(|&b| b == b'"')?;
+            Some((id_seq(id.get(..end)?)?, LINE_PREFIX))
+        }
+    }
 }
 
 fn io_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(io::Error) -> ShipperError + 'a {
@@ -152,17 +216,25 @@ pub(crate) fn open_dir(dir: &Path) -> Result<Opened, ShipperError> {
 
     let instance = read_or_create_instance(dir)?;
     let acked = read_cursor(dir)?;
-    let segments = list_segments(dir).map_err(io_err(dir, "listing"))?;
-    let mut bytes = 0u64;
+    let mut segments = list_segments(dir).map_err(io_err(dir, "listing"))?;
     let mut cut = 0u64;
     let mut last_seq = 0u64;
-    if let Some((last_first, last_path)) = segments.last() {
-        let (seq, c) = repair_last_segment(last_path)?;
+    if let Some(last) = segments.last() {
+        let (seq, c, empty) = repair_last_segment(last)?;
         cut = c;
-        last_seq = seq.max(last_first.saturating_sub(1));
+        // A non-empty segment's first seq is used even if none of its lines is readable, so the
+        // writer's next segment never takes the same name.
+        last_seq = if empty { last.first.saturating_sub(1) } else { seq.max(last.first) };
+        if empty && last.format == Format::Json {
+            // An empty old-format segment: the writer's first (new-format) segment would start at
+            // the same seq. Nothing in it, so nothing is lost.
+            std::fs::remove_file(&last.path).map_err(io_err(&last.path, "removing"))?;
+            segments.pop();
+        }
     }
-    for (_, path) in &segments {
-        bytes = bytes.saturating_add(std::fs::metadata(path).map_err(io_err(path, "reading"))?.len());
+    let mut bytes = 0u64;
+    for s in &segments {
+        bytes = bytes.saturating_add(std::fs::metadata(&s.path).map_err(io_err(&s.path, "reading"))?.len());
     }
     let next_seq = acked.max(last_seq).saturating_add(1);
     Ok(Opened { instance, acked, next_seq, bytes, cut, lock })
@@ -202,8 +274,10 @@ fn read_cursor(dir: &Path) -> Result<u64, ShipperError> {
     }
 }
 
-/// Cut a torn last line off the last segment (fsynced), and return its highest seq and the bytes cut.
-fn repair_last_segment(path: &Path) -> Result<(u64, u64), ShipperError> {
+/// Cut a torn last line off the last segment (fsynced); return its highest seq, the bytes cut
+/// and whether it is empty now.
+fn repair_last_segment(segment: &SegmentFile) -> Result<(u64, u64, bool), ShipperError> {
+    let path = &segment.path;
     let mut data = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(path, "reading"))?;
     let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i.saturating_add(1));
@@ -214,8 +288,14 @@ fn repair_last_segment(path: &Path) -> Result<(u64, u64), ShipperError> {
         f.sync_all().map_err(io_err(path, "repairing"))?;
         tracing::warn!(segment = %path.display(), bytes = cut, "audit spool: cut a torn last line (crash mid-write); it was never sent");
     }
-    let max = data.get(..keep).unwrap_or_default().split(|&b| b == b'\n').filter_map(line_seq).max().unwrap_or(0);
-    Ok((max, cut))
+    let max = data
+        .get(..keep)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|line| record_in_line(line, segment.format).map(|(seq, _)| seq))
+        .max()
+        .unwrap_or(0);
+    Ok((max, cut, keep == 0))
 }
 
 /// What happened to one event handed to [`SpoolWriter::append`].
@@ -235,8 +315,9 @@ pub(crate) struct WriteFailed {
     pub(crate) lost: u64,
 }
 
-/// Durable records, serialized once: the NDJSON lines exactly as written to the spool, handed
-/// to the sender as they are. `lines` holds each line's seq and end offset in `data`.
+/// Durable records, serialized once: the NDJSON lines as written to the spool (without the
+/// checksum prefix), handed to the sender as they are. `lines` holds each line's seq and end
+/// offset in `data`.
 pub(crate) struct Chunk {
     pub(crate) data: bytes::Bytes,
     pub(crate) lines: Vec<(u64, usize)>,
@@ -255,8 +336,9 @@ struct Segment {
 }
 
 /// Appends records to the last segment; owned by the writer thread. One tick's lines are
-/// serialized into one buffer, written with one `write` per segment and fsynced once, then the
-/// same buffer becomes the [`Chunk`] the sender ships.
+/// serialized into one buffer, copied with their checksum prefixes into a second (reused) one,
+/// written with one `write` per segment and fsynced once; the first buffer becomes the [`Chunk`]
+/// the sender ships.
 pub(crate) struct SpoolWriter {
     dir: PathBuf,
     instance: String,
@@ -272,6 +354,8 @@ pub(crate) struct SpoolWriter {
     lines: Vec<(u64, usize)>,
     written: usize,
     synced: usize,
+    /// The bytes of one `write`: lines with their checksum prefixes.
+    file_buf: Vec<u8>,
 }
 
 impl SpoolWriter {
@@ -297,6 +381,7 @@ impl SpoolWriter {
             lines: Vec::new(),
             written: 0,
             synced: 0,
+            file_buf: Vec::new(),
         }
     }
 
@@ -310,8 +395,11 @@ impl SpoolWriter {
             self.buf.truncate(start);
             return Err(WriteFailed { error, lost: 1 });
         }
-        let len = self.buf.len().saturating_sub(start) as u64;
-        let unwritten = start.saturating_sub(self.written) as u64;
+        // Bytes in the file: the line and its checksum prefix.
+        let len = (self.buf.len().saturating_sub(start) as u64).saturating_add(LINE_PREFIX as u64);
+        let unwritten_lines = self.lines.len().saturating_sub(self.synced) as u64;
+        let unwritten = (start.saturating_sub(self.written) as u64)
+            .saturating_add(unwritten_lines.saturating_mul(LINE_PREFIX as u64));
         if self.spool_bytes.load(Ordering::Acquire).saturating_add(unwritten).saturating_add(len) > self.max_spool_bytes
         {
             self.buf.truncate(start);
@@ -347,18 +435,29 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// Write `buf[written..upto]` (whole lines) to the current segment and fsync it.
+    /// Write `buf[written..upto]` (whole lines), each behind its checksum prefix, to the current
+    /// segment and fsync it.
     fn write_out(&mut self, upto: usize) -> io::Result<()> {
         let Some(segment) = &mut self.current else { return Ok(()) };
-        let pending = self.buf.get(self.written..upto).unwrap_or_default();
-        if !pending.is_empty() {
+        let upto_line = self.lines.partition_point(|(_, end)| *end <= upto);
+        let file_buf = &mut self.file_buf;
+        file_buf.clear();
+        let mut start = self.written;
+        for (_, end) in self.lines.get(self.synced..upto_line).unwrap_or_default() {
+            let line = self.buf.get(start..*end).unwrap_or_default();
+            start = *end;
+            let json = line.strip_suffix(b"\n").unwrap_or(line);
+            file_buf.extend_from_slice(&line_prefix(json));
+            file_buf.extend_from_slice(line);
+        }
+        if !file_buf.is_empty() {
             // Counted even if the write fails part way: an over-count only makes the cap stricter.
-            self.spool_bytes.fetch_add(pending.len() as u64, Ordering::AcqRel);
-            segment.file.write_all(pending)?;
+            self.spool_bytes.fetch_add(file_buf.len() as u64, Ordering::AcqRel);
+            segment.file.write_all(file_buf)?;
             segment.file.sync_data()?;
         }
         self.written = upto;
-        self.synced = self.lines.partition_point(|(_, end)| *end <= upto);
+        self.synced = upto_line;
         Ok(())
     }
 
@@ -441,6 +540,7 @@ impl SpoolReader {
 
     /// The next batch of records with seq in `(last handed out, durable]`, at most `max_events`
     /// records and `max_bytes` bytes (unless one record alone is larger); `None` if there is none yet.
+    /// A checksummed line is checked, not parsed; a line that is not a record is skipped and counted.
     pub(crate) fn next_batch(&mut self, durable: u64, max_events: u64, max_bytes: usize) -> io::Result<Option<Batch>> {
         let mut body = Vec::new();
         let mut count = 0u64;
@@ -452,35 +552,37 @@ impl SpoolReader {
                 None => {
                     // The segment that may hold last_seq + 1: the last one starting at or before it.
                     let want = self.last_seq.saturating_add(1);
-                    let pick = segments.iter().rev().find(|(f, _)| *f <= want).or(segments.first());
+                    let pick = segments.iter().rev().find(|s| s.first <= want).or(segments.first());
                     match pick {
-                        Some((f, _)) => (*f, 0),
+                        Some(s) => (s.first, 0),
                         None => break,
                     }
                 }
             };
-            let path = self.dir.join(segment_name(first));
-            let next_segment = segments.iter().find(|(f, _)| *f > first).map(|(f, _)| *f);
+            let next_segment = segments.iter().find(|s| s.first > first).map(|s| s.first);
+            let Some(segment) = segments.iter().find(|s| s.first == first) else {
+                // Deleted (fully acknowledged): move on.
+                self.segment = next_segment.map(|n| (n, 0));
+                if next_segment.is_some() {
+                    continue 'segments;
+                }
+                break 'segments;
+            };
+            let (path, format) = (&segment.path, segment.format);
             let mut rechecked = false;
             loop {
-                let file = match File::open(&path) {
+                let file = match File::open(path) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        // Deleted (fully acknowledged) or never created: move on.
-                        match next_segment {
-                            Some(n) => {
-                                self.segment = Some((n, 0));
-                                continue 'segments;
-                            }
-                            None => {
-                                self.segment = None;
-                                break 'segments;
-                            }
+                        self.segment = next_segment.map(|n| (n, 0));
+                        if next_segment.is_some() {
+                            continue 'segments;
                         }
+                        break 'segments;
                     }
                     Err(e) => return Err(e),
                 };
-                let mut reader = BufReader::with_capacity(64 * 1024, file);
+                let mut reader = BufReader::with_capacity(256 * 1024, file);
                 reader.seek(SeekFrom::Start(offset))?;
                 let mut line = Vec::new();
                 let torn = loop {
@@ -489,10 +591,8 @@ impl SpoolReader {
                     if n == 0 {
                         break false;
                     }
-                    if line.last() != Some(&b'\n') {
-                        break true;
-                    }
-                    let Some(seq) = line_seq(&line) else {
+                    let Some(text) = line.strip_suffix(b"\n") else { break true };
+                    let Some((seq, json)) = record_in_line(text, format) else {
                         self.skipped = self.skipped.saturating_add(1);
                         tracing::error!(segment = %path.display(), offset, "audit spool: skipped a line that is not a record");
                         offset = offset.saturating_add(n as u64);
@@ -502,13 +602,14 @@ impl SpoolReader {
                         offset = offset.saturating_add(n as u64);
                         continue;
                     }
+                    let record = line.get(json..).unwrap_or_default();
                     if seq > durable
-                        || (count > 0 && (count >= max_events || body.len().saturating_add(line.len()) > max_bytes))
+                        || (count > 0 && (count >= max_events || body.len().saturating_add(record.len()) > max_bytes))
                     {
                         self.segment = Some((first, offset));
                         break 'segments;
                     }
-                    body.extend_from_slice(&line);
+                    body.extend_from_slice(record);
                     count = count.saturating_add(1);
                     last = seq;
                     offset = offset.saturating_add(n as u64);
@@ -544,12 +645,12 @@ pub(crate) fn delete_acked(dir: &Path, acked: u64) -> io::Result<(u64, usize)> {
     let mut freed = 0u64;
     let mut left = segments.len();
     for pair in segments.windows(2) {
-        let [(_, path), (next_first, _)] = pair else { continue };
-        if next_first.saturating_sub(1) > acked {
+        let [this, next] = pair else { continue };
+        if next.first.saturating_sub(1) > acked {
             break;
         }
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(path) {
+        let len = std::fs::metadata(&this.path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&this.path) {
             Ok(()) => freed = freed.saturating_add(len),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -601,10 +702,12 @@ mod tests {
 
     #[test]
     fn segment_names_sort_and_parse() {
-        assert_eq!(segment_name(42), "seg-00000000000000000042.ndjson");
-        assert_eq!(parse_segment_name("seg-00000000000000000042.ndjson"), Some(42));
+        assert_eq!(segment_name(42), "seg-00000000000000000042.spool");
+        assert_eq!(parse_segment_name("seg-00000000000000000042.spool"), Some((42, Format::Checksummed)));
+        assert_eq!(parse_segment_name("seg-00000000000000000042.ndjson"), Some((42, Format::Json)));
         assert_eq!(parse_segment_name("seg-.ndjson"), None);
-        assert_eq!(parse_segment_name("seg-+1.ndjson"), None);
+        assert_eq!(parse_segment_name("seg-+1.spool"), None);
+        assert_eq!(parse_segment_name("seg-1.spool.tmp"), None);
         assert_eq!(parse_segment_name("cursor"), None);
         assert_eq!(line_seq(br#"{"id":"ab-17","x":1}"#), Some(17));
         assert_eq!(line_seq(br#"{"id":"ab-","x":1}"#), None);
@@ -632,11 +735,18 @@ mod tests {
         assert!(matches!(w.sync(), (None, None)));
         let segments = list_segments(&dir).unwrap();
         assert!(segments.len() > 3, "{}", segments.len());
-        let on_disk: u64 = segments.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+        let on_disk: u64 = segments.iter().map(|s| std::fs::metadata(&s.path).unwrap().len()).sum();
         assert_eq!(bytes.load(Ordering::Acquire), on_disk);
-        // The chunk handed to the sender is the spool's bytes, line for line.
-        let files: Vec<u8> = segments.iter().flat_map(|(_, p)| std::fs::read(p).unwrap()).collect();
-        assert_eq!(&chunk.data[..], &files[..]);
+        assert_eq!(on_disk, chunk.data.len() as u64 + 100 * LINE_PREFIX as u64);
+        // The chunk handed to the sender is the spool's lines, each without its checksum prefix.
+        let files: Vec<u8> = segments.iter().flat_map(|s| std::fs::read(&s.path).unwrap()).collect();
+        let mut unprefixed = Vec::new();
+        for line in files.split_inclusive(|&b| b == b'\n') {
+            let (prefix, rest) = line.split_at(LINE_PREFIX);
+            assert_eq!(prefix, &line_prefix(rest.strip_suffix(b"\n").unwrap())[..]);
+            unprefixed.extend_from_slice(rest);
+        }
+        assert_eq!(&chunk.data[..], &unprefixed[..]);
         let mut start = 0;
         for (seq, end) in &chunk.lines {
             assert_eq!(line_seq(&chunk.data[start..*end]), Some(*seq));
@@ -662,7 +772,7 @@ mod tests {
         let (freed, _) = delete_acked(&dir, 50).unwrap();
         let left = list_segments(&dir).unwrap();
         assert!(freed > 0 && left.len() < segments.len());
-        assert!(left.first().unwrap().0 <= 51, "a segment holding seq 51 must stay");
+        assert!(left.first().unwrap().first <= 51, "a segment holding seq 51 must stay");
         // Everything acknowledged: the last segment still stays.
         assert_eq!(delete_acked(&dir, 100).unwrap().1, 1);
         assert_eq!(list_segments(&dir).unwrap().len(), 1);
@@ -682,7 +792,7 @@ mod tests {
         assert_eq!(w.sync().0.unwrap().lines.len(), 5);
         let instance = o.instance.clone();
         drop((w, o));
-        let (_, seg) = list_segments(&dir).unwrap().pop().unwrap();
+        let seg = list_segments(&dir).unwrap().pop().unwrap().path;
         let good = std::fs::metadata(&seg).unwrap().len();
         OpenOptions::new().append(true).open(&seg).unwrap().write_all(br#"{"id":"x-6","ti"#).unwrap();
         write_cursor(&dir, 2).unwrap();
@@ -733,7 +843,9 @@ mod tests {
             }
         }
         let line =
-            serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len() + 1;
+            serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len()
+                + 1
+                + LINE_PREFIX;
         assert_eq!(written, 2000 / line as u64);
         drop((w, o));
         std::fs::write(dir.join(CURSOR_FILE), "seven\n").unwrap();
@@ -741,5 +853,133 @@ mod tests {
         std::fs::write(dir.join(CURSOR_FILE), "7\n").unwrap();
         std::fs::write(dir.join(INSTANCE_FILE), "nothex\n").unwrap();
         assert!(matches!(open_dir(&dir), Err(ShipperError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_checksummed_line_is_checked_not_parsed() {
+        let mut json = Vec::new();
+        serialize_record(&mut json, "0123456789abcdef0123456789abcdef", 4711, &event(1)).unwrap();
+        json.pop();
+        // CRC-32 (IEEE) of "123456789" is cbf43926 (the check value of the standard).
+        assert_eq!(&line_prefix(b"123456789"), b"cbf43926 ");
+        let line = [&line_prefix(&json)[..], &json].concat();
+        assert_eq!(record_in_line(&line, Format::Checksummed), Some((4711, LINE_PREFIX)));
+        // One changed byte anywhere (here inside a string, still valid JSON): not a record.
+        let mut changed = line.clone();
+        let at = changed.windows(5).position(|w| w == b"alice").unwrap();
+        changed[at] = b'A';
+        assert!(serde_json::from_slice::<AuditRecord>(&changed[LINE_PREFIX..]).is_ok());
+        assert_eq!(record_in_line(&changed, Format::Checksummed), None);
+        let mut prefix_changed = line.clone();
+        prefix_changed[0] = if prefix_changed[0] == b'0' { b'1' } else { b'0' };
+        assert_eq!(record_in_line(&prefix_changed, Format::Checksummed), None);
+        assert_eq!(record_in_line(&line[..5], Format::Checksummed), None);
+        assert_eq!(record_in_line(b"", Format::Checksummed), None);
+        // An old-format line is a record if it parses; a checksummed one read as old is not.
+        assert_eq!(record_in_line(&json, Format::Json), Some((4711, 0)));
+        assert_eq!(record_in_line(&line, Format::Json), None);
+        assert_eq!(record_in_line(&json, Format::Checksummed), None);
+    }
+
+    /// An old-format segment as a shipper before checksums wrote it: JSON lines for `seqs`.
+    fn old_segment(dir: &Path, instance: &str, seqs: std::ops::RangeInclusive<u64>) -> PathBuf {
+        let path = dir.join(format!("seg-{:020}.ndjson", seqs.start()));
+        let mut out = Vec::new();
+        for seq in seqs {
+            serialize_record(&mut out, instance, seq, &event(seq)).unwrap();
+        }
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_old_format_spool_is_read_after_an_upgrade_then_new_segments_follow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let o = open_dir(&dir).unwrap();
+        let instance = o.instance.clone();
+        drop(o);
+        old_segment(&dir, &instance, 1..=4);
+        let old = old_segment(&dir, &instance, 5..=7);
+        // A torn old-format line at the end is cut, as before.
+        OpenOptions::new().append(true).open(&old).unwrap().write_all(br#"{"id":"x-8","ti"#).unwrap();
+        write_cursor(&dir, 2).unwrap();
+        let o = open_dir(&dir).unwrap();
+        assert_eq!((o.acked, o.next_seq, o.cut), (2, 8, 15));
+        let bytes = Arc::new(AtomicU64::new(o.bytes));
+        let mut w = writer(&dir, &o, 1 << 20, 1 << 20, &bytes);
+        for n in 8..=10 {
+            w.append(&event(n)).unwrap();
+        }
+        assert_eq!(w.sync().0.unwrap().last_seq(), Some(10));
+        let names: Vec<String> =
+            list_segments(&dir).unwrap().iter().map(|s| s.path.file_name().unwrap().to_str().unwrap().into()).collect();
+        assert_eq!(
+            names,
+            ["seg-00000000000000000001.ndjson", "seg-00000000000000000005.ndjson", "seg-00000000000000000008.spool"]
+        );
+        let mut r = SpoolReader::new(dir.clone(), o.acked);
+        let mut seqs = Vec::new();
+        while let Some(b) = r.next_batch(10, 2, 1 << 20).unwrap() {
+            for line in b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                let rec: AuditRecord = serde_json::from_slice(line).unwrap();
+                assert_eq!(rec.event, event(line_seq(line).unwrap()));
+                seqs.push(line_seq(line).unwrap());
+            }
+        }
+        assert_eq!(seqs, (3..=10).collect::<Vec<_>>());
+        assert_eq!(r.skipped, 0);
+    }
+
+    #[test]
+    fn an_empty_old_format_last_segment_is_removed_so_names_never_collide() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let o = open_dir(&dir).unwrap();
+        let instance = o.instance.clone();
+        drop(o);
+        old_segment(&dir, &instance, 1..=3);
+        let empty = dir.join(format!("seg-{:020}.ndjson", 4));
+        std::fs::write(&empty, b"").unwrap();
+        let o = open_dir(&dir).unwrap();
+        assert_eq!(o.next_seq, 4);
+        assert!(!empty.exists());
+        drop(o);
+        // A non-empty last segment whose lines are all unreadable still uses its first seq.
+        std::fs::write(dir.join(format!("seg-{:020}.ndjson", 4)), b"garbage\n").unwrap();
+        assert_eq!(open_dir(&dir).unwrap().next_seq, 5);
+    }
+
+    #[test]
+    fn a_damaged_line_is_skipped_and_counted_and_reading_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let o = open_dir(&dir).unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut w = writer(&dir, &o, 1 << 20, 1 << 20, &bytes);
+        for n in 1..=6 {
+            w.append(&event(n)).unwrap();
+        }
+        w.sync();
+        let seg = list_segments(&dir).unwrap().pop().unwrap().path;
+        let mut data = std::fs::read(&seg).unwrap();
+        // Line 2: a changed digit in the request id (valid JSON still); line 4: a cut in the middle.
+        let at = data.windows(3).position(|x| x == b"\"r2").unwrap();
+        data[at + 2] = b'7';
+        let lines: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+        let mut damaged = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            damaged.extend_from_slice(if i == 3 { &l[..40] } else { l });
+            if i == 3 {
+                damaged.push(b'\n');
+            }
+        }
+        std::fs::write(&seg, &damaged).unwrap();
+        let mut r = SpoolReader::new(dir.clone(), 0);
+        let b = r.next_batch(6, 100, 1 << 20).unwrap().unwrap();
+        let seqs: Vec<u64> =
+            b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| line_seq(l).unwrap()).collect();
+        assert_eq!(seqs, [1, 3, 5, 6]);
+        assert_eq!((b.count, b.last_seq, r.skipped), (4, 6, 2));
     }
 }

@@ -421,7 +421,8 @@ async fn a_full_spool_drops_and_counts_then_recovers() {
     );
     assert!(s.spooled > 100 && s.spooled < 1000, "{s:?}");
     assert_eq!((s.dropped_spool_full, s.dropped, s.dropped_queue_full), (1000 - s.spooled, 1000 - s.spooled, 0));
-    assert!(s.spool_bytes <= 64 * 1024 && s.spool_bytes + line.len() as u64 > 64 * 1024, "{s:?}");
+    // On disk, a line has a checksum prefix of 9 bytes.
+    assert!(s.spool_bytes <= 64 * 1024 && s.spool_bytes + line.len() as u64 + 9 > 64 * 1024, "{s:?}");
     assert_eq!(spool_lines(dir), s.spooled);
     // Dropped events take no id: the ids stay contiguous.
     let spooled = s.spooled;
@@ -534,9 +535,10 @@ async fn an_overflowing_memory_queue_falls_back_to_the_spool_and_back() {
     let mut server = TestServer::down().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut c = config(&server, tmp.path());
-    c.max_memory_bytes = 64 * 1024;
+    c.max_memory_bytes = 200 * 1024;
     let sink = ShippingSink::open(c).unwrap();
     let instance = sink.instance_id().to_owned();
+    let line = serde_json::to_string(&AuditRecord { id: format!("{instance}-500"), event: event(500) }).unwrap().len() + 1;
     // ~400 KB over many ticks while the server is down: more than the memory queue holds.
     for n in 1..=1000 {
         sink.record(event(n));
@@ -548,7 +550,11 @@ async fn an_overflowing_memory_queue_falls_back_to_the_spool_and_back() {
     assert!(s.memory_overflows >= 1, "{s:?}");
     server.up().await;
     let s = until(&sink, "1000 acknowledged", |s| s.acknowledged == 1000).await;
-    assert!(s.read_from_spool > 0 && s.read_from_spool < 1000, "{s:?}");
+    // The chunks queued before the overflow (the oldest) stay in memory and are shipped from
+    // there: every whole group of 100 that fits in 200 KiB; only the rest is read back.
+    let kept = (200 * 1024 / line) as u64 / 100 * 100;
+    assert!(kept >= 500, "{line}");
+    assert!(s.read_from_spool > 0 && s.read_from_spool <= 1000 - kept, "{s:?}");
     assert_eq!((s.dropped, s.pending, s.server_duplicates, s.skipped_lines), (0, 0, 0, 0));
     // Caught up: new events go from memory again.
     let read = s.read_from_spool;
@@ -569,19 +575,61 @@ async fn a_damaged_spool_line_is_skipped_and_counted_on_recovery() {
     let dir = tmp.path();
     let (instance, seg) = spool_ten_while_down(&server, dir).await;
     let text = std::fs::read_to_string(&seg).unwrap();
+    // Line 5 is no longer JSON; line 7 still is, with a different request id: both are damaged.
     let damaged: Vec<String> = text
         .lines()
         .enumerate()
-        .map(|(i, l)| if i == 4 { l.replace("\"id\"", "\"id") } else { l.to_owned() })
+        .map(|(i, l)| match i {
+            4 => l.replace("\"id\"", "\"id"),
+            6 => l.replace("req-7", "req-8"),
+            _ => l.to_owned(),
+        })
         .collect();
+    assert_ne!(damaged[6], text.lines().nth(6).unwrap());
     std::fs::write(&seg, damaged.join("\n") + "\n").unwrap();
 
     let second = ShippingSink::open(config(&server, dir)).unwrap();
     server.up().await;
-    let s = until(&second, "10 acknowledged (one of them skipped)", |s| s.skipped_lines == 1 && s.pending == 0).await;
-    assert_eq!((s.acknowledged, s.read_from_spool), (9, 9));
+    let s = until(&second, "10 acknowledged (two of them skipped)", |s| s.skipped_lines == 2 && s.pending == 0).await;
+    assert_eq!((s.acknowledged, s.read_from_spool), (8, 8));
     let log = server.log();
-    let want: Vec<String> = ids(&instance, 1..=10).into_iter().filter(|id| !id.ends_with("-5")).collect();
+    let want: Vec<String> =
+        ids(&instance, 1..=10).into_iter().filter(|id| !id.ends_with("-5") && !id.ends_with("-7")).collect();
     assert_eq!(log.ok_ids, want);
     assert_eq!((log.bad_lines, log.bad_requests), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_format_spool_ships_exactly_once_after_an_upgrade() {
+    let mut server = TestServer::down().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let instance = ShippingSink::open(config(&server, dir)).unwrap().instance_id().to_owned();
+    // What a shipper before checksums left: plain JSON lines, seqs 1..=20, 1..=5 acknowledged.
+    let old: String = (1..=20)
+        .map(|n| serde_json::to_string(&AuditRecord { id: format!("{instance}-{n}"), event: event(n) }).unwrap() + "\n")
+        .collect();
+    std::fs::write(dir.join("seg-00000000000000000001.ndjson"), old).unwrap();
+    std::fs::write(dir.join("cursor"), "5\n").unwrap();
+
+    let sink = ShippingSink::open(config(&server, dir)).unwrap();
+    assert_eq!(sink.stats().pending, 15);
+    for n in 21..=30 {
+        sink.record(event(n));
+    }
+    until(&sink, "10 spooled", |s| s.spooled == 10).await;
+    server.up().await;
+    let s = until(&sink, "25 acknowledged", |s| s.acknowledged == 25).await;
+    assert_eq!((s.pending, s.dropped, s.skipped_lines, s.read_from_spool), (0, 0, 0, 25));
+    let s = sink.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(s.pending, 0);
+    drop(sink);
+    // New events went to a checksummed segment; a restart sends only what is new.
+    assert!(segments(dir).iter().any(|p| p.to_str().unwrap().ends_with("seg-00000000000000000021.spool")));
+    let sink = ShippingSink::open(config(&server, dir)).unwrap();
+    sink.record(event(31));
+    until(&sink, "1 acknowledged", |s| s.acknowledged == 1).await;
+    let log = server.log();
+    assert_eq!(log.ok_ids, ids(&instance, 6..=31));
+    assert_eq!((log.duplicates, log.bad_lines), (0, 0));
 }
