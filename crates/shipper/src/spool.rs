@@ -531,11 +531,21 @@ pub(crate) struct SpoolReader {
     segment: Option<(u64, u64)>,
     /// Lines skipped because they are not records (counted for stats).
     pub(crate) skipped: u64,
+    /// The segment file kept open between batches, with what it has read ahead: its first seq
+    /// and the offset the reader is at (a batch usually ends inside the buffered data).
+    open: Option<(u64, u64, BufReader<File>)>,
+    line: Vec<u8>,
+}
+
+/// Put the last `n` bytes read back (cheap while they are still buffered).
+fn unread(reader: &mut BufReader<File>, n: usize) -> io::Result<()> {
+    let back = i64::try_from(n).map_err(io::Error::other)?;
+    reader.seek_relative(back.saturating_neg())
 }
 
 impl SpoolReader {
     pub(crate) fn new(dir: PathBuf, acked: u64) -> SpoolReader {
-        SpoolReader { dir, last_seq: acked, segment: None, skipped: 0 }
+        SpoolReader { dir, last_seq: acked, segment: None, skipped: 0, open: None, line: Vec::new() }
     }
 
     /// The next batch of records with seq in `(last handed out, durable]`, at most `max_events`
@@ -571,27 +581,38 @@ impl SpoolReader {
             let (path, format) = (&segment.path, segment.format);
             let mut rechecked = false;
             loop {
-                let file = match File::open(path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        self.segment = next_segment.map(|n| (n, 0));
-                        if next_segment.is_some() {
-                            continue 'segments;
-                        }
-                        break 'segments;
+                let mut reader = match self.open.take() {
+                    Some((f, at, r)) if f == first && at == offset => r,
+                    _ => {
+                        let file = match File::open(path) {
+                            Ok(f) => f,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                self.segment = next_segment.map(|n| (n, 0));
+                                if next_segment.is_some() {
+                                    continue 'segments;
+                                }
+                                break 'segments;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        let mut r = BufReader::with_capacity(256 * 1024, file);
+                        r.seek(SeekFrom::Start(offset))?;
+                        r
                     }
-                    Err(e) => return Err(e),
                 };
-                let mut reader = BufReader::with_capacity(256 * 1024, file);
-                reader.seek(SeekFrom::Start(offset))?;
-                let mut line = Vec::new();
+                let line = &mut self.line;
+                let mut stop = false;
                 let torn = loop {
                     line.clear();
-                    let n = reader.read_until(b'\n', &mut line)?;
+                    let n = reader.read_until(b'\n', line)?;
                     if n == 0 {
                         break false;
                     }
-                    let Some(text) = line.strip_suffix(b"\n") else { break true };
+                    let Some(text) = line.strip_suffix(b"\n") else {
+                        // Not complete (yet): read it again next time.
+                        unread(&mut reader, n)?;
+                        break true;
+                    };
                     let Some((seq, json)) = record_in_line(text, format) else {
                         self.skipped = self.skipped.saturating_add(1);
                         tracing::error!(segment = %path.display(), offset, "audit spool: skipped a line that is not a record");
@@ -606,8 +627,9 @@ impl SpoolReader {
                     if seq > durable
                         || (count > 0 && (count >= max_events || body.len().saturating_add(record.len()) > max_bytes))
                     {
-                        self.segment = Some((first, offset));
-                        break 'segments;
+                        unread(&mut reader, n)?;
+                        stop = true;
+                        break false;
                     }
                     body.extend_from_slice(record);
                     count = count.saturating_add(1);
@@ -615,6 +637,10 @@ impl SpoolReader {
                     offset = offset.saturating_add(n as u64);
                 };
                 self.segment = Some((first, offset));
+                self.open = Some((first, offset, reader));
+                if stop {
+                    break 'segments;
+                }
                 let Some(next) = next_segment else { break 'segments };
                 if !rechecked {
                     // The writer completes a segment before it creates the next: read once more
@@ -627,6 +653,7 @@ impl SpoolReader {
                     tracing::error!(segment = %path.display(), offset, "audit spool: skipped a torn line at the end of a segment");
                 }
                 self.segment = Some((next, 0));
+                self.open = None;
                 continue 'segments;
             }
         }
@@ -842,10 +869,9 @@ mod tests {
                 written += 1;
             }
         }
-        let line =
-            serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len()
-                + 1
-                + LINE_PREFIX;
+        let line = serde_json::to_vec(&AuditRecord { id: format!("{}-1", o.instance), event: event(1) }).unwrap().len()
+            + 1
+            + LINE_PREFIX;
         assert_eq!(written, 2000 / line as u64);
         drop((w, o));
         std::fs::write(dir.join(CURSOR_FILE), "seven\n").unwrap();
@@ -981,5 +1007,35 @@ mod tests {
             b.body.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| line_seq(l).unwrap()).collect();
         assert_eq!(seqs, [1, 3, 5, 6]);
         assert_eq!((b.count, b.last_seq, r.skipped), (4, 6, 2));
+    }
+
+    #[test]
+    fn the_open_reader_picks_up_appended_lines_and_a_line_completed_later() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let o = open_dir(&dir).unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut w = writer(&dir, &o, 1 << 20, 1 << 20, &bytes);
+        for n in 1..=5 {
+            w.append(&event(n)).unwrap();
+        }
+        w.sync();
+        let mut r = SpoolReader::new(dir.clone(), 0);
+        // Stops inside the buffered data (2 of 5), then goes on from there.
+        assert_eq!(r.next_batch(5, 2, 1 << 20).unwrap().unwrap().last_seq, 2);
+        assert_eq!(r.next_batch(5, 100, 1 << 20).unwrap().unwrap().last_seq, 5);
+        assert!(r.next_batch(5, 100, 1 << 20).unwrap().is_none());
+        // Seq 6, written in two halves (as a reader may see a write in progress).
+        let mut json = Vec::new();
+        serialize_record(&mut json, &o.instance, 6, &event(6)).unwrap();
+        let line = [&line_prefix(json.strip_suffix(b"\n").unwrap())[..], &json].concat();
+        let seg = list_segments(&dir).unwrap().pop().unwrap().path;
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&line[..100]).unwrap();
+        assert!(r.next_batch(6, 100, 1 << 20).unwrap().is_none());
+        f.write_all(&line[100..]).unwrap();
+        let b = r.next_batch(6, 100, 1 << 20).unwrap().unwrap();
+        assert_eq!((b.count, b.last_seq, r.skipped), (1, 6, 0));
+        assert_eq!(&b.body[..], &json[..]);
     }
 }

@@ -538,7 +538,8 @@ async fn an_overflowing_memory_queue_falls_back_to_the_spool_and_back() {
     c.max_memory_bytes = 200 * 1024;
     let sink = ShippingSink::open(c).unwrap();
     let instance = sink.instance_id().to_owned();
-    let line = serde_json::to_string(&AuditRecord { id: format!("{instance}-500"), event: event(500) }).unwrap().len() + 1;
+    let line =
+        serde_json::to_string(&AuditRecord { id: format!("{instance}-500"), event: event(500) }).unwrap().len() + 1;
     // ~400 KB over many ticks while the server is down: more than the memory queue holds.
     for n in 1..=1000 {
         sink.record(event(n));
