@@ -54,9 +54,9 @@ pub struct ShipperConfig {
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// Bytes of durable, serialized events the sender keeps in memory (default 32 MiB), so that
-    /// it ships them without reading the spool back. When the server falls further behind, the
-    /// memory copy is dropped (the spool keeps them) and the sender reads the spool until it has
-    /// caught up. 0: always read the spool.
+    /// it ships them without reading the spool back. When the server falls further behind, newer
+    /// events are left out of memory (the spool keeps them): the sender ships the queued ones,
+    /// then reads the spool until it has caught up. 0: always read the spool.
     #[serde(default = "default_max_memory_bytes")]
     pub max_memory_bytes: usize,
 }
