@@ -19,8 +19,9 @@ OUT=$PWD/bench/out; mkdir -p "$OUT"; rm -f "$OUT"/waf-*.txt
 for t in wrk nginx apache2 curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light apache2 libapache2-mod-security2)"; exit 1; }; done
 [ -f /usr/lib/apache2/modules/mod_security2.so ] || { echo "missing mod_security2 (apt install libapache2-mod-security2)"; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
-[ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -q
-PALISADE=$CARGO_TARGET_DIR/release/palisade
+# PALISADE_BIN=path: benchmark that binary instead of building this tree; SKIP_BUILD=1: the release binary as built.
+if [ -n "${PALISADE_BIN:-}" ]; then PALISADE=$PALISADE_BIN; else
+  [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -q; PALISADE=$CARGO_TARGET_DIR/release/palisade; fi
 BACKEND=18400; GW=18402; APACHE=18403
 PIDS=(); WORK=$(mktemp -d); chmod 755 "$WORK"
 cleanup() {
