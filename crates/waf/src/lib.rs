@@ -84,11 +84,11 @@ pub struct RuleMatch {
 }
 
 /// A logged match as [`Transaction::logged_matches`] lends it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedMatch<'a> {
     pub id: u32,
-    pub msg: &'a str,
-    pub var_name: &'a str,
+    pub msg: std::borrow::Cow<'a, str>,
+    pub var_name: std::borrow::Cow<'a, str>,
     pub severity: Option<u8>,
 }
 

@@ -340,3 +340,28 @@ SecRule &TX:a "@eq 1" "id:2,phase:1,pass,skip:4294967295""#);
     assert_eq!(tx.var("tx.a").as_deref(), Some("9223372036854775807"));
     assert_eq!(ids(&tx), [1, 2]);
 }
+
+#[test]
+fn match_texts_are_the_starters_and_a_failed_chain_leaves_none() {
+    // Rule 1's chain fails on its second link after its first link matched; rule 2's chain matches, and its
+    // record names the starter's variable, not the link's; msg and logdata expand macros at match time.
+    let set = rs(r#"SecRuleEngine On
+SecRule ARGS:a "@streq x" "id:1,phase:1,pass,log,msg:'one %{MATCHED_VAR}',chain"
+    SecRule ARGS:b "@streq nope" ""
+SecRule ARGS:a "@streq x" "id:2,phase:1,pass,log,msg:'two %{MATCHED_VAR_NAME}',logdata:'got %{MATCHED_VAR}',chain"
+    SecRule REQUEST_HEADERS:Host "@streq hh" ""
+SecAction "id:3,phase:1,pass,log,msg:'three'""#);
+    let tx = run(&set, "/p?a=x&b=y", &[("Host", "other")], "");
+    assert_eq!(ids(&tx), [3]);
+    let tx = run(&set, "/p?a=x&b=y", &[("Host", "hh")], "");
+    let m = tx.matches();
+    assert_eq!(ids(&tx), [2, 3]);
+    assert_eq!((m[0].var_name.as_str(), m[0].msg.as_str()), ("ARGS:a", "two REQUEST_HEADERS:Host"));
+    assert_eq!(m[0].logdata, "got hh");
+    assert_eq!((m[1].var_name.as_str(), m[1].msg.as_str(), m[1].logdata.as_str()), ("", "three", ""));
+    let logged: Vec<_> = tx.logged_matches().map(|l| (l.id, l.var_name.into_owned(), l.msg.into_owned())).collect();
+    assert_eq!(
+        logged,
+        [(2, "ARGS:a".to_owned(), "two REQUEST_HEADERS:Host".to_owned()), (3, String::new(), "three".to_owned())]
+    );
+}

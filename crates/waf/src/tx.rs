@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::cell::{OnceCell, Ref, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -137,13 +137,15 @@ enum Slot {
 }
 const SLOTS: usize = 8;
 
-/// A rule (chain) that matched, with what was expanded at the time.
+/// A rule (chain) that matched, with what was expanded at the time: ranges of the transaction's `record_text`
+/// (one buffer for all matches, kept as bytes: most rules that match are `nolog` and their text is rarely read, so
+/// it is made text, invalid UTF-8 replaced, only when read).
 struct Record<'r> {
     rule: &'r Rule,
     phase: u8,
-    msg: String,
-    logdata: String,
-    var_name: String,
+    msg: Range<usize>,
+    logdata: Range<usize>,
+    var_name: Range<usize>,
 }
 
 struct Matched {
@@ -326,6 +328,7 @@ pub struct Transaction<'r> {
     force_body_var: bool,
     /// Matches as recorded (cheap); `built` is the public form, made on demand (tags are cloned only then).
     records: Vec<Record<'r>>,
+    record_text: Vec<u8>,
     built: OnceCell<Vec<RuleMatch>>,
     intervention: Option<Intervention>,
     allow: Option<AllowScope>,
@@ -395,6 +398,7 @@ impl<'r> Transaction<'r> {
             response_body_access: rs.response_body_access,
             force_body_var: false,
             records: Vec::new(),
+            record_text: Vec::new(),
             built: OnceCell::new(),
             intervention: None,
             allow: None,
@@ -538,9 +542,9 @@ impl<'r> Transaction<'r> {
                 .map(|r| RuleMatch {
                     id: r.rule.id,
                     phase: r.phase,
-                    msg: r.msg.clone(),
-                    logdata: r.logdata.clone(),
-                    var_name: r.var_name.clone(),
+                    msg: self.text(&r.msg).into_owned(),
+                    logdata: self.text(&r.logdata).into_owned(),
+                    var_name: self.text(&r.var_name).into_owned(),
                     severity: r.rule.severity,
                     tags: r.rule.tags.clone(),
                     log: r.rule.log,
@@ -554,10 +558,29 @@ impl<'r> Transaction<'r> {
     pub fn logged_matches(&self) -> impl Iterator<Item = LoggedMatch<'_>> {
         self.records.iter().filter(|r| r.rule.log).map(|r| LoggedMatch {
             id: r.rule.id,
-            msg: &r.msg,
-            var_name: &r.var_name,
+            msg: self.text(&r.msg),
+            var_name: self.text(&r.var_name),
             severity: r.rule.severity,
         })
+    }
+
+    /// A record's text.
+    fn text(&self, r: &Range<usize>) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.record_text.get(r.clone()).unwrap_or_default())
+    }
+
+    /// Append the expansion of `m` to `record_text`; its range there.
+    fn push_expansion(&mut self, m: Option<&MacroStr>) -> Range<usize> {
+        let start = self.record_text.len();
+        if let Some(m) = m {
+            let mut out = std::mem::take(&mut self.record_text);
+            match m.literal() {
+                Some(l) => out.extend_from_slice(l),
+                None => self.expand_into(m, &mut out),
+            }
+            self.record_text = out;
+        }
+        start..self.record_text.len()
     }
 
     pub fn interrupted(&self) -> Option<&Intervention> {
@@ -859,8 +882,8 @@ impl<'r> Transaction<'r> {
                 }
             }
             let Some(var_name) = self.eval_chain(rule) else { continue };
-            let msg = rule.msg.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
-            let logdata = rule.logdata.as_ref().map(|m| self.expand_str(m)).unwrap_or_default();
+            let msg = self.push_expansion(rule.msg.as_ref());
+            let logdata = self.push_expansion(rule.logdata.as_ref());
             self.records.push(Record { rule, phase, msg: msg.clone(), logdata, var_name });
             self.built = OnceCell::new();
             if let Some(sev) = rule.severity {
@@ -891,6 +914,7 @@ impl<'r> Transaction<'r> {
                         (_, Some(s)) => s,
                         (_, None) => 403,
                     };
+                    let msg = self.text(&msg).into_owned();
                     let iv =
                         Intervention { status, rule_id: rule.id, msg, redirect, drop: matches!(d, Disruptive::Drop) };
                     self.intervention = Some(iv.clone());
@@ -1041,21 +1065,30 @@ impl<'r> Transaction<'r> {
     }
 
     /// Evaluate a rule and its chain; `Some(first matched variable name)` when all of them matched.
-    fn eval_chain(&mut self, rule: &'r Rule) -> Option<String> {
+    /// Evaluate a chain; on a match, the first matched variable's name (in `record_text`).
+    fn eval_chain(&mut self, rule: &'r Rule) -> Option<Range<usize>> {
+        let mark = self.record_text.len();
         let first = self.eval_rule(rule, rule.id)?;
         let mut cur = rule;
         while let Some(next) = cur.chain.as_deref() {
-            self.eval_rule(next, rule.id)?;
+            if self.eval_rule(next, rule.id).is_none() {
+                self.record_text.truncate(mark);
+                return None;
+            }
             cur = next;
         }
+        // Only the starter's name is kept (the links appended theirs after it).
+        self.record_text.truncate(first.end);
         Some(first)
     }
 
-    /// Evaluate one rule; on a match, record MATCHED_VAR(S), captures, and run its setvar/ctl per matched value.
-    fn eval_rule(&mut self, rule: &'r Rule, starter_id: u32) -> Option<String> {
+    /// Evaluate one rule; on a match, record MATCHED_VAR(S), captures, and run its setvar/ctl per matched value, and
+    /// return the first matched variable's name, appended to `record_text`.
+    fn eval_rule(&mut self, rule: &'r Rule, starter_id: u32) -> Option<Range<usize>> {
         let Some(op) = &rule.op else {
             self.run_effects(rule);
-            return Some(String::new());
+            let at = self.record_text.len();
+            return Some(at..at);
         };
         // Matched values go into buffers the transaction keeps (taken here, put back below): most rules that match
         // match once, and allocating per match was a large share of a request's cost.
@@ -1127,7 +1160,9 @@ impl<'r> Transaction<'r> {
                 name.extend_from_slice(key);
             }
             if first.is_none() {
-                first = Some(String::from_utf8_lossy(&name).into_owned());
+                let start = self.record_text.len();
+                self.record_text.extend_from_slice(&name);
+                first = Some(start..self.record_text.len());
             }
             self.set_scalar_from(Scalar::MatchedVar, value);
             self.set_scalar_from(Scalar::MatchedVarName, &name);
@@ -1292,12 +1327,11 @@ impl<'r> Transaction<'r> {
                         n += 1;
                     }
                 });
-                f(Val {
-                    var: t.var,
-                    key: Cow::Borrowed(b""),
-                    value: Cow::Owned(n.to_string().into_bytes()),
-                    id: NO_ID,
-                });
+                let value = match small_number(n) {
+                    Some(b) => Cow::Borrowed(b),
+                    None => Cow::Owned(n.to_string().into_bytes()),
+                };
+                f(Val { var: t.var, key: Cow::Borrowed(b""), value, id: NO_ID });
             } else if relevant {
                 self.values(t, &mut |v| {
                     if !excluded(v.var, &v.key) {
@@ -1534,6 +1568,16 @@ fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     buf.get(i..).unwrap_or_default()
 }
 
+/// The decimal text of `n` below 100 without allocating (counts, `&TX:name`, are read by many rules).
+fn small_number(n: usize) -> Option<&'static [u8]> {
+    const TWO: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    match n {
+        0..=9 => TWO.get(2 * n + 1..2 * n + 2),
+        10..=99 => TWO.get(2 * n..2 * n + 2),
+        _ => None,
+    }
+}
+
 fn parse_i64(v: &[u8]) -> i64 {
     // Fast path: plain ASCII digits (what setvar writes), no allocation.
     if let Some(n) = parse_plain_i64(v) {
@@ -1678,5 +1722,18 @@ mod tests {
         }
         assert_eq!(c.cells.len(), 3 * MAX_ROWS);
         assert_eq!(c.row(99_999), None);
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    #[test]
+    fn small_numbers_are_their_decimal_text() {
+        for n in 0..150usize {
+            match super::small_number(n) {
+                Some(b) => assert_eq!(b, n.to_string().as_bytes(), "{n}"),
+                None => assert!(n >= 100, "{n}"),
+            }
+        }
     }
 }

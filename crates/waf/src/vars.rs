@@ -303,8 +303,9 @@ pub(crate) enum Key {
     /// Exact name, stored lowercased (compared case-insensitively).
     Name(Vec<u8>),
     /// A regex, with the literal (lowercased) every name it matches must start with, when it is anchored on one
-    /// (`/^header_name_920450_/`): names without it are rejected without running the regex.
-    Regex(Regex, Vec<u8>),
+    /// (`/^header_name_920450_/`): names without it are rejected without running the regex. `true` when that
+    /// prefix is the whole pattern, so the prefix alone decides.
+    Regex(Regex, Vec<u8>, bool),
 }
 
 impl Key {
@@ -312,8 +313,8 @@ impl Key {
         match self {
             Key::All => true,
             Key::Name(n) => n.eq_ignore_ascii_case(name),
-            Key::Regex(r, prefix) => {
-                name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) && r.is_match(name)
+            Key::Regex(r, prefix, whole) => {
+                name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) && (*whole || r.is_match(name))
             }
         }
     }
@@ -351,6 +352,12 @@ fn anchored_prefix(re: &str) -> Vec<u8> {
         n = n.saturating_sub(1);
     }
     b.get(..n).unwrap_or_default().to_ascii_lowercase()
+}
+
+/// Whether the pattern `re` is `^` and its anchored `prefix`, nothing else: then a name that starts with the
+/// prefix (the check [`Key::matches`] makes first) always matches, and the regex need not run.
+fn prefix_is_whole(re: &str, prefix: &[u8]) -> bool {
+    !prefix.is_empty() && re.len() == prefix.len() + 1
 }
 
 /// Parse a variable list such as `ARGS|!ARGS:foo|REQUEST_COOKIES:/^a|b$/|&TX:x`.
@@ -448,7 +455,9 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
                     .dot_matches_new_line(true)
                     .build()
                     .map_err(|e| format!("bad regex key in {s}: {e}"))?;
-                Key::Regex(compiled, anchored_prefix(re))
+                let prefix = anchored_prefix(re);
+                let whole = prefix_is_whole(re, &prefix);
+                Key::Regex(compiled, prefix, whole)
             } else {
                 let k = k.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')).unwrap_or(k);
                 Key::Name(k.to_ascii_lowercase().into_bytes())
@@ -472,6 +481,14 @@ mod tests {
         assert_eq!(anchored_prefix("^(ab)"), b"");
         let t = parse_target("TX:/^HEADER_name_/").unwrap();
         assert!(t.key.matches(b"header_NAME_host") && !t.key.matches(b"other") && !t.key.matches(b"hea"));
+        assert!(matches!(t.key, Key::Regex(_, _, true)));
+        // The prefix decides alone only when it is the whole pattern, and has no letter Unicode folds onto.
+        for (re, whole) in [("^header_name_", true), ("^header_name_$", false), ("^ab+", false), ("^a-b", true)] {
+            let t = parse_target(&format!("TX:/{re}/")).unwrap();
+            assert!(matches!(t.key, Key::Regex(_, _, w) if w == whole), "{re}");
+        }
+        let t = parse_target("TX:/^header_name_$/").unwrap();
+        assert!(t.key.matches(b"HEADER_name_") && !t.key.matches(b"header_name_x"));
     }
 
     #[test]

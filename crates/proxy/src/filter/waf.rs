@@ -46,7 +46,7 @@ struct Pending(Arc<Mutex<Option<OwnedTransaction>>>);
 /// The matched rules that are logged, as the audit event carries them.
 fn hits(tx: &Transaction<'_>) -> Vec<WafHit> {
     tx.logged_matches()
-        .map(|m| WafHit { rule: m.id, msg: m.msg.to_owned(), var: m.var_name.to_owned(), severity: m.severity })
+        .map(|m| WafHit { rule: m.id, msg: m.msg.into_owned(), var: m.var_name.into_owned(), severity: m.severity })
         .collect()
 }
 
