@@ -339,14 +339,20 @@ pub struct Transaction<'r> {
     /// The ctl target removals that apply to the chain being evaluated, kept while neither the chain's starter
     /// nor the list of removals changes (they are checked for every value).
     extra_memo: RefCell<ExtraMemo>,
-    /// This phase's values of each pure-rule group (see `memo`): (start, len) in `pure_vals`, or unset.
-    pure_spans: Vec<(u32, u32)>,
-    /// (memo entry, value id) of the values enumerated for pure-rule groups in this phase.
+    /// This phase's values of each target of pure-rule groups (see `memo`, `PurePlan::targets`): (start, len) in
+    /// `pure_vals`, or unset.
+    target_spans: Vec<(u32, u32)>,
+    /// Per target (as many words as the memo's rows): the pure rules that may match one of its values, as the memo
+    /// knew when the target was enumerated in this phase.
+    target_maybe: Vec<u64>,
+    /// Whether each group's summary (`group_maybe`) was made in this phase.
+    group_ready: Vec<bool>,
+    /// (memo entry, value id) of the values enumerated for pure-rule targets in this phase.
     pure_vals: Vec<(u32, u32)>,
     /// Memo entry per value id, for this phase ([`UNSET`] when not looked up yet).
     entry_of_id: Vec<u32>,
-    /// Per group (as many words as the memo's rows): the pure rules that may match one of the group's values,
-    /// as the memo knew when the group was enumerated in this phase.
+    /// Per group (as many words as the memo's rows): the pure rules that may match one of the group's values: the
+    /// union of its targets' summaries.
     group_maybe: Vec<u64>,
     /// Bumped on every write to TX or another store: what `arg_cache` entries are valid for.
     stores_gen: u64,
@@ -406,7 +412,9 @@ impl<'r> Transaction<'r> {
             current: None,
             cache: RefCell::new(TCache::new(rs.tnodes)),
             extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
-            pure_spans: Vec::new(),
+            target_spans: Vec::new(),
+            target_maybe: Vec::new(),
+            group_ready: Vec::new(),
             pure_vals: Vec::new(),
             entry_of_id: Vec::new(),
             group_maybe: Vec::new(),
@@ -839,8 +847,10 @@ impl<'r> Transaction<'r> {
         let use_memo = rs.memo && rs.pure.count() > 0;
         if use_memo {
             // Request data changes between phases (the body is parsed before phase 2): enumerate afresh.
-            self.pure_spans.clear();
-            self.pure_spans.resize(rs.pure.groups.len(), (UNSET, 0));
+            self.target_spans.clear();
+            self.target_spans.resize(rs.pure.targets.len(), (UNSET, 0));
+            self.group_ready.clear();
+            self.group_ready.resize(rs.pure.groups.len(), false);
             self.pure_vals.clear();
             self.entry_of_id.clear();
             memo::with(rs.id, rs.pure.count(), memo::Memo::trim);
@@ -942,7 +952,9 @@ impl<'r> Transaction<'r> {
     fn may_match(&mut self, rule: &'r Rule, p: u32) -> bool {
         let rs = self.rs;
         let Some(&g) = rs.pure.group.get(p as usize) else { return true };
-        let Some((start, len)) = self.enumerate_group(g) else { return true };
+        if self.enumerate_group(g).is_none() {
+            return true;
+        }
         // The group's summary, made when it was enumerated: 0 means every value is known not to match.
         let words = memo::row_words(rs.pure.count());
         let maybe = self.group_maybe.get(g as usize * words + (p / 64) as usize).copied().unwrap_or(u64::MAX);
@@ -950,47 +962,62 @@ impl<'r> Transaction<'r> {
             return false;
         }
         let this: &Self = self;
-        let Some(vals) = this.pure_vals.get(start..start + len) else { return true };
+        let Some(targets) = rs.pure.group_targets.get(g as usize) else { return true };
         memo::with(rs.id, rs.pure.count(), |m| {
-            for &(e, id) in vals {
-                if e == memo::NO_ENTRY {
-                    return true;
-                }
-                let hit = match m.get(e, p) {
-                    Some(hit) => hit,
-                    None => {
-                        let hit = this.check(rule, m.key(e), id);
-                        m.set(e, p, hit);
-                        hit
+            for &t in targets {
+                let Some(&(start, len)) = this.target_spans.get(t as usize) else { return true };
+                let Some(vals) = this.pure_vals.get(start as usize..(start + len) as usize) else { return true };
+                for &(e, id) in vals {
+                    if e == memo::NO_ENTRY {
+                        return true;
                     }
-                };
-                if hit {
-                    return true;
+                    let hit = match m.get(e, p) {
+                        Some(hit) => hit,
+                        None => {
+                            let hit = this.check(rule, m.key(e), id);
+                            m.set(e, p, hit);
+                            hit
+                        }
+                    };
+                    if hit {
+                        return true;
+                    }
                 }
             }
             false
         })
     }
 
-    /// The (memo entry, value id) list of group `g`'s values in this phase, enumerated on first use.
-    fn enumerate_group(&mut self, g: u32) -> Option<(usize, usize)> {
+    /// Make group `g`'s summary for this phase on first use: its targets' values (each target enumerated once per
+    /// phase, whichever group needs it first) and the union of their summaries. `None` when the plan is
+    /// inconsistent (the caller then evaluates normally).
+    fn enumerate_group(&mut self, g: u32) -> Option<()> {
         let rs = self.rs;
-        let span = self.pure_spans.get_mut(g as usize)?;
-        if span.0 != UNSET {
-            return Some((span.0 as usize, span.1 as usize));
+        if *self.group_ready.get(g as usize)? {
+            return Some(());
         }
-        let targets = rs.pure.groups.get(g as usize)?;
+        let targets = rs.pure.group_targets.get(g as usize)?;
+        let words = memo::row_words(rs.pure.count());
         let mut vals = std::mem::take(&mut self.pure_vals);
         let mut ids = std::mem::take(&mut self.entry_of_id);
-        let start = vals.len();
-        let words = memo::row_words(rs.pure.count());
-        let need = rs.pure.groups.len() * words;
+        let mut spans = std::mem::take(&mut self.target_spans);
+        let mut tmaybe = std::mem::take(&mut self.target_maybe);
+        if tmaybe.len() != rs.pure.targets.len() * words {
+            tmaybe.resize(rs.pure.targets.len() * words, u64::MAX);
+        }
         let mut summaries = std::mem::take(&mut self.group_maybe);
-        if summaries.len() != need {
-            summaries.resize(need, u64::MAX);
+        if summaries.len() != rs.pure.groups.len() * words {
+            summaries.resize(rs.pure.groups.len() * words, u64::MAX);
         }
         memo::with(rs.id, rs.pure.count(), |m| {
-            for t in targets {
+            for &ti in targets {
+                let (Some(t), Some(span)) = (rs.pure.targets.get(ti as usize), spans.get_mut(ti as usize)) else {
+                    continue;
+                };
+                if span.0 != UNSET {
+                    continue;
+                }
+                let start = vals.len();
                 self.values(t, &mut |v| {
                     let e = match usize::try_from(v.id) {
                         Ok(i) if v.id != NO_ID => {
@@ -1010,28 +1037,37 @@ impl<'r> Transaction<'r> {
                     };
                     vals.push((e, v.id));
                 });
-            }
-            // One summary per group: which pure rules may match one of its values (see `Memo::or_maybe`).
-            if let Some(maybe) = summaries.get_mut(g as usize * words..(g as usize + 1) * words) {
-                maybe.fill(0);
-                for &(e, _) in vals.get(start..).unwrap_or_default() {
-                    if e == memo::NO_ENTRY {
-                        maybe.fill(u64::MAX);
-                        break;
+                *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
+                // The target's summary: which pure rules may match one of its values (see `Memo::or_maybe`).
+                if let Some(maybe) = tmaybe.get_mut(ti as usize * words..(ti as usize + 1) * words) {
+                    maybe.fill(0);
+                    for &(e, _) in vals.get(start..).unwrap_or_default() {
+                        if e == memo::NO_ENTRY {
+                            maybe.fill(u64::MAX);
+                            break;
+                        }
+                        m.or_maybe(e, maybe);
                     }
-                    m.or_maybe(e, maybe);
                 }
             }
         });
-        let len = vals.len() - start;
+        if let Some(maybe) = summaries.get_mut(g as usize * words..(g as usize + 1) * words) {
+            maybe.fill(0);
+            for &ti in targets {
+                let enumerated = spans.get(ti as usize).is_some_and(|s| s.0 != UNSET);
+                match tmaybe.get(ti as usize * words..(ti as usize + 1) * words) {
+                    Some(t) if enumerated => maybe.iter_mut().zip(t).for_each(|(m, t)| *m |= t),
+                    _ => maybe.fill(u64::MAX),
+                }
+            }
+        }
         self.group_maybe = summaries;
+        self.target_maybe = tmaybe;
+        self.target_spans = spans;
         self.pure_vals = vals;
         self.entry_of_id = ids;
-        let span = (u32::try_from(start).ok()?, u32::try_from(len).ok()?);
-        if let Some(s) = self.pure_spans.get_mut(g as usize) {
-            *s = span;
-        }
-        Some((start, len))
+        *self.group_ready.get_mut(g as usize)? = true;
+        Some(())
     }
 
     /// Whether a pure rule's operator matches `value` after its transformations (no captures, no effects): what
