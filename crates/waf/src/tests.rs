@@ -365,3 +365,24 @@ SecAction "id:3,phase:1,pass,log,msg:'three'""#);
         [(2, "ARGS:a".to_owned(), "two REQUEST_HEADERS:Host".to_owned()), (3, String::new(), "three".to_owned())]
     );
 }
+
+#[test]
+fn a_transaction_reusing_a_previous_ones_buffers_decides_the_same() {
+    // Buffers are kept per thread between transactions (tx.rs `Scratch`): what the first leaves behind must not
+    // show in the second. The reference runs on a new thread, whose pool is empty.
+    let set = rs(r#"SecRuleEngine On
+SecRule ARGS "@rx ^(a+)$" "id:1,phase:1,pass,log,capture,msg:'m %{TX.1}',setvar:tx.x=%{TX.1}"
+SecRule REQUEST_HEADERS|ARGS_NAMES "@contains zz" "id:2,phase:1,pass,log,msg:'zz in %{MATCHED_VAR_NAME}'"
+SecRule TX:x "@streq aaa" "id:3,phase:1,pass,log"
+SecRule &TX:x "@eq 0" "id:4,phase:1,pass,log""#);
+    let summary = |tx: &Transaction<'_>| -> Vec<(u32, String, String)> {
+        tx.matches().iter().map(|m| (m.id, m.var_name.clone(), m.msg.clone())).collect()
+    };
+    let first = run(&set, "/p?q=aaa&zz1=b&zz2=c", &[("X-Zz", "zzz"), ("Y", "zz")], "");
+    assert_eq!(ids(&first), [1, 2, 3]);
+    drop(first);
+    let second = summary(&run(&set, "/p?b=x", &[("Host", "h")], ""));
+    let fresh = std::thread::scope(|s| s.spawn(|| summary(&run(&set, "/p?b=x", &[("Host", "h")], ""))).join().unwrap());
+    assert_eq!(second, fresh);
+    assert_eq!(second, [(4, "TX".to_owned(), String::new())]);
+}

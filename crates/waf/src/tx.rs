@@ -190,14 +190,9 @@ const NO_ROW: u32 = u32::MAX;
 const MAX_ROWS: usize = 2048;
 
 impl TCache {
-    fn new(nodes: usize) -> TCache {
-        TCache {
-            inputs: HashMap::with_capacity_and_hasher(64, FastHash),
-            nodes: nodes.max(1),
-            rows: Vec::with_capacity(128),
-            cells: Vec::new(),
-            next_id: 0,
-        }
+    /// `rows` and `cells` are empty buffers to reuse.
+    fn new(nodes: usize, rows: Vec<u32>, cells: Vec<Cell>) -> TCache {
+        TCache { inputs: HashMap::with_capacity_and_hasher(64, FastHash), nodes: nodes.max(1), rows, cells, next_id: 0 }
     }
 
     /// `n` fresh consecutive ids; `NO_ID` when the id space is exhausted (values are then looked up by content).
@@ -290,6 +285,84 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
+/// Buffers a transaction grows while it runs, kept per thread for the next transaction (emptied, capacity kept):
+/// growing them again for every request was a measurable share of its cost (`bench/waf-icount.sh`).
+#[derive(Default)]
+struct Scratch {
+    pure_vals: Vec<(u32, u32)>,
+    entry_of_id: Vec<u32>,
+    target_spans: Vec<(u32, u32)>,
+    target_maybe: Vec<u64>,
+    group_ready: Vec<bool>,
+    group_maybe: Vec<u64>,
+    matched_bytes: Vec<u8>,
+    matched_buf: Vec<Matched>,
+    record_text: Vec<u8>,
+    name_buf: Vec<u8>,
+    expand_bufs: (Vec<u8>, Vec<u8>),
+    rows: Vec<u32>,
+    cells: Vec<Cell>,
+}
+
+/// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
+const SCRATCH_KEEP: usize = 4;
+/// A set that grew past this (an unusual request) is dropped rather than kept.
+const SCRATCH_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Scratch {
+    fn take() -> Scratch {
+        SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+    }
+
+    /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
+    fn give_back(mut self) {
+        fn bytes<T>(v: &Vec<T>) -> usize {
+            v.capacity().saturating_mul(std::mem::size_of::<T>())
+        }
+        let total = bytes(&self.pure_vals)
+            + bytes(&self.entry_of_id)
+            + bytes(&self.target_spans)
+            + bytes(&self.target_maybe)
+            + bytes(&self.group_ready)
+            + bytes(&self.group_maybe)
+            + bytes(&self.matched_bytes)
+            + bytes(&self.matched_buf)
+            + bytes(&self.record_text)
+            + bytes(&self.name_buf)
+            + bytes(&self.expand_bufs.0)
+            + bytes(&self.expand_bufs.1)
+            + bytes(&self.rows)
+            + bytes(&self.cells);
+        if total > SCRATCH_MAX_BYTES {
+            return;
+        }
+        self.pure_vals.clear();
+        self.entry_of_id.clear();
+        self.target_spans.clear();
+        self.target_maybe.clear();
+        self.group_ready.clear();
+        self.group_maybe.clear();
+        self.matched_bytes.clear();
+        self.matched_buf.clear();
+        self.record_text.clear();
+        self.name_buf.clear();
+        self.expand_bufs.0.clear();
+        self.expand_bufs.1.clear();
+        self.rows.clear();
+        self.cells.clear();
+        let _ = SCRATCH.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < SCRATCH_KEEP {
+                p.push(self);
+            }
+        });
+    }
+}
+
 /// The state of one request. Not `Sync`; create one per request with [`RuleSet::transaction`].
 pub struct Transaction<'r> {
     rs: &'r RuleSet,
@@ -371,6 +444,7 @@ type ExtraMemo = ((usize, u32), Vec<Arc<Target>>);
 
 impl<'r> Transaction<'r> {
     pub(crate) fn new(rs: &'r RuleSet, unique_id: &str, remote_addr: IpAddr) -> Transaction<'r> {
+        let sc = Scratch::take();
         let mut t = Transaction {
             rs,
             mode: rs.engine_mode,
@@ -390,10 +464,10 @@ impl<'r> Transaction<'r> {
             xml_attrs: Vec::new(),
             matched_vars: Vec::new(),
             matched_len: 0,
-            matched_buf: Vec::new(),
-            matched_bytes: Vec::new(),
-            name_buf: Vec::new(),
-            expand_bufs: (Vec::new(), Vec::new()),
+            matched_buf: sc.matched_buf,
+            matched_bytes: sc.matched_bytes,
+            name_buf: sc.name_buf,
+            expand_bufs: sc.expand_bufs,
             stores: (0..STORES.len())
                 .map(|i| if i == TX_STORE { Store::with_capacity(TX_CAPACITY) } else { Store::default() })
                 .collect(),
@@ -404,20 +478,20 @@ impl<'r> Transaction<'r> {
             response_body_access: rs.response_body_access,
             force_body_var: false,
             records: Vec::new(),
-            record_text: Vec::new(),
+            record_text: sc.record_text,
             built: OnceCell::new(),
             intervention: None,
             allow: None,
             allow_phase: 0,
             current: None,
-            cache: RefCell::new(TCache::new(rs.tnodes)),
+            cache: RefCell::new(TCache::new(rs.tnodes, sc.rows, sc.cells)),
             extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
-            target_spans: Vec::new(),
-            target_maybe: Vec::new(),
-            group_ready: Vec::new(),
-            pure_vals: Vec::new(),
-            entry_of_id: Vec::new(),
-            group_maybe: Vec::new(),
+            target_spans: sc.target_spans,
+            target_maybe: sc.target_maybe,
+            group_ready: sc.group_ready,
+            pure_vals: sc.pure_vals,
+            entry_of_id: sc.entry_of_id,
+            group_maybe: sc.group_maybe,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
         };
@@ -1521,6 +1595,28 @@ impl<'r> Transaction<'r> {
     }
 }
 
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        let cache = self.cache.get_mut();
+        Scratch {
+            pure_vals: std::mem::take(&mut self.pure_vals),
+            entry_of_id: std::mem::take(&mut self.entry_of_id),
+            target_spans: std::mem::take(&mut self.target_spans),
+            target_maybe: std::mem::take(&mut self.target_maybe),
+            group_ready: std::mem::take(&mut self.group_ready),
+            group_maybe: std::mem::take(&mut self.group_maybe),
+            matched_bytes: std::mem::take(&mut self.matched_bytes),
+            matched_buf: std::mem::take(&mut self.matched_buf),
+            record_text: std::mem::take(&mut self.record_text),
+            name_buf: std::mem::take(&mut self.name_buf),
+            expand_bufs: std::mem::take(&mut self.expand_bufs),
+            rows: std::mem::take(&mut cache.rows),
+            cells: std::mem::take(&mut cache.cells),
+        }
+        .give_back();
+    }
+}
+
 impl MacroEnv for Transaction<'_> {
     fn expand(&self, template: &str) -> Arc<[u8]> {
         let Some((m, stores_only)) = self.rs.templates.get(template) else {
@@ -1749,7 +1845,7 @@ mod tests {
 
     #[test]
     fn transformation_rows_are_capped() {
-        let mut c = TCache::new(3);
+        let mut c = TCache::new(3, Vec::new(), Vec::new());
         assert_eq!(c.row(5), Some(0));
         assert_eq!(c.row(1), Some(3));
         assert_eq!(c.row(5), Some(0));
