@@ -1404,24 +1404,29 @@ impl<'r> Transaction<'r> {
     /// All values the rule's targets select, minus exclusions (the rule's `!` targets and ctl removals).
     fn visit<'a>(&'a self, rule: &Rule, starter_id: u32, f: &mut dyn FnMut(Val<'a>)) {
         let starter = self.current;
-        let mut memo = self.extra_memo.borrow_mut();
-        let key = (self.removed_targets.len(), starter_id);
-        if memo.0 != key {
-            memo.0 = key;
-            memo.1.clear();
-            memo.1.extend(
-                self.removed_targets
-                    .iter()
-                    .filter(|(sel, _)| match (sel, starter) {
-                        (RuleSel::Ids(r), _) => r.iter().any(|r| r.contains(&starter_id)),
-                        (RuleSel::Tag(_), Some(s)) => sel.selects(s),
-                        (RuleSel::Tag(_), None) => false,
-                    })
-                    .map(|(_, t)| Arc::clone(t)),
-            );
+        // A removal only ever excludes values of its own variable (`Target::excludes`): when none names a variable
+        // this rule reads, which of them select the starter (a tag search per rule) does not matter.
+        let applies = self.removed_targets.iter().any(|(_, x)| rule.includes.iter().any(|(t, _)| t.var == x.var));
+        let mut memo = applies.then(|| self.extra_memo.borrow_mut());
+        if let Some(memo) = memo.as_mut() {
+            let key = (self.removed_targets.len(), starter_id);
+            if memo.0 != key {
+                memo.0 = key;
+                memo.1.clear();
+                memo.1.extend(
+                    self.removed_targets
+                        .iter()
+                        .filter(|(sel, _)| match (sel, starter) {
+                            (RuleSel::Ids(r), _) => r.iter().any(|r| r.contains(&starter_id)),
+                            (RuleSel::Tag(_), Some(s)) => sel.selects(s),
+                            (RuleSel::Tag(_), None) => false,
+                        })
+                        .map(|(_, t)| Arc::clone(t)),
+                );
+            }
         }
         // Held for the whole visit: nothing a visit calls (operators, macro expansion) visits again.
-        let extra: &[Arc<Target>] = &memo.1;
+        let extra: &[Arc<Target>] = memo.as_ref().map_or(&[], |m| &m.1);
         let excluded = |var: Var, key: &[u8]| {
             rule.exclusions.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
         };
