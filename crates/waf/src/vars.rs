@@ -482,7 +482,7 @@ mod tests {
         let t = parse_target("TX:/^HEADER_name_/").unwrap();
         assert!(t.key.matches(b"header_NAME_host") && !t.key.matches(b"other") && !t.key.matches(b"hea"));
         assert!(matches!(t.key, Key::Regex(_, _, true)));
-        // The prefix decides alone only when it is the whole pattern, and has no letter Unicode folds onto.
+        // The prefix decides alone only when it is the whole pattern.
         for (re, whole) in [("^header_name_", true), ("^header_name_$", false), ("^ab+", false), ("^a-b", true)] {
             let t = parse_target(&format!("TX:/{re}/")).unwrap();
             assert!(matches!(t.key, Key::Regex(_, _, w) if w == whole), "{re}");
