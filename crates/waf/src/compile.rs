@@ -50,20 +50,18 @@ pub(crate) struct PurePlan {
     pub(crate) of_rule: Vec<u32>,
     /// Per pure number: its group.
     pub(crate) group: Vec<u32>,
-    /// Per group: the variables (include targets) of its rules.
-    pub(crate) groups: Vec<Vec<crate::vars::Target>>,
     /// The distinct targets of all groups (many groups share most of theirs: a transaction enumerates each
     /// target's values once per phase, not once per group).
     pub(crate) targets: Vec<crate::vars::Target>,
-    /// Per group: its targets, as indices into `targets`.
+    /// Per group: the variables (include targets) of its rules, as indices into `targets`.
     pub(crate) group_targets: Vec<Vec<u32>>,
 }
 
 impl PurePlan {
     fn build(rules: &[Rule]) -> PurePlan {
         let mut plan = PurePlan::default();
-        let mut by_sig: HashMap<String, u32> = HashMap::new();
-        let mut target_by_sig: HashMap<String, u32> = HashMap::new();
+        let mut group_of: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut target_of: HashMap<String, u32> = HashMap::new();
         for r in rules {
             let pure = r.marker.is_none()
                 && r.op.as_ref().is_some_and(Operator::is_pure)
@@ -73,25 +71,23 @@ impl PurePlan {
                 plan.of_rule.push(NOT_PURE);
                 continue;
             }
-            let sigs: Vec<String> = r.includes.iter().map(|(t, _)| format!("{:?}:{}|", t.var, t.key_text)).collect();
-            let next = u32::try_from(plan.groups.len()).unwrap_or(u32::MAX);
-            let g = match by_sig.get(&sigs.concat()) {
-                Some(g) => *g,
-                None => {
-                    let mut ts = Vec::with_capacity(sigs.len());
-                    for ((t, _), sig) in r.includes.iter().zip(&sigs) {
-                        let n = u32::try_from(plan.targets.len()).unwrap_or(u32::MAX);
-                        ts.push(*target_by_sig.entry(sig.clone()).or_insert_with(|| {
-                            plan.targets.push(t.clone());
-                            n
-                        }));
-                    }
-                    plan.groups.push(r.includes.iter().map(|(t, _)| t.clone()).collect());
-                    plan.group_targets.push(ts);
-                    by_sig.insert(sigs.concat(), next);
-                    next
-                }
-            };
+            // A group is its list of targets; a target is its variable and key as written.
+            let targets: Vec<u32> = r
+                .includes
+                .iter()
+                .map(|(t, _)| {
+                    let n = u32::try_from(plan.targets.len()).unwrap_or(u32::MAX);
+                    *target_of.entry(format!("{:?}:{}", t.var, t.key_text)).or_insert_with(|| {
+                        plan.targets.push(t.clone());
+                        n
+                    })
+                })
+                .collect();
+            let next = u32::try_from(plan.group_targets.len()).unwrap_or(u32::MAX);
+            let g = *group_of.entry(targets).or_insert_with_key(|targets| {
+                plan.group_targets.push(targets.clone());
+                next
+            });
             plan.of_rule.push(u32::try_from(plan.group.len()).unwrap_or(NOT_PURE));
             plan.group.push(g);
         }

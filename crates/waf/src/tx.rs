@@ -313,47 +313,51 @@ thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A buffer of [`Scratch`]: what it holds, and emptying it with its capacity kept.
+trait Reusable {
+    fn held_bytes(&self) -> usize;
+    fn empty(&mut self);
+}
+
+impl<T> Reusable for Vec<T> {
+    fn held_bytes(&self) -> usize {
+        self.capacity().saturating_mul(std::mem::size_of::<T>())
+    }
+    fn empty(&mut self) {
+        self.clear();
+    }
+}
+
 impl Scratch {
     fn take() -> Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
+    fn buffers(&mut self) -> [&mut dyn Reusable; 14] {
+        [
+            &mut self.pure_vals,
+            &mut self.entry_of_id,
+            &mut self.target_spans,
+            &mut self.target_maybe,
+            &mut self.group_ready,
+            &mut self.group_maybe,
+            &mut self.matched_bytes,
+            &mut self.matched_buf,
+            &mut self.record_text,
+            &mut self.name_buf,
+            &mut self.expand_bufs.0,
+            &mut self.expand_bufs.1,
+            &mut self.rows,
+            &mut self.cells,
+        ]
+    }
+
     /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
     fn give_back(mut self) {
-        fn bytes<T>(v: &Vec<T>) -> usize {
-            v.capacity().saturating_mul(std::mem::size_of::<T>())
-        }
-        let total = bytes(&self.pure_vals)
-            + bytes(&self.entry_of_id)
-            + bytes(&self.target_spans)
-            + bytes(&self.target_maybe)
-            + bytes(&self.group_ready)
-            + bytes(&self.group_maybe)
-            + bytes(&self.matched_bytes)
-            + bytes(&self.matched_buf)
-            + bytes(&self.record_text)
-            + bytes(&self.name_buf)
-            + bytes(&self.expand_bufs.0)
-            + bytes(&self.expand_bufs.1)
-            + bytes(&self.rows)
-            + bytes(&self.cells);
-        if total > SCRATCH_MAX_BYTES {
+        if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() > SCRATCH_MAX_BYTES {
             return;
         }
-        self.pure_vals.clear();
-        self.entry_of_id.clear();
-        self.target_spans.clear();
-        self.target_maybe.clear();
-        self.group_ready.clear();
-        self.group_maybe.clear();
-        self.matched_bytes.clear();
-        self.matched_buf.clear();
-        self.record_text.clear();
-        self.name_buf.clear();
-        self.expand_bufs.0.clear();
-        self.expand_bufs.1.clear();
-        self.rows.clear();
-        self.cells.clear();
+        self.buffers().into_iter().for_each(|b| b.empty());
         let _ = SCRATCH.try_with(|p| {
             let mut p = p.borrow_mut();
             if p.len() < SCRATCH_KEEP {
@@ -924,7 +928,7 @@ impl<'r> Transaction<'r> {
             self.target_spans.clear();
             self.target_spans.resize(rs.pure.targets.len(), (UNSET, 0));
             self.group_ready.clear();
-            self.group_ready.resize(rs.pure.groups.len(), false);
+            self.group_ready.resize(rs.pure.group_targets.len(), false);
             self.pure_vals.clear();
             self.entry_of_id.clear();
             memo::with(rs.id, rs.pure.count(), memo::Memo::trim);
@@ -1080,8 +1084,8 @@ impl<'r> Transaction<'r> {
             tmaybe.resize(rs.pure.targets.len() * words, u64::MAX);
         }
         let mut summaries = std::mem::take(&mut self.group_maybe);
-        if summaries.len() != rs.pure.groups.len() * words {
-            summaries.resize(rs.pure.groups.len() * words, u64::MAX);
+        if summaries.len() != rs.pure.group_targets.len() * words {
+            summaries.resize(rs.pure.group_targets.len() * words, u64::MAX);
         }
         memo::with(rs.id, rs.pure.count(), |m| {
             for &ti in targets {
