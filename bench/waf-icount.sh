@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per request through the WAF (CRS v4 PL1), counted by valgrind's callgrind on
-# crates/waf/tests/perf.rs: deterministic, unlike wall-clock timings on a shared machine, so two
-# builds compare to within a fraction of a percent. The test runs twice per scenario with
+# crates/waf/tests/perf.rs: unlike wall-clock timings, unaffected by what else runs on the machine.
+# One binary repeats to ±0.03 %; an unrelated change can move the count by ~1.5 % (hash tables'
+# per-process seeds follow the binary's layout), so smaller differences between two builds are
+# noise. The test runs twice per scenario with
 # different request counts and the difference is divided by the number of extra requests, so
 # loading the rules cancels out. Scenarios (tests/perf.rs): 0 memo off, 1 memo on with the same
 # request again, 2 memo on with new values every request; each counts GET and POST together.
