@@ -145,6 +145,7 @@ async fn svid(
                 "bundle": s.bundle_pem,
                 "not_before": s.not_before,
                 "not_after": s.not_after,
+                "serial": s.serial,
             }))
             .into_response();
             resp.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));

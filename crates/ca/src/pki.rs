@@ -46,6 +46,16 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], CaError> {
     Ok(b)
 }
 
+/// A certificate serial: 16 bytes whose first byte is 0x40..=0x7f, so the DER
+/// INTEGER is positive, needs no padding and is never shortened by a leading
+/// zero. That leaves 126 random bits (CA/Browser Forum asks for at least 64),
+/// and the hex we store is exactly the serial in the certificate.
+fn serial_number() -> Result<[u8; 16], CaError> {
+    let mut b = random_bytes::<16>()?;
+    b[0] = 0x40 | (b[0] & 0x3f);
+    Ok(b)
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -81,7 +91,7 @@ pub(crate) fn generate_root(trust_domain: &str, now: i64, validity_secs: i64) ->
         vec![SanType::URI(uri.try_into().map_err(|_| CaError::Config("trust domain is not ASCII".into()))?)];
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.serial_number = Some(SerialNumber::from_slice(&random_bytes::<16>()?));
+    params.serial_number = Some(SerialNumber::from_slice(&serial_number()?));
     let not_after = now.saturating_add(validity_secs);
     params.not_before = datetime(now.saturating_sub(BACKDATE_SECS))?;
     params.not_after = datetime(not_after)?;
@@ -212,7 +222,7 @@ impl Signer {
         let ca_der = self.chain.first().ok_or_else(|| CaError::Certificate("empty CA chain".into()))?;
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(ca_der.as_slice()), &self.key)
             .map_err(cert_err("reading the CA certificate"))?;
-        let serial = random_bytes::<16>()?;
+        let serial = serial_number()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Palisade");

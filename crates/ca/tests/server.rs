@@ -154,9 +154,13 @@ async fn issues_an_svid_with_the_spiffe_profile_and_ignores_csr_names() {
     assert_eq!(body["not_before"].as_i64().unwrap(), nb);
     assert_eq!(body["not_after"].as_i64().unwrap(), na);
     assert!((palisade_store::now() - 5 - nb).abs() <= 2);
-    // 128-bit random serial, positive.
+    // 16-byte random serial, positive, never shortened by a leading zero, and
+    // the one the response reports.
     let serial = leaf.raw_serial();
-    assert!(serial.len() == 16 || (serial.len() == 17 && serial[0] == 0), "{serial:?}");
+    assert_eq!(serial.len(), 16, "{serial:?}");
+    assert_eq!(serial[0] & 0xc0, 0x40, "{serial:?}");
+    let serial_hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(body["serial"], serial_hex.as_str());
     // The SVID carries the CSR's key, signed by the CA.
     assert_eq!(leaf.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
     leaf.verify_signature(Some(ca.public_key())).unwrap();
