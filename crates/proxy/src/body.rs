@@ -140,7 +140,7 @@ pin_project_lite::pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         Full { #[pin] body: Full<Bytes> },
-        Upstream { #[pin] body: Incoming, guard: InFlight },
+        Upstream { #[pin] body: crate::client::UpstreamBody, guard: InFlight },
         /// A body that outgrew a response-body buffer: the bytes already read, then the rest.
         Prefixed { prefix: Option<Bytes>, rest: Pin<Box<ResponseBody>> },
     }

@@ -8,6 +8,7 @@
 mod admin;
 pub mod audit;
 mod body;
+mod client;
 mod error;
 pub mod filter;
 pub mod framing;

@@ -305,7 +305,8 @@ async fn proxy(
         let ep = pool.acquire(idx);
         out.endpoint = Some(ep.clone());
         let guard = InFlight(Some(ep));
-        let uri = pool.uri(idx, session.request.uri.path_and_query()).map_err(|_| ProxyError::UpstreamFailed)?;
+        let uri =
+            session.request.uri.path_and_query().map_or_else(|| http::Uri::from_static("/"), |pq| pq.clone().into());
         let last = attempt >= retries;
         let mut up = Request::new(body.take().unwrap_or_else(RequestBody::empty));
         *up.method_mut() = session.request.method.clone();
@@ -316,11 +317,9 @@ async fn proxy(
         for f in &route.filters {
             f.upstream_request_filter(session, &mut up_parts);
         }
-        let sent = tokio::time::timeout(
-            pool.config.request_timeout.0,
-            pool.client().request(Request::from_parts(up_parts, up_body)),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(pool.config.request_timeout.0, pool.send(idx, Request::from_parts(up_parts, up_body)))
+                .await;
         let body_problem = || -> Option<ProxyError> {
             match outcome.as_ref().map(|o| o.get()) {
                 Some(BODY_TOO_LARGE) => Some(ProxyError::BodyTooLarge(limits.max_body_bytes)),

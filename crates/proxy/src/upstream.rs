@@ -1,5 +1,5 @@
 //! Upstream pools: endpoints, load balancing (round robin, least-request), keep-alive
-//! connection pooling (hyper-util's client), active health checks and passive ejection.
+//! connection pooling (`client`, one per worker), active health checks and passive ejection.
 //!
 //! Invariant: an endpoint receives new requests only while it is `healthy` (active checks)
 //! and not ejected (passive); with neither check configured every endpoint stays in.
@@ -8,23 +8,20 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade_core::config::{Balance, HealthCheck, Upstream};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::body::RequestBody;
+use crate::client::Client;
 use crate::metrics::Metrics;
-
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 pub struct Endpoint {
     pub(crate) address: String,
-    pub(crate) authority: Authority,
+    /// `scheme://authority/`: where the client connects (and the `Host` when the request has none).
+    pub(crate) base: Uri,
     healthy: AtomicBool,
     ejected_until_ms: AtomicU64,
     failures: AtomicU32,
@@ -44,10 +41,9 @@ pub struct Pool {
     pub(crate) name: Arc<str>,
     pub(crate) config: Upstream,
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
-    pub(crate) scheme: Scheme,
     /// One keep-alive client per worker thread (and a last one for the main runtime), so a
     /// request and its upstream connection never cross threads.
-    clients: Box<[HttpClient]>,
+    clients: Box<[Arc<Client>]>,
     rr: AtomicUsize,
     epoch: Instant,
     health_started: AtomicBool,
@@ -57,20 +53,27 @@ impl Pool {
     pub(crate) fn new(
         name: &str,
         config: &Upstream,
-        clients: Box<[HttpClient]>,
+        clients: Box<[Arc<Client>]>,
         tls: bool,
         metrics: &Metrics,
     ) -> Result<Pool, String> {
+        let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
         let endpoints = config
             .endpoints
             .iter()
             .map(|ep| {
                 let authority: Authority = ep.parse().map_err(|e| format!("endpoint {ep:?}: {e}"))?;
+                let base = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority)
+                    .path_and_query("/")
+                    .build()
+                    .map_err(|e| format!("endpoint {ep:?}: {e}"))?;
                 let gauge = metrics.endpoint_gauge(name, ep);
                 gauge.set(1);
                 Ok(Arc::new(Endpoint {
                     address: ep.clone(),
-                    authority,
+                    base,
                     healthy: AtomicBool::new(true),
                     ejected_until_ms: AtomicU64::new(0),
                     failures: AtomicU32::new(0),
@@ -85,7 +88,6 @@ impl Pool {
             name: name.into(),
             config: config.clone(),
             endpoints,
-            scheme: if tls { Scheme::HTTPS } else { Scheme::HTTP },
             clients,
             rr: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -118,24 +120,24 @@ impl Pool {
     }
 
     /// The client owned by the calling worker thread.
-    pub(crate) fn client(&self) -> &HttpClient {
+    pub(crate) fn client(&self) -> &Client {
         let last = self.clients.len() - 1;
         &self.clients[crate::worker::current().min(last)]
+    }
+
+    /// Send `req` (origin-form URI) to endpoint `i` on the calling worker's client.
+    pub(crate) async fn send(
+        &self,
+        i: usize,
+        req: Request<RequestBody>,
+    ) -> Result<http::Response<crate::client::UpstreamBody>, crate::client::ClientError> {
+        self.client().request(i, &self.endpoints[i].base, req).await
     }
 
     pub(crate) fn acquire(&self, i: usize) -> Arc<Endpoint> {
         let ep = self.endpoints[i].clone();
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         ep
-    }
-
-    pub(crate) fn uri(&self, i: usize, path_and_query: Option<&http::uri::PathAndQuery>) -> Result<Uri, http::Error> {
-        let mut b = Uri::builder().scheme(self.scheme.clone()).authority(self.endpoints[i].authority.clone());
-        b = match path_and_query {
-            Some(pq) => b.path_and_query(pq.clone()),
-            None => b.path_and_query("/"),
-        };
-        b.build()
     }
 
     /// Passive health: record the outcome of a proxied request.
@@ -177,27 +179,23 @@ impl Pool {
     }
 
     async fn check(&self, i: usize, hc: &HealthCheck) -> bool {
-        let Ok(uri) = self.uri(
-            i,
-            Some(
-                &http::uri::PathAndQuery::from_maybe_shared(hc.path.clone())
-                    .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/")),
-            ),
-        ) else {
-            return false;
-        };
+        let path = PathAndQuery::from_maybe_shared(hc.path.clone()).unwrap_or_else(|_| PathAndQuery::from_static("/"));
         let Ok(req) = Request::builder()
             .method(Method::GET)
-            .uri(uri)
+            .uri(Uri::from(path))
             .header(http::header::USER_AGENT, "palisade-health-check")
             .body(RequestBody::empty())
         else {
             return false;
         };
-        match tokio::time::timeout(hc.timeout.0, self.client().request(req)).await {
-            Ok(Ok(resp)) => resp.status().is_success(),
-            _ => false,
-        }
+        let checked = async {
+            let resp = self.send(i, req).await.ok()?;
+            let pass = resp.status().is_success();
+            // Read the (small) body so the connection can be reused.
+            http_body_util::BodyExt::collect(resp.into_body()).await.ok()?;
+            Some(pass)
+        };
+        matches!(tokio::time::timeout(hc.timeout.0, checked).await, Ok(Some(true)))
     }
 
     fn record_check(&self, i: usize, pass: bool, hc: &HealthCheck) {
@@ -254,12 +252,12 @@ async fn health_loop(pool: Weak<Pool>, hc: HealthCheck) {
     }
 }
 
-/// Build the keep-alive client for one pool. `tls`: the client config and, when set, the fixed
-/// server name to send and verify (else the endpoint host).
+/// Build one worker's keep-alive client for a pool. `tls`: the client config and, when set, the
+/// fixed server name to send and verify (else the endpoint host).
 pub(crate) fn build_client(
     cfg: &Upstream,
     tls: Option<(rustls::ClientConfig, Option<rustls::pki_types::ServerName<'static>>)>,
-) -> HttpClient {
+) -> Arc<Client> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -288,10 +286,5 @@ pub(crate) fn build_client(
             .enable_http1()
             .wrap_connector(http),
     };
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(cfg.keepalive_timeout.0)
-        .pool_max_idle_per_host(cfg.max_idle_per_endpoint)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+    Client::new(connector, cfg.endpoints.len(), cfg.keepalive_timeout.0, cfg.max_idle_per_endpoint)
 }
