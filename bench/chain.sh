@@ -14,7 +14,7 @@ OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/chain-*.txt
 for t in wrk nginx openssl curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -q
-PALISADE=$CARGO_TARGET_DIR/release/palisade
+PALISADE=${PALISADE_BIN:-$CARGO_TARGET_DIR/release/palisade}
 BACKEND=18000; NGINX=18301; GW=18302; IDP=18310
 PIDS=(); DATA=$(mktemp -d)
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }

@@ -23,6 +23,10 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a hashed removal per name.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         // `Connection` may appear several times; every token in every value names a header.
         let named: Vec<HeaderName> = h
@@ -48,17 +52,39 @@ pub fn valid_request_id(v: &HeaderValue) -> bool {
 
 /// 128 random bits, hex.
 pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut s = [0u8; 32];
+    for c in s.iter_mut().rev() {
+        *c = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    s.iter().map(|&c| char::from(c)).collect()
+}
+
+/// A client address as a header value (made once per connection).
+pub fn ip_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Append the client to `X-Forwarded-For`; set `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool, host: Option<&HeaderValue>) {
-    let ip = client.to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    set_forwarded_value(h, &ip_value(client), https, host);
+}
+
+/// `set_forwarded` with the client address already made a header value (`ip_value`).
+pub fn set_forwarded_value(h: &mut HeaderMap, client: &HeaderValue, https: bool, host: Option<&HeaderValue>) {
+    let xff = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
@@ -112,6 +138,29 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 10.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "a.example");
+
+        // No earlier (or a blank) X-Forwarded-For: the client alone; IPv6 as text.
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, hv("  "));
+        set_forwarded(&mut h, "2001:db8::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), true, None);
+        assert_eq!(h[X_FORWARDED_FOR], "2001:db8::1");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_unchanged() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, hv("a.example"));
+        h.append("x-many", hv("1"));
+        h.append("x-many", hv("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        // One hop-by-hop header among others is still found.
+        h.insert(header::TE, hv("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]
@@ -121,6 +170,13 @@ mod tests {
         assert!(!valid_request_id(&hv("")));
         let id = new_request_id();
         assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{id}");
         assert_ne!(id, new_request_id());
+        // Every nibble position takes every value across ids (no stuck digit).
+        let ids: Vec<String> = (0..2000).map(|_| new_request_id()).collect();
+        for pos in 0..32 {
+            let seen: std::collections::HashSet<u8> = ids.iter().map(|i| i.as_bytes()[pos]).collect();
+            assert_eq!(seen.len(), 16, "position {pos}");
+        }
     }
 }

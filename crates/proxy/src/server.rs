@@ -337,6 +337,7 @@ async fn serve(
     let https = kind != Kind::Plain;
     let mut conn = ConnInfo {
         client: peer,
+        client_ip_value: crate::headers::ip_value(peer.ip()),
         https,
         listener,
         state: state.clone(),

@@ -39,6 +39,8 @@ pub(crate) struct ConnInfo {
     /// Name of the listener the connection came in on (`http`, `https`, `mesh` or a local name).
     pub(crate) listener: Arc<str>,
     pub(crate) client: SocketAddr,
+    /// `client`'s address as a header value, for `X-Forwarded-For`.
+    pub(crate) client_ip_value: HeaderValue,
     pub(crate) https: bool,
     pub(crate) state: Arc<ConnState>,
     /// The verified client certificate, when the client sent one.
@@ -288,9 +290,10 @@ async fn proxy(
 
     let mut up_headers = std::mem::take(&mut session.request.headers);
     headers::strip_hop_by_hop(&mut up_headers);
-    headers::set_forwarded(&mut up_headers, conn.client.ip(), conn.https, host_value.as_ref());
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        up_headers.insert(X_REQUEST_ID, v);
+    headers::set_forwarded_value(&mut up_headers, &conn.client_ip_value, conn.https, host_value.as_ref());
+    let request_id_value = HeaderValue::from_str(request_id).ok();
+    if let Some(v) = &request_id_value {
+        up_headers.insert(X_REQUEST_ID, v.clone());
     }
     if !up_headers.contains_key(header::HOST) {
         if let Some(h) = &host_value {
@@ -358,7 +361,7 @@ async fn proxy(
                 }
                 let (mut rp, rb) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rp.headers);
-                if let Ok(v) = HeaderValue::from_str(request_id) {
+                if let Some(v) = request_id_value {
                     rp.headers.insert(X_REQUEST_ID, v);
                 }
                 return Ok(Response::from_parts(rp, ResponseBody::Upstream { body: rb, guard }));
