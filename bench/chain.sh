@@ -5,8 +5,12 @@
 # backend, same certificate, 2 workers each, one run after the other, repeated RUNS times.
 # Prints a Markdown table; raw wrk output in bench/out/chain-*.txt.
 # Usage: bench/chain.sh [runs=3] [duration=8s] [connections=64]     Needs (apt): wrk nginx-light
-# SKIP_BUILD=1 uses the release binary as built; PERF_OUT=FILE records a perf profile of the gateway
-# during the first full-chain run.
+# SKIP_BUILD=1 uses the release binary as built (PALISADE_BIN=path: that binary); PERF_OUT=FILE records
+# a perf profile of the gateway during the first full-chain run. ICOUNT=N instead runs the gateway under
+# valgrind's callgrind and prints the user-space instructions per request of each route (N HTTP/1.1 requests on
+# one keep-alive connection each, after one warm-up request): repeatable where req/s is not, but
+# kernel time (socket I/O) is not counted and there is no nginx column. ICOUNT_PROFILES=DIR keeps each
+# route's callgrind profile there (callgrind_annotate DIR/callgrind.full).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; THREADS=2
@@ -85,8 +89,15 @@ routes:
     rate_limit: [{ limit: 1000000, period: 1s, burst: 1000, key: [client_id] }]
     security_headers: {}
 CONF
-PALISADE_LOG=warn "$PALISADE" gateway --config "$OUT/chain-palisade.yaml" >/dev/null & PIDS+=($!)
-sleep 2
+if [ -n "${ICOUNT:-}" ]; then
+  command -v valgrind >/dev/null || { echo "missing valgrind (apt install valgrind)"; exit 1; }
+  PALISADE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$DATA/cg" "$PALISADE" gateway \
+    --config "$OUT/chain-palisade.yaml" >/dev/null 2>"$DATA/vg.txt" & PIDS+=($!)
+  for _ in $(seq 300); do curl -fsSk -o /dev/null "https://127.0.0.1:$GW/plain" 2>/dev/null && break; sleep 0.2; done
+else
+  PALISADE_LOG=warn "$PALISADE" gateway --config "$OUT/chain-palisade.yaml" >/dev/null & PIDS+=($!)
+  sleep 2
+fi
 curl -fsSk -o /dev/null "https://127.0.0.1:$NGINX/" || { echo "nginx not answering"; exit 1; }
 for p in plain ratelimit jwt cedar full; do
   code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GW/$p")
@@ -94,6 +105,19 @@ for p in plain ratelimit jwt cedar full; do
 done
 
 GWPID=${PIDS[-1]}
+if [ -n "${ICOUNT:-}" ]; then
+  echo "| route (HTTPS, one keep-alive connection) | user-space instructions per request |"
+  echo "|---|---:|"
+  for p in plain ratelimit jwt cedar full; do
+    callgrind_control -z "$GWPID" >/dev/null 2>&1
+    curl -fsSk --http1.1 -o /dev/null -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GW/$p?[0-$ICOUNT]"
+    rm -f "$DATA"/cg.*; callgrind_control -d "$GWPID" >/dev/null 2>&1
+    total=$(sed -n 's/^summary: *//p' "$DATA"/cg.* | awk '{s += $1} END {print s}')
+    [ -z "${ICOUNT_PROFILES:-}" ] || { mkdir -p "$ICOUNT_PROFILES"; cp "$DATA"/cg.* "$ICOUNT_PROFILES/callgrind.$p"; }
+    python3 -c "import sys; print(f'| {sys.argv[1]} | {int(sys.argv[2]) / (int(sys.argv[3]) + 1):,.0f} |')" "$p" "$total" "$ICOUNT"
+  done
+  exit 0
+fi
 # The gateway's user + system CPU in clock ticks, to report CPU per request per route.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port path run

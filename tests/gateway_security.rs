@@ -156,6 +156,22 @@ async fn valid_token_is_forwarded_with_identity_and_audited() {
     assert_eq!(ev[2]["policy_ids"], json!(["route:api:require[1]"]));
     let text = std::fs::read_to_string(gw.dir.path().join("audit.jsonl")).unwrap();
     assert!(!text.contains(&t[..40]), "no token in the audit log");
+
+    // A token presented again is answered from the token caches; each token keeps its own
+    // identity, and forged identity headers are replaced every time.
+    let t2 = iss.token("api:read extra:scope");
+    for (tok, scopes) in
+        [(&t, "api:read"), (&t2, "api:read extra:scope"), (&t, "api:read"), (&t2, "api:read extra:scope")]
+    {
+        let r = curl(
+            &["-H", &format!("Authorization: Bearer {tok}"), "-H", "X-Palisade-Scopes: admin"],
+            &gw.url("/api/items"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["headers"]["x-palisade-scopes"], json!([scopes]));
+        assert_eq!(r.json()["headers"]["x-palisade-principal"], json!(["Client::\"svc\""]));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,7 +93,19 @@ pub struct AuditRecord {
 }
 
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    // Formatted once per millisecond per thread: a busy gateway makes many events per millisecond.
+    thread_local! {
+        static LAST: std::cell::RefCell<(u128, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != ms || text.is_empty() {
+            *at = ms;
+            *text = humantime::format_rfc3339_millis(now).to_string();
+        }
+        text.clone()
+    })
 }
 
 /// Where audit events go. `record` must not block the request path.
@@ -144,5 +156,23 @@ mod tests {
         assert_eq!(back, record);
         let newer = line.replace(r#""stage":"authz""#, r#""stage":"quantum""#);
         assert_eq!(serde_json::from_str::<AuditRecord>(&newer).unwrap().event.stage, Stage::Other);
+    }
+
+    #[test]
+    fn event_times_follow_the_clock_to_the_millisecond() {
+        let parse = |t: &str| humantime::parse_rfc3339(t).unwrap();
+        let mut last = parse(&now_rfc3339());
+        for _ in 0..50 {
+            let before = SystemTime::now();
+            let t = now_rfc3339();
+            let after = SystemTime::now();
+            assert_eq!(t.len(), "2026-11-26T03:00:00.000Z".len(), "{t}");
+            let at = parse(&t);
+            // Millisecond precision: within the millisecond around the reading.
+            assert!(at + std::time::Duration::from_millis(1) > before && at <= after, "{t}");
+            assert!(at >= last, "never backwards: {t}");
+            last = at;
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
     }
 }

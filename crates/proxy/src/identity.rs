@@ -59,6 +59,9 @@ pub struct Identity {
     pub(crate) claims: Option<Arc<Map<String, Value>>>,
     pub(crate) mtls_identity: Option<String>,
     pub(crate) api_key_id: Option<String>,
+    /// The `x-palisade-*` headers for this identity, when made once for a token and shared by
+    /// every request that presents it (see the authentication filter).
+    pub(crate) forwarded: Option<Arc<[(http::HeaderName, http::HeaderValue)]>>,
 }
 
 impl Identity {
@@ -74,6 +77,7 @@ impl Identity {
             claims: None,
             mtls_identity: None,
             api_key_id: None,
+            forwarded: None,
         }
     }
 

@@ -178,6 +178,7 @@ impl Security {
                 query_token: a.query_token,
                 require_dpop: a.require_dpop,
                 allow_anonymous: r.authz.as_ref().is_some_and(|z| z.allow_anonymous),
+                identities: Default::default(),
             }));
         }
         if r.authz.is_some() {
@@ -203,7 +204,8 @@ impl Security {
                     (RateStore::Local, _) => (self.local.clone(), Default::default()),
                 };
                 let key = rl.key.iter().filter_map(|k| KeyPart::parse(k)).collect();
-                limits.push(Limit { name: rl.name.clone(), quota, key, store, on_error });
+                let headers = palisade_ratelimit::PolicyHeaders::new(&quota, &rl.name);
+                limits.push(Limit { name: rl.name.clone(), quota, headers, key, store, on_error });
             }
             out.push(Arc::new(RateLimitFilter { route: r.name.clone(), limits }));
         }

@@ -24,26 +24,64 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// The name becomes a structured-field string: `"` and `\` are escaped, and characters outside printable
 /// ASCII are replaced by `_` (sf-strings cannot carry them).
 pub fn response_headers(quota: &Quota, verdict: &Verdict, policy_name: &str) -> Vec<(HeaderName, HeaderValue)> {
-    let name = sf_string(policy_name);
-    let window = ceil_secs(quota.period()).max(1);
-    let (remaining, reset, retry_after) = match *verdict {
-        Verdict::Allowed { remaining, reset } => (remaining, reset, None),
-        Verdict::Limited { retry_after, reset } => (0, reset, Some(retry_after)),
-    };
-    let mut headers = Vec::with_capacity(3);
-    let policy = format!("{name};q={};w={window}", quota.limit());
-    let state = format!("{name};r={remaining};t={}", ceil_secs(reset));
-    // Cannot fail (printable ASCII only); skipping a header is the harmless fallback anyway.
-    if let Ok(value) = HeaderValue::from_str(&policy) {
-        headers.push((RATELIMIT_POLICY, value));
+    PolicyHeaders::new(quota, policy_name).headers(verdict)
+}
+
+/// [`response_headers`] for one policy, with what does not depend on the verdict (the
+/// `RateLimit-Policy` value and the quoted name) made once.
+#[derive(Debug, Clone)]
+pub struct PolicyHeaders {
+    name: String,
+    policy: Option<HeaderValue>,
+}
+
+impl PolicyHeaders {
+    pub fn new(quota: &Quota, policy_name: &str) -> PolicyHeaders {
+        let name = sf_string(policy_name);
+        let window = ceil_secs(quota.period()).max(1);
+        // Cannot fail (printable ASCII only); skipping a header is the harmless fallback anyway.
+        let policy = HeaderValue::from_str(&format!("{name};q={};w={window}", quota.limit())).ok();
+        PolicyHeaders { name, policy }
     }
-    if let Ok(value) = HeaderValue::from_str(&state) {
-        headers.push((RATELIMIT, value));
+
+    /// The headers for `verdict` (see [`response_headers`]).
+    pub fn headers(&self, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
+        let (remaining, reset, retry_after) = match *verdict {
+            Verdict::Allowed { remaining, reset } => (remaining, reset, None),
+            Verdict::Limited { retry_after, reset } => (0, reset, Some(retry_after)),
+        };
+        let mut headers = Vec::with_capacity(3);
+        if let Some(p) = &self.policy {
+            headers.push((RATELIMIT_POLICY, p.clone()));
+        }
+        let mut state = Vec::with_capacity(self.name.len() + 32);
+        state.extend_from_slice(self.name.as_bytes());
+        state.extend_from_slice(b";r=");
+        push_decimal(&mut state, u64::from(remaining));
+        state.extend_from_slice(b";t=");
+        push_decimal(&mut state, ceil_secs(reset));
+        if let Ok(value) = HeaderValue::from_bytes(&state) {
+            headers.push((RATELIMIT, value));
+        }
+        if let Some(retry_after) = retry_after {
+            headers.push((RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after).max(1))));
+        }
+        headers
     }
-    if let Some(retry_after) = retry_after {
-        headers.push((RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after).max(1))));
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    headers
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -102,6 +140,21 @@ mod tests {
         assert_eq!(render(&response_headers(&quota, &verdict, "api"))[2], ("retry-after".into(), "4".into()));
         let verdict = Verdict::Limited { retry_after: Duration::ZERO, reset: Duration::ZERO };
         assert_eq!(render(&response_headers(&quota, &verdict, "api"))[2], ("retry-after".into(), "1".into()));
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for n in [0, 7, 10, 99, 100, 1_000_001, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+        let quota = Quota::new(u32::MAX, Duration::from_secs(86_400 * 365), 0).unwrap();
+        let verdict = Verdict::Allowed { remaining: u32::MAX, reset: Duration::from_secs(31_536_000) };
+        assert_eq!(
+            render(&response_headers(&quota, &verdict, "big"))[1],
+            ("ratelimit".into(), format!("\"big\";r={};t=31536000", u32::MAX))
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! the session and forwarded upstream as `x-palisade-*` headers; incoming `x-palisade-*` headers
 //! are removed by the service before any filter runs, so they cannot be forged.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use http::{header, HeaderName, HeaderValue, StatusCode};
 use palisade_authn::{ApiKeyStore, AuthnError, DpopVerifier, JwtAuthenticator, VerifiedToken};
@@ -30,16 +31,60 @@ pub(crate) struct AuthnFilter {
     pub(crate) require_dpop: bool,
     /// No credential at all passes as anonymous (authorization then decides).
     pub(crate) allow_anonymous: bool,
+    pub(crate) identities: TokenIdentities,
 }
 
-const FORWARDED: [&str; 6] = [
-    "x-palisade-principal",
-    "x-palisade-subject",
-    "x-palisade-client-id",
-    "x-palisade-scopes",
-    "x-palisade-roles",
-    "x-palisade-auth-method",
+const FORWARDED: [HeaderName; 6] = [
+    HeaderName::from_static("x-palisade-principal"),
+    HeaderName::from_static("x-palisade-subject"),
+    HeaderName::from_static("x-palisade-client-id"),
+    HeaderName::from_static("x-palisade-scopes"),
+    HeaderName::from_static("x-palisade-roles"),
+    HeaderName::from_static("x-palisade-auth-method"),
 ];
+
+/// The identity (and its forwarded headers) made from each verified token, so a token the
+/// verified-token cache answers costs a clone instead of re-reading claims and re-making headers.
+/// Keyed by the address of the token's shared claims map, which the entry keeps alive so the
+/// address cannot be reused while the entry exists. Bounded: emptied when full.
+#[derive(Default)]
+pub(crate) struct TokenIdentities(Mutex<HashMap<usize, (Arc<Claims>, Identity)>>);
+
+type Claims = serde_json::Map<String, serde_json::Value>;
+
+const TOKEN_IDENTITIES: usize = 4096;
+
+impl TokenIdentities {
+    fn get(&self, claims: &Arc<Claims>) -> Option<Identity> {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&Arc::as_ptr(claims).addr()).map(|(_, id)| id.clone())
+    }
+
+    fn put(&self, claims: Arc<Claims>, id: Identity) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= TOKEN_IDENTITIES {
+            map.clear();
+        }
+        map.insert(Arc::as_ptr(&claims).addr(), (claims, id));
+    }
+}
+
+/// The `x-palisade-*` headers for `id` (a value that is not a valid header value is left out).
+fn forwarded_headers(id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let values = [
+        Some(id.principal_ref()),
+        Some(id.id().to_owned()),
+        id.client_id().map(str::to_owned),
+        Some(id.scopes().join(" ")),
+        Some(id.roles().join(",")),
+        Some(id.method().to_owned()),
+    ];
+    FORWARDED
+        .iter()
+        .zip(values)
+        .filter_map(|(name, v)| Some((name.clone(), HeaderValue::from_str(&v?).ok()?)))
+        .collect()
+}
 
 fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<std::borrow::Cow<'q, str>> {
     form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
@@ -97,6 +142,10 @@ impl AuthnFilter {
             let reason = format!("sender constraint failed: {e}");
             return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
         }
+        let claims = verified.shared_claims();
+        if let Some(id) = self.identities.get(&claims) {
+            return Some(Ok(id));
+        }
         let client_id = verified.client_id().map(str::to_owned);
         let sub = verified.subject().unwrap_or_default().to_owned();
         let kind = if client_id.as_deref() == Some(sub.as_str()) { PrincipalKind::Client } else { PrincipalKind::User };
@@ -105,7 +154,9 @@ impl AuthnFilter {
         id.issuer = Some(verified.issuer().to_owned());
         id.scopes = verified.scopes().into_iter().map(str::to_owned).collect();
         id.roles = verified.roles().into_iter().map(str::to_owned).collect();
-        id.claims = Some(verified.shared_claims());
+        id.claims = Some(claims.clone());
+        id.forwarded = Some(forwarded_headers(&id).into());
+        self.identities.put(claims, id.clone());
         Some(Ok(id))
     }
 
@@ -226,17 +277,16 @@ impl Filter for AuthnFilter {
 
     fn upstream_request_filter(&self, s: &Session, up: &mut http::request::Parts) {
         let Some(id) = &s.identity else { return };
-        let values = [
-            Some(id.principal_ref()),
-            Some(id.id().to_owned()),
-            id.client_id().map(str::to_owned),
-            Some(id.scopes().join(" ")),
-            Some(id.roles().join(",")),
-            Some(id.method().to_owned()),
-        ];
-        for (name, v) in FORWARDED.iter().zip(values) {
-            if let Some(v) = v.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                up.headers.insert(HeaderName::from_static(name), v);
+        match &id.forwarded {
+            Some(headers) => {
+                for (name, v) in headers.iter() {
+                    up.headers.insert(name.clone(), v.clone());
+                }
+            }
+            None => {
+                for (name, v) in forwarded_headers(id) {
+                    up.headers.insert(name, v);
+                }
             }
         }
     }

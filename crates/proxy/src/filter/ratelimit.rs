@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use http::{HeaderName, HeaderValue, StatusCode};
 use palisade_core::audit::Stage;
 use palisade_core::config::OnError;
-use palisade_ratelimit::{Quota, Store, Verdict};
+use palisade_ratelimit::{PolicyHeaders, Quota, Store, Verdict};
 
 use crate::error::ProxyError;
 use crate::filter::{Filter, Flow, Session};
@@ -41,6 +41,8 @@ impl KeyPart {
 pub(crate) struct Limit {
     pub(crate) name: String,
     pub(crate) quota: Quota,
+    /// The response headers' verdict-independent parts, made once.
+    pub(crate) headers: PolicyHeaders,
     pub(crate) key: Vec<KeyPart>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) on_error: OnError,
@@ -58,21 +60,30 @@ struct Allowed(Vec<(HeaderName, HeaderValue)>);
 impl Limit {
     fn key(&self, route: &str, s: &Session) -> String {
         use std::fmt::Write;
-        let mut k = format!("{route}\u{1f}{}", self.name);
+        let mut k = String::with_capacity(route.len() + self.name.len() + 16 * self.key.len() + 2);
+        k.push_str(route);
+        k.push('\u{1f}');
+        k.push_str(&self.name);
         let id = s.identity.as_ref();
         for p in &self.key {
             k.push('\u{1f}');
-            let _ = match p {
-                KeyPart::Principal => write!(k, "{}", id.map_or_else(|| "Anonymous".into(), |i| i.principal_ref())),
-                KeyPart::ClientId => write!(k, "{}", id.and_then(|i| i.client_id()).unwrap_or_default()),
-                KeyPart::ApiKey => write!(k, "{}", id.and_then(|i| i.api_key_id()).unwrap_or_default()),
-                KeyPart::ClientIp => write!(k, "{}", s.client_ip),
-                KeyPart::Route => write!(k, "{route}"),
-                KeyPart::Header(h) => {
-                    let v = s.request.headers.get(h).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                    write!(k, "{}", v.unwrap_or_default())
+            match p {
+                KeyPart::Principal => match id {
+                    Some(i) => k.push_str(&i.principal_ref()),
+                    None => k.push_str("Anonymous"),
+                },
+                KeyPart::ClientId => k.push_str(id.and_then(|i| i.client_id()).unwrap_or_default()),
+                KeyPart::ApiKey => k.push_str(id.and_then(|i| i.api_key_id()).unwrap_or_default()),
+                KeyPart::ClientIp => {
+                    let _ = write!(k, "{}", s.client_ip);
                 }
-            };
+                KeyPart::Route => k.push_str(route),
+                KeyPart::Header(h) => {
+                    if let Some(v) = s.request.headers.get(h) {
+                        k.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    }
+                }
+            }
         }
         k
     }
@@ -90,7 +101,7 @@ impl Filter for RateLimitFilter {
             let key = l.key(&self.route, s);
             match l.store.check(&key, &l.quota, SystemTime::now()).await {
                 Ok(v @ Verdict::Limited { .. }) => {
-                    let headers = palisade_ratelimit::response_headers(&l.quota, &v, &l.name);
+                    let headers = l.headers.headers(&v);
                     s.deny(Stage::RateLimit, format!("rate limit {} exceeded", l.name));
                     return Err(ProxyError::Rejected {
                         status: StatusCode::TOO_MANY_REQUESTS,
@@ -122,7 +133,7 @@ impl Filter for RateLimitFilter {
             }
         }
         if let Some((_, l, v)) = tightest {
-            s.ext.insert(Allowed(palisade_ratelimit::response_headers(&l.quota, &v, &l.name)));
+            s.ext.insert(Allowed(l.headers.headers(&v)));
         }
         Ok(Flow::Continue)
     }
