@@ -5,14 +5,16 @@
 # requests from curl (one connection, URL globbing); the difference divided by N2 - N1 is the cost
 # of one request, start-up and shutdown cancel out. Kernel time (socket I/O) is not counted.
 # Layout changes move counts by ~1-2 % (hash seeds), so smaller differences between builds are noise.
-# Usage: bench/proxy-icount.sh [BIN...]  (default: the release build)  SCHEMES="http https"
+# HTTPS is HTTP/1.1 over TLS 1.3, as wrk sends it. The last rows are nginx as the same proxy
+# (one process, `master_process off`), counted the same way, for reference.
+# Usage: bench/proxy-icount.sh [BIN...]  (default: the release build)  SCHEMES="http https"  NGINX=0 skips nginx
 #        Needs (apt): valgrind nginx-light curl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for t in valgrind nginx curl openssl; do command -v $t >/dev/null || { echo "missing $t"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
 BINS=("$@"); [ ${#BINS[@]} -gt 0 ] || { cargo build --release -q; BINS=("$CARGO_TARGET_DIR/release/palisade"); }
-N1=${N1:-200}; N2=${N2:-1200}; BACKEND=18000; HTTP=18501; HTTPS=18502
+N1=${N1:-200}; N2=${N2:-1200}; BACKEND=18000; HTTP=18501; HTTPS=18502; NGX_HTTP=18503; NGX_HTTPS=18504
 D=$(mktemp -d); BE=
 cleanup() { [ -n "$BE" ] && kill "$BE" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
@@ -32,21 +34,42 @@ listeners:
   https:
     address: "127.0.0.1:$HTTPS"
     certificates: [{ cert: cert.pem, key: "file:key.pem" }]
+admin: { address: "127.0.0.1:18509" }
 access_log: { enabled: false }
 upstreams:
   be: { endpoints: ["127.0.0.1:$BACKEND"] }
 routes:
   - { name: be, upstream: be }
 CONF
+cat > "$D/nginx.conf" <<CONF
+master_process off; worker_processes 1; daemon off; pid $D/ngx.pid; error_log stderr error;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  upstream be { server 127.0.0.1:$BACKEND; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NGX_HTTP; listen 127.0.0.1:$NGX_HTTPS ssl;
+    ssl_certificate $D/cert.pem; ssl_certificate_key $D/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+CONF
 count() { # bin scheme n
   local port=$HTTP; [ "$2" = https ] && port=$HTTPS
-  PALISADE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$D/cg" "$1" gateway --config "$D/gw.yaml" \
-    > /dev/null 2> "$D/vg.txt" & local pid=$!
-  for _ in $(seq 300); do curl -fsSk -o /dev/null "$2://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.2; done
-  curl -fsSk -o /dev/null "$2://127.0.0.1:$port/orders?[1-$3]"
-  kill -TERM $pid; wait $pid 2>/dev/null || true
+  if [ "$1" = nginx ]; then
+    port=$NGX_HTTP; [ "$2" = https ] && port=$NGX_HTTPS
+    valgrind --tool=callgrind --callgrind-out-file="$D/cg" nginx -c "$D/nginx.conf" -p "$D" > /dev/null 2> "$D/vg.txt" &
+  else
+    PALISADE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$D/cg" "$1" gateway --config "$D/gw.yaml" \
+      > /dev/null 2> "$D/vg.txt" &
+  fi
+  local pid=$!
+  local up=0
+  for _ in $(seq 300); do curl -fsSk -o /dev/null "$2://127.0.0.1:$port/" 2>/dev/null && { up=1; break; }; sleep 0.2; done
+  [ $up = 1 ] || { echo "$1 did not answer on $2://127.0.0.1:$port (port taken?): $(tail -3 "$D/vg.txt")" >&2; exit 1; }
+  curl -fsSk --http1.1 -o /dev/null "$2://127.0.0.1:$port/orders?[1-$3]"
+  if [ "$1" = nginx ]; then kill -QUIT $pid; else kill -TERM $pid; fi
+  wait $pid 2>/dev/null || true
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$D/vg.txt" | tail -1
 }
+[ "${NGINX:-1}" = 0 ] || BINS+=(nginx)
 echo "| binary | scheme | user-space instructions per request |"
 echo "|---|---|---:|"
 for s in ${SCHEMES:-http https}; do
