@@ -171,13 +171,13 @@ impl Client {
             None => (false, self.connect(ep, base).await?),
         };
         match exchange(conn, req).await {
-            Ok((head, conn)) => Ok(head.map(|body| UpstreamBody { body, conn })),
+            Ok((head, conn)) => Ok(head.map(|body| UpstreamBody { body, conn, ended: false })),
             Err(mut e) if reused => match e.take_message() {
                 Some(req) => {
                     let conn = self.connect(ep, base).await?;
                     exchange(conn, req)
                         .await
-                        .map(|(head, conn)| head.map(|body| UpstreamBody { body, conn }))
+                        .map(|(head, conn)| head.map(|body| UpstreamBody { body, conn, ended: false }))
                         .map_err(|e| ClientError::Request(e.into_error()))
                 }
                 None => Err(ClientError::Request(e.into_error())),
@@ -236,6 +236,8 @@ async fn exchange(mut conn: Conn, req: Request<RequestBody>) -> Result<Exchanged
 pub struct UpstreamBody {
     body: Incoming,
     conn: Option<Conn>,
+    /// The body has returned its end (`is_end_stream` stays false for chunked bodies).
+    ended: bool,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -251,17 +253,14 @@ impl Body for UpstreamBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         if let Poll::Ready(f) = Pin::new(&mut this.body).poll_frame(cx) {
-            if matches!(f, Some(Err(_))) {
-                this.conn = None;
-            }
-            return Poll::Ready(f);
+            return Poll::Ready(this.saw(f));
         }
         let Some(c) = &mut this.conn else { return Poll::Pending };
         if !c.drive(cx) {
             this.conn = None;
         }
         // The connection may have delivered (or failed) the next frame.
-        Pin::new(&mut this.body).poll_frame(cx)
+        Pin::new(&mut this.body).poll_frame(cx).map(|f| this.saw(f))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -273,9 +272,20 @@ impl Body for UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    fn saw(&mut self, f: Option<Result<Frame<Bytes>, hyper::Error>>) -> Option<Result<Frame<Bytes>, hyper::Error>> {
+        match &f {
+            None => self.ended = true,
+            Some(Err(_)) => self.conn = None,
+            Some(Ok(_)) => {}
+        }
+        f
+    }
+}
+
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if !self.body.is_end_stream() {
+        if !self.ended && !self.body.is_end_stream() {
             return;
         }
         if let Some(c) = self.conn.take() {

@@ -74,7 +74,16 @@ async fn serve(mut sock: TcpStream, conn: usize, after: After, closed: tokio::sy
             .unwrap_or("-")
             .to_owned();
         let body = format!("c{conn}#{served} {line}|{host}");
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let resp = if line.contains("chunked") {
+            let (a, b) = body.split_at(body.len() / 2);
+            format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+                a.len(),
+                b.len()
+            )
+        } else {
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        };
         sock.write_all(resp.as_bytes()).await.unwrap();
         if let After::CloseAfterMs(ms) = after {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -123,6 +132,18 @@ async fn a_connection_is_reused_once_its_body_is_read() {
     for i in 1..=3 {
         let body = text(c.request(0, &base(up.addr), get("/a?b=1")).await.unwrap()).await;
         assert_eq!(body, format!("c1#{i} GET /a?b=1 HTTP/1.1|{}", up.addr), "origin form, endpoint as Host");
+        assert_eq!(idle(&c, 0), 1);
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_chunked_response_read_to_its_end_returns_its_connection() {
+    let up = upstream(After::KeepAlive).await;
+    let c = client(1, Duration::from_secs(60), 8);
+    for i in 1..=2 {
+        let body = text(c.request(0, &base(up.addr), get("/chunked")).await.unwrap()).await;
+        assert_eq!(body, format!("c1#{i} GET /chunked HTTP/1.1|{}", up.addr));
         assert_eq!(idle(&c, 0), 1);
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
