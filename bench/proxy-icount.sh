@@ -7,7 +7,7 @@
 # Layout changes move counts by ~1-2 % (hash seeds), so smaller differences between builds are noise.
 # HTTPS is HTTP/1.1 over TLS 1.3, as wrk sends it. The last rows are nginx as the same proxy
 # (one process, `master_process off`), counted the same way, for reference.
-# Usage: bench/proxy-icount.sh [BIN...]  (default: the release build)  SCHEMES="http https"  NGINX=0 skips nginx
+# Usage: bench/proxy-icount.sh [BIN...]  (default: the release build)  SCHEMES="http https"  SKIP_NGINX=1 skips nginx (not NGINX=: nginx reads that variable)
 #        Needs (apt): valgrind nginx-light curl
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +69,7 @@ count() { # bin scheme n
   wait $pid 2>/dev/null || true
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$D/vg.txt" | tail -1
 }
-[ "${NGINX:-1}" = 0 ] || BINS+=(nginx)
+[ "${SKIP_NGINX:-}" = 1 ] || BINS+=(nginx)
 echo "| binary | scheme | user-space instructions per request |"
 echo "|---|---|---:|"
 for s in ${SCHEMES:-http https}; do

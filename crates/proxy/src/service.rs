@@ -320,9 +320,9 @@ async fn proxy(
         for f in &route.filters {
             f.upstream_request_filter(session, &mut up_parts);
         }
-        let sent =
-            tokio::time::timeout(pool.config.request_timeout.0, pool.send(idx, Request::from_parts(up_parts, up_body)))
-                .await;
+        // Boxed: the exchange's state is large, and the timeout and this future would each move it.
+        let exchange = Box::pin(pool.send(idx, Request::from_parts(up_parts, up_body)));
+        let sent = tokio::time::timeout(pool.config.request_timeout.0, exchange).await;
         let body_problem = || -> Option<ProxyError> {
             match outcome.as_ref().map(|o| o.get()) {
                 Some(BODY_TOO_LARGE) => Some(ProxyError::BodyTooLarge(limits.max_body_bytes)),
