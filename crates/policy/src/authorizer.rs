@@ -709,8 +709,11 @@ fn flatten_value(value: &Value, path: &mut String, depth: usize, out: &mut Flat)
                 return Err(format!("claims have more than {MAX_CLAIM_ENTRIES} values"));
             }
             out.count += 1;
-            if let (Some(entries), Some(text)) = (&mut out.entries, scalar_text(scalar)) {
-                entries.push(format!("{path}={text}"));
+            // Only made when the entries are wanted: counting alone must not format every value.
+            if let Some(entries) = &mut out.entries {
+                if let Some(text) = scalar_text(scalar) {
+                    entries.push(format!("{path}={text}"));
+                }
             }
             Ok(())
         }

@@ -42,14 +42,26 @@ pub(crate) fn emit(
         client_id,
         auth_method,
         route: route.name.to_string(),
-        method: s.request.method.to_string(),
+        method: s.request.method.as_str().to_owned(),
         path: s.request.uri.path().to_owned(),
-        client_ip: s.client_ip.to_string(),
+        client_ip: ip_text(s.client_ip),
         policy_ids: std::mem::take(&mut s.audit.policy_ids),
         status: status.as_u16(),
         latency_ms: elapsed.as_secs_f64() * 1000.0,
         waf: std::mem::take(&mut s.audit.waf),
     });
+}
+
+/// `ip` as text; the last address formatted on this thread is kept (a worker sees the same
+/// clients again and again on keep-alive connections).
+fn ip_text(ip: std::net::IpAddr) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, text)) if *at == ip => text.clone(),
+        _ => last.insert((ip, ip.to_string())).1.clone(),
+    })
 }
 
 /// JSON lines appended to one file by a background thread.
@@ -120,13 +132,19 @@ const WRITE_TICK: Duration = Duration::from_millis(20);
 
 fn write_loop(rx: Receiver<AuditEvent>, file: std::fs::File, shown: String) {
     let mut w = std::io::BufWriter::with_capacity(256 * 1024, file);
+    // Each event is serialized into this reused buffer, then written whole: serde_json's many
+    // small writes are cheaper into a Vec than through the BufWriter.
+    let mut line = Vec::with_capacity(1024);
     loop {
         let mut wrote = false;
         loop {
             match rx.try_recv() {
                 Ok(ev) => {
                     wrote = true;
-                    if serde_json::to_writer(&mut w, &ev).is_err() || w.write_all(b"\n").is_err() {
+                    line.clear();
+                    let serialized = serde_json::to_writer(&mut line, &ev);
+                    line.push(b'\n');
+                    if serialized.is_err() || w.write_all(&line).is_err() {
                         tracing::error!(file = %shown, "cannot write audit event");
                     }
                 }
@@ -198,4 +216,18 @@ pub(crate) fn open_shipper(
         return Ok(None);
     }
     palisade_shipper::ShippingSink::open(cfg).map(|s| Some(Arc::new(s))).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+
+    #[test]
+    fn addresses_are_formatted_each_as_itself() {
+        let v4: std::net::IpAddr = [10, 0, 0, 1].into();
+        let v6: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+        for (ip, text) in [(v4, "10.0.0.1"), (v4, "10.0.0.1"), (v6, "2001:db8::7"), (v4, "10.0.0.1")] {
+            assert_eq!(ip_text(ip), text);
+        }
+    }
 }

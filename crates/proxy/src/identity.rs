@@ -51,6 +51,8 @@ impl PrincipalKind {
 pub struct Identity {
     kind: PrincipalKind,
     id: String,
+    /// `principal_ref`, made on first use (kind and id never change after construction).
+    principal: OnceLock<String>,
     method: &'static str,
     pub(crate) client_id: Option<String>,
     pub(crate) issuer: Option<String>,
@@ -69,6 +71,7 @@ impl Identity {
         Identity {
             kind,
             id,
+            principal: OnceLock::new(),
             method,
             client_id: None,
             issuer: None,
@@ -106,6 +109,6 @@ impl Identity {
 
     /// Cedar-style entity reference, e.g. `User::"alice"`.
     pub fn principal_ref(&self) -> String {
-        format!("{}::{:?}", self.kind.as_str(), self.id)
+        self.principal.get_or_init(|| format!("{}::{:?}", self.kind.as_str(), self.id)).clone()
     }
 }
