@@ -74,6 +74,12 @@ async fn serve(mut sock: TcpStream, conn: usize, after: After, closed: tokio::sy
             .unwrap_or("-")
             .to_owned();
         let body = format!("c{conn}#{served} {line}|{host}");
+        if line.contains("close-delimited") {
+            // No length: the body ends when the connection closes (HTTP/1.0 style).
+            let resp = format!("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{body}");
+            sock.write_all(resp.as_bytes()).await.unwrap();
+            return;
+        }
         let resp = if line.contains("chunked") {
             let (a, b) = body.split_at(body.len() / 2);
             format!(
@@ -147,6 +153,18 @@ async fn a_chunked_response_read_to_its_end_returns_its_connection() {
         assert_eq!(idle(&c, 0), 1);
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_the_close_is_read_whole_and_its_connection_not_kept() {
+    let up = upstream(After::KeepAlive).await;
+    let c = client(1, Duration::from_secs(60), 8);
+    for i in 1..=2 {
+        let body = text(c.request(0, &base(up.addr), get("/close-delimited")).await.unwrap()).await;
+        assert_eq!(body, format!("c{i}#1 GET /close-delimited HTTP/1.1|{}", up.addr));
+        assert_eq!(idle(&c, 0), 0);
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
