@@ -139,6 +139,9 @@ pub struct VerifiedToken {
     expires_at: u64,
     /// Shared: the verified-token cache and every request using the token hold the same map.
     claims: Arc<Map<String, Value>>,
+    /// What a caller derived from this token (see [`VerifiedToken::derived`]), shared the same way:
+    /// it lives exactly as long as the token's place in the verified-token cache.
+    derived: Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl VerifiedToken {
@@ -182,6 +185,19 @@ impl VerifiedToken {
     /// The claims, shared (a reference-count increment, not a copy).
     pub fn shared_claims(&self) -> Arc<Map<String, Value>> {
         Arc::clone(&self.claims)
+    }
+
+    /// A value made from this token once, by the first caller, and shared by every later request
+    /// that the verified-token cache answers with the same token (e.g. the gateway's identity and
+    /// its forwarded headers). `make` runs again, uncached, if another type was stored first.
+    pub fn derived<T: std::any::Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        if let Some(stored) = self.derived.get() {
+            return Arc::clone(stored).downcast::<T>().unwrap_or_else(|_| Arc::new(make()));
+        }
+        let v = Arc::new(make());
+        // Two first requests may race: each made the same value from the same token; one is kept.
+        let _ = self.derived.set(v.clone());
+        v
     }
 
     /// `cnf.x5t#S256` (RFC 8705): the token is bound to a client certificate.
@@ -503,7 +519,12 @@ impl JwtAuthenticator {
                 return Err(AuthnError::AudienceMismatch);
             }
         }
-        Ok(VerifiedToken { issuer: issuer.settings.issuer.clone(), expires_at: exp, claims: Arc::new(claims.clone()) })
+        Ok(VerifiedToken {
+            issuer: issuer.settings.issuer.clone(),
+            expires_at: exp,
+            claims: Arc::new(claims.clone()),
+            derived: Arc::default(),
+        })
     }
 }
 

@@ -580,9 +580,14 @@ async fn a_verified_token_is_remembered_until_its_key_set_changes() {
     let auth = JwtAuthenticator::new(vec![s]).unwrap();
     auth.refresh_all().await.unwrap();
     let t = old.sign(&header(&old, "a"), &net_claims(&server));
-    assert!(auth.verify(&t).await.is_ok());
+    let first = auth.verify(&t).await.unwrap();
     assert_eq!(auth.verified.lock().unwrap().len(), 1, "the verified token is remembered");
-    assert!(auth.verify(&t).await.is_ok(), "served from the cache");
+    // What a caller derives from it is made once and shared by the cached copies.
+    let made = first.derived(|| String::from("identity"));
+    let again = auth.verify(&t).await.unwrap();
+    assert!(Arc::ptr_eq(&made, &again.derived(|| String::from("made twice"))), "served from the cache");
+    // Another type than the one stored is made, not mixed up with it.
+    assert_eq!(*again.derived(|| 7u32), 7);
     // A tampered copy has another digest: it is verified, and refused.
     let forged = format!("{}x", &t[..t.len() - 1]);
     assert!(auth.verify(&forged).await.is_err());

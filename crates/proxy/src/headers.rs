@@ -72,13 +72,9 @@ pub fn ip_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Append the client to `X-Forwarded-For`; set `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool, host: Option<&HeaderValue>) {
-    set_forwarded_value(h, &ip_value(client), https, host);
-}
-
-/// `set_forwarded` with the client address already made a header value (`ip_value`).
-pub fn set_forwarded_value(h: &mut HeaderMap, client: &HeaderValue, https: bool, host: Option<&HeaderValue>) {
+/// Append the client (its address as [`ip_value`] makes it) to `X-Forwarded-For`; set
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(h: &mut HeaderMap, client: &HeaderValue, https: bool, host: Option<&HeaderValue>) {
     let xff = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prev) if !prev.trim_ascii().is_empty() => {
             let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
@@ -139,7 +135,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, hv("203.0.113.7"));
         h.insert(X_FORWARDED_PROTO, hv("https"));
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), false, Some(&hv("a.example")));
+        let ip = |s: &str| ip_value(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        set_forwarded(&mut h, &ip("10.0.0.1"), false, Some(&hv("a.example")));
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 10.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "a.example");
@@ -147,7 +144,7 @@ mod tests {
         // No earlier (or a blank) X-Forwarded-For: the client alone; IPv6 as text.
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, hv("  "));
-        set_forwarded(&mut h, "2001:db8::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), true, None);
+        set_forwarded(&mut h, &ip("2001:db8::1"), true, None);
         assert_eq!(h[X_FORWARDED_FOR], "2001:db8::1");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert!(!h.contains_key(X_FORWARDED_HOST));

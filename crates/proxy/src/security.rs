@@ -178,7 +178,6 @@ impl Security {
                 query_token: a.query_token,
                 require_dpop: a.require_dpop,
                 allow_anonymous: r.authz.as_ref().is_some_and(|z| z.allow_anonymous),
-                identities: Default::default(),
             }));
         }
         if r.authz.is_some() {

@@ -290,7 +290,7 @@ async fn proxy(
 
     let mut up_headers = std::mem::take(&mut session.request.headers);
     headers::strip_hop_by_hop(&mut up_headers);
-    headers::set_forwarded_value(&mut up_headers, &conn.client_ip_value, conn.https, host_value.as_ref());
+    headers::set_forwarded(&mut up_headers, &conn.client_ip_value, conn.https, host_value.as_ref());
     let request_id_value = HeaderValue::from_str(request_id).ok();
     if let Some(v) = &request_id_value {
         up_headers.insert(X_REQUEST_ID, v.clone());

@@ -1178,8 +1178,8 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Evaluate a rule and its chain; `Some(first matched variable name)` when all of them matched.
-    /// Evaluate a chain; on a match, the first matched variable's name (in `record_text`).
+    /// Evaluate a rule and its chain; when all of them matched, the starter's first matched variable name (its
+    /// range in `record_text`).
     fn eval_chain(&mut self, rule: &'r Rule) -> Option<Range<usize>> {
         let mark = self.record_text.len();
         let first = self.eval_rule(rule, rule.id)?;
@@ -1864,10 +1864,7 @@ mod tests {
         assert_eq!(c.cells.len(), 3 * MAX_ROWS);
         assert_eq!(c.row(99_999), None);
     }
-}
 
-#[cfg(test)]
-mod number_tests {
     #[test]
     fn small_numbers_are_their_decimal_text() {
         for n in 0..150usize {

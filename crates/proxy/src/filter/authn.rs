@@ -4,8 +4,7 @@
 //! the session and forwarded upstream as `x-palisade-*` headers; incoming `x-palisade-*` headers
 //! are removed by the service before any filter runs, so they cannot be forged.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{header, HeaderName, HeaderValue, StatusCode};
 use palisade_authn::{ApiKeyStore, AuthnError, DpopVerifier, JwtAuthenticator, VerifiedToken};
@@ -31,7 +30,6 @@ pub(crate) struct AuthnFilter {
     pub(crate) require_dpop: bool,
     /// No credential at all passes as anonymous (authorization then decides).
     pub(crate) allow_anonymous: bool,
-    pub(crate) identities: TokenIdentities,
 }
 
 const FORWARDED: [HeaderName; 6] = [
@@ -43,30 +41,19 @@ const FORWARDED: [HeaderName; 6] = [
     HeaderName::from_static("x-palisade-auth-method"),
 ];
 
-/// The identity (and its forwarded headers) made from each verified token, so a token the
-/// verified-token cache answers costs a clone instead of re-reading claims and re-making headers.
-/// Keyed by the address of the token's shared claims map, which the entry keeps alive so the
-/// address cannot be reused while the entry exists. Bounded: emptied when full.
-#[derive(Default)]
-pub(crate) struct TokenIdentities(Mutex<HashMap<usize, (Arc<Claims>, Identity)>>);
-
-type Claims = serde_json::Map<String, serde_json::Value>;
-
-const TOKEN_IDENTITIES: usize = 4096;
-
-impl TokenIdentities {
-    fn get(&self, claims: &Arc<Claims>) -> Option<Identity> {
-        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&Arc::as_ptr(claims).addr()).map(|(_, id)| id.clone())
-    }
-
-    fn put(&self, claims: Arc<Claims>, id: Identity) {
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= TOKEN_IDENTITIES {
-            map.clear();
-        }
-        map.insert(Arc::as_ptr(&claims).addr(), (claims, id));
-    }
+/// The identity a verified token names, with its forwarded headers made.
+fn jwt_identity(verified: &VerifiedToken) -> Identity {
+    let client_id = verified.client_id().map(str::to_owned);
+    let sub = verified.subject().unwrap_or_default().to_owned();
+    let kind = if client_id.as_deref() == Some(sub.as_str()) { PrincipalKind::Client } else { PrincipalKind::User };
+    let mut id = Identity::new(kind, sub, "jwt");
+    id.client_id = client_id;
+    id.issuer = Some(verified.issuer().to_owned());
+    id.scopes = verified.scopes().into_iter().map(str::to_owned).collect();
+    id.roles = verified.roles().into_iter().map(str::to_owned).collect();
+    id.claims = Some(verified.shared_claims());
+    id.forwarded = Some(forwarded_headers(&id).into());
+    id
 }
 
 /// The audit reason for an identity verified by `method` (no formatting on the request path).
@@ -152,22 +139,9 @@ impl AuthnFilter {
             let reason = format!("sender constraint failed: {e}");
             return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
         }
-        let claims = verified.shared_claims();
-        if let Some(id) = self.identities.get(&claims) {
-            return Some(Ok(id));
-        }
-        let client_id = verified.client_id().map(str::to_owned);
-        let sub = verified.subject().unwrap_or_default().to_owned();
-        let kind = if client_id.as_deref() == Some(sub.as_str()) { PrincipalKind::Client } else { PrincipalKind::User };
-        let mut id = Identity::new(kind, sub, "jwt");
-        id.client_id = client_id;
-        id.issuer = Some(verified.issuer().to_owned());
-        id.scopes = verified.scopes().into_iter().map(str::to_owned).collect();
-        id.roles = verified.roles().into_iter().map(str::to_owned).collect();
-        id.claims = Some(claims.clone());
-        id.forwarded = Some(forwarded_headers(&id).into());
-        self.identities.put(claims, id.clone());
-        Some(Ok(id))
+        // Made once per verified token and shared by every request the token cache answers.
+        let id = verified.derived(|| jwt_identity(&verified));
+        Some(Ok(Identity::clone(&id)))
     }
 
     fn sender_constraint(&self, s: &Session, scheme: &str, token: &str, v: &VerifiedToken) -> Result<(), AuthnError> {
