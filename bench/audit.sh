@@ -14,6 +14,8 @@
 # BASE_BIN=path: also run a third shipping gateway from that binary (an older build, say), measured in
 # the same runs as a fourth side ("base", server under SCHED_IDLE), so that two builds are compared
 # on the same (noisy, shared) machine minutes apart rather than in separate runs of the script.
+# PERF_OUT=file [PERF_SIDE=idle]: record a perf profile (with call graphs, all threads) of that side's
+# gateway during the first run, from the start of wrk until every event is stored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; EVENTS=${4:-100000}; THREADS=2
@@ -137,7 +139,10 @@ for r in $(seq 1 "$RUNS"); do
     port=$GW_OFF; pid=$PID_OFF; if [ $side != off ]; then port=$GW_ON; pid=$PID_ON; fi
     if [ $side = base ]; then port=$GW_BASE; pid=$PID_BASE; fi
     if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --idle -p 0 "$SRV2"; fi
-    g0=$(cpu $pid); s0=$(cpu $SRV2); w0=$(wcpu $pid)
+    g0=$(cpu $pid); s0=$(cpu $SRV2); w0=$(wcpu $pid); perf_pid=
+    if [ -n "${PERF_OUT:-}" ] && [ $side = "${PERF_SIDE:-idle}" ] && [ "$r" = 1 ] && command -v perf >/dev/null; then
+      perf record -F 2000 -g -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 & perf_pid=$!
+    fi
     wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/orders" \
       > "$OUT/audit-$side-$r.txt" 2>&1 || true
     # CPU is read once every event of the run is written (off) or stored by the server (on): the
@@ -146,6 +151,7 @@ for r in $(seq 1 "$RUNS"); do
     elif [ $side = base ]; then drain 18953 "$BASE_INSTANCE" > "$OUT/audit-$side-$r.drain"
     else drain > "$OUT/audit-$side-$r.drain"; fi
     echo "$(cpu $pid) $g0 $(cpu $SRV2) $s0 $(wcpu $pid) $w0" > "$OUT/audit-$side-$r.cpu"
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --other -p 0 "$SRV2"; fi
   done
 done

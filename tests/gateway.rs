@@ -476,6 +476,42 @@ async fn slowloris_is_cut_off_at_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_closes_at_header_timeout_but_keep_alive_waits_for_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::start("a").await;
+    let cfg = one_route(&b, "").replace("admin:", "limits: { header_read_timeout: 1s, idle_timeout: 3s }\nadmin:");
+    let gw = Gw::start(&cfg).await;
+    // A connection that never sends a byte: closed after header_read_timeout (1-1.25 s), not idle_timeout.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", gw.http)).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await.expect("not closed").unwrap_or(0);
+    let t = started.elapsed();
+    assert_eq!(n, 0, "no bytes, just the close");
+    assert!(t >= Duration::from_millis(950) && t < Duration::from_millis(2500), "silent connection closed after {t:?}");
+
+    // After a request, the keep-alive wait is bound by idle_timeout (3 s): still served at 2 s.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.http)).await.unwrap();
+    let req = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+    async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    s.write_all(req).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.write_all(req).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_and_max_connections_is_enforced() {
     let b = Backend::start("a").await;
     let cfg = one_route(&b, "").replace("admin:", "limits: { idle_timeout: 1s, max_connections: 2 }\nadmin:");

@@ -44,24 +44,12 @@ pub(crate) fn emit(
         route: route.name.to_string(),
         method: s.request.method.as_str().to_owned(),
         path: s.request.uri.path().to_owned(),
-        client_ip: ip_text(s.client_ip),
+        client_ip: crate::headers::with_ip_text(s.client_ip, str::to_owned),
         policy_ids: std::mem::take(&mut s.audit.policy_ids),
         status: status.as_u16(),
         latency_ms: elapsed.as_secs_f64() * 1000.0,
         waf: std::mem::take(&mut s.audit.waf),
     });
-}
-
-/// `ip` as text; the last address formatted on this thread is kept (a worker sees the same
-/// clients again and again on keep-alive connections).
-fn ip_text(ip: std::net::IpAddr) -> String {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, String)>> = const { std::cell::RefCell::new(None) };
-    }
-    LAST.with_borrow_mut(|last| match last {
-        Some((at, text)) if *at == ip => text.clone(),
-        _ => last.insert((ip, ip.to_string())).1.clone(),
-    })
 }
 
 /// JSON lines appended to one file by a background thread.
@@ -216,18 +204,4 @@ pub(crate) fn open_shipper(
         return Ok(None);
     }
     palisade_shipper::ShippingSink::open(cfg).map(|s| Some(Arc::new(s))).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ip_text;
-
-    #[test]
-    fn addresses_are_formatted_each_as_itself() {
-        let v4: std::net::IpAddr = [10, 0, 0, 1].into();
-        let v6: std::net::IpAddr = "2001:db8::7".parse().unwrap();
-        for (ip, text) in [(v4, "10.0.0.1"), (v4, "10.0.0.1"), (v6, "2001:db8::7"), (v4, "10.0.0.1")] {
-            assert_eq!(ip_text(ip), text);
-        }
-    }
 }

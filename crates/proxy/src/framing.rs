@@ -8,7 +8,7 @@
 //! service then answers 400 and closes the connection. The tracker never changes bytes.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -62,11 +62,18 @@ pub struct FramingTracker {
     state: State,
     max_head: usize,
     first: bool,
+    /// Request heads completed so far.
+    heads: u64,
 }
 
 impl FramingTracker {
     pub fn new(max_head: usize) -> Self {
-        FramingTracker { state: State::Head(Vec::new()), max_head, first: true }
+        FramingTracker { state: State::Head(Vec::new()), max_head, first: true, heads: 0 }
+    }
+
+    /// Part of a request head has arrived, not all of it.
+    fn partial_head(&self) -> bool {
+        matches!(&self.state, State::Head(buf) if !buf.is_empty())
     }
 
     /// Feed bytes received from the client. Returns the first violation found.
@@ -86,6 +93,15 @@ impl FramingTracker {
                             self.state = State::Passthrough;
                             return Ok(());
                         }
+                        // The whole head in this read (the usual case): inspected in place.
+                        if let Some(i) = memchr::memmem::find(data, b"\r\n\r\n") {
+                            let end = i + 4;
+                            self.state = inspect_head(&data[..end])?;
+                            self.first = false;
+                            self.heads += 1;
+                            data = &data[end..];
+                            continue;
+                        }
                     }
                     let start = buf.len().saturating_sub(3);
                     buf.extend_from_slice(data);
@@ -101,6 +117,7 @@ impl FramingTracker {
                             let rest_len = buf.len() - end;
                             let next = inspect_head(&buf[..end])?;
                             self.first = false;
+                            self.heads += 1;
                             let consumed_here = data.len() - rest_len;
                             data = &data[consumed_here..];
                             self.state = next;
@@ -185,9 +202,9 @@ impl FramingTracker {
 
 /// Decide how the body of this request is framed, refusing ambiguity.
 fn inspect_head(head: &[u8]) -> Result<State, Violation> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         // hyper rejects these itself (400/431), so stop following the stream.
         _ => return Ok(State::Passthrough),
@@ -232,13 +249,26 @@ fn inspect_head(head: &[u8]) -> Result<State, Violation> {
     }
 }
 
-/// Per-connection state shared between the IO wrapper, the service and the connection task.
+/// Per-connection state shared between the IO wrapper, the service, the connection task and its
+/// watchdog (`server::conn_watchdog`).
 #[derive(Debug, Default)]
 pub struct ConnState {
     activity: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     violation: AtomicU8,
+    /// HTTP/1.1 request heads completed on this connection (followed by the framing tracker).
+    pub(crate) heads: AtomicU64,
+    /// Part of a request head has arrived, not all of it.
+    pub(crate) partial_head: AtomicBool,
+    /// The watchdog asks the connection task to close: [`CLOSE_GRACEFUL`] or [`CLOSE_NOW`].
+    pub(crate) close: tokio::sync::Notify,
+    pub(crate) close_kind: AtomicU8,
 }
+
+/// Finish the request in flight, then close (idle, drain).
+pub(crate) const CLOSE_GRACEFUL: u8 = 1;
+/// Close at once (a request head took longer than `header_read_timeout`).
+pub(crate) const CLOSE_NOW: u8 = 2;
 
 impl ConnState {
     pub fn violation(&self) -> Option<Violation> {
@@ -287,6 +317,15 @@ impl<T: AsyncRead> AsyncRead for ConnIo<T> {
                     if let Err(v) = t.feed(new) {
                         this.state.violation.store(v as u8, Ordering::Release);
                         *this.tracker = None;
+                    } else {
+                        // For the watchdog's header timeout; stores only when something changed.
+                        if this.state.heads.load(Ordering::Relaxed) != t.heads {
+                            this.state.heads.store(t.heads, Ordering::Relaxed);
+                        }
+                        let partial = t.partial_head();
+                        if this.state.partial_head.load(Ordering::Relaxed) != partial {
+                            this.state.partial_head.store(partial, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -362,6 +401,21 @@ mod tests {
         assert_eq!(run(&[bad_chunk]), Err(Violation::BadChunkedFraming));
         let no_crlf = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX";
         assert_eq!(run(&[no_crlf]), Err(Violation::BadChunkedFraming));
+    }
+
+    #[test]
+    fn a_head_split_across_reads_or_behind_another_message_is_inspected_too() {
+        let cl_te = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // In two reads: the first ends mid-head (copied), the second completes it.
+        let (a, b) = cl_te.split_at(20);
+        assert_eq!(run(&[a, b]), Err(Violation::ContentLengthAndTransferEncoding));
+        // Behind a clean request and its body in the same read (inspected in place).
+        let mut two = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok".to_vec();
+        two.extend_from_slice(cl_te);
+        assert_eq!(run(&[&two]), Err(Violation::ContentLengthAndTransferEncoding));
+        // Blank lines before a head are skipped in both paths.
+        assert_eq!(run(&[b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"]), Ok(()));
+        assert_eq!(run(&[b"\r\n", b"GET / HTTP/1.1\r\nHo", b"st: x\r\n\r\n"]), Ok(()));
     }
 
     #[test]

@@ -32,19 +32,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    if h.contains_key(header::CONNECTION) {
+    // A typical response carries only `Connection: keep-alive`: remove the names that are there
+    // (found by one more pass over the names) rather than look up every possible one.
+    let present: Vec<HeaderName> = {
         // `Connection` may appear several times; every token in every value names a header.
-        let named: Vec<HeaderName> = h
+        let listed: Vec<&str> = h
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.to_str().unwrap_or_default().split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
             .collect();
-        for n in &named {
-            h.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
+        h.keys()
+            .filter(|k| is_hop_by_hop(k) || listed.iter().any(|t| t.eq_ignore_ascii_case(k.as_str())))
+            .cloned()
+            .collect()
+    };
+    for n in &present {
         h.remove(n);
     }
 }
@@ -65,6 +69,18 @@ pub fn new_request_id() -> String {
         n >>= 4;
     }
     std::str::from_utf8(&s).map(str::to_owned).unwrap_or_default()
+}
+
+/// `f` of `ip` as text; the last address formatted on this thread is kept (a worker sees the same
+/// clients again and again on keep-alive connections).
+pub(crate) fn with_ip_text<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, text)) if *at == ip => f(text),
+        _ => f(&last.insert((ip, ip.to_string())).1),
+    })
 }
 
 /// A client address as a header value (made once per connection).
@@ -128,6 +144,17 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+
+        // A name listed in `Connection` in another case, with a value of several entries; a
+        // listed name that is not there and an invalid token change nothing else.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("X-Hop, absent, bad token, close"));
+        h.append("x-hop", hv("1"));
+        h.append("x-hop", hv("2"));
+        h.insert("x-keep", hv("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
     }
 
     #[test]
@@ -173,6 +200,15 @@ mod tests {
         h.insert(header::TE, hv("trailers"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn ip_text_follows_the_address() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let b: IpAddr = "2001:db8::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for (ip, text) in [(a, "10.0.0.1"), (a, "10.0.0.1"), (b, "2001:db8::1"), (a, "10.0.0.1")] {
+            assert_eq!(with_ip_text(ip, str::to_owned), text);
+        }
     }
 
     #[test]

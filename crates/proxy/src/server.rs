@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::framing::{ConnIo, ConnState, FramingTracker};
+use crate::framing::{ConnIo, ConnState, FramingTracker, CLOSE_GRACEFUL, CLOSE_NOW};
 use crate::identity::PeerCert;
 use crate::metrics::Metrics;
 use crate::runtime::{compile, needs_mesh, Runtime};
@@ -379,7 +379,7 @@ async fn serve_http<I>(
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     rt: &Runtime,
-    mut drain_rx: watch::Receiver<bool>,
+    drain_rx: watch::Receiver<bool>,
     proto: Proto,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -390,7 +390,8 @@ async fn serve_http<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
+        // The watchdog below applies `header_read_timeout`: hyper's own arms a timer per request.
+        .header_read_timeout(None)
         .max_buf_size((limits.max_header_bytes + 8192).max(8192))
         .keep_alive(true);
     builder
@@ -402,34 +403,81 @@ async fn serve_http<I>(
         Proto::H1 => builder.http1_only(),
         Proto::H2 => builder.http2_only(),
     };
+    let header_timeout = matches!(proto, Proto::H1).then_some(limits.header_read_timeout.0);
     let svc = hyper::service::service_fn(move |req| handle(shared.clone(), conn.clone(), req));
     let conn_fut = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn_fut);
-    let period = (limits.idle_timeout.0 / 2).max(Duration::from_millis(50));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut draining = *drain_rx.borrow();
-    if draining {
-        conn_fut.as_mut().graceful_shutdown();
-    }
-    let mut idle_ticks = 0u8;
+    // The timeouts run in a task of their own, so that a request wakes this task without polling
+    // a timer or the drain signal as well: the watchdog wakes it only to close.
+    let watchdog = tokio::spawn(conn_watchdog(state.clone(), drain_rx, limits.idle_timeout.0, header_timeout));
+    let mut graceful = false;
     loop {
         tokio::select! {
+            biased;
             _ = conn_fut.as_mut() => break,
-            _ = drain_rx.changed(), if !draining => {
-                draining = true;
-                conn_fut.as_mut().graceful_shutdown();
-            }
-            _ = ticker.tick(), if !draining => {
-                if state.idle_tick() {
-                    idle_ticks += 1;
-                    if idle_ticks >= 2 {
-                        draining = true;
-                        conn_fut.as_mut().graceful_shutdown();
-                    }
-                } else {
-                    idle_ticks = 0;
+            () = state.close.notified() => {
+                if state.close_kind.load(Ordering::Acquire) == CLOSE_NOW {
+                    tracing::debug!("request head not received within header_read_timeout: closing");
+                    break;
+                }
+                if !graceful {
+                    graceful = true;
+                    conn_fut.as_mut().graceful_shutdown();
                 }
             }
+        }
+    }
+    watchdog.abort();
+}
+
+/// A connection's timeouts, checked every `period`:
+/// - idle: no request in flight and no bytes moving for `idle` closes it gracefully;
+/// - header (HTTP/1.1): a request head must arrive whole within `header` of its first byte, and
+///   the first one within `header` of the connection's start (slowloris), else it is closed at
+///   once. A keep-alive connection waiting for its next request is bound by `idle`.
+///
+/// A drain signal closes gracefully at once. Each check counts time only from the check that
+/// first saw the state, so a timeout fires between its limit and its limit plus one period,
+/// never early.
+async fn conn_watchdog(
+    state: Arc<ConnState>,
+    mut drain_rx: watch::Receiver<bool>,
+    idle: Duration,
+    header: Option<Duration>,
+) {
+    let close = |kind: u8| {
+        state.close_kind.store(kind, Ordering::Release);
+        state.close.notify_one();
+    };
+    if *drain_rx.borrow() {
+        return close(CLOSE_GRACEFUL);
+    }
+    let period = (header.map_or(idle, |h| h.min(idle)) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_for: Option<Duration> = None;
+    // (heads completed when the wait was first seen, time waited since)
+    let mut head_wait: Option<(u64, Duration)> = None;
+    loop {
+        tokio::select! {
+            _ = drain_rx.changed() => return close(CLOSE_GRACEFUL),
+            _ = tick.tick() => {}
+        }
+        idle_for = if state.idle_tick() { Some(idle_for.map_or(Duration::ZERO, |t| t + period)) } else { None };
+        if idle_for.is_some_and(|t| t >= idle) {
+            return close(CLOSE_GRACEFUL);
+        }
+        let Some(header) = header else { continue };
+        let heads = state.heads.load(Ordering::Relaxed);
+        let waiting =
+            state.partial_head.load(Ordering::Relaxed) || (heads == 0 && state.in_flight.load(Ordering::Relaxed) == 0);
+        head_wait = match head_wait {
+            Some((n, t)) if waiting && n == heads => Some((n, t + period)),
+            _ if waiting => Some((heads, Duration::ZERO)),
+            _ => None,
+        };
+        if head_wait.is_some_and(|(_, t)| t >= header) {
+            return close(CLOSE_NOW);
         }
     }
 }

@@ -176,8 +176,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body, counted while streaming, else 413.
     pub max_body_bytes: u64,
-    /// Time allowed to receive a request head (and a TLS handshake); slowloris defence.
-    /// HTTP/1.1 keep-alive connections waiting for their next request are bound by it too.
+    /// Time allowed to receive a request head from its first byte, a new connection's first
+    /// head from the connection's start, and a TLS handshake; slowloris defence. A keep-alive
+    /// connection waiting for its next request is bound by `idle_timeout` instead. Checked four
+    /// times per period: a connection is closed between the limit and a quarter more.
     pub header_read_timeout: Dur,
     /// Close a connection with no request in flight and no bytes moving for this long.
     pub idle_timeout: Dur,

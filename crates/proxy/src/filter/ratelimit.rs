@@ -59,7 +59,6 @@ struct Allowed(Vec<(HeaderName, HeaderValue)>);
 
 impl Limit {
     fn key(&self, route: &str, s: &Session) -> String {
-        use std::fmt::Write;
         let mut k = String::with_capacity(route.len() + self.name.len() + 16 * self.key.len() + 2);
         k.push_str(route);
         k.push('\u{1f}');
@@ -74,9 +73,7 @@ impl Limit {
                 },
                 KeyPart::ClientId => k.push_str(id.and_then(|i| i.client_id()).unwrap_or_default()),
                 KeyPart::ApiKey => k.push_str(id.and_then(|i| i.api_key_id()).unwrap_or_default()),
-                KeyPart::ClientIp => {
-                    let _ = write!(k, "{}", s.client_ip);
-                }
+                KeyPart::ClientIp => crate::headers::with_ip_text(s.client_ip, |t| k.push_str(t)),
                 KeyPart::Route => k.push_str(route),
                 KeyPart::Header(h) => {
                     if let Some(v) = s.request.headers.get(h) {
