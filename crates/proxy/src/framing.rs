@@ -202,6 +202,9 @@ impl FramingTracker {
 
 /// Decide how the body of this request is framed, refusing ambiguity.
 fn inspect_head(head: &[u8]) -> Result<State, Violation> {
+    if !may_frame_a_body(head) {
+        return Ok(State::Head(Vec::new()));
+    }
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut headers) {
@@ -247,6 +250,22 @@ fn inspect_head(head: &[u8]) -> Result<State, Violation> {
         (None, Some(0)) | (None, None) => Ok(State::Head(Vec::new())),
         (None, Some(n)) => Ok(State::Body(n)),
     }
+}
+
+/// False only when no header line can be `Content-Length` or `Transfer-Encoding` and the method
+/// is not CONNECT: such a request has no body, whatever else its head holds (a head hyper cannot
+/// parse it refuses itself). A line that starts with whitespace (obs-fold) or with either name
+/// in any case means true, and the head is parsed in full.
+fn may_frame_a_body(head: &[u8]) -> bool {
+    if head.starts_with(b"CONNECT ") {
+        return true;
+    }
+    let mut lines = head.split(|b| *b == b'\n');
+    lines.next(); // the request line
+    lines.any(|line| {
+        let starts = |name: &[u8]| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+        matches!(line.first(), Some(b' ' | b'\t')) || starts(b"content-length") || starts(b"transfer-encoding")
+    })
 }
 
 /// Per-connection state shared between the IO wrapper, the service, the connection task and its
@@ -416,6 +435,27 @@ mod tests {
         // Blank lines before a head are skipped in both paths.
         assert_eq!(run(&[b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"]), Ok(()));
         assert_eq!(run(&[b"\r\n", b"GET / HTTP/1.1\r\nHo", b"st: x\r\n\r\n"]), Ok(()));
+    }
+
+    #[test]
+    fn heads_without_framing_headers_skip_the_full_parse_and_others_do_not() {
+        assert!(!may_frame_a_body(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Type: a\r\nTE: trailers\r\n\r\n"));
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 2\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n Content-Length: 2\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(may_frame_a_body(head), "{}", String::from_utf8_lossy(head));
+        }
+        // The request line is not a header line, and a name only containing the word is another.
+        assert!(!may_frame_a_body(b"GET /content-length HTTP/1.1\r\nX-Content-Length: 1\r\n\r\n"));
+        // Either way the tracker follows the body: a GET with a body, then the next request.
+        let msg = b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut t = FramingTracker::new(16 * 1024);
+        assert_eq!(t.feed(msg), Ok(()));
+        assert_eq!(t.heads, 2);
+        assert!(!t.partial_head());
     }
 
     #[test]
