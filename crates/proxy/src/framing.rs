@@ -260,12 +260,18 @@ fn may_frame_a_body(head: &[u8]) -> bool {
     if head.starts_with(b"CONNECT ") {
         return true;
     }
-    let mut lines = head.split(|b| *b == b'\n');
-    lines.next(); // the request line
-    lines.any(|line| {
-        let starts = |name: &[u8]| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name);
-        matches!(line.first(), Some(b' ' | b'\t')) || starts(b"content-length") || starts(b"transfer-encoding")
-    })
+    let starts = |line: &[u8], name: &[u8]| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+    // Line ends found with memchr: a head can carry a long token, which a byte-by-byte split
+    // would walk at several instructions a byte.
+    let mut next = memchr::memchr(b'\n', head).map(|i| i + 1); // past the request line
+    while let Some(start) = next.filter(|s| *s < head.len()) {
+        let line = &head[start..];
+        if matches!(line[0], b' ' | b'\t') || starts(line, b"content-length") || starts(line, b"transfer-encoding") {
+            return true;
+        }
+        next = memchr::memchr(b'\n', line).map(|i| start + i + 1);
+    }
+    false
 }
 
 /// Per-connection state shared between the IO wrapper, the service, the connection task and its
