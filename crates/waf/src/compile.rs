@@ -31,6 +31,8 @@ pub struct RuleSet {
     pub(crate) pure: PurePlan,
     /// Whether pure rules are decided through the verdict memo (on by default; off for comparisons).
     pub(crate) memo: bool,
+    /// Whether phase 1's request-independent start is replayed from a snapshot (`init`; on by default).
+    pub(crate) init_snapshot: bool,
     /// Operator arguments with macros (`%{tx.allowed_methods}`), parsed once here rather than per evaluation, with
     /// whether they read only the writable collections (TX, IP, ...): a transaction may then keep an expansion
     /// until one of those changes.
@@ -174,6 +176,13 @@ impl RuleSet {
     /// Decisions are the same either way; this exists to show that, and to measure the difference.
     pub fn set_verdict_memo(&mut self, on: bool) {
         self.memo = on;
+    }
+
+    /// Replay phase 1's request-independent start (the CRS's TX initialization) from a per-thread snapshot (the
+    /// default), or evaluate it rule by rule. Decisions and matches are the same either way; this exists to show
+    /// that, and to measure the difference.
+    pub fn set_init_snapshot(&mut self, on: bool) {
+        self.init_snapshot = on;
     }
 }
 
@@ -357,6 +366,7 @@ impl Builder {
             id: NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pure,
             memo: true,
+            init_snapshot: true,
             templates,
             tnodes: self.trie.len() + 1,
             rules: self.rules,

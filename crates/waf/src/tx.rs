@@ -7,7 +7,8 @@ use std::borrow::Cow;
 use std::cell::{OnceCell, Ref, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::ops::{Range, RangeInclusive};
+use std::ops::{ControlFlow, Range, RangeInclusive};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use palisade_waf_body as body;
 use palisade_waf_ops::MacroEnv;
 
 use crate::compile::{RuleSet, NOT_PURE};
+use crate::init;
 use crate::macros::{MacroStr, Part};
 use crate::memo;
 use crate::rule::{AllowScope, BodyProc, Ctl, Disruptive, Effect, Rule, RuleSel, SetOp};
@@ -91,6 +93,11 @@ impl Store {
         self.entries.push((name.to_vec(), value));
     }
 
+    /// Whether two lists of stores hold the same variables, in the same order, with the same values.
+    pub(crate) fn same_lists(a: &[Store], b: &[Store]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.entries == y.entries)
+    }
+
     pub(crate) fn remove(&mut self, name: &[u8]) {
         let key = name.to_ascii_lowercase();
         if let Some(i) = self.index.remove(&key) {
@@ -140,12 +147,45 @@ const SLOTS: usize = 8;
 /// A rule (chain) that matched, with what was expanded at the time: ranges of the transaction's `record_text`
 /// (one buffer for all matches, kept as bytes: most rules that match are `nolog` and their text is rarely read, so
 /// it is made text, invalid UTF-8 replaced, only when read).
-struct Record<'r> {
-    rule: &'r Rule,
-    phase: u8,
-    msg: Range<usize>,
-    logdata: Range<usize>,
-    var_name: Range<usize>,
+pub(crate) struct Record<'r> {
+    pub(crate) rule: &'r Rule,
+    pub(crate) phase: u8,
+    pub(crate) msg: Range<usize>,
+    pub(crate) logdata: Range<usize>,
+    pub(crate) var_name: Range<usize>,
+}
+
+/// Where a phase's walk over its rule list is: rules still to skip (`skip`), or the marker or rule id it skips to
+/// (`skipAfter`).
+#[derive(Default)]
+pub(crate) struct Flow<'r> {
+    pub(crate) skip: u32,
+    pub(crate) skip_after: Option<&'r str>,
+    /// `skip_after` as a rule id, parsed once when the skip started (not per skipped rule).
+    pub(crate) skip_after_id: Option<u32>,
+}
+
+impl Flow<'_> {
+    /// Whether the walk passes over `rule` without running it: a marker, or a rule being skipped.
+    pub(crate) fn passes(&mut self, rule: &Rule) -> bool {
+        if let Some(m) = &rule.marker {
+            if self.skip_after == Some(m.as_str()) {
+                self.skip_after = None;
+            }
+            return true;
+        }
+        if self.skip_after.is_some() {
+            if self.skip_after_id == Some(rule.id) {
+                self.skip_after = None;
+            }
+            return true;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return true;
+        }
+        false
+    }
 }
 
 struct Matched {
@@ -933,95 +973,266 @@ impl<'r> Transaction<'r> {
             self.entry_of_id.clear();
             memo::with(rs.id, rs.pure.count(), memo::Memo::trim);
         }
-        let mut skip = 0u32;
-        let mut skip_after: Option<&str> = None;
-        let mut skip_after_id: Option<u32> = None;
-        for &ri in list {
+        let mut flow = Flow::default();
+        let mut from = 0;
+        if phase == 1 {
+            if let Some(snap) = self.init_snapshot() {
+                match self.replay(&snap, use_memo) {
+                    ControlFlow::Break(r) => return r,
+                    ControlFlow::Continue(()) => {}
+                }
+                from = snap.end;
+                flow = snap.flow(rs);
+            }
+        }
+        for &ri in list.get(from..).unwrap_or_default() {
             let Some(rule) = rs.rules.get(ri) else { continue };
-            if let Some(m) = &rule.marker {
-                if skip_after == Some(m.as_str()) {
-                    skip_after = None;
-                }
+            if flow.passes(rule) {
                 continue;
             }
-            if skip_after.is_some() {
-                // The target as a rule id, parsed once when the skip started (not per skipped rule).
-                if skip_after_id == Some(rule.id) {
-                    skip_after = None;
-                }
-                continue;
-            }
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            if self.removed(rule) {
-                continue;
-            }
-            if self.mode == EngineMode::Off {
-                break;
-            }
-            self.current = Some(rule);
-            self.matched_len = 0;
-            if use_memo {
-                let p = rs.pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
-                if p != NOT_PURE && !self.may_match(rule, p) {
-                    continue;
-                }
-            }
-            let Some(var_name) = self.eval_chain(rule) else { continue };
-            let msg = self.push_expansion(rule.msg.as_ref());
-            let logdata = self.push_expansion(rule.logdata.as_ref());
-            self.records.push(Record { rule, phase, msg: msg.clone(), logdata, var_name });
-            self.built = OnceCell::new();
-            if let Some(sev) = rule.severity {
-                let cur: u8 = String::from_utf8_lossy(self.scalar(Scalar::HighestSeverity)).parse().unwrap_or(255);
-                if sev < cur {
-                    self.set_scalar(Scalar::HighestSeverity, sev.to_string().into_bytes());
-                }
-            }
-            let disruptive = match &rule.disruptive {
-                Some(Disruptive::Block) => Some(&rule.default_disruptive),
-                other => other.as_ref(),
-            };
-            match disruptive {
-                Some(Disruptive::Allow(scope)) => {
-                    self.allow = Some(*scope);
-                    self.allow_phase = phase;
-                    return None;
-                }
-                Some(d @ (Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)))
-                    if self.mode == EngineMode::On =>
-                {
-                    let redirect = match d {
-                        Disruptive::Redirect(u) => Some(self.expand_str(&MacroStr::parse(u))),
-                        _ => None,
-                    };
-                    let status = match (d, rule.status) {
-                        (Disruptive::Redirect(_), s) => s.filter(|s| (300..400).contains(s)).unwrap_or(302),
-                        (_, Some(s)) => s,
-                        (_, None) => 403,
-                    };
-                    let msg = self.text(&msg).into_owned();
-                    let iv =
-                        Intervention { status, rule_id: rule.id, msg, redirect, drop: matches!(d, Disruptive::Drop) };
-                    self.intervention = Some(iv.clone());
-                    if phase != 5 {
-                        return Some(iv);
-                    }
-                }
-                _ => {}
-            }
-            if rule.skip > 0 {
-                skip = rule.skip;
-            }
-            if let Some(sa) = &rule.skip_after {
-                skip_after = Some(sa.as_str());
-                skip_after_id = sa.parse::<u32>().ok();
+            if let ControlFlow::Break(r) = self.run_rule(phase, ri, use_memo, &mut flow) {
+                return r;
             }
         }
         self.current = None;
         None
+    }
+
+    /// Run rule `ri` of the phase's list (not skipped): evaluate it, record a match, and apply its disruptive and
+    /// flow actions. `Break` ends the phase with that result.
+    pub(crate) fn run_rule(
+        &mut self,
+        phase: u8,
+        ri: usize,
+        use_memo: bool,
+        flow: &mut Flow<'r>,
+    ) -> ControlFlow<Option<Intervention>> {
+        let rs = self.rs;
+        let Some(rule) = rs.rules.get(ri) else { return ControlFlow::Continue(()) };
+        if self.removed(rule) {
+            return ControlFlow::Continue(());
+        }
+        if self.mode == EngineMode::Off {
+            self.current = None;
+            return ControlFlow::Break(None);
+        }
+        self.current = Some(rule);
+        self.matched_len = 0;
+        if use_memo {
+            let p = rs.pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
+            if p != NOT_PURE && !self.may_match(rule, p) {
+                return ControlFlow::Continue(());
+            }
+        }
+        let Some(var_name) = self.eval_chain(rule) else { return ControlFlow::Continue(()) };
+        let msg = self.push_expansion(rule.msg.as_ref());
+        let logdata = self.push_expansion(rule.logdata.as_ref());
+        self.push_record(Record { rule, phase, msg: msg.clone(), logdata, var_name });
+        let disruptive = match &rule.disruptive {
+            Some(Disruptive::Block) => Some(&rule.default_disruptive),
+            other => other.as_ref(),
+        };
+        match disruptive {
+            Some(Disruptive::Allow(scope)) => {
+                self.allow = Some(*scope);
+                self.allow_phase = phase;
+                return ControlFlow::Break(None);
+            }
+            Some(d @ (Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect(_)))
+                if self.mode == EngineMode::On =>
+            {
+                let redirect = match d {
+                    Disruptive::Redirect(u) => Some(self.expand_str(&MacroStr::parse(u))),
+                    _ => None,
+                };
+                let status = match (d, rule.status) {
+                    (Disruptive::Redirect(_), s) => s.filter(|s| (300..400).contains(s)).unwrap_or(302),
+                    (_, Some(s)) => s,
+                    (_, None) => 403,
+                };
+                let msg = self.text(&msg).into_owned();
+                let iv = Intervention { status, rule_id: rule.id, msg, redirect, drop: matches!(d, Disruptive::Drop) };
+                self.intervention = Some(iv.clone());
+                if phase != 5 {
+                    return ControlFlow::Break(Some(iv));
+                }
+            }
+            _ => {}
+        }
+        if rule.skip > 0 {
+            flow.skip = rule.skip;
+        }
+        if let Some(sa) = &rule.skip_after {
+            flow.skip_after = Some(sa.as_str());
+            flow.skip_after_id = sa.parse::<u32>().ok();
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The snapshot of phase 1's request-independent start (`init`) that applies to this transaction, if any.
+    fn init_snapshot(&self) -> Option<Rc<init::Snapshot>> {
+        let rs = self.rs;
+        if !rs.init_snapshot || self.intervention.is_some() || self.allow.is_some() || !self.records.is_empty() {
+            return None;
+        }
+        let snap = init::cached(rs.id, self.mode, &self.stores, || {
+            let mut dummy = Transaction::new(rs, "", IpAddr::from([0, 0, 0, 0]));
+            dummy.stores = self.stores.clone();
+            dummy.stores_gen += 1;
+            dummy.mode = self.mode;
+            dummy.build_snapshot()
+        })?;
+        // Rules removed for this transaction: the snapshot assumed every fixed rule runs.
+        let sels = self.removed.iter().chain(self.removed_targets.iter().map(|(s, _)| s));
+        for sel in sels {
+            if snap.fixed.iter().filter_map(|&i| rs.rules.get(i)).any(|r| sel.selects(r)) {
+                return None;
+            }
+        }
+        Some(snap)
+    }
+
+    /// Walk phase 1 from its start on this fresh transaction (its stores and engine mode those of the transactions
+    /// the snapshot is for) as far as `init` allows, evaluating the fixed rules.
+    fn build_snapshot(&mut self) -> Option<init::Snapshot> {
+        let rs = self.rs;
+        let list = rs.phases.first()?;
+        let mut flow = Flow::default();
+        let mut steps = Vec::new();
+        let mut fixed = Vec::new();
+        let mut matched_at = None;
+        let mut skip_after_rule = None;
+        let mut end = list.len();
+        for (pos, &ri) in list.iter().enumerate() {
+            let Some(rule) = rs.rules.get(ri) else { continue };
+            if flow.passes(rule) {
+                continue;
+            }
+            if init::starter_reads_fixed(rule) {
+                self.current = Some(rule);
+                self.matched_len = 0;
+                if !self.probe(rule) {
+                    // Matches nothing whatever it would do on a match: it changes nothing.
+                    fixed.push(ri);
+                    continue;
+                }
+                if init::fixed(rule) {
+                    fixed.push(ri);
+                    let (mode, removed, removed_targets) = (self.mode, self.removed.len(), self.removed_targets.len());
+                    let (records, matched_id) =
+                        (self.records.len(), self.scalar_ids.get(Scalar::MatchedVar as usize).copied());
+                    if self.run_rule(1, ri, false, &mut flow).is_break()
+                        || self.intervention.is_some()
+                        || self.allow.is_some()
+                    {
+                        return None;
+                    }
+                    if let Some(r) = self.records.get(records) {
+                        steps.push(init::Step::Record {
+                            rule: ri,
+                            msg: r.msg.clone(),
+                            logdata: r.logdata.clone(),
+                            var_name: r.var_name.clone(),
+                        });
+                    }
+                    if self.mode != mode {
+                        steps.push(init::Step::Mode(self.mode));
+                    }
+                    if let Some(new) = self.removed.get(removed..).filter(|n| !n.is_empty()) {
+                        steps.push(init::Step::Remove(new.to_vec()));
+                    }
+                    if let Some(new) = self.removed_targets.get(removed_targets..).filter(|n| !n.is_empty()) {
+                        steps.push(init::Step::RemoveTargets(new.to_vec()));
+                    }
+                    if self.scalar_ids.get(Scalar::MatchedVar as usize).copied() != matched_id {
+                        matched_at = Some(steps.len());
+                    }
+                    if rule.skip_after.is_some() && flow.skip_after.is_some() {
+                        skip_after_rule = Some(ri);
+                    }
+                    continue;
+                }
+            } else if init::commutes(rule) {
+                steps.push(init::Step::Eval(ri));
+                continue;
+            }
+            end = pos;
+            break;
+        }
+        if fixed.is_empty() {
+            return None;
+        }
+        if let Some(i) = matched_at {
+            steps.insert(i, init::Step::Matched);
+        }
+        Some(init::Snapshot {
+            steps,
+            stores: std::mem::take(&mut self.stores),
+            text: std::mem::take(&mut self.record_text),
+            matched: (self.scalar(Scalar::MatchedVar).to_vec(), self.scalar(Scalar::MatchedVarName).to_vec()),
+            fixed,
+            end,
+            skip: flow.skip,
+            skip_after_rule: flow.skip_after.and(skip_after_rule),
+        })
+    }
+
+    /// Whether some value of the rule's variables matches its operator (the starter alone; nothing is written).
+    fn probe(&self, rule: &Rule) -> bool {
+        if rule.op.is_none() {
+            return true;
+        }
+        let mut hit = false;
+        self.visit(rule, rule.id, &mut |v| {
+            hit = hit || self.check(rule, &v.value, v.id);
+        });
+        hit
+    }
+
+    /// Replay a snapshot at the start of phase 1 (see `init`): the stores as the fixed rules left them, their
+    /// records in order, and the commuting rules evaluated at their places.
+    fn replay(&mut self, snap: &init::Snapshot, use_memo: bool) -> ControlFlow<Option<Intervention>> {
+        let rs = self.rs;
+        self.stores.clone_from(&snap.stores);
+        self.stores_gen += 1;
+        // Commuting rules have no flow actions: this stays empty.
+        let mut flow = Flow::default();
+        for step in &snap.steps {
+            match step {
+                init::Step::Record { rule, msg, logdata, var_name } => {
+                    let Some(rule) = rs.rules.get(*rule) else { continue };
+                    let mut copy = |r: &Range<usize>| {
+                        let start = self.record_text.len();
+                        self.record_text.extend_from_slice(snap.text.get(r.clone()).unwrap_or_default());
+                        start..self.record_text.len()
+                    };
+                    let (msg, logdata, var_name) = (copy(msg), copy(logdata), copy(var_name));
+                    self.push_record(Record { rule, phase: 1, msg, logdata, var_name });
+                }
+                init::Step::Matched => {
+                    self.set_scalar_from(Scalar::MatchedVar, &snap.matched.0);
+                    self.set_scalar_from(Scalar::MatchedVarName, &snap.matched.1);
+                }
+                init::Step::Eval(ri) => self.run_rule(1, *ri, use_memo, &mut flow)?,
+                init::Step::Mode(m) => self.mode = *m,
+                init::Step::Remove(sels) => self.removed.extend(sels.iter().cloned()),
+                init::Step::RemoveTargets(t) => self.removed_targets.extend(t.iter().cloned()),
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Append a match, and lower HIGHEST_SEVERITY to the rule's severity.
+    pub(crate) fn push_record(&mut self, r: Record<'r>) {
+        let sev = r.rule.severity;
+        self.records.push(r);
+        self.built = OnceCell::new();
+        if let Some(sev) = sev {
+            let cur: u8 = String::from_utf8_lossy(self.scalar(Scalar::HighestSeverity)).parse().unwrap_or(255);
+            if sev < cur {
+                self.set_scalar(Scalar::HighestSeverity, sev.to_string().into_bytes());
+            }
+        }
     }
 
     /// Whether pure rule number `p` may match a value in this phase. `false` only when every value of its group's
@@ -1863,6 +2074,73 @@ mod tests {
         }
         assert_eq!(c.cells.len(), 3 * MAX_ROWS);
         assert_eq!(c.row(99_999), None);
+    }
+
+    /// A request: method, headers, body.
+    type Req<'a> = (&'a str, &'a [(&'a [u8], &'a [u8])], &'a [u8]);
+
+    /// Phase 1's start replayed from a snapshot (`init`) must record, write and decide exactly what evaluating it
+    /// rule by rule does: with and without variables set before phase 1 (one makes rule 13 change the engine mode
+    /// and remove rule 8), for requests that a commuting rule sees differently, and when a removal selects a fixed
+    /// rule.
+    #[test]
+    fn init_snapshot_decides_as_rule_by_rule() {
+        let src = r#"
+SecRuleEngine On
+SecRequestBodyAccess On
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:1,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.allowed=GET HEAD POST"
+SecRule &TX:limit "@eq 0" "id:3,phase:1,pass,nolog,setvar:tx.limit=5"
+SecRule TX:limit "@gt 3" "id:4,phase:1,pass,log,severity:4,msg:'limit %{tx.limit}',logdata:'%{rule.id}',setvar:tx.score=+1"
+SecRule TX:nope "@eq 1" "id:5,phase:1,pass,setvar:tx.ua=%{REQUEST_HEADERS.User-Agent}"
+SecRule TX:limit "@gt 150" "id:13,phase:1,pass,nolog,ctl:ruleEngine=DetectionOnly,ctl:ruleRemoveById=8"
+SecRule TX:limit "@lt 100" "id:6,phase:1,pass,nolog,severity:5,skipAfter:END-X"
+SecRule UNIQUE_ID "@rx ." "id:7,phase:1,pass,nolog,setvar:tx.skipped=1"
+SecMarker END-X
+SecRule REQUEST_HEADERS:Content-Type "@rx json" "id:11,phase:1,pass,log,severity:2,msg:'json'"
+SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:8,phase:1,deny,status:405,msg:'method %{MATCHED_VAR}'"
+SecRule MATCHED_VAR "@rx ." "id:9,phase:1,pass,nolog,setvar:tx.mv=%{MATCHED_VAR},setvar:tx.hs=%{HIGHEST_SEVERITY}"
+SecRule ARGS:a "@rx ." "id:10,phase:2,pass,setvar:tx.final=%{tx.score}-%{tx.mv}"
+"#;
+        let mut rs = RuleSet::parse_str(src, "init.conf").unwrap();
+        let requests: [Req<'_>; 3] = [
+            ("GET", &[(b"User-Agent", b"x")], b""),
+            ("POST", &[(b"Content-Type", b"application/json")], br#"{"a":"1"}"#),
+            ("DELETE", &[], b""),
+        ];
+        let presets: [&[(&str, &str)]; 3] = [&[], &[("tx.limit", "2")], &[("tx.limit", "200")]];
+        let run = |rs: &RuleSet, req: &Req<'_>, preset: &[(&str, &str)], remove: bool| {
+            let mut tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
+            for (n, v) in preset {
+                tx.set_var(n, v);
+            }
+            if remove {
+                tx.remove_rule_ids(&[4..=4]);
+            }
+            let head = RequestHead { method: req.0, uri: b"/x?a=1", protocol: "HTTP/1.1", headers: req.1.to_vec() };
+            let iv = tx.process_request_headers(&head).or_else(|| tx.process_request_body(req.2));
+            let vars: Vec<_> = ["score", "limit", "ua", "skipped", "mv", "hs", "final"].map(|v| tx.var(v)).into();
+            (tx.matches().to_vec(), vars, iv)
+        };
+        for req in &requests {
+            for preset in presets {
+                for remove in [false, true] {
+                    rs.set_init_snapshot(false);
+                    let expected = run(&rs, req, preset, remove);
+                    rs.set_init_snapshot(true);
+                    assert_eq!(run(&rs, req, preset, remove), expected, "{} {preset:?} {remove}", req.0);
+                }
+            }
+        }
+        // Not vacuous: the snapshot covers rules 2-6 and 13 and evaluates 1 and 11 at their places.
+        let tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
+        let snap = tx.init_snapshot().expect("a snapshot");
+        let ids = |v: &[usize]| v.iter().map(|&i| rs.rules[i].id).collect::<Vec<_>>();
+        assert_eq!(ids(&snap.fixed), [2, 3, 4, 5, 13, 6]);
+        let evals: Vec<usize> =
+            snap.steps.iter().filter_map(|s| if let init::Step::Eval(i) = s { Some(*i) } else { None }).collect();
+        assert_eq!(ids(&evals), [1, 11]);
+        assert_eq!(snap.steps.iter().filter(|s| matches!(s, init::Step::Record { .. })).count(), 4);
     }
 
     #[test]

@@ -282,9 +282,9 @@ fn all_matches(rs: &RuleSet, st: &Stage) -> Vec<(u32, u8, String, String, String
     tx.matches().iter().map(|m| (m.id, m.phase, m.var_name.clone(), m.msg.clone(), m.logdata.clone())).collect()
 }
 
-/// The verdict memo (pure rules decided from remembered per-value results) must change no decision: every stage of
-/// the suite gives exactly the same matches with the memo off, on and cold, and on and warm (second pass, where
-/// most values are remembered).
+/// The verdict memo (pure rules decided from remembered per-value results) and the snapshot of phase 1's
+/// request-independent start must change no decision: every stage of the suite gives exactly the same matches with
+/// both off, both on and cold, and both on and warm (second pass, where most values are remembered).
 #[test]
 fn verdict_memo_changes_no_match() {
     let mut rs = load_crs();
@@ -292,8 +292,10 @@ fn verdict_memo_changes_no_match() {
     let stages: Vec<&Stage> = cases.iter().flat_map(|c| c.stages.iter()).collect();
     assert!(stages.len() > 4000, "{} stages", stages.len());
     rs.set_verdict_memo(false);
+    rs.set_init_snapshot(false);
     let off: Vec<_> = stages.iter().map(|st| all_matches(&rs, st)).collect();
     rs.set_verdict_memo(true);
+    rs.set_init_snapshot(true);
     for pass in ["cold", "warm"] {
         let mut differ = Vec::new();
         for (st, expected) in stages.iter().zip(&off) {

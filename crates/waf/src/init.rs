@@ -1,0 +1,195 @@
+//! The request-independent start of phase 1, evaluated once per thread and replayed: the CRS begins every request
+//! with ~30 rules that only read and write TX from configuration constants (REQUEST-901: defaults, anomaly scores
+//! set to 0), about 50 new TX variables per request when evaluated rule by rule.
+//!
+//! A [`Snapshot`] covers the longest start of phase 1's rule list in which every rule that runs is one of:
+//! - *fixed*: it reads only the stores (TX, IP, ...) and `RULE`, and writes only the stores (setvar), its match
+//!   record, MATCHED_VAR(_NAME)/HIGHEST_SEVERITY, the engine mode and rule removals (`ctl`); or it reads only those and matches nothing (then whatever it
+//!   would do on a match does not matter). Its outcome follows from the stores the transaction starts with, which
+//!   key the snapshot (the gateway sets a few with `set_var`), and from the rule set;
+//! - *commuting*: it reads no store and none of what fixed rules write, writes no store, and cannot disrupt, skip
+//!   or remove rules (a `modsecurity.conf` prelude's Content-Type rules choosing the body processor). It is
+//!   evaluated normally, at its place among the replayed records, so match order and MATCHED_VAR stay as written.
+//!
+//! Rules that the walk skips (`skip`, `skipAfter` of a fixed rule) need neither. Replaying the snapshot sets the
+//! stores to their final values, appends the fixed rules' records in order, and resumes the walk where the
+//! snapshot ends with its pending skip. It is not used when a removal (`ctl:ruleRemove*` set before phase 1)
+//! selects a fixed rule, or when the transaction was interrupted or has matches already.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::compile::RuleSet;
+use crate::macros::{MacroStr, Part};
+use crate::rule::{Ctl, Disruptive, Effect, Rule, RuleSel};
+use crate::tx::{Flow, Store};
+use crate::vars::{Coll, Scalar, Target, Var};
+use crate::EngineMode;
+
+/// One step of the replay, in rule-list order.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A fixed rule matched: its record (text ranges in [`Snapshot::text`]).
+    Record {
+        rule: usize,
+        msg: Range<usize>,
+        logdata: Range<usize>,
+        var_name: Range<usize>,
+    },
+    /// MATCHED_VAR and MATCHED_VAR_NAME take the values the last fixed match gave them.
+    Matched,
+    /// A commuting rule, evaluated by the transaction.
+    Eval(usize),
+    /// A fixed rule's `ctl` changed the engine mode, or removed rules or targets for the rest of the transaction.
+    Mode(EngineMode),
+    Remove(Vec<RuleSel>),
+    RemoveTargets(Vec<(RuleSel, Arc<Target>)>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) steps: Vec<Step>,
+    /// The stores after the fixed rules ran.
+    pub(crate) stores: Vec<Store>,
+    pub(crate) text: Vec<u8>,
+    /// MATCHED_VAR and MATCHED_VAR_NAME for [`Step::Matched`].
+    pub(crate) matched: (Vec<u8>, Vec<u8>),
+    /// The fixed rules (rule indexes): a removal that selects one of them rules the snapshot out.
+    pub(crate) fixed: Vec<usize>,
+    /// Position in phase 1's list where the walk resumes, with the skip pending there (`skip_after` as the rule
+    /// whose `skipAfter` it is, so the walk can borrow it from the rule set).
+    pub(crate) end: usize,
+    pub(crate) skip: u32,
+    pub(crate) skip_after_rule: Option<usize>,
+}
+
+impl Snapshot {
+    /// The walk's state where the snapshot ends.
+    pub(crate) fn flow<'r>(&self, rs: &'r RuleSet) -> Flow<'r> {
+        let skip_after = self.skip_after_rule.and_then(|i| rs.rules.get(i)).and_then(|r| r.skip_after.as_deref());
+        Flow { skip: self.skip, skip_after, skip_after_id: skip_after.and_then(|s| s.parse().ok()) }
+    }
+}
+
+/// A snapshot (or the knowledge that none applies) for one rule set, engine mode and starting stores.
+struct Entry {
+    set: u64,
+    mode: EngineMode,
+    initial: Vec<Store>,
+    snap: Option<Rc<Snapshot>>,
+}
+
+/// Entries kept per thread: one per (rule set, starting TX) in use; a reload or another route's variables add one.
+const KEEP: usize = 8;
+
+thread_local! {
+    static SNAPSHOTS: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's snapshot for (`set`, `mode`, `initial` stores), made with `build` on first use.
+pub(crate) fn cached(
+    set: u64,
+    mode: EngineMode,
+    initial: &[Store],
+    build: impl FnOnce() -> Option<Snapshot>,
+) -> Option<Rc<Snapshot>> {
+    let same = |e: &Entry| e.set == set && e.mode == mode && Store::same_lists(&e.initial, initial);
+    if let Ok(Some(found)) = SNAPSHOTS.try_with(|c| c.borrow().iter().find(|e| same(e)).map(|e| e.snap.clone())) {
+        return found;
+    }
+    // Built outside the borrow: building runs a transaction.
+    let snap = build().map(Rc::new);
+    let _ = SNAPSHOTS.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEEP {
+            c.remove(0);
+        }
+        c.push(Entry { set, mode, initial: initial.to_vec(), snap: snap.clone() });
+    });
+    snap
+}
+
+/// Variables a fixed rule may read: their values follow from the starting stores and the rules before.
+fn fixed_var(v: Var) -> bool {
+    matches!(v, Var::Coll(Coll::Store(_) | Coll::Rule))
+}
+
+/// Variables a fixed rule writes, or whose value depends on which rule ran last: a commuting rule must not read them.
+fn shared_var(v: Var) -> bool {
+    matches!(
+        v,
+        Var::Coll(Coll::Store(_) | Coll::MatchedVars)
+            | Var::Names(Coll::Store(_) | Coll::MatchedVars)
+            | Var::Scalar(Scalar::MatchedVar | Scalar::MatchedVarName | Scalar::HighestSeverity)
+    )
+}
+
+fn macro_reads(m: &MacroStr, ok: impl Fn(Var) -> bool) -> bool {
+    m.parts.iter().all(|p| match p {
+        Part::Lit(_) => true,
+        Part::Ref(v, _) => ok(*v),
+    })
+}
+
+/// Whether everything `link` reads to decide whether it matches (variables, operator argument) satisfies `ok`.
+fn link_reads(link: &Rule, ok: &impl Fn(Var) -> bool) -> bool {
+    link.targets.iter().all(|t| ok(t.var))
+        && link.op.as_ref().is_none_or(|op| match op.macro_template() {
+            Some(t) => macro_reads(&MacroStr::parse(t), ok),
+            None => op.is_pure(),
+        })
+}
+
+fn links(rule: &Rule) -> impl Iterator<Item = &Rule> {
+    std::iter::successors(Some(rule), |r| r.chain.as_deref())
+}
+
+/// Whether the starter decides whether it matches from fixed variables alone.
+pub(crate) fn starter_reads_fixed(rule: &Rule) -> bool {
+    link_reads(rule, &fixed_var)
+}
+
+/// Whether the whole chain reads only fixed variables and writes only the stores, the engine mode and the
+/// transaction's rule removals (a test setup's `ctl:ruleEngine=DetectionOnly`, `ctl:ruleRemoveById`).
+pub(crate) fn fixed(rule: &Rule) -> bool {
+    links(rule).all(|l| {
+        link_reads(l, &fixed_var)
+            && l.effects.iter().all(|e| match e {
+                Effect::SetVar { name, value, .. } => macro_reads(name, fixed_var) && macro_reads(value, fixed_var),
+                Effect::Ctl(c) => matches!(c, Ctl::RuleEngine(_) | Ctl::RuleRemove(_) | Ctl::RuleRemoveTarget(..)),
+            })
+            && l.msg.as_ref().is_none_or(|m| macro_reads(m, fixed_var))
+            && l.logdata.as_ref().is_none_or(|m| macro_reads(m, fixed_var))
+    })
+}
+
+/// Whether the chain commutes with fixed rules (see the module docs).
+pub(crate) fn commutes(rule: &Rule) -> bool {
+    let not_shared = |v: Var| !shared_var(v);
+    let disruptive = match &rule.disruptive {
+        Some(Disruptive::Block) => Some(&rule.default_disruptive),
+        other => other.as_ref(),
+    };
+    matches!(disruptive, None | Some(Disruptive::Pass))
+        && rule.skip == 0
+        && rule.skip_after.is_none()
+        && links(rule).all(|l| {
+            link_reads(l, &not_shared)
+                && l.effects.iter().all(|e| {
+                    matches!(
+                        e,
+                        Effect::Ctl(
+                            Ctl::RequestBodyProcessor(_)
+                                | Ctl::RequestBodyAccess(_)
+                                | Ctl::ForceRequestBodyVariable(_)
+                                | Ctl::ResponseBodyAccess(_)
+                                | Ctl::Ignored
+                        )
+                    )
+                })
+                && l.msg.as_ref().is_none_or(|m| macro_reads(m, not_shared))
+                && l.logdata.as_ref().is_none_or(|m| macro_reads(m, not_shared))
+        })
+}
