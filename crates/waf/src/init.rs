@@ -17,15 +17,15 @@
 //! selects a fixed rule, or when the transaction was interrupted or has matches already.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ops::Range;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::compile::RuleSet;
 use crate::macros::{MacroStr, Part};
 use crate::rule::{Ctl, Disruptive, Effect, Rule, RuleSel};
 use crate::tx::{Flow, Store};
-use crate::vars::{Coll, Scalar, Target, Var};
+use crate::vars::{Coll, Key, Scalar, Target, Var};
 use crate::EngineMode;
 
 /// One step of the replay, in rule-list order.
@@ -63,9 +63,19 @@ pub(crate) struct Snapshot {
     pub(crate) end: usize,
     pub(crate) skip: u32,
     pub(crate) skip_after_rule: Option<usize>,
+    /// Per rule index, one bit: the starter reads only *frozen* store variables (no rule after the fixed ones can
+    /// write them: the CRS's `TX:DETECTION_PARANOIA_LEVEL "@lt 2"` checks, in every phase) and matches none of
+    /// their values as the snapshot leaves them, so it matches nothing in any transaction the snapshot was
+    /// replayed into (unless `set_var` changes a store later, which drops the snapshot from the transaction).
+    pub(crate) no_match: Vec<u64>,
 }
 
 impl Snapshot {
+    /// Whether rule `ri` is known to match nothing (see `no_match`).
+    pub(crate) fn no_match(&self, ri: usize) -> bool {
+        self.no_match.get(ri / 64).is_some_and(|w| w & (1u64 << (ri % 64)) != 0)
+    }
+
     /// The walk's state where the snapshot ends.
     pub(crate) fn flow<'r>(&self, rs: &'r RuleSet) -> Flow<'r> {
         let skip_after = self.skip_after_rule.and_then(|i| rs.rules.get(i)).and_then(|r| r.skip_after.as_deref());
@@ -78,7 +88,7 @@ struct Entry {
     set: u64,
     mode: EngineMode,
     initial: Vec<Store>,
-    snap: Option<Rc<Snapshot>>,
+    snap: Option<Arc<Snapshot>>,
 }
 
 /// Entries kept per thread: one per (rule set, starting TX) in use; a reload or another route's variables add one.
@@ -94,13 +104,13 @@ pub(crate) fn cached(
     mode: EngineMode,
     initial: &[Store],
     build: impl FnOnce() -> Option<Snapshot>,
-) -> Option<Rc<Snapshot>> {
+) -> Option<Arc<Snapshot>> {
     let same = |e: &Entry| e.set == set && e.mode == mode && Store::same_lists(&e.initial, initial);
     if let Ok(Some(found)) = SNAPSHOTS.try_with(|c| c.borrow().iter().find(|e| same(e)).map(|e| e.snap.clone())) {
         return found;
     }
     // Built outside the borrow: building runs a transaction.
-    let snap = build().map(Rc::new);
+    let snap = build().map(Arc::new);
     let _ = SNAPSHOTS.try_with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= KEEP {
@@ -192,4 +202,63 @@ pub(crate) fn commutes(rule: &Rule) -> bool {
                 && l.msg.as_ref().is_none_or(|m| macro_reads(m, not_shared))
                 && l.logdata.as_ref().is_none_or(|m| macro_reads(m, not_shared))
         })
+}
+
+/// The store variables (store index, lowercased name) that rules other than `fixed` may write: literal setvar names,
+/// and for names made with macros their literal prefix (`tx.header_name_920450_%{tx.0}`); TX:0-9 when a rule
+/// captures. `None` when some name could be anything (a macro at its start).
+pub(crate) struct Writes {
+    names: HashSet<(usize, Vec<u8>)>,
+    prefixes: Vec<(usize, Vec<u8>)>,
+}
+
+impl Writes {
+    pub(crate) fn of(rules: &[Rule], fixed: &[usize]) -> Option<Writes> {
+        let mut w = Writes { names: HashSet::new(), prefixes: Vec::new() };
+        for (i, r) in rules.iter().enumerate() {
+            if fixed.contains(&i) {
+                continue;
+            }
+            for l in links(r) {
+                if l.capture {
+                    w.names.extend((0..10).map(|d| (crate::vars::TX_STORE, d.to_string().into_bytes())));
+                }
+                for e in &l.effects {
+                    let Effect::SetVar { store, name, .. } = e else { continue };
+                    match name.literal() {
+                        Some(n) => {
+                            w.names.insert((*store, n.to_ascii_lowercase()));
+                        }
+                        None => match name.parts.first() {
+                            Some(Part::Lit(p)) => w.prefixes.push((*store, p.to_ascii_lowercase())),
+                            _ => return None,
+                        },
+                    }
+                }
+            }
+        }
+        Some(w)
+    }
+
+    /// Whether store `store`'s variable `name` (lowercased) is never written after the fixed rules.
+    fn frozen(&self, store: usize, name: &[u8]) -> bool {
+        !self.names.contains(&(store, name.to_vec()))
+            && !self.prefixes.iter().any(|(s, p)| *s == store && name.starts_with(p))
+    }
+
+    /// Whether the starter decides whether it matches from frozen store variables alone (named ones, no exclusion).
+    pub(crate) fn starter_frozen(&self, rule: &Rule) -> bool {
+        let frozen_ref =
+            |v: Var, k: &Key| matches!((v, k), (Var::Coll(Coll::Store(s)), Key::Name(n)) if self.frozen(s, n));
+        rule.exclusions.is_empty()
+            && !rule.includes.is_empty()
+            && rule.includes.iter().all(|(t, _)| frozen_ref(t.var, &t.key))
+            && rule.op.as_ref().is_some_and(|op| match op.macro_template() {
+                Some(t) => MacroStr::parse(t).parts.iter().all(|p| match p {
+                    Part::Lit(_) => true,
+                    Part::Ref(v, k) => frozen_ref(*v, k),
+                }),
+                None => op.is_pure(),
+            })
+    }
 }

@@ -8,7 +8,6 @@ use std::cell::{OnceCell, Ref, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::{ControlFlow, Range, RangeInclusive};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -475,6 +474,8 @@ pub struct Transaction<'r> {
     stores_gen: u64,
     /// (stores_gen, expansions of store-only operator-argument templates, by template address).
     arg_cache: RefCell<ArgCache>,
+    /// The snapshot replayed at the start of phase 1 (`init`), for its verdicts on rules reading frozen variables.
+    snap: Option<Arc<init::Snapshot>>,
 }
 
 /// (stores generation, (template address, expansion) pairs).
@@ -538,6 +539,7 @@ impl<'r> Transaction<'r> {
             group_maybe: sc.group_maybe,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
+            snap: None,
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -622,6 +624,8 @@ impl<'r> Transaction<'r> {
         let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
         if let Some(i) = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll)) {
             self.stores_gen += 1;
+            // The snapshot's verdicts assume its variables are not written after it.
+            self.snap = None;
             if let Some(st) = self.stores.get_mut(i) {
                 st.set(key.as_bytes(), value.as_bytes().to_vec());
             }
@@ -983,6 +987,7 @@ impl<'r> Transaction<'r> {
                 }
                 from = snap.end;
                 flow = snap.flow(rs);
+                self.snap = Some(snap);
             }
         }
         for &ri in list.get(from..).unwrap_or_default() {
@@ -1018,6 +1023,9 @@ impl<'r> Transaction<'r> {
         }
         self.current = Some(rule);
         self.matched_len = 0;
+        if self.snap.as_ref().is_some_and(|s| s.no_match(ri)) && !self.targets_removed(rule) {
+            return ControlFlow::Continue(());
+        }
         if use_memo {
             let p = rs.pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
             if p != NOT_PURE && !self.may_match(rule, p) {
@@ -1070,7 +1078,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// The snapshot of phase 1's request-independent start (`init`) that applies to this transaction, if any.
-    fn init_snapshot(&self) -> Option<Rc<init::Snapshot>> {
+    fn init_snapshot(&self) -> Option<Arc<init::Snapshot>> {
         let rs = self.rs;
         if !rs.init_snapshot || self.intervention.is_some() || self.allow.is_some() || !self.records.is_empty() {
             return None;
@@ -1165,6 +1173,25 @@ impl<'r> Transaction<'r> {
         if let Some(i) = matched_at {
             steps.insert(i, init::Step::Matched);
         }
+        // Rules anywhere later that read only variables no later rule writes: decided now, on the final stores.
+        let mut no_match = vec![0u64; rs.rules.len().div_ceil(64)];
+        if let Some(writes) = init::Writes::of(&rs.rules, &fixed) {
+            for (ri, rule) in rs.rules.iter().enumerate() {
+                if rule.marker.is_some() || fixed.contains(&ri) || !writes.starter_frozen(rule) {
+                    continue;
+                }
+                if self.targets_removed(rule) {
+                    continue;
+                }
+                self.current = Some(rule);
+                self.matched_len = 0;
+                if !self.probe(rule) {
+                    if let Some(w) = no_match.get_mut(ri / 64) {
+                        *w |= 1u64 << (ri % 64);
+                    }
+                }
+            }
+        }
         Some(init::Snapshot {
             steps,
             stores: std::mem::take(&mut self.stores),
@@ -1174,6 +1201,7 @@ impl<'r> Transaction<'r> {
             end,
             skip: flow.skip,
             skip_after_rule: flow.skip_after.and(skip_after_rule),
+            no_match,
         })
     }
 
@@ -1220,6 +1248,12 @@ impl<'r> Transaction<'r> {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Whether a ctl target removal names one of the variables `rule` reads (its values may then differ from the
+    /// snapshot's).
+    fn targets_removed(&self, rule: &Rule) -> bool {
+        self.removed_targets.iter().any(|(_, x)| rule.includes.iter().any(|(t, _)| t.var == x.var))
     }
 
     /// Append a match, and lower HIGHEST_SEVERITY to the rule's severity.
@@ -2081,8 +2115,8 @@ mod tests {
 
     /// Phase 1's start replayed from a snapshot (`init`) must record, write and decide exactly what evaluating it
     /// rule by rule does: with and without variables set before phase 1 (one makes rule 13 change the engine mode
-    /// and remove rule 8), for requests that a commuting rule sees differently, and when a removal selects a fixed
-    /// rule.
+    /// and remove rule 8), for requests that a commuting rule sees differently, when a removal selects a fixed
+    /// rule, and when `set_var` changes a frozen variable after phase 1 (rule 14 must then match).
     #[test]
     fn init_snapshot_decides_as_rule_by_rule() {
         let src = r#"
@@ -2101,6 +2135,8 @@ SecRule REQUEST_HEADERS:Content-Type "@rx json" "id:11,phase:1,pass,log,severity
 SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:8,phase:1,deny,status:405,msg:'method %{MATCHED_VAR}'"
 SecRule MATCHED_VAR "@rx ." "id:9,phase:1,pass,nolog,setvar:tx.mv=%{MATCHED_VAR},setvar:tx.hs=%{HIGHEST_SEVERITY}"
 SecRule ARGS:a "@rx ." "id:10,phase:2,pass,setvar:tx.final=%{tx.score}-%{tx.mv}"
+SecRule TX:limit "@lt 3" "id:14,phase:2,pass,log,msg:'low %{tx.limit}'"
+SecRule TX:score "@lt 3" "id:15,phase:2,pass,log,msg:'score'"
 "#;
         let mut rs = RuleSet::parse_str(src, "init.conf").unwrap();
         let requests: [Req<'_>; 3] = [
@@ -2109,7 +2145,7 @@ SecRule ARGS:a "@rx ." "id:10,phase:2,pass,setvar:tx.final=%{tx.score}-%{tx.mv}"
             ("DELETE", &[], b""),
         ];
         let presets: [&[(&str, &str)]; 3] = [&[], &[("tx.limit", "2")], &[("tx.limit", "200")]];
-        let run = |rs: &RuleSet, req: &Req<'_>, preset: &[(&str, &str)], remove: bool| {
+        let run = |rs: &RuleSet, req: &Req<'_>, preset: &[(&str, &str)], remove: bool, late: bool| {
             let mut tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
             for (n, v) in preset {
                 tx.set_var(n, v);
@@ -2118,17 +2154,22 @@ SecRule ARGS:a "@rx ." "id:10,phase:2,pass,setvar:tx.final=%{tx.score}-%{tx.mv}"
                 tx.remove_rule_ids(&[4..=4]);
             }
             let head = RequestHead { method: req.0, uri: b"/x?a=1", protocol: "HTTP/1.1", headers: req.1.to_vec() };
-            let iv = tx.process_request_headers(&head).or_else(|| tx.process_request_body(req.2));
+            let iv = tx.process_request_headers(&head).or_else(|| {
+                if late {
+                    tx.set_var("tx.limit", "1");
+                }
+                tx.process_request_body(req.2)
+            });
             let vars: Vec<_> = ["score", "limit", "ua", "skipped", "mv", "hs", "final"].map(|v| tx.var(v)).into();
             (tx.matches().to_vec(), vars, iv)
         };
         for req in &requests {
             for preset in presets {
-                for remove in [false, true] {
+                for (remove, late) in [(false, false), (true, false), (false, true)] {
                     rs.set_init_snapshot(false);
-                    let expected = run(&rs, req, preset, remove);
+                    let expected = run(&rs, req, preset, remove, late);
                     rs.set_init_snapshot(true);
-                    assert_eq!(run(&rs, req, preset, remove), expected, "{} {preset:?} {remove}", req.0);
+                    assert_eq!(run(&rs, req, preset, remove, late), expected, "{} {preset:?} {remove} {late}", req.0);
                 }
             }
         }
@@ -2141,6 +2182,18 @@ SecRule ARGS:a "@rx ." "id:10,phase:2,pass,setvar:tx.final=%{tx.score}-%{tx.mv}"
             snap.steps.iter().filter_map(|s| if let init::Step::Eval(i) = s { Some(*i) } else { None }).collect();
         assert_eq!(ids(&evals), [1, 11]);
         assert_eq!(snap.steps.iter().filter(|s| matches!(s, init::Step::Record { .. })).count(), 4);
+        // Rule 14 reads TX:limit, which only fixed rules write, and does not match its 5; rule 15 reads TX:score,
+        // also written by fixed rules only, and matches its 1; rule 10 reads ARGS.
+        let index = |id: u32| rs.rules.iter().position(|r| r.id == id).unwrap();
+        assert!(snap.no_match(index(14)) && !snap.no_match(index(15)) && !snap.no_match(index(10)));
+    }
+
+    /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
+    #[test]
+    fn transactions_are_send() {
+        fn send<T: Send>() {}
+        send::<Transaction<'static>>();
+        send::<crate::OwnedTransaction>();
     }
 
     #[test]
