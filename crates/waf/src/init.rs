@@ -28,6 +28,11 @@ use crate::tx::{Flow, Store};
 use crate::vars::{Coll, Key, Scalar, Target, Var};
 use crate::EngineMode;
 
+/// A rule the snapshot has no verdict on.
+pub(crate) const UNKNOWN: u32 = u32::MAX;
+/// A rule that matches nothing.
+pub(crate) const NO_MATCH: u32 = u32::MAX - 1;
+
 /// One step of the replay, in rule-list order.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -63,17 +68,20 @@ pub(crate) struct Snapshot {
     pub(crate) end: usize,
     pub(crate) skip: u32,
     pub(crate) skip_after_rule: Option<usize>,
-    /// Per rule index, one bit: the starter reads only *frozen* store variables (no rule after the fixed ones can
-    /// write them: the CRS's `TX:DETECTION_PARANOIA_LEVEL "@lt 2"` checks, in every phase) and matches none of
-    /// their values as the snapshot leaves them, so it matches nothing in any transaction the snapshot was
-    /// replayed into (unless `set_var` changes a store later, which drops the snapshot from the transaction).
-    pub(crate) no_match: Vec<u64>,
+    /// Per rule index: the verdict on a starter that reads only *frozen* store variables (no rule after the fixed
+    /// ones can write them: the CRS's `TX:DETECTION_PARANOIA_LEVEL "@lt 2"` checks, in every phase), made on the
+    /// stores as the snapshot leaves them, so it holds in every transaction the snapshot was replayed into
+    /// (`set_var` after phase 1 drops the snapshot from the transaction): [`UNKNOWN`] (not frozen), [`NO_MATCH`],
+    /// or the index in `matches` of what it matched.
+    pub(crate) verdicts: Vec<u32>,
+    /// Per frozen starter that matches: (MATCHED_VAR_NAME, MATCHED_VAR) of each matched value, in order.
+    pub(crate) matches: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl Snapshot {
-    /// Whether rule `ri` is known to match nothing (see `no_match`).
-    pub(crate) fn no_match(&self, ri: usize) -> bool {
-        self.no_match.get(ri / 64).is_some_and(|w| w & (1u64 << (ri % 64)) != 0)
+    /// Rule `ri`'s verdict (see `verdicts`).
+    pub(crate) fn verdict(&self, ri: usize) -> u32 {
+        self.verdicts.get(ri).copied().unwrap_or(UNKNOWN)
     }
 
     /// The walk's state where the snapshot ends.

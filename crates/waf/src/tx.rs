@@ -1023,7 +1023,11 @@ impl<'r> Transaction<'r> {
         }
         self.current = Some(rule);
         self.matched_len = 0;
-        if self.snap.as_ref().is_some_and(|s| s.no_match(ri)) && !self.targets_removed(rule) {
+        let mut verdict = self.snap.as_ref().map_or(init::UNKNOWN, |s| s.verdict(ri));
+        if verdict != init::UNKNOWN && self.targets_removed(rule) {
+            verdict = init::UNKNOWN;
+        }
+        if verdict == init::NO_MATCH {
             return ControlFlow::Continue(());
         }
         if use_memo {
@@ -1032,7 +1036,7 @@ impl<'r> Transaction<'r> {
                 return ControlFlow::Continue(());
             }
         }
-        let Some(var_name) = self.eval_chain(rule) else { return ControlFlow::Continue(()) };
+        let Some(var_name) = self.eval_chain(rule, verdict) else { return ControlFlow::Continue(()) };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
         self.push_record(Record { rule, phase, msg: msg.clone(), logdata, var_name });
@@ -1174,7 +1178,8 @@ impl<'r> Transaction<'r> {
             steps.insert(i, init::Step::Matched);
         }
         // Rules anywhere later that read only variables no later rule writes: decided now, on the final stores.
-        let mut no_match = vec![0u64; rs.rules.len().div_ceil(64)];
+        let mut verdicts = vec![init::UNKNOWN; rs.rules.len()];
+        let mut matches = Vec::new();
         if let Some(writes) = init::Writes::of(&rs.rules, &fixed) {
             for (ri, rule) in rs.rules.iter().enumerate() {
                 if rule.marker.is_some() || fixed.contains(&ri) || !writes.starter_frozen(rule) {
@@ -1185,10 +1190,23 @@ impl<'r> Transaction<'r> {
                 }
                 self.current = Some(rule);
                 self.matched_len = 0;
-                if !self.probe(rule) {
-                    if let Some(w) = no_match.get_mut(ri / 64) {
-                        *w |= 1u64 << (ri % 64);
+                let verdict = if rule.capture || rule.multi_match {
+                    if self.probe(rule) {
+                        init::UNKNOWN
+                    } else {
+                        init::NO_MATCH
                     }
+                } else {
+                    let found = self.starter_matches(rule);
+                    if found.is_empty() {
+                        init::NO_MATCH
+                    } else {
+                        matches.push(found);
+                        u32::try_from(matches.len() - 1).unwrap_or(init::UNKNOWN)
+                    }
+                };
+                if let Some(v) = verdicts.get_mut(ri) {
+                    *v = verdict;
                 }
             }
         }
@@ -1201,7 +1219,8 @@ impl<'r> Transaction<'r> {
             end,
             skip: flow.skip,
             skip_after_rule: flow.skip_after.and(skip_after_rule),
-            no_match,
+            verdicts,
+            matches,
         })
     }
 
@@ -1425,9 +1444,11 @@ impl<'r> Transaction<'r> {
 
     /// Evaluate a rule and its chain; when all of them matched, the starter's first matched variable name (its
     /// range in `record_text`).
-    fn eval_chain(&mut self, rule: &'r Rule) -> Option<Range<usize>> {
+    /// `verdict`: the snapshot's on the starter (`init::UNKNOWN`: evaluate it).
+    fn eval_chain(&mut self, rule: &'r Rule, verdict: u32) -> Option<Range<usize>> {
         let mark = self.record_text.len();
-        let first = self.eval_rule(rule, rule.id)?;
+        let first =
+            if verdict == init::UNKNOWN { self.eval_rule(rule, rule.id)? } else { self.replay_match(rule, verdict)? };
         let mut cur = rule;
         while let Some(next) = cur.chain.as_deref() {
             if self.eval_rule(next, rule.id).is_none() {
@@ -1532,6 +1553,45 @@ impl<'r> Transaction<'r> {
         self.matched_buf = matched;
         self.matched_bytes = bytes;
         first
+    }
+
+    /// What [`Transaction::eval_rule`] does after a match, for a frozen starter whose matches the snapshot found
+    /// (match `i` of `init::Snapshot::matches`; such a starter has no `capture`).
+    fn replay_match(&mut self, rule: &'r Rule, i: u32) -> Option<Range<usize>> {
+        let snap = self.snap.clone()?;
+        let matches = snap.matches.get(i as usize)?;
+        let mut first = None;
+        for (name, value) in matches {
+            if first.is_none() {
+                let start = self.record_text.len();
+                self.record_text.extend_from_slice(name);
+                first = Some(start..self.record_text.len());
+            }
+            self.set_scalar_from(Scalar::MatchedVar, value);
+            self.set_scalar_from(Scalar::MatchedVarName, name);
+            self.push_matched_var(name, value);
+            self.run_effects(rule);
+        }
+        first
+    }
+
+    /// The values a starter without `capture` and `multiMatch` matches: (MATCHED_VAR_NAME, MATCHED_VAR) of each, as
+    /// [`Transaction::eval_rule`] records them (nothing is written).
+    fn starter_matches(&self, rule: &Rule) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let Some(op) = &rule.op else { return out };
+        self.visit(rule, rule.id, &mut |v| {
+            let tv = self.transformed(rule, &v.value, v.id);
+            if op.matches(&tv, self, None) {
+                let mut name = v.var.name().as_bytes().to_vec();
+                if !v.key.is_empty() {
+                    name.push(b':');
+                    name.extend_from_slice(&v.key);
+                }
+                out.push((name, tv.to_vec()));
+            }
+        });
+        out
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
@@ -2136,7 +2196,9 @@ SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:8,phase:1,deny,status:405,ms
 SecRule MATCHED_VAR "@rx ." "id:9,phase:1,pass,nolog,setvar:tx.mv=%{MATCHED_VAR},setvar:tx.hs=%{HIGHEST_SEVERITY}"
 SecRule ARGS:a "@rx ." "id:10,phase:2,pass,setvar:tx.final=%{tx.score}-%{tx.mv}"
 SecRule TX:limit "@lt 3" "id:14,phase:2,pass,log,msg:'low %{tx.limit}'"
-SecRule TX:score "@lt 3" "id:15,phase:2,pass,log,msg:'score'"
+SecRule TX:score "@lt 3" "id:15,phase:2,pass,log,msg:'score',logdata:'%{MATCHED_VAR_NAME}=%{MATCHED_VAR}'"
+SecRule TX:limit "@ge 0" "id:16,phase:2,pass,log,msg:'m %{MATCHED_VAR}',setvar:tx.seen=%{MATCHED_VAR_NAME}=%{MATCHED_VAR},chain"
+    SecRule ARGS:a "@rx 1" "setvar:tx.chained=%{MATCHED_VAR}-%{MATCHED_VARS_NAMES}"
 "#;
         let mut rs = RuleSet::parse_str(src, "init.conf").unwrap();
         let requests: [Req<'_>; 3] = [
@@ -2160,7 +2222,8 @@ SecRule TX:score "@lt 3" "id:15,phase:2,pass,log,msg:'score'"
                 }
                 tx.process_request_body(req.2)
             });
-            let vars: Vec<_> = ["score", "limit", "ua", "skipped", "mv", "hs", "final"].map(|v| tx.var(v)).into();
+            let vars: Vec<_> =
+                ["score", "limit", "ua", "skipped", "mv", "hs", "final", "seen", "chained"].map(|v| tx.var(v)).into();
             (tx.matches().to_vec(), vars, iv)
         };
         for req in &requests {
@@ -2182,10 +2245,15 @@ SecRule TX:score "@lt 3" "id:15,phase:2,pass,log,msg:'score'"
             snap.steps.iter().filter_map(|s| if let init::Step::Eval(i) = s { Some(*i) } else { None }).collect();
         assert_eq!(ids(&evals), [1, 11]);
         assert_eq!(snap.steps.iter().filter(|s| matches!(s, init::Step::Record { .. })).count(), 4);
-        // Rule 14 reads TX:limit, which only fixed rules write, and does not match its 5; rule 15 reads TX:score,
-        // also written by fixed rules only, and matches its 1; rule 10 reads ARGS.
+        // Rule 14 reads TX:limit, which only fixed rules write, and does not match its 5; rules 15 and 16 read
+        // TX:score and TX:limit, also written by fixed rules only, and match (their matches are replayed, 16's
+        // effects and chain run); rule 10 reads ARGS.
         let index = |id: u32| rs.rules.iter().position(|r| r.id == id).unwrap();
-        assert!(snap.no_match(index(14)) && !snap.no_match(index(15)) && !snap.no_match(index(10)));
+        assert_eq!(snap.verdict(index(14)), init::NO_MATCH);
+        assert_eq!(snap.verdict(index(10)), init::UNKNOWN);
+        let found = |id: u32| snap.matches.get(snap.verdict(index(id)) as usize).cloned();
+        assert_eq!(found(15), Some(vec![(b"TX:score".to_vec(), b"1".to_vec())]));
+        assert_eq!(found(16), Some(vec![(b"TX:limit".to_vec(), b"5".to_vec())]));
     }
 
     /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
