@@ -458,7 +458,10 @@ fn crs_v4_regression_suite() {
     }
     let out = std::env::var("CRS_FTW_REPORT")
         .unwrap_or_else(|_| std::env::temp_dir().join("crs_ftw_report.txt").display().to_string());
-    std::fs::write(&out, &report).unwrap();
+    // The report is a convenience (it is printed below too): a file another run holds is no failure.
+    if let Err(e) = std::fs::write(&out, &report) {
+        eprintln!("cannot write {out}: {e}");
+    }
     eprintln!("{report}");
     assert!(rate >= MIN_PASS_RATE, "CRS pass rate {:.2}% fell below {:.2}%", rate * 100.0, MIN_PASS_RATE * 100.0);
 }
