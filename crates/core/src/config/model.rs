@@ -178,8 +178,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time allowed to receive a request head from its first byte, a new connection's first
     /// head from the connection's start, and a TLS handshake; slowloris defence. A keep-alive
-    /// connection waiting for its next request is bound by `idle_timeout` instead. Checked four
-    /// times per period: a connection is closed between the limit and a quarter more.
+    /// connection waiting for its next request is bound by `idle_timeout` instead. Both are
+    /// checked every quarter of the smaller one: a connection is closed between its limit and a
+    /// quarter of the smaller limit later, never before.
     pub header_read_timeout: Dur,
     /// Close a connection with no request in flight and no bytes moving for this long.
     pub idle_timeout: Dur,
