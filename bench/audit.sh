@@ -129,6 +129,13 @@ audited() { curl -fsS "http://127.0.0.1:${1:-18951}/metrics" | python3 -c 'impor
 # Events from a gateway (instance id, default the "on" one) in the server's index (exact; the query
 # API stops at 10,000).
 stored() { python3 -c 'import sqlite3,sys; c=sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30); print(c.execute("SELECT COUNT(*) FROM audit_events WHERE id > ? AND id < ?", (sys.argv[2]+"-", sys.argv[2]+".")).fetchone()[0])' "$DATA/server/palisade.db" "${1:-$INSTANCE}"; }
+# A shipping gateway's counters (admin port): events it sent from the spool file rather than from
+# memory, and times its in-memory queue overflowed (both 0 while the server keeps up).
+spoolstat() { curl -fsS "http://127.0.0.1:$1/metrics" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+v = lambda n: int(float(re.search(rf"^palisade_audit_shipper_{n} (\S+)", t, re.M).group(1)))
+print(v("read_from_spool_events_total"), v("memory_overflows_total"))'; }
 drain() { # [admin instance] wait until every audited event is stored; prints seconds waited and the counts
   local t0 want got; t0=$(date +%s.%N); want=$(audited "${1:-18951}")
   for _ in $(seq 1 1200); do got=$(stored "${2:-$INSTANCE}"); [ "$got" -ge "$want" ] && break; sleep 0.25; done
@@ -139,6 +146,8 @@ for r in $(seq 1 "$RUNS"); do
     port=$GW_OFF; pid=$PID_OFF; if [ $side != off ]; then port=$GW_ON; pid=$PID_ON; fi
     if [ $side = base ]; then port=$GW_BASE; pid=$PID_BASE; fi
     if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --idle -p 0 "$SRV2"; fi
+    admin=18952; [ $side = off ] || admin=18951; [ $side = base ] && admin=18953
+    [ $side = off ] || x0=$(spoolstat $admin)
     g0=$(cpu $pid); s0=$(cpu $SRV2); w0=$(wcpu $pid); perf_pid=
     if [ -n "${PERF_OUT:-}" ] && [ $side = "${PERF_SIDE:-idle}" ] && [ "$r" = 1 ] && command -v perf >/dev/null; then
       perf record -F 2000 -g -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 & perf_pid=$!
@@ -151,6 +160,8 @@ for r in $(seq 1 "$RUNS"); do
     elif [ $side = base ]; then drain 18953 "$BASE_INSTANCE" > "$OUT/audit-$side-$r.drain"
     else drain > "$OUT/audit-$side-$r.drain"; fi
     echo "$(cpu $pid) $g0 $(cpu $SRV2) $s0 $(wcpu $pid) $w0" > "$OUT/audit-$side-$r.cpu"
+    if [ $side = off ]; then echo "0 0" > "$OUT/audit-$side-$r.spool"
+    else python3 -c 'import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(int(b[0]) - int(a[0]), int(b[1]) - int(a[1]))' "$x0" "$(spoolstat $admin)" > "$OUT/audit-$side-$r.spool"; fi
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --other -p 0 "$SRV2"; fi
   done
@@ -182,11 +193,13 @@ def parse(path):
     g1, g0, s1, s0, w1, w0 = (float(x) for x in open(path.replace(".txt", ".cpu")).read().split())
     wait = float(open(path.replace(".txt", ".drain")).read().split()[0])
     outside = ((g1 - g0) - (w1 - w0)) / reqs * 1e6
-    return rps, int(errs.group(1)) if errs else 0, (g1 - g0) / reqs * 1e6, (s1 - s0) / reqs * 1e6, wait, outside
+    from_spool, overflows = (int(x) for x in open(path.replace(".txt", ".spool")).read().split())
+    return (rps, int(errs.group(1)) if errs else 0, (g1 - g0) / reqs * 1e6, (s1 - s0) / reqs * 1e6, wait, outside,
+            from_spool / reqs, overflows)
 rows = {side: [parse(f"{out}/audit-{side}-{r}.txt") for r in range(1, runs + 1)] for side in sides}
 med = statistics.median
-print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | gateway CPU µs per request (median; per run) | of which outside the request workers (median; per run) | server CPU µs per request (median) | wait until all stored, s (median; per run) | non-2xx |")
-print("|---|---:|---|---:|---:|---:|---:|---:|")
+print("| gateway (HTTP, JWT + Cedar, every request audited) | req/s (median) | per run | gateway CPU µs per request (median; per run) | of which outside the request workers (median; per run) | server CPU µs per request (median) | wait until all stored, s (median; per run) | sent from the spool file, % of events (per run; in-memory queue overflows) | non-2xx |")
+print("|---|---:|---|---:|---:|---:|---:|---|---:|")
 names = {"off": "shipping off (audit events to a local file)",
          "on": "shipping on, server competing for the same 2 cores",
          "idle": "shipping on, server under SCHED_IDLE (stands in for another machine)",
@@ -197,7 +210,8 @@ for side in sides:
     wait = "" if side == "off" else f"{med(r[4] for r in x):.1f} ({per(4, '{:.1f}')})"
     print(f"| {names[side]} | {med(r[0] for r in x):,.0f} | {per(0, '{:,.0f}')} | "
           f"{med(r[2] for r in x):.1f} ({per(2, '{:.1f}')}) | {med(r[5] for r in x):.2f} ({per(5, '{:.2f}')}) | "
-          f"{med(r[3] for r in x):.1f} | {wait} | {sum(r[1] for r in x)} |")
+          f"{med(r[3] for r in x):.1f} | {wait} | {'' if side == 'off' else per(6, '{:.0%}') + f' ({sum(r[7] for r in x)})'} | "
+          f"{sum(r[1] for r in x)} |")
 print()
 for side in sides[1:]:
     costs = [1 - a[0] / b[0] for a, b in zip(rows[side], rows["off"])]

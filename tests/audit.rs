@@ -149,6 +149,25 @@ async fn every_event_arrives_once_across_outages_and_the_log_detects_tampering()
     // All 80 have the shipper's one instance id (the spool survived the gateway's restart).
     let instances: std::collections::BTreeSet<&str> = ids_after.iter().map(|i| i.rsplit_once('-').unwrap().0).collect();
     assert_eq!(instances.len(), 1, "{instances:?}");
+    // The restarted gateway's shipper counters: it spooled its 10, sent the 40 left unsent by the
+    // first process from the spool (and perhaps its own 10: they were durable before the server
+    // came back), and the server acknowledged all 50.
+    let m = gw.metrics().await;
+    let value = |name: &str| -> u64 {
+        let line = m.lines().find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name));
+        line.and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}:\n{m}"))
+    };
+    assert_eq!(value("palisade_audit_shipper_spooled_events_total"), 10);
+    assert_eq!(value("palisade_audit_shipper_acknowledged_events_total"), 50);
+    assert_eq!(value("palisade_audit_shipper_pending_events"), 0);
+    let from_spool = value("palisade_audit_shipper_read_from_spool_events_total");
+    assert!((40..=50).contains(&from_spool), "{from_spool}");
+    for reason in ["queue_full", "spool_full", "io_error"] {
+        assert_eq!(value(&format!("palisade_audit_shipper_dropped_{reason}_events_total")), 0);
+    }
+    assert_eq!(value("palisade_audit_shipper_skipped_spool_lines_total"), 0);
     let deny = cli(&["audit", "--data-dir", data.to_str().unwrap(), "query", "--decision", "deny", "--limit", "5"]);
     assert_eq!(deny.1.lines().count(), 5);
     let first: Value = serde_json::from_str(deny.1.lines().next().unwrap()).unwrap();

@@ -308,6 +308,7 @@ async fn upstream_killed_fails_fast_then_recovers() {
     wait_for(|| async { gw.log_text().contains("endpoint unhealthy") }).await;
     assert_eq!(curl(&[], &gw.url("/echo")).await.status, 503);
     let m = gw.metrics().await;
+    assert!(!m.contains("audit_shipper"), "no shipper, no shipper metrics: {m}");
     assert!(
         m.contains(&format!("palisade_upstream_endpoint_healthy{{upstream=\"app\",endpoint=\"{}\"}} 0", b.endpoint())),
         "{m}\n{}",

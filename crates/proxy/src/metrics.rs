@@ -1,7 +1,13 @@
 //! Prometheus metrics for the gateway. One registry lives for the whole process (across
 //! config reloads); the request path only touches pre-resolved handles, never the registry.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use palisade_shipper::ShippingSink;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +57,7 @@ pub struct Metrics {
     open_connections: Family<ListenerLabel, Gauge>,
     pub(crate) connections_rejected: Counter,
     reloads: Family<ResultLabel, Counter>,
+    audit_shipper: Arc<ShipperCollector>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,7 +101,24 @@ impl Metrics {
             connections_rejected.clone(),
         );
         registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
-        Metrics { registry, requests, latency, endpoint_healthy, open_connections, connections_rejected, reloads }
+        let audit_shipper = Arc::new(ShipperCollector::default());
+        registry.register_collector(Box::new(audit_shipper.clone()));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            endpoint_healthy,
+            open_connections,
+            connections_rejected,
+            reloads,
+            audit_shipper,
+        }
+    }
+
+    /// The audit shipper whose counters `/metrics` shows (the active config's; none without `audit.ship`).
+    pub(crate) fn set_audit_shipper(&self, sink: Option<&Arc<ShippingSink>>) {
+        let mut current = self.audit_shipper.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = sink.map_or_else(Weak::new, Arc::downgrade);
     }
 
     /// Prometheus text exposition.
@@ -128,6 +152,52 @@ impl Metrics {
         self.endpoint_healthy
             .get_or_create(&EndpointLabel { upstream: upstream.into(), endpoint: endpoint.into() })
             .clone()
+    }
+}
+
+/// The audit shipper's counters (`palisade_audit_shipper_*`), read from the sink on each scrape.
+/// Absent when the gateway does not ship audit events.
+#[derive(Debug, Default)]
+struct ShipperCollector(Mutex<Weak<ShippingSink>>);
+
+impl Collector for ShipperCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let sink = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).upgrade();
+        let Some(sink) = sink else { return Ok(()) };
+        let s = sink.stats();
+        let counters: [(&str, &str, u64); 10] = [
+            ("audit_shipper_spooled_events", "Audit events written to the spool and fsynced", s.spooled),
+            ("audit_shipper_sent_events", "Audit events sent (a retry counts again)", s.sent),
+            ("audit_shipper_acknowledged_events", "Audit events the server acknowledged", s.acknowledged),
+            (
+                "audit_shipper_dropped_queue_full_events",
+                "Audit events dropped: writer queue full",
+                s.dropped_queue_full,
+            ),
+            ("audit_shipper_dropped_spool_full_events", "Audit events dropped: spool full", s.dropped_spool_full),
+            ("audit_shipper_dropped_io_error_events", "Audit events dropped: spool write failed", s.dropped_io_error),
+            ("audit_shipper_server_duplicate_events", "Audit events the server already had", s.server_duplicates),
+            (
+                "audit_shipper_read_from_spool_events",
+                "Audit events sent from the spool file, not memory",
+                s.read_from_spool,
+            ),
+            ("audit_shipper_memory_overflows", "Times the in-memory queue overflowed", s.memory_overflows),
+            ("audit_shipper_skipped_spool_lines", "Damaged spool lines skipped", s.skipped_lines),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, u64); 2] = [
+            ("audit_shipper_pending_events", "Durable audit events not yet acknowledged", s.pending),
+            ("audit_shipper_spool_bytes", "Bytes in the spool's segment files", s.spool_bytes),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

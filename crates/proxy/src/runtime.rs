@@ -251,8 +251,9 @@ impl Runtime {
     }
 
     /// Start background work (health checks) for pools that do not run it yet.
-    pub(crate) fn activate(&self) {
+    pub(crate) fn activate(&self, metrics: &Metrics) {
         self.security.activate();
+        metrics.set_audit_shipper(self.shipper.as_ref().map(|(_, s)| s));
         for p in self.pools.values() {
             p.start_health_checks();
             p.update_gauges();

@@ -138,7 +138,7 @@ impl Gateway {
             addr: c.admin.address,
             source,
         })?;
-        rt.activate();
+        rt.activate(&metrics);
         let max_conns = rt.limits.max_connections;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(rt),
@@ -239,7 +239,7 @@ impl Gateway {
             );
         }
         self.resize_conn_limit(rt.limits.max_connections);
-        rt.activate();
+        rt.activate(&self.shared.metrics);
         self.shared.runtime.store(Arc::new(rt));
         self.shared.metrics.reload(true);
         Ok(())
