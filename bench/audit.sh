@@ -9,11 +9,16 @@
 # SCHED_IDLE (`chrt --idle 0`: it only gets CPU nobody else wants, standing in for a separate
 # machine). After each "on" run the script waits until the server has stored every event the
 # gateway audited (exact count from the index; the gateway's own request counter is the truth).
+# A fourth side, "recv", ships to bench/ack-receiver.py instead: a stand-in receiver that counts and
+# acknowledges each batch and stores nothing, standing in for a server on another machine, so that
+# req/s shows what shipping costs the gateway itself (its own spool, fsync, sending) with a
+# receiver that takes next to no CPU (under SCHED_IDLE; its CPU is shown in the server column).
 # Usage: bench/audit.sh [runs=3] [duration=8s] [connections=64] [events=100000]   Needs (apt): wrk nginx-light
 # PALISADE_BIN=path: benchmark that binary instead of building this tree.
 # BASE_BIN=path: also run a third shipping gateway from that binary (an older build, say), measured in
 # the same runs as a fourth side ("base", server under SCHED_IDLE), so that two builds are compared
 # on the same (noisy, shared) machine minutes apart rather than in separate runs of the script.
+# SIDES="off on idle recv" (the default): which sides to measure ("off" is always needed).
 # PERF_OUT=file [PERF_SIDE=idle]: record a perf profile (with call graphs, all threads) of that side's
 # gateway during the first run, from the start of wrk until every event is stored.
 set -euo pipefail
@@ -23,8 +28,8 @@ OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/audit-*.txt
 for t in wrk nginx curl python3 chrt; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
 if [ -n "${PALISADE_BIN:-}" ]; then PALISADE=$PALISADE_BIN; else cargo build --release -q; PALISADE=$CARGO_TARGET_DIR/release/palisade; fi
-BACKEND=18050; SERVER=18410; GW_ON=18351; GW_OFF=18352; GW_BASE=18353
-SIDES="off on idle"; [ -n "${BASE_BIN:-}" ] && SIDES="off on idle base"
+BACKEND=18050; SERVER=18410; RECEIVER=18411; GW_ON=18351; GW_OFF=18352; GW_BASE=18353; GW_RECV=18354
+SIDES=${SIDES:-off on idle recv}; [ -n "${BASE_BIN:-}" ] && SIDES="$SIDES base"
 PIDS=(); DATA=$(mktemp -d)
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -81,13 +86,13 @@ TOKEN=$(curl -fsS -u "bench:$SECRET" -d grant_type=client_credentials -d scope=o
 cat > "$DATA/policy.cedar" <<'CEDAR'
 @id("read") permit (principal, action == Action::"GET", resource) when { context.scopes.contains("orders:read") };
 CEDAR
-gateway() { # port admin ship? [binary]
+gateway() { # port admin ship? [binary] [audit server port]
   cat > "$DATA/gw-$1.yaml" <<CONF
 workers: $THREADS
 listeners: { http: { address: "127.0.0.1:$1" } }
 admin: { address: "127.0.0.1:$2" }
 access_log: { enabled: false }
-$( [ "$3" = on ] && echo "audit: { ship: { server: \"http://127.0.0.1:$SERVER\", token: \"file:server/audit-ingest.token\", spool_dir: spool-$1 } }" || echo "audit: { file: audit-$1.jsonl }" )
+$( [ "$3" = on ] && echo "audit: { ship: { server: \"http://127.0.0.1:${5:-$SERVER}\", token: \"file:server/audit-ingest.token\", spool_dir: spool-$1 } }" || echo "audit: { file: audit-$1.jsonl }" )
 authentication: { jwt_issuers: [{ issuer: "http://127.0.0.1:$SERVER", audiences: [orders], algorithms: [ES256] }] }
 authorization: { policies: [policy.cedar] }
 security_headers: { enabled: false }
@@ -101,6 +106,9 @@ gateway $GW_ON 18951 on; PID_ON=$LAST
 gateway $GW_OFF 18952 off; PID_OFF=$LAST
 PORTS="$GW_ON $GW_OFF"
 if [ -n "${BASE_BIN:-}" ]; then gateway $GW_BASE 18953 on "$BASE_BIN"; PID_BASE=$LAST; PORTS="$PORTS $GW_BASE"; fi
+# The stand-in receiver runs under SCHED_IDLE throughout, as the server does on the "idle" side.
+chrt --idle 0 python3 bench/ack-receiver.py $RECEIVER "$DATA/server/audit-ingest.token" & PIDS+=($!); RCV=$!
+gateway $GW_RECV 18954 on "$PALISADE" $RECEIVER; PID_RECV=$LAST; PORTS="$PORTS $GW_RECV"
 SRV2=$(pgrep -f "server --listen 127.0.0.1:$SERVER" | head -1)
 cpu() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
 # CPU seconds of a gateway's request workers (threads named palisade-worker, which never exit). The
@@ -136,19 +144,30 @@ import re, sys
 t = sys.stdin.read()
 v = lambda n: int(float(re.search(rf"^palisade_audit_shipper_{n} (\S+)", t, re.M).group(1)))
 print(v("read_from_spool_events_total"), v("memory_overflows_total"))'; }
+# Events the stand-in receiver has acknowledged.
+received() { curl -fsS "http://127.0.0.1:$RECEIVER/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["received"])'; }
+drain_recv() { # wait until the stand-in receiver has every event the "recv" gateway audited
+  local t0 want got; t0=$(date +%s.%N); want=$(audited 18954)
+  for _ in $(seq 1 1200); do got=$(received); [ "$got" -ge "$want" ] && break; sleep 0.25; done
+  echo "$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0") $want $got"
+}
 drain() { # [admin instance] wait until every audited event is stored; prints seconds waited and the counts
   local t0 want got; t0=$(date +%s.%N); want=$(audited "${1:-18951}")
   for _ in $(seq 1 1200); do got=$(stored "${2:-$INSTANCE}"); [ "$got" -ge "$want" ] && break; sleep 0.25; done
   echo "$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0") $want $got"
 }
 for r in $(seq 1 "$RUNS"); do
-  for side in $SIDES; do
+  # Every other run takes the sides in reverse order, so no side always follows the same one.
+  order=$SIDES; [ $((r % 2)) = 0 ] && order=$(echo $SIDES | tr ' ' '\n' | tac | tr '\n' ' ')
+  for side in $order; do
     port=$GW_OFF; pid=$PID_OFF; if [ $side != off ]; then port=$GW_ON; pid=$PID_ON; fi
     if [ $side = base ]; then port=$GW_BASE; pid=$PID_BASE; fi
+    if [ $side = recv ]; then port=$GW_RECV; pid=$PID_RECV; fi
+    srv=$SRV2; [ $side = recv ] && srv=$RCV
     if [ $side = idle ] || [ $side = base ]; then chrt --all-tasks --idle -p 0 "$SRV2"; fi
-    admin=18952; [ $side = off ] || admin=18951; [ $side = base ] && admin=18953
+    admin=18952; [ $side = off ] || admin=18951; [ $side = base ] && admin=18953; [ $side = recv ] && admin=18954
     [ $side = off ] || x0=$(spoolstat $admin)
-    g0=$(cpu $pid); s0=$(cpu $SRV2); w0=$(wcpu $pid); perf_pid=
+    g0=$(cpu $pid); s0=$(cpu $srv); w0=$(wcpu $pid); perf_pid=
     if [ -n "${PERF_OUT:-}" ] && [ $side = "${PERF_SIDE:-idle}" ] && [ "$r" = 1 ] && command -v perf >/dev/null; then
       perf record -F 2000 -g -p "$pid" -o "$PERF_OUT" >/dev/null 2>&1 & perf_pid=$!
     fi
@@ -158,8 +177,9 @@ for r in $(seq 1 "$RUNS"); do
     # gateway's and the server's whole work for these requests, the shipping after the run included.
     if [ $side = off ]; then sleep 2; echo "0 0 0" > "$OUT/audit-$side-$r.drain"
     elif [ $side = base ]; then drain 18953 "$BASE_INSTANCE" > "$OUT/audit-$side-$r.drain"
+    elif [ $side = recv ]; then drain_recv > "$OUT/audit-$side-$r.drain"
     else drain > "$OUT/audit-$side-$r.drain"; fi
-    echo "$(cpu $pid) $g0 $(cpu $SRV2) $s0 $(wcpu $pid) $w0" > "$OUT/audit-$side-$r.cpu"
+    echo "$(cpu $pid) $g0 $(cpu $srv) $s0 $(wcpu $pid) $w0" > "$OUT/audit-$side-$r.cpu"
     if [ $side = off ]; then echo "0 0" > "$OUT/audit-$side-$r.spool"
     else python3 -c 'import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(int(b[0]) - int(a[0]), int(b[1]) - int(a[1]))' "$x0" "$(spoolstat $admin)" > "$OUT/audit-$side-$r.spool"; fi
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
@@ -173,13 +193,14 @@ req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/audit/v1/events?so
 print(len(json.load(urllib.request.urlopen(req))["events"]))
 PY
 )
-AUDITED=$(audited); STORED=$(stored)
+AUDITED=$(audited); STORED=$(stored); AUDITED_RECV=$(audited 18954); RECEIVED=$(received)
 if [ -n "${BASE_BIN:-}" ]; then AUDITED_BASE=$(audited 18953); STORED_BASE=$(stored "$BASE_INSTANCE"); else AUDITED_BASE=0; STORED_BASE=0; fi
 
-python3 - "$OUT" "$RUNS" "$ACCEPTED" "$INGEST_SECS" "$VERIFY_SECS" "$SHIPPED" "$AUDITED" "$STORED" "$AUDITED_BASE" "$STORED_BASE" "$SIDES" <<'PY'
+python3 - "$OUT" "$RUNS" "$ACCEPTED" "$INGEST_SECS" "$VERIFY_SECS" "$SHIPPED" "$AUDITED" "$STORED" "$AUDITED_BASE" "$STORED_BASE" "$SIDES" "$AUDITED_RECV" "$RECEIVED" <<'PY'
 import re, sys, statistics
 out, runs, accepted, isecs, vsecs, shipped = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 audited, stored, audited_base, stored_base, sides = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), sys.argv[11].split()
+audited_recv, received = int(sys.argv[12]), int(sys.argv[13])
 print(f"| audit ingest ({accepted:,} events, batches of 1000, one connection, fsync per batch) | events/s |")
 print("|---|---:|")
 print(f"| POST /audit/v1/events: chain + checkpoints + index | {accepted / isecs:,.0f} |")
@@ -203,7 +224,8 @@ print("|---|---:|---|---:|---:|---:|---:|---|---:|")
 names = {"off": "shipping off (audit events to a local file)",
          "on": "shipping on, server competing for the same 2 cores",
          "idle": "shipping on, server under SCHED_IDLE (stands in for another machine)",
-         "base": "BASE_BIN shipping on, server under SCHED_IDLE"}
+         "base": "BASE_BIN shipping on, server under SCHED_IDLE",
+         "recv": "shipping on, to the stand-in receiver (`bench/ack-receiver.py`, SCHED_IDLE; server column: its CPU)"}
 for side in sides:
     x = rows[side]
     per = lambda i, f: " / ".join(f.format(r[i]) for r in x)
@@ -223,9 +245,9 @@ for side in sides[1:]:
           f"{' / '.join(f'{c * 100:+.1f} %' for c in gcosts)}, median **{med(gcosts) * 100:+.1f} %**; "
           f"CPU added outside the request workers, per run {' / '.join(f'{c * 100:+.1f} %' for c in ocosts)}, "
           f"median **{med(ocosts) * 100:+.1f} %** of the gateway's CPU with shipping off")
-ok = stored == audited and stored_base == audited_base
+ok = stored == audited and stored_base == audited_base and received == audited_recv
 verdict = "all, none twice" if ok else "MISMATCH"
 print(f"- events stored from the shipping gateway(s): {stored:,} (+ {stored_base:,} base; exact, from the index) of "
-      f"{audited:,} (+ {audited_base:,}) requests audited ({verdict}); the query API returns {shipped} (limit 10000)")
+      f"{audited:,} (+ {audited_base:,}) requests audited ({verdict}); the query API returns {shipped} (limit 10000); the stand-in receiver acknowledged {received:,} of {audited_recv:,} audited")
 sys.exit(0 if ok else 1)
 PY

@@ -499,7 +499,9 @@ pub(crate) fn serialize_record(out: &mut Vec<u8>, instance: &str, seq: u64, even
     // The instance id is 32 lowercase hex digits (checked on open): nothing in the id needs escaping.
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(instance.as_bytes());
-    write!(out, "-{seq}\"")?;
+    out.push(b'-');
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.push(b'"');
     let open = out.len();
     serde_json::to_writer(&mut *out, event).map_err(io::Error::other)?;
     // The event is an object with at least one field: its `{` becomes the `,` after the id.
