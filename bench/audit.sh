@@ -146,14 +146,10 @@ v = lambda n: int(float(re.search(rf"^palisade_audit_shipper_{n} (\S+)", t, re.M
 print(v("read_from_spool_events_total"), v("memory_overflows_total"))'; }
 # Events the stand-in receiver has acknowledged.
 received() { curl -fsS "http://127.0.0.1:$RECEIVER/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["received"])'; }
-drain_recv() { # wait until the stand-in receiver has every event the "recv" gateway audited
-  local t0 want got; t0=$(date +%s.%N); want=$(audited 18954)
-  for _ in $(seq 1 1200); do got=$(received); [ "$got" -ge "$want" ] && break; sleep 0.25; done
-  echo "$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0") $want $got"
-}
-drain() { # [admin instance] wait until every audited event is stored; prints seconds waited and the counts
-  local t0 want got; t0=$(date +%s.%N); want=$(audited "${1:-18951}")
-  for _ in $(seq 1 1200); do got=$(stored "${2:-$INSTANCE}"); [ "$got" -ge "$want" ] && break; sleep 0.25; done
+drain() { # ADMIN COUNT-COMMAND...: wait until the command counts every event the gateway at ADMIN
+  # audited (stored by the server, or acknowledged by the stand-in); prints seconds waited and the counts
+  local admin=$1 t0 want got; shift; t0=$(date +%s.%N); want=$(audited "$admin")
+  for _ in $(seq 1 1200); do got=$("$@"); [ "$got" -ge "$want" ] && break; sleep 0.25; done
   echo "$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0") $want $got"
 }
 for r in $(seq 1 "$RUNS"); do
@@ -176,9 +172,9 @@ for r in $(seq 1 "$RUNS"); do
     # CPU is read once every event of the run is written (off) or stored by the server (on): the
     # gateway's and the server's whole work for these requests, the shipping after the run included.
     if [ $side = off ]; then sleep 2; echo "0 0 0" > "$OUT/audit-$side-$r.drain"
-    elif [ $side = base ]; then drain 18953 "$BASE_INSTANCE" > "$OUT/audit-$side-$r.drain"
-    elif [ $side = recv ]; then drain_recv > "$OUT/audit-$side-$r.drain"
-    else drain > "$OUT/audit-$side-$r.drain"; fi
+    elif [ $side = base ]; then drain 18953 stored "$BASE_INSTANCE" > "$OUT/audit-$side-$r.drain"
+    elif [ $side = recv ]; then drain 18954 received > "$OUT/audit-$side-$r.drain"
+    else drain 18951 stored "$INSTANCE" > "$OUT/audit-$side-$r.drain"; fi
     echo "$(cpu $pid) $g0 $(cpu $srv) $s0 $(wcpu $pid) $w0" > "$OUT/audit-$side-$r.cpu"
     if [ $side = off ]; then echo "0 0" > "$OUT/audit-$side-$r.spool"
     else python3 -c 'import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print(int(b[0]) - int(a[0]), int(b[1]) - int(a[1]))' "$x0" "$(spoolstat $admin)" > "$OUT/audit-$side-$r.spool"; fi
