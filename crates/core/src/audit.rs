@@ -92,6 +92,113 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
+impl Decision {
+    /// The JSON name (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+impl Stage {
+    /// The JSON name (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Authn => "authn",
+            Stage::Authz => "authz",
+            Stage::RateLimit => "rate_limit",
+            Stage::Validation => "validation",
+            Stage::Cors => "cors",
+            Stage::Waf => "waf",
+            Stage::Proxy => "proxy",
+            Stage::Login => "login",
+            Stage::Token => "token",
+            Stage::Ca => "ca",
+            Stage::Other => "other",
+        }
+    }
+}
+
+impl AuditEvent {
+    /// Append the event as one JSON object: the same bytes as `serde_json::to_writer` (tested),
+    /// written faster. Every event of a busy gateway goes through here on the audit writer's
+    /// thread; serde_json escapes strings byte by byte (~12 instructions per byte), while here a
+    /// string with nothing to escape, nearly every one, is checked and copied whole.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.reserve(512);
+        out.extend_from_slice(b"{\"time\":");
+        json_str(out, &self.time);
+        out.extend_from_slice(b",\"source\":");
+        json_str(out, &self.source);
+        if let Some(service) = &self.service {
+            out.extend_from_slice(b",\"service\":");
+            json_str(out, service);
+        }
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, &self.request_id);
+        out.extend_from_slice(b",\"decision\":");
+        json_str(out, self.decision.as_str());
+        out.extend_from_slice(b",\"stage\":");
+        json_str(out, self.stage.as_str());
+        out.extend_from_slice(b",\"reason\":");
+        json_str(out, &self.reason);
+        out.extend_from_slice(b",\"principal\":");
+        json_str(out, &self.principal);
+        if let Some(client_id) = &self.client_id {
+            out.extend_from_slice(b",\"client_id\":");
+            json_str(out, client_id);
+        }
+        if let Some(auth_method) = &self.auth_method {
+            out.extend_from_slice(b",\"auth_method\":");
+            json_str(out, auth_method);
+        }
+        out.extend_from_slice(b",\"route\":");
+        json_str(out, &self.route);
+        out.extend_from_slice(b",\"method\":");
+        json_str(out, &self.method);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, &self.path);
+        out.extend_from_slice(b",\"client_ip\":");
+        json_str(out, &self.client_ip);
+        if !self.policy_ids.is_empty() {
+            out.extend_from_slice(b",\"policy_ids\":[");
+            for (i, id) in self.policy_ids.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(out, id);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.extend_from_slice(b",\"latency_ms\":");
+        // serde_json's own float formatting (and `null` for a non-finite value); a Vec takes any write.
+        let _ = serde_json::to_writer(&mut *out, &self.latency_ms);
+        if !self.waf.is_empty() {
+            out.extend_from_slice(b",\"waf\":");
+            let _ = serde_json::to_writer(&mut *out, &self.waf);
+        }
+        out.push(b'}');
+    }
+}
+
+/// A JSON string: copied whole when nothing in it needs escaping (serde_json escapes only control
+/// characters, `"` and `\\`), else written by serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // A fold without an early exit, so that the compiler checks 16 or 32 bytes at a time.
+    let escape = s.bytes().fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !escape {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 pub fn now_rfc3339() -> String {
     // Formatted once per millisecond per thread: a busy gateway makes many events per millisecond.
     thread_local! {
@@ -156,6 +263,107 @@ mod tests {
         assert_eq!(back, record);
         let newer = line.replace(r#""stage":"authz""#, r#""stage":"quantum""#);
         assert_eq!(serde_json::from_str::<AuditRecord>(&newer).unwrap().event.stage, Stage::Other);
+    }
+
+    #[test]
+    fn write_json_writes_what_serde_json_writes() {
+        let base = AuditEvent {
+            time: "2026-11-26T03:00:00.000Z".into(),
+            source: "gateway".into(),
+            service: None,
+            request_id: "9d3117d33731b16c197fb85125028fc5".into(),
+            decision: Decision::Allow,
+            stage: Stage::Authz,
+            reason: "permitted by policy".into(),
+            principal: "Client::\"bench\"".into(),
+            client_id: Some("bench".into()),
+            auth_method: Some("jwt".into()),
+            route: "orders".into(),
+            method: "GET".into(),
+            path: "/orders".into(),
+            client_ip: "127.0.0.1".into(),
+            policy_ids: vec!["read".into()],
+            status: 200,
+            latency_ms: 0.171966,
+            waf: vec![],
+        };
+        let awkward = [
+            "",
+            "plain",
+            "quote \" and backslash \\ inside",
+            "control \u{0} \u{1f} \t \n \r \u{8} \u{c}",
+            "DEL \u{7f} stays",
+            "ünïcødé ✓ 😀 and \u{2028}",
+            "/orders/<script>alert(1)</script>?a=b&c=%22",
+            "ends with a backslash \\",
+        ];
+        let mut events = vec![base.clone()];
+        for (i, text) in awkward.iter().enumerate() {
+            let mut e = base.clone();
+            e.time = (*text).into();
+            e.source = text.to_string().into();
+            e.service = (i % 2 == 0).then(|| text.to_string());
+            e.request_id = (*text).into();
+            e.reason = (*text).into();
+            e.principal = (*text).into();
+            e.client_id = (i % 3 != 0).then(|| text.to_string());
+            e.auth_method = (i % 2 == 1).then(|| text.to_string().into());
+            e.route = (*text).into();
+            e.method = (*text).into();
+            e.path = (*text).into();
+            e.client_ip = (*text).into();
+            e.policy_ids = awkward.iter().take(i).map(|t| t.to_string()).collect();
+            e.waf = (0..i)
+                .map(|n| WafHit {
+                    rule: 942100 + n as u32,
+                    msg: (*text).into(),
+                    var: if n % 2 == 0 { String::new() } else { format!("ARGS:{text}") },
+                    severity: (n % 3 != 0).then_some(n as u8),
+                })
+                .collect();
+            events.push(e);
+        }
+        let decisions = [Decision::Allow, Decision::Deny];
+        let stages = [
+            Stage::Authn,
+            Stage::Authz,
+            Stage::RateLimit,
+            Stage::Validation,
+            Stage::Cors,
+            Stage::Waf,
+            Stage::Proxy,
+            Stage::Login,
+            Stage::Token,
+            Stage::Ca,
+            Stage::Other,
+        ];
+        let latencies =
+            [0.0, -0.0, 1.0, 0.1 + 0.2, 1e-9, 123456.789, 1e300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+        for (i, stage) in stages.iter().enumerate() {
+            let mut e = base.clone();
+            e.stage = *stage;
+            e.decision = decisions[i % 2];
+            e.status = [0, 200, 403, 429, 65535][i % 5];
+            e.latency_ms = latencies[i % latencies.len()];
+            events.push(e);
+        }
+        for (i, latency) in latencies.iter().enumerate() {
+            let mut e = base.clone();
+            e.latency_ms = *latency;
+            e.status = i as u16 * 101;
+            events.push(e);
+        }
+        for e in &events {
+            let mut ours = b"prefix".to_vec();
+            e.write_json(&mut ours);
+            let theirs = serde_json::to_vec(e).unwrap();
+            assert_eq!(
+                ours.strip_prefix(b"prefix").map(String::from_utf8_lossy),
+                Some(String::from_utf8_lossy(&theirs)),
+                "{e:?}"
+            );
+        }
+        assert_eq!(events.len(), 1 + awkward.len() + stages.len() + latencies.len());
     }
 
     #[test]

@@ -503,7 +503,7 @@ pub(crate) fn serialize_record(out: &mut Vec<u8>, instance: &str, seq: u64, even
     out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     out.push(b'"');
     let open = out.len();
-    serde_json::to_writer(&mut *out, event).map_err(io::Error::other)?;
+    event.write_json(out);
     // The event is an object with at least one field: its `{` becomes the `,` after the id.
     match (out.get(open), out.get(open.saturating_add(1))) {
         (Some(b'{'), Some(b'"')) => {
