@@ -37,6 +37,7 @@ pub enum Stage {
     Other,
 }
 
+/// A new field goes into [`AuditEvent::write_json`] too (its test compares it with serde's output).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// RFC 3339 with milliseconds, UTC.
