@@ -391,10 +391,7 @@ impl SpoolWriter {
     pub(crate) fn append(&mut self, event: &AuditEvent) -> Result<Appended, WriteFailed> {
         let seq = self.next_seq;
         let start = self.buf.len();
-        if let Err(error) = serialize_record(&mut self.buf, &self.instance, seq, event) {
-            self.buf.truncate(start);
-            return Err(WriteFailed { error, lost: 1 });
-        }
+        serialize_record(&mut self.buf, &self.instance, seq, event);
         // Bytes in the file: the line and its checksum prefix.
         let len = (self.buf.len().saturating_sub(start) as u64).saturating_add(LINE_PREFIX as u64);
         let unwritten_lines = self.lines.len().saturating_sub(self.synced) as u64;
@@ -495,26 +492,15 @@ impl SpoolWriter {
 /// Serialize `{"id":"<instance>-<seq>",<the event's fields>}\n` into `out`, byte for byte what
 /// `serde_json` makes of an [`AuditRecord`], without building one (the event is not cloned and
 /// `flatten` is not used).
-pub(crate) fn serialize_record(out: &mut Vec<u8>, instance: &str, seq: u64, event: &AuditEvent) -> io::Result<()> {
+pub(crate) fn serialize_record(out: &mut Vec<u8>, instance: &str, seq: u64, event: &AuditEvent) {
     // The instance id is 32 lowercase hex digits (checked on open): nothing in the id needs escaping.
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(instance.as_bytes());
     out.push(b'-');
     out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-    out.push(b'"');
-    let open = out.len();
-    event.write_json(out);
-    // The event is an object with at least one field: its `{` becomes the `,` after the id.
-    match (out.get(open), out.get(open.saturating_add(1))) {
-        (Some(b'{'), Some(b'"')) => {
-            if let Some(b) = out.get_mut(open) {
-                *b = b',';
-            }
-        }
-        _ => return Err(io::Error::other("an audit event did not serialize as a non-empty object")),
-    }
-    out.push(b'\n');
-    Ok(())
+    out.extend_from_slice(b"\",");
+    event.write_members(out);
+    out.extend_from_slice(b"}\n");
 }
 
 /// The records of one request.
@@ -847,7 +833,7 @@ mod tests {
         e.latency_ms = 0.1 + 0.2;
         for (ev, seq) in [(event(1), 1u64), (e, u64::MAX)] {
             let mut out = b"previous line\n".to_vec();
-            serialize_record(&mut out, "0123456789abcdef0123456789abcdef", seq, &ev).unwrap();
+            serialize_record(&mut out, "0123456789abcdef0123456789abcdef", seq, &ev);
             let record = AuditRecord { id: format!("0123456789abcdef0123456789abcdef-{seq}"), event: ev };
             let mut want = b"previous line\n".to_vec();
             want.extend(serde_json::to_vec(&record).unwrap());
@@ -886,7 +872,7 @@ mod tests {
     #[test]
     fn a_checksummed_line_is_checked_not_parsed() {
         let mut json = Vec::new();
-        serialize_record(&mut json, "0123456789abcdef0123456789abcdef", 4711, &event(1)).unwrap();
+        serialize_record(&mut json, "0123456789abcdef0123456789abcdef", 4711, &event(1));
         json.pop();
         // CRC-32 (IEEE) of "123456789" is cbf43926 (the check value of the standard).
         assert_eq!(&line_prefix(b"123456789"), b"cbf43926 ");
@@ -914,7 +900,7 @@ mod tests {
         let path = dir.join(format!("seg-{:020}.ndjson", seqs.start()));
         let mut out = Vec::new();
         for seq in seqs {
-            serialize_record(&mut out, instance, seq, &event(seq)).unwrap();
+            serialize_record(&mut out, instance, seq, &event(seq));
         }
         std::fs::write(&path, out).unwrap();
         path
@@ -1029,7 +1015,7 @@ mod tests {
         assert!(r.next_batch(5, 100, 1 << 20).unwrap().is_none());
         // Seq 6, written in two halves (as a reader may see a write in progress).
         let mut json = Vec::new();
-        serialize_record(&mut json, &o.instance, 6, &event(6)).unwrap();
+        serialize_record(&mut json, &o.instance, 6, &event(6));
         let line = [&line_prefix(json.strip_suffix(b"\n").unwrap())[..], &json].concat();
         let seg = list_segments(&dir).unwrap().pop().unwrap().path;
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
