@@ -460,8 +460,11 @@ async fn rotation_with_a_2_s_ttl_renews_about_every_second_with_no_expired_windo
     let task = spawn_rotation(client, join(), Arc::clone(&cell));
     let seen = watch(&cell, Duration::from_secs(6)).await;
     task.abort();
-    // Half of 1..2 s left at receipt: one renewal every 0.5..1 s.
-    assert!((6..=13).contains(&(seen.len() - 1)), "{} renewals", seen.len() - 1);
+    // Half of 1..2 s left at receipt: one renewal every 0.5..1 s plus the round trip, so 6..12 in
+    // 6 s on an idle machine. CI runs this beside CPU-bound tests on 2 cores, where the cycles were
+    // once slow enough that only 5 fitted: the lower bound allows that, and still fails a client
+    // that waits for (near) expiry, which `watch` also catches.
+    assert!((4..=13).contains(&(seen.len() - 1)), "{} renewals", seen.len() - 1);
     let kinds = ca.seen();
     assert!(kinds[1..].iter().all(|s| s.kind == Kind::Renew { proof_ok: true }));
     for pair in seen.windows(2) {
