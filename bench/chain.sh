@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-64}; THREADS=2
-OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/chain-*.txt
+OUT=bench/out; mkdir -p "$OUT"; rm -f "$OUT"/chain-*.txt "$OUT"/chain-audit.jsonl
 for t in wrk nginx openssl curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light)"; exit 1; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -q

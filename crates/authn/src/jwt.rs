@@ -108,20 +108,57 @@ struct Issuer {
 /// across runtimes and run [`JwtAuthenticator::refresh_loop`] on one of them.
 pub struct JwtAuthenticator {
     issuers: Vec<Issuer>,
-    /// Tokens already verified, by SHA-256 of the whole compact token: a repeat presentation
-    /// skips the signature check (the hot path of a gateway). A hit still needs the token
-    /// unexpired and its issuer's key set unchanged since (any JWKS change re-verifies).
-    verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Tokens already verified: a repeat presentation skips the signature check (the hot path
+    /// of a gateway). A hit needs the very same token, unexpired, and its issuer's key set
+    /// unchanged since (any JWKS change re-verifies).
+    verified: Mutex<VerifiedCache>,
+}
+
+/// Verified tokens by a 64-bit hash of the compact token under a per-process random seed. The
+/// entry keeps the whole token and a hit must equal it, compared without an early exit: a
+/// chance (or contrived) collision is a miss that verifies the token, never a wrong answer.
+/// Where a SHA-256 of the token was the key, this costs a fast hash and one compare.
+#[derive(Default)]
+struct VerifiedCache {
+    map: HashMap<u64, Verified, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+    /// Sum of the kept tokens' lengths, bounded by `VERIFIED_CACHE_BYTES`.
+    bytes: usize,
+}
+
+impl VerifiedCache {
+    fn key(&self, token: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, token.as_bytes())
+    }
+}
+
+/// Equal bytes, in a time that depends on the lengths only (no early exit on the first
+/// difference, which would time how much of a cached token a guess matches).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a8, a_rest) = a.as_chunks::<8>();
+    let (b8, b_rest) = b.as_chunks::<8>();
+    let mut diff = a8.iter().zip(b8).fold(0u64, |d, (x, y)| d | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y)));
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 struct Verified {
+    /// The compact token, to tell it from another with the same hash.
+    compact: Box<str>,
     token: VerifiedToken,
     issuer: usize,
     keys: std::sync::Weak<Vec<CachedKey>>,
 }
 
-/// Bound of the verified-token cache; when full it is emptied (only valid tokens get in).
+/// Bounds of the verified-token cache, in tokens and in the bytes of the tokens kept; when
+/// either is reached it is emptied (only valid tokens get in).
 const VERIFIED_CACHE: usize = 65_536;
+const VERIFIED_CACHE_BYTES: usize = 32 << 20;
 
 impl std::fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -300,15 +337,15 @@ impl JwtAuthenticator {
                 fetching: tokio::sync::Mutex::new(()),
             });
         }
-        Ok(JwtAuthenticator { issuers, verified: Mutex::new(HashMap::new()) })
+        Ok(JwtAuthenticator { issuers, verified: Mutex::new(VerifiedCache::default()) })
     }
 
     /// Verify a bearer token now. An unknown `kid` (or no keys yet) triggers one rate-limited,
     /// single-flight JWKS refetch before the token is refused.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthnError> {
         let now = unix_now();
-        let digest = self.cache_key(token);
-        if let Some(hit) = digest.as_ref().and_then(|d| self.cached(d, now)) {
+        let cacheable = self.cacheable(token);
+        if let Some(hit) = cacheable.then(|| self.cached(token, now)).flatten() {
             return Ok(hit);
         }
         let pending = self.parse(token)?;
@@ -322,38 +359,42 @@ impl JwtAuthenticator {
             }
             other => other,
         };
-        if let (Ok(t), Some(d)) = (&result, digest) {
-            self.remember(d, pending.issuer, t);
+        if let (Ok(t), true) = (&result, cacheable) {
+            self.remember(token, pending.issuer, t);
         }
         result
     }
 
-    fn cache_key(&self, token: &str) -> Option<[u8; 32]> {
-        let max = self.issuers.iter().map(|i| i.settings.max_token_bytes).max().unwrap_or(0);
-        if token.len() > max {
-            return None;
-        }
-        ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().try_into().ok()
+    /// Only a token no longer than some issuer allows can be valid, and be cached.
+    fn cacheable(&self, token: &str) -> bool {
+        self.issuers.iter().any(|i| token.len() <= i.settings.max_token_bytes)
     }
 
     fn current_keys(&self, issuer: usize) -> Option<Arc<Vec<CachedKey>>> {
         self.issuers.get(issuer)?.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<VerifiedToken> {
+    fn cached(&self, token: &str, now: u64) -> Option<VerifiedToken> {
         let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        let v = cache.get(digest)?;
+        let v = cache.map.get(&cache.key(token)).filter(|v| same_bytes(v.compact.as_bytes(), token.as_bytes()))?;
         let keys = self.current_keys(v.issuer)?;
         (now < v.token.expires_at && std::ptr::eq(v.keys.as_ptr(), Arc::as_ptr(&keys))).then(|| v.token.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], issuer: usize, token: &VerifiedToken) {
+    fn remember(&self, compact: &str, issuer: usize, token: &VerifiedToken) {
         let Some(keys) = self.current_keys(issuer) else { return };
         let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= VERIFIED_CACHE {
-            cache.clear();
+        if cache.map.len() >= VERIFIED_CACHE || cache.bytes + compact.len() > VERIFIED_CACHE_BYTES {
+            cache.map.clear();
+            cache.bytes = 0;
         }
-        cache.insert(digest, Verified { token: token.clone(), issuer, keys: Arc::downgrade(&keys) });
+        let key = cache.key(compact);
+        let entry = Verified { compact: compact.into(), token: token.clone(), issuer, keys: Arc::downgrade(&keys) };
+        cache.bytes += compact.len();
+        // A token with the same hash is replaced.
+        if let Some(old) = cache.map.insert(key, entry) {
+            cache.bytes -= old.compact.len();
+        }
     }
 
     /// Verify against the keys cached now, at Unix time `now`, without any network access.

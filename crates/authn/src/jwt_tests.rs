@@ -581,7 +581,7 @@ async fn a_verified_token_is_remembered_until_its_key_set_changes() {
     auth.refresh_all().await.unwrap();
     let t = old.sign(&header(&old, "a"), &net_claims(&server));
     let first = auth.verify(&t).await.unwrap();
-    assert_eq!(auth.verified.lock().unwrap().len(), 1, "the verified token is remembered");
+    assert_eq!(auth.verified.lock().unwrap().map.len(), 1, "the verified token is remembered");
     // What a caller derives from it is made once and shared by the cached copies.
     let made = first.derived(|| String::from("identity"));
     let again = auth.verify(&t).await.unwrap();
@@ -596,4 +596,51 @@ async fn a_verified_token_is_remembered_until_its_key_set_changes() {
     auth.refresh_all().await.unwrap();
     assert_eq!(auth.verify(&t).await.unwrap_err(), AuthnError::UnknownKey);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cached_token_answers_only_for_the_same_bytes() {
+    let server = TestServer::start().await;
+    let key = TestKey::es256();
+    let mut s = net_settings(&server);
+    s.jwks_uri = Some(format!("{}/jwks", server.url()));
+    server.set("/jwks", &json!({"keys": [key.jwk("a")]}));
+    let auth = JwtAuthenticator::new(vec![s]).unwrap();
+    auth.refresh_all().await.unwrap();
+    let t = key.sign(&header(&key, "a"), &net_claims(&server));
+    auth.verify(&t).await.unwrap();
+    assert_eq!(auth.verified.lock().unwrap().bytes, t.len());
+    // Put the entry where a forged token's hash leads, as a hash collision would: the forged
+    // token is still verified (and refused), not answered with the cached one.
+    let forged = format!("{}x", &t[..t.len() - 1]);
+    {
+        let mut c = auth.verified.lock().unwrap();
+        let (real, fake) = (c.key(&t), c.key(&forged));
+        let entry = c.map.remove(&real).unwrap();
+        c.map.insert(fake, entry);
+    }
+    assert!(auth.verify(&forged).await.is_err());
+    // The real token no longer finds its entry: it is verified again and remembered again.
+    auth.verify(&t).await.unwrap();
+    let (entries, bytes) = {
+        let c = auth.verified.lock().unwrap();
+        (c.map.len(), c.bytes)
+    };
+    assert_eq!(entries, 2);
+    assert_eq!(bytes, 2 * t.len(), "bytes are counted per entry");
+    server.stop().await;
+}
+
+#[test]
+fn same_bytes_compares_every_byte_and_the_length() {
+    let a: Vec<u8> = (0..37).collect();
+    for len in 0..a.len() {
+        assert!(same_bytes(&a[..len], &a[..len]));
+        assert!(!same_bytes(&a[..len], &a[..len + 1]));
+        for at in 0..len {
+            let mut b = a[..len].to_vec();
+            b[at] ^= 0x20;
+            assert!(!same_bytes(&a[..len], &b), "len {len}, difference at {at}");
+        }
+    }
 }

@@ -66,6 +66,7 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_ids: Vec<String>,
     pub status: u16,
+    /// To the microsecond (see [`latency_ms`]).
     pub latency_ms: f64,
     /// The WAF rules that matched this request (never the matched data itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -200,6 +201,12 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     } else {
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// A duration in milliseconds, rounded down to the microsecond: `0.275`, not the
+/// `0.27553099999999997` of full precision, which no reader needs and every line would carry.
+pub fn latency_ms(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 pub fn now_rfc3339() -> String {
@@ -367,6 +374,17 @@ mod tests {
             );
         }
         assert_eq!(events.len(), 1 + awkward.len() + stages.len() + latencies.len());
+    }
+
+    #[test]
+    fn latencies_are_kept_to_the_microsecond() {
+        use std::time::Duration;
+        assert_eq!(latency_ms(Duration::from_nanos(275_531)), 0.275);
+        assert_eq!(latency_ms(Duration::from_nanos(1_999)), 0.001);
+        assert_eq!(latency_ms(Duration::from_millis(1500)), 1500.0);
+        // As written in an event line: three decimals at most.
+        assert_eq!(serde_json::to_string(&latency_ms(Duration::from_nanos(275_531))).unwrap(), "0.275");
+        assert_eq!(serde_json::to_string(&latency_ms(Duration::from_nanos(12_345_678))).unwrap(), "12.345");
     }
 
     #[test]

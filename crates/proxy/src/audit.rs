@@ -47,7 +47,7 @@ pub(crate) fn emit(
         client_ip: crate::headers::with_ip_text(s.client_ip, str::to_owned),
         policy_ids: std::mem::take(&mut s.audit.policy_ids),
         status: status.as_u16(),
-        latency_ms: elapsed.as_secs_f64() * 1000.0,
+        latency_ms: palisade_core::audit::latency_ms(elapsed),
         waf: std::mem::take(&mut s.audit.waf),
     });
 }

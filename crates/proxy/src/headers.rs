@@ -23,7 +23,18 @@ fn is_hop_by_hop(k: &HeaderName) -> bool {
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages carry none: one pass over the names instead of a hashed removal per name.
-    if !h.keys().any(is_hop_by_hop) {
+    let (mut found, mut only_connection) = (false, true);
+    for k in h.keys().filter(|k| is_hop_by_hop(k)) {
+        found = true;
+        only_connection &= *k == header::CONNECTION;
+    }
+    if !found {
+        return;
+    }
+    // Most of the rest (every keep-alive response) carry `Connection: keep-alive` or `close`
+    // alone, which names no header that is present: only `Connection` goes.
+    if only_connection && h.get_all(header::CONNECTION).iter().all(names_no_header) {
+        h.remove(header::CONNECTION);
         return;
     }
     // A typical response carries only `Connection: keep-alive`: remove the names that are there
@@ -45,6 +56,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in &present {
         h.remove(n);
     }
+}
+
+/// A `Connection` value whose only option is `keep-alive` or `close`: the former names the
+/// `Keep-Alive` header, which is hop-by-hop in its own right, the latter names nothing.
+fn names_no_header(v: &HeaderValue) -> bool {
+    let t = v.as_bytes().trim_ascii();
+    t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
 }
 
 /// A client-supplied request id is kept only if it is short and plain.
@@ -204,6 +222,39 @@ mod tests {
         h.insert(header::TE, hv("trailers"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn a_lone_keep_alive_or_close_connection_is_removed_and_other_lists_still_name_headers() {
+        for value in ["keep-alive", "Keep-Alive", " close "] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, hv("application/json"));
+            h.insert(header::CONNECTION, HeaderValue::from_str(value).unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{value}: {h:?}");
+            assert_eq!(h[header::CONTENT_TYPE], "application/json");
+        }
+        // `keep-alive` with a `Keep-Alive` header, two `Connection` values of which one names a
+        // header, or a list: each takes the full path and removes what is named.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("keep-alive"));
+        h.insert("keep-alive", hv("timeout=5"));
+        h.insert("x-keep", hv("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-keep"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("close"));
+        h.append(header::CONNECTION, hv("x-hop"));
+        h.insert("x-hop", hv("1"));
+        h.insert("x-keep", hv("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-keep"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, hv("keep-alive, x-hop"));
+        h.insert("x-hop", hv("1"));
+        h.insert("x-keep", hv("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-keep"]);
     }
 
     #[test]

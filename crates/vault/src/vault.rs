@@ -458,7 +458,7 @@ impl Vault {
             policy_ids: Vec::new(),
             waf: Vec::new(),
             status,
-            latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: palisade_core::audit::latency_ms(start.elapsed()),
         })
     }
 
