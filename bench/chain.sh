@@ -6,7 +6,7 @@
 # Prints a Markdown table; raw wrk output in bench/out/chain-*.txt.
 # Usage: bench/chain.sh [runs=3] [duration=8s] [connections=64]     Needs (apt): wrk nginx-light
 # SKIP_BUILD=1 uses the release binary as built (PALISADE_BIN=path: that binary); PERF_OUT=FILE records
-# a perf profile of the gateway during the first full-chain run. ICOUNT=N instead runs the gateway under
+# a perf profile of the gateway during the first full-chain run (PERF_ROUTE=name: that route's). ICOUNT=N instead runs the gateway under
 # valgrind's callgrind and prints the user-space instructions per request of each route (N HTTP/1.1 requests on
 # one keep-alive connection each, after one warm-up request): repeatable where req/s is not, but
 # kernel time (socket I/O) is not counted and there is no nginx column. ICOUNT_PROFILES=DIR keeps each
@@ -121,9 +121,10 @@ fi
 # The gateway's user + system CPU in clock ticks, to report CPU per request per route.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port path run
-  # PERF_OUT=file: also record a perf profile of the gateway during the first run of the full chain.
+  # PERF_OUT=file: also record a perf profile of the gateway during the first run of the full chain
+  # (PERF_ROUTE=plain|ratelimit|jwt|cedar: of that route).
   local perf_pid=
-  if [ -n "${PERF_OUT:-}" ] && [ "$1" = full ] && [ "$4" = 1 ] && command -v perf >/dev/null; then
+  if [ -n "${PERF_OUT:-}" ] && [ "$1" = "${PERF_ROUTE:-full}" ] && [ "$4" = 1 ] && command -v perf >/dev/null; then
     perf record -F 2000 -g -p "$GWPID" -o "$PERF_OUT" -- sleep "${DUR%s}" >/dev/null 2>&1 & perf_pid=$!
   fi
   local before; before=$(cpu_ticks "$GWPID")
