@@ -113,14 +113,16 @@ impl AuthnFilter {
         ProxyError::Rejected { status, message, headers: challenge(scheme, err) }
     }
 
-    async fn jwt(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
+    async fn jwt(&self, s: &mut Session) -> Option<Result<Arc<Identity>, ProxyError>> {
         let jwt = self.jwt.as_ref()?;
-        let auth = s.request.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let (scheme, token) = match auth.and_then(|a| a.split_once(' ')) {
-            Some((sch, t)) if sch.eq_ignore_ascii_case("bearer") => ("Bearer", t.trim().to_owned()),
-            Some((sch, t)) if sch.eq_ignore_ascii_case("dpop") => ("DPoP", t.trim().to_owned()),
+        // A clone of the header value shares its bytes: the token is not copied.
+        let header = s.request.headers.get(header::AUTHORIZATION).cloned();
+        let auth = header.as_ref().and_then(|v| v.to_str().ok());
+        let (scheme, token): (_, std::borrow::Cow<'_, str>) = match auth.and_then(|a| a.split_once(' ')) {
+            Some((sch, t)) if sch.eq_ignore_ascii_case("bearer") => ("Bearer", t.trim().into()),
+            Some((sch, t)) if sch.eq_ignore_ascii_case("dpop") => ("DPoP", t.trim().into()),
             _ => match query_param(s.request.uri.query(), "access_token") {
-                Some(t) if self.query_token => ("Bearer", t.into_owned()),
+                Some(t) if self.query_token => ("Bearer", t.into_owned().into()),
                 Some(_) => {
                     let e = AuthnError::Malformed("access tokens in the query string are not accepted here");
                     return Some(Err(self.refuse(s, "Bearer", Some(&e), "token in query string refused".into())));
@@ -140,8 +142,7 @@ impl AuthnFilter {
             return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
         }
         // Made once per verified token and shared by every request the token cache answers.
-        let id = verified.derived(|| jwt_identity(&verified));
-        Some(Ok(Identity::clone(&id)))
+        Some(Ok(verified.derived(|| jwt_identity(&verified))))
     }
 
     fn sender_constraint(&self, s: &Session, scheme: &str, token: &str, v: &VerifiedToken) -> Result<(), AuthnError> {
@@ -182,7 +183,7 @@ impl AuthnFilter {
         }
     }
 
-    fn api_key(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
+    fn api_key(&self, s: &mut Session) -> Option<Result<Arc<Identity>, ProxyError>> {
         let src = self.api_keys.as_ref()?;
         let presented = match s.request.headers.get(&src.header) {
             Some(v) => v.to_str().unwrap_or_default().to_owned(),
@@ -194,7 +195,7 @@ impl AuthnFilter {
                 id.client_id = Some(k.client().to_owned());
                 id.scopes = k.scopes().to_vec();
                 id.api_key_id = Some(k.key_id().to_owned());
-                Some(Ok(id))
+                Some(Ok(Arc::new(id)))
             }
             None => {
                 let e = AuthnError::Malformed("the API key is not valid");
@@ -203,7 +204,7 @@ impl AuthnFilter {
         }
     }
 
-    fn mtls(&self, s: &mut Session) -> Option<Result<Identity, ProxyError>> {
+    fn mtls(&self, s: &mut Session) -> Option<Result<Arc<Identity>, ProxyError>> {
         let peer = s.peer_cert.clone()?;
         match peer.identity() {
             Ok(c) => {
@@ -212,7 +213,7 @@ impl AuthnFilter {
                     None => Identity::new(PrincipalKind::Client, c.subject().to_owned(), "mtls"),
                 };
                 id.mtls_identity = Some(c.spiffe_id().unwrap_or(c.subject()).to_owned());
-                Some(Ok(id))
+                Some(Ok(Arc::new(id)))
             }
             Err(e) => {
                 let reason = format!("client certificate refused: {e}");
@@ -241,7 +242,8 @@ impl Filter for AuthnFilter {
                 Some(Ok(mut id)) => {
                     if id.mtls_identity.is_none() {
                         if let Some(peer) = &s.peer_cert {
-                            id.mtls_identity =
+                            // The token's shared identity is copied only for a client with a certificate.
+                            Arc::make_mut(&mut id).mtls_identity =
                                 peer.identity().as_ref().ok().map(|c| c.spiffe_id().unwrap_or(c.subject()).to_owned());
                         }
                     }

@@ -25,7 +25,7 @@ impl Filter for AuthzFilter {
 
     async fn request_filter(&self, s: &mut Session) -> Result<Flow, ProxyError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let id = s.identity.as_ref();
+        let id = s.identity.as_deref();
         let principal = match id {
             None => Principal::Anonymous,
             Some(i) => match i.kind() {

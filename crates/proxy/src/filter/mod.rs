@@ -42,7 +42,7 @@ pub struct Session {
     /// The client certificate, verified by the listener (against `client_auth.ca`, or the mesh bundle).
     pub peer_cert: Option<Arc<PeerCert>>,
     /// Set by the authentication filter only (it is the one that verified it).
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     /// The decision to audit for this request.
     pub audit: AuditNote,
     /// Per-request state a filter keeps between its phases.

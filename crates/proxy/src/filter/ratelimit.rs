@@ -63,7 +63,7 @@ impl Limit {
         k.push_str(route);
         k.push('\u{1f}');
         k.push_str(&self.name);
-        let id = s.identity.as_ref();
+        let id = s.identity.as_deref();
         for p in &self.key {
             k.push('\u{1f}');
             match p {

@@ -682,7 +682,7 @@ impl TransformFilter {
             let slot = edits.len();
             edits.push((h.range, json_string(&rule.rule.masked(value.as_deref()))));
             match value {
-                Some(v) if self.vault.is_some() && rule.may_reveal(s.identity.as_ref()) => {
+                Some(v) if self.vault.is_some() && rule.may_reveal(s.identity.as_deref()) => {
                     let (op, item) = rule.rule.reveal_item(&v);
                     group_push(&mut groups, op, rule.rule.key(), item, slot);
                 }
@@ -1009,7 +1009,7 @@ mod tests {
         assert_eq!(f.wants_response_body(&session("application/json"), &parts), Some(1 << 20));
 
         let mut s = session("application/json");
-        s.identity = Some(caller(&["viewer"], &["orders:read"]));
+        s.identity = Some(Arc::new(caller(&["viewer"], &["orders:read"])));
         let mut body = Bytes::from(STORED);
         f.response_body_filter(&mut s, &mut parts, &mut body).await.unwrap();
         assert_eq!(std::str::from_utf8(&body).unwrap(), r#"{"card":{"number":"****1114"},"items":[{"ssn":"****"}]}"#);
@@ -1017,7 +1017,7 @@ mod tests {
         assert_eq!(s.audit.reason, "every filter passed; response /card/number, /items/*/ssn: 0 revealed, 2 masked");
 
         let mut s = session("application/json");
-        s.identity = Some(caller(&["billing"], &[]));
+        s.identity = Some(Arc::new(caller(&["billing"], &[])));
         let mut body = Bytes::from(STORED);
         f.response_body_filter(&mut s, &mut parts, &mut body).await.unwrap();
         assert_eq!(
@@ -1027,7 +1027,7 @@ mod tests {
 
         // A scope reveals the card only (the ssn rule names no scope).
         let mut s = session("application/json");
-        s.identity = Some(caller(&[], &["cards:reveal"]));
+        s.identity = Some(Arc::new(caller(&[], &["cards:reveal"])));
         let mut body = Bytes::from(STORED);
         f.response_body_filter(&mut s, &mut parts, &mut body).await.unwrap();
         assert_eq!(
@@ -1046,7 +1046,7 @@ mod tests {
     async fn vault_down_masks_even_for_allowed_callers() {
         let f = filter(Arc::new(MockVault { down: true, ..Default::default() }));
         let mut s = session("application/json");
-        s.identity = Some(caller(&["billing"], &[]));
+        s.identity = Some(Arc::new(caller(&["billing"], &[])));
         let mut body = Bytes::from(STORED);
         f.response_body_filter(&mut s, &mut response_parts(), &mut body).await.unwrap();
         assert_eq!(std::str::from_utf8(&body).unwrap(), r#"{"card":{"number":"****1114"},"items":[{"ssn":"****"}]}"#);
