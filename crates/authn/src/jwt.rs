@@ -365,6 +365,13 @@ impl JwtAuthenticator {
         result
     }
 
+    /// The token's verification when the verified-token cache holds it (unexpired, its issuer's
+    /// keys unchanged): what [`JwtAuthenticator::verify`] would return, without waiting. `None`
+    /// otherwise, which says nothing about the token.
+    pub fn verified_now(&self, token: &str) -> Option<VerifiedToken> {
+        self.cacheable(token).then(|| self.cached(token, unix_now())).flatten()
+    }
+
     /// Only a token no longer than some issuer allows can be valid, and be cached.
     fn cacheable(&self, token: &str) -> bool {
         self.issuers.iter().any(|i| token.len() <= i.settings.max_token_bytes)

@@ -580,8 +580,10 @@ async fn a_verified_token_is_remembered_until_its_key_set_changes() {
     let auth = JwtAuthenticator::new(vec![s]).unwrap();
     auth.refresh_all().await.unwrap();
     let t = old.sign(&header(&old, "a"), &net_claims(&server));
+    assert!(auth.verified_now(&t).is_none(), "not verified yet");
     let first = auth.verify(&t).await.unwrap();
     assert_eq!(auth.verified.lock().unwrap().map.len(), 1, "the verified token is remembered");
+    assert_eq!(auth.verified_now(&t).unwrap().claims(), first.claims(), "and answered without waiting");
     // What a caller derives from it is made once and shared by the cached copies.
     let made = first.derived(|| String::from("identity"));
     let again = auth.verify(&t).await.unwrap();
@@ -594,6 +596,7 @@ async fn a_verified_token_is_remembered_until_its_key_set_changes() {
     // The issuer drops key "a": the remembered token must not outlive its key.
     server.set("/jwks", &json!({"keys": [new.jwk("b")]}));
     auth.refresh_all().await.unwrap();
+    assert!(auth.verified_now(&t).is_none(), "a key set change ends the cached answer");
     assert_eq!(auth.verify(&t).await.unwrap_err(), AuthnError::UnknownKey);
     server.stop().await;
 }

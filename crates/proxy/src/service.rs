@@ -254,7 +254,11 @@ async fn proxy(
         ext: http::Extensions::new(),
     });
     for f in &route.filters {
-        if let Flow::Respond(r) = f.request_filter(session).await? {
+        let flow = match f.request_filter_now(session) {
+            Some(flow) => flow?,
+            None => f.request_filter(session).await?,
+        };
+        if let Flow::Respond(r) = flow {
             return Ok(r);
         }
     }

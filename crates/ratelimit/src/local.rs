@@ -173,6 +173,10 @@ impl Store for LocalStore {
     async fn check(&self, key: &str, quota: &Quota, now: SystemTime) -> Result<Verdict, StoreError> {
         Ok(self.check_at(key, quota, now))
     }
+
+    fn local(&self) -> Option<&LocalStore> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

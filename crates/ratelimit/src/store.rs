@@ -34,4 +34,10 @@ pub trait Store: Send + Sync {
     /// The state is per `key` only: callers that apply several quotas must put the policy in the key.
     /// Stores that use their own clock (the Redis store by default) ignore `now`.
     async fn check(&self, key: &str, quota: &Quota, now: SystemTime) -> Result<Verdict, StoreError>;
+
+    /// The store itself when it keeps its state in this process and answers without waiting (a
+    /// caller may then check synchronously, with [`crate::LocalStore::check_at`]).
+    fn local(&self) -> Option<&crate::LocalStore> {
+        None
+    }
 }

@@ -57,6 +57,15 @@ fn jwt_identity(verified: &VerifiedToken) -> Identity {
 }
 
 /// The audit reason for an identity verified by `method` (no formatting on the request path).
+/// The scheme and token of an `Authorization: Bearer` or `DPoP` header.
+fn in_header(v: &HeaderValue) -> Option<(&'static str, &str)> {
+    match v.to_str().ok()?.split_once(' ')? {
+        (sch, t) if sch.eq_ignore_ascii_case("bearer") => Some(("Bearer", t.trim())),
+        (sch, t) if sch.eq_ignore_ascii_case("dpop") => Some(("DPoP", t.trim())),
+        _ => None,
+    }
+}
+
 fn authenticated_by(method: &'static str) -> String {
     match method {
         "jwt" => "authenticated by jwt".into(),
@@ -117,10 +126,8 @@ impl AuthnFilter {
         let jwt = self.jwt.as_ref()?;
         // A clone of the header value shares its bytes: the token is not copied.
         let header = s.request.headers.get(header::AUTHORIZATION).cloned();
-        let auth = header.as_ref().and_then(|v| v.to_str().ok());
-        let (scheme, token): (_, std::borrow::Cow<'_, str>) = match auth.and_then(|a| a.split_once(' ')) {
-            Some((sch, t)) if sch.eq_ignore_ascii_case("bearer") => ("Bearer", t.trim().into()),
-            Some((sch, t)) if sch.eq_ignore_ascii_case("dpop") => ("DPoP", t.trim().into()),
+        let (scheme, token): (_, std::borrow::Cow<'_, str>) = match header.as_ref().and_then(in_header) {
+            Some((scheme, t)) => (scheme, t.into()),
             _ => match query_param(s.request.uri.query(), "access_token") {
                 Some(t) if self.query_token => ("Bearer", t.into_owned().into()),
                 Some(_) => {
@@ -130,19 +137,45 @@ impl AuthnFilter {
                 None => return None,
             },
         };
-        let verified = match jwt.verify(&token).await {
+        let verified = jwt.verify(&token).await;
+        Some(self.jwt_verified(s, scheme, &token, verified))
+    }
+
+    /// The JWT step once the token's verification is known.
+    fn jwt_verified(
+        &self,
+        s: &mut Session,
+        scheme: &'static str,
+        token: &str,
+        verified: Result<VerifiedToken, AuthnError>,
+    ) -> Result<Arc<Identity>, ProxyError> {
+        let verified = match verified {
             Ok(v) => v,
             Err(e) => {
                 let reason = format!("invalid token: {e}");
-                return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
+                return Err(self.refuse(s, scheme, Some(&e), reason));
             }
         };
-        if let Err(e) = self.sender_constraint(s, scheme, &token, &verified) {
+        if let Err(e) = self.sender_constraint(s, scheme, token, &verified) {
             let reason = format!("sender constraint failed: {e}");
-            return Some(Err(self.refuse(s, scheme, Some(&e), reason)));
+            return Err(self.refuse(s, scheme, Some(&e), reason));
         }
         // Made once per verified token and shared by every request the token cache answers.
-        Some(Ok(verified.derived(|| jwt_identity(&verified))))
+        Ok(verified.derived(|| jwt_identity(&verified)))
+    }
+
+    /// The identity found: the audit note says how, and the session holds it.
+    fn accept(&self, s: &mut Session, mut id: Arc<Identity>) -> Flow {
+        if id.mtls_identity.is_none() {
+            if let Some(peer) = &s.peer_cert {
+                // The token's shared identity is copied only for a client with a certificate.
+                Arc::make_mut(&mut id).mtls_identity =
+                    peer.identity().as_ref().ok().map(|c| c.spiffe_id().unwrap_or(c.subject()).to_owned());
+            }
+        }
+        s.allow(Stage::Authn, authenticated_by(id.method()));
+        s.identity = Some(id);
+        Flow::Continue
     }
 
     fn sender_constraint(&self, s: &Session, scheme: &str, token: &str, v: &VerifiedToken) -> Result<(), AuthnError> {
@@ -239,18 +272,7 @@ impl Filter for AuthnFilter {
             match found {
                 None => continue,
                 Some(Err(e)) => return Err(e),
-                Some(Ok(mut id)) => {
-                    if id.mtls_identity.is_none() {
-                        if let Some(peer) = &s.peer_cert {
-                            // The token's shared identity is copied only for a client with a certificate.
-                            Arc::make_mut(&mut id).mtls_identity =
-                                peer.identity().as_ref().ok().map(|c| c.spiffe_id().unwrap_or(c.subject()).to_owned());
-                        }
-                    }
-                    s.allow(Stage::Authn, authenticated_by(id.method()));
-                    s.identity = Some(id);
-                    return Ok(Flow::Continue);
-                }
+                Some(Ok(id)) => return Ok(self.accept(s, id)),
             }
         }
         if self.allow_anonymous {
@@ -259,6 +281,20 @@ impl Filter for AuthnFilter {
         }
         let scheme = if self.methods.first() == Some(&AuthnMethod::ApiKey) { "ApiKey" } else { "Bearer" };
         Err(self.refuse(s, scheme, None, "no credentials".into()))
+    }
+
+    /// A route whose first method is JWT, and a token in the header that the verified-token
+    /// cache holds: decided without a future. Anything else (no token, a token in the query, one
+    /// not verified yet) goes the awaited way.
+    fn request_filter_now(&self, s: &mut Session) -> Option<Result<Flow, ProxyError>> {
+        if self.methods.first() != Some(&AuthnMethod::Jwt) {
+            return None;
+        }
+        let jwt = self.jwt.as_ref()?;
+        let header = s.request.headers.get(header::AUTHORIZATION)?.clone();
+        let (scheme, token) = in_header(&header)?;
+        let verified = jwt.verified_now(token)?;
+        Some(self.jwt_verified(s, scheme, token, Ok(verified)).map(|id| self.accept(s, id)))
     }
 
     fn upstream_request_filter(&self, s: &Session, up: &mut http::request::Parts) {

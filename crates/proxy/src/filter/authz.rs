@@ -24,6 +24,17 @@ impl Filter for AuthzFilter {
     }
 
     async fn request_filter(&self, s: &mut Session) -> Result<Flow, ProxyError> {
+        self.decide(s)
+    }
+
+    fn request_filter_now(&self, s: &mut Session) -> Option<Result<Flow, ProxyError>> {
+        Some(self.decide(s))
+    }
+}
+
+impl AuthzFilter {
+    /// Cedar decides synchronously.
+    fn decide(&self, s: &mut Session) -> Result<Flow, ProxyError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let id = s.identity.as_deref();
         let principal = match id {

@@ -91,6 +91,13 @@ pub trait Filter: Send + Sync {
         Ok(Flow::Continue)
     }
 
+    /// What `request_filter` would do, when the filter can decide without waiting (a policy
+    /// decision, a local rate limit): it saves boxing a future per request. `None` (the default)
+    /// when it cannot; the engine then awaits `request_filter`. Must not have acted when `None`.
+    fn request_filter_now(&self, _session: &mut Session) -> Option<Result<Flow, ProxyError>> {
+        None
+    }
+
     /// Whether this filter needs the whole request body (it is then buffered, up to the limit).
     fn wants_body(&self) -> Option<u64> {
         None

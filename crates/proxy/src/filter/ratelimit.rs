@@ -86,6 +86,61 @@ impl Limit {
     }
 }
 
+impl RateLimitFilter {
+    /// One limit's verdict: `Err` ends the request (limited, or the store failed closed);
+    /// otherwise the limit with the fewest requests left so far is kept in `tightest`.
+    fn apply<'a>(
+        &self,
+        s: &mut Session,
+        l: &'a Limit,
+        checked: Result<Verdict, palisade_ratelimit::StoreError>,
+        tightest: &mut Option<(u32, &'a Limit, Verdict)>,
+    ) -> Result<(), ProxyError> {
+        match checked {
+            Ok(v @ Verdict::Limited { .. }) => {
+                let headers = l.headers.headers(&v);
+                s.deny(Stage::RateLimit, format!("rate limit {} exceeded", l.name));
+                Err(ProxyError::Rejected {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: "rate limit exceeded".into(),
+                    headers,
+                })
+            }
+            Ok(v @ Verdict::Allowed { remaining, .. }) => {
+                if tightest.as_ref().is_none_or(|t| remaining < t.0) {
+                    *tightest = Some((remaining, l, v));
+                }
+                Ok(())
+            }
+            Err(e) => match l.on_error {
+                OnError::FailClosed => {
+                    tracing::warn!(limit = %l.name, error = %e, "rate limit store unavailable: failing closed");
+                    s.deny(Stage::RateLimit, format!("rate limit store unavailable ({e}); failed closed"));
+                    Err(ProxyError::Rejected {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: "rate limiting is unavailable".into(),
+                        headers: vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                    })
+                }
+                OnError::FailOpen => {
+                    tracing::warn!(limit = %l.name, error = %e, "rate limit store unavailable: failing open");
+                    s.allow(Stage::RateLimit, format!("rate limit store unavailable ({e}); failed open"));
+                    s.audit.force = true;
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// The allowed request's response will carry the tightest limit's headers.
+    fn finish(&self, s: &mut Session, tightest: Option<(u32, &Limit, Verdict)>) -> Flow {
+        if let Some((_, l, v)) = tightest {
+            s.ext.insert(Allowed(l.headers.headers(&v)));
+        }
+        Flow::Continue
+    }
+}
+
 #[async_trait::async_trait]
 impl Filter for RateLimitFilter {
     fn name(&self) -> &'static str {
@@ -93,46 +148,30 @@ impl Filter for RateLimitFilter {
     }
 
     async fn request_filter(&self, s: &mut Session) -> Result<Flow, ProxyError> {
-        let mut tightest: Option<(u32, &Limit, Verdict)> = None;
+        let mut tightest = None;
         for l in &self.limits {
             let key = l.key(&self.route, s);
-            match l.store.check(&key, &l.quota, SystemTime::now()).await {
-                Ok(v @ Verdict::Limited { .. }) => {
-                    let headers = l.headers.headers(&v);
-                    s.deny(Stage::RateLimit, format!("rate limit {} exceeded", l.name));
-                    return Err(ProxyError::Rejected {
-                        status: StatusCode::TOO_MANY_REQUESTS,
-                        message: "rate limit exceeded".into(),
-                        headers,
-                    });
-                }
-                Ok(v @ Verdict::Allowed { remaining, .. }) => {
-                    if tightest.as_ref().is_none_or(|t| remaining < t.0) {
-                        tightest = Some((remaining, l, v));
-                    }
-                }
-                Err(e) => match l.on_error {
-                    OnError::FailClosed => {
-                        tracing::warn!(limit = %l.name, error = %e, "rate limit store unavailable: failing closed");
-                        s.deny(Stage::RateLimit, format!("rate limit store unavailable ({e}); failed closed"));
-                        return Err(ProxyError::Rejected {
-                            status: StatusCode::SERVICE_UNAVAILABLE,
-                            message: "rate limiting is unavailable".into(),
-                            headers: vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))],
-                        });
-                    }
-                    OnError::FailOpen => {
-                        tracing::warn!(limit = %l.name, error = %e, "rate limit store unavailable: failing open");
-                        s.allow(Stage::RateLimit, format!("rate limit store unavailable ({e}); failed open"));
-                        s.audit.force = true;
-                    }
-                },
+            let checked = l.store.check(&key, &l.quota, SystemTime::now()).await;
+            self.apply(s, l, checked, &mut tightest)?;
+        }
+        Ok(self.finish(s, tightest))
+    }
+
+    /// Every limit in this process's memory (the usual case): checked without a future.
+    fn request_filter_now(&self, s: &mut Session) -> Option<Result<Flow, ProxyError>> {
+        if !self.limits.iter().all(|l| l.store.local().is_some()) {
+            return None;
+        }
+        let mut tightest = None;
+        let now = SystemTime::now();
+        for l in &self.limits {
+            let key = l.key(&self.route, s);
+            let verdict = l.store.local()?.check_at(&key, &l.quota, now);
+            if let Err(e) = self.apply(s, l, Ok(verdict), &mut tightest) {
+                return Some(Err(e));
             }
         }
-        if let Some((_, l, v)) = tightest {
-            s.ext.insert(Allowed(l.headers.headers(&v)));
-        }
-        Ok(Flow::Continue)
+        Some(Ok(self.finish(s, tightest)))
     }
 
     fn response_filter(&self, s: &Session, resp: &mut http::response::Parts) {
@@ -141,5 +180,102 @@ impl Filter for RateLimitFilter {
                 resp.headers.insert(n.clone(), v.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use palisade_ratelimit::{LocalStore, StoreError};
+
+    use super::*;
+    use crate::filter::tests::test_session;
+
+    /// A store that must be awaited (like Redis): counts its checks, allows everything.
+    #[derive(Default)]
+    struct Remote(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Store for Remote {
+        async fn check(&self, _key: &str, quota: &Quota, _now: SystemTime) -> Result<Verdict, StoreError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Verdict::Allowed { remaining: quota.limit() - 1, reset: Duration::ZERO })
+        }
+    }
+
+    fn limit(name: &str, n: u32, store: Arc<dyn Store>) -> Limit {
+        let quota = Quota::new(n, Duration::from_secs(60), n).unwrap();
+        Limit {
+            name: name.into(),
+            headers: PolicyHeaders::new(&quota, name),
+            quota,
+            key: vec![KeyPart::ClientIp],
+            store,
+            on_error: OnError::FailClosed,
+        }
+    }
+
+    fn session() -> Session {
+        test_session(http::Request::new(()).into_parts().0)
+    }
+
+    #[tokio::test]
+    async fn local_limits_are_checked_without_a_future_and_remote_ones_are_awaited() {
+        // The same sequence of answers whether checked now or awaited (each on a fresh store):
+        // the allowed ones with their `RateLimit` header, then 429 with the audit stage.
+        let fresh =
+            || RateLimitFilter { route: "r".into(), limits: vec![limit("a", 2, Arc::new(LocalStore::new(1024)))] };
+        let answer = |f: &RateLimitFilter, s: &mut Session, r: Option<Result<Flow, ProxyError>>| match r {
+            Some(Ok(Flow::Continue)) => {
+                let (mut resp, ()) = http::Response::new(()).into_parts();
+                f.response_filter(s, &mut resp);
+                resp.headers["ratelimit"].to_str().unwrap().to_owned()
+            }
+            Some(Err(ProxyError::Rejected { status, .. })) => {
+                assert_eq!(s.audit.decision.map(|d| d.1), Some(Stage::RateLimit));
+                status.to_string()
+            }
+            _ => panic!("no answer"),
+        };
+        let (now, awaited) = (fresh(), fresh());
+        let mut by_now = Vec::new();
+        let mut by_await = Vec::new();
+        for _ in 0..5 {
+            let mut s = session();
+            let r = now.request_filter_now(&mut s);
+            by_now.push(answer(&now, &mut s, r));
+            let mut s = session();
+            let r = Some(awaited.request_filter(&mut s).await);
+            by_await.push(answer(&awaited, &mut s, r));
+        }
+        assert_eq!(by_now, by_await);
+        assert!(by_now[0].starts_with("\"a\";r="), "{by_now:?}");
+        assert_eq!(by_now[4], "429 Too Many Requests", "{by_now:?}");
+
+        // One remote limit beside a local one: no synchronous answer, and nothing was counted.
+        let remote = Arc::new(Remote::default());
+        let other_local: Arc<dyn Store> = Arc::new(LocalStore::new(1024));
+        let mixed = RateLimitFilter {
+            route: "r".into(),
+            limits: vec![limit("b", 1, other_local.clone()), limit("c", 5, remote.clone())],
+        };
+        let mut s = session();
+        assert!(mixed.request_filter_now(&mut s).is_none());
+        assert!(matches!(mixed.request_filter(&mut s).await, Ok(Flow::Continue)));
+        assert_eq!(remote.0.load(Ordering::SeqCst), 1);
+        // "b" counted exactly one request, the awaited one: its next verdict is a fresh store's second.
+        let b = &mixed.limits[0];
+        let key = b.key("r", &session());
+        let at = SystemTime::now();
+        let reference = LocalStore::new(1024);
+        reference.check_at(&key, &b.quota, at);
+        let local = other_local.local().unwrap();
+        let remaining = |v: Verdict| match v {
+            Verdict::Allowed { remaining, .. } => Some(remaining),
+            Verdict::Limited { .. } => None,
+        };
+        assert_eq!(remaining(local.check_at(&key, &b.quota, at)), remaining(reference.check_at(&key, &b.quota, at)));
     }
 }
