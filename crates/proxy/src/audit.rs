@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use http::StatusCode;
-use palisade_core::audit::{now_rfc3339, AuditEvent, AuditSink, Decision};
+use palisade_core::audit::{AuditEvent, AuditEventView, AuditSink, Decision, Rfc3339Millis};
 
 use crate::filter::Session;
 use crate::route::CompiledRoute;
@@ -25,29 +25,38 @@ pub(crate) fn emit(
     if !route.protected && !s.audit.force && decision == Decision::Allow {
         return;
     }
-    let (principal, client_id, auth_method) = match &s.identity {
-        Some(i) => (i.principal_ref(), i.client_id().map(str::to_owned), Some(i.method().into())),
-        None => ("Anonymous".to_owned(), None, None),
+    let (principal, client_id, auth_method) = match s.identity.as_deref() {
+        Some(i) => (i.principal_str(), i.client_id(), Some(i.method())),
+        None => ("Anonymous", None, None),
     };
-    sink.record(AuditEvent {
-        time: now_rfc3339(),
-        source: "gateway".into(),
+    let time = Rfc3339Millis::now();
+    // On the stack: the address text is borrowed from a per-thread cache only inside a closure.
+    let mut ip = [0u8; 48];
+    let ip_len = crate::headers::with_ip_text(s.client_ip, |t| {
+        let n = t.len().min(ip.len());
+        ip[..n].copy_from_slice(&t.as_bytes()[..n]);
+        n
+    });
+    // Borrowed throughout: the file sink serializes it without an owned copy.
+    sink.record_view(&AuditEventView {
+        time: time.as_str(),
+        source: "gateway",
         service: None,
-        request_id: s.request_id.clone(),
+        request_id: &s.request_id,
         decision,
         stage,
-        reason: std::mem::take(&mut s.audit.reason),
+        reason: &s.audit.reason,
         principal,
         client_id,
         auth_method,
-        route: route.name.to_string(),
-        method: s.request.method.as_str().to_owned(),
-        path: s.request.uri.path().to_owned(),
-        client_ip: crate::headers::with_ip_text(s.client_ip, str::to_owned),
-        policy_ids: std::mem::take(&mut s.audit.policy_ids),
+        route: &route.name,
+        method: s.request.method.as_str(),
+        path: s.request.uri.path(),
+        client_ip: std::str::from_utf8(&ip[..ip_len]).unwrap_or_default(),
+        policy_ids: &s.audit.policy_ids,
         status: status.as_u16(),
         latency_ms: palisade_core::audit::latency_ms(elapsed),
-        waf: std::mem::take(&mut s.audit.waf),
+        waf: &s.audit.waf,
     });
 }
 
@@ -227,6 +236,10 @@ fn merge_by_time(parts: &[&[u8]], out: &mut Vec<u8>) {
 
 impl AuditSink for FileSink {
     fn record(&self, event: AuditEvent) {
+        self.record_view(&event.view());
+    }
+
+    fn record_view(&self, event: &AuditEventView<'_>) {
         MINE.with_borrow_mut(|mine| {
             let at = match mine.iter().position(|(s, _)| std::ptr::eq(s.as_ptr(), Arc::as_ptr(&self.buffers))) {
                 Some(at) => at,
@@ -263,6 +276,13 @@ pub(crate) struct Labeled {
 }
 
 impl AuditSink for Labeled {
+    fn record_view(&self, event: &AuditEventView<'_>) {
+        let labeled = AuditEventView { source: self.source, service: self.service.as_deref(), ..*event };
+        for s in &self.sinks {
+            s.record_view(&labeled);
+        }
+    }
+
     fn record(&self, mut event: AuditEvent) {
         event.source = self.source.into();
         event.service.clone_from(&self.service);

@@ -109,6 +109,11 @@ impl Identity {
 
     /// Cedar-style entity reference, e.g. `User::"alice"`.
     pub fn principal_ref(&self) -> String {
-        self.principal.get_or_init(|| format!("{}::{:?}", self.kind.as_str(), self.id)).clone()
+        self.principal_str().to_owned()
+    }
+
+    /// [`Identity::principal_ref`], borrowed (made once).
+    pub fn principal_str(&self) -> &str {
+        self.principal.get_or_init(|| format!("{}::{:?}", self.kind.as_str(), self.id))
     }
 }
