@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cedar_policy::{
     ActionConstraint, Context, Entities, EntityId, EntityTypeName, EntityUid, PolicySet, Request, ResourceConstraint,
@@ -83,15 +83,16 @@ pub struct Decision {
     /// Whether the request may proceed.
     pub allow: bool,
     /// The determining policies: the satisfied `permit`s on allow, the satisfied `forbid`s on a forbid
-    /// deny, none on a default deny or an error deny.
-    pub policy_ids: Vec<String>,
+    /// deny, none on a default deny or an error deny. Shared: a cached decision is handed out
+    /// without copying them.
+    pub policy_ids: Arc<[String]>,
     /// Evaluation or request-construction errors (each of which denies).
     pub errors: Vec<String>,
 }
 
 impl Decision {
     fn deny_error(error: String) -> Self {
-        Decision { allow: false, policy_ids: Vec::new(), errors: vec![error] }
+        Decision { allow: false, policy_ids: Arc::default(), errors: vec![error] }
     }
 }
 
@@ -147,7 +148,7 @@ pub struct Authorizer {
     route: EntityTypeName,
     needs: Needs,
     /// Decisions by their inputs; only used when the policies read nothing that changes per request
-    /// (path, client IP, time, claims), see [`Authorizer::cache_key`].
+    /// (path, client IP, time, claims), see [`Authorizer::write_cache_key`].
     decisions: RwLock<HashMap<Vec<u8>, Decision>>,
 }
 
@@ -210,14 +211,26 @@ impl Authorizer {
         let Some(index) = ACTIONS.iter().position(|a| *a == req.method) else {
             return Decision::deny_error(format!("method `{}` is not an action of the schema", truncate(req.method)));
         };
-        let Some(key) = self.cache_key(index, req) else { return self.evaluate(index, req) };
+        // The key is written into a buffer of this thread's; it is copied only into the cache.
+        thread_local! {
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let key = KEY.with_borrow_mut(|k| {
+            k.clear();
+            self.write_cache_key(index, req, k).then(|| {
+                let hit = self.decisions.read().unwrap_or_else(PoisonError::into_inner).get(&k[..]).cloned();
+                hit.ok_or_else(|| k.clone())
+            })
+        });
+        let Some(found) = key else { return self.evaluate(index, req) };
         // Claims over the limits deny whether or not a policy reads them (as in `build_context`).
         if let Some(Err(e)) = req.claims.map(check_claim_limits) {
             return Decision::deny_error(e);
         }
-        if let Some(d) = self.decisions.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
-            return d.clone();
-        }
+        let key = match found {
+            Ok(cached) => return cached,
+            Err(key) => key,
+        };
         let decision = self.evaluate(index, req);
         let mut cache = self.decisions.write().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= DECISION_CACHE_MAX {
@@ -227,13 +240,13 @@ impl Authorizer {
         decision
     }
 
-    /// The inputs the policies read, as an injective byte string (each field length-prefixed), or
-    /// `None` when they read something that differs per request (path, client IP, time, claims):
-    /// then every request is evaluated.
-    fn cache_key(&self, action: usize, req: &AuthzRequest<'_>) -> Option<Vec<u8>> {
+    /// The inputs the policies read, written into `k` as an injective byte string (each field
+    /// length-prefixed); `false` when they read something that differs per request (path, client
+    /// IP, time, claims): then every request is evaluated.
+    fn write_cache_key(&self, action: usize, req: &AuthzRequest<'_>, k: &mut Vec<u8>) -> bool {
         let n = &self.needs;
         if n.path || n.client_ip || n.time || n.claims || n.claims_str {
-            return None;
+            return false;
         }
         fn field(k: &mut Vec<u8>, s: &str) {
             k.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
@@ -252,7 +265,6 @@ impl Authorizer {
                 }
             }
         }
-        let mut k = Vec::with_capacity(128);
         k.push(u8::try_from(action).unwrap_or(u8::MAX));
         let (tag, id) = match &req.principal {
             Principal::User(id) => (1, Some(id)),
@@ -262,28 +274,28 @@ impl Authorizer {
         };
         k.push(tag);
         if let Some(id) = id {
-            field(&mut k, id);
+            field(k, id);
         }
-        field(&mut k, req.route);
+        field(k, req.route);
         if n.authenticated {
             k.push(u8::from(req.authenticated));
         }
         if n.scopes {
-            list(&mut k, req.scopes);
+            list(k, req.scopes);
         }
         if n.roles {
-            list(&mut k, req.roles);
+            list(k, req.roles);
         }
         if n.client_id {
-            opt(&mut k, req.client_id);
+            opt(k, req.client_id);
         }
         if n.issuer {
-            opt(&mut k, req.issuer);
+            opt(k, req.issuer);
         }
         if n.mtls_identity {
-            opt(&mut k, req.mtls_identity);
+            opt(k, req.mtls_identity);
         }
-        Some(k)
+        true
     }
 
     #[cfg(test)]
@@ -308,13 +320,13 @@ impl Authorizer {
         let allowed = response.decision() == cedar_policy::Decision::Allow;
         // Cedar skips a policy that errors; an erroring `forbid` must not let a `permit` through.
         let allow = allowed && errors.is_empty();
-        let policy_ids = if allowed && !allow {
-            Vec::new()
+        let policy_ids: Arc<[String]> = if allowed && !allow {
+            Arc::default()
         } else {
             let mut ids: Vec<String> =
                 response.diagnostics().reason().map(|id| AsRef::<str>::as_ref(id).to_owned()).collect();
             ids.sort_unstable();
-            ids
+            ids.into()
         };
         Decision { allow, policy_ids, errors }
     }

@@ -176,7 +176,7 @@ pub fn run_cases(authz: &Authorizer, yaml: &str) -> Result<CaseReport, String> {
                 name: case.name.clone(),
                 expected: case.expect,
                 got,
-                policy_ids: decision.policy_ids,
+                policy_ids: decision.policy_ids.to_vec(),
                 errors: decision.errors,
             });
         }

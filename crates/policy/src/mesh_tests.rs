@@ -141,7 +141,7 @@ fn decision_table() {
         match expected {
             Some(policy) => {
                 assert!(d.allow, "row {i}: {peer} {method} {path} denied");
-                assert_eq!(d.policy_ids, [*policy], "row {i}");
+                assert_eq!(d.policy_ids[..], [*policy], "row {i}");
             }
             None => {
                 assert!(!d.allow, "row {i}: {peer} {method} {path} allowed by {:?}", d.policy_ids);
@@ -162,7 +162,7 @@ fn a_sidecar_without_rules_denies_everything() {
     let authz = mesh.authorizer_for(&wl("shop/frontend")).unwrap();
     assert!(authz.policy_ids().is_empty());
     let d = decide(&authz, service("shop/orders"), "GET", "/");
-    assert_eq!(d, Decision { allow: false, policy_ids: vec![], errors: vec![] });
+    assert_eq!(d, Decision { allow: false, policy_ids: std::sync::Arc::default(), errors: vec![] });
     // The generated source also compiles next to other policy files.
     let other = PolicySource { name: "extra.cedar".into(), text: "permit (principal, action, resource);".into() };
     let both = Authorizer::compile(&[mesh.policy_source_for(&wl("shop/orders")), other], &[]).unwrap();

@@ -109,7 +109,7 @@ fn requirement(methods: &[&str], scopes: &[&str], roles: &[&str], claims: Value)
 fn decide(a: &Authorizer, r: &R) -> (bool, Vec<String>) {
     let d = a.decide(&r.req());
     assert!(d.errors.is_empty(), "unexpected errors: {:?}", d.errors);
-    (d.allow, d.policy_ids)
+    (d.allow, d.policy_ids.to_vec())
 }
 
 fn ids(s: &[&str]) -> Vec<String> {
@@ -468,7 +468,7 @@ fn evaluation_errors_fail_closed() {
     let a = Authorizer::compile(&[src("p.cedar", text)], &[]).unwrap();
     let d = a.decide(&user("GET", "x").req());
     assert!(!d.allow);
-    assert_eq!(d.policy_ids, Vec::<String>::new());
+    assert!(d.policy_ids.is_empty());
     assert_eq!(d.errors.len(), 1);
     assert!(d.errors[0].contains("p:1"), "{:?}", d.errors);
     // time 0 does not overflow: allowed by the permit
@@ -771,7 +771,7 @@ fn decisions_are_cached_by_exactly_the_inputs_read() {
     }
     assert_eq!(a.cached_decisions(), table.len());
     let d = a.decide(&table[0].0.req());
-    assert_eq!(d.policy_ids, ["read"]);
+    assert_eq!(d.policy_ids[..], ["read"]);
 
     // Claims over the limits still deny when the decision is cached.
     let many: Vec<u32> = (0..=MAX_CLAIM_ENTRIES as u32).collect();

@@ -53,7 +53,7 @@ pub(crate) fn emit(
         method: s.request.method.as_str(),
         path: s.request.uri.path(),
         client_ip: std::str::from_utf8(&ip[..ip_len]).unwrap_or_default(),
-        policy_ids: &s.audit.policy_ids,
+        policy_ids: &s.audit.policy_ids[..],
         status: status.as_u16(),
         latency_ms: palisade_core::audit::latency_ms(elapsed),
         waf: &s.audit.waf,

@@ -54,7 +54,7 @@ pub struct Session {
 pub struct AuditNote {
     pub decision: Option<(Decision, Stage)>,
     pub reason: String,
-    pub policy_ids: Vec<String>,
+    pub policy_ids: Arc<[String]>,
     /// The WAF rules that matched (also when they did not block).
     pub waf: Vec<palisade_core::audit::WafHit>,
     /// Audit this request even on an unprotected route (e.g. a rate limiter that failed open).
