@@ -515,11 +515,7 @@ async fn cached_keys_keep_working_while_the_issuer_is_down() {
 async fn a_broken_jwks_response_keeps_the_previous_keys() {
     let server = TestServer::start().await;
     let key = TestKey::es256();
-    let mut s = net_settings(&server);
-    s.jwks_uri = Some(format!("{}/jwks", server.url()));
-    server.set("/jwks", &json!({"keys": [key.jwk("a")]}));
-    let auth = JwtAuthenticator::new(vec![s]).unwrap();
-    auth.refresh_all().await.unwrap();
+    let auth = fetched(&server, &key).await;
     let t = key.sign(&header(&key, "a"), &net_claims(&server));
     for broken in [json!({"keys": []}), json!({"nokeys": 1}), json!([1, 2])] {
         server.set("/jwks", &broken);
@@ -605,11 +601,7 @@ async fn a_verified_token_is_remembered_until_its_key_set_changes() {
 async fn a_cached_token_answers_only_for_the_same_bytes() {
     let server = TestServer::start().await;
     let key = TestKey::es256();
-    let mut s = net_settings(&server);
-    s.jwks_uri = Some(format!("{}/jwks", server.url()));
-    server.set("/jwks", &json!({"keys": [key.jwk("a")]}));
-    let auth = JwtAuthenticator::new(vec![s]).unwrap();
-    auth.refresh_all().await.unwrap();
+    let auth = fetched(&server, &key).await;
     let t = key.sign(&header(&key, "a"), &net_claims(&server));
     auth.verify(&t).await.unwrap();
     assert_eq!(auth.verified.lock().unwrap().bytes, t.len());
@@ -646,4 +638,14 @@ fn same_bytes_compares_every_byte_and_the_length() {
             assert!(!same_bytes(&a[..len], &b), "len {len}, difference at {at}");
         }
     }
+}
+
+/// An authenticator for `server`'s issuer, its keys fetched from a JWKS holding `key` as `a`.
+async fn fetched(server: &TestServer, key: &TestKey) -> JwtAuthenticator {
+    let mut s = net_settings(server);
+    s.jwks_uri = Some(format!("{}/jwks", server.url()));
+    server.set("/jwks", &json!({"keys": [key.jwk("a")]}));
+    let auth = JwtAuthenticator::new(vec![s]).unwrap();
+    auth.refresh_all().await.unwrap();
+    auth
 }
