@@ -203,7 +203,22 @@ pub fn spawn_logged(mut cmd: tokio::process::Command, log: &Path) -> tokio::proc
     cmd.env("PALISADE_LOG", "info").stdout(file.try_clone().unwrap()).stderr(file).kill_on_drop(true).spawn().unwrap()
 }
 
+/// A port for a child process to listen on. Taken below the kernel's ephemeral range (32768-60999
+/// by default), where the kernel never puts the outgoing connections and `:0` listeners of the
+/// tests running beside this one: a port from `bind(":0")` was once taken by one of those between
+/// this check and the child's own bind ("Address already in use"). Random, so that tests picking
+/// at the same time rarely pick the same one, and checked free now.
 pub fn free_port() -> u16 {
+    use std::hash::BuildHasher;
+    static PICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let n = PICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = std::collections::hash_map::RandomState::new().hash_one((n, std::process::id()));
+        let port = 20_000 + (r % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

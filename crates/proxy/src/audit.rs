@@ -62,9 +62,9 @@ pub(crate) fn emit(
 
 /// JSON lines appended to one file. Each thread that records an event writes its line into a
 /// buffer of its own (no queue shared by the workers, and the event is freed on the thread that
-/// made it); a writer thread takes what the buffers hold every tick and appends it, so the request
-/// path never waits for the disk. Lines of different threads can be out of time order by up to
-/// one tick.
+/// made it); a writer thread takes what the buffers hold every tick, merges the lines by `time`
+/// and appends them, so the request path never waits for the disk. Only a line recorded while the
+/// writer is taking the buffers can land after a later one of another thread.
 pub struct FileSink {
     buffers: Arc<Buffers>,
     path: PathBuf,
@@ -121,6 +121,7 @@ impl FileSink {
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
         Ok(FileSink { buffers, path: path.to_path_buf() })
     }
+
     /// What [`FileSink::open`] would find wrong with `path`, without creating anything: an existing
     /// file must be a writable file; otherwise the nearest existing ancestor must be a writable directory.
     pub fn check(path: &Path) -> Result<(), String> {
@@ -170,7 +171,8 @@ fn write_loop(buffers: Arc<Buffers>, mut file: std::fs::File, shown: String, tic
         let last = Arc::strong_count(&buffers) == 1;
         let all = {
             let mut all = lock(&buffers.all);
-            // A buffer only the list holds belongs to a thread that has ended: taken one last time.
+            // A buffer held only by the list (and by `list` here), not by a thread's `MINE`, belongs
+            // to a thread that has ended: taken one last time, then forgotten.
             let list = all.clone();
             all.retain(|b| Arc::strong_count(b) > 2);
             list
