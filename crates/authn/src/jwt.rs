@@ -344,8 +344,7 @@ impl JwtAuthenticator {
     /// single-flight JWKS refetch before the token is refused.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthnError> {
         let now = unix_now();
-        let cacheable = self.cacheable(token);
-        if let Some(hit) = cacheable.then(|| self.cached(token, now)).flatten() {
+        if let Some(hit) = self.cached_answer(token, now) {
             return Ok(hit);
         }
         let pending = self.parse(token)?;
@@ -359,7 +358,7 @@ impl JwtAuthenticator {
             }
             other => other,
         };
-        if let (Ok(t), true) = (&result, cacheable) {
+        if let (Ok(t), true) = (&result, self.cacheable(token)) {
             self.remember(token, pending.issuer, t);
         }
         result
@@ -369,7 +368,11 @@ impl JwtAuthenticator {
     /// keys unchanged): what [`JwtAuthenticator::verify`] would return, without waiting. `None`
     /// otherwise, which says nothing about the token.
     pub fn verified_now(&self, token: &str) -> Option<VerifiedToken> {
-        self.cacheable(token).then(|| self.cached(token, unix_now())).flatten()
+        self.cached_answer(token, unix_now())
+    }
+
+    fn cached_answer(&self, token: &str, now: u64) -> Option<VerifiedToken> {
+        self.cacheable(token).then(|| self.cached(token, now)).flatten()
     }
 
     /// Only a token no longer than some issuer allows can be valid, and be cached.

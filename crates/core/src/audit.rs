@@ -37,7 +37,8 @@ pub enum Stage {
     Other,
 }
 
-/// A new field goes into [`AuditEvent::write_json`] too (its test compares it with serde's output).
+/// A new field goes into [`AuditEventView`] too (its `write_members`, `to_event` and
+/// [`AuditEvent::view`]; the tests compare the view's JSON with serde's output).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// RFC 3339 with milliseconds, UTC.

@@ -285,15 +285,8 @@ impl AuditSink for Labeled {
         }
     }
 
-    fn record(&self, mut event: AuditEvent) {
-        event.source = self.source.into();
-        event.service.clone_from(&self.service);
-        if let Some((last, rest)) = self.sinks.split_last() {
-            for s in rest {
-                s.record(event.clone());
-            }
-            last.record(event);
-        }
+    fn record(&self, event: AuditEvent) {
+        self.record_view(&event.view());
     }
 }
 

@@ -68,7 +68,7 @@ impl Limit {
             k.push('\u{1f}');
             match p {
                 KeyPart::Principal => match id {
-                    Some(i) => k.push_str(&i.principal_ref()),
+                    Some(i) => k.push_str(i.principal_str()),
                     None => k.push_str("Anonymous"),
                 },
                 KeyPart::ClientId => k.push_str(id.and_then(|i| i.client_id()).unwrap_or_default()),
