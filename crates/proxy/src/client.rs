@@ -18,9 +18,9 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,6 +67,9 @@ struct ConnState {
     /// The client and endpoint whose idle stack it returns to.
     home: Weak<Client>,
     ep: usize,
+    /// The waker the connection is polled with by the task that holds it (see [`LocalWake`]).
+    local: Arc<LocalWake>,
+    local_waker: Waker,
 }
 
 impl Conn {
@@ -75,9 +78,113 @@ impl Conn {
         self.0.conn.poll_without_shutdown(cx).is_pending()
     }
 
-    /// Whether the connection is open and can take a request now.
+    /// Whether the connection is open and can take a request now (polled for the task in `cx`
+    /// with the connection's own waker).
     fn ready(&mut self, cx: &mut Context<'_>) -> bool {
-        self.drive(cx) && matches!(self.0.sender.poll_ready(cx), Poll::Ready(Ok(())))
+        let st = &mut *self.0;
+        let ready = st.local.poll(&st.local_waker, cx, |cx| {
+            Poll::Ready(
+                st.conn.poll_without_shutdown(cx).is_pending()
+                    && matches!(st.sender.poll_ready(cx), Poll::Ready(Ok(()))),
+            )
+        });
+        ready == Poll::Ready(true)
+    }
+}
+
+/// Not polling.
+const IDLE: u8 = 0;
+/// The holder is polling the connection.
+const POLLING: u8 = 1;
+/// ... and something woke the connection's waker meanwhile.
+const POLLING_WOKEN: u8 = 2;
+/// Polls in a row that a wake from inside may ask for before the task goes back to the scheduler
+/// (hyper's dispatcher yields by waking itself; it must not spin here).
+const MAX_LOCAL_POLLS: usize = 4;
+
+/// The waker an upstream connection is polled with.
+///
+/// hyper's client wakes the connection from inside as the task holding it polls: its dispatch
+/// channel when a request is handed over, the response head's oneshot when the head is parsed,
+/// the body channel when the body wants more. Each of those wakes would send the downstream
+/// connection's task through the scheduler for one more poll of everything it drives (the
+/// downstream connection, TLS, the request future), to find what it has just done itself. While
+/// the holder polls, a wake is only noted, and [`LocalWake::poll`] polls the connection again at
+/// once. A wake when nobody polls (the reactor: the upstream socket is readable) goes to the task
+/// that polled last.
+///
+/// Invariant: a wake is never lost. It either finds the state `POLLING` and turns it into
+/// `POLLING_WOKEN` before the holder's closing swap (which sees it and polls again), or finds
+/// `IDLE` and wakes the task.
+struct LocalWake {
+    state: AtomicU8,
+    task: Mutex<Option<Waker>>,
+}
+
+impl LocalWake {
+    fn new() -> (Arc<LocalWake>, Waker) {
+        let local = Arc::new(LocalWake { state: AtomicU8::new(IDLE), task: Mutex::new(None) });
+        let waker = Waker::from(local.clone());
+        (local, waker)
+    }
+
+    fn task(&self) -> MutexGuard<'_, Option<Waker>> {
+        // Holds a waker only: a panic while holding it leaves nothing inconsistent.
+        self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Poll with the connection's waker, on behalf of the task in `cx`: `f` runs again at once
+    /// while it is pending and something woke the connection during the run (at most
+    /// [`MAX_LOCAL_POLLS`] times; then the task is woken to come back). A wake noted during a
+    /// run that ends ready is dropped: whoever holds the connection next polls it before
+    /// waiting on it (the response body, the next checkout).
+    fn poll<T>(&self, waker: &Waker, cx: &mut Context<'_>, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        {
+            let mut task = self.task();
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let mut local = Context::from_waker(waker);
+        for _ in 0..MAX_LOCAL_POLLS {
+            self.state.store(POLLING, Ordering::SeqCst);
+            let r = f(&mut local);
+            let woken = self.state.swap(IDLE, Ordering::SeqCst) == POLLING_WOKEN;
+            if r.is_ready() || !woken {
+                return r;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Inside [`LocalWake::poll`]'s `f`: forget the wakes so far, because what they are for is
+    /// polled next.
+    fn forget_wakes(&self) {
+        self.state.store(POLLING, Ordering::SeqCst);
+    }
+
+    /// Forget the task (the connection goes idle): a later wake has nobody to wake but the
+    /// task that takes it next, and must not keep this one's memory alive.
+    fn release(&self) {
+        *self.task() = None;
+    }
+}
+
+impl Wake for LocalWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let noted = self.state.compare_exchange(POLLING, POLLING_WOKEN, Ordering::SeqCst, Ordering::SeqCst);
+        if matches!(noted, Ok(_) | Err(POLLING_WOKEN)) {
+            return;
+        }
+        let task = self.task().clone();
+        if let Some(task) = task {
+            task.wake();
+        }
     }
 }
 
@@ -129,6 +236,7 @@ impl Client {
             return;
         }
         c.0.idle_since = Instant::now();
+        c.0.local.release();
         {
             let mut stack = self.stack(c.0.ep);
             if stack.len() >= self.max_idle {
@@ -152,7 +260,16 @@ impl Client {
         let io = connector.call(uri.clone()).await.map_err(ClientError::Connect)?;
         let (sender, conn) =
             http1::Builder::new().handshake(io).await.map_err(|e| ClientError::Connect(Box::new(e)))?;
-        Ok(Conn(Box::new(ConnState { sender, conn, idle_since: Instant::now(), home: self.me.clone(), ep })))
+        let (local, local_waker) = LocalWake::new();
+        Ok(Conn(Box::new(ConnState {
+            sender,
+            conn,
+            idle_since: Instant::now(),
+            home: self.me.clone(),
+            ep,
+            local,
+            local_waker,
+        })))
     }
 
     /// Send `req` to endpoint `ep` (`base`: its `scheme://authority`). `req`'s URI is sent in
@@ -211,21 +328,27 @@ type Failed = hyper::client::conn::TrySendError<Request<RequestBody>>;
 
 /// Send one request on `conn` and drive the connection until the response head arrives. The
 /// connection comes back with the head unless it closed.
-async fn exchange(mut conn: Conn, req: Request<RequestBody>) -> Result<Exchanged, Failed> {
-    let mut pending = pin!(conn.0.sender.try_send_request(req));
+async fn exchange(conn: Conn, req: Request<RequestBody>) -> Result<Exchanged, Failed> {
+    let (local, waker) = (conn.0.local.clone(), conn.0.local_waker.clone());
     let mut open = Some(conn);
+    let mut req = Some(req);
+    let mut pending = pin!(None);
     let result = poll_fn(|cx| {
-        if let Poll::Ready(r) = pending.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        if let Some(c) = &mut open {
-            if !c.drive(cx) {
-                // Closed or failed: dropping the dispatcher answers the request with its error.
-                open = None;
-                return pending.as_mut().poll(cx);
+        local.poll(&waker, cx, |cx| {
+            if let (Some(req), Some(c)) = (req.take(), &mut open) {
+                pending.set(Some(c.0.sender.try_send_request(req)));
+                // Handing the request over woke the connection, which is driven right below.
+                local.forget_wakes();
             }
-        }
-        Poll::Pending
+            // The connection first: the head it parses is then ready to be taken.
+            if let Some(c) = &mut open {
+                if !c.drive(cx) {
+                    // Closed or failed: dropping the dispatcher answers the request with its error.
+                    open = None;
+                }
+            }
+            pending.as_mut().as_pin_mut().map_or(Poll::Pending, |p| p.poll(cx))
+        })
     })
     .await;
     result.map(|head| (head, open))
@@ -252,15 +375,27 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Poll::Ready(f) = Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(this.saw(f));
-        }
-        let Some(c) = &mut this.conn else { return Poll::Pending };
-        if !c.drive(cx) {
+        let Some(c) = &mut this.conn else {
+            return Pin::new(&mut this.body).poll_frame(cx).map(|f| this.saw(f));
+        };
+        let st = &mut *c.0;
+        let body = &mut this.body;
+        let mut closed = false;
+        let frame = st.local.poll(&st.local_waker, cx, |cx| {
+            if let Poll::Ready(f) = Pin::new(&mut *body).poll_frame(cx) {
+                return Poll::Ready(f);
+            }
+            if closed {
+                return Poll::Pending;
+            }
+            closed = st.conn.poll_without_shutdown(cx).is_ready();
+            // The connection may have delivered (or failed) the next frame.
+            Pin::new(&mut *body).poll_frame(cx)
+        });
+        if closed {
             this.conn = None;
         }
-        // The connection may have delivered (or failed) the next frame.
-        Pin::new(&mut this.body).poll_frame(cx).map(|f| this.saw(f))
+        frame.map(|f| this.saw(f))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -286,3 +286,106 @@ async fn a_connection_closed_before_the_response_is_a_request_error() {
     assert!(!e.is_connect(), "{e}");
     assert_eq!(idle(&c, 0), 0);
 }
+
+/// Counts the wakes of a task.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn local_wakes_are_noted_while_polling_and_go_to_the_task_otherwise() {
+    let (local, waker) = LocalWake::new();
+    let task = Arc::new(Wakes::default());
+    let task_waker = Waker::from(task.clone());
+    let mut cx = Context::from_waker(&task_waker);
+    let woken = || task.0.load(Ordering::SeqCst);
+
+    // Woken during the first run: run again at once; the task hears nothing.
+    let mut runs = 0;
+    let r = local.poll(&waker, &mut cx, |lcx| {
+        runs += 1;
+        if runs == 1 {
+            lcx.waker().wake_by_ref();
+        }
+        Poll::<()>::Pending
+    });
+    assert_eq!((r, runs, woken()), (Poll::Pending, 2, 0));
+
+    // A wake when nobody polls goes to the task that polled last.
+    waker.wake_by_ref();
+    assert_eq!(woken(), 1);
+
+    // Woken in every run: MAX_LOCAL_POLLS runs, then the task is woken to come back.
+    let mut runs = 0;
+    let r = local.poll(&waker, &mut cx, |lcx| {
+        runs += 1;
+        lcx.waker().wake_by_ref();
+        Poll::<()>::Pending
+    });
+    assert_eq!((r, runs, woken()), (Poll::Pending, MAX_LOCAL_POLLS, 2));
+
+    // Woken in a run that ends ready: ready, nothing else.
+    let mut runs = 0;
+    let r = local.poll(&waker, &mut cx, |lcx| {
+        runs += 1;
+        lcx.waker().wake_by_ref();
+        Poll::Ready(7)
+    });
+    assert_eq!((r, runs, woken()), (Poll::Ready(7), 1, 2));
+
+    // A wake from another thread while the holder polls is noted, never lost.
+    let mut runs = 0;
+    let r = local.poll(&waker, &mut cx, |_| {
+        runs += 1;
+        if runs == 1 {
+            let w = waker.clone();
+            std::thread::spawn(move || w.wake()).join().unwrap();
+        }
+        Poll::<()>::Pending
+    });
+    assert_eq!((r, runs, woken()), (Poll::Pending, 2, 2));
+
+    // Released (the connection went idle): a wake has no task to go to.
+    local.release();
+    waker.wake_by_ref();
+    assert_eq!(woken(), 2);
+}
+
+/// Counts the polls of a future.
+struct CountPolls<F> {
+    inner: Pin<Box<F>>,
+    polls: usize,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = (F::Output, usize);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.polls += 1;
+        let polls = self.polls;
+        self.inner.as_mut().poll(cx).map(|out| (out, polls))
+    }
+}
+
+/// A request on a kept-alive connection costs its task one poll to send and one when the answer
+/// arrives: the connection's own wakes (the request handed over, the head parsed, the body
+/// asked for) do not go through the scheduler.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_on_a_kept_connection_is_polled_twice() {
+    let up = upstream(After::KeepAlive).await;
+    let c = client(1, Duration::from_secs(60), 8);
+    text(c.request(0, &base(up.addr), get("/warm")).await.unwrap()).await;
+    assert_eq!(idle(&c, 0), 1);
+    for i in 2..=4 {
+        let exchange = async { text(c.request(0, &base(up.addr), get("/a")).await.unwrap()).await };
+        let (body, polls) = CountPolls { inner: Box::pin(exchange), polls: 0 }.await;
+        assert_eq!(body, format!("c1#{i} GET /a HTTP/1.1|{}", up.addr));
+        assert_eq!(polls, 2, "request {i}");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
