@@ -149,7 +149,7 @@ pub struct Authorizer {
     needs: Needs,
     /// Decisions by their inputs; only used when the policies read nothing that changes per request
     /// (path, client IP, time, claims), see [`Authorizer::write_cache_key`].
-    decisions: RwLock<HashMap<Vec<u8>, Decision>>,
+    decisions: RwLock<HashMap<Vec<u8>, Decision, foldhash::quality::RandomState>>,
 }
 
 /// Entries before the decision cache is emptied (the policies are fixed for an `Authorizer`, so a
@@ -190,7 +190,7 @@ impl Authorizer {
             anonymous,
             route: type_name("Route").map_err(|e| vec![e])?,
             needs: Needs::of(&compiled.policies),
-            decisions: RwLock::new(HashMap::new()),
+            decisions: RwLock::new(HashMap::default()),
         })
     }
 
@@ -682,7 +682,7 @@ fn flatten_object(obj: &Map<String, Value>, path: &mut String, depth: usize, out
         return Err(format!("claims nested deeper than {MAX_CLAIM_DEPTH} levels"));
     }
     for (key, value) in obj {
-        if key.contains('=') {
+        if key.as_bytes().contains(&b'=') {
             continue;
         }
         let len = path.len();

@@ -56,16 +56,26 @@ fn jwt_identity(verified: &VerifiedToken) -> Identity {
     id
 }
 
-/// The audit reason for an identity verified by `method` (no formatting on the request path).
 /// The scheme and token of an `Authorization: Bearer` or `DPoP` header.
+///
+/// Byte-wise, as `to_str` would judge it: a `HeaderValue` holds no control character but tab,
+/// so "ASCII" is "visible ASCII"; a value with other bytes carries no token.
 fn in_header(v: &HeaderValue) -> Option<(&'static str, &str)> {
-    match v.to_str().ok()?.split_once(' ')? {
-        (sch, t) if sch.eq_ignore_ascii_case("bearer") => Some(("Bearer", t.trim())),
-        (sch, t) if sch.eq_ignore_ascii_case("dpop") => Some(("DPoP", t.trim())),
-        _ => None,
+    let b = v.as_bytes();
+    let space = b.iter().position(|&c| c == b' ')?;
+    let scheme = match &b[..space] {
+        s if s.eq_ignore_ascii_case(b"bearer") => "Bearer",
+        s if s.eq_ignore_ascii_case(b"dpop") => "DPoP",
+        _ => return None,
+    };
+    let token = b[space + 1..].trim_ascii();
+    if !b.is_ascii() {
+        return None;
     }
+    Some((scheme, std::str::from_utf8(token).ok()?))
 }
 
+/// The audit reason for an identity verified by `method` (no formatting on the request path).
 fn authenticated_by(method: &'static str) -> String {
     match method {
         "jwt" => "authenticated by jwt".into(),
@@ -319,5 +329,28 @@ pub(crate) fn strip_identity_headers(h: &mut http::HeaderMap) {
     let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-palisade-")).cloned().collect();
     for k in forged {
         h.remove(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_header_reads_bearer_and_dpop_tokens() {
+        let read = |v: &[u8]| in_header(&HeaderValue::from_bytes(v).unwrap()).map(|(s, t)| (s, t.to_owned()));
+        let some = |s: &'static str, t: &str| Some((s, t.to_owned()));
+        assert_eq!(read(b"Bearer abc.def.ghi"), some("Bearer", "abc.def.ghi"));
+        assert_eq!(read(b"bEARER  abc \t"), some("Bearer", "abc"));
+        assert_eq!(read(b"DPoP x"), some("DPoP", "x"));
+        assert_eq!(read(b"dpop x"), some("DPoP", "x"));
+        assert_eq!(read(b"Bearer "), some("Bearer", ""));
+        assert_eq!(read(b"Basic dXNlcjpwYXNz"), None);
+        assert_eq!(read(b"Bearer"), None);
+        assert_eq!(read(b"Bearerx abc"), None);
+        assert_eq!(read(b" Bearer abc"), None);
+        // Bytes `to_str` refuses (obs-text) anywhere in the value: no token.
+        assert_eq!(read(b"Bearer abc\xff"), None);
+        assert_eq!(read(b"Bearer \xc3\xa9"), None);
     }
 }
