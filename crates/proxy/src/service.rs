@@ -252,6 +252,7 @@ async fn proxy(
         identity: None,
         audit: Default::default(),
         ext: http::Extensions::new(),
+        rate_limit: None,
     });
     for f in &route.filters {
         let flow = match f.request_filter_now(session) {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use crate::gcra::{Quota, Verdict};
 
@@ -46,28 +46,41 @@ impl PolicyHeaders {
 
     /// The headers for `verdict` (see [`response_headers`]).
     pub fn headers(&self, verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::with_capacity(3);
+        self.each(verdict, |name, value| headers.push((name, value)));
+        headers
+    }
+
+    /// [`PolicyHeaders::headers`], inserted into `map` (replacing values of the same names).
+    pub fn insert(&self, verdict: &Verdict, map: &mut HeaderMap) {
+        self.each(verdict, |name, value| {
+            map.insert(name, value);
+        });
+    }
+
+    fn each(&self, verdict: &Verdict, mut out: impl FnMut(HeaderName, HeaderValue)) {
         let (remaining, reset, retry_after) = match *verdict {
             Verdict::Allowed { remaining, reset } => (remaining, reset, None),
             Verdict::Limited { retry_after, reset } => (0, reset, Some(retry_after)),
         };
-        let mut headers = Vec::with_capacity(3);
         if let Some(p) = &self.policy {
-            headers.push((RATELIMIT_POLICY, p.clone()));
+            out(RATELIMIT_POLICY, p.clone());
         }
-        let mut state = Vec::with_capacity(self.name.len() + 32);
-        state.extend_from_slice(self.name.as_bytes());
-        let mut digits = itoa::Buffer::new();
-        state.extend_from_slice(b";r=");
-        state.extend_from_slice(digits.format(remaining).as_bytes());
-        state.extend_from_slice(b";t=");
-        state.extend_from_slice(digits.format(ceil_secs(reset)).as_bytes());
-        if let Ok(value) = HeaderValue::from_bytes(&state) {
-            headers.push((RATELIMIT, value));
+        // Allocated once, at its exact size, so that it becomes the header's bytes without a copy.
+        let (mut r_digits, mut t_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let r = r_digits.format(remaining).as_bytes();
+        let t = t_digits.format(ceil_secs(reset)).as_bytes();
+        let parts: [&[u8]; 5] = [self.name.as_bytes(), b";r=", r, b";t=", t];
+        let mut value = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            value.extend_from_slice(p);
+        }
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+            out(RATELIMIT, value);
         }
         if let Some(retry_after) = retry_after {
-            headers.push((RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after).max(1))));
+            out(RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after).max(1)));
         }
-        headers
     }
 }
 
@@ -103,6 +116,29 @@ mod tests {
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+    }
+
+    /// `insert` puts exactly `headers` into a map, replacing what was there under those names.
+    #[test]
+    fn inserted_headers_are_the_listed_ones() {
+        let quota = Quota::new(100, Duration::from_secs(60), 10).unwrap();
+        let p = PolicyHeaders::new(&quota, "per-client");
+        for verdict in [
+            Verdict::Allowed { remaining: 7, reset: Duration::from_millis(2400) },
+            Verdict::Allowed { remaining: u32::MAX, reset: Duration::MAX },
+            Verdict::Limited { retry_after: Duration::from_millis(1), reset: Duration::from_secs(9) },
+        ] {
+            let mut map = HeaderMap::new();
+            map.insert(RATELIMIT, HeaderValue::from_static("old"));
+            map.insert("x-other", HeaderValue::from_static("kept"));
+            p.insert(&verdict, &mut map);
+            let mut expected = render(&p.headers(&verdict));
+            expected.push(("x-other".into(), "kept".into()));
+            let mut got: Vec<_> = map.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned())).collect();
+            expected.sort();
+            got.sort();
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Session {
     pub audit: AuditNote,
     /// Per-request state a filter keeps between its phases.
     pub ext: http::Extensions,
+    /// The rate-limit filter's tightest verdict (its limit's index) for an allowed request: the
+    /// response's `RateLimit` headers. A field, because `ext` allocates on every request.
+    pub rate_limit: Option<(usize, palisade_ratelimit::Verdict)>,
 }
 
 /// The security decision of a request, filled in by the filters as they decide.
@@ -224,6 +227,7 @@ pub(crate) mod tests {
             identity: None,
             audit: AuditNote::default(),
             ext: http::Extensions::new(),
+            rate_limit: None,
         }
     }
 

@@ -53,13 +53,10 @@ pub(crate) struct RateLimitFilter {
     pub(crate) limits: Vec<Limit>,
 }
 
-/// Headers to add to the response of an allowed request.
-#[derive(Clone)]
-struct Allowed(Vec<(HeaderName, HeaderValue)>);
-
 impl Limit {
-    fn key(&self, route: &str, s: &Session) -> String {
-        let mut k = String::with_capacity(route.len() + self.name.len() + 16 * self.key.len() + 2);
+    /// The store key of this limit for the request, written into `k` (emptied first).
+    fn write_key(&self, route: &str, s: &Session, k: &mut String) {
+        k.clear();
         k.push_str(route);
         k.push('\u{1f}');
         k.push_str(&self.name);
@@ -82,19 +79,18 @@ impl Limit {
                 }
             }
         }
-        k
     }
 }
 
 impl RateLimitFilter {
     /// One limit's verdict: `Err` ends the request (limited, or the store failed closed);
     /// otherwise the limit with the fewest requests left so far is kept in `tightest`.
-    fn apply<'a>(
+    fn apply(
         &self,
         s: &mut Session,
-        l: &'a Limit,
+        (index, l): (usize, &Limit),
         checked: Result<Verdict, palisade_ratelimit::StoreError>,
-        tightest: &mut Option<(u32, &'a Limit, Verdict)>,
+        tightest: &mut Option<(u32, usize, Verdict)>,
     ) -> Result<(), ProxyError> {
         match checked {
             Ok(v @ Verdict::Limited { .. }) => {
@@ -108,7 +104,7 @@ impl RateLimitFilter {
             }
             Ok(v @ Verdict::Allowed { remaining, .. }) => {
                 if tightest.as_ref().is_none_or(|t| remaining < t.0) {
-                    *tightest = Some((remaining, l, v));
+                    *tightest = Some((remaining, index, v));
                 }
                 Ok(())
             }
@@ -133,10 +129,8 @@ impl RateLimitFilter {
     }
 
     /// The allowed request's response will carry the tightest limit's headers.
-    fn finish(&self, s: &mut Session, tightest: Option<(u32, &Limit, Verdict)>) -> Flow {
-        if let Some((_, l, v)) = tightest {
-            s.ext.insert(Allowed(l.headers.headers(&v)));
-        }
+    fn finish(&self, s: &mut Session, tightest: Option<(u32, usize, Verdict)>) -> Flow {
+        s.rate_limit = tightest.map(|(_, index, v)| (index, v));
         Flow::Continue
     }
 }
@@ -149,10 +143,11 @@ impl Filter for RateLimitFilter {
 
     async fn request_filter(&self, s: &mut Session) -> Result<Flow, ProxyError> {
         let mut tightest = None;
-        for l in &self.limits {
-            let key = l.key(&self.route, s);
+        let mut key = String::new();
+        for (i, l) in self.limits.iter().enumerate() {
+            l.write_key(&self.route, s, &mut key);
             let checked = l.store.check(&key, &l.quota, SystemTime::now()).await;
-            self.apply(s, l, checked, &mut tightest)?;
+            self.apply(s, (i, l), checked, &mut tightest)?;
         }
         Ok(self.finish(s, tightest))
     }
@@ -162,12 +157,19 @@ impl Filter for RateLimitFilter {
         if !self.limits.iter().all(|l| l.store.local().is_some()) {
             return None;
         }
+        // The key is written into a buffer of this thread's: the store copies it only when new.
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
         let mut tightest = None;
         let now = SystemTime::now();
-        for l in &self.limits {
-            let key = l.key(&self.route, s);
-            let verdict = l.store.local()?.check_at(&key, &l.quota, now);
-            if let Err(e) = self.apply(s, l, Ok(verdict), &mut tightest) {
+        for (i, l) in self.limits.iter().enumerate() {
+            let store = l.store.local()?;
+            let verdict = KEY.with_borrow_mut(|key| {
+                l.write_key(&self.route, s, key);
+                store.check_at(key, &l.quota, now)
+            });
+            if let Err(e) = self.apply(s, (i, l), Ok(verdict), &mut tightest) {
                 return Some(Err(e));
             }
         }
@@ -175,10 +177,8 @@ impl Filter for RateLimitFilter {
     }
 
     fn response_filter(&self, s: &Session, resp: &mut http::response::Parts) {
-        if let Some(Allowed(h)) = s.ext.get::<Allowed>() {
-            for (n, v) in h {
-                resp.headers.insert(n.clone(), v.clone());
-            }
+        if let Some((l, v)) = s.rate_limit.and_then(|(i, v)| Some((self.limits.get(i)?, v))) {
+            l.headers.insert(&v, &mut resp.headers);
         }
     }
 }
@@ -219,6 +219,30 @@ mod tests {
 
     fn session() -> Session {
         test_session(http::Request::new(()).into_parts().0)
+    }
+
+    /// The response carries the headers of the limit with the fewest requests left, whichever
+    /// place it has in the list, and nothing once no request was checked.
+    #[test]
+    fn the_tightest_limit_names_the_response_headers() {
+        for names in [["wide", "tight"], ["tight", "wide"]] {
+            let n = |name: &str| if name == "tight" { 3 } else { 100 };
+            let f = RateLimitFilter {
+                route: "r".into(),
+                limits: names.iter().map(|&name| limit(name, n(name), Arc::new(LocalStore::new(64)))).collect(),
+            };
+            let mut s = session();
+            assert!(matches!(f.request_filter_now(&mut s), Some(Ok(Flow::Continue))));
+            let (mut resp, ()) = http::Response::new(()).into_parts();
+            f.response_filter(&s, &mut resp);
+            let header = |h: &str| resp.headers[h].to_str().unwrap().to_owned();
+            assert_eq!(header("ratelimit-policy"), "\"tight\";q=3;w=60", "{names:?}");
+            // Burst 3: four requests in all, one used; the full burst is back one interval (20 s) on.
+            assert_eq!(header("ratelimit"), "\"tight\";r=3;t=20", "{names:?}");
+            let (mut untouched, ()) = http::Response::new(()).into_parts();
+            f.response_filter(&session(), &mut untouched);
+            assert!(untouched.headers.is_empty());
+        }
     }
 
     #[tokio::test]
@@ -267,7 +291,8 @@ mod tests {
         assert_eq!(remote.0.load(Ordering::SeqCst), 1);
         // "b" counted exactly one request, the awaited one: its next verdict is a fresh store's second.
         let b = &mixed.limits[0];
-        let key = b.key("r", &session());
+        let mut key = String::from("left over");
+        b.write_key("r", &session(), &mut key);
         let at = SystemTime::now();
         let reference = LocalStore::new(1024);
         reference.check_at(&key, &b.quota, at);
