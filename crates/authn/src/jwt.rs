@@ -179,6 +179,8 @@ pub struct VerifiedToken {
     /// What a caller derived from this token (see [`VerifiedToken::derived`]), shared the same way:
     /// it lives exactly as long as the token's place in the verified-token cache.
     derived: Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Whether the claims hold `cnf` (a bound token): looked up once, not on every request.
+    confirmed: bool,
 }
 
 impl VerifiedToken {
@@ -239,12 +241,16 @@ impl VerifiedToken {
 
     /// `cnf.x5t#S256` (RFC 8705): the token is bound to a client certificate.
     pub fn cnf_x5t_s256(&self) -> Option<&str> {
-        self.claims.get("cnf")?.get("x5t#S256")?.as_str()
+        self.confirmation()?.get("x5t#S256")?.as_str()
     }
 
     /// `cnf.jkt` (RFC 9449): the token is bound to a DPoP key.
     pub fn cnf_jkt(&self) -> Option<&str> {
-        self.claims.get("cnf")?.get("jkt")?.as_str()
+        self.confirmation()?.get("jkt")?.as_str()
+    }
+
+    fn confirmation(&self) -> Option<&Value> {
+        self.confirmed.then(|| self.claims.get("cnf")).flatten()
     }
 
     /// `exp`, in Unix seconds.
@@ -573,6 +579,7 @@ impl JwtAuthenticator {
         Ok(VerifiedToken {
             issuer: issuer.settings.issuer.clone(),
             expires_at: exp,
+            confirmed: claims.contains_key("cnf"),
             claims: Arc::new(claims.clone()),
             derived: Arc::default(),
         })
