@@ -94,7 +94,7 @@ impl FramingTracker {
                             return Ok(());
                         }
                         // The whole head in this read (the usual case): inspected in place.
-                        if let Some(i) = memchr::memmem::find(data, b"\r\n\r\n") {
+                        if let Some(i) = head_end(data) {
                             let end = i + 4;
                             self.state = inspect_head(&data[..end])?;
                             self.first = false;
@@ -105,7 +105,7 @@ impl FramingTracker {
                     }
                     let start = buf.len().saturating_sub(3);
                     buf.extend_from_slice(data);
-                    match memchr::memmem::find(&buf[start..], b"\r\n\r\n") {
+                    match head_end(&buf[start..]) {
                         None => {
                             if buf.len() > self.max_head {
                                 self.state = State::Passthrough;
@@ -175,11 +175,7 @@ impl FramingTracker {
                 }
                 State::Trailers(buf) => {
                     buf.extend_from_slice(data);
-                    let done = if buf.starts_with(b"\r\n") {
-                        Some(2)
-                    } else {
-                        memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)
-                    };
+                    let done = if buf.starts_with(b"\r\n") { Some(2) } else { head_end(buf).map(|i| i + 4) };
                     match done {
                         None => {
                             if buf.len() > self.max_head {
@@ -201,6 +197,14 @@ impl FramingTracker {
 }
 
 /// Decide how the body of this request is framed, refusing ambiguity.
+/// Where the first `\r\n\r\n` (the end of a head) starts. The searcher is built once:
+/// `memmem::find` builds one per call, which cost more than the search of a whole head.
+fn head_end(data: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    FINDER.find(data)
+}
+
 fn inspect_head(head: &[u8]) -> Result<State, Violation> {
     if !may_frame_a_body(head) {
         return Ok(State::Head(Vec::new()));

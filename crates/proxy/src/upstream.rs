@@ -99,24 +99,36 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn available(&self, ep: &Endpoint, now: u64) -> bool {
-        ep.healthy.load(Ordering::Relaxed) && ep.ejected_until_ms.load(Ordering::Relaxed) <= now
+    /// Healthy and not ejected. `now` is read from the clock only when an ejection must be
+    /// compared with it (never, while nothing has been ejected).
+    fn available(&self, ep: &Endpoint, now: &std::cell::Cell<Option<u64>>) -> bool {
+        if !ep.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = ep.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0
+            || until
+                <= now.get().unwrap_or_else(|| {
+                    let t = self.now_ms();
+                    now.set(Some(t));
+                    t
+                })
     }
 
     /// Pick an endpoint, avoiding `exclude` (the one that just failed) when another is available.
     pub(crate) fn select(&self, exclude: Option<usize>) -> Option<usize> {
         let n = self.endpoints.len();
-        let now = self.now_ms();
+        let now = std::cell::Cell::new(None);
         let start = self.rr.fetch_add(1, Ordering::Relaxed);
         let candidates = (0..n).map(|i| (start + i) % n);
-        let ok = |i: &usize| Some(*i) != exclude && self.available(&self.endpoints[*i], now);
+        let ok = |i: &usize| Some(*i) != exclude && self.available(&self.endpoints[*i], &now);
         match self.config.balance {
             Balance::RoundRobin => candidates.clone().find(ok),
             Balance::LeastRequest => {
                 candidates.filter(ok).min_by_key(|i| self.endpoints[*i].in_flight.load(Ordering::Relaxed))
             }
         }
-        .or_else(|| exclude.filter(|i| self.available(&self.endpoints[*i], now)))
+        .or_else(|| exclude.filter(|i| self.available(&self.endpoints[*i], &now)))
     }
 
     /// The client owned by the calling worker thread.
@@ -224,7 +236,7 @@ impl Pool {
     pub(crate) fn update_gauges(&self) {
         let now = self.now_ms();
         for ep in &self.endpoints {
-            ep.gauge.set(i64::from(self.available(ep, now)));
+            ep.gauge.set(i64::from(self.available(ep, &std::cell::Cell::new(Some(now)))));
         }
     }
 }
