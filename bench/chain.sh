@@ -45,7 +45,7 @@ http { access_log off; keepalive_requests 1000000;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
-nginx -c "$PWD/$OUT/chain-nginx.conf" -p "$PWD/$OUT" & PIDS+=($!)
+nginx -c "$PWD/$OUT/chain-nginx.conf" -p "$PWD/$OUT" & PIDS+=($!); NGINXPID=$!
 
 # Our identity provider issues the ES256 token every JWT route verifies.
 "$PALISADE" idp --data-dir "$DATA" client add bench --scope "orders:read" --audience orders > "$DATA/client.json"
@@ -118,8 +118,10 @@ if [ -n "${ICOUNT:-}" ]; then
   done
   exit 0
 fi
-# The gateway's user + system CPU in clock ticks, to report CPU per request per route.
+# The user + system CPU in clock ticks of the gateway (all its threads), or of nginx's workers
+# (the master's children), to report CPU per request per target.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+nginx_ticks() { local t=0 w; for w in $(pgrep -P "$NGINXPID"); do t=$((t + $(cpu_ticks "$w"))); done; echo $t; }
 run() { # name port path run
   # PERF_OUT=file: also record a perf profile of the gateway during the first run of the full chain
   # (PERF_ROUTE=plain|ratelimit|jwt|cedar: of that route).
@@ -127,10 +129,11 @@ run() { # name port path run
   if [ -n "${PERF_OUT:-}" ] && [ "$1" = "${PERF_ROUTE:-full}" ] && [ "$4" = 1 ] && command -v perf >/dev/null; then
     perf record -F 2000 -g -p "$GWPID" -o "$PERF_OUT" -- sleep "${DUR%s}" >/dev/null 2>&1 & perf_pid=$!
   fi
-  local before; before=$(cpu_ticks "$GWPID")
+  local ticks="cpu_ticks $GWPID"; [ "$1" != nginx ] || ticks=nginx_ticks
+  local before; before=$($ticks)
   wrk -t$THREADS -c$CONNS -d$DUR --latency -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$2$3" \
     > "$OUT/chain-$1-$4.txt" 2>&1 || true
-  echo $(( $(cpu_ticks "$GWPID") - before )) > "$OUT/chain-$1-$4.cpu"
+  echo $(( $($ticks) - before )) > "$OUT/chain-$1-$4.cpu"
   [ -z "$perf_pid" ] || wait "$perf_pid" || true
 }
 for r in $(seq 1 "$RUNS"); do
@@ -156,7 +159,7 @@ def parse(path):
 names = {"nginx": "nginx, plain reverse proxy", "plain": "palisade, no filters", "ratelimit": "palisade + rate limit",
          "jwt": "palisade + JWT (ES256) + audit", "cedar": "palisade + JWT + Cedar + audit",
          "full": "palisade full chain (JWT + Cedar + rate limit + headers + audit)"}
-print("| target (HTTPS) | req/s (median) | p99 ms (median) | ratio to nginx (per run) | gateway CPU µs/request (median) | non-2xx |")
+print("| target (HTTPS) | req/s (median) | p99 ms (median) | ratio to nginx (per run) | proxy CPU µs/request (median) | non-2xx |")
 print("|---|---:|---:|---|---:|---:|")
 ng = [parse(f"{out}/chain-nginx-{r}.txt")[0] for r in range(1, runs + 1)]
 for name in names:
