@@ -234,9 +234,9 @@ impl Pool {
     }
 
     pub(crate) fn update_gauges(&self) {
-        let now = self.now_ms();
+        let now = std::cell::Cell::new(None);
         for ep in &self.endpoints {
-            ep.gauge.set(i64::from(self.available(ep, &std::cell::Cell::new(Some(now)))));
+            ep.gauge.set(i64::from(self.available(ep, &now)));
         }
     }
 }

@@ -62,17 +62,16 @@ fn jwt_identity(verified: &VerifiedToken) -> Identity {
 /// so "ASCII" is "visible ASCII"; a value with other bytes carries no token.
 fn in_header(v: &HeaderValue) -> Option<(&'static str, &str)> {
     let b = v.as_bytes();
+    if !b.is_ascii() {
+        return None;
+    }
     let space = b.iter().position(|&c| c == b' ')?;
     let scheme = match &b[..space] {
         s if s.eq_ignore_ascii_case(b"bearer") => "Bearer",
         s if s.eq_ignore_ascii_case(b"dpop") => "DPoP",
         _ => return None,
     };
-    let token = b[space + 1..].trim_ascii();
-    if !b.is_ascii() {
-        return None;
-    }
-    Some((scheme, std::str::from_utf8(token).ok()?))
+    Some((scheme, std::str::from_utf8(b[space + 1..].trim_ascii()).ok()?))
 }
 
 /// The audit reason for an identity verified by `method` (no formatting on the request path).
