@@ -11,13 +11,17 @@
 # response must be 200 (a false positive would show as non-2xx). Prints a Markdown table; raw
 # wrk output in bench/out/waf-*.txt.
 # Usage: bench/waf.sh [runs=3] [duration=8s] [connections=32]
+# ICOUNT=N instead runs the gateway under valgrind's callgrind (no Apache, no wrk) and prints the
+# user-space instructions per request of each route and kind of traffic over N requests on one
+# keep-alive connection: unlike req/s, not disturbed by what else runs on the machine.
 # Needs (apt): wrk nginx-light apache2 libapache2-mod-security2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; DUR=${2:-8s}; CONNS=${3:-32}; THREADS=2
 OUT=$PWD/bench/out; mkdir -p "$OUT"; rm -f "$OUT"/waf-*.txt
-for t in wrk nginx apache2 curl python3; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light apache2 libapache2-mod-security2)"; exit 1; }; done
-[ -f /usr/lib/apache2/modules/mod_security2.so ] || { echo "missing mod_security2 (apt install libapache2-mod-security2)"; exit 1; }
+if [ -n "${ICOUNT:-}" ]; then NEED="nginx curl python3 valgrind"; else NEED="wrk nginx apache2 curl python3"; fi
+for t in $NEED; do command -v $t >/dev/null || { echo "missing $t (apt install wrk nginx-light apache2 libapache2-mod-security2)"; exit 1; }; done
+[ -n "${ICOUNT:-}" ] || [ -f /usr/lib/apache2/modules/mod_security2.so ] || { echo "missing mod_security2 (apt install libapache2-mod-security2)"; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}
 # PALISADE_BIN=path: benchmark that binary instead of building this tree; SKIP_BUILD=1: the release binary as built.
 if [ -n "${PALISADE_BIN:-}" ]; then PALISADE=$PALISADE_BIN; else
@@ -41,8 +45,49 @@ http { access_log off; keepalive_requests 1000000; client_body_buffer_size 64k;
 CONF
 nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
 
+# ICOUNT: N requests of one kind on one keep-alive connection, from Python's http.client (the varied
+# GET changes its search term, page and session cookie like varied.lua below).
+icount_run() { # gateway pid
+  cat > "$WORK/client.py" <<'PY'
+import http.client, sys
+port, base, kind, n, first = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+c = http.client.HTTPConnection("127.0.0.1", port)
+hdrs = {"Host": "localhost", "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36",
+        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "Accept-Language": "en-US,en;q=0.5",
+        "Cookie": "session=abc123; theme=dark"}
+for k in range(first, first + n):
+    if kind == "get":
+        c.request("GET", base + "/search?q=running+shoes&category=sport&page=2&sort=price_asc&lang=en", headers=hdrs)
+    elif kind == "post":
+        body = "item=mouse&quantity=2&note=please+deliver+after+five&coupon=SPRING24&address=12+Main+Street"
+        c.request("POST", base + "/orders", body=body,
+                  headers=dict(hdrs, **{"Content-Type": "application/x-www-form-urlencoded"}))
+    else:
+        c.request("GET", base + f"/search?q=running+shoes+{k}&category=sport&page={k % 50}&sort=price_asc&lang=en",
+                  headers=dict(hdrs, Cookie=f"session={k:012d}; theme=dark"))
+    r = c.getresponse(); r.read()
+    if r.status != 200: sys.exit(f"{base} {kind}: {r.status}")
+PY
+  echo "| traffic (plain HTTP, one keep-alive connection) | no WAF | + CRS PL1 (block) | added by the WAF |"
+  echo "|---|---:|---:|---:|"
+  for kind in get post varied; do
+    local row=()
+    for route in nowaf waf; do
+      # Warm-up (first requests fill caches and the memo) with values the measured requests do not repeat.
+      python3 "$WORK/client.py" "$GW" "/$route" "$kind" 3 1000 || exit 1
+      callgrind_control -z "$1" >/dev/null 2>&1
+      python3 "$WORK/client.py" "$GW" "/$route" "$kind" "$ICOUNT" 700000000 || exit 1
+      rm -f "$WORK"/cg.*; callgrind_control -d "$1" >/dev/null 2>&1
+      row+=("$(sed -n 's/^summary: *//p' "$WORK"/cg.* | awk '{s += $1} END {print s}')")
+      [ -z "${ICOUNT_PROFILES:-}" ] || { mkdir -p "$ICOUNT_PROFILES"; cp "$WORK"/cg.* "$ICOUNT_PROFILES/callgrind.$route-$kind"; }
+    done
+    python3 -c "import sys; a, b, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print(f'| {sys.argv[1]} | {a / n:,.0f} | {b / n:,.0f} | {(b - a) / n:,.0f} |')" "$kind" "${row[0]}" "${row[1]}" "$ICOUNT"
+  done
+}
+
 cat > "$WORK/palisade.yaml" <<CONF
-workers: $THREADS
+workers: $( [ -n "${ICOUNT:-}" ] && echo 1 || echo $THREADS )
 listeners:
   http: { address: "127.0.0.1:$GW" }
 admin: { address: "127.0.0.1:18904" }
@@ -58,6 +103,12 @@ routes:
   - { name: nowaf, match: { path: { prefix: /nowaf } }, upstream: be }
   - { name: waf, match: { path: { prefix: /waf } }, upstream: be, waf: { mode: block } }
 CONF
+if [ -n "${ICOUNT:-}" ]; then
+  PALISADE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg" "$PALISADE" gateway \
+    --config "$WORK/palisade.yaml" >/dev/null 2>"$WORK/vg.txt" & PIDS+=($!)
+  for _ in $(seq 300); do curl -fs -o /dev/null "http://127.0.0.1:$GW/nowaf" 2>/dev/null && break; sleep 0.2; done
+  icount_run "${PIDS[-1]}"; exit 0
+fi
 PALISADE_LOG=warn "$PALISADE" gateway --config "$WORK/palisade.yaml" >/dev/null & PIDS+=($!)
 
 # Apache with the event MPM sized like the gateway (2 processes), mod_security2 and the same CRS.

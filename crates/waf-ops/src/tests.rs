@@ -588,3 +588,50 @@ fn required_bytes_are_in_every_match() {
     assert!(op("!@rx <script").required_bytes().is_none());
     assert!(op("@detectSQLi").required_bytes().is_none());
 }
+
+/// `Transform::preimage` is exact enough to skip on: over random inputs rich in the bytes transformations act on,
+/// whenever an output contains a byte of a set, the input contains a byte of the set's preimage.
+#[test]
+fn preimages_cover_every_output_byte() {
+    let names = "cmdline compresswhitespace cssdecode escapeseqdecode htmlentitydecode jsdecode lowercase \
+                 normalizepath normalizepathwin parityeven7bit parityodd7bit parityzero7bit removecomments \
+                 removecommentschar removenulls removewhitespace replacecomments replacenulls trim trimleft trimright \
+                 uppercase urldecode urldecodeuni utf8tounicode";
+    let alphabet: &[u8] = b"aZ09 \t\r\n\x0b\x0c\xa0\x00%+&#;\\/*.<!-'\"^,(xuUfF\xc3\xa9\xe2\x82\xac";
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let has = |s: &[u64; 4], b: u8| s[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+    for name in names.split_whitespace() {
+        let t = Transform::parse(name).unwrap().unwrap();
+        for _ in 0..4000 {
+            let input: Vec<u8> = (0..next() % 24).map(|_| alphabet[(next() as usize) % alphabet.len()]).collect();
+            let out = t.apply(&input).unwrap_or_else(|| input.clone());
+            // One or two target bytes, from the output's own bytes or anywhere.
+            let mut set = [0u64; 4];
+            for _ in 0..1 + next() % 2 {
+                let b =
+                    if !out.is_empty() && next() % 2 == 0 { out[(next() as usize) % out.len()] } else { next() as u8 };
+                set[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+            let pre = t.preimage(set).unwrap();
+            if out.iter().any(|&b| has(&set, b)) {
+                assert!(input.iter().any(|&b| has(&pre, b)), "{name}: {input:?} -> {out:?}, set {set:?}");
+            }
+        }
+    }
+    for name in ["base64decode", "hexdecode", "length", "sha1", "urlencode"] {
+        assert!(Transform::parse(name).unwrap().unwrap().preimage([0, 1, 0, 0]).is_none(), "{name}");
+    }
+    // Selective where it matters: a plain word has none of what `urlDecodeUni,htmlEntityDecode,lowercase` need
+    // to produce a quote.
+    let quote = [1u64 << b'\'', 0, 0, 0];
+    let chain = ["lowercase", "htmlentitydecode", "urldecodeuni"];
+    let pre = chain.iter().try_fold(quote, |s, n| Transform::parse(n).unwrap().unwrap().preimage(s)).unwrap();
+    assert!(!b"running shoes 42".iter().any(|&b| has(&pre, b)));
+    assert!(has(&pre, b'%') && has(&pre, b'&') && has(&pre, b'\''));
+}

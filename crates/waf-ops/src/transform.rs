@@ -135,6 +135,85 @@ impl Transform {
         }
     }
 
+    /// The bytes an input must contain for this transformation's output to contain a byte of `set` (256 bits):
+    /// an input with none of them gives an output with none of `set`. `None` when any input might (decoders and
+    /// hashes whose output bytes do not follow from the input's). Lets a rule skip a value before transforming it
+    /// when its operator needs bytes the value cannot come to contain. Three exact cases:
+    /// - byte maps (`lowercase`, `replaceNulls`, ...): the bytes that map into `set`;
+    /// - transformations that only remove bytes or map them (`cmdLine`, `compressWhitespace`): the same per byte;
+    /// - transformations that leave the input as it is unless it contains a trigger byte (`urlDecode`: `%` or `+`,
+    ///   `htmlEntityDecode`: `&`, `jsDecode`: `\\`, ...): `set` and the triggers, whatever they may produce.
+    pub fn preimage(&self, set: [u64; 4]) -> Option<[u64; 4]> {
+        let has = |s: &[u64; 4], b: u8| s.get(usize::from(b >> 6)).is_some_and(|w| w >> (b & 63) & 1 == 1);
+        let add = |s: &mut [u64; 4], b: u8| {
+            if let Some(w) = s.get_mut(usize::from(b >> 6)) {
+                *w |= 1u64 << (b & 63);
+            }
+        };
+        // Every input byte a maps to at most one output byte g(a) (None: dropped).
+        let per_byte = |g: &dyn Fn(u8) -> Option<u8>| {
+            let mut pre = [0u64; 4];
+            for a in 0..=255u8 {
+                if g(a).is_some_and(|b| has(&set, b)) {
+                    add(&mut pre, a);
+                }
+            }
+            pre
+        };
+        let with = |triggers: &[u8]| {
+            let mut pre = set;
+            for &t in triggers {
+                add(&mut pre, t);
+            }
+            pre
+        };
+        Some(match self {
+            Transform::Lowercase => per_byte(&|a| Some(a.to_ascii_lowercase())),
+            Transform::Uppercase => per_byte(&|a| Some(a.to_ascii_uppercase())),
+            Transform::ReplaceNulls => per_byte(&|a| Some(if a == 0 { b' ' } else { a })),
+            Transform::ParityZero7bit => per_byte(&|a| Some(a & 0x7f)),
+            Transform::ParityEven7bit => per_byte(&|a| Some(parity(a, true))),
+            Transform::ParityOdd7bit => per_byte(&|a| Some(parity(a, false))),
+            // Only remove bytes.
+            Transform::RemoveNulls
+            | Transform::RemoveWhitespace
+            | Transform::Trim
+            | Transform::TrimLeft
+            | Transform::TrimRight
+            | Transform::RemoveCommentsChar => set,
+            // Whitespace runs become one ' '.
+            Transform::CompressWhitespace => per_byte(&|a| Some(if is_space_nbsp(a) { b' ' } else { a })),
+            Transform::CmdLine => per_byte(&|a| match a {
+                0 | b'"' | b'\'' | b'\\' | b'^' => None,
+                b' ' | b',' | b';' | b'\t' | b'\r' | b'\n' => Some(b' '),
+                b'/' | b'(' => Some(a),
+                _ => Some(a.to_ascii_lowercase()),
+            }),
+            Transform::UrlDecode | Transform::UrlDecodeUni => with(b"%+"),
+            Transform::HtmlEntityDecode => with(b"&"),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => with(b"\\"),
+            Transform::ReplaceComments => with(b"/"),
+            Transform::RemoveComments => with(b"/<-#"),
+            Transform::NormalizePath => with(b"./"),
+            Transform::NormalizePathWin => with(b"./\\"),
+            Transform::Utf8ToUnicode => {
+                let mut pre = with(&[0]);
+                pre.iter_mut().skip(2).for_each(|w| *w = u64::MAX);
+                pre
+            }
+            Transform::Base64Decode
+            | Transform::Base64DecodeExt
+            | Transform::Base64Encode
+            | Transform::HexDecode
+            | Transform::HexEncode
+            | Transform::SqlHexDecode
+            | Transform::Length
+            | Transform::Md5
+            | Transform::Sha1
+            | Transform::UrlEncode => return None,
+        })
+    }
+
     /// Apply to `input`; `None` when the output equals the input (so the caller can avoid a copy).
     pub fn apply(&self, input: &[u8]) -> Option<Vec<u8>> {
         let out = match self {

@@ -29,6 +29,8 @@ pub struct RuleSet {
     /// This set's number, distinct per compiled set in the process (the verdict memo's key).
     pub(crate) id: u64,
     pub(crate) pure: PurePlan,
+    /// Per phase (index 0 = phase 1): shortcuts over its rule list (see [`Walk`]).
+    pub(crate) walks: [Walk; 5],
     /// Whether pure rules are decided through the verdict memo (on by default; off for comparisons).
     pub(crate) memo: bool,
     /// Whether phase 1's request-independent start is replayed from a snapshot (`init`; on by default).
@@ -99,6 +101,65 @@ impl PurePlan {
     /// Number of pure rules.
     pub(crate) fn count(&self) -> usize {
         self.group.len()
+    }
+}
+
+/// No position (a [`Walk`] entry that does not apply).
+pub(crate) const NO_POS: u32 = u32::MAX;
+
+/// Shortcuts over one phase's rule list, made at load, so a transaction's walk touches only the rules it runs:
+/// - `resume`: for a rule with `skipAfter`, the position after its target (the first later marker of that name,
+///   or rule with that id; the list's end when there is none), where [`crate::tx::Flow::passes`] would resume;
+///   [`NO_POS`] for other positions;
+/// - `span_end`: the end of the run of pure starters and markers that starts at a position (the position itself
+///   when its rule is neither): with no skip pending, markers do nothing and a pure starter whose group summary
+///   says none of its values can match does nothing either (`Transaction::may_match`);
+/// - `pure_at`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other rules).
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    pub(crate) resume: Vec<u32>,
+    pub(crate) span_end: Vec<u32>,
+    pub(crate) pure_at: Vec<(u32, u32)>,
+}
+
+impl Walk {
+    fn build(rules: &[Rule], list: &[usize], pure: &PurePlan) -> Walk {
+        let pos = |i: usize| u32::try_from(i).unwrap_or(NO_POS);
+        let rule = |i: usize| list.get(i).and_then(|&ri| rules.get(ri));
+        let mut w = Walk::default();
+        for i in 0..list.len() {
+            let p = list.get(i).and_then(|&ri| pure.of_rule.get(ri)).copied().unwrap_or(NOT_PURE);
+            let g = pure.group.get(p as usize).copied().unwrap_or(NOT_PURE);
+            w.pure_at.push(if g == NOT_PURE { (NOT_PURE, NOT_PURE) } else { (p, g) });
+            let resume = match rule(i).and_then(|r| r.skip_after.as_deref()) {
+                None => NO_POS,
+                Some(target) => {
+                    let id = target.parse::<u32>().ok();
+                    let hit = (i + 1..list.len()).find(|&j| match rule(j) {
+                        Some(r) => match &r.marker {
+                            Some(m) => m == target,
+                            None => id == Some(r.id),
+                        },
+                        None => false,
+                    });
+                    pos(hit.map_or(list.len(), |j| j + 1))
+                }
+            };
+            w.resume.push(resume);
+        }
+        let mut end = list.len();
+        w.span_end = vec![0; list.len()];
+        for i in (0..list.len()).rev() {
+            let spans =
+                rule(i).is_some_and(|r| r.marker.is_some()) || w.pure_at.get(i).is_some_and(|a| a.0 != NOT_PURE);
+            if !spans {
+                end = i;
+            }
+            if let Some(e) = w.span_end.get_mut(i) {
+                *e = pos(end);
+            }
+        }
+        w
     }
 }
 
@@ -332,6 +393,17 @@ impl Builder {
                 cur = rule.chain.as_deref_mut();
             }
         }
+        for r in &mut self.rules {
+            let mut cur = Some(r);
+            while let Some(rule) = cur {
+                rule.pre_need = rule
+                    .need_bytes
+                    .filter(|_| !rule.multi_match)
+                    .and_then(|need| rule.transforms.iter().rev().try_fold(need, |set, t| t.preimage(set)))
+                    .filter(|pre| pre.iter().any(|w| *w != u64::MAX));
+                cur = rule.chain.as_deref_mut();
+            }
+        }
         let mut phases: [Vec<usize>; 5] = Default::default();
         for (i, r) in self.rules.iter().enumerate() {
             if r.marker.is_some() {
@@ -343,6 +415,7 @@ impl Builder {
             }
         }
         let pure = PurePlan::build(&self.rules);
+        let walks = phases.each_ref().map(|list| Walk::build(&self.rules, list, &pure));
         let mut templates = HashMap::new();
         for r in &self.rules {
             let mut cur = Some(r);
@@ -365,6 +438,7 @@ impl Builder {
         Ok(RuleSet {
             id: NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pure,
+            walks,
             memo: true,
             init_snapshot: true,
             templates,
@@ -541,6 +615,7 @@ impl Builder {
             includes: Vec::new(),
             op: None,
             need_bytes: None,
+            pre_need: None,
             transforms: Vec::new(),
             tchain: Vec::new(),
             multi_match: false,
@@ -664,5 +739,92 @@ fn on_off(v: &str) -> Result<bool, String> {
         "on" => Ok(true),
         "off" => Ok(false),
         _ => Err(format!("expected On or Off, got {v}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tx::Flow;
+
+    /// Every shortcut of every phase of `rs` agrees with the rule-by-rule walk ([`Flow::passes`]).
+    fn check_walks(rs: &RuleSet) -> usize {
+        let mut jumps = 0;
+        for (list, walk) in rs.phases.iter().zip(&rs.walks) {
+            assert_eq!(
+                (walk.resume.len(), walk.span_end.len(), walk.pure_at.len()),
+                (list.len(), list.len(), list.len())
+            );
+            for (i, &ri) in list.iter().enumerate() {
+                let r = &rs.rules[ri];
+                match &r.skip_after {
+                    Some(target) => {
+                        let mut flow =
+                            Flow { skip: 0, skip_after: Some(target.as_str()), skip_after_id: target.parse().ok() };
+                        let mut j = i + 1;
+                        while j < list.len() && !flow.is_clear() {
+                            flow.passes(&rs.rules[list[j]]);
+                            j += 1;
+                        }
+                        assert_eq!(walk.resume[i] as usize, j, "rule {} skipAfter:{target}", r.id);
+                        jumps += 1;
+                    }
+                    None => assert_eq!(walk.resume[i], NO_POS),
+                }
+                let end = walk.span_end[i] as usize;
+                assert!(end >= i && end <= list.len());
+                for &rk in &list[i..end] {
+                    let r = &rs.rules[rk];
+                    assert!(r.marker.is_some() || rs.pure.of_rule[rk] != NOT_PURE, "rule {} in a span", r.id);
+                }
+                if end < list.len() && end > i {
+                    let after = &rs.rules[list[end]];
+                    assert!(after.marker.is_none() && rs.pure.of_rule[list[end]] == NOT_PURE);
+                }
+                let (p, g) = walk.pure_at[i];
+                assert_eq!(p, rs.pure.of_rule[ri]);
+                if p != NOT_PURE {
+                    assert_eq!(g, rs.pure.group[p as usize]);
+                }
+            }
+        }
+        jumps
+    }
+
+    #[test]
+    fn walk_shortcuts_agree_with_the_rule_by_rule_walk() {
+        let small = RuleSet::parse_str(
+            r#"SecAction "id:1,phase:1,pass,skipAfter:END"
+SecRule ARGS "@rx a" "id:2,phase:1,pass"
+SecMarker OTHER
+SecRule ARGS "@rx b" "id:3,phase:2,pass,skipAfter:5"
+SecMarker END
+SecAction "id:4,phase:1,pass,skipAfter:NOWHERE"
+SecRule ARGS "@rx c" "id:5,phase:2,pass"
+SecRule ARGS "@rx d" "id:6,phase:2,pass""#,
+            "walk.conf",
+        )
+        .unwrap();
+        assert_eq!(check_walks(&small), 3);
+        // Phase 1: [1, 2, OTHER, END, 4]: rule 1 resumes after END, rule 4 at the end; 2 and the markers make a span.
+        assert_eq!(small.walks[0].resume, [4, NO_POS, NO_POS, NO_POS, 5]);
+        assert_eq!(small.walks[0].span_end, [0, 4, 4, 4, 4]);
+        // Phase 2: [OTHER, 3, END, 5, 6]: 3 resumes after rule 5; the whole list is one span.
+        assert_eq!(small.walks[1].resume, [NO_POS, 4, NO_POS, NO_POS, NO_POS]);
+        assert_eq!(small.walks[1].span_end, [5, 5, 5, 5, 5]);
+
+        let crs = std::path::Path::new("/work/shared/data/crs");
+        let mut files = vec![crs.join("crs-setup.conf.example")];
+        let mut rules: Vec<PathBuf> = std::fs::read_dir(crs.join("rules"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        rules.sort();
+        files.extend(rules);
+        let rs = RuleSet::load(&files, "SecRuleEngine On\n").unwrap();
+        // CRS v4: every file skips its higher paranoia levels with skipAfter, in both request phases.
+        assert!(check_walks(&rs) > 100);
     }
 }

@@ -181,6 +181,10 @@ pub(crate) struct Rule {
     pub(crate) op: Option<Operator>,
     /// `op`'s [`Operator::required_bytes`], computed at load (the verdict memo's evaluations check it first).
     pub(crate) need_bytes: Option<[u64; 4]>,
+    /// The bytes a value must contain *before* the transformations for the transformed value to contain one of
+    /// `need_bytes` (`Transform::preimage` through the chain): a value with none of them is skipped without
+    /// transforming it. `None` when unknown or when it would skip nothing (`multiMatch` rules never have it).
+    pub(crate) pre_need: Option<[u64; 4]>,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.
     pub(crate) tchain: Vec<u32>,

@@ -14,7 +14,7 @@ use std::time::Instant;
 use palisade_waf_body as body;
 use palisade_waf_ops::MacroEnv;
 
-use crate::compile::{RuleSet, NOT_PURE};
+use crate::compile::{RuleSet, NOT_PURE, NO_POS};
 use crate::init;
 use crate::macros::{MacroStr, Part};
 use crate::memo;
@@ -165,6 +165,11 @@ pub(crate) struct Flow<'r> {
 }
 
 impl Flow<'_> {
+    /// No skip pending.
+    pub(crate) fn is_clear(&self) -> bool {
+        self.skip == 0 && self.skip_after.is_none()
+    }
+
     /// Whether the walk passes over `rule` without running it: a marker, or a rule being skipped.
     pub(crate) fn passes(&mut self, rule: &Rule) -> bool {
         if let Some(m) = &rule.marker {
@@ -465,8 +470,10 @@ pub struct Transaction<'r> {
     group_ready: Vec<bool>,
     /// (memo entry, value id) of the values enumerated for pure-rule targets in this phase.
     pure_vals: Vec<(u32, u32)>,
-    /// Memo entry per value id, for this phase ([`UNSET`] when not looked up yet).
+    /// Memo entry per value id ([`UNSET`] when not looked up yet); value ids are never reused within a transaction.
     entry_of_id: Vec<u32>,
+    /// The memo generation `entry_of_id` refers to.
+    entries_generation: u64,
     /// Per group (as many words as the memo's rows): the pure rules that may match one of the group's values: the
     /// union of its targets' summaries.
     group_maybe: Vec<u64>,
@@ -536,6 +543,7 @@ impl<'r> Transaction<'r> {
             group_ready: sc.group_ready,
             pure_vals: sc.pure_vals,
             entry_of_id: sc.entry_of_id,
+            entries_generation: memo::NO_GENERATION,
             group_maybe: sc.group_maybe,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
@@ -974,8 +982,16 @@ impl<'r> Transaction<'r> {
             self.group_ready.clear();
             self.group_ready.resize(rs.pure.group_targets.len(), false);
             self.pure_vals.clear();
-            self.entry_of_id.clear();
-            memo::with(rs.id, rs.pure.count(), memo::Memo::trim);
+            // Memo entries of values numbered in an earlier phase stay valid while the memo keeps its entries
+            // (generations are unique in the process, so a transaction moved to another thread starts afresh).
+            let generation = memo::with(rs.id, rs.pure.count(), |m| {
+                m.trim();
+                m.generation
+            });
+            if generation != self.entries_generation {
+                self.entry_of_id.clear();
+                self.entries_generation = generation;
+            }
         }
         let mut flow = Flow::default();
         let mut from = 0;
@@ -990,7 +1006,24 @@ impl<'r> Transaction<'r> {
                 self.snap = Some(snap);
             }
         }
-        for &ri in list.get(from..).unwrap_or_default() {
+        let walk = rs.walks.get(usize::from(phase - 1))?;
+        let mut i = from;
+        while i < list.len() {
+            if use_memo && flow.is_clear() && self.mode != EngineMode::Off {
+                // Pass over markers and pure starters known to match none of their values without touching them:
+                // for these the walk below would do nothing.
+                let end = walk.span_end.get(i).map_or(i, |&e| e as usize);
+                if end > i {
+                    while i < end && self.pure_passes(walk.pure_at.get(i).copied()) {
+                        i += 1;
+                    }
+                    if i == end {
+                        continue;
+                    }
+                }
+            }
+            let Some(&ri) = list.get(i) else { break };
+            i += 1;
             let Some(rule) = rs.rules.get(ri) else { continue };
             if flow.passes(rule) {
                 continue;
@@ -998,9 +1031,32 @@ impl<'r> Transaction<'r> {
             if let ControlFlow::Break(r) = self.run_rule(phase, ri, use_memo, &mut flow) {
                 return r;
             }
+            // A skipAfter this rule started: resume after its target directly.
+            if flow.skip == 0 && flow.skip_after.is_some() {
+                if let Some(&to) = walk.resume.get(i - 1).filter(|&&to| to != NO_POS) {
+                    flow.skip_after = None;
+                    flow.skip_after_id = None;
+                    i = to as usize;
+                }
+            }
         }
         self.current = None;
         None
+    }
+
+    /// Whether the walk may pass over the rule at a position of a pure span: a marker (no skip is pending), or a pure
+    /// starter whose group summary says none of its values can match (what `may_match` would answer first).
+    fn pure_passes(&mut self, at: Option<(u32, u32)>) -> bool {
+        let Some((p, g)) = at else { return false };
+        if p == NOT_PURE {
+            return true;
+        }
+        if self.enumerate_group(g).is_none() {
+            return false;
+        }
+        let words = memo::row_words(self.rs.pure.count());
+        let maybe = self.group_maybe.get(g as usize * words + (p / 64) as usize).copied().unwrap_or(u64::MAX);
+        maybe & (1u64 << (p % 64)) == 0
     }
 
     /// Run rule `ri` of the phase's list (not skipped): evaluate it, record a match, and apply its disruptive and
@@ -1431,6 +1487,12 @@ impl<'r> Transaction<'r> {
             }
             false
         } else {
+            // A value that cannot come to contain any of the bytes every match contains: not even transformed.
+            if let Some(pre) = &rule.pre_need {
+                if !palisade_waf_ops::has_any_byte(value, pre) {
+                    return false;
+                }
+            }
             let tv = self.transformed(rule, value, id);
             // A value with none of the bytes every match contains cannot match: no regex run.
             if let Some(need) = &rule.need_bytes {
@@ -1504,6 +1566,9 @@ impl<'r> Transaction<'r> {
                         mid = bytes.len();
                         bytes.extend_from_slice(&cur);
                     }
+                } else if rule.pre_need.as_ref().is_some_and(|pre| !palisade_waf_ops::has_any_byte(&v.value, pre)) {
+                    // No transformation of this value can contain what every match contains.
+                    hit = false;
                 } else {
                     let tv = this.transformed(rule, &v.value, v.id);
                     caps.clear();
