@@ -59,11 +59,14 @@ pub(crate) struct PurePlan {
     pub(crate) targets: Vec<crate::vars::Target>,
     /// Per group: the variables (include targets) of its rules, as indices into `targets`.
     pub(crate) group_targets: Vec<Vec<u32>>,
+    /// What a new value's bytes rule out at once (see [`crate::memo::ByteRule`]).
+    pub(crate) bytes: crate::memo::ByteRule,
 }
 
 impl PurePlan {
     fn build(rules: &[Rule]) -> PurePlan {
         let mut plan = PurePlan::default();
+        let mut pre_need = Vec::new();
         let mut group_of: HashMap<Vec<u32>, u32> = HashMap::new();
         let mut target_of: HashMap<String, u32> = HashMap::new();
         for r in rules {
@@ -94,7 +97,9 @@ impl PurePlan {
             });
             plan.of_rule.push(u32::try_from(plan.group.len()).unwrap_or(NOT_PURE));
             plan.group.push(g);
+            pre_need.push(r.pre_need);
         }
+        plan.bytes = crate::memo::ByteRule::new(&pre_need);
         plan
     }
 

@@ -26,6 +26,73 @@ const HARD: usize = 2 * KEEP;
 /// Rule sets remembered per thread (a reload makes a new one; several routes may use different sets).
 const SETS: usize = 4;
 
+/// For pure rules with `Rule::pre_need` (the bytes a value must contain for any transformation of it to contain
+/// what the operator needs), which of them each byte value can keep in play: a new value rules out at once every
+/// such rule none of its bytes keeps in play, without a check per rule (exactly what `Transaction::check` would
+/// answer first for each of them).
+#[derive(Debug, Default)]
+pub(crate) struct ByteRule {
+    words: usize,
+    /// Per byte value (256 rows of `words` words): the pure rules whose `pre_need` contains it.
+    by_byte: Vec<u64>,
+    /// The pure rules that have a `pre_need`.
+    filtered: Vec<u64>,
+}
+
+impl ByteRule {
+    /// `pre_need` per pure rule number.
+    pub(crate) fn new(pre_need: &[Option<[u64; 4]>]) -> ByteRule {
+        let words = row_words(pre_need.len());
+        let mut t = ByteRule { words, by_byte: vec![0; 256 * words], filtered: vec![0; words] };
+        for (p, pre) in pre_need.iter().enumerate() {
+            let Some(pre) = pre else { continue };
+            let (w, bit) = (p / 64, 1u64 << (p % 64));
+            if let Some(f) = t.filtered.get_mut(w) {
+                *f |= bit;
+            }
+            for b in 0..256usize {
+                if pre.get(b / 64).is_some_and(|x| x >> (b % 64) & 1 == 1) {
+                    if let Some(x) = t.by_byte.get_mut(b * words + w) {
+                        *x |= bit;
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// Set in `known` (a memo row's "evaluated" bits; the "matched" bits stay 0) the rules `value` rules out.
+    fn rule_out(&self, value: &[u8], known: &mut [u64]) {
+        if self.words != known.len() {
+            return;
+        }
+        let mut seen = [0u64; 4];
+        let mut kept = [0u64; 16];
+        let mut kept_vec = Vec::new();
+        let kept: &mut [u64] = if self.words <= kept.len() {
+            kept.get_mut(..self.words).unwrap_or_default()
+        } else {
+            kept_vec.resize(self.words, 0);
+            &mut kept_vec
+        };
+        for &b in value {
+            let (w, bit) = (usize::from(b >> 6), 1u64 << (b & 63));
+            let Some(s) = seen.get_mut(w) else { continue };
+            if *s & bit != 0 {
+                continue;
+            }
+            *s |= bit;
+            let row = usize::from(b) * self.words;
+            if let Some(r) = self.by_byte.get(row..row + self.words) {
+                kept.iter_mut().zip(r).for_each(|(k, r)| *k |= r);
+            }
+        }
+        for ((k, f), kept) in known.iter_mut().zip(&self.filtered).zip(kept.iter()) {
+            *k |= f & !kept;
+        }
+    }
+}
+
 /// A generation no memo has.
 pub(crate) const NO_GENERATION: u64 = 0;
 
@@ -115,8 +182,9 @@ impl Memo {
         }
     }
 
-    /// The entry for `value`, made when new; [`NO_ENTRY`] when it cannot be remembered.
-    pub(crate) fn entry(&mut self, value: &[u8]) -> u32 {
+    /// The entry for `value`, made when new; [`NO_ENTRY`] when it cannot be remembered. A new entry starts with the
+    /// rules `bytes` rules out already known not to match (see [`ByteRule`]).
+    pub(crate) fn entry(&mut self, value: &[u8], bytes: &ByteRule) -> u32 {
         if value.len() > MAX_VALUE {
             return NO_ENTRY;
         }
@@ -137,8 +205,17 @@ impl Memo {
         let prev = self.index.insert(h, new).unwrap_or(NO_ENTRY);
         self.next.push(prev);
         self.keys.push(value.into());
-        self.bits.resize(self.bits.len() + 2 * self.words, 0);
+        let base = self.bits.len();
+        self.bits.resize(base + 2 * self.words, 0);
+        if let Some(known) = self.bits.get_mut(base..base + self.words) {
+            bytes.rule_out(value, known);
+        }
         new
+    }
+
+    #[cfg(test)]
+    fn entry_t(&mut self, value: &[u8]) -> u32 {
+        self.entry(value, &ByteRule::default())
     }
 
     pub(crate) fn key(&self, entry: u32) -> &[u8] {
@@ -198,10 +275,10 @@ mod tests {
     #[test]
     fn entries_are_found_by_full_bytes_and_bits_are_per_rule() {
         let mut m = Memo::new(1, 130);
-        let a = m.entry(b"Mozilla/5.0");
-        let b = m.entry(b"books");
+        let a = m.entry_t(b"Mozilla/5.0");
+        let b = m.entry_t(b"books");
         assert_ne!(a, b);
-        assert_eq!(m.entry(b"Mozilla/5.0"), a);
+        assert_eq!(m.entry_t(b"Mozilla/5.0"), a);
         assert_eq!(m.get(a, 129), None);
         m.set(a, 129, true);
         m.set(a, 3, false);
@@ -213,21 +290,52 @@ mod tests {
         assert_eq!(maybe[0] & (1 << 3), 0);
         assert_ne!(maybe[2] & (1 << 1), 0);
         assert_ne!(maybe[0] & (1 << 4), 0);
-        assert_eq!(m.entry(&vec![b'x'; MAX_VALUE + 1]), NO_ENTRY);
+        assert_eq!(m.entry_t(&vec![b'x'; MAX_VALUE + 1]), NO_ENTRY);
+    }
+
+    /// A new value starts with the rules its bytes rule out known not to match, and only those.
+    #[test]
+    fn a_new_values_bytes_rule_out_rules_at_once() {
+        let set = |bytes: &[u8]| {
+            let mut s = [0u64; 4];
+            for &b in bytes {
+                s[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+            Some(s)
+        };
+        // Rule 0 needs a quote, 1 has no filter, 2 needs `%` or `<`, 70 needs a byte above 127.
+        let mut pre = vec![None; 71];
+        pre[0] = set(b"'");
+        pre[2] = set(b"%<");
+        pre[70] = set(&[0xc3]);
+        let bytes = ByteRule::new(&pre);
+        let mut m = Memo::new(1, 71);
+        let plain = m.entry(b"running shoes", &bytes);
+        assert_eq!(
+            (m.get(plain, 0), m.get(plain, 1), m.get(plain, 2), m.get(plain, 70)),
+            (Some(false), None, Some(false), Some(false))
+        );
+        let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes);
+        assert_eq!((m.get(odd, 0), m.get(odd, 2), m.get(odd, 70)), (None, None, None));
+        // Rules without a filter are never ruled out; a known entry is not touched again.
+        assert_eq!(m.get(odd, 3), None);
+        m.set(plain, 1, true);
+        assert_eq!(m.entry(b"running shoes", &bytes), plain);
+        assert_eq!(m.get(plain, 1), Some(true));
     }
 
     #[test]
     fn the_memo_is_bounded_and_starts_over_past_its_size() {
         let mut m = Memo::new(1, 10);
         for i in 0..HARD {
-            assert_ne!(m.entry(format!("v{i}").as_bytes()), NO_ENTRY);
+            assert_ne!(m.entry_t(format!("v{i}").as_bytes()), NO_ENTRY);
         }
-        assert_eq!(m.entry(b"one more"), NO_ENTRY);
+        assert_eq!(m.entry_t(b"one more"), NO_ENTRY);
         let g = m.generation;
         m.trim();
         assert_eq!(m.keys.len(), 0);
         assert!(m.generation != g && m.generation != NO_GENERATION);
-        assert_eq!(m.entry(b"one more"), 0);
+        assert_eq!(m.entry_t(b"one more"), 0);
     }
 
     #[test]
@@ -238,9 +346,9 @@ mod tests {
         for i in 0..fits {
             let mut x = v.clone();
             x[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            assert_ne!(m.entry(&x), NO_ENTRY, "{i}");
+            assert_ne!(m.entry_t(&x), NO_ENTRY, "{i}");
         }
-        assert_eq!(m.entry(&[b'b'; 10]), NO_ENTRY);
+        assert_eq!(m.entry_t(&[b'b'; 10]), NO_ENTRY);
         m.trim();
         assert_eq!((m.keys.len(), m.key_bytes), (0, 0));
     }
@@ -248,15 +356,15 @@ mod tests {
     #[test]
     fn each_rule_set_has_its_own_memo() {
         with(7, 10, |m| {
-            let e = m.entry(b"x");
+            let e = m.entry_t(b"x");
             m.set(e, 1, true);
         });
         with(8, 10, |m| {
-            let e = m.entry(b"x");
+            let e = m.entry_t(b"x");
             assert_eq!(m.get(e, 1), None);
         });
         with(7, 10, |m| {
-            let e = m.entry(b"x");
+            let e = m.entry_t(b"x");
             assert_eq!(m.get(e, 1), Some(true));
         });
     }

@@ -216,6 +216,8 @@ struct TCache {
     cells: Vec<Cell>,
     /// The next unused value id (shared by numbered collections and content-numbered values).
     next_id: u32,
+    /// Per row (row start / `nodes`): the bytes its value contains, 256 bits (all 0: not made yet).
+    sets: Vec<[u64; 4]>,
 }
 
 /// A cached transformation result.
@@ -236,7 +238,14 @@ const MAX_ROWS: usize = 2048;
 impl TCache {
     /// `rows` and `cells` are empty buffers to reuse.
     fn new(nodes: usize, rows: Vec<u32>, cells: Vec<Cell>) -> TCache {
-        TCache { inputs: HashMap::with_capacity_and_hasher(64, FastHash), nodes: nodes.max(1), rows, cells, next_id: 0 }
+        TCache {
+            inputs: HashMap::with_capacity_and_hasher(64, FastHash),
+            nodes: nodes.max(1),
+            rows,
+            cells,
+            next_id: 0,
+            sets: Vec::new(),
+        }
     }
 
     /// `n` fresh consecutive ids; `NO_ID` when the id space is exhausted (values are then looked up by content).
@@ -1425,13 +1434,13 @@ impl<'r> Transaction<'r> {
                             match ids.get_mut(i) {
                                 Some(slot) if *slot != UNSET => *slot,
                                 Some(slot) => {
-                                    *slot = m.entry(&v.value);
+                                    *slot = m.entry(&v.value, &rs.pure.bytes);
                                     *slot
                                 }
                                 None => memo::NO_ENTRY,
                             }
                         }
-                        _ => m.entry(&v.value),
+                        _ => m.entry(&v.value, &rs.pure.bytes),
                     };
                     vals.push((e, v.id));
                 });
@@ -1487,16 +1496,21 @@ impl<'r> Transaction<'r> {
             }
             false
         } else {
+            let set = rule.need_bytes.map(|_| self.byte_set(value, id));
             // A value that cannot come to contain any of the bytes every match contains: not even transformed.
-            if let Some(pre) = &rule.pre_need {
-                if !palisade_waf_ops::has_any_byte(value, pre) {
+            if let (Some(pre), Some(set)) = (&rule.pre_need, &set) {
+                if !intersects(set, pre) {
                     return false;
                 }
             }
             let tv = self.transformed(rule, value, id);
             // A value with none of the bytes every match contains cannot match: no regex run.
-            if let Some(need) = &rule.need_bytes {
-                if !palisade_waf_ops::has_any_byte(&tv, need) {
+            if let (Some(need), Some(set)) = (&rule.need_bytes, &set) {
+                let any = match &tv {
+                    Tv::Same(_) => intersects(set, need),
+                    _ => palisade_waf_ops::has_any_byte(&tv, need),
+                };
+                if !any {
                     return false;
                 }
             }
@@ -1566,7 +1580,7 @@ impl<'r> Transaction<'r> {
                         mid = bytes.len();
                         bytes.extend_from_slice(&cur);
                     }
-                } else if rule.pre_need.as_ref().is_some_and(|pre| !palisade_waf_ops::has_any_byte(&v.value, pre)) {
+                } else if rule.pre_need.as_ref().is_some_and(|pre| !intersects(&this.byte_set(&v.value, v.id), pre)) {
                     // No transformation of this value can contain what every match contains.
                     hit = false;
                 } else {
@@ -1657,6 +1671,28 @@ impl<'r> Transaction<'r> {
             }
         });
         out
+    }
+
+    /// The bytes `value` (value number `id`) contains, made once per value: every pure rule checked on a new value
+    /// tests it against the bytes its operator needs.
+    fn byte_set(&self, value: &[u8], id: u32) -> [u64; 4] {
+        if id == NO_ID || value.is_empty() || value.len() > CACHE_MAX_VALUE {
+            return byte_set_of(value);
+        }
+        let mut cache = self.cache.borrow_mut();
+        let Some(row) = cache.row(id) else { return byte_set_of(value) };
+        let r = row / cache.nodes;
+        if let Some(set) = cache.sets.get(r).filter(|s| **s != [0; 4]) {
+            return *set;
+        }
+        let set = byte_set_of(value);
+        if r >= cache.sets.len() {
+            cache.sets.resize(r + 1, [0; 4]);
+        }
+        if let Some(slot) = cache.sets.get_mut(r) {
+            *slot = set;
+        }
+        set
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
@@ -2152,6 +2188,21 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
 }
 
 /// The rule's transformations applied to `value` without the cache.
+/// The bytes `v` contains, one bit each.
+fn byte_set_of(v: &[u8]) -> [u64; 4] {
+    let mut set = [0u64; 4];
+    for &b in v {
+        if let Some(w) = set.get_mut(usize::from(b >> 6)) {
+            *w |= 1u64 << (b & 63);
+        }
+    }
+    set
+}
+
+fn intersects(a: &[u64; 4], b: &[u64; 4]) -> bool {
+    a.iter().zip(b).any(|(x, y)| x & y != 0)
+}
+
 fn transform_uncached<'v>(rule: &Rule, value: &'v [u8]) -> Tv<'v> {
     let mut cur: Option<Vec<u8>> = None;
     for t in &rule.transforms {
