@@ -25,6 +25,37 @@ pub(crate) fn required(pattern: &str) -> Option<Set> {
     Some(set)
 }
 
+/// Several required sets of a pattern, each valid on its own: the best one [`required`] picks and, down the
+/// pattern's top-level sequence (every part of which a match must contain), each part's own. A caller filtering on
+/// single bytes can then pick the set whose bytes are rarest: `\b(?:abs|acos|...)\W*?\(` is better served by `(`
+/// than by the least common byte of a hundred function names.
+pub(crate) fn required_candidates(pattern: &str) -> Vec<Set> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern) else { return Vec::new() };
+    let mut out = Vec::new();
+    collect(&hir, &mut out, 0);
+    out.retain_mut(|set| {
+        set.sort();
+        set.dedup();
+        usable(set)
+    });
+    out
+}
+
+fn collect(h: &Hir, out: &mut Vec<Set>, depth: usize) {
+    if depth > 16 {
+        return;
+    }
+    if let Some(s) = req(h) {
+        out.push(s);
+    }
+    match h.kind() {
+        HirKind::Capture(c) => collect(&c.sub, out, depth + 1),
+        HirKind::Repetition(r) if r.min >= 1 => collect(&r.sub, out, depth + 1),
+        HirKind::Concat(hs) => hs.iter().for_each(|x| collect(x, out, depth + 1)),
+        _ => {}
+    }
+}
+
 fn lower(b: &[u8]) -> Vec<u8> {
     b.to_ascii_lowercase()
 }
@@ -228,5 +259,21 @@ mod tests {
         assert_eq!(lits("@eq 1"), None);
         // Backtracking patterns are not analysed.
         assert_eq!(lits("@rx a(?=b)"), None);
+    }
+
+    /// Each part of the top-level sequence gives a set of its own; the rarest bytes win for `required_bytes`.
+    #[test]
+    fn every_part_of_a_sequence_is_a_candidate() {
+        let c = super::required_candidates(r"(?i)\b(?:abs|acos)\W*?\(");
+        assert!(c.contains(&vec![b"(".to_vec()]), "{c:?}");
+        // The names part is a candidate too (as the parser factors it: here their common first letter).
+        assert!(c.len() >= 2 && c.iter().all(|s| !s.is_empty()), "{c:?}");
+        assert!(super::required_candidates(r"a?|b").is_empty());
+        let op =
+            crate::Operator::parse(r"@rx (?i)\b(?:abs|acos|asin|atan|ceil)\W*?\(", std::path::Path::new(".")).unwrap();
+        assert_eq!(op.required_bytes(), Some([1 << b'(', 0, 0, 0]));
+        // Negated: no filter at all.
+        let op = crate::Operator::parse(r"!@rx (?i)\b(?:abs|acos)\W*?\(", std::path::Path::new(".")).unwrap();
+        assert_eq!(op.required_bytes(), None);
     }
 }

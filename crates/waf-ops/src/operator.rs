@@ -250,18 +250,40 @@ impl Operator {
     /// Bytes (a 256-bit set) at least one of which every input this operator matches contains: for each of
     /// [`Operator::required_literals`], its least common byte (both cases of a letter). `None` when no such set is
     /// known. An engine may skip the operator on an input with none of them; the answer is the same.
+    /// Of several such sets (see `Rx::required_literal_candidates`), the one whose bytes are least common.
     pub fn required_bytes(&self) -> Option<[u64; 4]> {
-        let lits = self.required_literals()?;
-        let mut set = [0u64; 4];
-        for l in &lits {
-            let &b = l.iter().min_by_key(|b| commonness(**b))?;
-            for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
-                if let Some(w) = set.get_mut(usize::from(c >> 6)) {
-                    *w |= 1u64 << (c & 63);
+        let byte_set = |lits: &[Vec<u8>]| -> Option<[u64; 4]> {
+            let mut set = [0u64; 4];
+            for l in lits {
+                let &b = l.iter().min_by_key(|b| commonness(**b))?;
+                for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                    if let Some(w) = set.get_mut(usize::from(c >> 6)) {
+                        *w |= 1u64 << (c & 63);
+                    }
+                }
+            }
+            Some(set)
+        };
+        // How often a value has one of the bytes, roughly: the sum of their commonness (each letter counted once).
+        let weight = |set: &[u64; 4]| -> u32 {
+            (0..=255u8)
+                .filter(|b| {
+                    !b.is_ascii_uppercase() && set.get(usize::from(b >> 6)).is_some_and(|w| w >> (b & 63) & 1 == 1)
+                })
+                .map(|b| u32::from(commonness(b)))
+                .sum()
+        };
+        let mut best = byte_set(&self.required_literals()?)?;
+        if let (false, Kind::Rx(rx)) = (self.negated, &self.kind) {
+            for lits in rx.required_literal_candidates() {
+                if let Some(set) = byte_set(&lits) {
+                    if weight(&set) < weight(&best) {
+                        best = set;
+                    }
                 }
             }
         }
-        Some(set)
+        Some(best)
     }
 
     /// For `@pm`-style prefiltering by the engine: the literal phrases, when the operator is a phrase match.

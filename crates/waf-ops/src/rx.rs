@@ -58,6 +58,14 @@ impl Rx {
         }
     }
 
+    /// Several sets like [`Rx::required_literals`], each valid on its own (empty when none is known).
+    pub(crate) fn required_literal_candidates(&self) -> Vec<Vec<Vec<u8>>> {
+        match &self.engine {
+            Engine::Bytes(re) => crate::literals::required_candidates(re.as_str()),
+            Engine::Fancy(_) => Vec::new(),
+        }
+    }
+
     /// Whether the backtracking engine is used (tests and diagnostics).
     #[cfg(test)]
     pub(crate) fn is_fancy(&self) -> bool {
