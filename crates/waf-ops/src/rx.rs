@@ -18,6 +18,9 @@ const BACKTRACK_LIMIT: usize = 500_000;
 enum Engine {
     Bytes(regex::bytes::Regex),
     Fancy(fancy_regex::Regex),
+    /// A pattern that matches every input whole (`^.*$` in DOTALL mode: CRS 920450 captures each header name with
+    /// it): no regex runs, group 0 is the input.
+    Whole,
 }
 
 /// A compiled `@rx` pattern.
@@ -29,6 +32,10 @@ pub(crate) struct Rx {
 impl Rx {
     pub(crate) fn compile(pattern: &str) -> Result<Rx, String> {
         let (translated, needs_fancy) = translate(pattern.as_bytes(), false)?;
+        // With `(?s)`, `.*` from the start is greedy over every byte, so these match the whole input.
+        if matches!(translated.as_str(), "^.*$" | "^.*" | ".*" | ".*$") {
+            return Ok(Rx { engine: Engine::Whole });
+        }
         if !needs_fancy {
             match regex::bytes::RegexBuilder::new(&format!("(?s-u){translated}"))
                 .size_limit(SIZE_LIMIT)
@@ -54,7 +61,7 @@ impl Rx {
     pub(crate) fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
         match &self.engine {
             Engine::Bytes(re) => crate::literals::required(re.as_str()),
-            Engine::Fancy(_) => None,
+            Engine::Fancy(_) | Engine::Whole => None,
         }
     }
 
@@ -62,7 +69,7 @@ impl Rx {
     pub(crate) fn required_literal_candidates(&self) -> Vec<Vec<Vec<u8>>> {
         match &self.engine {
             Engine::Bytes(re) => crate::literals::required_candidates(re.as_str()),
-            Engine::Fancy(_) => Vec::new(),
+            Engine::Fancy(_) | Engine::Whole => Vec::new(),
         }
     }
 
@@ -77,6 +84,7 @@ impl Rx {
             Engine::Bytes(re) => re.is_match(input),
             // A backtrack-limit error counts as no match, as v2 does for PCRE_ERROR_MATCHLIMIT.
             Engine::Fancy(re) => re.is_match(&latin1(input)).unwrap_or(false),
+            Engine::Whole => true,
         }
     }
 
@@ -84,6 +92,11 @@ impl Rx {
     /// not take part are empty), as v2 fills TX.0..TX.9.
     pub(crate) fn captures(&self, input: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
         match &self.engine {
+            Engine::Whole => {
+                out.clear();
+                out.push(input.to_vec());
+                true
+            }
             Engine::Bytes(re) => {
                 if re.captures_len() == 1 {
                     // No groups of its own: group 0 is the leftmost-first match, which `find` gives without

@@ -635,3 +635,19 @@ fn preimages_cover_every_output_byte() {
     assert!(!b"running shoes 42".iter().any(|&b| has(&pre, b)));
     assert!(has(&pre, b'%') && has(&pre, b'&') && has(&pre, b'\''));
 }
+
+/// `^.*$` and its like match every input whole, as the regex does (DOTALL: newlines included), without running one.
+#[test]
+fn whole_value_patterns_capture_the_input() {
+    for p in ["^.*$", "^.*", ".*", ".*$"] {
+        let rx = Rx::compile(p).unwrap();
+        let re = regex::bytes::Regex::new(&format!("(?s-u){p}")).unwrap();
+        for input in [&b""[..], b"x-Forwarded-For", b"a\nb\r\n", b"\xff\x00z"] {
+            let mut caps = Vec::new();
+            assert!(rx.is_match(input) && rx.captures(input, &mut caps), "{p}");
+            assert_eq!(caps, vec![re.find(input).unwrap().as_bytes().to_vec()], "{p} on {input:?}");
+            assert_eq!(caps[0], input);
+        }
+    }
+    assert!(!Rx::compile("^.+$").unwrap().is_match(b""));
+}
