@@ -2187,7 +2187,6 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The rule's transformations applied to `value` without the cache.
 /// The bytes `v` contains, one bit each.
 fn byte_set_of(v: &[u8]) -> [u64; 4] {
     let mut set = [0u64; 4];
@@ -2203,6 +2202,7 @@ fn intersects(a: &[u64; 4], b: &[u64; 4]) -> bool {
     a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 
+/// The rule's transformations applied to `value` without the cache.
 fn transform_uncached<'v>(rule: &Rule, value: &'v [u8]) -> Tv<'v> {
     let mut cur: Option<Vec<u8>> = None;
     for t in &rule.transforms {
