@@ -38,7 +38,8 @@ pub struct RuleSet {
     /// Operator arguments with macros (`%{tx.allowed_methods}`), parsed once here rather than per evaluation, with
     /// whether they read only the writable collections (TX, IP, ...): a transaction may then keep an expansion
     /// until one of those changes.
-    pub(crate) templates: HashMap<String, (crate::macros::MacroStr, bool)>,
+    /// foldhash rather than SipHash: looked up on every operator evaluation with a macro argument.
+    pub(crate) templates: HashMap<String, (crate::macros::MacroStr, bool), foldhash::fast::RandomState>,
 }
 
 /// A rule index that is not a pure chain starter.
@@ -421,7 +422,7 @@ impl Builder {
         }
         let pure = PurePlan::build(&self.rules);
         let walks = phases.each_ref().map(|list| Walk::build(&self.rules, list, &pure));
-        let mut templates = HashMap::new();
+        let mut templates = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for r in &self.rules {
             let mut cur = Some(r);
             while let Some(rule) = cur {
