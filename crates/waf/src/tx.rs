@@ -213,36 +213,37 @@ struct TCache {
     nodes: usize,
     /// Row start in `cells` per value id (`NO_ROW`: none yet).
     rows: Vec<u32>,
-    cells: Vec<Cell>,
+    cells: Vec<u32>,
+    /// The transformed values cells point to (a cell holds [`UNKNOWN`], [`SAME`], or `FIRST_NEW` + an index here):
+    /// a row is then 4 bytes per trie node, not a 24-byte enum, so a new value costs little memory to set up.
+    results: Vec<Arc<[u8]>>,
     /// The next unused value id (shared by numbered collections and content-numbered values).
     next_id: u32,
     /// Per row (row start / `nodes`): the bytes its value contains, 256 bits (all 0: not made yet).
     sets: Vec<[u64; 4]>,
 }
 
-/// A cached transformation result.
-#[derive(Clone)]
-enum Cell {
-    Unknown,
-    /// The chain left the value unchanged.
-    Same,
-    New(Arc<[u8]>),
-}
+/// A cell of a transformation row: not computed yet, the chain left the value unchanged, or (from `FIRST_NEW` on)
+/// the index of its result in `TCache::results` plus `FIRST_NEW`.
+const UNKNOWN: u32 = 0;
+const SAME: u32 = 1;
+const FIRST_NEW: u32 = 2;
 
 const NO_ROW: u32 = u32::MAX;
 
 /// Rows kept per transaction: a request with more distinct values transforms the rest uncached, so many tiny
-/// hostile values cannot make a row (trie nodes x 24 bytes) each.
+/// hostile values cannot make a row (trie nodes x 4 bytes, and the results) each.
 const MAX_ROWS: usize = 2048;
 
 impl TCache {
     /// `rows` and `cells` are empty buffers to reuse.
-    fn new(nodes: usize, rows: Vec<u32>, cells: Vec<Cell>) -> TCache {
+    fn new(nodes: usize, rows: Vec<u32>, cells: Vec<u32>) -> TCache {
         TCache {
             inputs: HashMap::with_capacity_and_hasher(64, FastHash),
             nodes: nodes.max(1),
             rows,
             cells,
+            results: Vec::new(),
             next_id: 0,
             sets: Vec::new(),
         }
@@ -277,7 +278,7 @@ impl TCache {
             return None;
         }
         *slot = u32::try_from(start).ok()?;
-        self.cells.resize(start.checked_add(self.nodes)?, Cell::Unknown);
+        self.cells.resize(start.checked_add(self.nodes)?, UNKNOWN);
         Some(start)
     }
 }
@@ -354,7 +355,7 @@ struct Scratch {
     name_buf: Vec<u8>,
     expand_bufs: (Vec<u8>, Vec<u8>),
     rows: Vec<u32>,
-    cells: Vec<Cell>,
+    cells: Vec<u32>,
 }
 
 /// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
@@ -1729,23 +1730,25 @@ impl<'r> Transaction<'r> {
         let last = rule.tchain.len().saturating_sub(1);
         for (i, node) in rule.tchain.iter().enumerate().rev() {
             let idx = row + *node as usize;
-            match cache.cells.get(idx) {
-                Some(Cell::Same) if i == last => return Tv::Same(value),
-                Some(Cell::New(_)) if i == last => {
+            match cache.cells.get(idx).copied() {
+                Some(SAME) if i == last => return Tv::Same(value),
+                Some(c) if c >= FIRST_NEW && i == last => {
                     // The whole chain is cached (the common case): lend the cached bytes, no refcount traffic.
                     drop(cache_ref);
-                    let r = Ref::filter_map(self.cache.borrow(), |c| match c.cells.get(idx) {
-                        Some(Cell::New(a)) => Some(&**a),
-                        _ => None,
+                    let r = Ref::filter_map(self.cache.borrow(), |c| {
+                        c.cells.get(idx).and_then(|&n| c.results.get(n.checked_sub(FIRST_NEW)? as usize)).map(|a| &**a)
                     });
                     return match r {
                         Ok(r) => Tv::Cached(r),
                         Err(_) => transform_uncached(rule, value),
                     };
                 }
-                Some(Cell::Same) => {}
-                Some(Cell::New(a)) => cur = Some(Arc::clone(a)),
-                Some(Cell::Unknown) | None => continue,
+                Some(SAME) => {}
+                Some(c) if c >= FIRST_NEW => match cache.results.get((c - FIRST_NEW) as usize) {
+                    Some(a) => cur = Some(Arc::clone(a)),
+                    None => continue,
+                },
+                _ => continue,
             }
             start = i + 1;
             break;
@@ -1754,8 +1757,18 @@ impl<'r> Transaction<'r> {
             if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
                 cur = Some(Arc::from(out));
             }
+            let value = match &cur {
+                None => SAME,
+                Some(a) => match u32::try_from(cache.results.len()).ok().and_then(|n| n.checked_add(FIRST_NEW)) {
+                    Some(n) => {
+                        cache.results.push(Arc::clone(a));
+                        n
+                    }
+                    None => UNKNOWN,
+                },
+            };
             if let Some(cell) = rule.tchain.get(i).and_then(|n| cache.cells.get_mut(row + *n as usize)) {
-                *cell = cur.as_ref().map_or(Cell::Same, |a| Cell::New(Arc::clone(a)));
+                *cell = value;
             }
         }
         cur.map_or(Tv::Same(value), Tv::New)
