@@ -133,6 +133,19 @@ impl Walk {
         let pos = |i: usize| u32::try_from(i).unwrap_or(NO_POS);
         let rule = |i: usize| list.get(i).and_then(|&ri| rules.get(ri));
         let mut w = Walk::default();
+        // Where each marker name and rule id occurs, in order (a skipAfter resumes after the first one past it).
+        let mut markers: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut ids: HashMap<u32, Vec<usize>> = HashMap::new();
+        for i in 0..list.len() {
+            if let Some(r) = rule(i) {
+                match &r.marker {
+                    Some(m) => markers.entry(m.as_str()).or_default().push(i),
+                    None => ids.entry(r.id).or_default().push(i),
+                }
+            }
+        }
+        let first_after =
+            |v: Option<&Vec<usize>>, i: usize| v.and_then(|v| v.get(v.partition_point(|&j| j <= i)).copied());
         for i in 0..list.len() {
             let p = list.get(i).and_then(|&ri| pure.of_rule.get(ri)).copied().unwrap_or(NOT_PURE);
             let g = pure.group.get(p as usize).copied().unwrap_or(NOT_PURE);
@@ -140,14 +153,11 @@ impl Walk {
             let resume = match rule(i).and_then(|r| r.skip_after.as_deref()) {
                 None => NO_POS,
                 Some(target) => {
-                    let id = target.parse::<u32>().ok();
-                    let hit = (i + 1..list.len()).find(|&j| match rule(j) {
-                        Some(r) => match &r.marker {
-                            Some(m) => m == target,
-                            None => id == Some(r.id),
-                        },
-                        None => false,
-                    });
+                    let by_id = target.parse::<u32>().ok().and_then(|id| first_after(ids.get(&id), i));
+                    let hit = match (first_after(markers.get(target), i), by_id) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     pos(hit.map_or(list.len(), |j| j + 1))
                 }
             };
