@@ -247,10 +247,11 @@ impl Operator {
         }
     }
 
-    /// Bytes (a 256-bit set) at least one of which every input this operator matches contains: for each of
-    /// [`Operator::required_literals`], its least common byte (both cases of a letter). `None` when no such set is
-    /// known. An engine may skip the operator on an input with none of them; the answer is the same.
-    /// Of several such sets (see `Rx::required_literal_candidates`), the one whose bytes are least common.
+    /// Bytes (a 256-bit set) at least one of which every input this operator matches contains: for each string of
+    /// a required-literal set, its least common byte (both cases of a letter), from whichever set (see
+    /// [`Operator::required_literals`] and, for a regex, `Rx::required_literal_candidates`) gives the least common
+    /// bytes. `None` when no such set is known. An engine may skip the operator on an input with none of them; the
+    /// answer is the same.
     pub fn required_bytes(&self) -> Option<[u64; 4]> {
         let byte_set = |lits: &[Vec<u8>]| -> Option<[u64; 4]> {
             let mut set = [0u64; 4];

@@ -61,20 +61,14 @@ impl ByteRule {
         t
     }
 
-    /// Set in `known` (a memo row's "evaluated" bits; the "matched" bits stay 0) the rules `value` rules out.
+    /// Fill `known`, a new memo row's "evaluated" bits (the "matched" bits stay 0), with the rules `value` rules
+    /// out: the filtered rules none of its bytes keeps in play.
     fn rule_out(&self, value: &[u8], known: &mut [u64]) {
         if self.words != known.len() {
             return;
         }
+        known.copy_from_slice(&self.filtered);
         let mut seen = [0u64; 4];
-        let mut kept = [0u64; 16];
-        let mut kept_vec = Vec::new();
-        let kept: &mut [u64] = if self.words <= kept.len() {
-            kept.get_mut(..self.words).unwrap_or_default()
-        } else {
-            kept_vec.resize(self.words, 0);
-            &mut kept_vec
-        };
         for &b in value {
             let (w, bit) = (usize::from(b >> 6), 1u64 << (b & 63));
             let Some(s) = seen.get_mut(w) else { continue };
@@ -84,11 +78,8 @@ impl ByteRule {
             *s |= bit;
             let row = usize::from(b) * self.words;
             if let Some(r) = self.by_byte.get(row..row + self.words) {
-                kept.iter_mut().zip(r).for_each(|(k, r)| *k |= r);
+                known.iter_mut().zip(r).for_each(|(k, r)| *k &= !r);
             }
-        }
-        for ((k, f), kept) in known.iter_mut().zip(&self.filtered).zip(kept.iter()) {
-            *k |= f & !kept;
         }
     }
 }

@@ -219,8 +219,6 @@ struct TCache {
     results: Vec<Arc<[u8]>>,
     /// The next unused value id (shared by numbered collections and content-numbered values).
     next_id: u32,
-    /// Per row (row start / `nodes`): the bytes its value contains, 256 bits (all 0: not made yet).
-    sets: Vec<[u64; 4]>,
 }
 
 /// A cell of a transformation row: not computed yet, the chain left the value unchanged, or (from `FIRST_NEW` on)
@@ -245,7 +243,6 @@ impl TCache {
             cells,
             results: Vec::new(),
             next_id: 0,
-            sets: Vec::new(),
         }
     }
 
@@ -1497,21 +1494,12 @@ impl<'r> Transaction<'r> {
             }
             false
         } else {
-            let set = rule.need_bytes.map(|_| self.byte_set(value, id));
-            // A value that cannot come to contain any of the bytes every match contains: not even transformed.
-            if let (Some(pre), Some(set)) = (&rule.pre_need, &set) {
-                if !intersects(set, pre) {
-                    return false;
-                }
-            }
+            // Rules that `pre_need` rules out for this value never get here: the memo entry was made with them
+            // known not to match (`memo::ByteRule`).
             let tv = self.transformed(rule, value, id);
             // A value with none of the bytes every match contains cannot match: no regex run.
-            if let (Some(need), Some(set)) = (&rule.need_bytes, &set) {
-                let any = match &tv {
-                    Tv::Same(_) => intersects(set, need),
-                    _ => palisade_waf_ops::has_any_byte(&tv, need),
-                };
-                if !any {
+            if let Some(need) = &rule.need_bytes {
+                if !palisade_waf_ops::has_any_byte(&tv, need) {
                     return false;
                 }
             }
@@ -1581,7 +1569,7 @@ impl<'r> Transaction<'r> {
                         mid = bytes.len();
                         bytes.extend_from_slice(&cur);
                     }
-                } else if rule.pre_need.as_ref().is_some_and(|pre| !intersects(&this.byte_set(&v.value, v.id), pre)) {
+                } else if rule.pre_need.as_ref().is_some_and(|pre| !palisade_waf_ops::has_any_byte(&v.value, pre)) {
                     // No transformation of this value can contain what every match contains.
                     hit = false;
                 } else {
@@ -1672,28 +1660,6 @@ impl<'r> Transaction<'r> {
             }
         });
         out
-    }
-
-    /// The bytes `value` (value number `id`) contains, made once per value: every pure rule checked on a new value
-    /// tests it against the bytes its operator needs.
-    fn byte_set(&self, value: &[u8], id: u32) -> [u64; 4] {
-        if id == NO_ID || value.is_empty() || value.len() > CACHE_MAX_VALUE {
-            return byte_set_of(value);
-        }
-        let mut cache = self.cache.borrow_mut();
-        let Some(row) = cache.row(id) else { return byte_set_of(value) };
-        let r = row / cache.nodes;
-        if let Some(set) = cache.sets.get(r).filter(|s| **s != [0; 4]) {
-            return *set;
-        }
-        let set = byte_set_of(value);
-        if r >= cache.sets.len() {
-            cache.sets.resize(r + 1, [0; 4]);
-        }
-        if let Some(slot) = cache.sets.get_mut(r) {
-            *slot = set;
-        }
-        set
     }
 
     /// The rule's transformations applied to `value`, through the per-transaction cache.
@@ -2198,21 +2164,6 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-/// The bytes `v` contains, one bit each.
-fn byte_set_of(v: &[u8]) -> [u64; 4] {
-    let mut set = [0u64; 4];
-    for &b in v {
-        if let Some(w) = set.get_mut(usize::from(b >> 6)) {
-            *w |= 1u64 << (b & 63);
-        }
-    }
-    set
-}
-
-fn intersects(a: &[u64; 4], b: &[u64; 4]) -> bool {
-    a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 
 /// The rule's transformations applied to `value` without the cache.
