@@ -29,6 +29,8 @@ pub struct RuleSet {
     /// This set's number, distinct per compiled set in the process (the verdict memo's key).
     pub(crate) id: u64,
     pub(crate) pure: PurePlan,
+    /// Per rule index: whether its chain's non-matching outcome may be remembered and replayed (see `outcome`).
+    pub(crate) replayable: Vec<bool>,
     /// Per phase (index 0 = phase 1): shortcuts over its rule list (see [`Walk`]).
     pub(crate) walks: [Walk; 5],
     /// Whether pure rules are decided through the verdict memo (on by default; off for comparisons).
@@ -454,6 +456,7 @@ impl Builder {
         Ok(RuleSet {
             id: NEXT_SET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pure,
+            replayable: self.rules.iter().map(crate::outcome::replayable).collect(),
             walks,
             memo: true,
             init_snapshot: true,

@@ -32,6 +32,7 @@ mod config;
 mod init;
 mod macros;
 mod memo;
+mod outcome;
 mod rule;
 mod tx;
 mod vars;

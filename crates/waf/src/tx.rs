@@ -18,6 +18,7 @@ use crate::compile::{RuleSet, NOT_PURE, NO_POS};
 use crate::init;
 use crate::macros::{MacroStr, Part};
 use crate::memo;
+use crate::outcome;
 use crate::rule::{AllowScope, BodyProc, Ctl, Disruptive, Effect, Rule, RuleSel, SetOp};
 use crate::vars::{Coll, Key, Scalar, Target, Var, SCALAR_COUNT, STORES, TX_STORE};
 use crate::{EngineMode, Intervention, LoggedMatch, RequestHead, RuleMatch};
@@ -353,6 +354,7 @@ struct Scratch {
     expand_bufs: (Vec<u8>, Vec<u8>),
     rows: Vec<u32>,
     cells: Vec<u32>,
+    outcome_key: Vec<u8>,
 }
 
 /// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
@@ -384,7 +386,7 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 14] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 15] {
         [
             &mut self.pure_vals,
             &mut self.entry_of_id,
@@ -400,6 +402,7 @@ impl Scratch {
             &mut self.expand_bufs.1,
             &mut self.rows,
             &mut self.cells,
+            &mut self.outcome_key,
         ]
     }
 
@@ -490,6 +493,8 @@ pub struct Transaction<'r> {
     arg_cache: RefCell<ArgCache>,
     /// The snapshot replayed at the start of phase 1 (`init`), for its verdicts on rules reading frozen variables.
     snap: Option<Arc<init::Snapshot>>,
+    /// Scratch of `eval_chain_remembered`: the outcome memo's key.
+    outcome_key: Vec<u8>,
 }
 
 /// (stores generation, (template address, expansion) pairs).
@@ -555,6 +560,7 @@ impl<'r> Transaction<'r> {
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
             snap: None,
+            outcome_key: sc.outcome_key,
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -737,6 +743,20 @@ impl<'r> Transaction<'r> {
         let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
         let i = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll))?;
         self.stores.get(i)?.get(key.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Every TX variable in order, as (name, value) text (tests).
+    #[cfg(test)]
+    pub(crate) fn tx_vars(&self) -> Vec<(String, String)> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        self.stores.get(TX_STORE).map_or(Vec::new(), |s| s.entries.iter().map(|(n, v)| (text(n), text(v))).collect())
+    }
+
+    /// MATCHED_VAR and MATCHED_VAR_NAME (tests).
+    #[cfg(test)]
+    pub(crate) fn matched_var(&self) -> (String, String) {
+        let text = |s: Scalar| String::from_utf8_lossy(self.scalar(s)).into_owned();
+        (text(Scalar::MatchedVar), text(Scalar::MatchedVarName))
     }
 
     /// Phase 1: the request line and headers.
@@ -1099,7 +1119,12 @@ impl<'r> Transaction<'r> {
                 return ControlFlow::Continue(());
             }
         }
-        let Some(var_name) = self.eval_chain(rule, verdict) else { return ControlFlow::Continue(()) };
+        let replayable = verdict == init::UNKNOWN
+            && use_memo
+            && rs.replayable.get(ri).copied().unwrap_or(false)
+            && self.removed_targets.is_empty();
+        let found = if replayable { self.eval_chain_remembered(ri, rule) } else { self.eval_chain(rule, verdict) };
+        let Some(var_name) = found else { return ControlFlow::Continue(()) };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
         self.push_record(Record { rule, phase, msg: msg.clone(), logdata, var_name });
@@ -1525,6 +1550,105 @@ impl<'r> Transaction<'r> {
         // Only the starter's name is kept (the links appended theirs after it).
         self.record_text.truncate(first.end);
         Some(first)
+    }
+
+    /// [`Transaction::eval_chain`] for a replayable chain (see `outcome`): a non-matching outcome remembered for the
+    /// same stores and starter values is replayed instead, and a new one is remembered.
+    fn eval_chain_remembered(&mut self, ri: usize, rule: &'r Rule) -> Option<Range<usize>> {
+        let mut key = std::mem::take(&mut self.outcome_key);
+        let found = if !self.outcome_key(ri, rule, &mut key) {
+            self.eval_chain(rule, init::UNKNOWN)
+        } else if outcome::lookup(self.rs.id, &key, |o| self.replay_outcome(o)).is_some() {
+            None
+        } else {
+            let ids = self.matched_ids();
+            let found = self.eval_chain(rule, init::UNKNOWN);
+            if found.is_none() {
+                if let Some(o) = self.outcome_since(&key, ids) {
+                    outcome::remember(self.rs.id, &key, o);
+                }
+            }
+            found
+        };
+        self.outcome_key = key;
+        found
+    }
+
+    /// The outcome memo's key for chain `ri` now: the rule, every store's variables in order, and the starter's
+    /// values (names and bytes). `false` when it would be longer than the memo keeps.
+    fn outcome_key(&self, ri: usize, rule: &Rule, key: &mut Vec<u8>) -> bool {
+        key.clear();
+        key.extend_from_slice(&u32::try_from(ri).unwrap_or(u32::MAX).to_le_bytes());
+        for st in &self.stores {
+            key.extend_from_slice(&u32::try_from(st.entries.len()).unwrap_or(u32::MAX).to_le_bytes());
+            for (n, v) in &st.entries {
+                outcome::push_field(key, n);
+                outcome::push_field(key, v);
+            }
+            if key.len() > outcome::MAX_KEY {
+                return false;
+            }
+        }
+        for (t, _) in &rule.includes {
+            self.values(t, &mut |v| {
+                outcome::push_field(key, &v.key);
+                outcome::push_field(key, &v.value);
+            });
+            // Ends the target's values (no field is this long).
+            key.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        key.len() <= outcome::MAX_KEY
+    }
+
+    /// The cache ids of MATCHED_VAR and MATCHED_VAR_NAME (new ones whenever they are set).
+    fn matched_ids(&self) -> [u32; 2] {
+        [Scalar::MatchedVar, Scalar::MatchedVarName].map(|s| self.scalar_ids.get(s as usize).copied().unwrap_or(NO_ID))
+    }
+
+    /// What changed since `key` was made (its stores part is the stores then; `ids`: [`Transaction::matched_ids`]
+    /// then). `None` when a variable was deleted or renamed (not replayable by writes).
+    fn outcome_since(&self, key: &[u8], ids: [u32; 2]) -> Option<outcome::Outcome> {
+        let mut at = 4;
+        let mut o = outcome::Outcome::default();
+        for (s, st) in self.stores.iter().enumerate() {
+            let before = outcome::read_u32(key, &mut at)? as usize;
+            if st.entries.len() < before {
+                return None;
+            }
+            for (i, (name, value)) in st.entries.iter().enumerate() {
+                if i < before {
+                    let (old_name, old_value) =
+                        (outcome::read_field(key, &mut at)?, outcome::read_field(key, &mut at)?);
+                    if old_name != name.as_slice() {
+                        return None;
+                    }
+                    if old_value == value.as_slice() {
+                        continue;
+                    }
+                }
+                o.writes.push((s, name.clone(), value.clone()));
+            }
+        }
+        if self.matched_ids() != ids {
+            o.matched = Some((self.scalar(Scalar::MatchedVar).to_vec(), self.scalar(Scalar::MatchedVarName).to_vec()));
+        }
+        Some(o)
+    }
+
+    /// Leave the transaction as the chain did when it produced `o`.
+    fn replay_outcome(&mut self, o: &outcome::Outcome) {
+        if !o.writes.is_empty() {
+            self.stores_gen += 1;
+        }
+        for (s, name, value) in &o.writes {
+            if let Some(st) = self.stores.get_mut(*s) {
+                st.set_from(name, value);
+            }
+        }
+        if let Some((value, name)) = &o.matched {
+            self.set_scalar_from(Scalar::MatchedVar, value);
+            self.set_scalar_from(Scalar::MatchedVarName, name);
+        }
     }
 
     /// Evaluate one rule; on a match, record MATCHED_VAR(S), captures, and run its setvar/ctl per matched value, and
@@ -2006,6 +2130,7 @@ impl Drop for Transaction<'_> {
             expand_bufs: std::mem::take(&mut self.expand_bufs),
             rows: std::mem::take(&mut cache.rows),
             cells: std::mem::take(&mut cache.cells),
+            outcome_key: std::mem::take(&mut self.outcome_key),
         }
         .give_back();
     }
