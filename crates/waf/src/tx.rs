@@ -29,27 +29,83 @@ type Pair = (Vec<u8>, Vec<u8>);
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Store {
     entries: Vec<Pair>,
-    /// Lowercased name to position. foldhash (randomly seeded per process) rather than SipHash: TX is read and
-    /// written by most rules, and names are mostly rule-set literals.
-    index: HashMap<Vec<u8>, usize, foldhash::fast::RandomState>,
+    /// [`name_hash`] of each name to its position (the first name with that hash). Plain integers, so copying a
+    /// store (the snapshot's, into every transaction) allocates nothing once the copy's buffers have grown.
+    index: HashMap<u64, usize, FastHash>,
+    /// Whether two names have the same hash: a lookup whose hash names another variable then scans.
+    collided: bool,
 }
 
 /// TX variables a transaction makes room for up front (the CRS sets about 60 in phase 1; growing the map and list
 /// step by step costs several reallocations and rehashes per request).
 const TX_CAPACITY: usize = 96;
 
+/// A per-process random seed for [`name_hash`]: store names include request data (CRS 920450 makes a TX variable
+/// per header name), so the hash is not predictable from outside.
+static NAME_SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::RandomState::default().hash_one(0x5041_4c49_5341_4445u64) | 1
+});
+
+/// Hash of a store variable's name with ASCII letters case folded: eight bytes at a time (uppercase letters found
+/// with word-wide arithmetic), a multiply-xor per word, and a final mix, seeded per process.
+fn name_hash(name: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let fold = |x: u64| {
+        // High bit of each byte: at least 'A' and at most 'Z' (bytes >= 0x80 excluded); then that bit, moved to
+        // 0x20, lowercases the letter.
+        let low = x & !HIGH;
+        let upper = low.wrapping_add(ONES * (0x80 - u64::from(b'A')))
+            & !low.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1))
+            & !x
+            & HIGH;
+        x | upper >> 2
+    };
+    let mut h = *NAME_SEED ^ (name.len() as u64).wrapping_mul(K);
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ fold(u64::from_le_bytes(w))).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w.get_mut(..rest.len()).unwrap_or_default().copy_from_slice(rest);
+        h = (h ^ fold(u64::from_le_bytes(w))).wrapping_mul(K).rotate_left(29);
+    }
+    // murmur3's finalizer: every input bit reaches the high bits (hashbrown's tags) and the low ones (buckets).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ h >> 33
+}
+
 impl Store {
-    fn with_capacity(n: usize) -> Store {
-        Store { entries: Vec::with_capacity(n), index: HashMap::with_capacity_and_hasher(n, Default::default()) }
+    /// Make room for `n` variables in all.
+    fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n.saturating_sub(self.entries.len()));
+        self.index.reserve(n.saturating_sub(self.index.len()));
+    }
+
+    /// The position of variable `name`.
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        let i = *self.index.get(&name_hash(name))?;
+        if self.entries.get(i).is_some_and(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Some(i);
+        }
+        // Another name has this hash: `name` may still be a later entry.
+        if self.collided {
+            return self.entries.iter().position(|(n, _)| n.eq_ignore_ascii_case(name));
+        }
+        None
     }
 
     pub(crate) fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        let i = if name.iter().any(u8::is_ascii_uppercase) {
-            self.index.get(&name.to_ascii_lowercase())
-        } else {
-            self.index.get(name)
-        }?;
-        self.entries.get(*i).map(|(_, v)| v.as_slice())
+        self.entries.get(self.position(name)?).map(|(_, v)| v.as_slice())
     }
 
     pub(crate) fn set(&mut self, name: &[u8], value: Vec<u8>) {
@@ -80,17 +136,42 @@ impl Store {
 
     /// The value of an existing variable, for overwriting.
     fn slot(&mut self, name: &[u8]) -> Option<&mut Vec<u8>> {
-        let i = if name.iter().any(u8::is_ascii_uppercase) {
-            *self.index.get(&name.to_ascii_lowercase())?
-        } else {
-            *self.index.get(name)?
-        };
+        let i = self.position(name)?;
         self.entries.get_mut(i).map(|e| &mut e.1)
     }
 
+    /// Append a variable that does not exist yet.
     fn insert(&mut self, name: &[u8], value: Vec<u8>) {
-        self.index.insert(name.to_ascii_lowercase(), self.entries.len());
+        self.index_name(name, self.entries.len());
         self.entries.push((name.to_vec(), value));
+    }
+
+    fn index_name(&mut self, name: &[u8], at: usize) {
+        match self.index.entry(name_hash(name)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(at);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.collided = true,
+        }
+    }
+
+    /// Bytes held by the store's buffers (about).
+    fn held_bytes(&self) -> usize {
+        let pairs: usize = self.entries.iter().map(|(n, v)| n.capacity() + v.capacity()).sum();
+        pairs + self.entries.capacity() * std::mem::size_of::<Pair>() + self.index.capacity() * 24
+    }
+
+    /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
+    fn copy_from(&mut self, src: &Store) {
+        self.entries.truncate(src.entries.len());
+        let kept = self.entries.len();
+        for ((n, v), (sn, sv)) in self.entries.iter_mut().zip(&src.entries) {
+            n.clone_from(sn);
+            v.clone_from(sv);
+        }
+        self.entries.extend(src.entries.get(kept..).unwrap_or_default().iter().cloned());
+        self.index.clone_from(&src.index);
+        self.collided = src.collided;
     }
 
     /// Whether two lists of stores hold the same variables, in the same order, with the same values.
@@ -99,17 +180,16 @@ impl Store {
     }
 
     pub(crate) fn remove(&mut self, name: &[u8]) {
-        let key = name.to_ascii_lowercase();
-        if let Some(i) = self.index.remove(&key) {
-            if i < self.entries.len() {
-                self.entries.remove(i);
-            }
-            for v in self.index.values_mut() {
-                if *v > i {
-                    *v -= 1;
-                }
-            }
+        let Some(i) = self.position(name) else { return };
+        self.entries.remove(i);
+        // Rare (`setvar:!tx.name`): positions after it moved, so the index is made again.
+        self.index.clear();
+        self.collided = false;
+        let entries = std::mem::take(&mut self.entries);
+        for (at, (n, _)) in entries.iter().enumerate() {
+            self.index_name(n, at);
         }
+        self.entries = entries;
     }
 }
 
@@ -355,6 +435,9 @@ struct Scratch {
     rows: Vec<u32>,
     cells: Vec<u32>,
     outcome_key: Vec<u8>,
+    /// The stores of the last transaction, whose buffers the next one's copy of a snapshot's stores reuses (never
+    /// read: `Store::copy_from` overwrites them whole).
+    stores: Vec<Store>,
 }
 
 /// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
@@ -408,7 +491,8 @@ impl Scratch {
 
     /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
     fn give_back(mut self) {
-        if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() > SCRATCH_MAX_BYTES {
+        let stores: usize = self.stores.iter().map(Store::held_bytes).sum();
+        if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + stores > SCRATCH_MAX_BYTES {
             return;
         }
         self.buffers().into_iter().for_each(|b| b.empty());
@@ -495,6 +579,8 @@ pub struct Transaction<'r> {
     snap: Option<Arc<init::Snapshot>>,
     /// Scratch of `eval_chain_remembered`: the outcome memo's key.
     outcome_key: Vec<u8>,
+    /// Stores whose buffers `replay` reuses (see `Scratch::stores`).
+    spare_stores: Vec<Store>,
 }
 
 /// (stores generation, (template address, expansion) pairs).
@@ -532,9 +618,8 @@ impl<'r> Transaction<'r> {
             matched_bytes: sc.matched_bytes,
             name_buf: sc.name_buf,
             expand_bufs: sc.expand_bufs,
-            stores: (0..STORES.len())
-                .map(|i| if i == TX_STORE { Store::with_capacity(TX_CAPACITY) } else { Store::default() })
-                .collect(),
+            // Empty: phase 1 either copies a snapshot's stores into `spare_stores` or makes room in TX.
+            stores: (0..STORES.len()).map(|_| Store::default()).collect(),
             removed: Vec::new(),
             removed_targets: Vec::new(),
             body_proc: None,
@@ -561,6 +646,7 @@ impl<'r> Transaction<'r> {
             arg_cache: RefCell::new((0, Vec::new())),
             snap: None,
             outcome_key: sc.outcome_key,
+            spare_stores: sc.stores,
         };
         t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
         t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
@@ -1031,6 +1117,8 @@ impl<'r> Transaction<'r> {
                 from = snap.end;
                 flow = snap.flow(rs);
                 self.snap = Some(snap);
+            } else if let Some(tx) = self.stores.get_mut(TX_STORE) {
+                tx.reserve(TX_CAPACITY);
             }
         }
         let walk = rs.walks.get(usize::from(phase - 1))?;
@@ -1328,7 +1416,12 @@ impl<'r> Transaction<'r> {
     /// records in order, and the commuting rules evaluated at their places.
     fn replay(&mut self, snap: &init::Snapshot, use_memo: bool) -> ControlFlow<Option<Intervention>> {
         let rs = self.rs;
-        self.stores.clone_from(&snap.stores);
+        // Into buffers kept from an earlier transaction: copying allocates nothing once they have grown.
+        let mut stores = std::mem::take(&mut self.spare_stores);
+        stores.truncate(snap.stores.len());
+        stores.resize_with(snap.stores.len(), Store::default);
+        stores.iter_mut().zip(&snap.stores).for_each(|(s, from)| s.copy_from(from));
+        self.spare_stores = std::mem::replace(&mut self.stores, stores);
         self.stores_gen += 1;
         // Commuting rules have no flow actions: this stays empty.
         let mut flow = Flow::default();
@@ -2032,7 +2125,7 @@ impl<'r> Transaction<'r> {
                 if let (Coll::Store(i), Key::Name(n)) = (c, key) {
                     // Direct lookup for TX:name (the common case).
                     if let Some(st) = self.stores.get(i) {
-                        if let Some(&idx) = st.index.get(n.as_slice()) {
+                        if let Some(idx) = st.position(n) {
                             if let Some((k, v)) = st.entries.get(idx) {
                                 f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id: NO_ID });
                             }
@@ -2131,6 +2224,7 @@ impl Drop for Transaction<'_> {
             rows: std::mem::take(&mut cache.rows),
             cells: std::mem::take(&mut cache.cells),
             outcome_key: std::mem::take(&mut self.outcome_key),
+            stores: std::mem::take(&mut self.stores),
         }
         .give_back();
     }
@@ -2346,6 +2440,43 @@ mod tests {
         assert_eq!(parse_plain_i64(b" 5"), None);
         assert_eq!(parse_i64(b" 5x"), 5);
         assert_eq!(parse_i64(b"9223372036854775807"), i64::MAX);
+    }
+
+    #[test]
+    fn name_hashes_fold_ascii_case_only() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        for b in 0..=255u8 {
+            let folded = b.to_ascii_lowercase();
+            for at in 0..20 {
+                let mut x = all[..20].to_vec();
+                x[at] = b;
+                let mut y = x.clone();
+                y[at] = folded;
+                assert_eq!(name_hash(&x), name_hash(&y), "byte {b} at {at}");
+                if folded != b || b.is_ascii_lowercase() {
+                    continue;
+                }
+                // Bytes with no case stay distinct from their 0x20 neighbour.
+                y[at] = b ^ 0x20;
+                assert_ne!(name_hash(&x), name_hash(&y), "byte {b} at {at}");
+            }
+        }
+        assert_ne!(name_hash(b"ab"), name_hash(b"ab\0"));
+        assert_ne!(name_hash(b""), name_hash(b"\0"));
+    }
+
+    #[test]
+    fn colliding_names_are_still_found() {
+        let mut st = Store::default();
+        st.set(b"a", b"1".to_vec());
+        // As if "b" had "a"'s hash: its hash leads to "a", and "b" was appended unindexed.
+        st.index.insert(name_hash(b"b"), 0);
+        st.collided = true;
+        st.entries.push((b"b".to_vec(), b"2".to_vec()));
+        assert_eq!(st.get(b"B"), Some(&b"2"[..]));
+        assert_eq!(st.get(b"A"), Some(&b"1"[..]));
+        st.remove(b"a");
+        assert_eq!((st.get(b"b"), st.get(b"a")), (Some(&b"2"[..]), None));
     }
 
     #[test]
