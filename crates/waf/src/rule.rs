@@ -208,6 +208,21 @@ pub(crate) struct Rule {
     pub(crate) ver: String,
 }
 
+impl Rule {
+    /// Whether a match of this chain starter does nothing but get recorded and move the walk (`skip`, `skipAfter`):
+    /// no chain, no setvar or ctl, no capture, and `pass` (or no disruptive action).
+    pub(crate) fn only_records(&self) -> bool {
+        let disruptive = match &self.disruptive {
+            Some(Disruptive::Block) => Some(&self.default_disruptive),
+            other => other.as_ref(),
+        };
+        self.chain.is_none()
+            && self.effects.is_empty()
+            && !self.capture
+            && matches!(disruptive, None | Some(Disruptive::Pass))
+    }
+}
+
 pub(crate) fn severity_of(v: &str) -> Result<u8, String> {
     let names = ["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"];
     if let Ok(n) = v.parse::<u8>() {

@@ -245,7 +245,18 @@ pub(crate) struct Flow<'r> {
     pub(crate) skip_after_id: Option<u32>,
 }
 
-impl Flow<'_> {
+impl<'r> Flow<'r> {
+    /// A matched rule's `skip` and `skipAfter`.
+    fn after_match(&mut self, rule: &'r Rule) {
+        if rule.skip > 0 {
+            self.skip = rule.skip;
+        }
+        if let Some(sa) = &rule.skip_after {
+            self.skip_after = Some(sa.as_str());
+            self.skip_after_id = sa.parse::<u32>().ok();
+        }
+    }
+
     /// No skip pending.
     pub(crate) fn is_clear(&self) -> bool {
         self.skip == 0 && self.skip_after.is_none()
@@ -1201,6 +1212,10 @@ impl<'r> Transaction<'r> {
         if verdict == init::NO_MATCH {
             return ControlFlow::Continue(());
         }
+        if verdict != init::UNKNOWN && rule.only_records() {
+            self.replay_record(phase, rule, verdict, flow);
+            return ControlFlow::Continue(());
+        }
         if use_memo {
             let p = rs.pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
             if p != NOT_PURE && !self.may_match(rule, p) {
@@ -1247,14 +1262,32 @@ impl<'r> Transaction<'r> {
             }
             _ => {}
         }
-        if rule.skip > 0 {
-            flow.skip = rule.skip;
-        }
-        if let Some(sa) = &rule.skip_after {
-            flow.skip_after = Some(sa.as_str());
-            flow.skip_after_id = sa.parse::<u32>().ok();
-        }
+        flow.after_match(rule);
         ControlFlow::Continue(())
+    }
+
+    /// What `run_rule` does for a rule that only records its matches (see [`Rule::only_records`]) and that the
+    /// snapshot found matching (its match `i`): the matched variables, the record and the flow, without the
+    /// general evaluation (the CRS's paranoia-level checks, about 35 per request, take this way).
+    fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>) {
+        let Some(snap) = self.snap.take() else { return };
+        let mut first = None;
+        for (name, value) in snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice) {
+            if first.is_none() {
+                let start = self.record_text.len();
+                self.record_text.extend_from_slice(name);
+                first = Some(start..self.record_text.len());
+            }
+            self.set_scalar_from(Scalar::MatchedVar, value);
+            self.set_scalar_from(Scalar::MatchedVarName, name);
+            self.push_matched_var(name, value);
+        }
+        self.snap = Some(snap);
+        let Some(var_name) = first else { return };
+        let msg = self.push_expansion(rule.msg.as_ref());
+        let logdata = self.push_expansion(rule.logdata.as_ref());
+        self.push_record(Record { rule, phase, msg, logdata, var_name });
+        flow.after_match(rule);
     }
 
     /// The snapshot of phase 1's request-independent start (`init`) that applies to this transaction, if any.

@@ -302,10 +302,20 @@ pub(crate) enum Key {
     All,
     /// Exact name, stored lowercased (compared case-insensitively).
     Name(Vec<u8>),
-    /// A regex, with the literal (lowercased) every name it matches must start with, when it is anchored on one
-    /// (`/^header_name_920450_/`): names without it are rejected without running the regex. `true` when that
-    /// prefix is the whole pattern, so the prefix alone decides.
-    Regex(Regex, Vec<u8>, bool),
+    /// A regex, with a literal (lowercased, possibly empty) every name it matches has (see [`Lit`]): names without
+    /// it are rejected without running the regex.
+    Regex(Regex, Vec<u8>, Lit),
+}
+
+/// Where a regex key's literal must be in a name it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lit {
+    /// At the start (`/^header_name_920450_x/`).
+    Prefix,
+    /// At the start, and the pattern is `^` and the literal, nothing else: the literal alone decides.
+    Whole,
+    /// Anywhere (`/MULTIPART_HEADERS_CONTENT_TYPES_*/`, unanchored).
+    Within,
 }
 
 impl Key {
@@ -313,8 +323,12 @@ impl Key {
         match self {
             Key::All => true,
             Key::Name(n) => n.eq_ignore_ascii_case(name),
-            Key::Regex(r, prefix, whole) => {
-                name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) && (*whole || r.is_match(name))
+            Key::Regex(r, lit, Lit::Within) => {
+                (lit.is_empty() || name.windows(lit.len()).any(|w| w.eq_ignore_ascii_case(lit))) && r.is_match(name)
+            }
+            Key::Regex(r, prefix, at) => {
+                name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+                    && (*at == Lit::Whole || r.is_match(name))
             }
         }
     }
@@ -343,7 +357,7 @@ impl Target {
 /// The literal text an anchored key regex starts with (`^abc_d` gives `abc_d`), lowercased; empty when none.
 /// Only letters, digits, `_` and `-` count, a character followed by a quantifier is left out, and a pattern with
 /// `|` has none.
-fn anchored_prefix(re: &str) -> Vec<u8> {
+fn leading_literal(re: &str) -> Vec<u8> {
     // An alternation anywhere may be at the top level (`^ab|cd` matches "xcd"): no prefix then.
     let Some(rest) = re.strip_prefix('^').filter(|_| !re.contains('|')) else { return Vec::new() };
     let b = rest.as_bytes();
@@ -455,9 +469,14 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
                     .dot_matches_new_line(true)
                     .build()
                     .map_err(|e| format!("bad regex key in {s}: {e}"))?;
-                let prefix = anchored_prefix(re);
-                let whole = prefix_is_whole(re, &prefix);
-                Key::Regex(compiled, prefix, whole)
+                match re.strip_prefix('^') {
+                    Some(_) => {
+                        let prefix = leading_literal(re);
+                        let at = if prefix_is_whole(re, &prefix) { Lit::Whole } else { Lit::Prefix };
+                        Key::Regex(compiled, prefix, at)
+                    }
+                    None => Key::Regex(compiled, leading_literal(&format!("^{re}")), Lit::Within),
+                }
             } else {
                 let k = k.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')).unwrap_or(k);
                 Key::Name(k.to_ascii_lowercase().into_bytes())
@@ -473,22 +492,45 @@ mod tests {
 
     #[test]
     fn anchored_regex_keys_have_a_literal_prefix() {
-        assert_eq!(anchored_prefix("^header_name_920450_"), b"header_name_920450_");
-        assert_eq!(anchored_prefix("^Ab-c*"), b"ab-");
-        assert_eq!(anchored_prefix("^ab+"), b"a");
-        assert_eq!(anchored_prefix("^ab|cd"), b"");
-        assert_eq!(anchored_prefix("ab"), b"");
-        assert_eq!(anchored_prefix("^(ab)"), b"");
+        assert_eq!(leading_literal("^header_name_920450_"), b"header_name_920450_");
+        assert_eq!(leading_literal("^Ab-c*"), b"ab-");
+        assert_eq!(leading_literal("^ab+"), b"a");
+        assert_eq!(leading_literal("^ab|cd"), b"");
+        assert_eq!(leading_literal("ab"), b"");
+        assert_eq!(leading_literal("^(ab)"), b"");
         let t = parse_target("TX:/^HEADER_name_/").unwrap();
         assert!(t.key.matches(b"header_NAME_host") && !t.key.matches(b"other") && !t.key.matches(b"hea"));
-        assert!(matches!(t.key, Key::Regex(_, _, true)));
+        assert!(matches!(t.key, Key::Regex(_, _, Lit::Whole)));
         // The prefix decides alone only when it is the whole pattern.
         for (re, whole) in [("^header_name_", true), ("^header_name_$", false), ("^ab+", false), ("^a-b", true)] {
             let t = parse_target(&format!("TX:/{re}/")).unwrap();
-            assert!(matches!(t.key, Key::Regex(_, _, w) if w == whole), "{re}");
+            let at = if whole { Lit::Whole } else { Lit::Prefix };
+            assert!(matches!(t.key, Key::Regex(_, _, a) if a == at), "{re}");
         }
         let t = parse_target("TX:/^header_name_$/").unwrap();
         assert!(t.key.matches(b"HEADER_name_") && !t.key.matches(b"header_name_x"));
+    }
+
+    #[test]
+    fn unanchored_regex_keys_need_their_leading_literal_anywhere() {
+        // CRS 922110: `_*` may be empty, so the literal stops before it.
+        let t = parse_target("TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/").unwrap();
+        assert!(matches!(&t.key, Key::Regex(_, l, Lit::Within) if l == b"multipart_headers_content_types"));
+        for (name, hit) in [
+            (&b"multipart_headers_content_types_x"[..], true),
+            (b"X-MULTIPART_HEADERS_CONTENT_TYPES", true),
+            (b"multipart_headers_content_type", false),
+            (b"short", false),
+        ] {
+            assert_eq!(t.key.matches(name), hit, "{}", String::from_utf8_lossy(name));
+        }
+        // No literal (an alternation, a class first): the regex alone decides.
+        for re in ["ab|cd", "[a-z]+_x", "(ab)"] {
+            let t = parse_target(&format!("TX:/{re}/")).unwrap();
+            assert!(matches!(&t.key, Key::Regex(_, l, Lit::Within) if l.is_empty()), "{re}");
+        }
+        let t = parse_target("TX:/ab|cd/").unwrap();
+        assert!(t.key.matches(b"xxcd") && t.key.matches(b"AB") && !t.key.matches(b"ac"));
     }
 
     #[test]
