@@ -437,7 +437,6 @@ struct Scratch {
     target_spans: Vec<(u32, u32)>,
     target_maybe: Vec<u64>,
     group_ready: Vec<bool>,
-    group_maybe: Vec<u64>,
     matched_bytes: Vec<u8>,
     matched_buf: Vec<Matched>,
     record_text: Vec<u8>,
@@ -480,14 +479,13 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 15] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 14] {
         [
             &mut self.pure_vals,
             &mut self.entry_of_id,
             &mut self.target_spans,
             &mut self.target_maybe,
             &mut self.group_ready,
-            &mut self.group_maybe,
             &mut self.matched_bytes,
             &mut self.matched_buf,
             &mut self.record_text,
@@ -571,7 +569,7 @@ pub struct Transaction<'r> {
     /// Per target (as many words as the memo's rows): the pure rules that may match one of its values, as the memo
     /// knew when the target was enumerated in this phase.
     target_maybe: Vec<u64>,
-    /// Whether each group's summary (`group_maybe`) was made in this phase.
+    /// Whether each group's targets were all enumerated in this phase.
     group_ready: Vec<bool>,
     /// (memo entry, value id) of the values enumerated for pure-rule targets in this phase.
     pure_vals: Vec<(u32, u32)>,
@@ -579,9 +577,6 @@ pub struct Transaction<'r> {
     entry_of_id: Vec<u32>,
     /// The memo generation `entry_of_id` refers to.
     entries_generation: u64,
-    /// Per group (as many words as the memo's rows): the pure rules that may match one of the group's values: the
-    /// union of its targets' summaries.
-    group_maybe: Vec<u64>,
     /// Bumped on every write to TX or another store: what `arg_cache` entries are valid for.
     stores_gen: u64,
     /// (stores_gen, expansions of store-only operator-argument templates, by template address).
@@ -652,7 +647,6 @@ impl<'r> Transaction<'r> {
             pure_vals: sc.pure_vals,
             entry_of_id: sc.entry_of_id,
             entries_generation: memo::NO_GENERATION,
-            group_maybe: sc.group_maybe,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
             snap: None,
@@ -1180,9 +1174,19 @@ impl<'r> Transaction<'r> {
         if self.enumerate_group(g).is_none() {
             return false;
         }
-        let words = memo::row_words(self.rs.pure.count());
-        let maybe = self.group_maybe.get(g as usize * words + (p / 64) as usize).copied().unwrap_or(u64::MAX);
-        maybe & (1u64 << (p % 64)) == 0
+        !self.group_may(g, p)
+    }
+
+    /// Whether one of group `g`'s targets (all enumerated) has pure rule `p` in its summary: a value the rule
+    /// matched or was not evaluated on yet. A bit test per target rather than a summary per group: a group is
+    /// asked about few of its rules, and groups share most of their targets.
+    fn group_may(&self, g: u32, p: u32) -> bool {
+        let rs = self.rs;
+        let words = memo::row_words(rs.pure.count());
+        let (word, bit) = ((p / 64) as usize, 1u64 << (p % 64));
+        rs.pure.group_targets.get(g as usize).is_none_or(|targets| {
+            targets.iter().any(|&t| self.target_maybe.get(t as usize * words + word).is_none_or(|m| m & bit != 0))
+        })
     }
 
     /// Run rule `ri` of the phase's list (not skipped): evaluate it, record a match, and apply its disruptive and
@@ -1511,10 +1515,8 @@ impl<'r> Transaction<'r> {
         if self.enumerate_group(g).is_none() {
             return true;
         }
-        // The group's summary, made when it was enumerated: 0 means every value is known not to match.
-        let words = memo::row_words(rs.pure.count());
-        let maybe = self.group_maybe.get(g as usize * words + (p / 64) as usize).copied().unwrap_or(u64::MAX);
-        if maybe & (1u64 << (p % 64)) == 0 {
+        // The targets' summaries, made when they were enumerated: no bit means every value is known not to match.
+        if !self.group_may(g, p) {
             return false;
         }
         let this: &Self = self;
@@ -1561,10 +1563,6 @@ impl<'r> Transaction<'r> {
         if tmaybe.len() != rs.pure.targets.len() * words {
             tmaybe.resize(rs.pure.targets.len() * words, u64::MAX);
         }
-        let mut summaries = std::mem::take(&mut self.group_maybe);
-        if summaries.len() != rs.pure.group_targets.len() * words {
-            summaries.resize(rs.pure.group_targets.len() * words, u64::MAX);
-        }
         memo::with(rs.id, rs.pure.count(), |m| {
             for &ti in targets {
                 let (Some(t), Some(span)) = (rs.pure.targets.get(ti as usize), spans.get_mut(ti as usize)) else {
@@ -1607,21 +1605,14 @@ impl<'r> Transaction<'r> {
                 }
             }
         });
-        if let Some(maybe) = summaries.get_mut(g as usize * words..(g as usize + 1) * words) {
-            maybe.fill(0);
-            for &ti in targets {
-                let enumerated = spans.get(ti as usize).is_some_and(|s| s.0 != UNSET);
-                match tmaybe.get(ti as usize * words..(ti as usize + 1) * words) {
-                    Some(t) if enumerated => maybe.iter_mut().zip(t).for_each(|(m, t)| *m |= t),
-                    _ => maybe.fill(u64::MAX),
-                }
-            }
-        }
-        self.group_maybe = summaries;
+        let complete = targets.iter().all(|&ti| spans.get(ti as usize).is_some_and(|s| s.0 != UNSET));
         self.target_maybe = tmaybe;
         self.target_spans = spans;
         self.pure_vals = vals;
         self.entry_of_id = ids;
+        if !complete {
+            return None;
+        }
         *self.group_ready.get_mut(g as usize)? = true;
         Some(())
     }
@@ -2248,7 +2239,6 @@ impl Drop for Transaction<'_> {
             target_spans: std::mem::take(&mut self.target_spans),
             target_maybe: std::mem::take(&mut self.target_maybe),
             group_ready: std::mem::take(&mut self.group_ready),
-            group_maybe: std::mem::take(&mut self.group_maybe),
             matched_bytes: std::mem::take(&mut self.matched_bytes),
             matched_buf: std::mem::take(&mut self.matched_buf),
             record_text: std::mem::take(&mut self.record_text),
