@@ -66,15 +66,14 @@ fn name_hash(name: &[u8]) -> u64 {
     let mut h = *NAME_SEED ^ (name.len() as u64).wrapping_mul(K);
     let mut chunks = name.chunks_exact(8);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ fold(u64::from_le_bytes(w))).wrapping_mul(K).rotate_left(29);
+        let w = c.try_into().map_or(0, u64::from_le_bytes);
+        h = (h ^ fold(w)).wrapping_mul(K).rotate_left(29);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w.get_mut(..rest.len()).unwrap_or_default().copy_from_slice(rest);
-        h = (h ^ fold(u64::from_le_bytes(w))).wrapping_mul(K).rotate_left(29);
+        // Byte by byte (at most 7): a variable-length copy would be a call.
+        let w = rest.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
+        h = (h ^ fold(w)).wrapping_mul(K).rotate_left(29);
     }
     // murmur3's finalizer: every input bit reaches the high bits (hashbrown's tags) and the low ones (buckets).
     h ^= h >> 33;
@@ -1171,7 +1170,7 @@ impl<'r> Transaction<'r> {
         if p == NOT_PURE {
             return true;
         }
-        if self.enumerate_group(g).is_none() {
+        if !self.group_ready.get(g as usize).copied().unwrap_or(false) && self.enumerate_group(g).is_none() {
             return false;
         }
         !self.group_may(g, p)
@@ -1180,6 +1179,7 @@ impl<'r> Transaction<'r> {
     /// Whether one of group `g`'s targets (all enumerated) has pure rule `p` in its summary: a value the rule
     /// matched or was not evaluated on yet. A bit test per target rather than a summary per group: a group is
     /// asked about few of its rules, and groups share most of their targets.
+    #[inline]
     fn group_may(&self, g: u32, p: u32) -> bool {
         let rs = self.rs;
         let words = memo::row_words(rs.pure.count());

@@ -319,6 +319,7 @@ pub(crate) enum Lit {
 }
 
 impl Key {
+    #[inline]
     pub(crate) fn matches(&self, name: &[u8]) -> bool {
         match self {
             Key::All => true,
