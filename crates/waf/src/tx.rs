@@ -444,6 +444,8 @@ struct Scratch {
     rows: Vec<u32>,
     cells: Vec<u32>,
     outcome_key: Vec<u8>,
+    /// The scalars of the last transaction (their buffers; `Transaction::new` empties them).
+    scalars: Vec<Vec<u8>>,
     /// The stores of the last transaction, whose buffers the next one's copy of a snapshot's stores reuses (never
     /// read: `Store::copy_from` overwrites them whole).
     stores: Vec<Store>,
@@ -456,6 +458,8 @@ const SCRATCH_MAX_BYTES: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+    /// The last client address this thread formatted for REMOTE_ADDR, and its text.
+    static LAST_ADDR: RefCell<(Option<IpAddr>, Vec<u8>)> = const { RefCell::new((None, Vec::new())) };
 }
 
 /// A buffer of [`Scratch`]: what it holds, and emptying it with its capacity kept.
@@ -499,7 +503,8 @@ impl Scratch {
 
     /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
     fn give_back(mut self) {
-        let stores: usize = self.stores.iter().map(Store::held_bytes).sum();
+        let stores: usize = self.stores.iter().map(Store::held_bytes).sum::<usize>()
+            + self.scalars.iter().map(Vec::capacity).sum::<usize>();
         if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + stores > SCRATCH_MAX_BYTES {
             return;
         }
@@ -604,7 +609,13 @@ impl<'r> Transaction<'r> {
             rs,
             mode: rs.engine_mode,
             started: Instant::now(),
-            scalars: vec![Vec::new(); SCALAR_COUNT],
+            scalars: {
+                // Buffers of the last transaction's scalars, emptied: setting one copies into its buffer.
+                let mut v = sc.scalars;
+                v.iter_mut().for_each(Vec::clear);
+                v.resize(SCALAR_COUNT, Vec::new());
+                v
+            },
             scalar_ids: vec![NO_ID; SCALAR_COUNT],
             bases: [NO_ID; SLOTS],
             args_get: Vec::new(),
@@ -652,9 +663,15 @@ impl<'r> Transaction<'r> {
             outcome_key: sc.outcome_key,
             spare_stores: sc.stores,
         };
-        t.set_scalar(Scalar::UniqueId, unique_id.as_bytes().to_vec());
-        t.set_scalar(Scalar::RemoteAddr, remote_addr.to_string().into_bytes());
-        t.set_scalar(Scalar::ServerAddr, b"127.0.0.1".to_vec());
+        t.set_scalar_from(Scalar::UniqueId, unique_id.as_bytes());
+        LAST_ADDR.with(|last| {
+            let mut last = last.borrow_mut();
+            if last.0 != Some(remote_addr) {
+                *last = (Some(remote_addr), remote_addr.to_string().into_bytes());
+            }
+            t.set_scalar_from(Scalar::RemoteAddr, &last.1);
+        });
+        t.set_scalar_from(Scalar::ServerAddr, b"127.0.0.1");
         for s in [
             Scalar::ReqbodyError,
             Scalar::ReqbodyProcessorError,
@@ -664,11 +681,10 @@ impl<'r> Transaction<'r> {
             Scalar::FilesCombinedSize,
             Scalar::ArgsCombinedSize,
             Scalar::RequestBodyLength,
-            Scalar::HighestSeverity,
         ] {
-            t.set_scalar(s, b"0".to_vec());
+            t.set_scalar_from(s, b"0");
         }
-        t.set_scalar(Scalar::HighestSeverity, b"255".to_vec());
+        t.set_scalar_from(Scalar::HighestSeverity, b"255");
         t
     }
 
@@ -696,6 +712,13 @@ impl<'r> Transaction<'r> {
             None => self.matched_vars.push((name.to_vec(), value.to_vec())),
         }
         self.matched_len += 1;
+    }
+
+    /// Set a scalar to the decimal form of `n`, reusing its buffer.
+    fn set_scalar_num(&mut self, s: Scalar, n: i64) {
+        let mut buf = [0u8; 20];
+        let text = format_i64(n, &mut buf);
+        self.set_scalar_from(s, text);
     }
 
     fn set_scalar(&mut self, s: Scalar, v: Vec<u8>) {
@@ -852,10 +875,11 @@ impl<'r> Transaction<'r> {
     /// Phase 1: the request line and headers.
     pub fn process_request_headers(&mut self, req: &RequestHead<'_>) -> Option<Intervention> {
         let uri = req.uri;
-        self.set_scalar(Scalar::RequestMethod, req.method.as_bytes().to_vec());
-        self.set_scalar(Scalar::RequestProtocol, req.protocol.as_bytes().to_vec());
-        self.set_scalar(Scalar::RequestUriRaw, uri.to_vec());
-        let mut line = Vec::with_capacity(uri.len() + 24);
+        self.set_scalar_from(Scalar::RequestMethod, req.method.as_bytes());
+        self.set_scalar_from(Scalar::RequestProtocol, req.protocol.as_bytes());
+        self.set_scalar_from(Scalar::RequestUriRaw, uri);
+        let mut line = std::mem::take(&mut self.name_buf);
+        line.clear();
         line.extend_from_slice(req.method.as_bytes());
         line.push(b' ');
         line.extend_from_slice(uri);
@@ -863,16 +887,17 @@ impl<'r> Transaction<'r> {
             line.push(b' ');
             line.extend_from_slice(req.protocol.as_bytes());
         }
-        self.set_scalar(Scalar::RequestLine, line);
+        self.set_scalar_from(Scalar::RequestLine, &line);
+        self.name_buf = line;
         // REQUEST_URI is the origin-form target; REQUEST_FILENAME/BASENAME are its path percent-decoded, as the
         // web server hands it to ModSecurity (CRS 933151 expects `/array_diff%20%28` to read `array_diff (`).
         let target = body::split_target(uri);
         let query = if target.has_query { Some(target.query) } else { None };
-        self.set_scalar(Scalar::RequestUri, target.uri.to_vec());
+        self.set_scalar_from(Scalar::RequestUri, target.uri);
         let path = percent_decode(target.path);
-        self.set_scalar(Scalar::RequestBasename, body::basename(&path).to_vec());
+        self.set_scalar_from(Scalar::RequestBasename, body::basename(&path));
         self.set_scalar(Scalar::RequestFilename, path);
-        self.set_scalar(Scalar::QueryString, query.unwrap_or_default().to_vec());
+        self.set_scalar_from(Scalar::QueryString, query.unwrap_or_default());
         if let Some(q) = query {
             let (args, flags) = body::parse_query(q);
             self.args_get = args;
@@ -903,9 +928,9 @@ impl<'r> Transaction<'r> {
     /// REQBODY_PROCESSOR follows the processor as soon as it is known (CRS 901340 reads it in phase 1).
     fn set_body_proc(&mut self, p: Option<BodyProc>) {
         self.body_proc = p;
-        let name = p.map(BodyProc::name).unwrap_or("").as_bytes().to_vec();
-        self.set_scalar(Scalar::ReqbodyProcessor, name.clone());
-        self.set_scalar(Scalar::RequestBodyProcessor, name);
+        let name = p.map(BodyProc::name).unwrap_or("").as_bytes();
+        self.set_scalar_from(Scalar::ReqbodyProcessor, name);
+        self.set_scalar_from(Scalar::RequestBodyProcessor, name);
     }
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
@@ -914,7 +939,7 @@ impl<'r> Transaction<'r> {
 
     fn update_args_size(&mut self) {
         let size: usize = self.args_get.iter().chain(self.args_post.iter()).map(|(n, v)| n.len() + v.len()).sum();
-        self.set_scalar(Scalar::ArgsCombinedSize, size.to_string().into_bytes());
+        self.set_scalar_num(Scalar::ArgsCombinedSize, i64::try_from(size).unwrap_or(i64::MAX));
     }
 
     /// Phase 2: the request body (call it even when there is none).
@@ -937,7 +962,7 @@ impl<'r> Transaction<'r> {
             } else {
                 body_bytes
             };
-            self.set_scalar(Scalar::RequestBodyLength, body_bytes.len().to_string().into_bytes());
+            self.set_scalar_num(Scalar::RequestBodyLength, i64::try_from(body_bytes.len()).unwrap_or(i64::MAX));
             self.process_body(body_bytes);
         }
         self.run_phase(2)
@@ -1087,8 +1112,8 @@ impl<'r> Transaction<'r> {
             Some(AllowScope::Request) if phase <= 2 => return None,
             _ => {}
         }
-        let duration = self.started.elapsed().as_micros().to_string().into_bytes();
-        self.set_scalar(Scalar::Duration, duration);
+        let duration = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.set_scalar_num(Scalar::Duration, duration);
         let rs = self.rs;
         let list = rs.phases.get(usize::from(phase - 1))?;
         let use_memo = rs.memo && rs.pure.count() > 0;
@@ -1501,7 +1526,7 @@ impl<'r> Transaction<'r> {
         if let Some(sev) = sev {
             let cur: u8 = String::from_utf8_lossy(self.scalar(Scalar::HighestSeverity)).parse().unwrap_or(255);
             if sev < cur {
-                self.set_scalar(Scalar::HighestSeverity, sev.to_string().into_bytes());
+                self.set_scalar_num(Scalar::HighestSeverity, i64::from(sev));
             }
         }
     }
@@ -2247,6 +2272,7 @@ impl Drop for Transaction<'_> {
             rows: std::mem::take(&mut cache.rows),
             cells: std::mem::take(&mut cache.cells),
             outcome_key: std::mem::take(&mut self.outcome_key),
+            scalars: std::mem::take(&mut self.scalars),
             stores: std::mem::take(&mut self.stores),
         }
         .give_back();
