@@ -124,26 +124,36 @@ thread_local! {
 pub(crate) fn with<R>(set: u64, pure: usize, f: impl FnOnce(&mut Memo) -> R) -> R {
     MEMOS.with(|cell| {
         let mut memos = cell.borrow_mut();
-        let pos = match memos.iter().position(|m| m.set == set) {
-            Some(p) => p,
-            None => {
-                if memos.len() >= SETS {
-                    memos.remove(0);
-                }
-                memos.push(Memo::new(set, pure));
-                memos.len() - 1
-            }
-        };
-        // Most recently used last, so the oldest set is the one dropped.
-        let last = memos.len() - 1;
-        if pos != last {
-            memos.swap(pos, last);
-        }
-        match memos.last_mut() {
+        match per_set(&mut memos, set, |m| m.set, || Memo::new(set, pure)) {
             Some(m) => f(m),
             None => f(&mut Memo::new(set, pure)),
         }
     })
+}
+
+/// The entry for rule set `set` in a per-thread list of at most [`SETS`] (made with `make` on first use, the
+/// oldest dropped), moved last: most recently used last, so the oldest set is the one dropped.
+pub(crate) fn per_set<T>(
+    list: &mut Vec<T>,
+    set: u64,
+    of: impl Fn(&T) -> u64,
+    make: impl FnOnce() -> T,
+) -> Option<&mut T> {
+    let pos = match list.iter().position(|m| of(m) == set) {
+        Some(p) => p,
+        None => {
+            if list.len() >= SETS {
+                list.remove(0);
+            }
+            list.push(make());
+            list.len() - 1
+        }
+    };
+    let last = list.len() - 1;
+    if pos != last {
+        list.swap(pos, last);
+    }
+    list.last_mut()
 }
 
 impl Memo {

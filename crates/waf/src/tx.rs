@@ -1299,20 +1299,7 @@ impl<'r> Transaction<'r> {
     /// snapshot found matching (its match `i`): the matched variables, the record and the flow, without the
     /// general evaluation (the CRS's paranoia-level checks, about 35 per request, take this way).
     fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>) {
-        let Some(snap) = self.snap.take() else { return };
-        let mut first = None;
-        for (name, value) in snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice) {
-            if first.is_none() {
-                let start = self.record_text.len();
-                self.record_text.extend_from_slice(name);
-                first = Some(start..self.record_text.len());
-            }
-            self.set_scalar_from(Scalar::MatchedVar, value);
-            self.set_scalar_from(Scalar::MatchedVarName, name);
-            self.push_matched_var(name, value);
-        }
-        self.snap = Some(snap);
-        let Some(var_name) = first else { return };
+        let Some(var_name) = self.replay_match(rule, i) else { return };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
         self.push_record(Record { rule, phase, msg, logdata, var_name });
@@ -1892,10 +1879,10 @@ impl<'r> Transaction<'r> {
     /// What [`Transaction::eval_rule`] does after a match, for a frozen starter whose matches the snapshot found
     /// (match `i` of `init::Snapshot::matches`; such a starter has no `capture`).
     fn replay_match(&mut self, rule: &'r Rule, i: u32) -> Option<Range<usize>> {
-        let snap = self.snap.clone()?;
-        let matches = snap.matches.get(i as usize)?;
+        // Taken for the loop and put back (no reference count traffic).
+        let snap = self.snap.take()?;
         let mut first = None;
-        for (name, value) in matches {
+        for (name, value) in snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice) {
             if first.is_none() {
                 let start = self.record_text.len();
                 self.record_text.extend_from_slice(name);
@@ -1906,6 +1893,7 @@ impl<'r> Transaction<'r> {
             self.push_matched_var(name, value);
             self.run_effects(rule);
         }
+        self.snap = Some(snap);
         first
     }
 
