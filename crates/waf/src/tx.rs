@@ -1299,7 +1299,13 @@ impl<'r> Transaction<'r> {
     /// snapshot found matching (its match `i`): the matched variables, the record and the flow, without the
     /// general evaluation (the CRS's paranoia-level checks, about 35 per request, take this way).
     fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>) {
-        let Some(var_name) = self.replay_match(rule, i) else { return };
+        let Some(snap) = self.snap.take() else { return };
+        let mut first = None;
+        for (name, value) in snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice) {
+            self.note_match(name, value, &mut first);
+        }
+        self.snap = Some(snap);
+        let Some(var_name) = first else { return };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
         self.push_record(Record { rule, phase, msg, logdata, var_name });
@@ -1883,18 +1889,25 @@ impl<'r> Transaction<'r> {
         let snap = self.snap.take()?;
         let mut first = None;
         for (name, value) in snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice) {
-            if first.is_none() {
-                let start = self.record_text.len();
-                self.record_text.extend_from_slice(name);
-                first = Some(start..self.record_text.len());
-            }
-            self.set_scalar_from(Scalar::MatchedVar, value);
-            self.set_scalar_from(Scalar::MatchedVarName, name);
-            self.push_matched_var(name, value);
+            self.note_match(name, value, &mut first);
             self.run_effects(rule);
         }
         self.snap = Some(snap);
         first
+    }
+
+    /// A replayed match of (MATCHED_VAR_NAME, MATCHED_VAR): the matched variables, and the first one's name in
+    /// `record_text` (into `first`).
+    #[inline]
+    fn note_match(&mut self, name: &[u8], value: &[u8], first: &mut Option<Range<usize>>) {
+        if first.is_none() {
+            let start = self.record_text.len();
+            self.record_text.extend_from_slice(name);
+            *first = Some(start..self.record_text.len());
+        }
+        self.set_scalar_from(Scalar::MatchedVar, value);
+        self.set_scalar_from(Scalar::MatchedVarName, name);
+        self.push_matched_var(name, value);
     }
 
     /// The values a starter without `capture` and `multiMatch` matches: (MATCHED_VAR_NAME, MATCHED_VAR) of each, as
