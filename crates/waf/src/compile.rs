@@ -122,12 +122,18 @@ pub(crate) const NO_POS: u32 = u32::MAX;
 /// - `span_end`: the end of the run of pure starters and markers that starts at a position (the position itself
 ///   when its rule is neither): with no skip pending, markers do nothing and a pure starter whose group summary
 ///   says none of its values can match does nothing either (`Transaction::may_match`);
-/// - `pure_at`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other rules).
+/// - `pure_at`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other rules);
+/// - `span_masks`: for a position where a walk enters a run (its start, or just after a marker in it: where a
+///   `skipAfter` resumes), the run's pure rules from there to its end as bits per (group, row word), a range of
+///   `masks`: the run is passed over whole when none of those bits is set in its groups' target summaries.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
     pub(crate) resume: Vec<u32>,
     pub(crate) span_end: Vec<u32>,
     pub(crate) pure_at: Vec<(u32, u32)>,
+    pub(crate) span_masks: Vec<(u32, u32)>,
+    /// (group, row word, bits of the run's pure rules of that group in that word).
+    pub(crate) masks: Vec<(u32, u32, u64)>,
 }
 
 impl Walk {
@@ -175,6 +181,26 @@ impl Walk {
             }
             if let Some(e) = w.span_end.get_mut(i) {
                 *e = pos(end);
+            }
+        }
+        w.span_masks = vec![(0, 0); list.len()];
+        for i in 0..list.len() {
+            let end = w.span_end.get(i).map_or(i, |&e| e as usize);
+            let enters =
+                i == 0 || w.span_end.get(i - 1) != w.span_end.get(i) || rule(i - 1).is_some_and(|r| r.marker.is_some());
+            if end <= i || !enters {
+                continue;
+            }
+            let mut bits: std::collections::BTreeMap<(u32, u32), u64> = std::collections::BTreeMap::new();
+            for &(p, g) in w.pure_at.get(i..end).unwrap_or_default() {
+                if p != NOT_PURE {
+                    *bits.entry((g, p / 64)).or_default() |= 1u64 << (p % 64);
+                }
+            }
+            let start = pos(w.masks.len());
+            w.masks.extend(bits.into_iter().map(|((g, word), m)| (g, word, m)));
+            if let Some(m) = w.span_masks.get_mut(i) {
+                *m = (start, pos(w.masks.len()) - start);
             }
         }
         w
@@ -800,6 +826,21 @@ mod tests {
                     let after = &rs.rules[list[end]];
                     assert!(after.marker.is_none() && rs.pure.of_rule[list[end]] == NOT_PURE);
                 }
+                // Where a walk enters a run, the masks are exactly the run's pure rules from there.
+                let enters =
+                    i == 0 || walk.span_end[i - 1] != walk.span_end[i] || rs.rules[list[i - 1]].marker.is_some();
+                let (ms, mn) = walk.span_masks[i];
+                let mut from_masks: Vec<(u32, u32)> = walk.masks[ms as usize..(ms + mn) as usize]
+                    .iter()
+                    .flat_map(|&(g, w, m)| (0..64).filter(move |b| m >> b & 1 == 1).map(move |b| (w * 64 + b, g)))
+                    .collect();
+                let mut from_list: Vec<(u32, u32)> = match enters && end > i {
+                    true => walk.pure_at[i..end].iter().copied().filter(|&(p, _)| p != NOT_PURE).collect(),
+                    false => Vec::new(),
+                };
+                from_masks.sort_unstable();
+                from_list.sort_unstable();
+                assert_eq!(from_masks, from_list, "masks at {i}");
                 let (p, g) = walk.pure_at[i];
                 assert_eq!(p, rs.pure.of_rule[ri]);
                 if p != NOT_PURE {

@@ -1158,6 +1158,14 @@ impl<'r> Transaction<'r> {
                 // for these the walk below would do nothing.
                 let end = walk.span_end.get(i).map_or(i, |&e| e as usize);
                 if end > i {
+                    // Entering a run: the whole run at once by its masks, when they allow.
+                    if let Some(&(s, n)) = walk.span_masks.get(i).filter(|m| m.1 > 0) {
+                        let masks = walk.masks.get(s as usize..(s + n) as usize).unwrap_or_default();
+                        if self.span_passes(masks) {
+                            i = end;
+                            continue;
+                        }
+                    }
                     while i < end && self.pure_passes(walk.pure_at.get(i).copied()) {
                         i += 1;
                     }
@@ -1199,6 +1207,25 @@ impl<'r> Transaction<'r> {
             return false;
         }
         !self.group_may(g, p)
+    }
+
+    /// Whether none of a run's pure rules may match (see `compile::Walk::span_masks`): for each (group, word, bits),
+    /// no bit is set in the word of the group's target summaries. What `pure_passes` would answer for every rule
+    /// of the run, a word test per (group, target) rather than per (rule, target).
+    fn span_passes(&mut self, masks: &[(u32, u32, u64)]) -> bool {
+        let words = memo::row_words(self.rs.pure.count());
+        for &(g, w, bits) in masks {
+            if !self.group_ready.get(g as usize).copied().unwrap_or(false) && self.enumerate_group(g).is_none() {
+                return false;
+            }
+            let Some(targets) = self.rs.pure.group_targets.get(g as usize) else { return false };
+            for &t in targets {
+                if self.target_maybe.get(t as usize * words + w as usize).is_none_or(|m| m & bits != 0) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Whether one of group `g`'s targets (all enumerated) has pure rule `p` in its summary: a value the rule
