@@ -15,7 +15,7 @@
 //! rule sets per thread); the memo never changes a decision (`tests/crs_ftw.rs` compares every stage of the CRS
 //! suite with it on and off).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::macros::{MacroStr, Part};
@@ -44,14 +44,17 @@ struct Memo {
 
 thread_local! {
     static MEMOS: RefCell<Vec<Memo>> = const { RefCell::new(Vec::new()) };
-    static REPLAYS: Cell<u64> = const { Cell::new(0) };
+    /// Outcomes replayed on this thread (tests only).
+    #[cfg(test)]
+    static REPLAYS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Run `f` on the outcome remembered for `key` under rule set `set`, if any.
 pub(crate) fn lookup<R>(set: u64, key: &[u8], f: impl FnOnce(&Outcome) -> R) -> Option<R> {
     let r = MEMOS.try_with(|cell| cell.borrow().iter().find(|m| m.set == set)?.map.get(key).map(f)).ok().flatten();
+    #[cfg(test)]
     if r.is_some() {
-        let _ = REPLAYS.try_with(|n| n.set(n.get() + 1));
+        REPLAYS.with(|n| n.set(n.get() + 1));
     }
     r
 }
@@ -59,7 +62,7 @@ pub(crate) fn lookup<R>(set: u64, key: &[u8], f: impl FnOnce(&Outcome) -> R) -> 
 /// Outcomes this thread has replayed (for tests).
 #[cfg(test)]
 pub(crate) fn replays() -> u64 {
-    REPLAYS.with(Cell::get)
+    REPLAYS.with(std::cell::Cell::get)
 }
 
 /// Remember `outcome` for `key` under rule set `set`.

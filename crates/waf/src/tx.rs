@@ -157,7 +157,9 @@ impl Store {
     /// Bytes held by the store's buffers (about).
     fn held_bytes(&self) -> usize {
         let pairs: usize = self.entries.iter().map(|(n, v)| n.capacity() + v.capacity()).sum();
-        pairs + self.entries.capacity() * std::mem::size_of::<Pair>() + self.index.capacity() * 24
+        // An index slot: the (hash, position) pair and a control byte.
+        let slot = std::mem::size_of::<(u64, usize)>() + 1;
+        pairs + self.entries.capacity() * std::mem::size_of::<Pair>() + self.index.capacity() * slot
     }
 
     /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
@@ -503,9 +505,9 @@ impl Scratch {
 
     /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
     fn give_back(mut self) {
-        let stores: usize = self.stores.iter().map(Store::held_bytes).sum::<usize>()
+        let values: usize = self.stores.iter().map(Store::held_bytes).sum::<usize>()
             + self.scalars.iter().map(Vec::capacity).sum::<usize>();
-        if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + stores > SCRATCH_MAX_BYTES {
+        if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values > SCRATCH_MAX_BYTES {
             return;
         }
         self.buffers().into_iter().for_each(|b| b.empty());
@@ -1203,29 +1205,14 @@ impl<'r> Transaction<'r> {
         if p == NOT_PURE {
             return true;
         }
-        if !self.group_ready.get(g as usize).copied().unwrap_or(false) && self.enumerate_group(g).is_none() {
-            return false;
-        }
-        !self.group_may(g, p)
+        self.group_enumerated(g) && !self.group_may(g, p)
     }
 
     /// Whether none of a run's pure rules may match (see `compile::Walk::span_masks`): for each (group, word, bits),
     /// no bit is set in the word of the group's target summaries. What `pure_passes` would answer for every rule
     /// of the run, a word test per (group, target) rather than per (rule, target).
     fn span_passes(&mut self, masks: &[(u32, u32, u64)]) -> bool {
-        let words = memo::row_words(self.rs.pure.count());
-        for &(g, w, bits) in masks {
-            if !self.group_ready.get(g as usize).copied().unwrap_or(false) && self.enumerate_group(g).is_none() {
-                return false;
-            }
-            let Some(targets) = self.rs.pure.group_targets.get(g as usize) else { return false };
-            for &t in targets {
-                if self.target_maybe.get(t as usize * words + w as usize).is_none_or(|m| m & bits != 0) {
-                    return false;
-                }
-            }
-        }
-        true
+        masks.iter().all(|&(g, w, bits)| self.group_enumerated(g) && !self.group_word_has(g, w as usize, bits))
     }
 
     /// Whether one of group `g`'s targets (all enumerated) has pure rule `p` in its summary: a value the rule
@@ -1233,12 +1220,23 @@ impl<'r> Transaction<'r> {
     /// asked about few of its rules, and groups share most of their targets.
     #[inline]
     fn group_may(&self, g: u32, p: u32) -> bool {
-        let rs = self.rs;
-        let words = memo::row_words(rs.pure.count());
-        let (word, bit) = ((p / 64) as usize, 1u64 << (p % 64));
-        rs.pure.group_targets.get(g as usize).is_none_or(|targets| {
-            targets.iter().any(|&t| self.target_maybe.get(t as usize * words + word).is_none_or(|m| m & bit != 0))
+        self.group_word_has(g, (p / 64) as usize, 1u64 << (p % 64))
+    }
+
+    /// Whether one of group `g`'s target summaries has one of `bits` in row word `w` (unknown: yes).
+    #[inline]
+    fn group_word_has(&self, g: u32, w: usize, bits: u64) -> bool {
+        let words = memo::row_words(self.rs.pure.count());
+        self.rs.pure.group_targets.get(g as usize).is_none_or(|targets| {
+            targets.iter().any(|&t| self.target_maybe.get(t as usize * words + w).is_none_or(|m| m & bits != 0))
         })
+    }
+
+    /// Whether every target of group `g` is enumerated in this phase (enumerating them now if needed); `false` when
+    /// the plan is inconsistent (the caller then evaluates normally).
+    #[inline]
+    fn group_enumerated(&mut self, g: u32) -> bool {
+        self.group_ready.get(g as usize).copied().unwrap_or(false) || self.enumerate_group(g).is_some()
     }
 
     /// Run rule `ri` of the phase's list (not skipped): evaluate it, record a match, and apply its disruptive and
@@ -1557,7 +1555,7 @@ impl<'r> Transaction<'r> {
     fn may_match(&mut self, rule: &'r Rule, p: u32) -> bool {
         let rs = self.rs;
         let Some(&g) = rs.pure.group.get(p as usize) else { return true };
-        if self.enumerate_group(g).is_none() {
+        if !self.group_enumerated(g) {
             return true;
         }
         // The targets' summaries, made when they were enumerated: no bit means every value is known not to match.
@@ -1596,9 +1594,6 @@ impl<'r> Transaction<'r> {
     /// inconsistent (the caller then evaluates normally).
     fn enumerate_group(&mut self, g: u32) -> Option<()> {
         let rs = self.rs;
-        if *self.group_ready.get(g as usize)? {
-            return Some(());
-        }
         let targets = rs.pure.group_targets.get(g as usize)?;
         let words = memo::row_words(rs.pure.count());
         let mut vals = std::mem::take(&mut self.pure_vals);
