@@ -257,7 +257,7 @@ impl Writes {
     /// Whether the starter decides whether it matches from frozen store variables alone (named ones, no exclusion).
     pub(crate) fn starter_frozen(&self, rule: &Rule) -> bool {
         let frozen_ref =
-            |v: Var, k: &Key| matches!((v, k), (Var::Coll(Coll::Store(s)), Key::Name(n)) if self.frozen(s, n));
+            |v: Var, k: &Key| matches!((v, k), (Var::Coll(Coll::Store(s)), Key::Name(n, _)) if self.frozen(s, n));
         rule.exclusions.is_empty()
             && !rule.includes.is_empty()
             && rule.includes.iter().all(|(t, _)| frozen_ref(t.var, &t.key))

@@ -1,7 +1,7 @@
 //! Macro strings (`tx.%{rule.id}-x=%{MATCHED_VAR}`), split once at load into literal parts and variable references
 //! that the transaction resolves at run time. A reference to an unknown variable stays literal text.
 
-use crate::vars::{Key, Var};
+use crate::vars::{name_hash, Key, Var};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Part {
@@ -12,6 +12,8 @@ pub(crate) enum Part {
 #[derive(Debug, Clone)]
 pub(crate) struct MacroStr {
     pub(crate) parts: Vec<Part>,
+    /// The [`name_hash`] of the text when it is a literal (a setvar's variable name, looked up without hashing).
+    hash: Option<u64>,
 }
 
 impl MacroStr {
@@ -43,7 +45,14 @@ impl MacroStr {
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        MacroStr { parts }
+        let mut m = MacroStr { parts, hash: None };
+        m.hash = m.literal().map(name_hash);
+        m
+    }
+
+    /// The text and its [`name_hash`] when it contains no variable reference.
+    pub(crate) fn literal_hashed(&self) -> Option<(&[u8], u64)> {
+        Some((self.literal()?, self.hash?))
     }
 
     /// The text when it contains no variable reference.
@@ -63,7 +72,7 @@ fn parse_ref(inner: &str) -> Option<Part> {
     };
     let var = Var::lookup(name)?;
     let key = match key {
-        Some(k) => Key::Name(k.to_ascii_lowercase().into_bytes()),
+        Some(k) => Key::name(k),
         None => Key::All,
     };
     Some(Part::Ref(var, key))
@@ -78,7 +87,7 @@ mod tests {
         let m = MacroStr::parse("tx.%{rule.id}-x=%{MATCHED_VAR}%{nope}%{tx.a");
         assert_eq!(m.parts.len(), 5);
         assert!(matches!(&m.parts[0], Part::Lit(l) if l == b"tx."));
-        assert!(matches!(&m.parts[1], Part::Ref(Var::Coll(_), Key::Name(k)) if k == b"id"));
+        assert!(matches!(&m.parts[1], Part::Ref(Var::Coll(_), Key::Name(k, _)) if k == b"id"));
         assert!(matches!(&m.parts[2], Part::Lit(l) if l == b"-x="));
         assert!(matches!(&m.parts[3], Part::Ref(Var::Scalar(_), Key::All)));
         assert!(matches!(&m.parts[4], Part::Lit(l) if l == b"%{nope}%{tx.a"));

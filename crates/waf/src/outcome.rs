@@ -28,12 +28,12 @@ const KEEP: usize = 256;
 /// 2 MiB of keys per thread and rule set.
 pub(crate) const MAX_KEY: usize = 8 * 1024;
 
-/// What a chain that did not match changed: store writes `(store, name, value)` in store order (overwritten
+/// What a chain that did not match changed: store writes `(store, name, name_hash, value)` in store order (overwritten
 /// variables first, then new ones in the order they were added), and the matched variable's (value, name) when it
 /// set one.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
-    pub(crate) writes: Vec<(usize, Vec<u8>, Vec<u8>)>,
+    pub(crate) writes: Vec<(usize, Vec<u8>, u64, Vec<u8>)>,
     pub(crate) matched: Option<(Vec<u8>, Vec<u8>)>,
 }
 

@@ -20,7 +20,7 @@ use crate::macros::{MacroStr, Part};
 use crate::memo;
 use crate::outcome;
 use crate::rule::{AllowScope, BodyProc, Ctl, Disruptive, Effect, Rule, RuleSel, SetOp};
-use crate::vars::{Coll, Key, Scalar, Target, Var, SCALAR_COUNT, STORES, TX_STORE};
+use crate::vars::{name_hash, Coll, Key, Scalar, Target, Var, SCALAR_COUNT, STORES, TX_STORE};
 use crate::{EngineMode, Intervention, LoggedMatch, RequestHead, RuleMatch};
 
 type Pair = (Vec<u8>, Vec<u8>);
@@ -40,49 +40,6 @@ pub(crate) struct Store {
 /// step by step costs several reallocations and rehashes per request).
 const TX_CAPACITY: usize = 96;
 
-/// A per-process random seed for [`name_hash`]: store names include request data (CRS 920450 makes a TX variable
-/// per header name), so the hash is not predictable from outside.
-static NAME_SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
-    use std::hash::BuildHasher as _;
-    foldhash::fast::RandomState::default().hash_one(0x5041_4c49_5341_4445u64) | 1
-});
-
-/// Hash of a store variable's name with ASCII letters case folded: eight bytes at a time (uppercase letters found
-/// with word-wide arithmetic), a multiply-xor per word, and a final mix, seeded per process.
-fn name_hash(name: &[u8]) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let fold = |x: u64| {
-        // High bit of each byte: at least 'A' and at most 'Z' (bytes >= 0x80 excluded); then that bit, moved to
-        // 0x20, lowercases the letter.
-        let low = x & !HIGH;
-        let upper = low.wrapping_add(ONES * (0x80 - u64::from(b'A')))
-            & !low.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1))
-            & !x
-            & HIGH;
-        x | upper >> 2
-    };
-    let mut h = *NAME_SEED ^ (name.len() as u64).wrapping_mul(K);
-    let mut chunks = name.chunks_exact(8);
-    for c in &mut chunks {
-        let w = c.try_into().map_or(0, u64::from_le_bytes);
-        h = (h ^ fold(w)).wrapping_mul(K).rotate_left(29);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Byte by byte (at most 7): a variable-length copy would be a call.
-        let w = rest.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
-        h = (h ^ fold(w)).wrapping_mul(K).rotate_left(29);
-    }
-    // murmur3's finalizer: every input bit reaches the high bits (hashbrown's tags) and the low ones (buckets).
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ h >> 33
-}
-
 impl Store {
     /// Make room for `n` variables in all.
     fn reserve(&mut self, n: usize) {
@@ -92,7 +49,12 @@ impl Store {
 
     /// The position of variable `name`.
     fn position(&self, name: &[u8]) -> Option<usize> {
-        let i = *self.index.get(&name_hash(name))?;
+        self.position_hashed(name, name_hash(name))
+    }
+
+    /// The position of variable `name`, whose [`name_hash`] is `h` (known at load for most names rules use).
+    fn position_hashed(&self, name: &[u8], h: u64) -> Option<usize> {
+        let i = *self.index.get(&h)?;
         if self.entries.get(i).is_some_and(|(n, _)| n.eq_ignore_ascii_case(name)) {
             return Some(i);
         }
@@ -108,45 +70,46 @@ impl Store {
     }
 
     pub(crate) fn set(&mut self, name: &[u8], value: Vec<u8>) {
-        if let Some(e) = self.slot(name) {
-            *e = value;
-            return;
+        let h = name_hash(name);
+        match self.position_hashed(name, h).and_then(|i| self.entries.get_mut(i)) {
+            Some(e) => e.1 = value,
+            None => self.insert(name, h, value),
         }
-        self.insert(name, value);
     }
 
-    /// Set `name` to `value` reusing the existing value's buffer (no allocation when the variable exists and the
-    /// new value fits).
-    fn set_from(&mut self, name: &[u8], value: &[u8]) {
-        if let Some(e) = self.slot(name) {
-            e.clear();
-            e.extend_from_slice(value);
-            return;
+    /// Set `name` (hash `h`) to `value` reusing the existing value's buffer (no allocation when the variable exists
+    /// and the new value fits).
+    fn set_from(&mut self, name: &[u8], h: u64, value: &[u8]) {
+        match self.position_hashed(name, h).and_then(|i| self.entries.get_mut(i)) {
+            Some(e) => {
+                e.1.clear();
+                e.1.extend_from_slice(value);
+            }
+            None => self.insert(name, h, value.to_vec()),
         }
-        self.insert(name, value.to_vec());
     }
 
-    /// Set `name` to the decimal form of `n`, reusing the existing value's buffer.
-    fn set_i64(&mut self, name: &[u8], n: i64) {
+    /// Set the number in `name` (hash `h`) to `f` of its value (0 when unset), reusing the value's buffer.
+    fn update_i64(&mut self, name: &[u8], h: u64, f: impl FnOnce(i64) -> i64) {
         let mut buf = [0u8; 20];
-        let text = format_i64(n, &mut buf);
-        self.set_from(name, text);
+        match self.position_hashed(name, h).and_then(|i| self.entries.get_mut(i)) {
+            Some(e) => {
+                let text = format_i64(f(parse_i64(&e.1)), &mut buf);
+                e.1.clear();
+                e.1.extend_from_slice(text);
+            }
+            None => self.insert(name, h, format_i64(f(0), &mut buf).to_vec()),
+        }
     }
 
-    /// The value of an existing variable, for overwriting.
-    fn slot(&mut self, name: &[u8]) -> Option<&mut Vec<u8>> {
-        let i = self.position(name)?;
-        self.entries.get_mut(i).map(|e| &mut e.1)
-    }
-
-    /// Append a variable that does not exist yet.
-    fn insert(&mut self, name: &[u8], value: Vec<u8>) {
-        self.index_name(name, self.entries.len());
+    /// Append a variable (hash `h`) that does not exist yet.
+    fn insert(&mut self, name: &[u8], h: u64, value: Vec<u8>) {
+        self.index_name(h, self.entries.len());
         self.entries.push((name.to_vec(), value));
     }
 
-    fn index_name(&mut self, name: &[u8], at: usize) {
-        match self.index.entry(name_hash(name)) {
+    fn index_name(&mut self, h: u64, at: usize) {
+        match self.index.entry(h) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(at);
             }
@@ -188,7 +151,7 @@ impl Store {
         self.collided = false;
         let entries = std::mem::take(&mut self.entries);
         for (at, (n, _)) in entries.iter().enumerate() {
-            self.index_name(n, at);
+            self.index_name(name_hash(n), at);
         }
         self.entries = entries;
     }
@@ -1783,7 +1746,7 @@ impl<'r> Transaction<'r> {
                         continue;
                     }
                 }
-                o.writes.push((s, name.clone(), value.clone()));
+                o.writes.push((s, name.clone(), name_hash(name), value.clone()));
             }
         }
         if self.matched_ids() != ids {
@@ -1797,9 +1760,9 @@ impl<'r> Transaction<'r> {
         if !o.writes.is_empty() {
             self.stores_gen += 1;
         }
-        for (s, name, value) in &o.writes {
+        for (s, name, h, value) in &o.writes {
             if let Some(st) = self.stores.get_mut(*s) {
-                st.set_from(name, value);
+                st.set_from(name, *h, value);
             }
         }
         if let Some((value, name)) = &o.matched {
@@ -2036,32 +1999,20 @@ impl<'r> Transaction<'r> {
             match e {
                 Effect::SetVar { store, name, op, value } => {
                     self.stores_gen += 1;
-                    let name = self.expand_in(name, &mut nbuf);
-                    let Some(st) = self.stores.get(*store) else { continue };
+                    let (name, h) = match name.literal_hashed() {
+                        Some(lit) => lit,
+                        None => {
+                            let n = self.expand_in(name, &mut nbuf);
+                            (n, name_hash(n))
+                        }
+                    };
                     let value = self.expand_in(value, &mut vbuf);
+                    let Some(st) = self.stores.get_mut(*store) else { continue };
                     match op {
-                        SetOp::Delete => {
-                            if let Some(st) = self.stores.get_mut(*store) {
-                                st.remove(name);
-                            }
-                        }
-                        SetOp::Set => {
-                            if let Some(st) = self.stores.get_mut(*store) {
-                                st.set_from(name, value);
-                            }
-                        }
-                        SetOp::Add | SetOp::Sub => {
-                            let old = st.get(name).map(parse_i64).unwrap_or(0);
-                            let delta = parse_i64(value);
-                            let new = if matches!(op, SetOp::Add) {
-                                old.saturating_add(delta)
-                            } else {
-                                old.saturating_sub(delta)
-                            };
-                            if let Some(st) = self.stores.get_mut(*store) {
-                                st.set_i64(name, new);
-                            }
-                        }
+                        SetOp::Delete => st.remove(name),
+                        SetOp::Set => st.set_from(name, h, value),
+                        SetOp::Add => st.update_i64(name, h, |old| old.saturating_add(parse_i64(value))),
+                        SetOp::Sub => st.update_i64(name, h, |old| old.saturating_sub(parse_i64(value))),
                     }
                 }
                 Effect::Ctl(c) => match c {
@@ -2194,10 +2145,10 @@ impl<'r> Transaction<'r> {
                 }
             }
             Var::Coll(c) => {
-                if let (Coll::Store(i), Key::Name(n)) = (c, key) {
+                if let (Coll::Store(i), Key::Name(n, h)) = (c, key) {
                     // Direct lookup for TX:name (the common case).
                     if let Some(st) = self.stores.get(i) {
-                        if let Some(idx) = st.position(n) {
+                        if let Some(idx) = st.position_hashed(n, *h) {
                             if let Some((k, v)) = st.entries.get(idx) {
                                 f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id: NO_ID });
                             }
@@ -2554,11 +2505,13 @@ mod tests {
     #[test]
     fn store_overwrites_in_place_case_insensitively() {
         let mut st = Store::default();
-        st.set_from(b"Anomaly_Score", b"5");
-        st.set_i64(b"anomaly_score", 10);
-        st.set_from(b"other", b"x");
+        st.set_from(b"Anomaly_Score", name_hash(b"anomaly_SCORE"), b"5");
+        st.update_i64(b"anomaly_score", name_hash(b"anomaly_score"), |n| n + 5);
+        st.set_from(b"other", name_hash(b"other"), b"x");
+        st.update_i64(b"new", name_hash(b"new"), |n| n - 3);
         assert_eq!(st.get(b"ANOMALY_SCORE"), Some(&b"10"[..]));
-        assert_eq!(st.entries.len(), 2);
+        assert_eq!(st.get(b"new"), Some(&b"-3"[..]));
+        assert_eq!(st.entries.len(), 3);
         assert_eq!(st.entries[0].0, b"Anomaly_Score");
         st.remove(b"ANOMALY_score");
         assert_eq!(st.get(b"other"), Some(&b"x"[..]));

@@ -3,6 +3,49 @@
 
 use regex::bytes::Regex;
 
+/// A per-process random seed for [`name_hash`]: store names include request data (CRS 920450 makes a TX variable
+/// per header name), so the hash is not predictable from outside.
+static NAME_SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::RandomState::default().hash_one(0x5041_4c49_5341_4445u64) | 1
+});
+
+/// Hash of a store variable's name with ASCII letters case folded: eight bytes at a time (uppercase letters found
+/// with word-wide arithmetic), a multiply-xor per word, and a final mix, seeded per process.
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let fold = |x: u64| {
+        // High bit of each byte: at least 'A' and at most 'Z' (bytes >= 0x80 excluded); then that bit, moved to
+        // 0x20, lowercases the letter.
+        let low = x & !HIGH;
+        let upper = low.wrapping_add(ONES * (0x80 - u64::from(b'A')))
+            & !low.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1))
+            & !x
+            & HIGH;
+        x | upper >> 2
+    };
+    let mut h = *NAME_SEED ^ (name.len() as u64).wrapping_mul(K);
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let w = c.try_into().map_or(0, u64::from_le_bytes);
+        h = (h ^ fold(w)).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Byte by byte (at most 7): a variable-length copy would be a call.
+        let w = rest.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
+        h = (h ^ fold(w)).wrapping_mul(K).rotate_left(29);
+    }
+    // murmur3's finalizer: every input bit reaches the high bits (hashbrown's tags) and the low ones (buckets).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ h >> 33
+}
+
 /// Collections whose members are (name, value) pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Coll {
@@ -300,8 +343,8 @@ pub(crate) fn stable_in_phase(v: Var) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) enum Key {
     All,
-    /// Exact name, stored lowercased (compared case-insensitively).
-    Name(Vec<u8>),
+    /// Exact name, stored lowercased (compared case-insensitively), with its [`name_hash`] (store lookups).
+    Name(Vec<u8>, u64),
     /// A regex, with a literal (lowercased, possibly empty) every name it matches has (see [`Lit`]): names without
     /// it are rejected without running the regex.
     Regex(Regex, Vec<u8>, Lit),
@@ -320,10 +363,18 @@ pub(crate) enum Lit {
 
 impl Key {
     #[inline]
+    /// An exact-name key for `name` (as written).
+    pub(crate) fn name(name: &str) -> Key {
+        let n = name.to_ascii_lowercase().into_bytes();
+        let h = name_hash(&n);
+        Key::Name(n, h)
+    }
+
+    #[inline]
     pub(crate) fn matches(&self, name: &[u8]) -> bool {
         match self {
             Key::All => true,
-            Key::Name(n) => n.eq_ignore_ascii_case(name),
+            Key::Name(n, _) => n.len() == name.len() && n.eq_ignore_ascii_case(name),
             Key::Regex(r, lit, Lit::Within) => {
                 (lit.is_empty() || name.windows(lit.len()).any(|w| w.eq_ignore_ascii_case(lit))) && r.is_match(name)
             }
@@ -480,7 +531,7 @@ pub(crate) fn parse_target(s: &str) -> Result<Target, String> {
                 }
             } else {
                 let k = k.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')).unwrap_or(k);
-                Key::Name(k.to_ascii_lowercase().into_bytes())
+                Key::name(k)
             }
         }
     };
@@ -541,7 +592,7 @@ mod tests {
         assert_eq!(t[0].var, Var::Coll(Coll::Args));
         assert!(t[1].exclude && t[1].key.matches(b"A") && !t[1].key.matches(b"ab"));
         assert!(t[2].count);
-        assert!(matches!(&t[2].key, Key::Name(n) if n == b"foo"));
+        assert!(matches!(&t[2].key, Key::Name(n, h) if n == b"foo" && *h == name_hash(b"FOO")));
         assert_eq!(t[3].var, Var::Coll(Coll::Xml));
         assert_eq!(t[3].key_text, "/*");
         assert!(t[4].key.matches(b"user-agent"));
