@@ -2157,22 +2157,18 @@ impl<'r> Transaction<'r> {
                     return;
                 }
                 for (list, base) in self.pairs(c) {
-                    for (i, (k, v)) in list.iter().enumerate() {
-                        if key.matches(k) {
-                            let id = member_id(base, i, 0);
-                            f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id });
-                        }
-                    }
+                    for_members(list, key, |i, (k, v)| {
+                        let id = member_id(base, i, 0);
+                        f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(v), id });
+                    });
                 }
             }
             Var::Names(c) => {
                 for (list, base) in self.pairs(c) {
-                    for (i, (k, _)) in list.iter().enumerate() {
-                        if key.matches(k) {
-                            let id = member_id(base, i, 1);
-                            f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(k), id });
-                        }
-                    }
+                    for_members(list, key, |i, (k, _)| {
+                        let id = member_id(base, i, 1);
+                        f(Val { var, key: Cow::Borrowed(k), value: Cow::Borrowed(k), id });
+                    });
                 }
             }
         }
@@ -2274,6 +2270,20 @@ impl MacroEnv for Transaction<'_> {
         let v: Arc<[u8]> = Arc::from(self.expand_cow(m));
         cache.1.push((key, Arc::clone(&v)));
         v
+    }
+}
+
+/// Call `f` with each member of `list` (and its position) that `key` selects: the key's kind is decided once per
+/// list, not per member (collections are enumerated for every target of every rule that runs).
+#[inline]
+fn for_members<'a>(list: &'a [Pair], key: &Key, mut f: impl FnMut(usize, &'a Pair)) {
+    let members = list.iter().enumerate();
+    match key {
+        Key::All => members.for_each(|(i, m)| f(i, m)),
+        Key::Name(n, _) => {
+            members.filter(|(_, (k, _))| k.len() == n.len() && k.eq_ignore_ascii_case(n)).for_each(|(i, m)| f(i, m));
+        }
+        Key::Regex(..) => members.filter(|(_, (k, _))| key.matches(k)).for_each(|(i, m)| f(i, m)),
     }
 }
 
