@@ -76,12 +76,22 @@ pub(crate) struct Snapshot {
     pub(crate) verdicts: Vec<u32>,
     /// Per frozen starter that matches: (MATCHED_VAR_NAME, MATCHED_VAR) of each matched value, in order.
     pub(crate) matches: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Operator arguments whose macros read only frozen store variables (`@within %{tx.allowed_methods}`), expanded
+    /// on the stores as the snapshot leaves them, by the address and length of the operator's template (sorted):
+    /// what `MacroEnv::expand` would give in every transaction the snapshot was replayed into.
+    pub(crate) args: Vec<((usize, usize), Arc<[u8]>)>,
 }
 
 impl Snapshot {
     /// Rule `ri`'s verdict (see `verdicts`).
     pub(crate) fn verdict(&self, ri: usize) -> u32 {
         self.verdicts.get(ri).copied().unwrap_or(UNKNOWN)
+    }
+
+    /// The frozen expansion of operator template `t` (see `args`).
+    pub(crate) fn arg(&self, t: &str) -> Option<&Arc<[u8]>> {
+        let key = (t.as_ptr() as usize, t.len());
+        self.args.binary_search_by_key(&key, |(k, _)| *k).ok().and_then(|i| self.args.get(i)).map(|(_, v)| v)
     }
 
     /// The walk's state where the snapshot ends.
@@ -160,7 +170,7 @@ fn link_reads(link: &Rule, ok: &impl Fn(Var) -> bool) -> bool {
         })
 }
 
-fn links(rule: &Rule) -> impl Iterator<Item = &Rule> {
+pub(crate) fn links(rule: &Rule) -> impl Iterator<Item = &Rule> {
     std::iter::successors(Some(rule), |r| r.chain.as_deref())
 }
 
@@ -254,18 +264,27 @@ impl Writes {
             && !self.prefixes.iter().any(|(s, p)| *s == store && name.starts_with(p))
     }
 
+    /// Whether `v`/`k` names a store variable that is frozen (never written after the fixed rules).
+    fn frozen_ref(&self, v: Var, k: &Key) -> bool {
+        matches!((v, k), (Var::Coll(Coll::Store(s)), Key::Name(n, _)) if self.frozen(s, n))
+    }
+
+    /// Whether every variable `m` refers to is a frozen store variable: its expansion is the same from the end of
+    /// the fixed rules on.
+    pub(crate) fn macro_frozen(&self, m: &MacroStr) -> bool {
+        m.parts.iter().all(|p| match p {
+            Part::Lit(_) => true,
+            Part::Ref(v, k) => self.frozen_ref(*v, k),
+        })
+    }
+
     /// Whether the starter decides whether it matches from frozen store variables alone (named ones, no exclusion).
     pub(crate) fn starter_frozen(&self, rule: &Rule) -> bool {
-        let frozen_ref =
-            |v: Var, k: &Key| matches!((v, k), (Var::Coll(Coll::Store(s)), Key::Name(n, _)) if self.frozen(s, n));
         rule.exclusions.is_empty()
             && !rule.includes.is_empty()
-            && rule.includes.iter().all(|(t, _)| frozen_ref(t.var, &t.key))
+            && rule.includes.iter().all(|(t, _)| self.frozen_ref(t.var, &t.key))
             && rule.op.as_ref().is_some_and(|op| match op.macro_template() {
-                Some(t) => MacroStr::parse(t).parts.iter().all(|p| match p {
-                    Part::Lit(_) => true,
-                    Part::Ref(v, k) => frozen_ref(*v, k),
-                }),
+                Some(t) => self.macro_frozen(&MacroStr::parse(t)),
                 None => op.is_pure(),
             })
     }

@@ -1399,7 +1399,15 @@ impl<'r> Transaction<'r> {
         // Rules anywhere later that read only variables no later rule writes: decided now, on the final stores.
         let mut verdicts = vec![init::UNKNOWN; rs.rules.len()];
         let mut matches = Vec::new();
+        let mut args = Vec::new();
         if let Some(writes) = init::Writes::of(&rs.rules, &fixed) {
+            for op in rs.rules.iter().flat_map(init::links).filter_map(|l| l.op.as_ref()) {
+                let Some(t) = op.macro_template() else { continue };
+                if let Some((m, _)) = rs.templates.get(t).filter(|(m, _)| writes.macro_frozen(m)) {
+                    args.push(((t.as_ptr() as usize, t.len()), Arc::from(self.expand_cow(m))));
+                }
+            }
+            args.sort_by_key(|(k, _)| *k);
             for (ri, rule) in rs.rules.iter().enumerate() {
                 if rule.marker.is_some() || fixed.contains(&ri) || !writes.starter_frozen(rule) {
                     continue;
@@ -1440,6 +1448,7 @@ impl<'r> Transaction<'r> {
             skip_after_rule: flow.skip_after.and(skip_after_rule),
             verdicts,
             matches,
+            args,
         })
     }
 
@@ -2251,6 +2260,9 @@ impl Drop for Transaction<'_> {
 
 impl MacroEnv for Transaction<'_> {
     fn expand(&self, template: &str) -> Arc<[u8]> {
+        if let Some(v) = self.snap.as_ref().and_then(|s| s.arg(template)) {
+            return Arc::clone(v);
+        }
         let Some((m, stores_only)) = self.rs.templates.get(template) else {
             return Arc::from(self.expand_cow(&MacroStr::parse(template)));
         };
