@@ -521,6 +521,8 @@ pub struct Transaction<'r> {
     force_body_var: bool,
     /// Matches as recorded (cheap); `built` is the public form, made on demand (tags are cloned only then).
     records: Vec<Record<'r>>,
+    /// HIGHEST_SEVERITY as a number (255: no record with a severity yet).
+    highest_severity: u8,
     record_text: Vec<u8>,
     built: OnceCell<Vec<RuleMatch>>,
     intervention: Option<Intervention>,
@@ -608,6 +610,7 @@ impl<'r> Transaction<'r> {
             response_body_access: rs.response_body_access,
             force_body_var: false,
             records: Vec::new(),
+            highest_severity: 255,
             record_text: sc.record_text,
             built: OnceCell::new(),
             intervention: None,
@@ -1289,8 +1292,21 @@ impl<'r> Transaction<'r> {
     fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>) {
         let Some(snap) = self.snap.take() else { return };
         let mut first = None;
-        for (name, value) in snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice) {
-            self.note_match(name, value, &mut first);
+        let found = snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice);
+        if rule.msg.is_none() && rule.logdata.is_none() {
+            // Nothing reads this rule's MATCHED_VARS (the next rule starts a new list; no expansion follows), and
+            // only the last match's MATCHED_VAR and MATCHED_VAR_NAME remain.
+            if let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) {
+                let start = self.record_text.len();
+                self.record_text.extend_from_slice(name);
+                first = Some(start..self.record_text.len());
+                self.set_scalar_from(Scalar::MatchedVar, last_value);
+                self.set_scalar_from(Scalar::MatchedVarName, last_name);
+            }
+        } else {
+            for (name, value) in found {
+                self.note_match(name, value, &mut first);
+            }
         }
         self.snap = Some(snap);
         let Some(var_name) = first else { return };
@@ -1513,11 +1529,9 @@ impl<'r> Transaction<'r> {
         let sev = r.rule.severity;
         self.records.push(r);
         self.built = OnceCell::new();
-        if let Some(sev) = sev {
-            let cur: u8 = String::from_utf8_lossy(self.scalar(Scalar::HighestSeverity)).parse().unwrap_or(255);
-            if sev < cur {
-                self.set_scalar_num(Scalar::HighestSeverity, i64::from(sev));
-            }
+        if let Some(sev) = sev.filter(|&s| s < self.highest_severity) {
+            self.highest_severity = sev;
+            self.set_scalar_num(Scalar::HighestSeverity, i64::from(sev));
         }
     }
 
