@@ -80,6 +80,15 @@ pub(crate) struct Snapshot {
     /// on the stores as the snapshot leaves them, by the address and length of the operator's template (sorted):
     /// what `MacroEnv::expand` would give in every transaction the snapshot was replayed into.
     pub(crate) args: Vec<((usize, usize), Arc<[u8]>)>,
+    /// Unique in the process (see [`next_id`]): keys made relative to this snapshot's stores name it.
+    pub(crate) id: u64,
+}
+
+static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A snapshot id no other snapshot in the process has.
+pub(crate) fn next_id() -> u64 {
+    IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Snapshot {

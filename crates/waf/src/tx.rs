@@ -34,6 +34,11 @@ pub(crate) struct Store {
     index: HashMap<u64, usize, FastHash>,
     /// Whether two names have the same hash: a lookup whose hash names another variable then scans.
     collided: bool,
+    /// Positions written since the store was made or copied, in order (repeats kept): what changed since then (see
+    /// `Transaction::outcome_key` and `Transaction::outcome_since`).
+    written: Vec<u32>,
+    /// Variables deleted since then (positions after a deletion moved: `written` no longer says what changed).
+    removals: u32,
 }
 
 /// TX variables a transaction makes room for up front (the CRS sets about 60 in phase 1; growing the map and list
@@ -71,19 +76,31 @@ impl Store {
 
     pub(crate) fn set(&mut self, name: &[u8], value: Vec<u8>) {
         let h = name_hash(name);
-        match self.position_hashed(name, h).and_then(|i| self.entries.get_mut(i)) {
-            Some(e) => e.1 = value,
+        match self.position_hashed(name, h) {
+            Some(i) => {
+                if let Some(e) = self.entries.get_mut(i) {
+                    e.1 = value;
+                }
+                self.note_write(i);
+            }
             None => self.insert(name, h, value),
         }
+    }
+
+    fn note_write(&mut self, at: usize) {
+        self.written.push(u32::try_from(at).unwrap_or(u32::MAX));
     }
 
     /// Set `name` (hash `h`) to `value` reusing the existing value's buffer (no allocation when the variable exists
     /// and the new value fits).
     fn set_from(&mut self, name: &[u8], h: u64, value: &[u8]) {
-        match self.position_hashed(name, h).and_then(|i| self.entries.get_mut(i)) {
-            Some(e) => {
-                e.1.clear();
-                e.1.extend_from_slice(value);
+        match self.position_hashed(name, h) {
+            Some(i) => {
+                if let Some(e) = self.entries.get_mut(i) {
+                    e.1.clear();
+                    e.1.extend_from_slice(value);
+                }
+                self.note_write(i);
             }
             None => self.insert(name, h, value.to_vec()),
         }
@@ -92,11 +109,14 @@ impl Store {
     /// Set the number in `name` (hash `h`) to `f` of its value (0 when unset), reusing the value's buffer.
     fn update_i64(&mut self, name: &[u8], h: u64, f: impl FnOnce(i64) -> i64) {
         let mut buf = [0u8; 20];
-        match self.position_hashed(name, h).and_then(|i| self.entries.get_mut(i)) {
-            Some(e) => {
-                let text = format_i64(f(parse_i64(&e.1)), &mut buf);
-                e.1.clear();
-                e.1.extend_from_slice(text);
+        match self.position_hashed(name, h) {
+            Some(i) => {
+                if let Some(e) = self.entries.get_mut(i) {
+                    let text = format_i64(f(parse_i64(&e.1)), &mut buf);
+                    e.1.clear();
+                    e.1.extend_from_slice(text);
+                }
+                self.note_write(i);
             }
             None => self.insert(name, h, format_i64(f(0), &mut buf).to_vec()),
         }
@@ -105,6 +125,7 @@ impl Store {
     /// Append a variable (hash `h`) that does not exist yet.
     fn insert(&mut self, name: &[u8], h: u64, value: Vec<u8>) {
         self.index_name(h, self.entries.len());
+        self.note_write(self.entries.len());
         self.entries.push((name.to_vec(), value));
     }
 
@@ -122,7 +143,10 @@ impl Store {
         let pairs: usize = self.entries.iter().map(|(n, v)| n.capacity() + v.capacity()).sum();
         // An index slot: the (hash, position) pair and a control byte.
         let slot = std::mem::size_of::<(u64, usize)>() + 1;
-        pairs + self.entries.capacity() * std::mem::size_of::<Pair>() + self.index.capacity() * slot
+        pairs
+            + self.entries.capacity() * std::mem::size_of::<Pair>()
+            + self.index.capacity() * slot
+            + self.written.capacity() * std::mem::size_of::<u32>()
     }
 
     /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
@@ -136,6 +160,8 @@ impl Store {
         self.entries.extend(src.entries.get(kept..).unwrap_or_default().iter().cloned());
         self.index.clone_from(&src.index);
         self.collided = src.collided;
+        self.written.clear();
+        self.removals = 0;
     }
 
     /// Whether two lists of stores hold the same variables, in the same order, with the same values.
@@ -146,6 +172,7 @@ impl Store {
     pub(crate) fn remove(&mut self, name: &[u8]) {
         let Some(i) = self.position(name) else { return };
         self.entries.remove(i);
+        self.removals = self.removals.saturating_add(1);
         // Rare (`setvar:!tx.name`): positions after it moved, so the index is made again.
         self.index.clear();
         self.collided = false;
@@ -1465,6 +1492,7 @@ impl<'r> Transaction<'r> {
             verdicts,
             matches,
             args,
+            id: init::next_id(),
         })
     }
 
@@ -1705,9 +1733,10 @@ impl<'r> Transaction<'r> {
             None
         } else {
             let ids = self.matched_ids();
+            let marks: Vec<(usize, u32)> = self.stores.iter().map(|s| (s.written.len(), s.removals)).collect();
             let found = self.eval_chain(rule, init::UNKNOWN);
             if found.is_none() {
-                if let Some(o) = self.outcome_since(&key, ids) {
+                if let Some(o) = self.outcome_since(&marks, ids) {
                     outcome::remember(self.rs.id, &key, o);
                 }
             }
@@ -1717,19 +1746,47 @@ impl<'r> Transaction<'r> {
         found
     }
 
-    /// The outcome memo's key for chain `ri` now: the rule, every store's variables in order, and the starter's
-    /// values (names and bytes). `false` when it would be longer than the memo keeps.
+    /// The outcome memo's key for chain `ri` now: the rule, the stores, and the starter's values (names and bytes).
+    /// The stores are written as the snapshot they were copied from (its id) and the variables written since, when
+    /// there is one and nothing was deleted; else as every variable in order. `false` when the key would be longer
+    /// than the memo keeps.
     fn outcome_key(&self, ri: usize, rule: &Rule, key: &mut Vec<u8>) -> bool {
         key.clear();
         key.extend_from_slice(&u32::try_from(ri).unwrap_or(u32::MAX).to_le_bytes());
-        for st in &self.stores {
-            key.extend_from_slice(&u32::try_from(st.entries.len()).unwrap_or(u32::MAX).to_le_bytes());
-            for (n, v) in &st.entries {
-                outcome::push_field(key, n);
-                outcome::push_field(key, v);
+        match self.snap.as_ref().filter(|_| self.stores.iter().all(|s| s.removals == 0)) {
+            Some(snap) => {
+                key.push(1);
+                key.extend_from_slice(&snap.id.to_le_bytes());
+                for st in &self.stores {
+                    key.extend_from_slice(&u32::try_from(st.entries.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    for (k, &p) in st.written.iter().enumerate() {
+                        if st.written.get(..k).is_some_and(|before| before.contains(&p)) {
+                            continue;
+                        }
+                        let Some((n, v)) = st.entries.get(p as usize) else { return false };
+                        key.extend_from_slice(&p.to_le_bytes());
+                        outcome::push_field(key, n);
+                        outcome::push_field(key, v);
+                        if key.len() > outcome::MAX_KEY {
+                            return false;
+                        }
+                    }
+                    // Ends the store's changes (no position is this large).
+                    key.extend_from_slice(&u32::MAX.to_le_bytes());
+                }
             }
-            if key.len() > outcome::MAX_KEY {
-                return false;
+            None => {
+                key.push(0);
+                for st in &self.stores {
+                    key.extend_from_slice(&u32::try_from(st.entries.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    for (n, v) in &st.entries {
+                        outcome::push_field(key, n);
+                        outcome::push_field(key, v);
+                    }
+                    if key.len() > outcome::MAX_KEY {
+                        return false;
+                    }
+                }
             }
         }
         for (t, _) in &rule.includes {
@@ -1748,27 +1805,24 @@ impl<'r> Transaction<'r> {
         [Scalar::MatchedVar, Scalar::MatchedVarName].map(|s| self.scalar_ids.get(s as usize).copied().unwrap_or(NO_ID))
     }
 
-    /// What changed since `key` was made (its stores part is the stores then; `ids`: [`Transaction::matched_ids`]
-    /// then). `None` when a variable was deleted or renamed (not replayable by writes).
-    fn outcome_since(&self, key: &[u8], ids: [u32; 2]) -> Option<outcome::Outcome> {
-        let mut at = 4;
+    /// What changed since `marks` (per store, the length of its write log and its deletions then) and `ids`
+    /// ([`Transaction::matched_ids`] then). `None` when a variable was deleted (not replayable by writes).
+    fn outcome_since(&self, marks: &[(usize, u32)], ids: [u32; 2]) -> Option<outcome::Outcome> {
+        if marks.len() != self.stores.len() {
+            return None;
+        }
         let mut o = outcome::Outcome::default();
-        for (s, st) in self.stores.iter().enumerate() {
-            let before = outcome::read_u32(key, &mut at)? as usize;
-            if st.entries.len() < before {
+        for (s, (st, &(mark, removals))) in self.stores.iter().zip(marks).enumerate() {
+            if st.removals != removals {
                 return None;
             }
-            for (i, (name, value)) in st.entries.iter().enumerate() {
-                if i < before {
-                    let (old_name, old_value) =
-                        (outcome::read_field(key, &mut at)?, outcome::read_field(key, &mut at)?);
-                    if old_name != name.as_slice() {
-                        return None;
-                    }
-                    if old_value == value.as_slice() {
-                        continue;
-                    }
+            // Each variable written once, where it was first written (new variables in the order they were added).
+            let log = st.written.get(mark..)?;
+            for (k, &p) in log.iter().enumerate() {
+                if log.get(..k).is_some_and(|before| before.contains(&p)) {
+                    continue;
                 }
+                let (name, value) = st.entries.get(p as usize)?;
                 o.writes.push((s, name.clone(), name_hash(name), value.clone()));
             }
         }
