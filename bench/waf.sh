@@ -186,15 +186,23 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -G --data-urlencode "id=1' OR 1=1-
 code=$(curl -s -o /dev/null -w '%{http_code}' -G --data-urlencode "id=1' OR 1=1--" "http://127.0.0.1:$APACHE/orders")
 [ "$code" = 403 ] || { echo "apache + mod_security2 did not block the SQL injection ($code)"; exit 1; }
 
-run() { # name base run
-  wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" "$2$QS" > "$OUT/waf-$1-get-$3.txt" 2>&1 || true
-  wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/post.lua" "$2/orders" > "$OUT/waf-$1-post-$3.txt" 2>&1 || true
-  wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/varied.lua" "$2/" > "$OUT/waf-$1-varied-$3.txt" 2>&1 || true
+one() { # name base kind run
+  case $3 in
+    get) wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" "$2$QS" > "$OUT/waf-$1-get-$4.txt" 2>&1 || true ;;
+    post) wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/post.lua" "$2/orders" \
+      > "$OUT/waf-$1-post-$4.txt" 2>&1 || true ;;
+    varied) wrk -t$THREADS -c"$CONNS" -d"$DUR" --latency "${HDRS[@]}" -s "$WORK/varied.lua" "$2/" \
+      > "$OUT/waf-$1-varied-$4.txt" 2>&1 || true ;;
+  esac
 }
+# The machine's speed drifts (a shared VM): each ratio pairs a no-WAF and a WAF measurement taken back to back,
+# in alternating order from run to run, so that drift does not favour either.
 for r in $(seq 1 "$RUNS"); do
-  run nowaf "http://127.0.0.1:$GW/nowaf" "$r"
-  run waf "http://127.0.0.1:$GW/waf" "$r"
-  run apache "http://127.0.0.1:$APACHE" "$r"
+  for kind in get post varied; do
+    if [ $((r % 2)) = 1 ]; then order="nowaf waf"; else order="waf nowaf"; fi
+    for route in $order; do one "$route" "http://127.0.0.1:$GW/$route" "$kind" "$r"; done
+  done
+  for kind in get post varied; do one apache "http://127.0.0.1:$APACHE" "$kind" "$r"; done
 done
 
 python3 - "$OUT" "$RUNS" <<'PY'
@@ -214,13 +222,14 @@ titles = {"get": "GET (benign, the same request every time)", "post": "POST (ben
           "varied": "GET varied (benign; query values and session cookie different in every request)"}
 for kind in ("get", "post", "varied"):
     print(f"\n{titles[kind]}\n")
-    print("| target | req/s (median) | p99 ms (median) | ratio to palisade no-WAF (per run) | ratio to Apache (per run) | non-2xx |")
+    print("| target | req/s (median) | p99 ms (median) | ratio to palisade no-WAF (per run, median) | ratio to Apache (per run) | non-2xx |")
     print("|---|---:|---:|---|---|---:|")
     base = [parse(f"{out}/waf-nowaf-{kind}-{r}.txt")[0] for r in range(1, runs + 1)]
     ap = [parse(f"{out}/waf-apache-{kind}-{r}.txt")[0] for r in range(1, runs + 1)]
     for name in names:
         rows = [parse(f"{out}/waf-{name}-{kind}-{r}.txt") for r in range(1, runs + 1)]
-        r1 = " / ".join(f"{row[0] / b:.2f}" for row, b in zip(rows, base))
+        ratios = [row[0] / b for row, b in zip(rows, base)]
+        r1 = " / ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f})"
         r2 = " / ".join(f"{row[0] / a:.2f}" for row, a in zip(rows, ap))
         print(f"| {names[name]} | {statistics.median(r[0] for r in rows):,.0f} | {statistics.median(r[1] for r in rows):.2f} | {r1} | {r2} | {sum(r[2] for r in rows)} |")
 PY
