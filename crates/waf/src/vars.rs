@@ -375,15 +375,24 @@ impl Key {
         match self {
             Key::All => true,
             Key::Name(n, _) => n.len() == name.len() && n.eq_ignore_ascii_case(name),
-            Key::Regex(r, lit, Lit::Within) => {
-                (lit.is_empty() || name.windows(lit.len()).any(|w| w.eq_ignore_ascii_case(lit))) && r.is_match(name)
-            }
+            Key::Regex(r, lit, Lit::Within) => contains_folded(name, lit) && r.is_match(name),
             Key::Regex(r, prefix, at) => {
                 name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
                     && (*at == Lit::Whole || r.is_match(name))
             }
         }
     }
+}
+
+/// Whether `hay` contains `lit` (lowercase) ASCII case-insensitively; windows whose first byte differs are passed
+/// over without comparing the rest (most TX names a regex key is tried on are shorter than its literal, or differ
+/// at once).
+fn contains_folded(hay: &[u8], lit: &[u8]) -> bool {
+    let Some((&first, rest)) = lit.split_first() else { return true };
+    hay.len() >= lit.len()
+        && hay.windows(lit.len()).any(|w| {
+            w.split_first().is_some_and(|(&b, tail)| b.to_ascii_lowercase() == first && tail.eq_ignore_ascii_case(rest))
+        })
 }
 
 /// One `VAR[:key]` entry of a rule's variable list.
@@ -568,6 +577,10 @@ mod tests {
         // CRS 922110: `_*` may be empty, so the literal stops before it.
         let t = parse_target("TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/").unwrap();
         assert!(matches!(&t.key, Key::Regex(_, l, Lit::Within) if l == b"multipart_headers_content_types"));
+        assert!(contains_folded(b"x_MULTIPART_Headers_content_types_1", b"multipart_headers_content_types"));
+        assert!(!contains_folded(b"multipart_headers_content_type", b"multipart_headers_content_types"));
+        assert!(!contains_folded(b"mmultipart_headers_content_typex", b"multipart_headers_content_types"));
+        assert!(contains_folded(b"", b"") && contains_folded(b"A", b"a") && !contains_folded(b"", b"a"));
         for (name, hit) in [
             (&b"multipart_headers_content_types_x"[..], true),
             (b"X-MULTIPART_HEADERS_CONTENT_TYPES", true),
