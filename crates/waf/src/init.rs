@@ -53,6 +53,9 @@ pub(crate) enum Step {
     RemoveTargets(Vec<(RuleSel, Arc<Target>)>),
 }
 
+/// Where an operator's macro template is: the address and length of its text in the rule set.
+pub(crate) type TemplateAt = (usize, usize);
+
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) steps: Vec<Step>,
@@ -79,7 +82,7 @@ pub(crate) struct Snapshot {
     /// Operator arguments whose macros read only frozen store variables (`@within %{tx.allowed_methods}`), expanded
     /// on the stores as the snapshot leaves them, by the address and length of the operator's template (sorted):
     /// what `MacroEnv::expand` would give in every transaction the snapshot was replayed into.
-    pub(crate) args: Vec<((usize, usize), Arc<[u8]>)>,
+    pub(crate) args: Vec<(TemplateAt, Arc<[u8]>)>,
     /// Unique in the process (see [`next_id`]): keys made relative to this snapshot's stores name it.
     pub(crate) id: u64,
 }
