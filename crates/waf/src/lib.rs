@@ -24,8 +24,8 @@
 //! per-thread verdict memo (`memo.rs`; [`RuleSet::set_verdict_memo`]) that never changes a decision; phase 1's
 //! request-independent start (the CRS's TX initialization) is replayed from a per-thread snapshot (`init.rs`;
 //! [`RuleSet::set_init_snapshot`]); chains whose outcome follows from the stores and their starter's values keep
-//! their non-matching outcomes per thread (`outcome.rs`). A benign GET through CRS v4 at PL1 costs about 50 µs
-//! with the memo off, 10 µs with its values remembered and about 20 µs when its query values and session cookie
+//! their non-matching outcomes per thread (`outcome.rs`). A benign GET through CRS v4 at PL1 costs about 45 µs
+//! with the memo off, 8 µs with its values remembered and about 18 µs when its query values and session cookie
 //! are new (`tests/perf.rs`, release, on the 2-core reference machine).
 
 mod compile;
