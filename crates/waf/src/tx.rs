@@ -164,6 +164,15 @@ impl Store {
         self.removals = 0;
     }
 
+    /// Empty the store, keeping its buffers' capacity.
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.index.clear();
+        self.collided = false;
+        self.written.clear();
+        self.removals = 0;
+    }
+
     /// Whether two lists of stores hold the same variables, in the same order, with the same values.
     pub(crate) fn same_lists(a: &[Store], b: &[Store]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.entries == y.entries)
@@ -441,6 +450,9 @@ struct Scratch {
     /// The stores of the last transaction, whose buffers the next one's copy of a snapshot's stores reuses (never
     /// read: `Store::copy_from` overwrites them whole).
     stores: Vec<Store>,
+    /// Its other set of stores (the starting ones when a snapshot was copied), emptied for the next transaction's
+    /// starting stores (`Transaction::set_var` writes them before phase 1).
+    initial: Vec<Store>,
 }
 
 /// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
@@ -495,12 +507,13 @@ impl Scratch {
 
     /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
     fn give_back(mut self) {
-        let values: usize = self.stores.iter().map(Store::held_bytes).sum::<usize>()
+        let values: usize = self.stores.iter().chain(&self.initial).map(Store::held_bytes).sum::<usize>()
             + self.scalars.iter().map(Vec::capacity).sum::<usize>();
         if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values > SCRATCH_MAX_BYTES {
             return;
         }
         self.buffers().into_iter().for_each(|b| b.empty());
+        self.initial.iter_mut().for_each(Store::clear);
         let _ = SCRATCH.try_with(|p| {
             let mut p = p.borrow_mut();
             if p.len() < SCRATCH_KEEP {
@@ -629,7 +642,7 @@ impl<'r> Transaction<'r> {
             name_buf: sc.name_buf,
             expand_bufs: sc.expand_bufs,
             // Empty: phase 1 either copies a snapshot's stores into `spare_stores` or makes room in TX.
-            stores: (0..STORES.len()).map(|_| Store::default()).collect(),
+            stores: emptied(sc.initial),
             removed: Vec::new(),
             removed_targets: Vec::new(),
             body_proc: None,
@@ -2321,6 +2334,7 @@ impl Drop for Transaction<'_> {
             outcome_key: std::mem::take(&mut self.outcome_key),
             scalars: std::mem::take(&mut self.scalars),
             stores: std::mem::take(&mut self.stores),
+            initial: std::mem::take(&mut self.spare_stores),
         }
         .give_back();
     }
@@ -2365,6 +2379,14 @@ fn for_members<'a>(list: &'a [Pair], key: &Key, mut f: impl FnMut(usize, &'a Pai
         }
         Key::Regex(..) => members.filter(|(_, (k, _))| key.matches(k)).for_each(|(i, m)| f(i, m)),
     }
+}
+
+/// One empty store per collection, in buffers kept from an earlier transaction.
+fn emptied(mut stores: Vec<Store>) -> Vec<Store> {
+    stores.truncate(STORES.len());
+    stores.iter_mut().for_each(Store::clear);
+    stores.resize_with(STORES.len(), Store::default);
+    stores
 }
 
 /// Variables that exist (possibly empty) in every transaction.
