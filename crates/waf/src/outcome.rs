@@ -30,6 +30,11 @@ const KEEP: usize = 256;
 /// 2 MiB of keys per thread and rule set.
 pub(crate) const MAX_KEY: usize = 8 * 1024;
 
+/// Writes to one store a snapshot-relative key lists (and a remembered outcome reads from the write log) at most:
+/// each is checked against the ones before it, so this bounds that work; past it the key lists every variable,
+/// and the outcome is not remembered.
+pub(crate) const MAX_WRITES: usize = 64;
+
 /// What a chain that did not match changed: store writes `(store, name, name_hash, value)` in store order (overwritten
 /// variables first, then new ones in the order they were added), and the matched variable's (value, name) when it
 /// set one.
@@ -216,6 +221,18 @@ SecRule TX:score "@ge 5" "id:20,phase:1,deny,status:403"
         same(&rs, "/?x=1");
         same(&rs, "/?x=1");
         assert_eq!(replays(), before + 1, "without a snapshot");
+
+        // More writes than a key or an outcome lists (a TX variable per header name): evaluated every time.
+        rs.set_init_snapshot(true);
+        let names: Vec<String> = (0..super::MAX_WRITES + 6).map(|i| format!("X-H{i}")).collect();
+        let many: Vec<&str> = names.iter().map(String::as_str).collect();
+        let before = replays();
+        for _ in 0..2 {
+            let expected = run_uri(&off, "/", &many, None);
+            assert_eq!(run_uri(&rs, "/", &many, None), expected);
+            assert_eq!(expected.1.len(), 1 + 1 + many.len(), "restricted, TX.0 and one per header");
+        }
+        assert_eq!(replays(), before, "not remembered");
     }
 
     #[test]

@@ -1766,7 +1766,8 @@ impl<'r> Transaction<'r> {
     fn outcome_key(&self, ri: usize, rule: &Rule, key: &mut Vec<u8>) -> bool {
         key.clear();
         key.extend_from_slice(&u32::try_from(ri).unwrap_or(u32::MAX).to_le_bytes());
-        match self.snap.as_ref().filter(|_| self.stores.iter().all(|s| s.removals == 0)) {
+        let relative = self.stores.iter().all(|s| s.removals == 0 && s.written.len() <= outcome::MAX_WRITES);
+        match self.snap.as_ref().filter(|_| relative) {
             Some(snap) => {
                 key.push(1);
                 key.extend_from_slice(&snap.id.to_le_bytes());
@@ -1830,7 +1831,7 @@ impl<'r> Transaction<'r> {
                 return None;
             }
             // Each variable written once, where it was first written (new variables in the order they were added).
-            let log = st.written.get(mark..)?;
+            let log = st.written.get(mark..).filter(|l| l.len() <= outcome::MAX_WRITES)?;
             for (k, &p) in log.iter().enumerate() {
                 if log.get(..k).is_some_and(|before| before.contains(&p)) {
                     continue;
