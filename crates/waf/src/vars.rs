@@ -362,7 +362,6 @@ pub(crate) enum Lit {
 }
 
 impl Key {
-    #[inline]
     /// An exact-name key for `name` (as written).
     pub(crate) fn name(name: &str) -> Key {
         let n = name.to_ascii_lowercase().into_bytes();
