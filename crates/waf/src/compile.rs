@@ -467,12 +467,8 @@ impl Builder {
                 if let Some(t) = rule.op.as_ref().and_then(Operator::macro_template) {
                     templates.entry(t.to_owned()).or_insert_with(|| {
                         let m = crate::macros::MacroStr::parse(t);
-                        let stores_only = m.parts.iter().all(|p| match p {
-                            crate::macros::Part::Lit(_) => true,
-                            crate::macros::Part::Ref(v, _) => {
-                                matches!(v, crate::vars::Var::Coll(crate::vars::Coll::Store(_)))
-                            }
-                        });
+                        let stores_only =
+                            m.refs_all(|v, _| matches!(v, crate::vars::Var::Coll(crate::vars::Coll::Store(_))));
                         (m, stores_only)
                     });
                 }

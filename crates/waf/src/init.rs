@@ -167,10 +167,7 @@ fn shared_var(v: Var) -> bool {
 }
 
 fn macro_reads(m: &MacroStr, ok: impl Fn(Var) -> bool) -> bool {
-    m.parts.iter().all(|p| match p {
-        Part::Lit(_) => true,
-        Part::Ref(v, _) => ok(*v),
-    })
+    m.refs_all(|v, _| ok(v))
 }
 
 /// Whether everything `link` reads to decide whether it matches (variables, operator argument) satisfies `ok`.
@@ -208,11 +205,7 @@ pub(crate) fn fixed(rule: &Rule) -> bool {
 /// Whether the chain commutes with fixed rules (see the module docs).
 pub(crate) fn commutes(rule: &Rule) -> bool {
     let not_shared = |v: Var| !shared_var(v);
-    let disruptive = match &rule.disruptive {
-        Some(Disruptive::Block) => Some(&rule.default_disruptive),
-        other => other.as_ref(),
-    };
-    matches!(disruptive, None | Some(Disruptive::Pass))
+    matches!(rule.disruptive_action(), None | Some(Disruptive::Pass))
         && rule.skip == 0
         && rule.skip_after.is_none()
         && links(rule).all(|l| {
@@ -284,10 +277,7 @@ impl Writes {
     /// Whether every variable `m` refers to is a frozen store variable: its expansion is the same from the end of
     /// the fixed rules on.
     pub(crate) fn macro_frozen(&self, m: &MacroStr) -> bool {
-        m.parts.iter().all(|p| match p {
-            Part::Lit(_) => true,
-            Part::Ref(v, k) => self.frozen_ref(*v, k),
-        })
+        m.refs_all(|v, k| self.frozen_ref(v, k))
     }
 
     /// Whether the starter decides whether it matches from frozen store variables alone (named ones, no exclusion).

@@ -55,6 +55,14 @@ impl MacroStr {
         Some((self.literal()?, self.hash?))
     }
 
+    /// Whether every variable reference satisfies `ok` (a literal: always).
+    pub(crate) fn refs_all(&self, ok: impl Fn(Var, &Key) -> bool) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Lit(_) => true,
+            Part::Ref(v, k) => ok(*v, k),
+        })
+    }
+
     /// The text when it contains no variable reference.
     pub(crate) fn literal(&self) -> Option<&[u8]> {
         match self.parts.as_slice() {

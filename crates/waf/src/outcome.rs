@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::macros::{MacroStr, Part};
+use crate::macros::MacroStr;
 use crate::rule::{Effect, Rule, SetOp};
 use crate::vars::{self, Coll, Scalar, Var};
 
@@ -35,9 +35,9 @@ pub(crate) const MAX_KEY: usize = 8 * 1024;
 /// and the outcome is not remembered.
 pub(crate) const MAX_WRITES: usize = 64;
 
-/// What a chain that did not match changed: store writes `(store, name, name_hash, value)` in store order (overwritten
-/// variables first, then new ones in the order they were added), and the matched variable's (value, name) when it
-/// set one.
+/// What a chain that did not match changed: store writes `(store, name, name_hash, value)`, each variable once in
+/// the order it was first written (so new ones in the order they were added), and the matched variable's (value,
+/// name) when it set one.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     pub(crate) writes: Vec<(usize, Vec<u8>, u64, Vec<u8>)>,
@@ -100,10 +100,7 @@ fn keyed(v: Var) -> bool {
 }
 
 fn macro_reads(m: &MacroStr, ok: fn(Var) -> bool) -> bool {
-    m.parts.iter().all(|p| match p {
-        Part::Lit(_) => true,
-        Part::Ref(v, _) => ok(*v),
-    })
+    m.refs_all(|v, _| ok(v))
 }
 
 /// Whether the operator's argument reads only what `ok` allows (no argument macro: always).

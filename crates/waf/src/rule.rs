@@ -209,17 +209,21 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
+    /// The disruptive action a match takes: `block` is the phase's `SecDefaultAction` one.
+    pub(crate) fn disruptive_action(&self) -> Option<&Disruptive> {
+        match &self.disruptive {
+            Some(Disruptive::Block) => Some(&self.default_disruptive),
+            other => other.as_ref(),
+        }
+    }
+
     /// Whether a match of this chain starter does nothing but get recorded and move the walk (`skip`, `skipAfter`):
     /// no chain, no setvar or ctl, no capture, and `pass` (or no disruptive action).
     pub(crate) fn only_records(&self) -> bool {
-        let disruptive = match &self.disruptive {
-            Some(Disruptive::Block) => Some(&self.default_disruptive),
-            other => other.as_ref(),
-        };
         self.chain.is_none()
             && self.effects.is_empty()
             && !self.capture
-            && matches!(disruptive, None | Some(Disruptive::Pass))
+            && matches!(self.disruptive_action(), None | Some(Disruptive::Pass))
     }
 }
 

@@ -87,6 +87,13 @@ impl Store {
         }
     }
 
+    /// The positions written since `from` in the write log, each once, in the order first written; `None` past
+    /// `outcome::MAX_WRITES` of them (each is checked against the ones before it).
+    fn first_writes(&self, from: usize) -> Option<impl Iterator<Item = u32> + '_> {
+        let log = self.written.get(from..).filter(|l| l.len() <= outcome::MAX_WRITES)?;
+        Some(log.iter().enumerate().filter(|&(k, p)| !log.get(..k).is_some_and(|b| b.contains(p))).map(|(_, &p)| p))
+    }
+
     fn note_write(&mut self, at: usize) {
         self.written.push(u32::try_from(at).unwrap_or(u32::MAX));
     }
@@ -1291,11 +1298,7 @@ impl<'r> Transaction<'r> {
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
         self.push_record(Record { rule, phase, msg: msg.clone(), logdata, var_name });
-        let disruptive = match &rule.disruptive {
-            Some(Disruptive::Block) => Some(&rule.default_disruptive),
-            other => other.as_ref(),
-        };
-        match disruptive {
+        match rule.disruptive_action() {
             Some(Disruptive::Allow(scope)) => {
                 self.allow = Some(*scope);
                 self.allow_phase = phase;
@@ -1773,10 +1776,7 @@ impl<'r> Transaction<'r> {
                 key.extend_from_slice(&snap.id.to_le_bytes());
                 for st in &self.stores {
                     key.extend_from_slice(&u32::try_from(st.entries.len()).unwrap_or(u32::MAX).to_le_bytes());
-                    for (k, &p) in st.written.iter().enumerate() {
-                        if st.written.get(..k).is_some_and(|before| before.contains(&p)) {
-                            continue;
-                        }
+                    for p in st.first_writes(0).into_iter().flatten() {
                         let Some((n, v)) = st.entries.get(p as usize) else { return false };
                         key.extend_from_slice(&p.to_le_bytes());
                         outcome::push_field(key, n);
@@ -1830,12 +1830,7 @@ impl<'r> Transaction<'r> {
             if st.removals != removals {
                 return None;
             }
-            // Each variable written once, where it was first written (new variables in the order they were added).
-            let log = st.written.get(mark..).filter(|l| l.len() <= outcome::MAX_WRITES)?;
-            for (k, &p) in log.iter().enumerate() {
-                if log.get(..k).is_some_and(|before| before.contains(&p)) {
-                    continue;
-                }
+            for p in st.first_writes(mark)? {
                 let (name, value) = st.entries.get(p as usize)?;
                 o.writes.push((s, name.clone(), name_hash(name), value.clone()));
             }
