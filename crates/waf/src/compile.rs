@@ -67,48 +67,71 @@ pub(crate) struct PurePlan {
 }
 
 impl PurePlan {
-    fn build(rules: &[Rule]) -> PurePlan {
-        let mut plan = PurePlan::default();
-        let mut pre_need = Vec::new();
-        let mut group_of: HashMap<Vec<u32>, u32> = HashMap::new();
-        let mut target_of: HashMap<String, u32> = HashMap::new();
-        for r in rules {
-            let pure = r.marker.is_none()
-                && r.op.as_ref().is_some_and(Operator::is_pure)
-                && !r.includes.is_empty()
-                && r.includes.iter().all(|(t, _)| !t.count && crate::vars::stable_in_phase(t.var));
-            if !pure {
-                plan.of_rule.push(NOT_PURE);
-                continue;
-            }
-            // A group is its list of targets; a target is its variable and key as written.
-            let targets: Vec<u32> = r
-                .includes
-                .iter()
-                .map(|(t, _)| {
-                    let n = u32::try_from(plan.targets.len()).unwrap_or(u32::MAX);
-                    *target_of.entry(format!("{:?}:{}", t.var, t.key_text)).or_insert_with(|| {
-                        plan.targets.push(t.clone());
-                        n
-                    })
-                })
-                .collect();
-            let next = u32::try_from(plan.group_targets.len()).unwrap_or(u32::MAX);
-            let g = *group_of.entry(targets).or_insert_with_key(|targets| {
-                plan.group_targets.push(targets.clone());
-                next
-            });
-            plan.of_rule.push(u32::try_from(plan.group.len()).unwrap_or(NOT_PURE));
-            plan.group.push(g);
-            pre_need.push(r.pre_need);
+    /// The plan for `rules`; each chain link that is a pure check too gets its number in `Rule::link_pure`.
+    fn build(rules: &mut [Rule]) -> PurePlan {
+        let mut b = PlanBuilder::default();
+        for r in rules.iter() {
+            let p = b.add(r);
+            b.plan.of_rule.push(p);
         }
-        plan.bytes = crate::memo::ByteRule::new(&pre_need);
-        plan
+        for r in rules.iter_mut() {
+            let mut link = r.chain.as_deref_mut();
+            while let Some(l) = link {
+                l.link_pure = b.add(l);
+                link = l.chain.as_deref_mut();
+            }
+        }
+        b.plan.bytes = crate::memo::ByteRule::new(&b.pre_need);
+        b.plan
     }
 
     /// Number of pure rules.
     pub(crate) fn count(&self) -> usize {
         self.group.len()
+    }
+}
+
+#[derive(Default)]
+struct PlanBuilder {
+    plan: PurePlan,
+    pre_need: Vec<Option<[u64; 4]>>,
+    group_of: HashMap<Vec<u32>, u32>,
+    target_of: HashMap<String, u32>,
+}
+
+impl PlanBuilder {
+    /// Number `r` as a pure check when it is one (an operator on the value's bytes alone, over request variables
+    /// that stay the same for the phase, no `&` counts): its pure number, or [`NOT_PURE`].
+    fn add(&mut self, r: &Rule) -> u32 {
+        let pure = r.marker.is_none()
+            && r.op.as_ref().is_some_and(Operator::is_pure)
+            && !r.includes.is_empty()
+            && r.includes.iter().all(|(t, _)| !t.count && crate::vars::stable_in_phase(t.var));
+        if !pure {
+            return NOT_PURE;
+        }
+        let plan = &mut self.plan;
+        // A group is its list of targets; a target is its variable and key as written.
+        let targets: Vec<u32> = r
+            .includes
+            .iter()
+            .map(|(t, _)| {
+                let n = u32::try_from(plan.targets.len()).unwrap_or(u32::MAX);
+                *self.target_of.entry(format!("{:?}:{}", t.var, t.key_text)).or_insert_with(|| {
+                    plan.targets.push(t.clone());
+                    n
+                })
+            })
+            .collect();
+        let next = u32::try_from(plan.group_targets.len()).unwrap_or(u32::MAX);
+        let g = *self.group_of.entry(targets).or_insert_with_key(|targets| {
+            plan.group_targets.push(targets.clone());
+            next
+        });
+        let p = u32::try_from(plan.group.len()).unwrap_or(NOT_PURE);
+        plan.group.push(g);
+        self.pre_need.push(r.pre_need);
+        p
     }
 }
 
@@ -458,7 +481,7 @@ impl Builder {
                 p.push(i);
             }
         }
-        let pure = PurePlan::build(&self.rules);
+        let pure = PurePlan::build(&mut self.rules);
         let walks = phases.each_ref().map(|list| Walk::build(&self.rules, list, &pure));
         let mut templates = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for r in &self.rules {
@@ -657,6 +680,7 @@ impl Builder {
             op: None,
             need_bytes: None,
             pre_need: None,
+            link_pure: NOT_PURE,
             transforms: Vec::new(),
             tchain: Vec::new(),
             multi_match: false,

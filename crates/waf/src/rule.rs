@@ -185,6 +185,9 @@ pub(crate) struct Rule {
     /// `need_bytes` (`Transform::preimage` through the chain): a value with none of them is skipped without
     /// transforming it. `None` when unknown or when it would skip nothing (`multiMatch` rules never have it).
     pub(crate) pre_need: Option<[u64; 4]>,
+    /// For a chain link that is a pure check (see `compile::PurePlan`), its pure number: the verdict memo then
+    /// decides whether any of its values can match, as for a pure starter. [`crate::compile::NOT_PURE`] otherwise.
+    pub(crate) link_pure: u32,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.
     pub(crate) tchain: Vec<u32>,

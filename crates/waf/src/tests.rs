@@ -386,3 +386,50 @@ SecRule &TX:x "@eq 0" "id:4,phase:1,pass,log""#);
     assert_eq!(second, fresh);
     assert_eq!(second, [(4, "TX".to_owned(), String::new())]);
 }
+
+/// A chain link that is a pure check (request variables, an operator on the bytes alone) is numbered in the verdict
+/// memo and decided through it, as starters are; links over counts or TX are not. Decisions are the same with the
+/// memo off, over requests that repeat values (memo hits) and change them.
+#[test]
+fn pure_chain_links_are_decided_through_the_memo() {
+    let src = r#"SecRuleEngine On
+SecRule REQUEST_PROTOCOL "@streq HTTP/1.1" "id:1,phase:2,pass,log,chain"
+    SecRule ARGS|ARGS_NAMES "@rx ^evil" "t:lowercase,setvar:tx.hit=+1"
+SecRule REQUEST_METHOD "@streq GET" "id:2,phase:2,pass,log,chain"
+    SecRule &ARGS "@gt 1" "t:none"
+SecRule ARGS:q "@rx ." "id:3,phase:2,pass,log,chain"
+    SecRule TX:hit "@eq 1" "t:none"
+SecRule REQUEST_METHOD "@streq GET" "id:4,phase:2,pass,log,chain"
+    SecRule ARGS "@rx ^x" "chain"
+    SecRule REQUEST_FILENAME "@endsWith /a" "t:none"
+"#;
+    let on = rs(src);
+    let mut off = rs(src);
+    off.set_verdict_memo(false);
+    let link = |id: u32, depth: usize| {
+        let r = on.rules.iter().find(|r| r.id == id).unwrap();
+        let mut l = r;
+        for _ in 0..depth {
+            l = l.chain.as_deref().unwrap();
+        }
+        l.link_pure
+    };
+    use crate::compile::NOT_PURE;
+    assert_ne!(link(1, 1), NOT_PURE);
+    assert_eq!((link(2, 1), link(3, 1)), (NOT_PURE, NOT_PURE));
+    assert!(link(4, 1) != NOT_PURE && link(4, 2) != NOT_PURE);
+    let uris =
+        ["/a?q=hello", "/a?q=EVIL", "/a?q=hello", "/b?q=xy", "/a?q=Evil2&p=1", "/a?evil=1", "/a?q=hello", "/a?q=xy"];
+    let mut seen = Vec::new();
+    for uri in uris.iter().chain(uris.iter()) {
+        let a = ids(&run(&on, uri, &[("Host", "h")], ""));
+        let b = ids(&run(&off, uri, &[("Host", "h")], ""));
+        assert_eq!(a, b, "{uri}");
+        seen.push(a);
+    }
+    // Every chain matches on some request and not on another: the comparison is not vacuous.
+    for id in 1..=4 {
+        let n = seen.iter().filter(|m| m.contains(&id)).count();
+        assert!(n > 0 && n < seen.len(), "rule {id}: {n}");
+    }
+}

@@ -1727,8 +1727,11 @@ impl<'r> Transaction<'r> {
         let first =
             if verdict == init::UNKNOWN { self.eval_rule(rule, rule.id)? } else { self.replay_match(rule, verdict)? };
         let mut cur = rule;
+        let use_memo = self.rs.memo && self.rs.pure.count() > 0;
         while let Some(next) = cur.chain.as_deref() {
-            if self.eval_rule(next, rule.id).is_none() {
+            // A pure link none of whose values can match (the memo knows them all) fails without a visit.
+            let ruled_out = use_memo && next.link_pure != NOT_PURE && !self.may_match(next, next.link_pure);
+            if ruled_out || self.eval_rule(next, rule.id).is_none() {
                 self.record_text.truncate(mark);
                 return None;
             }
