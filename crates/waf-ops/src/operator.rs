@@ -357,6 +357,9 @@ impl Operator {
             }
             Kind::IpMatch(nets) => ip_match(nets, input),
             Kind::DetectSqli => {
+                if plain_word(input) {
+                    return false;
+                }
                 let Ok(r) = std::panic::catch_unwind(|| libinjectionrs::detect_sqli(input)) else { return false };
                 if !r.is_injection() {
                     return false;
@@ -368,7 +371,8 @@ impl Operator {
                 true
             }
             Kind::DetectXss => {
-                std::panic::catch_unwind(|| libinjectionrs::detect_xss(input).is_injection()).unwrap_or(false)
+                !plain_word(input)
+                    && std::panic::catch_unwind(|| libinjectionrs::detect_xss(input).is_injection()).unwrap_or(false)
             }
             Kind::ValidateByteRange(table) => input.iter().any(|&b| !table[usize::from(b)]),
             Kind::ValidateUrlEncoding => !valid_url_encoding(input),
@@ -377,6 +381,21 @@ impl Operator {
             Kind::NoMatch => false,
         }
     }
+}
+
+/// Whether `input` is one run of ASCII letters, digits and underscores (ids, tokens, numbers, words: most values),
+/// which libinjection never reports, so neither check needs to run:
+/// - SQLi: such a run is at most two tokens (a number, then a word: `1union`), no comment, quote or operator. The
+///   only fingerprints of one or two tokens on libinjection's list are `X` (unparsable input), those ending in a
+///   comment (`1C`, `nC`, `sC`, `vC`), and `1U`/`vU`, which its whitelist lets through when there are exactly two
+///   tokens (a number and `union` is normal input).
+/// - XSS: without `<`, `=`, quotes or `:` there is no tag, no attribute value and no URL in any of the contexts it
+///   tries: a bare attribute name (`onload`) is not an attribute with a value.
+///
+/// `libinjection_plain_words_are_never_reported` checks this against the library on every keyword of its SQL table
+/// and event-handler names, alone and combined with numbers, and on random runs.
+pub(crate) fn plain_word(input: &[u8]) -> bool {
+    !input.is_empty() && input.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn is_c_space(c: char) -> bool {

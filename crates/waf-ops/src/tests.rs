@@ -651,3 +651,84 @@ fn whole_value_patterns_capture_the_input() {
     }
     assert!(!Rx::compile("^.+$").unwrap().is_match(b""));
 }
+
+/// `@detectSQLi` and `@detectXSS` skip libinjection on runs of ASCII letters, digits and underscores
+/// (`operator::plain_word`): the library reports none of them. Checked on every keyword of its SQL table and on
+/// event-handler and URL-scheme names, alone and glued to numbers (`1union` is the two-token case its whitelist
+/// lets through), and on random runs; the same operators still report real attacks.
+#[test]
+fn libinjection_plain_words_are_never_reported() {
+    let table = include_str!("../tests/data/libinjection-words.txt");
+    let mut words: Vec<&str> = table.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert!(words.len() > 800, "{}", words.len());
+    words.extend([
+        "onload",
+        "onerror",
+        "onmouseover",
+        "onfocus",
+        "javascript",
+        "vbscript",
+        "data",
+        "style",
+        "xmlns",
+        "src",
+        "href",
+        "formaction",
+        "srcdoc",
+        "script",
+        "iframe",
+        "svg",
+        "img",
+        "expression",
+        "alert",
+        "eval",
+    ]);
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for w in &words {
+        for v in [
+            w.to_string(),
+            w.to_lowercase(),
+            format!("1{w}"),
+            format!("{w}1"),
+            format!("0x1{w}"),
+            format!("9e9{w}"),
+            format!("_{w}_{w}"),
+        ] {
+            inputs.push(v.into_bytes());
+        }
+    }
+    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = 1 + (next() % 16) as usize;
+        inputs.push((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect());
+    }
+    let (sqli, xss) = (op("@detectSQLi"), op("@detectXSS"));
+    for v in &inputs {
+        assert!(crate::operator::plain_word(v), "{v:?}");
+        let text = String::from_utf8_lossy(v);
+        assert!(!libinjectionrs::detect_sqli(v).is_injection(), "libinjection reports {text:?} as SQLi");
+        assert!(!libinjectionrs::detect_xss(v).is_injection(), "libinjection reports {text:?} as XSS");
+        assert!(!sqli.matches(v, &Env, None) && !xss.matches(v, &Env, None), "{text:?}");
+    }
+    // Not plain, and reported, through the operators as through the library.
+    for attack in [&b"1' or '1'='1"[..], b"1 union select 1,2--", b"admin'--"] {
+        assert!(!crate::operator::plain_word(attack));
+        assert!(sqli.matches(attack, &Env, None), "{attack:?}");
+    }
+    for attack in [&b"<script>alert(1)</script>"[..], b"\" onmouseover=alert(1) x=\"", b"<img src=x onerror=alert(1)>"]
+    {
+        assert!(!crate::operator::plain_word(attack));
+        assert!(xss.matches(attack, &Env, None), "{attack:?}");
+    }
+    assert!(!crate::operator::plain_word(b""));
+    for c in b" \t'\"`-=<>:;()#/*@.%&|!\\{}[],+?~^$\0\x80".iter().copied() {
+        assert!(!crate::operator::plain_word(&[b'a', c, b'1']), "{c}");
+    }
+}
