@@ -732,3 +732,35 @@ fn libinjection_plain_words_are_never_reported() {
         assert!(!crate::operator::plain_word(&[b'a', c, b'1']), "{c}");
     }
 }
+
+/// `htmlEntityDecode` answers "unchanged" without decoding when no `&` starts an entity; on random inputs made of
+/// entity syntax it answers exactly as decoding and comparing does.
+#[test]
+fn html_entity_decode_skips_only_inputs_it_would_leave_unchanged() {
+    let tokens: [&[u8]; 18] = [
+        b"&", b"&", b"#", b"x", b"X", b";", b"amp", b"lt", b"quot", b"nbsp", b"0", b"41", b"a", b"g", b" ", b"=", b"1",
+        b"F",
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut changed, mut same) = (0, 0);
+    for _ in 0..50_000 {
+        let len = (next() % 8) as usize;
+        let input: Vec<u8> =
+            (0..len).flat_map(|_| tokens[(next() % tokens.len() as u64) as usize].iter().copied()).collect();
+        let decoded = crate::transform::html_entity_decode(&input);
+        let expected = (decoded != input).then_some(decoded);
+        if expected.is_some() {
+            changed += 1;
+        } else {
+            same += 1;
+        }
+        assert_eq!(Transform::HtmlEntityDecode.apply(&input), expected, "{:?}", String::from_utf8_lossy(&input));
+    }
+    assert!(changed > 1000 && same > 1000, "{changed} {same}");
+}

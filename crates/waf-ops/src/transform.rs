@@ -48,6 +48,12 @@ pub enum Transform {
 }
 
 impl Transform {
+    /// This transformation's number, below 64, for bit sets of transformations (an engine may remember which ones
+    /// leave a value unchanged).
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+
     /// `name` as written after `t:` (case-insensitive, as v2's APR table lookup is). `Ok(None)` for `none`,
     /// which the engine handles by clearing the transformations before it; `Err` for an unknown name.
     pub fn parse(name: &str) -> Result<Option<Transform>, String> {
@@ -239,7 +245,10 @@ impl Transform {
             Transform::UrlDecodeUni => url_decode(input, true)?,
             Transform::UrlEncode => url_encode(input),
             Transform::HtmlEntityDecode => {
-                memchr::memchr(b'&', input)?;
+                // Most `&`s start no entity (`a=1&b=2`): without one that decodes, the output is the input.
+                if !memchr::memchr_iter(b'&', input).any(|i| entity_decodes_at(input, i)) {
+                    return None;
+                }
                 html_entity_decode(input)
             }
             Transform::JsDecode => {
@@ -501,7 +510,30 @@ fn strtol_byte(digits: &[u8], radix: u32) -> u8 {
     (v & 0xff) as u8
 }
 
-fn html_entity_decode(input: &[u8]) -> Vec<u8> {
+/// Whether [`html_entity_decode`] decodes the `&` at `i` (rather than copying it): `&#` and decimal digits, `&#x`
+/// and hex digits, or `&` and a run of letters and digits that names an entity.
+fn entity_decodes_at(input: &[u8], i: usize) -> bool {
+    let n = input.len();
+    if at(input, i) != b'&' || i + 1 >= n {
+        return false;
+    }
+    if at(input, i + 1) == b'#' {
+        if i + 2 >= n {
+            return false;
+        }
+        let hex = matches!(at(input, i + 2), b'x' | b'X');
+        if hex {
+            i + 3 < n && is_hex(at(input, i + 3))
+        } else {
+            at(input, i + 2).is_ascii_digit()
+        }
+    } else {
+        let run = input.get(i + 1..).unwrap_or_default().iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+        run > 0 && named_entity(input.get(i + 1..i + 1 + run).unwrap_or_default()).is_some()
+    }
+}
+
+pub(crate) fn html_entity_decode(input: &[u8]) -> Vec<u8> {
     let n = input.len();
     let mut out = Vec::with_capacity(n);
     let mut i = 0;

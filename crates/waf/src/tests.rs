@@ -433,3 +433,30 @@ SecRule REQUEST_METHOD "@streq GET" "id:4,phase:2,pass,log,chain"
         assert!(n > 0 && n < seen.len(), "rule {id}: {n}");
     }
 }
+
+/// A transformation known to leave a value unchanged is not run again on it by another chain (the per-value bits of
+/// the transformation cache), and one that changed it is: chains that apply the same transformations to the raw
+/// value at different places give the same results as applied one by one.
+#[test]
+fn chains_sharing_transformations_in_other_orders_agree() {
+    let src = r#"SecRuleEngine On
+SecRule ARGS "@streq abc" "id:1,phase:2,pass,log,t:none,t:lowercase"
+SecRule ARGS "@streq ABC" "id:2,phase:2,pass,log,t:none,t:urlDecode"
+SecRule ARGS "@streq abc" "id:3,phase:2,pass,log,t:none,t:urlDecode,t:lowercase"
+SecRule ARGS "@streq ABC" "id:4,phase:2,pass,log,t:none,t:removeNulls,t:urlDecode"
+SecRule ARGS "@streq abc" "id:5,phase:2,pass,log,t:none,t:removeNulls,t:lowercase"
+SecRule ARGS "@streq abc" "id:6,phase:2,pass,log,t:none,t:trim,t:urlDecode,t:lowercase,multiMatch"
+SecRule ARGS "@streq -" "id:7,phase:2,pass,log,t:none,t:urlDecodeUni,t:urlDecode,multiMatch"
+SecRule ARGS "@streq A%" "id:8,phase:2,pass,log,t:none,t:compressWhitespace,t:urlDecode"
+"#;
+    for memo in [true, false] {
+        let mut set = rs(src);
+        set.set_verdict_memo(memo);
+        assert_eq!(ids(&run(&set, "/?a=ABC", &[], "")), [1, 2, 3, 4, 5, 6], "memo {memo}");
+        assert_eq!(ids(&run(&set, "/?a=A%2542C", &[], "")), [2, 3, 4, 6], "memo {memo}");
+        assert_eq!(ids(&run(&set, "/?a=abc", &[], "")), [1, 3, 5, 6], "memo {memo}");
+        // 7's second urlDecode leaves its input ("A%") unchanged, but not the value itself ("%41%25"): 8 still
+        // decodes the value.
+        assert_eq!(ids(&run(&set, "/?a=%2541%2525", &[], "")), [8], "memo {memo}");
+    }
+}

@@ -318,6 +318,10 @@ struct TCache {
     results: Vec<Arc<[u8]>>,
     /// The next unused value id (shared by numbered collections and content-numbered values).
     next_id: u32,
+    /// Per value id: the transformations known to leave the value itself unchanged (bit `Transform::index`), so
+    /// another chain applying one of them to the untransformed value needs no scan (most values are plain text,
+    /// which most transformations leave as it is, and the CRS's chains repeat them in many orders).
+    unchanged: Vec<u64>,
 }
 
 /// A cell of a transformation row: not computed yet, the chain left the value unchanged, or (from `FIRST_NEW` on)
@@ -333,8 +337,8 @@ const NO_ROW: u32 = u32::MAX;
 const MAX_ROWS: usize = 2048;
 
 impl TCache {
-    /// `rows` and `cells` are empty buffers to reuse.
-    fn new(nodes: usize, rows: Vec<u32>, cells: Vec<u32>) -> TCache {
+    /// `rows`, `cells` and `unchanged` are empty buffers to reuse.
+    fn new(nodes: usize, rows: Vec<u32>, cells: Vec<u32>, unchanged: Vec<u64>) -> TCache {
         TCache {
             inputs: HashMap::with_capacity_and_hasher(64, FastHash),
             nodes: nodes.max(1),
@@ -342,6 +346,26 @@ impl TCache {
             cells,
             results: Vec::new(),
             next_id: 0,
+            unchanged,
+        }
+    }
+
+    /// The transformations known to leave value `id` unchanged (see `unchanged`).
+    fn unchanged(&self, id: u32) -> u64 {
+        usize::try_from(id).ok().and_then(|i| self.unchanged.get(i)).copied().unwrap_or(0)
+    }
+
+    /// Remember that the transformations `bits` leave value `id` unchanged.
+    fn add_unchanged(&mut self, id: u32, bits: u64) {
+        let Ok(i) = usize::try_from(id) else { return };
+        if bits == 0 || i >= MAX_ROWS.saturating_mul(64) {
+            return;
+        }
+        if i >= self.unchanged.len() {
+            self.unchanged.resize(i + 1, 0);
+        }
+        if let Some(u) = self.unchanged.get_mut(i) {
+            *u |= bits;
         }
     }
 
@@ -451,6 +475,7 @@ struct Scratch {
     expand_bufs: (Vec<u8>, Vec<u8>),
     rows: Vec<u32>,
     cells: Vec<u32>,
+    unchanged: Vec<u64>,
     outcome_key: Vec<u8>,
     /// The scalars of the last transaction (their buffers; `Transaction::new` empties them).
     scalars: Vec<Vec<u8>>,
@@ -493,7 +518,7 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 14] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 15] {
         [
             &mut self.pure_vals,
             &mut self.entry_of_id,
@@ -508,6 +533,7 @@ impl Scratch {
             &mut self.expand_bufs.1,
             &mut self.rows,
             &mut self.cells,
+            &mut self.unchanged,
             &mut self.outcome_key,
         ]
     }
@@ -664,7 +690,7 @@ impl<'r> Transaction<'r> {
             allow: None,
             allow_phase: 0,
             current: None,
-            cache: RefCell::new(TCache::new(rs.tnodes, sc.rows, sc.cells)),
+            cache: RefCell::new(TCache::new(rs.tnodes, sc.rows, sc.cells, sc.unchanged)),
             extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
             target_spans: sc.target_spans,
             target_maybe: sc.target_maybe,
@@ -1695,16 +1721,33 @@ impl<'r> Transaction<'r> {
             if op.matches(value, self, None) {
                 return true;
             }
+            // As in `transformed`: what leaves the untransformed value unchanged needs no scan.
+            let known = if id == NO_ID { 0 } else { self.cache.borrow().unchanged(id) };
+            let mut unchanged = known;
             let mut cur: Cow<'_, [u8]> = Cow::Borrowed(value);
+            let mut hit = false;
             for t in &rule.transforms {
-                if let Some(n) = t.apply(&cur) {
-                    cur = Cow::Owned(n);
-                    if op.matches(&cur, self, None) {
-                        return true;
+                let bit = 1u64 << (t.index() % 64);
+                let original = matches!(cur, Cow::Borrowed(_));
+                if original && unchanged & bit != 0 {
+                    continue;
+                }
+                match t.apply(&cur) {
+                    Some(n) => {
+                        cur = Cow::Owned(n);
+                        if op.matches(&cur, self, None) {
+                            hit = true;
+                            break;
+                        }
                     }
+                    None if original => unchanged |= bit,
+                    None => {}
                 }
             }
-            false
+            if unchanged != known {
+                self.cache.borrow_mut().add_unchanged(id, unchanged);
+            }
+            hit
         } else {
             // Rules that `pre_need` rules out for this value never get here: the memo entry was made with them
             // known not to match (`memo::ByteRule`).
@@ -2060,9 +2103,16 @@ impl<'r> Transaction<'r> {
             start = i + 1;
             break;
         }
+        let mut unchanged = cache.unchanged(id);
+        let known = unchanged;
         for (i, t) in rule.transforms.iter().enumerate().skip(start) {
-            if let Some(out) = t.apply(cur.as_deref().unwrap_or(value)) {
-                cur = Some(Arc::from(out));
+            let bit = 1u64 << (t.index() % 64);
+            if cur.is_some() || unchanged & bit == 0 {
+                match t.apply(cur.as_deref().unwrap_or(value)) {
+                    Some(out) => cur = Some(Arc::from(out)),
+                    None if cur.is_none() => unchanged |= bit,
+                    None => {}
+                }
             }
             let value = match &cur {
                 None => SAME,
@@ -2077,6 +2127,9 @@ impl<'r> Transaction<'r> {
             if let Some(cell) = rule.tchain.get(i).and_then(|n| cache.cells.get_mut(row + *n as usize)) {
                 *cell = value;
             }
+        }
+        if unchanged != known {
+            cache.add_unchanged(id, unchanged);
         }
         cur.map_or(Tv::Same(value), Tv::New)
     }
@@ -2330,6 +2383,7 @@ impl Drop for Transaction<'_> {
             expand_bufs: std::mem::take(&mut self.expand_bufs),
             rows: std::mem::take(&mut cache.rows),
             cells: std::mem::take(&mut cache.cells),
+            unchanged: std::mem::take(&mut cache.unchanged),
             outcome_key: std::mem::take(&mut self.outcome_key),
             scalars: std::mem::take(&mut self.scalars),
             stores: std::mem::take(&mut self.stores),
@@ -2631,7 +2685,7 @@ mod tests {
 
     #[test]
     fn transformation_rows_are_capped() {
-        let mut c = TCache::new(3, Vec::new(), Vec::new());
+        let mut c = TCache::new(3, Vec::new(), Vec::new(), Vec::new());
         assert_eq!(c.row(5), Some(0));
         assert_eq!(c.row(1), Some(3));
         assert_eq!(c.row(5), Some(0));
