@@ -652,6 +652,16 @@ fn whole_value_patterns_capture_the_input() {
     assert!(!Rx::compile("^.+$").unwrap().is_match(b""));
 }
 
+/// A fixed pseudo-random sequence (xorshift64) for generated test inputs.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// `@detectSQLi` and `@detectXSS` skip libinjection on runs of ASCII letters, digits and underscores
 /// (`operator::plain_word`): the library reports none of them. Checked on every keyword of its SQL table and on
 /// event-handler and URL-scheme names, alone and glued to numbers (`1union` is the two-token case its whitelist
@@ -698,13 +708,7 @@ fn libinjection_plain_words_are_never_reported() {
         }
     }
     let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     for _ in 0..20_000 {
         let len = 1 + (next() % 16) as usize;
         inputs.push((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect());
@@ -741,13 +745,7 @@ fn html_entity_decode_skips_only_inputs_it_would_leave_unchanged() {
         b"&", b"&", b"#", b"x", b"X", b";", b"amp", b"lt", b"quot", b"nbsp", b"0", b"41", b"a", b"g", b" ", b"=", b"1",
         b"F",
     ];
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     let (mut changed, mut same) = (0, 0);
     for _ in 0..50_000 {
         let len = (next() % 8) as usize;
