@@ -189,9 +189,14 @@ impl Collector for ShipperCollector {
             let c = ConstCounter::new(value);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let gauges: [(&str, &str, u64); 2] = [
+        let gauges: [(&str, &str, u64); 3] = [
             ("audit_shipper_pending_events", "Durable audit events not yet acknowledged", s.pending),
             ("audit_shipper_spool_bytes", "Bytes in the spool's segment files", s.spool_bytes),
+            (
+                "audit_shipper_reading_spool",
+                "1 while the sender reads the spool back (after a restart or an overflow), 0 from memory",
+                u64::from(s.reading_spool),
+            ),
         ];
         for (name, help, value) in gauges {
             let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));

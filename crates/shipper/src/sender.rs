@@ -282,6 +282,7 @@ impl Sender {
                         "audit shipper fell behind (in-memory queue full): reading its spool back"
                     );
                     self.source = Source::Spool(SpoolReader::new(self.shared.dir.clone(), self.last));
+                    self.shared.reading_spool.store(true, Ordering::Relaxed);
                     continue;
                 }
                 return Ok(None);
@@ -320,6 +321,8 @@ impl Sender {
                         return Ok(None);
                     }
                     // `self.source` is already Memory(None).
+                    drop(q);
+                    self.shared.reading_spool.store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.source = Source::Spool(reader);

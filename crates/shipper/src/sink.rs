@@ -48,6 +48,9 @@ pub struct Stats {
     /// Times the in-memory queue overflowed (newer chunks left out of memory, not out of the
     /// spool) and the sender, once past the queued ones, went back to reading the spool.
     pub memory_overflows: u64,
+    /// Whether the sender is reading the spool back (from the start, for what an earlier run left,
+    /// and after an overflow until it has caught up) rather than shipping from memory.
+    pub reading_spool: bool,
     /// Spool lines that were not records (damaged files), skipped.
     pub skipped_lines: u64,
     /// Bytes of a torn last line (a crash mid-write) cut from the spool on open.
@@ -78,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) skipped: AtomicU64,
     pub(crate) read_from_spool: AtomicU64,
     pub(crate) memory_overflows: AtomicU64,
+    /// See [`Stats::reading_spool`].
+    pub(crate) reading_spool: AtomicBool,
     /// Segments the writer created (the sender looks for acknowledged ones to delete only after one was).
     pub(crate) rolls: Arc<AtomicU64>,
     /// Durable chunks for the sender, at most `max_memory_bytes` of them.
@@ -186,6 +191,7 @@ impl ShippingSink {
             skipped: AtomicU64::new(0),
             read_from_spool: AtomicU64::new(0),
             memory_overflows: AtomicU64::new(0),
+            reading_spool: AtomicBool::new(true),
             rolls: Arc::new(AtomicU64::new(0)),
             queue: Mutex::new(MemQueue::default()),
             max_memory_bytes: config.max_memory_bytes,
@@ -264,6 +270,7 @@ impl ShippingSink {
             server_duplicates: get(&s.duplicates),
             read_from_spool: get(&s.read_from_spool),
             memory_overflows: get(&s.memory_overflows),
+            reading_spool: s.reading_spool.load(Ordering::Relaxed),
             skipped_lines: get(&s.skipped),
             torn_bytes_cut: s.torn_bytes_cut,
             pending: get(&s.durable).saturating_sub(get(&s.acked)),
