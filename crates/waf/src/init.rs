@@ -166,15 +166,11 @@ fn shared_var(v: Var) -> bool {
     )
 }
 
-fn macro_reads(m: &MacroStr, ok: impl Fn(Var) -> bool) -> bool {
-    m.refs_all(|v, _| ok(v))
-}
-
 /// Whether everything `link` reads to decide whether it matches (variables, operator argument) satisfies `ok`.
 fn link_reads(link: &Rule, ok: &impl Fn(Var) -> bool) -> bool {
     link.targets.iter().all(|t| ok(t.var))
         && link.op.as_ref().is_none_or(|op| match op.macro_template() {
-            Some(t) => macro_reads(&MacroStr::parse(t), ok),
+            Some(t) => MacroStr::parse(t).vars_all(ok),
             None => op.is_pure(),
         })
 }
@@ -194,11 +190,11 @@ pub(crate) fn fixed(rule: &Rule) -> bool {
     links(rule).all(|l| {
         link_reads(l, &fixed_var)
             && l.effects.iter().all(|e| match e {
-                Effect::SetVar { name, value, .. } => macro_reads(name, fixed_var) && macro_reads(value, fixed_var),
+                Effect::SetVar { name, value, .. } => name.vars_all(fixed_var) && value.vars_all(fixed_var),
                 Effect::Ctl(c) => matches!(c, Ctl::RuleEngine(_) | Ctl::RuleRemove(_) | Ctl::RuleRemoveTarget(..)),
             })
-            && l.msg.as_ref().is_none_or(|m| macro_reads(m, fixed_var))
-            && l.logdata.as_ref().is_none_or(|m| macro_reads(m, fixed_var))
+            && l.msg.as_ref().is_none_or(|m| m.vars_all(fixed_var))
+            && l.logdata.as_ref().is_none_or(|m| m.vars_all(fixed_var))
     })
 }
 
@@ -222,8 +218,8 @@ pub(crate) fn commutes(rule: &Rule) -> bool {
                         )
                     )
                 })
-                && l.msg.as_ref().is_none_or(|m| macro_reads(m, not_shared))
-                && l.logdata.as_ref().is_none_or(|m| macro_reads(m, not_shared))
+                && l.msg.as_ref().is_none_or(|m| m.vars_all(not_shared))
+                && l.logdata.as_ref().is_none_or(|m| m.vars_all(not_shared))
         })
 }
 

@@ -63,6 +63,11 @@ impl MacroStr {
         })
     }
 
+    /// Whether every variable this refers to satisfies `ok`, whatever the key.
+    pub(crate) fn vars_all(&self, ok: impl Fn(Var) -> bool) -> bool {
+        self.refs_all(|v, _| ok(v))
+    }
+
     /// The text when it contains no variable reference.
     pub(crate) fn literal(&self) -> Option<&[u8]> {
         match self.parts.as_slice() {

@@ -99,13 +99,9 @@ fn keyed(v: Var) -> bool {
     )
 }
 
-fn macro_reads(m: &MacroStr, ok: fn(Var) -> bool) -> bool {
-    m.refs_all(|v, _| ok(v))
-}
-
 /// Whether the operator's argument reads only what `ok` allows (no argument macro: always).
 fn op_reads(rule: &Rule, ok: fn(Var) -> bool) -> bool {
-    rule.op.as_ref().and_then(|op| op.macro_template()).is_none_or(|t| macro_reads(&MacroStr::parse(t), ok))
+    rule.op.as_ref().and_then(|op| op.macro_template()).is_none_or(|t| MacroStr::parse(t).vars_all(ok))
 }
 
 /// Whether a link's actions that run on its matches only write the stores, with names and values from keyed
@@ -113,7 +109,7 @@ fn op_reads(rule: &Rule, ok: fn(Var) -> bool) -> bool {
 fn writes_keyed(rule: &Rule) -> bool {
     rule.effects.iter().all(|e| match e {
         Effect::SetVar { op, name, value, .. } => {
-            !matches!(op, SetOp::Delete) && macro_reads(name, keyed) && macro_reads(value, keyed)
+            !matches!(op, SetOp::Delete) && name.vars_all(keyed) && value.vars_all(keyed)
         }
         Effect::Ctl(_) => false,
     })

@@ -458,5 +458,7 @@ SecRule ARGS "@streq A%" "id:8,phase:2,pass,log,t:none,t:compressWhitespace,t:ur
         // 7's second urlDecode leaves its input ("A%") unchanged, but not the value itself ("%41%25"): 8 still
         // decodes the value.
         assert_eq!(ids(&run(&set, "/?a=%2541%2525", &[], "")), [8], "memo {memo}");
+        // 1 finds `t:lowercase` leaves "%41%42%43" unchanged; it still runs on what `t:urlDecode` made of it.
+        assert_eq!(ids(&run(&set, "/?a=%2541%2542%2543", &[], "")), [2, 3, 4, 6], "memo {memo}");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use palisade_waf_body as body;
-use palisade_waf_ops::MacroEnv;
+use palisade_waf_ops::{MacroEnv, Transform};
 
 use crate::compile::{RuleSet, NOT_PURE, NO_POS};
 use crate::init;
@@ -355,10 +355,11 @@ impl TCache {
         usize::try_from(id).ok().and_then(|i| self.unchanged.get(i)).copied().unwrap_or(0)
     }
 
-    /// Remember that the transformations `bits` leave value `id` unchanged.
+    /// Remember that the transformations `bits` leave value `id` unchanged; only for values this cache numbered a
+    /// row for (so this grows no further than `rows`).
     fn add_unchanged(&mut self, id: u32, bits: u64) {
         let Ok(i) = usize::try_from(id) else { return };
-        if bits == 0 || i >= MAX_ROWS.saturating_mul(64) {
+        if bits == 0 || i >= self.rows.len() {
             return;
         }
         if i >= self.unchanged.len() {
@@ -1721,27 +1722,18 @@ impl<'r> Transaction<'r> {
             if op.matches(value, self, None) {
                 return true;
             }
-            // As in `transformed`: what leaves the untransformed value unchanged needs no scan.
             let known = if id == NO_ID { 0 } else { self.cache.borrow().unchanged(id) };
             let mut unchanged = known;
             let mut cur: Cow<'_, [u8]> = Cow::Borrowed(value);
             let mut hit = false;
             for t in &rule.transforms {
-                let bit = 1u64 << (t.index() % 64);
-                let original = matches!(cur, Cow::Borrowed(_));
-                if original && unchanged & bit != 0 {
-                    continue;
-                }
-                match t.apply(&cur) {
-                    Some(n) => {
-                        cur = Cow::Owned(n);
-                        if op.matches(&cur, self, None) {
-                            hit = true;
-                            break;
-                        }
+                let raw = matches!(cur, Cow::Borrowed(_));
+                if let Some(n) = apply_noting(*t, &cur, raw, &mut unchanged) {
+                    cur = Cow::Owned(n);
+                    if op.matches(&cur, self, None) {
+                        hit = true;
+                        break;
                     }
-                    None if original => unchanged |= bit,
-                    None => {}
                 }
             }
             if unchanged != known {
@@ -2106,13 +2098,8 @@ impl<'r> Transaction<'r> {
         let mut unchanged = cache.unchanged(id);
         let known = unchanged;
         for (i, t) in rule.transforms.iter().enumerate().skip(start) {
-            let bit = 1u64 << (t.index() % 64);
-            if cur.is_some() || unchanged & bit == 0 {
-                match t.apply(cur.as_deref().unwrap_or(value)) {
-                    Some(out) => cur = Some(Arc::from(out)),
-                    None if cur.is_none() => unchanged |= bit,
-                    None => {}
-                }
+            if let Some(out) = apply_noting(*t, cur.as_deref().unwrap_or(value), cur.is_none(), &mut unchanged) {
+                cur = Some(Arc::from(out));
             }
             let value = match &cur {
                 None => SAME,
@@ -2574,6 +2561,20 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
 }
 
 /// The rule's transformations applied to `value` without the cache.
+/// `t` applied to `input` (`None`: unchanged). When `input` is the value itself (`raw`), a transformation
+/// `unchanged` already lists is not run, and one found to leave it unchanged is added (see `TCache::unchanged`).
+fn apply_noting(t: Transform, input: &[u8], raw: bool, unchanged: &mut u64) -> Option<Vec<u8>> {
+    let bit = 1u64 << (t.index() % 64);
+    if raw && *unchanged & bit != 0 {
+        return None;
+    }
+    let out = t.apply(input);
+    if raw && out.is_none() {
+        *unchanged |= bit;
+    }
+    out
+}
+
 fn transform_uncached<'v>(rule: &Rule, value: &'v [u8]) -> Tv<'v> {
     let mut cur: Option<Vec<u8>> = None;
     for t in &rule.transforms {
