@@ -324,9 +324,13 @@ fn stage_passes(st: &Stage, logged: &[u32]) -> bool {
 }
 
 fn load_crs() -> RuleSet {
+    // A file per call: the tests of this binary run in parallel, and one rewriting the file another is reading
+    // made that one load the CRS without the test setup (seen in CI as a 20 % pass rate).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("palisade-waf-ftw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let setup = dir.join("test-setup.conf");
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let setup = dir.join(format!("test-setup-{n}.conf"));
     std::fs::write(&setup, TEST_SETUP).unwrap();
     let mut files = vec![setup, Path::new(CRS).join("crs-setup.conf.example")];
     let mut rules: Vec<PathBuf> = std::fs::read_dir(Path::new(CRS).join("rules"))
