@@ -79,6 +79,18 @@ pub(crate) struct Snapshot {
     pub(crate) verdicts: Vec<u32>,
     /// Per frozen starter that matches: (MATCHED_VAR_NAME, MATCHED_VAR) of each matched value, in order.
     pub(crate) matches: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Per phase, a bit per position of the phase's list: a marker, or a rule whose verdict is [`NO_MATCH`]. With no
+    /// skip pending, the walk passes over these without reading the rules (see `Transaction::run_phase`): exactly
+    /// what `Flow::passes` and `run_rule` would do, at a bit test instead of a cache miss on each rule.
+    pub(crate) passable: [Vec<u64>; 5],
+    /// Per phase, a bit per position: a rule whose verdict is a match that only records it and moves the walk on
+    /// with `skipAfter` (the CRS's paranoia-level checks that skip the levels above the configured one); `jumps`
+    /// says, sorted by position, (position, index in `matches`, where the walk resumes). The walk records the match
+    /// and resumes there without reading the rule (`Transaction::replay_jump`).
+    pub(crate) jumpable: [Vec<u64>; 5],
+    pub(crate) jumps: [Vec<(u32, u32, u32)>; 5],
+    /// The variables the rules of `passable` and `jumps` read: a target removal naming one of them turns both off.
+    pub(crate) frozen_vars: Vec<crate::vars::Var>,
     /// Operator arguments whose macros read only frozen store variables (`@within %{tx.allowed_methods}`), expanded
     /// on the stores as the snapshot leaves them, by the address and length of the operator's template (sorted):
     /// what `MacroEnv::expand` would give in every transaction the snapshot was replayed into.
@@ -100,6 +112,14 @@ impl Snapshot {
         self.verdicts.get(ri).copied().unwrap_or(UNKNOWN)
     }
 
+    /// The jump at position `i` of phase `phase`'s list (see `jumps`): the match and where the walk resumes.
+    pub(crate) fn jump(&self, phase: u8, i: usize) -> Option<(u32, u32)> {
+        let jumps = self.jumps.get(usize::from(phase.wrapping_sub(1)))?;
+        let i = u32::try_from(i).ok()?;
+        let at = jumps.binary_search_by_key(&i, |j| j.0).ok()?;
+        jumps.get(at).map(|j| (j.1, j.2))
+    }
+
     /// The frozen expansion of operator template `t` (see `args`).
     pub(crate) fn arg(&self, t: &str) -> Option<&Arc<[u8]>> {
         let key = (t.as_ptr() as usize, t.len());
@@ -111,6 +131,24 @@ impl Snapshot {
         let skip_after = self.skip_after_rule.and_then(|i| rs.rules.get(i)).and_then(|r| r.skip_after.as_deref());
         Flow { skip: self.skip, skip_after, skip_after_id: skip_after.and_then(|s| s.parse().ok()) }
     }
+}
+
+/// Whether position `i` is set in a phase's bits ([`Snapshot::passable`], [`Snapshot::jumpable`]).
+#[inline]
+pub(crate) fn bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+}
+
+/// The first position from `i` on whose bit is clear in a phase's [`Snapshot::passable`] bits.
+pub(crate) fn pass_from(bits: &[u64], mut i: usize) -> usize {
+    while let Some(&w) = bits.get(i / 64) {
+        let run = (w >> (i % 64)).trailing_ones() as usize;
+        i += run;
+        if run == 0 || !i.is_multiple_of(64) {
+            break;
+        }
+    }
+    i
 }
 
 /// A snapshot (or the knowledge that none applies) for one rule set, engine mode and starting stores.
@@ -285,5 +323,29 @@ impl Writes {
                 Some(t) => self.macro_frozen(&MacroStr::parse(t)),
                 None => op.is_pure(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bit, pass_from};
+
+    #[test]
+    fn pass_from_runs_over_set_bits_across_words() {
+        // Positions 60..130 and 200 set, of 256.
+        let mut bits = vec![0u64; 4];
+        for i in (60..130).chain([200]) {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        assert!(bit(&bits, 60) && bit(&bits, 129) && !bit(&bits, 130) && !bit(&bits, 59) && !bit(&bits, 999));
+        assert_eq!(pass_from(&bits, 59), 59);
+        assert_eq!(pass_from(&bits, 60), 130);
+        assert_eq!(pass_from(&bits, 64), 130);
+        assert_eq!(pass_from(&bits, 127), 130);
+        assert_eq!(pass_from(&bits, 200), 201);
+        // A run to the end stops at the end of the bits.
+        let full = vec![u64::MAX; 2];
+        assert_eq!(pass_from(&full, 3), 128);
+        assert_eq!(pass_from(&[], 5), 5);
     }
 }

@@ -462,3 +462,71 @@ SecRule ARGS "@streq A%" "id:8,phase:2,pass,log,t:none,t:compressWhitespace,t:ur
         assert_eq!(ids(&run(&set, "/?a=%2541%2542%2543", &[], "")), [2, 3, 4, 6], "memo {memo}");
     }
 }
+
+/// A match the phase-1 snapshot decided, that only records and skips (the CRS's paranoia-level checks), is replayed
+/// by the walk without the rule (`Transaction::replay_jump`): the record, MATCHED_VAR and MATCHED_VAR_NAME after it,
+/// and where the walk resumes are what evaluating the rule gives, in every phase.
+#[test]
+fn snapshot_jumps_record_and_skip_as_the_rules_do() {
+    let src = r#"
+SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.other=2"
+SecRule REQUEST_URI "@rx ^/" "id:10,phase:1,pass,nolog,setvar:tx.seen=1"
+SecRule TX:LEVEL "@lt 2" "id:2,phase:1,pass,nolog,skipAfter:END-1"
+SecRule ARGS "@rx ." "id:3,phase:1,deny"
+SecMarker END-1
+SecAction "id:4,phase:1,pass,log,msg:'after %{MATCHED_VAR_NAME}=%{MATCHED_VAR}'"
+SecRule TX:OTHER "@eq 2" "id:5,phase:2,pass,nolog,skipAfter:END-2"
+SecRule ARGS "@rx ." "id:6,phase:2,deny"
+SecMarker END-2
+SecAction "id:7,phase:2,pass,log,msg:'then %{MATCHED_VAR_NAME}=%{MATCHED_VAR}'"
+"#;
+    let mut set = rs(src);
+    let mut seen = Vec::new();
+    for snapshot in [false, true, true] {
+        set.set_init_snapshot(snapshot);
+        let tx = run(&set, "/?a=b", &[], "");
+        let got: Vec<(u32, String)> = tx.matches().iter().map(|m| (m.id, m.msg.clone())).collect();
+        seen.push(got);
+    }
+    let expected = vec![
+        (1, String::new()),
+        (10, String::new()),
+        (2, String::new()),
+        (4, "after TX:level=1".to_owned()),
+        (5, String::new()),
+        (7, "then TX:other=2".to_owned()),
+    ];
+    assert_eq!(seen, vec![expected.clone(), expected.clone(), expected]);
+
+    // A target removal naming a variable the snapshot's verdicts read turns them off: rule 5 then reads nothing,
+    // does not skip, and rule 6 denies.
+    let removing = src.replace("setvar:tx.seen=1", "setvar:tx.seen=1,ctl:ruleRemoveTargetById=5;TX:other");
+    let mut set = rs(&removing);
+    for snapshot in [false, true, true] {
+        set.set_init_snapshot(snapshot);
+        let tx = run(&set, "/?a=b", &[], "");
+        assert_eq!(ids(&tx), [1, 10, 2, 4, 6], "snapshot {snapshot}");
+    }
+}
+
+/// What the phase walk reads of every rule it reaches stays in a rule's first four cache lines (see `Rule`).
+#[test]
+fn rule_fields_the_walk_reads_share_the_first_cache_lines() {
+    use crate::rule::Rule;
+    use std::mem::{align_of, offset_of, size_of};
+    assert_eq!(align_of::<Rule>(), 64);
+    let hot = [
+        offset_of!(Rule, id) + size_of::<u32>(),
+        offset_of!(Rule, skip) + size_of::<u32>(),
+        offset_of!(Rule, severity) + 2,
+        offset_of!(Rule, marker) + size_of::<Option<String>>(),
+        offset_of!(Rule, chain) + size_of::<Option<Box<Rule>>>(),
+        offset_of!(Rule, skip_after) + size_of::<Option<String>>(),
+        offset_of!(Rule, effects) + size_of::<Vec<crate::rule::Effect>>(),
+        offset_of!(Rule, disruptive) + size_of::<Option<crate::rule::Disruptive>>(),
+        offset_of!(Rule, msg) + size_of::<Option<crate::macros::MacroStr>>(),
+        offset_of!(Rule, logdata) + size_of::<Option<crate::macros::MacroStr>>(),
+    ];
+    assert!(hot.iter().all(|&end| end <= 4 * 64), "{hot:?}");
+}

@@ -486,12 +486,18 @@ struct Scratch {
     /// Its other set of stores (the starting ones when a snapshot was copied), emptied for the next transaction's
     /// starting stores (`Transaction::set_var` writes them before phase 1).
     initial: Vec<Store>,
+    /// How many matches the last transaction recorded: the next one makes room for as many at once (the CRS
+    /// records ~60 per request, mostly its paranoia-level checks; growing the list step by step copied it four
+    /// times, into memory no request had touched yet).
+    records: usize,
 }
 
 /// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
 const SCRATCH_KEEP: usize = 4;
 /// A set that grew past this (an unusual request) is dropped rather than kept.
 const SCRATCH_MAX_BYTES: usize = 1 << 20;
+/// Matches a transaction makes room for up front at most (see `Scratch::records`).
+const MAX_RECORDS_HINT: usize = 256;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
@@ -683,7 +689,7 @@ impl<'r> Transaction<'r> {
             request_body_access: rs.request_body_access,
             response_body_access: rs.response_body_access,
             force_body_var: false,
-            records: Vec::new(),
+            records: Vec::with_capacity(sc.records),
             highest_severity: 255,
             record_text: sc.record_text,
             built: OnceCell::new(),
@@ -1193,6 +1199,12 @@ impl<'r> Transaction<'r> {
             }
         }
         let walk = rs.walks.get(usize::from(phase - 1))?;
+        let snap = self.snap.clone();
+        let bits = |of: fn(&init::Snapshot) -> &[Vec<u64>; 5]| {
+            snap.as_deref().and_then(|s| of(s).get(usize::from(phase - 1))).map_or(&[][..], Vec::as_slice)
+        };
+        let (pass_bits, jump_bits) = (bits(|s| &s.passable), bits(|s| &s.jumpable));
+        let (mut removals_seen, mut verdicts_hold) = (usize::MAX, false);
         let mut i = from;
         while i < list.len() {
             if use_memo && flow.is_clear() && self.mode != EngineMode::Off {
@@ -1213,6 +1225,35 @@ impl<'r> Transaction<'r> {
                     }
                     if i == end {
                         continue;
+                    }
+                }
+            }
+            // The snapshot's verdicts hold while no target removal names a variable they read (`run_rule` checks
+            // this per rule; `ctl:ruleRemoveTargetByTag` in the CRS's 941010 removes REQUEST_FILENAME from the XSS
+            // rules in nearly every request), checked again when a removal is added.
+            if self.removed_targets.len() != removals_seen {
+                removals_seen = self.removed_targets.len();
+                verdicts_hold = snap
+                    .as_deref()
+                    .is_some_and(|s| !self.removed_targets.iter().any(|(_, x)| s.frozen_vars.contains(&x.var)));
+            }
+            // Markers and rules the snapshot knows match nothing: passed over without reading them (`run_rule` would
+            // return at once: the engine is on and no skip is pending).
+            if init::bit(pass_bits, i) && flow.is_clear() && verdicts_hold && self.mode != EngineMode::Off {
+                i = init::pass_from(pass_bits, i);
+                continue;
+            }
+            // A match the snapshot knows that only records and skips (`run_rule` would replay it, then the walk
+            // would resume after its skipAfter target): the same without reading the rule.
+            if let Some(snap) = snap.as_deref().filter(|_| init::bit(jump_bits, i)) {
+                if flow.is_clear() && verdicts_hold && self.mode != EngineMode::Off {
+                    if let (Some((m, resume)), Some(&ri)) = (snap.jump(phase, i), list.get(i)) {
+                        // A removed rule is passed over by `run_rule` (rules are read only when some are removed).
+                        let removed = !self.removed.is_empty() && rs.rules.get(ri).is_some_and(|r| self.removed(r));
+                        if !removed && self.replay_jump(phase, ri, m, snap) {
+                            i = resume as usize;
+                            continue;
+                        }
                     }
                 }
             }
@@ -1386,6 +1427,25 @@ impl<'r> Transaction<'r> {
         flow.after_match(rule);
     }
 
+    /// What `run_rule` and `replay_record` do for rule `ri`, a snapshot jump (see `init::Snapshot::jumps`) with
+    /// match `m`, up to the walk's resuming: the matched variables and the record, without reading the rule (whose
+    /// record has no message, log data or severity). `false` (nothing done) when there is no such match.
+    fn replay_jump(&mut self, phase: u8, ri: usize, m: u32, snap: &init::Snapshot) -> bool {
+        let Some(rule) = self.rs.rules.get(ri) else { return false };
+        let found = snap.matches.get(m as usize).map_or(&[][..], Vec::as_slice);
+        let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) else { return false };
+        self.current = Some(rule);
+        self.matched_len = 0;
+        let start = self.record_text.len();
+        self.record_text.extend_from_slice(name);
+        let end = self.record_text.len();
+        self.set_scalar_from(Scalar::MatchedVar, last_value);
+        self.set_scalar_from(Scalar::MatchedVarName, last_name);
+        self.records.push(Record { rule, phase, msg: end..end, logdata: end..end, var_name: start..end });
+        self.built = OnceCell::new();
+        true
+    }
+
     /// The snapshot of phase 1's request-independent start (`init`) that applies to this transaction, if any.
     fn init_snapshot(&self) -> Option<Arc<init::Snapshot>> {
         let rs = self.rs;
@@ -1523,7 +1583,58 @@ impl<'r> Transaction<'r> {
                 }
             }
         }
+        let set = |bits: &mut Vec<u64>, i: usize| {
+            if let Some(w) = bits.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        };
+        let mut passable: [Vec<u64>; 5] = Default::default();
+        let mut jumpable: [Vec<u64>; 5] = Default::default();
+        let mut jumps: [Vec<(u32, u32, u32)>; 5] = Default::default();
+        let mut frozen_vars = Vec::new();
+        for (p, (list, walk)) in rs.phases.iter().zip(&rs.walks).enumerate() {
+            let (Some(pass), Some(jumpable), Some(jumps)) =
+                (passable.get_mut(p), jumpable.get_mut(p), jumps.get_mut(p))
+            else {
+                continue;
+            };
+            *pass = vec![0u64; list.len().div_ceil(64)];
+            *jumpable = pass.clone();
+            for (i, &ri) in list.iter().enumerate() {
+                let (Some(r), Some(&v)) = (rs.rules.get(ri), verdicts.get(ri)) else { continue };
+                let mut reads = || {
+                    for (t, _) in &r.includes {
+                        if !frozen_vars.contains(&t.var) {
+                            frozen_vars.push(t.var);
+                        }
+                    }
+                };
+                if r.marker.is_some() || v == init::NO_MATCH {
+                    reads();
+                    set(pass, i);
+                    continue;
+                }
+                let resume = walk.resume.get(i).copied().unwrap_or(NO_POS);
+                let records_and_jumps = v != init::UNKNOWN
+                    && r.only_records()
+                    && r.msg.is_none()
+                    && r.logdata.is_none()
+                    && r.severity.is_none()
+                    && r.skip == 0
+                    && r.skip_after.is_some()
+                    && resume != NO_POS;
+                if let (true, Ok(at)) = (records_and_jumps, u32::try_from(i)) {
+                    reads();
+                    set(jumpable, i);
+                    jumps.push((at, v, resume));
+                }
+            }
+        }
         Some(init::Snapshot {
+            passable,
+            jumpable,
+            jumps,
+            frozen_vars,
             steps,
             stores: std::mem::take(&mut self.stores),
             text: std::mem::take(&mut self.record_text),
@@ -2375,6 +2486,7 @@ impl Drop for Transaction<'_> {
             scalars: std::mem::take(&mut self.scalars),
             stores: std::mem::take(&mut self.stores),
             initial: std::mem::take(&mut self.spare_stores),
+            records: self.records.len().min(MAX_RECORDS_HINT),
         }
         .give_back();
     }
