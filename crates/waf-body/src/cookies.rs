@@ -3,7 +3,7 @@
 //!
 //! Values are not url-decoded (ModSecurity does not); empty names are dropped; order is kept.
 
-use crate::{is_c_space, Pair};
+use crate::{is_c_space, Pair, Refill};
 
 /// `REQUEST_COOKIES` with version 0 semantics, one call for all `Cookie` header values of the request:
 /// split on `;` (empty pieces skipped), leading whitespace of the name dropped, name/value split at the first
@@ -11,6 +11,13 @@ use crate::{is_c_space, Pair};
 #[must_use]
 pub fn parse_cookies(header_values: &[&[u8]]) -> Vec<Pair> {
     let mut out = Vec::new();
+    parse_cookies_into(header_values, &mut out);
+    out
+}
+
+/// [`parse_cookies`] into `out`, reusing its members' buffers (see [`Refill`]).
+pub fn parse_cookies_into(header_values: &[&[u8]], out: &mut Vec<Pair>) {
+    let mut out = Refill::new(out);
     for header in header_values {
         for piece in header.split(|&b| b == b';') {
             let start = piece.iter().position(|&b| !is_c_space(b)).unwrap_or(piece.len());
@@ -20,11 +27,10 @@ pub fn parse_cookies(header_values: &[&[u8]]) -> Vec<Pair> {
                 None => (piece, &[][..]),
             };
             if !name.is_empty() {
-                out.push((name.to_vec(), value.to_vec()));
+                out.push(name, value);
             }
         }
     }
-    out
 }
 
 /// `REQUEST_COOKIES` with version 1 semantics: `;` and `,` separate cookies, names and unquoted values are

@@ -46,17 +46,74 @@ mod target;
 mod urlencoded;
 mod xml;
 
-pub use cookies::{parse_cookies, parse_cookies_v1};
+pub use cookies::{parse_cookies, parse_cookies_into, parse_cookies_v1};
 pub use json::{parse_json, parse_json_with_limit};
 pub use multipart::{
     parse_multipart, parse_multipart_with_limits, Multipart, MultipartError, MultipartFlags, MultipartLimits,
 };
 pub use target::{basename, header_name_eq, split_target, BodyProcessor, RequestTarget};
-pub use urlencoded::{parse_query, parse_query_with_limit, parse_urlencoded, parse_urlencoded_with_limit, Flags};
+pub use urlencoded::{
+    parse_query, parse_query_into, parse_query_with_limit, parse_urlencoded, parse_urlencoded_into,
+    parse_urlencoded_with_limit, Flags,
+};
 pub use xml::{parse_xml, Xml, MAX_XML_NODES};
 
 /// One collection member: (name, value), both raw bytes.
 pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Fills a collection in place, member by member, reusing the buffers of the members it held before (a WAF keeps a
+/// thread's last request's collections for the next one: refilled with as many members, they allocate nothing).
+/// Members past the last one pushed are dropped when the refill ends.
+pub struct Refill<'a> {
+    out: &'a mut Vec<Pair>,
+    len: usize,
+}
+
+impl<'a> Refill<'a> {
+    pub fn new(out: &'a mut Vec<Pair>) -> Refill<'a> {
+        Refill { out, len: 0 }
+    }
+
+    /// Append a member whose name and value `fill` writes into emptied buffers.
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>)) {
+        match self.out.get_mut(self.len) {
+            Some((n, v)) => {
+                n.clear();
+                v.clear();
+                fill(n, v);
+            }
+            None => {
+                let (mut n, mut v) = Pair::default();
+                fill(&mut n, &mut v);
+                self.out.push((n, v));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Members given so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Append a copy of `name` and `value`.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.push_with(|n, v| {
+            n.extend_from_slice(name);
+            v.extend_from_slice(value);
+        });
+    }
+}
+
+impl Drop for Refill<'_> {
+    fn drop(&mut self) {
+        self.out.truncate(self.len);
+    }
+}
 
 /// Default bound on the number of arguments one parser produces, ModSecurity's `SecArgumentsLimit` default.
 /// Beyond it the urlencoded parsers stop and set [`Flags::args_limit_exceeded`]; JSON and multipart fail with
@@ -105,4 +162,29 @@ pub fn names_budget(body_len: usize) -> usize {
 #[inline]
 pub(crate) fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+#[cfg(test)]
+mod refill_tests {
+    use super::{parse_cookies, parse_cookies_into, parse_query, parse_query_into, Pair};
+
+    #[test]
+    fn refilling_gives_what_parsing_afresh_gives_and_reuses_the_buffers() {
+        let mut args: Vec<Pair> = Vec::new();
+        let mut cookies: Vec<Pair> = Vec::new();
+        for q in [&b"a=1&bb=22&c=%41+x"[..], b"x=%zz&y", b"", b"a=1&b=2&c=3&d=4", b"p=q"] {
+            let flags = parse_query_into(q, &mut args);
+            assert_eq!((args.clone(), flags), parse_query(q), "{q:?}");
+            let h: [&[u8]; 2] = [q, b"s=t"];
+            parse_cookies_into(&h, &mut cookies);
+            assert_eq!(cookies, parse_cookies(&h), "{q:?}");
+        }
+        // A refill with as many members keeps each member's buffers.
+        parse_query_into(b"name=value&other=thing", &mut args);
+        let before: Vec<*const u8> = args.iter().flat_map(|(n, v)| [n.as_ptr(), v.as_ptr()]).collect();
+        parse_query_into(b"nome=valor&otro=cosas", &mut args);
+        let after: Vec<*const u8> = args.iter().flat_map(|(n, v)| [n.as_ptr(), v.as_ptr()]).collect();
+        assert_eq!(before, after);
+        assert_eq!(args, parse_query(b"nome=valor&otro=cosas").0);
+    }
 }

@@ -2,9 +2,10 @@
 //!
 //! Split on `&`, then on the first `=`; names and values are url-decoded non-strictly (`+` is a space, an invalid
 //! or truncated `%` escape is kept as written and counted). A name without `=` gets an empty value; empty names
-//! are kept. One pass, one allocation per name and value.
+//! are kept. One pass, one allocation per name and value (none when the `_into` forms refill a collection whose
+//! members have room).
 
-use crate::{Pair, DEFAULT_MAX_ARGS};
+use crate::{Pair, Refill, DEFAULT_MAX_ARGS};
 
 /// Error flags of the urlencoded parsers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,10 +41,26 @@ pub fn parse_urlencoded_with_limit(body: &[u8], max_args: usize) -> (Vec<Pair>, 
     parse_arguments(body, b'&', max_args)
 }
 
+/// [`parse_query`] into `out`, reusing its members' buffers (see [`Refill`]).
+pub fn parse_query_into(query: &[u8], out: &mut Vec<Pair>) -> Flags {
+    parse_arguments_into(query, b'&', DEFAULT_MAX_ARGS, out)
+}
+
+/// [`parse_urlencoded`] into `out`, reusing its members' buffers (see [`Refill`]).
+pub fn parse_urlencoded_into(body: &[u8], out: &mut Vec<Pair>) -> Flags {
+    parse_arguments_into(body, b'&', DEFAULT_MAX_ARGS, out)
+}
+
 fn parse_arguments(input: &[u8], separator: u8, max_args: usize) -> (Vec<Pair>, Flags) {
+    let mut out = Vec::new();
+    let flags = parse_arguments_into(input, separator, max_args, &mut out);
+    (out, flags)
+}
+
+fn parse_arguments_into(input: &[u8], separator: u8, max_args: usize, out: &mut Vec<Pair>) -> Flags {
     let mut flags = Flags::default();
     let mut invalid = 0usize;
-    let mut out = Vec::new();
+    let mut out = Refill::new(out);
     // ModSecurity: a trailing separator does not add an empty argument, but every other empty segment does
     // ("&&" is two empty arguments); so iterate segments and drop only the one after a final separator.
     let mut rest = input;
@@ -60,17 +77,21 @@ fn parse_arguments(input: &[u8], separator: u8, max_args: usize) -> (Vec<Pair>, 
             Some(i) => (&segment[..i], &segment[i + 1..]),
             None => (segment, &[][..]),
         };
-        out.push((url_decode_nonstrict(name, &mut invalid), url_decode_nonstrict(value, &mut invalid)));
+        out.push_with(|n, v| {
+            url_decode_nonstrict_into(name, &mut invalid, n);
+            url_decode_nonstrict_into(value, &mut invalid, v);
+        });
         rest = next;
     }
     flags.urlencoded_error = invalid > 0;
-    (out, flags)
+    flags
 }
 
 /// ModSecurity's `urldecode_nonstrict_inplace_ex`: `%XX` with two hex digits is decoded, `+` becomes a space,
 /// any other `%` is copied as is and counted in `invalid`.
-pub(crate) fn url_decode_nonstrict(input: &[u8], invalid: &mut usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
+/// Appends to `out`.
+pub(crate) fn url_decode_nonstrict_into(input: &[u8], invalid: &mut usize, out: &mut Vec<u8>) {
+    out.reserve(input.len());
     let mut i = 0;
     while let Some(&c) = input.get(i) {
         match c {
@@ -95,7 +116,6 @@ pub(crate) fn url_decode_nonstrict(input: &[u8], invalid: &mut usize) -> Vec<u8>
             }
         }
     }
-    out
 }
 
 fn hex(c: u8) -> Option<u8> {

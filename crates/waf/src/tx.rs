@@ -39,7 +39,13 @@ pub(crate) struct Store {
     written: Vec<u32>,
     /// Variables deleted since then (positions after a deletion moved: `written` no longer says what changed).
     removals: u32,
+    /// Buffers of variables a copy or clear dropped, for the next new variables (a transaction's copy of a snapshot's
+    /// TX drops the variables the last transaction added, and this one adds as many: CRS 920450 one per header).
+    spare: Vec<Pair>,
 }
+
+/// Spare variable buffers a store keeps at most.
+const SPARE_PAIRS: usize = 64;
 
 /// TX variables a transaction makes room for up front (the CRS sets about 60 in phase 1; growing the map and list
 /// step by step costs several reallocations and rehashes per request).
@@ -83,7 +89,7 @@ impl Store {
                 }
                 self.note_write(i);
             }
-            None => self.insert(name, h, value),
+            None => self.insert_with(name, h, |v| *v = value),
         }
     }
 
@@ -109,7 +115,7 @@ impl Store {
                 }
                 self.note_write(i);
             }
-            None => self.insert(name, h, value.to_vec()),
+            None => self.insert_with(name, h, |v| v.extend_from_slice(value)),
         }
     }
 
@@ -125,15 +131,33 @@ impl Store {
                 }
                 self.note_write(i);
             }
-            None => self.insert(name, h, format_i64(f(0), &mut buf).to_vec()),
+            None => {
+                let text = format_i64(f(0), &mut buf);
+                self.insert_with(name, h, |v| v.extend_from_slice(text));
+            }
         }
     }
 
-    /// Append a variable (hash `h`) that does not exist yet.
-    fn insert(&mut self, name: &[u8], h: u64, value: Vec<u8>) {
+    /// Append a variable (hash `h`) that does not exist yet, its value made by `fill` (in an emptied spare buffer).
+    fn insert_with(&mut self, name: &[u8], h: u64, fill: impl FnOnce(&mut Vec<u8>)) {
         self.index_name(h, self.entries.len());
         self.note_write(self.entries.len());
-        self.entries.push((name.to_vec(), value));
+        let (mut n, mut v) = self.spare.pop().unwrap_or_default();
+        n.clear();
+        n.extend_from_slice(name);
+        v.clear();
+        fill(&mut v);
+        self.entries.push((n, v));
+    }
+
+    /// Drop the variables from position `len` on, keeping their buffers as spares (up to [`SPARE_PAIRS`]).
+    fn truncate_keeping(&mut self, len: usize) {
+        while self.entries.len() > len {
+            let Some(p) = self.entries.pop() else { break };
+            if self.spare.len() < SPARE_PAIRS {
+                self.spare.push(p);
+            }
+        }
     }
 
     fn index_name(&mut self, h: u64, at: usize) {
@@ -147,18 +171,18 @@ impl Store {
 
     /// Bytes held by the store's buffers (about).
     fn held_bytes(&self) -> usize {
-        let pairs: usize = self.entries.iter().map(|(n, v)| n.capacity() + v.capacity()).sum();
+        let pairs: usize = self.entries.iter().chain(&self.spare).map(|(n, v)| n.capacity() + v.capacity()).sum();
         // An index slot: the (hash, position) pair and a control byte.
         let slot = std::mem::size_of::<(u64, usize)>() + 1;
         pairs
-            + self.entries.capacity() * std::mem::size_of::<Pair>()
+            + (self.entries.capacity() + self.spare.capacity()) * std::mem::size_of::<Pair>()
             + self.index.capacity() * slot
             + self.written.capacity() * std::mem::size_of::<u32>()
     }
 
     /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
     fn copy_from(&mut self, src: &Store) {
-        self.entries.truncate(src.entries.len());
+        self.truncate_keeping(src.entries.len());
         let kept = self.entries.len();
         for ((n, v), (sn, sv)) in self.entries.iter_mut().zip(&src.entries) {
             n.clone_from(sn);
@@ -173,7 +197,7 @@ impl Store {
 
     /// Empty the store, keeping its buffers' capacity.
     fn clear(&mut self) {
-        self.entries.clear();
+        self.truncate_keeping(0);
         self.index.clear();
         self.collided = false;
         self.written.clear();
@@ -486,6 +510,9 @@ struct Scratch {
     /// Its other set of stores (the starting ones when a snapshot was copied), emptied for the next transaction's
     /// starting stores (`Transaction::set_var` writes them before phase 1).
     initial: Vec<Store>,
+    /// The request collections of the last transaction (ARGS_GET, ARGS_POST, headers, cookies), whose members'
+    /// buffers the next one refills (`body::Refill`): a request like the last one allocates nothing for them.
+    pairs: [Vec<Pair>; 4],
     /// How many matches the last transaction recorded: the next one makes room for as many at once (the CRS
     /// records ~60 per request, mostly its paranoia-level checks; growing the list step by step copied it four
     /// times, into memory no request had touched yet).
@@ -547,12 +574,20 @@ impl Scratch {
 
     /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
     fn give_back(mut self) {
+        let pairs: usize =
+            self.pairs.iter().flatten().map(|(n, v)| n.capacity() + v.capacity() + std::mem::size_of::<Pair>()).sum();
         let values: usize = self.stores.iter().chain(&self.initial).map(Store::held_bytes).sum::<usize>()
-            + self.scalars.iter().map(Vec::capacity).sum::<usize>();
+            + self.scalars.iter().map(Vec::capacity).sum::<usize>()
+            + pairs;
         if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values > SCRATCH_MAX_BYTES {
             return;
         }
+        // Kept filled: a target's row is read only after its group was enumerated in the same phase, which writes
+        // it (`group_enumerated`), so rows left from the last transaction are never read; refilling the whole
+        // buffer with "unknown" on every request cost ~2,000 instructions.
+        let rows = std::mem::take(&mut self.target_maybe);
         self.buffers().into_iter().for_each(|b| b.empty());
+        self.target_maybe = rows;
         self.initial.iter_mut().for_each(Store::clear);
         let _ = SCRATCH.try_with(|p| {
             let mut p = p.borrow_mut();
@@ -638,6 +673,8 @@ pub struct Transaction<'r> {
     outcome_key: Vec<u8>,
     /// Stores whose buffers `replay` reuses (see `Scratch::stores`).
     spare_stores: Vec<Store>,
+    /// Collections whose buffers the request collections are refilled into (see `Scratch::pairs`).
+    pair_pool: [Vec<Pair>; 4],
 }
 
 /// (stores generation, (template address, expansion) pairs).
@@ -690,6 +727,7 @@ impl<'r> Transaction<'r> {
             response_body_access: rs.response_body_access,
             force_body_var: false,
             records: Vec::with_capacity(sc.records),
+            pair_pool: sc.pairs,
             highest_severity: 255,
             record_text: sc.record_text,
             built: OnceCell::new(),
@@ -947,19 +985,26 @@ impl<'r> Transaction<'r> {
         self.set_scalar(Scalar::RequestFilename, path);
         self.set_scalar_from(Scalar::QueryString, query.unwrap_or_default());
         if let Some(q) = query {
-            let (args, flags) = body::parse_query(q);
+            let mut args = std::mem::take(&mut self.pair_pool[0]);
+            let flags = body::parse_query_into(q, &mut args);
             self.args_get = args;
             self.renumber(Slot::ArgsGet);
             if flags.urlencoded_error {
                 self.set_scalar(Scalar::UrlencodedError, b"1".to_vec());
             }
         }
-        self.headers = req.headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        let mut headers = std::mem::take(&mut self.pair_pool[2]);
+        let mut fill = body::Refill::new(&mut headers);
+        req.headers.iter().for_each(|(n, v)| fill.push(n, v));
+        drop(fill);
+        self.headers = headers;
         self.renumber(Slot::Headers);
         let cookie_values: Vec<&[u8]> =
             req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| *v).collect();
         if !cookie_values.is_empty() {
-            self.cookies = body::parse_cookies(&cookie_values);
+            let mut cookies = std::mem::take(&mut self.pair_pool[3]);
+            body::parse_cookies_into(&cookie_values, &mut cookies);
+            self.cookies = cookies;
             self.renumber(Slot::Cookies);
         }
         self.update_args_size();
@@ -1036,7 +1081,8 @@ impl<'r> Transaction<'r> {
         match proc {
             None => {}
             Some(BodyProc::UrlEncoded) => {
-                let (args, flags) = body::parse_urlencoded(data);
+                let mut args = std::mem::take(&mut self.pair_pool[1]);
+                let flags = body::parse_urlencoded_into(data, &mut args);
                 self.args_post = args;
                 if flags.urlencoded_error {
                     self.set_scalar(Scalar::UrlencodedError, b"1".to_vec());
@@ -2487,6 +2533,16 @@ impl Drop for Transaction<'_> {
             stores: std::mem::take(&mut self.stores),
             initial: std::mem::take(&mut self.spare_stores),
             records: self.records.len().min(MAX_RECORDS_HINT),
+            pairs: {
+                let filled = [&mut self.args_get, &mut self.args_post, &mut self.headers, &mut self.cookies];
+                let mut pool = std::mem::take(&mut self.pair_pool);
+                for (c, p) in filled.into_iter().zip(pool.iter_mut()) {
+                    if c.capacity() > 0 {
+                        *p = std::mem::take(c);
+                    }
+                }
+                pool
+            },
         }
         .give_back();
     }
@@ -2778,6 +2834,23 @@ mod tests {
         assert_eq!(st.get(b"A"), Some(&b"1"[..]));
         st.remove(b"a");
         assert_eq!((st.get(b"b"), st.get(b"a")), (Some(&b"2"[..]), None));
+    }
+
+    #[test]
+    fn a_copy_keeps_the_dropped_variables_buffers_for_new_ones() {
+        let mut base = Store::default();
+        base.set(b"kept", b"1".to_vec());
+        let mut st = Store::default();
+        st.copy_from(&base);
+        st.set_from(b"added_by_the_last_request", name_hash(b"added_by_the_last_request"), b"some value");
+        let name_buf = st.entries.get(1).map(|(n, _)| n.as_ptr());
+        // The next request's copy drops the variable; its buffers come back for the next new one.
+        st.copy_from(&base);
+        assert_eq!((st.entries.len(), st.spare.len()), (1, 1));
+        st.update_i64(b"new", name_hash(b"new"), |n| n + 7);
+        assert_eq!(st.entries.get(1).map(|(n, _)| n.as_ptr()), name_buf);
+        assert_eq!((st.get(b"NEW"), st.get(b"kept"), st.spare.len()), (Some(&b"7"[..]), Some(&b"1"[..]), 0));
+        assert_eq!(st.get(b"added_by_the_last_request"), None);
     }
 
     #[test]
