@@ -39,6 +39,10 @@ pub(crate) struct Store {
     written: Vec<u32>,
     /// Variables deleted since then (positions after a deletion moved: `written` no longer says what changed).
     removals: u32,
+    /// The snapshot (`init::Snapshot::id`) this store was last copied from, 0 for none: while nothing was deleted
+    /// since, `written` lists every change to it, and [`Store::restore`] undoes those instead of copying every
+    /// variable again.
+    copied_from: u64,
     /// Buffers of variables a copy or clear dropped, for the next new variables (a transaction's copy of a snapshot's
     /// TX drops the variables the last transaction added, and this one adds as many: CRS 920450 one per header).
     spare: Vec<Pair>,
@@ -181,7 +185,39 @@ impl Store {
     }
 
     /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
+    /// Make this store equal to `src`, snapshot `id`'s store: by undoing the changes since this store was last
+    /// copied from the same snapshot (a thread's last transaction's TX: the few variables a request writes and
+    /// adds), else by copying it whole.
+    fn restore(&mut self, src: &Store, id: u64) {
+        let n = src.entries.len();
+        if id == 0 || self.copied_from != id || self.removals != 0 || self.entries.len() < n {
+            self.copy_from(src);
+            self.copied_from = id;
+            return;
+        }
+        // Variables added since: out of the index (their positions are past the copy's), buffers kept.
+        for p in n..self.entries.len() {
+            if let Some((name, _)) = self.entries.get(p) {
+                let h = name_hash(name);
+                if self.index.get(&h) == Some(&p) {
+                    self.index.remove(&h);
+                }
+            }
+        }
+        self.truncate_keeping(n);
+        self.collided = src.collided;
+        // Writes change values only (a new variable is appended), so the copy's names are all still in place.
+        for k in 0..self.written.len() {
+            let Some(p) = self.written.get(k).map(|&p| p as usize) else { break };
+            if let (Some(e), Some(from)) = (self.entries.get_mut(p), src.entries.get(p)) {
+                e.1.clone_from(&from.1);
+            }
+        }
+        self.written.clear();
+    }
+
     fn copy_from(&mut self, src: &Store) {
+        self.copied_from = 0;
         self.truncate_keeping(src.entries.len());
         let kept = self.entries.len();
         for ((n, v), (sn, sv)) in self.entries.iter_mut().zip(&src.entries) {
@@ -197,6 +233,7 @@ impl Store {
 
     /// Empty the store, keeping its buffers' capacity.
     fn clear(&mut self) {
+        self.copied_from = 0;
         self.truncate_keeping(0);
         self.index.clear();
         self.collided = false;
@@ -504,8 +541,8 @@ struct Scratch {
     outcome_key: Vec<u8>,
     /// The scalars of the last transaction (their buffers; `Transaction::new` empties them).
     scalars: Vec<Vec<u8>>,
-    /// The stores of the last transaction, whose buffers the next one's copy of a snapshot's stores reuses (never
-    /// read: `Store::copy_from` overwrites them whole).
+    /// The stores of the last transaction, which the next one restores to a snapshot's (`Store::restore`: when
+    /// they were copied from the same snapshot, by undoing the last transaction's changes).
     stores: Vec<Store>,
     /// Its other set of stores (the starting ones when a snapshot was copied), emptied for the next transaction's
     /// starting stores (`Transaction::set_var` writes them before phase 1).
@@ -1716,7 +1753,7 @@ impl<'r> Transaction<'r> {
         let mut stores = std::mem::take(&mut self.spare_stores);
         stores.truncate(snap.stores.len());
         stores.resize_with(snap.stores.len(), Store::default);
-        stores.iter_mut().zip(&snap.stores).for_each(|(s, from)| s.copy_from(from));
+        stores.iter_mut().zip(&snap.stores).for_each(|(s, from)| s.restore(from, snap.id));
         self.spare_stores = std::mem::replace(&mut self.stores, stores);
         self.stores_gen += 1;
         // Commuting rules have no flow actions: this stays empty.
@@ -2851,6 +2888,43 @@ mod tests {
         assert_eq!(st.entries.get(1).map(|(n, _)| n.as_ptr()), name_buf);
         assert_eq!((st.get(b"NEW"), st.get(b"kept"), st.spare.len()), (Some(&b"7"[..]), Some(&b"1"[..]), 0));
         assert_eq!(st.get(b"added_by_the_last_request"), None);
+    }
+
+    #[test]
+    fn restoring_undoes_the_changes_since_the_copy_from_the_same_snapshot() {
+        let mut snap = Store::default();
+        for (n, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            snap.set(n.as_bytes(), v.as_bytes().to_vec());
+        }
+        let entries = |st: &Store| st.entries.clone();
+        let mut st = Store::default();
+        st.restore(&snap, 7);
+        assert_eq!(entries(&st), entries(&snap));
+        // A request's changes: a value rewritten (twice), a number updated, two variables added.
+        st.set_from(b"B", name_hash(b"b"), b"changed");
+        st.update_i64(b"c", name_hash(b"c"), |n| n + 40);
+        st.set_from(b"b", name_hash(b"b"), b"again");
+        st.set_from(b"new1", name_hash(b"new1"), b"x");
+        st.update_i64(b"new2", name_hash(b"new2"), |n| n + 1);
+        let a_buf = st.entries.first().map(|(_, v)| v.as_ptr());
+        st.restore(&snap, 7);
+        assert_eq!(entries(&st), entries(&snap));
+        assert_eq!((st.get(b"new1"), st.get(b"NEW2"), st.get(b"c")), (None, None, Some(&b"3"[..])));
+        // Undone, not copied: the untouched variable kept its buffer; the added ones' buffers are spare.
+        assert_eq!(st.entries.first().map(|(_, v)| v.as_ptr()), a_buf);
+        assert_eq!((st.spare.len(), st.written.len()), (2, 0));
+        st.set_from(b"again", name_hash(b"again"), b"y");
+        assert_eq!(st.get(b"again"), Some(&b"y"[..]));
+        // A deletion, or another snapshot: copied whole.
+        st.remove(b"a");
+        st.restore(&snap, 7);
+        assert_eq!(entries(&st), entries(&snap));
+        let mut other = Store::default();
+        other.set(b"z", b"9".to_vec());
+        st.restore(&other, 8);
+        assert_eq!((entries(&st), st.get(b"a")), (entries(&other), None));
+        st.restore(&snap, 7);
+        assert_eq!((entries(&st), st.get(b"z"), st.get(b"a")), (entries(&snap), None, Some(&b"1"[..])));
     }
 
     #[test]
