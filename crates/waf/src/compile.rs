@@ -64,6 +64,11 @@ pub(crate) struct PurePlan {
     pub(crate) group_targets: Vec<Vec<u32>>,
     /// What a new value's bytes rule out at once (see [`crate::memo::ByteRule`]).
     pub(crate) bytes: crate::memo::ByteRule,
+    /// Per phase: the targets and the groups of the pure starters and links in its list. The first group a phase
+    /// needs enumerates all of the phase's targets in one pass (`Transaction::enumerate_group`): a request reaches
+    /// most of them, and one pass costs far less than one per group.
+    pub(crate) phase_targets: [Vec<u32>; 5],
+    pub(crate) phase_groups: [Vec<u32>; 5],
 }
 
 impl PurePlan {
@@ -481,7 +486,28 @@ impl Builder {
                 p.push(i);
             }
         }
-        let pure = PurePlan::build(&mut self.rules);
+        let mut pure = PurePlan::build(&mut self.rules);
+        for (p, list) in phases.iter().enumerate() {
+            let (mut targets, mut groups) = (Vec::new(), Vec::new());
+            for &ri in list {
+                let starter = pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
+                let links = self.rules.get(ri).into_iter().flat_map(|r| {
+                    std::iter::successors(r.chain.as_deref(), |l| l.chain.as_deref()).map(|l| l.link_pure)
+                });
+                for n in std::iter::once(starter).chain(links).filter(|&n| n != NOT_PURE) {
+                    let Some(&g) = pure.group.get(n as usize) else { continue };
+                    if !groups.contains(&g) {
+                        groups.push(g);
+                        targets.extend(pure.group_targets.get(g as usize).into_iter().flatten().copied());
+                    }
+                }
+            }
+            targets.sort_unstable();
+            targets.dedup();
+            if let (Some(t), Some(g)) = (pure.phase_targets.get_mut(p), pure.phase_groups.get_mut(p)) {
+                (*t, *g) = (targets, groups);
+            }
+        }
         let walks = phases.each_ref().map(|list| Walk::build(&self.rules, list, &pure));
         let mut templates = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for r in &self.rules {

@@ -619,9 +619,9 @@ impl Scratch {
         if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values > SCRATCH_MAX_BYTES {
             return;
         }
-        // Kept filled: a target's row is read only after its group was enumerated in the same phase, which writes
-        // it (`group_enumerated`), so rows left from the last transaction are never read; refilling the whole
-        // buffer with "unknown" on every request cost ~2,000 instructions.
+        // Kept filled: a target's row is read only while the target is enumerated in the phase, which writes it
+        // (`group_word_has`), so rows left from the last transaction are never read; refilling the whole buffer
+        // with "unknown" on every request cost ~2,000 instructions.
         let rows = std::mem::take(&mut self.target_maybe);
         self.buffers().into_iter().for_each(|b| b.empty());
         self.target_maybe = rows;
@@ -694,6 +694,10 @@ pub struct Transaction<'r> {
     target_maybe: Vec<u64>,
     /// Whether each group's targets were all enumerated in this phase.
     group_ready: Vec<bool>,
+    /// The phase being walked (0 outside a walk), and whether its targets were all enumerated at once yet (see
+    /// `PurePlan::phase_targets`).
+    phase: u8,
+    batched: bool,
     /// (memo entry, value id) of the values enumerated for pure-rule targets in this phase.
     pure_vals: Vec<(u32, u32)>,
     /// Memo entry per value id ([`UNSET`] when not looked up yet); value ids are never reused within a transaction.
@@ -777,6 +781,8 @@ impl<'r> Transaction<'r> {
             target_spans: sc.target_spans,
             target_maybe: sc.target_maybe,
             group_ready: sc.group_ready,
+            phase: 0,
+            batched: false,
             pure_vals: sc.pure_vals,
             entry_of_id: sc.entry_of_id,
             entries_generation: memo::NO_GENERATION,
@@ -1254,6 +1260,7 @@ impl<'r> Transaction<'r> {
             self.target_spans.resize(rs.pure.targets.len(), (UNSET, 0));
             self.group_ready.clear();
             self.group_ready.resize(rs.pure.group_targets.len(), false);
+            self.batched = false;
             self.pure_vals.clear();
             // Memo entries of values numbered in an earlier phase stay valid while the memo keeps its entries
             // (generations are unique in the process, so a transaction moved to another thread starts afresh).
@@ -1282,6 +1289,7 @@ impl<'r> Transaction<'r> {
             }
         }
         let walk = rs.walks.get(usize::from(phase - 1))?;
+        self.phase = phase;
         let snap = self.snap.clone();
         let bits = |of: fn(&init::Snapshot) -> &[Vec<u64>; 5]| {
             snap.as_deref().and_then(|s| of(s).get(usize::from(phase - 1))).map_or(&[][..], Vec::as_slice)
@@ -1359,6 +1367,7 @@ impl<'r> Transaction<'r> {
             }
         }
         self.current = None;
+        self.phase = 0;
         None
     }
 
@@ -1387,12 +1396,16 @@ impl<'r> Transaction<'r> {
         self.group_word_has(g, (p / 64) as usize, 1u64 << (p % 64))
     }
 
-    /// Whether one of group `g`'s target summaries has one of `bits` in row word `w` (unknown: yes).
+    /// Whether one of group `g`'s target summaries has one of `bits` in row word `w` (unknown: yes). A target not
+    /// enumerated in this phase counts as unknown: its row is from an earlier phase or transaction.
     #[inline]
     fn group_word_has(&self, g: u32, w: usize, bits: u64) -> bool {
         let words = memo::row_words(self.rs.pure.count());
         self.rs.pure.group_targets.get(g as usize).is_none_or(|targets| {
-            targets.iter().any(|&t| self.target_maybe.get(t as usize * words + w).is_none_or(|m| m & bits != 0))
+            targets.iter().any(|&t| {
+                self.target_spans.get(t as usize).is_none_or(|s| s.0 == UNSET)
+                    || self.target_maybe.get(t as usize * words + w).is_none_or(|m| m & bits != 0)
+            })
         })
     }
 
@@ -1845,7 +1858,36 @@ impl<'r> Transaction<'r> {
     /// inconsistent (the caller then evaluates normally).
     fn enumerate_group(&mut self, g: u32) -> Option<()> {
         let rs = self.rs;
+        // The phase's first: all of the phase's targets at once, and every group of the phase is ready.
+        if let Some(groups) =
+            rs.pure.phase_groups.get(usize::from(self.phase.wrapping_sub(1))).filter(|_| !self.batched)
+        {
+            self.batched = true;
+            let all = rs.pure.phase_targets.get(usize::from(self.phase.wrapping_sub(1))).map_or(&[][..], Vec::as_slice);
+            self.enumerate_targets(all);
+            for &h in groups {
+                let ready = rs.pure.group_targets.get(h as usize).is_some_and(|ts| {
+                    ts.iter().all(|&ti| self.target_spans.get(ti as usize).is_some_and(|s| s.0 != UNSET))
+                });
+                if let (true, Some(r)) = (ready, self.group_ready.get_mut(h as usize)) {
+                    *r = true;
+                }
+            }
+        }
         let targets = rs.pure.group_targets.get(g as usize)?;
+        self.enumerate_targets(targets);
+        let complete = targets.iter().all(|&ti| self.target_spans.get(ti as usize).is_some_and(|s| s.0 != UNSET));
+        if !complete {
+            return None;
+        }
+        *self.group_ready.get_mut(g as usize)? = true;
+        Some(())
+    }
+
+    /// Enumerate the targets of `targets` not enumerated yet in this phase: their values (memo entries) and
+    /// summaries.
+    fn enumerate_targets(&mut self, targets: &[u32]) {
+        let rs = self.rs;
         let words = memo::row_words(rs.pure.count());
         let mut vals = std::mem::take(&mut self.pure_vals);
         let mut ids = std::mem::take(&mut self.entry_of_id);
@@ -1896,16 +1938,10 @@ impl<'r> Transaction<'r> {
                 }
             }
         });
-        let complete = targets.iter().all(|&ti| spans.get(ti as usize).is_some_and(|s| s.0 != UNSET));
         self.target_maybe = tmaybe;
         self.target_spans = spans;
         self.pure_vals = vals;
         self.entry_of_id = ids;
-        if !complete {
-            return None;
-        }
-        *self.group_ready.get_mut(g as usize)? = true;
-        Some(())
     }
 
     /// Whether a pure rule's operator matches `value` after its transformations (no captures, no effects): what
