@@ -184,7 +184,6 @@ impl Store {
             + self.written.capacity() * std::mem::size_of::<u32>()
     }
 
-    /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
     /// Make this store equal to `src`, snapshot `id`'s store: by undoing the changes since this store was last
     /// copied from the same snapshot (a thread's last transaction's TX: the few variables a request writes and
     /// adds), else by copying it whole.
@@ -216,6 +215,7 @@ impl Store {
         self.written.clear();
     }
 
+    /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
     fn copy_from(&mut self, src: &Store) {
         self.copied_from = 0;
         self.truncate_keeping(src.entries.len());
