@@ -342,7 +342,7 @@ fn stage_passes(st: &Stage, logged: &[u32]) -> bool {
 
 fn load_crs(setup_text: &str) -> RuleSet {
     // A file per call: the tests of this binary run in parallel, and one rewriting the file another is reading
-    // made that one load the CRS without the test setup (seen in CI as a 20 % pass rate).
+    // made that one load the CRS without the test setup (seen in a local run as a 20 % pass rate).
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("palisade-waf-ftw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
