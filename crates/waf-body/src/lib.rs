@@ -186,5 +186,10 @@ mod refill_tests {
         let after: Vec<*const u8> = args.iter().flat_map(|(n, v)| [n.as_ptr(), v.as_ptr()]).collect();
         assert_eq!(before, after);
         assert_eq!(args, parse_query(b"nome=valor&otro=cosas").0);
+        // A member's buffer keeps the room a longer earlier value made (a new one would have just enough).
+        let long = format!("v={}", "x".repeat(200));
+        parse_query_into(long.as_bytes(), &mut args);
+        parse_query_into(b"v=y", &mut args);
+        assert!(args.first().is_some_and(|(_, v)| v == b"y" && v.capacity() >= 200), "{args:?}");
     }
 }

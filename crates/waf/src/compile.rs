@@ -491,9 +491,8 @@ impl Builder {
             let (mut targets, mut groups) = (Vec::new(), Vec::new());
             for &ri in list {
                 let starter = pure.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
-                let links = self.rules.get(ri).into_iter().flat_map(|r| {
-                    std::iter::successors(r.chain.as_deref(), |l| l.chain.as_deref()).map(|l| l.link_pure)
-                });
+                // The starter's pure number is the plan's, each link's its own.
+                let links = self.rules.get(ri).into_iter().flat_map(crate::init::links).skip(1).map(|l| l.link_pure);
                 for n in std::iter::once(starter).chain(links).filter(|&n| n != NOT_PURE) {
                     let Some(&g) = pure.group.get(n as usize) else { continue };
                     if !groups.contains(&g) {

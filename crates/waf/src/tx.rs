@@ -206,9 +206,8 @@ impl Store {
         self.truncate_keeping(n);
         self.collided = src.collided;
         // Writes change values only (a new variable is appended), so the copy's names are all still in place.
-        for k in 0..self.written.len() {
-            let Some(p) = self.written.get(k).map(|&p| p as usize) else { break };
-            if let (Some(e), Some(from)) = (self.entries.get_mut(p), src.entries.get(p)) {
+        for &p in &self.written {
+            if let (Some(e), Some(from)) = (self.entries.get_mut(p as usize), src.entries.get(p as usize)) {
                 e.1.clone_from(&from.1);
             }
         }
@@ -291,6 +290,16 @@ enum Slot {
     RespHeaders,
 }
 const SLOTS: usize = 8;
+const ALL_SLOTS: [Slot; SLOTS] = [
+    Slot::ArgsGet,
+    Slot::ArgsPost,
+    Slot::Headers,
+    Slot::Cookies,
+    Slot::Files,
+    Slot::FilesSizes,
+    Slot::PartHeaders,
+    Slot::RespHeaders,
+];
 
 /// A rule (chain) that matched, with what was expanded at the time: ranges of the transaction's `record_text`
 /// (one buffer for all matches, kept as bytes: most rules that match are `nolog` and their text is rarely read, so
@@ -547,9 +556,9 @@ struct Scratch {
     /// Its other set of stores (the starting ones when a snapshot was copied), emptied for the next transaction's
     /// starting stores (`Transaction::set_var` writes them before phase 1).
     initial: Vec<Store>,
-    /// The request collections of the last transaction (ARGS_GET, ARGS_POST, headers, cookies), whose members'
-    /// buffers the next one refills (`body::Refill`): a request like the last one allocates nothing for them.
-    pairs: [Vec<Pair>; 4],
+    /// The numbered collections of the last transaction, by `Slot`, whose members' buffers the next one refills
+    /// (`body::Refill`): a request like the last one allocates nothing for its arguments, headers and cookies.
+    pairs: [Vec<Pair>; SLOTS],
     /// How many matches the last transaction recorded: the next one makes room for as many at once (the CRS
     /// records ~60 per request, mostly its paranoia-level checks; growing the list step by step copied it four
     /// times, into memory no request had touched yet).
@@ -715,7 +724,7 @@ pub struct Transaction<'r> {
     /// Stores whose buffers `replay` reuses (see `Scratch::stores`).
     spare_stores: Vec<Store>,
     /// Collections whose buffers the request collections are refilled into (see `Scratch::pairs`).
-    pair_pool: [Vec<Pair>; 4],
+    pair_pool: [Vec<Pair>; SLOTS],
 }
 
 /// (stores generation, (template address, expansion) pairs).
@@ -861,17 +870,38 @@ impl<'r> Transaction<'r> {
     }
 
     /// Number the members of a collection that was just (re)filled.
+    /// The collection numbered in `slot`.
+    fn collection_mut(&mut self, slot: Slot) -> &mut Vec<Pair> {
+        match slot {
+            Slot::ArgsGet => &mut self.args_get,
+            Slot::ArgsPost => &mut self.args_post,
+            Slot::Headers => &mut self.headers,
+            Slot::Cookies => &mut self.cookies,
+            Slot::Files => &mut self.files,
+            Slot::FilesSizes => &mut self.files_sizes,
+            Slot::PartHeaders => &mut self.part_headers,
+            Slot::RespHeaders => &mut self.resp_headers,
+        }
+    }
+
+    /// The last transaction's collection of `slot`, to refill (see `Scratch::pairs`).
+    fn spare_collection(&mut self, slot: Slot) -> Vec<Pair> {
+        self.pair_pool.get_mut(slot as usize).map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Fill the header collection of `slot` with copies of `headers` (into the last transaction's buffers) and
+    /// number it.
+    fn fill_headers(&mut self, slot: Slot, headers: &[(&[u8], &[u8])]) {
+        let mut pairs = self.spare_collection(slot);
+        let mut fill = body::Refill::new(&mut pairs);
+        headers.iter().for_each(|(n, v)| fill.push(n, v));
+        drop(fill);
+        *self.collection_mut(slot) = pairs;
+        self.renumber(slot);
+    }
+
     fn renumber(&mut self, slot: Slot) {
-        let len = match slot {
-            Slot::ArgsGet => self.args_get.len(),
-            Slot::ArgsPost => self.args_post.len(),
-            Slot::Headers => self.headers.len(),
-            Slot::Cookies => self.cookies.len(),
-            Slot::Files => self.files.len(),
-            Slot::FilesSizes => self.files_sizes.len(),
-            Slot::PartHeaders => self.part_headers.len(),
-            Slot::RespHeaders => self.resp_headers.len(),
-        };
+        let len = self.collection_mut(slot).len();
         let base = self.cache.get_mut().reserve(len);
         if let Some(b) = self.bases.get_mut(slot as usize) {
             *b = base;
@@ -1028,7 +1058,7 @@ impl<'r> Transaction<'r> {
         self.set_scalar(Scalar::RequestFilename, path);
         self.set_scalar_from(Scalar::QueryString, query.unwrap_or_default());
         if let Some(q) = query {
-            let mut args = std::mem::take(&mut self.pair_pool[0]);
+            let mut args = self.spare_collection(Slot::ArgsGet);
             let flags = body::parse_query_into(q, &mut args);
             self.args_get = args;
             self.renumber(Slot::ArgsGet);
@@ -1036,16 +1066,11 @@ impl<'r> Transaction<'r> {
                 self.set_scalar(Scalar::UrlencodedError, b"1".to_vec());
             }
         }
-        let mut headers = std::mem::take(&mut self.pair_pool[2]);
-        let mut fill = body::Refill::new(&mut headers);
-        req.headers.iter().for_each(|(n, v)| fill.push(n, v));
-        drop(fill);
-        self.headers = headers;
-        self.renumber(Slot::Headers);
+        self.fill_headers(Slot::Headers, &req.headers);
         let cookie_values: Vec<&[u8]> =
             req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| *v).collect();
         if !cookie_values.is_empty() {
-            let mut cookies = std::mem::take(&mut self.pair_pool[3]);
+            let mut cookies = self.spare_collection(Slot::Cookies);
             body::parse_cookies_into(&cookie_values, &mut cookies);
             self.cookies = cookies;
             self.renumber(Slot::Cookies);
@@ -1124,7 +1149,7 @@ impl<'r> Transaction<'r> {
         match proc {
             None => {}
             Some(BodyProc::UrlEncoded) => {
-                let mut args = std::mem::take(&mut self.pair_pool[1]);
+                let mut args = self.spare_collection(Slot::ArgsPost);
                 let flags = body::parse_urlencoded_into(data, &mut args);
                 self.args_post = args;
                 if flags.urlencoded_error {
@@ -1203,8 +1228,7 @@ impl<'r> Transaction<'r> {
         self.set_scalar(Scalar::ResponseStatus, status.to_string().into_bytes());
         self.set_scalar(Scalar::ResponseProtocol, protocol.as_bytes().to_vec());
         self.set_scalar(Scalar::StatusLine, format!("{protocol} {status}").into_bytes());
-        self.resp_headers = headers.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
-        self.renumber(Slot::RespHeaders);
+        self.fill_headers(Slot::RespHeaders, headers);
         for (n, v) in headers {
             if n.eq_ignore_ascii_case(b"content-type") {
                 self.set_scalar(Scalar::ResponseContentType, v.to_vec());
@@ -1503,13 +1527,7 @@ impl<'r> Transaction<'r> {
         if rule.msg.is_none() && rule.logdata.is_none() {
             // Nothing reads this rule's MATCHED_VARS (the next rule starts a new list; no expansion follows), and
             // only the last match's MATCHED_VAR and MATCHED_VAR_NAME remain.
-            if let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) {
-                let start = self.record_text.len();
-                self.record_text.extend_from_slice(name);
-                first = Some(start..self.record_text.len());
-                self.set_scalar_from(Scalar::MatchedVar, last_value);
-                self.set_scalar_from(Scalar::MatchedVarName, last_name);
-            }
+            first = self.replay_last_match(found);
         } else {
             for (name, value) in found {
                 self.note_match(name, value, &mut first);
@@ -1529,17 +1547,27 @@ impl<'r> Transaction<'r> {
     fn replay_jump(&mut self, phase: u8, ri: usize, m: u32, snap: &init::Snapshot) -> bool {
         let Some(rule) = self.rs.rules.get(ri) else { return false };
         let found = snap.matches.get(m as usize).map_or(&[][..], Vec::as_slice);
-        let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) else { return false };
+        if found.is_empty() {
+            return false;
+        }
         self.current = Some(rule);
         self.matched_len = 0;
-        let start = self.record_text.len();
-        self.record_text.extend_from_slice(name);
+        let Some(var_name) = self.replay_last_match(found) else { return false };
         let end = self.record_text.len();
-        self.set_scalar_from(Scalar::MatchedVar, last_value);
-        self.set_scalar_from(Scalar::MatchedVarName, last_name);
-        self.records.push(Record { rule, phase, msg: end..end, logdata: end..end, var_name: start..end });
+        self.records.push(Record { rule, phase, msg: end..end, logdata: end..end, var_name });
         self.built = OnceCell::new();
         true
+    }
+
+    /// A replayed match whose MATCHED_VARS nothing reads: the first matched name into `record_text` (its range),
+    /// and MATCHED_VAR / MATCHED_VAR_NAME of the last match. `None` for no match.
+    fn replay_last_match(&mut self, found: &[(Vec<u8>, Vec<u8>)]) -> Option<Range<usize>> {
+        let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) else { return None };
+        let start = self.record_text.len();
+        self.record_text.extend_from_slice(name);
+        self.set_scalar_from(Scalar::MatchedVar, last_value);
+        self.set_scalar_from(Scalar::MatchedVarName, last_name);
+        Some(start..start + name.len())
     }
 
     /// The snapshot of phase 1's request-independent start (`init`) that applies to this transaction, if any.
@@ -1695,7 +1723,7 @@ impl<'r> Transaction<'r> {
                 continue;
             };
             *pass = vec![0u64; list.len().div_ceil(64)];
-            *jumpable = pass.clone();
+            *jumpable = vec![0u64; list.len().div_ceil(64)];
             for (i, &ri) in list.iter().enumerate() {
                 let (Some(r), Some(&v)) = (rs.rules.get(ri), verdicts.get(ri)) else { continue };
                 let mut reads = || {
@@ -1858,30 +1886,32 @@ impl<'r> Transaction<'r> {
     /// inconsistent (the caller then evaluates normally).
     fn enumerate_group(&mut self, g: u32) -> Option<()> {
         let rs = self.rs;
+        let phase = usize::from(self.phase.wrapping_sub(1));
         // The phase's first: all of the phase's targets at once, and every group of the phase is ready.
-        if let Some(groups) =
-            rs.pure.phase_groups.get(usize::from(self.phase.wrapping_sub(1))).filter(|_| !self.batched)
+        if let (Some(all), Some(groups), false) =
+            (rs.pure.phase_targets.get(phase), rs.pure.phase_groups.get(phase), self.batched)
         {
             self.batched = true;
-            let all = rs.pure.phase_targets.get(usize::from(self.phase.wrapping_sub(1))).map_or(&[][..], Vec::as_slice);
             self.enumerate_targets(all);
             for &h in groups {
-                let ready = rs.pure.group_targets.get(h as usize).is_some_and(|ts| {
-                    ts.iter().all(|&ti| self.target_spans.get(ti as usize).is_some_and(|s| s.0 != UNSET))
-                });
-                if let (true, Some(r)) = (ready, self.group_ready.get_mut(h as usize)) {
-                    *r = true;
-                }
+                self.mark_ready_if_enumerated(h);
             }
         }
-        let targets = rs.pure.group_targets.get(g as usize)?;
-        self.enumerate_targets(targets);
-        let complete = targets.iter().all(|&ti| self.target_spans.get(ti as usize).is_some_and(|s| s.0 != UNSET));
-        if !complete {
-            return None;
+        self.enumerate_targets(rs.pure.group_targets.get(g as usize)?);
+        self.mark_ready_if_enumerated(g).then_some(())
+    }
+
+    /// Mark group `g` ready when all of its targets are enumerated in this phase; whether it is.
+    fn mark_ready_if_enumerated(&mut self, g: u32) -> bool {
+        let Some(targets) = self.rs.pure.group_targets.get(g as usize) else { return false };
+        let done = targets.iter().all(|&ti| self.target_spans.get(ti as usize).is_some_and(|s| s.0 != UNSET));
+        match self.group_ready.get_mut(g as usize) {
+            Some(r) if done => {
+                *r = true;
+                true
+            }
+            _ => false,
         }
-        *self.group_ready.get_mut(g as usize)? = true;
-        Some(())
     }
 
     /// Enumerate the targets of `targets` not enumerated yet in this phase: their values (memo entries) and
@@ -2606,16 +2636,13 @@ impl Drop for Transaction<'_> {
             stores: std::mem::take(&mut self.stores),
             initial: std::mem::take(&mut self.spare_stores),
             records: self.records.len().min(MAX_RECORDS_HINT),
-            pairs: {
-                let filled = [&mut self.args_get, &mut self.args_post, &mut self.headers, &mut self.cookies];
-                let mut pool = std::mem::take(&mut self.pair_pool);
-                for (c, p) in filled.into_iter().zip(pool.iter_mut()) {
-                    if c.capacity() > 0 {
-                        *p = std::mem::take(c);
-                    }
+            pairs: ALL_SLOTS.map(|slot| {
+                let filled = std::mem::take(self.collection_mut(slot));
+                match self.pair_pool.get_mut(slot as usize) {
+                    Some(spare) if filled.capacity() == 0 => std::mem::take(spare),
+                    _ => filled,
                 }
-                pool
-            },
+            }),
         }
         .give_back();
     }
@@ -2801,7 +2828,6 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The rule's transformations applied to `value` without the cache.
 /// `t` applied to `input` (`None`: unchanged). When `input` is the value itself (`raw`), a transformation
 /// `unchanged` already lists is not run, and one found to leave it unchanged is added (see `TCache::unchanged`).
 fn apply_noting(t: Transform, input: &[u8], raw: bool, unchanged: &mut u64) -> Option<Vec<u8>> {
@@ -2816,6 +2842,7 @@ fn apply_noting(t: Transform, input: &[u8], raw: bool, unchanged: &mut u64) -> O
     out
 }
 
+/// The rule's transformations applied to `value` without the cache.
 fn transform_uncached<'v>(rule: &Rule, value: &'v [u8]) -> Tv<'v> {
     let mut cur: Option<Vec<u8>> = None;
     for t in &rule.transforms {
@@ -2942,13 +2969,19 @@ mod tests {
         st.set_from(b"b", name_hash(b"b"), b"again");
         st.set_from(b"new1", name_hash(b"new1"), b"x");
         st.update_i64(b"new2", name_hash(b"new2"), |n| n + 1);
-        let a_buf = st.entries.first().map(|(_, v)| v.as_ptr());
         st.restore(&snap, 7);
         assert_eq!(entries(&st), entries(&snap));
         assert_eq!((st.get(b"new1"), st.get(b"NEW2"), st.get(b"c")), (None, None, Some(&b"3"[..])));
-        // Undone, not copied: the untouched variable kept its buffer; the added ones' buffers are spare.
-        assert_eq!(st.entries.first().map(|(_, v)| v.as_ptr()), a_buf);
         assert_eq!((st.spare.len(), st.written.len()), (2, 0));
+        // Undone, not copied: a variable nothing wrote is not read from the snapshot again (a snapshot id names one
+        // content, so this store never meets another; here one stands in to show which variables are copied).
+        let mut changed = Store::default();
+        changed.copy_from(&snap);
+        changed.set(b"a", b"other".to_vec());
+        st.set_from(b"b", name_hash(b"b"), b"written");
+        st.restore(&changed, 7);
+        assert_eq!((st.get(b"a"), st.get(b"b")), (Some(&b"1"[..]), Some(&b"2"[..])));
+        st.restore(&snap, 7);
         st.set_from(b"again", name_hash(b"again"), b"y");
         assert_eq!(st.get(b"again"), Some(&b"y"[..]));
         // A deletion, or another snapshot: copied whole.
