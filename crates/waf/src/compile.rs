@@ -69,6 +69,10 @@ pub(crate) struct PurePlan {
     /// most of them, and one pass costs far less than one per group.
     pub(crate) phase_targets: [Vec<u32>; 5],
     pub(crate) phase_groups: [Vec<u32>; 5],
+    /// Per target, a row of one bit per pure rule (as the memo's rows): the rules whose group reads the target. A
+    /// target's summary keeps only these (a value's row says "not evaluated yet" for every rule that never looks
+    /// at it), so the union of a phase's summaries answers for a group exactly what its targets' rows would.
+    pub(crate) target_rules: Vec<u64>,
 }
 
 impl PurePlan {
@@ -87,6 +91,16 @@ impl PurePlan {
             }
         }
         b.plan.bytes = crate::memo::ByteRule::new(&b.pre_need);
+        let words = crate::memo::row_words(b.plan.count());
+        let mut rows = vec![0u64; b.plan.targets.len() * words];
+        for (p, &g) in b.plan.group.iter().enumerate() {
+            for &t in b.plan.group_targets.get(g as usize).into_iter().flatten() {
+                if let Some(w) = rows.get_mut(t as usize * words + p / 64) {
+                    *w |= 1 << (p % 64);
+                }
+            }
+        }
+        b.plan.target_rules = rows;
         b.plan
     }
 

@@ -699,7 +699,8 @@ pub struct Transaction<'r> {
     /// `pure_vals`, or unset.
     target_spans: Vec<(u32, u32)>,
     /// Per target (as many words as the memo's rows): the pure rules that may match one of its values, as the memo
-    /// knew when the target was enumerated in this phase.
+    /// knew when the target was enumerated in this phase. One row more after the targets': the union
+    /// of the rows of the targets enumerated in this phase.
     target_maybe: Vec<u64>,
     /// Whether each group's targets were all enumerated in this phase.
     group_ready: Vec<bool>,
@@ -1285,6 +1286,11 @@ impl<'r> Transaction<'r> {
             self.group_ready.clear();
             self.group_ready.resize(rs.pure.group_targets.len(), false);
             self.batched = false;
+            let (words, union) = (memo::row_words(rs.pure.count()), rs.pure.targets.len());
+            self.target_maybe.resize((union + 1) * words, u64::MAX);
+            if let Some(row) = self.target_maybe.get_mut(union * words..) {
+                row.fill(0);
+            }
             self.pure_vals.clear();
             // Memo entries of values numbered in an earlier phase stay valid while the memo keeps its entries
             // (generations are unique in the process, so a transaction moved to another thread starts afresh).
@@ -1425,6 +1431,13 @@ impl<'r> Transaction<'r> {
     #[inline]
     fn group_word_has(&self, g: u32, w: usize, bits: u64) -> bool {
         let words = memo::row_words(self.rs.pure.count());
+        // A ready group's targets are all in the union of this phase's rows, and a rule's bit is set only in the rows
+        // of the targets its group reads (`PurePlan::target_rules`): the union answers exactly, one word instead of
+        // a row per target.
+        if self.group_ready.get(g as usize).copied().unwrap_or(false) {
+            let union = self.rs.pure.targets.len() * words + w;
+            return self.target_maybe.get(union).is_none_or(|m| m & bits != 0);
+        }
         self.rs.pure.group_targets.get(g as usize).is_none_or(|targets| {
             targets.iter().any(|&t| {
                 self.target_spans.get(t as usize).is_none_or(|s| s.0 == UNSET)
@@ -1892,9 +1905,17 @@ impl<'r> Transaction<'r> {
             (rs.pure.phase_targets.get(phase), rs.pure.phase_groups.get(phase), self.batched)
         {
             self.batched = true;
-            self.enumerate_targets(all);
-            for &h in groups {
-                self.mark_ready_if_enumerated(h);
+            if self.enumerate_targets(all) {
+                // The phase's targets are its groups' targets: every group of the phase is ready.
+                for &h in groups {
+                    if let Some(r) = self.group_ready.get_mut(h as usize) {
+                        *r = true;
+                    }
+                }
+            } else {
+                for &h in groups {
+                    self.mark_ready_if_enumerated(h);
+                }
             }
         }
         self.enumerate_targets(rs.pure.group_targets.get(g as usize)?);
@@ -1915,45 +1936,51 @@ impl<'r> Transaction<'r> {
     }
 
     /// Enumerate the targets of `targets` not enumerated yet in this phase: their values (memo entries) and
-    /// summaries.
-    fn enumerate_targets(&mut self, targets: &[u32]) {
+    /// summaries, also added to the phase's union row. Whether every target of `targets` is enumerated now (`false`
+    /// only when the plan is inconsistent).
+    fn enumerate_targets(&mut self, targets: &[u32]) -> bool {
         let rs = self.rs;
         let words = memo::row_words(rs.pure.count());
         let mut vals = std::mem::take(&mut self.pure_vals);
         let mut ids = std::mem::take(&mut self.entry_of_id);
         let mut spans = std::mem::take(&mut self.target_spans);
         let mut tmaybe = std::mem::take(&mut self.target_maybe);
-        if tmaybe.len() != rs.pure.targets.len() * words {
-            tmaybe.resize(rs.pure.targets.len() * words, u64::MAX);
+        let union = rs.pure.targets.len() * words;
+        if tmaybe.len() != union + words {
+            tmaybe.resize(union + words, u64::MAX);
         }
+        let mut complete = true;
         memo::with(rs.id, rs.pure.count(), |m| {
             for &ti in targets {
                 let (Some(t), Some(span)) = (rs.pure.targets.get(ti as usize), spans.get_mut(ti as usize)) else {
+                    complete = false;
                     continue;
                 };
                 if span.0 != UNSET {
                     continue;
                 }
                 let start = vals.len();
-                self.values(t, &mut |v| {
-                    let e = match usize::try_from(v.id) {
-                        Ok(i) if v.id != NO_ID => {
-                            if i >= ids.len() {
-                                ids.resize(i + 1, UNSET);
-                            }
-                            match ids.get_mut(i) {
-                                Some(slot) if *slot != UNSET => *slot,
-                                Some(slot) => {
-                                    *slot = m.entry(&v.value, &rs.pure.bytes);
-                                    *slot
-                                }
-                                None => memo::NO_ENTRY,
-                            }
+                let mut push =
+                    |value: &[u8], id: u32| vals.push((entry_of(m, &mut ids, &rs.pure.bytes, value, id), id));
+                // What `values` gives, without a call per value through `dyn FnMut` for the common kinds.
+                match t.var {
+                    Var::Scalar(s) => {
+                        if let Some((v, id)) = self.scalar_val(s) {
+                            push(v, id);
                         }
-                        _ => m.entry(&v.value, &rs.pure.bytes),
-                    };
-                    vals.push((e, v.id));
-                });
+                    }
+                    Var::Coll(c) if !matches!(c, Coll::Xml | Coll::Rule | Coll::Store(_)) => {
+                        for (list, base) in self.pairs(c) {
+                            for_members(list, &t.key, |i, (_, v)| push(v, member_id(base, i, 0)));
+                        }
+                    }
+                    Var::Names(c) => {
+                        for (list, base) in self.pairs(c) {
+                            for_members(list, &t.key, |i, (k, _)| push(k, member_id(base, i, 1)));
+                        }
+                    }
+                    Var::Coll(_) => self.values(t, &mut |v| push(&v.value, v.id)),
+                }
                 *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
                 // The target's summary: which pure rules may match one of its values (see `Memo::or_maybe`).
                 if let Some(maybe) = tmaybe.get_mut(ti as usize * words..(ti as usize + 1) * words) {
@@ -1965,13 +1992,19 @@ impl<'r> Transaction<'r> {
                         }
                         m.or_maybe(e, maybe);
                     }
+                    let reading = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words);
+                    maybe.iter_mut().zip(reading.unwrap_or_default()).for_each(|(m, r)| *m &= r);
                 }
+                let (rows, union_row) = tmaybe.split_at_mut(union);
+                let row = rows.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
+                union_row.iter_mut().zip(row).for_each(|(u, r)| *u |= r);
             }
         });
         self.target_maybe = tmaybe;
         self.target_spans = spans;
         self.pure_vals = vals;
         self.entry_of_id = ids;
+        complete
     }
 
     /// Whether a pure rule's operator matches `value` after its transformations (no captures, no effects): what
@@ -2506,17 +2539,24 @@ impl<'r> Transaction<'r> {
         self.values_of(t.var, &t.key, &t.key_text, f);
     }
 
+    /// A scalar variable's value and number; `None` when it has no value: ModSecurity has no value for unset
+    /// body/response variables (count 0 for them).
+    #[inline]
+    fn scalar_val(&self, s: Scalar) -> Option<(&[u8], u32)> {
+        let v = self.scalar(s);
+        if v.is_empty() && !scalar_always_present(s) {
+            return None;
+        }
+        Some((v, self.scalar_ids.get(s as usize).copied().unwrap_or(NO_ID)))
+    }
+
     /// The values of `var` selected by `key` (`key_text`: the key as written, for XML paths).
     fn values_of<'a>(&'a self, var: Var, key: &Key, key_text: &str, f: &mut dyn FnMut(Val<'a>)) {
         match var {
             Var::Scalar(s) => {
-                let v = self.scalar(s);
-                // ModSecurity has no value for unset body/response variables; count 0 for them.
-                if v.is_empty() && !scalar_always_present(s) {
-                    return;
+                if let Some((v, id)) = self.scalar_val(s) {
+                    f(Val { var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v), id });
                 }
-                let id = self.scalar_ids.get(s as usize).copied().unwrap_or(NO_ID);
-                f(Val { var, key: Cow::Borrowed(b""), value: Cow::Borrowed(v), id });
             }
             Var::Coll(Coll::Xml) => {
                 let list = if key_text.contains('@') { &self.xml_attrs } else { &self.xml_text };
@@ -2867,6 +2907,27 @@ fn member_id(base: u32, i: usize, which: u32) -> u32 {
         .unwrap_or(NO_ID)
 }
 
+/// The memo entry of a value numbered `id` (`ids`: per id, its entry found earlier in the transaction, so a value
+/// several targets share is looked up once), or looked up by content when it has no number.
+#[inline]
+fn entry_of(m: &mut memo::Memo, ids: &mut Vec<u32>, bytes: &memo::ByteRule, value: &[u8], id: u32) -> u32 {
+    let i = match usize::try_from(id) {
+        Ok(i) if id != NO_ID => i,
+        _ => return m.entry(value, bytes),
+    };
+    if i >= ids.len() {
+        ids.resize(i + 1, UNSET);
+    }
+    match ids.get_mut(i) {
+        Some(slot) if *slot != UNSET => *slot,
+        Some(slot) => {
+            *slot = m.entry(value, bytes);
+            *slot
+        }
+        None => memo::NO_ENTRY,
+    }
+}
+
 /// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).
 fn hash_bytes(b: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (b.len() as u64);
@@ -3117,6 +3178,38 @@ SecRule TX:limit "@ge 0" "id:16,phase:2,pass,log,msg:'m %{MATCHED_VAR}',setvar:t
         fn send<T: Send>() {}
         send::<Transaction<'static>>();
         send::<crate::OwnedTransaction>();
+    }
+
+    /// A phase's union of target summaries has a rule's bit only from the targets its group reads. Once a request
+    /// evaluated both rules on their values, the next like it finds neither in the union: a value's memo row stays
+    /// "not evaluated" for the rule that never reads it, which must not count as "may match" there.
+    #[test]
+    fn the_phase_union_keeps_each_rule_to_the_targets_it_reads() {
+        let src = r#"
+SecRuleEngine On
+SecRule ARGS "@rx attack" "id:1,phase:2,pass,log"
+SecRule REQUEST_HEADERS:User-Agent "@rx evil" "id:2,phase:2,pass,log"
+"#;
+        let rs = RuleSet::parse_str(src, "union.conf").unwrap();
+        assert_eq!(rs.pure.count(), 2);
+        let run = |ua: &'static [u8]| {
+            let mut tx = rs.transaction("u", IpAddr::from([192, 0, 2, 1]));
+            let head = RequestHead {
+                method: "GET",
+                uri: b"/x?a=hello",
+                protocol: "HTTP/1.1",
+                headers: vec![(b"User-Agent", ua)],
+            };
+            assert!(tx.process_request_headers(&head).is_none());
+            assert!(tx.process_request_body(b"").is_none());
+            let words = memo::row_words(rs.pure.count());
+            let union = tx.target_maybe.get(rs.pure.targets.len() * words..).unwrap_or_default().to_vec();
+            (union, tx.matches().iter().map(|m| m.id).collect::<Vec<_>>())
+        };
+        assert_eq!(run(b"curl").1, Vec::<u32>::new());
+        assert_eq!(run(b"curl"), (vec![0], vec![]));
+        // A value that matches keeps its rule's bit, and the rule is evaluated.
+        assert_eq!(run(b"evil bot"), (vec![0b10], vec![2]));
     }
 
     #[test]
