@@ -157,25 +157,37 @@ impl PlanBuilder {
 /// No position (a [`Walk`] entry that does not apply).
 pub(crate) const NO_POS: u32 = u32::MAX;
 
-/// Shortcuts over one phase's rule list, made at load, so a transaction's walk touches only the rules it runs:
+/// Shortcuts over one phase's rule list, made at load, so a transaction's walk touches only the rules it runs. Per
+/// position (an [`At`]; together, since a walk visits few positions and far apart):
 /// - `resume`: for a rule with `skipAfter`, the position after its target (the first later marker of that name,
 ///   or rule with that id; the list's end when there is none), where [`crate::tx::Flow::passes`] would resume;
 ///   [`NO_POS`] for other positions;
 /// - `span_end`: the end of the run of pure starters and markers that starts at a position (the position itself
 ///   when its rule is neither): with no skip pending, markers do nothing and a pure starter whose group summary
 ///   says none of its values can match does nothing either (`Transaction::may_match`);
-/// - `pure_at`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other rules);
-/// - `span_masks`: for a position where a walk enters a run (its start, or just after a marker in it: where a
+/// - `pure`, `group`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other
+///   rules);
+/// - `masks`: for a position where a walk enters a run (its start, or just after a marker in it: where a
 ///   `skipAfter` resumes), the run's pure rules from there to its end as bits per (group, row word), a range of
 ///   `masks`: the run is passed over whole when none of those bits is set in its groups' target summaries.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
-    pub(crate) resume: Vec<u32>,
-    pub(crate) span_end: Vec<u32>,
-    pub(crate) pure_at: Vec<(u32, u32)>,
-    pub(crate) span_masks: Vec<(u32, u32)>,
+    pub(crate) at: Vec<At>,
     /// (group, row word, bits of the run's pure rules of that group in that word).
     pub(crate) masks: Vec<(u32, u32, u64)>,
+}
+
+/// What the walk reads at one position of a phase's list (see [`Walk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    /// The rule's index in the set's rules (the list's entry).
+    pub(crate) rule: u32,
+    pub(crate) resume: u32,
+    pub(crate) span_end: u32,
+    pub(crate) pure: u32,
+    pub(crate) group: u32,
+    /// (start, length) in [`Walk::masks`].
+    pub(crate) masks: (u32, u32),
 }
 
 impl Walk {
@@ -183,6 +195,7 @@ impl Walk {
         let pos = |i: usize| u32::try_from(i).unwrap_or(NO_POS);
         let rule = |i: usize| list.get(i).and_then(|&ri| rules.get(ri));
         let mut w = Walk::default();
+        let (mut resume, mut pure_at) = (Vec::with_capacity(list.len()), Vec::with_capacity(list.len()));
         // Where each marker name and rule id occurs, in order (a skipAfter resumes after the first one past it).
         let mut markers: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut ids: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -199,8 +212,8 @@ impl Walk {
         for i in 0..list.len() {
             let p = list.get(i).and_then(|&ri| pure.of_rule.get(ri)).copied().unwrap_or(NOT_PURE);
             let g = pure.group.get(p as usize).copied().unwrap_or(NOT_PURE);
-            w.pure_at.push(if g == NOT_PURE { (NOT_PURE, NOT_PURE) } else { (p, g) });
-            let resume = match rule(i).and_then(|r| r.skip_after.as_deref()) {
+            pure_at.push(if g == NOT_PURE { (NOT_PURE, NOT_PURE) } else { (p, g) });
+            let to = match rule(i).and_then(|r| r.skip_after.as_deref()) {
                 None => NO_POS,
                 Some(target) => {
                     let by_id = target.parse::<u32>().ok().and_then(|id| first_after(ids.get(&id), i));
@@ -211,40 +224,52 @@ impl Walk {
                     pos(hit.map_or(list.len(), |j| j + 1))
                 }
             };
-            w.resume.push(resume);
+            resume.push(to);
         }
         let mut end = list.len();
-        w.span_end = vec![0; list.len()];
+        let mut span_end = vec![0; list.len()];
         for i in (0..list.len()).rev() {
-            let spans =
-                rule(i).is_some_and(|r| r.marker.is_some()) || w.pure_at.get(i).is_some_and(|a| a.0 != NOT_PURE);
+            let spans = rule(i).is_some_and(|r| r.marker.is_some()) || pure_at.get(i).is_some_and(|a| a.0 != NOT_PURE);
             if !spans {
                 end = i;
             }
-            if let Some(e) = w.span_end.get_mut(i) {
+            if let Some(e) = span_end.get_mut(i) {
                 *e = pos(end);
             }
         }
-        w.span_masks = vec![(0, 0); list.len()];
+        let mut span_masks = vec![(0, 0); list.len()];
         for i in 0..list.len() {
-            let end = w.span_end.get(i).map_or(i, |&e| e as usize);
+            let end = span_end.get(i).map_or(i, |&e| e as usize);
             let enters =
-                i == 0 || w.span_end.get(i - 1) != w.span_end.get(i) || rule(i - 1).is_some_and(|r| r.marker.is_some());
+                i == 0 || span_end.get(i - 1) != span_end.get(i) || rule(i - 1).is_some_and(|r| r.marker.is_some());
             if end <= i || !enters {
                 continue;
             }
             let mut bits: std::collections::BTreeMap<(u32, u32), u64> = std::collections::BTreeMap::new();
-            for &(p, g) in w.pure_at.get(i..end).unwrap_or_default() {
+            for &(p, g) in pure_at.get(i..end).unwrap_or_default() {
                 if p != NOT_PURE {
                     *bits.entry((g, p / 64)).or_default() |= 1u64 << (p % 64);
                 }
             }
             let start = pos(w.masks.len());
             w.masks.extend(bits.into_iter().map(|((g, word), m)| (g, word, m)));
-            if let Some(m) = w.span_masks.get_mut(i) {
+            if let Some(m) = span_masks.get_mut(i) {
                 *m = (start, pos(w.masks.len()) - start);
             }
         }
+        w.at = (0..list.len())
+            .map(|i| {
+                let (pure, group) = pure_at.get(i).copied().unwrap_or((NOT_PURE, NOT_PURE));
+                At {
+                    rule: list.get(i).map_or(NO_POS, |&ri| pos(ri)),
+                    resume: resume.get(i).copied().unwrap_or(NO_POS),
+                    span_end: span_end.get(i).copied().unwrap_or(pos(i)),
+                    pure,
+                    group,
+                    masks: span_masks.get(i).copied().unwrap_or((0, 0)),
+                }
+            })
+            .collect();
         w
     }
 }
@@ -855,11 +880,12 @@ mod tests {
     fn check_walks(rs: &RuleSet) -> usize {
         let mut jumps = 0;
         for (list, walk) in rs.phases.iter().zip(&rs.walks) {
-            assert_eq!(
-                (walk.resume.len(), walk.span_end.len(), walk.pure_at.len()),
-                (list.len(), list.len(), list.len())
-            );
+            assert_eq!(walk.at.len(), list.len());
+            let resume: Vec<u32> = walk.at.iter().map(|a| a.resume).collect();
+            let span_end: Vec<u32> = walk.at.iter().map(|a| a.span_end).collect();
+            let pure_at: Vec<(u32, u32)> = walk.at.iter().map(|a| (a.pure, a.group)).collect();
             for (i, &ri) in list.iter().enumerate() {
+                assert_eq!(walk.at[i].rule as usize, ri);
                 let r = &rs.rules[ri];
                 match &r.skip_after {
                     Some(target) => {
@@ -870,12 +896,12 @@ mod tests {
                             flow.passes(&rs.rules[list[j]]);
                             j += 1;
                         }
-                        assert_eq!(walk.resume[i] as usize, j, "rule {} skipAfter:{target}", r.id);
+                        assert_eq!(resume[i] as usize, j, "rule {} skipAfter:{target}", r.id);
                         jumps += 1;
                     }
-                    None => assert_eq!(walk.resume[i], NO_POS),
+                    None => assert_eq!(resume[i], NO_POS),
                 }
-                let end = walk.span_end[i] as usize;
+                let end = span_end[i] as usize;
                 assert!(end >= i && end <= list.len());
                 for &rk in &list[i..end] {
                     let r = &rs.rules[rk];
@@ -886,21 +912,20 @@ mod tests {
                     assert!(after.marker.is_none() && rs.pure.of_rule[list[end]] == NOT_PURE);
                 }
                 // Where a walk enters a run, the masks are exactly the run's pure rules from there.
-                let enters =
-                    i == 0 || walk.span_end[i - 1] != walk.span_end[i] || rs.rules[list[i - 1]].marker.is_some();
-                let (ms, mn) = walk.span_masks[i];
+                let enters = i == 0 || span_end[i - 1] != span_end[i] || rs.rules[list[i - 1]].marker.is_some();
+                let (ms, mn) = walk.at[i].masks;
                 let mut from_masks: Vec<(u32, u32)> = walk.masks[ms as usize..(ms + mn) as usize]
                     .iter()
                     .flat_map(|&(g, w, m)| (0..64).filter(move |b| m >> b & 1 == 1).map(move |b| (w * 64 + b, g)))
                     .collect();
                 let mut from_list: Vec<(u32, u32)> = match enters && end > i {
-                    true => walk.pure_at[i..end].iter().copied().filter(|&(p, _)| p != NOT_PURE).collect(),
+                    true => pure_at[i..end].iter().copied().filter(|&(p, _)| p != NOT_PURE).collect(),
                     false => Vec::new(),
                 };
                 from_masks.sort_unstable();
                 from_list.sort_unstable();
                 assert_eq!(from_masks, from_list, "masks at {i}");
-                let (p, g) = walk.pure_at[i];
+                let (p, g) = pure_at[i];
                 assert_eq!(p, rs.pure.of_rule[ri]);
                 if p != NOT_PURE {
                     assert_eq!(g, rs.pure.group[p as usize]);
@@ -926,11 +951,12 @@ SecRule ARGS "@rx d" "id:6,phase:2,pass""#,
         .unwrap();
         assert_eq!(check_walks(&small), 3);
         // Phase 1: [1, 2, OTHER, END, 4]: rule 1 resumes after END, rule 4 at the end; 2 and the markers make a span.
-        assert_eq!(small.walks[0].resume, [4, NO_POS, NO_POS, NO_POS, 5]);
-        assert_eq!(small.walks[0].span_end, [0, 4, 4, 4, 4]);
+        let field = |p: usize, f: fn(&At) -> u32| small.walks[p].at.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(field(0, |a| a.resume), [4, NO_POS, NO_POS, NO_POS, 5]);
+        assert_eq!(field(0, |a| a.span_end), [0, 4, 4, 4, 4]);
         // Phase 2: [OTHER, 3, END, 5, 6]: 3 resumes after rule 5; the whole list is one span.
-        assert_eq!(small.walks[1].resume, [NO_POS, 4, NO_POS, NO_POS, NO_POS]);
-        assert_eq!(small.walks[1].span_end, [5, 5, 5, 5, 5]);
+        assert_eq!(field(1, |a| a.resume), [NO_POS, 4, NO_POS, NO_POS, NO_POS]);
+        assert_eq!(field(1, |a| a.span_end), [5, 5, 5, 5, 5]);
 
         let crs = "/work/shared/data/crs";
         let src = format!("Include {crs}/crs-setup.conf.example\nInclude {crs}/rules/*.conf\nSecRuleEngine On\n");

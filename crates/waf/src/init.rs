@@ -39,6 +39,9 @@ pub(crate) enum Step {
     /// A fixed rule matched: its record (text ranges in [`Snapshot::text`]).
     Record {
         rule: usize,
+        /// The rule's severity and `log` (the replay does not read the rule).
+        severity: Option<u8>,
+        log: bool,
         msg: Range<usize>,
         logdata: Range<usize>,
         var_name: Range<usize>,
@@ -83,10 +86,10 @@ pub(crate) struct Snapshot {
     /// skip pending, the walk passes over these without reading the rules (see `Transaction::run_phase`): exactly
     /// what `Flow::passes` and `run_rule` would do, at a bit test instead of a cache miss on each rule.
     pub(crate) passable: [Vec<u64>; 5],
-    /// Per phase, a bit per position: a rule whose verdict is a match that only records it and moves the walk on
-    /// with `skipAfter` (the CRS's paranoia-level checks that skip the levels above the configured one); `jumps`
-    /// says, sorted by position, (position, index in `matches`, where the walk resumes). The walk records the match
-    /// and resumes there without reading the rule (`Transaction::replay_jump`).
+    /// Per phase, a bit per position: a `nolog` rule whose verdict is a match that only records it and moves the
+    /// walk on with `skipAfter` (the CRS's paranoia-level checks that skip the levels above the configured one);
+    /// `jumps` says, sorted by position, (position, index in `matches`, where the walk resumes). The walk records
+    /// the match and resumes there without reading the rule (`Transaction::replay_jump`).
     pub(crate) jumpable: [Vec<u64>; 5],
     pub(crate) jumps: [Vec<(u32, u32, u32)>; 5],
     /// The variables the rules of `passable` and `jumps` read: a target removal naming one of them turns both off.

@@ -307,6 +307,9 @@ const ALL_SLOTS: [Slot; SLOTS] = [
 pub(crate) struct Record<'r> {
     pub(crate) rule: &'r Rule,
     pub(crate) phase: u8,
+    /// The rule's `log` (an audit event reads it for every match; the rules themselves are mostly not touched
+    /// again once recorded: the snapshot's matches are replayed without reading them).
+    pub(crate) log: bool,
     pub(crate) msg: Range<usize>,
     pub(crate) logdata: Range<usize>,
     pub(crate) var_name: Range<usize>,
@@ -971,7 +974,7 @@ impl<'r> Transaction<'r> {
                     var_name: self.text(&r.var_name).into_owned(),
                     severity: r.rule.severity,
                     tags: r.rule.tags.clone(),
-                    log: r.rule.log,
+                    log: r.log,
                 })
                 .collect()
         })
@@ -980,7 +983,7 @@ impl<'r> Transaction<'r> {
     /// The matches that are logged (no `nolog`), in order, without building [`Transaction::matches`] (which
     /// copies every match's tags): what an audit event needs.
     pub fn logged_matches(&self) -> impl Iterator<Item = LoggedMatch<'_>> {
-        self.records.iter().filter(|r| r.rule.log).map(|r| LoggedMatch {
+        self.records.iter().filter(|r| r.log).map(|r| LoggedMatch {
             id: r.rule.id,
             msg: self.text(&r.msg),
             var_name: self.text(&r.var_name),
@@ -1277,7 +1280,7 @@ impl<'r> Transaction<'r> {
         let duration = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
         self.set_scalar_num(Scalar::Duration, duration);
         let rs = self.rs;
-        let list = rs.phases.get(usize::from(phase - 1))?;
+        let walk = rs.walks.get(usize::from(phase - 1))?;
         let use_memo = rs.memo && rs.pure.count() > 0;
         if use_memo {
             // Request data changes between phases (the body is parsed before phase 2): enumerate afresh.
@@ -1318,7 +1321,6 @@ impl<'r> Transaction<'r> {
                 tx.reserve(TX_CAPACITY);
             }
         }
-        let walk = rs.walks.get(usize::from(phase - 1))?;
         self.phase = phase;
         let snap = self.snap.clone();
         let bits = |of: fn(&init::Snapshot) -> &[Vec<u64>; 5]| {
@@ -1327,21 +1329,22 @@ impl<'r> Transaction<'r> {
         let (pass_bits, jump_bits) = (bits(|s| &s.passable), bits(|s| &s.jumpable));
         let (mut removals_seen, mut verdicts_hold) = (usize::MAX, false);
         let mut i = from;
-        while i < list.len() {
+        while i < walk.at.len() {
             if use_memo && flow.is_clear() && self.mode != EngineMode::Off {
                 // Pass over markers and pure starters known to match none of their values without touching them:
                 // for these the walk below would do nothing.
-                let end = walk.span_end.get(i).map_or(i, |&e| e as usize);
+                let at = walk.at.get(i);
+                let end = at.map_or(i, |a| a.span_end as usize);
                 if end > i {
                     // Entering a run: the whole run at once by its masks, when they allow.
-                    if let Some(&(s, n)) = walk.span_masks.get(i).filter(|m| m.1 > 0) {
+                    if let Some((s, n)) = at.map(|a| a.masks).filter(|m| m.1 > 0) {
                         let masks = walk.masks.get(s as usize..(s + n) as usize).unwrap_or_default();
                         if self.span_passes(masks) {
                             i = end;
                             continue;
                         }
                     }
-                    while i < end && self.pure_passes(walk.pure_at.get(i).copied()) {
+                    while i < end && self.pure_passes(walk.at.get(i).map(|a| (a.pure, a.group))) {
                         i += 1;
                     }
                     if i == end {
@@ -1368,7 +1371,9 @@ impl<'r> Transaction<'r> {
             // would resume after its skipAfter target): the same without reading the rule.
             if let Some(snap) = snap.as_deref().filter(|_| init::bit(jump_bits, i)) {
                 if flow.is_clear() && verdicts_hold && self.mode != EngineMode::Off {
-                    if let (Some((m, resume)), Some(&ri)) = (snap.jump(phase, i), list.get(i)) {
+                    if let (Some((m, resume)), Some(ri)) =
+                        (snap.jump(phase, i), walk.at.get(i).map(|a| a.rule as usize))
+                    {
                         // A removed rule is passed over by `run_rule` (rules are read only when some are removed).
                         let removed = !self.removed.is_empty() && rs.rules.get(ri).is_some_and(|r| self.removed(r));
                         if !removed && self.replay_jump(phase, ri, m, snap) {
@@ -1378,7 +1383,7 @@ impl<'r> Transaction<'r> {
                     }
                 }
             }
-            let Some(&ri) = list.get(i) else { break };
+            let Some(ri) = walk.at.get(i).map(|a| a.rule as usize) else { break };
             i += 1;
             let Some(rule) = rs.rules.get(ri) else { continue };
             if flow.passes(rule) {
@@ -1389,7 +1394,7 @@ impl<'r> Transaction<'r> {
             }
             // A skipAfter this rule started: resume after its target directly.
             if flow.skip == 0 && flow.skip_after.is_some() {
-                if let Some(&to) = walk.resume.get(i - 1).filter(|&&to| to != NO_POS) {
+                if let Some(to) = walk.at.get(i - 1).map(|a| a.resume).filter(|&to| to != NO_POS) {
                     flow.skip_after = None;
                     flow.skip_after_id = None;
                     i = to as usize;
@@ -1498,7 +1503,7 @@ impl<'r> Transaction<'r> {
         let Some(var_name) = found else { return ControlFlow::Continue(()) };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
-        self.push_record(Record { rule, phase, msg: msg.clone(), logdata, var_name });
+        self.push_record(Record { rule, phase, log: rule.log, msg: msg.clone(), logdata, var_name });
         match rule.disruptive_action() {
             Some(Disruptive::Allow(scope)) => {
                 self.allow = Some(*scope);
@@ -1550,13 +1555,14 @@ impl<'r> Transaction<'r> {
         let Some(var_name) = first else { return };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
-        self.push_record(Record { rule, phase, msg, logdata, var_name });
+        self.push_record(Record { rule, phase, log: rule.log, msg, logdata, var_name });
         flow.after_match(rule);
     }
 
     /// What `run_rule` and `replay_record` do for rule `ri`, a snapshot jump (see `init::Snapshot::jumps`) with
     /// match `m`, up to the walk's resuming: the matched variables and the record, without reading the rule (whose
-    /// record has no message, log data or severity). `false` (nothing done) when there is no such match.
+    /// record has no message, log data or severity, and is not logged). `false` (nothing done) when there is no
+    /// such match.
     fn replay_jump(&mut self, phase: u8, ri: usize, m: u32, snap: &init::Snapshot) -> bool {
         let Some(rule) = self.rs.rules.get(ri) else { return false };
         let found = snap.matches.get(m as usize).map_or(&[][..], Vec::as_slice);
@@ -1567,7 +1573,7 @@ impl<'r> Transaction<'r> {
         self.matched_len = 0;
         let Some(var_name) = self.replay_last_match(found) else { return false };
         let end = self.record_text.len();
-        self.records.push(Record { rule, phase, msg: end..end, logdata: end..end, var_name });
+        self.records.push(Record { rule, phase, log: false, msg: end..end, logdata: end..end, var_name });
         self.built = OnceCell::new();
         true
     }
@@ -1644,6 +1650,8 @@ impl<'r> Transaction<'r> {
                     if let Some(r) = self.records.get(records) {
                         steps.push(init::Step::Record {
                             rule: ri,
+                            severity: r.rule.severity,
+                            log: r.log,
                             msg: r.msg.clone(),
                             logdata: r.logdata.clone(),
                             var_name: r.var_name.clone(),
@@ -1751,9 +1759,10 @@ impl<'r> Transaction<'r> {
                     set(pass, i);
                     continue;
                 }
-                let resume = walk.resume.get(i).copied().unwrap_or(NO_POS);
+                let resume = walk.at.get(i).map_or(NO_POS, |a| a.resume);
                 let records_and_jumps = v != init::UNKNOWN
                     && r.only_records()
+                    && !r.log
                     && r.msg.is_none()
                     && r.logdata.is_none()
                     && r.severity.is_none()
@@ -1812,17 +1821,23 @@ impl<'r> Transaction<'r> {
         self.stores_gen += 1;
         // Commuting rules have no flow actions: this stays empty.
         let mut flow = Flow::default();
+        // The records' texts at once; each record's ranges are the snapshot's, shifted.
+        let base = self.record_text.len();
+        self.record_text.extend_from_slice(&snap.text);
+        let shift = |r: &Range<usize>| r.start + base..r.end + base;
         for step in &snap.steps {
             match step {
-                init::Step::Record { rule, msg, logdata, var_name } => {
+                init::Step::Record { rule, severity, log, msg, logdata, var_name } => {
                     let Some(rule) = rs.rules.get(*rule) else { continue };
-                    let mut copy = |r: &Range<usize>| {
-                        let start = self.record_text.len();
-                        self.record_text.extend_from_slice(snap.text.get(r.clone()).unwrap_or_default());
-                        start..self.record_text.len()
+                    let r = Record {
+                        rule,
+                        phase: 1,
+                        log: *log,
+                        msg: shift(msg),
+                        logdata: shift(logdata),
+                        var_name: shift(var_name),
                     };
-                    let (msg, logdata, var_name) = (copy(msg), copy(logdata), copy(var_name));
-                    self.push_record(Record { rule, phase: 1, msg, logdata, var_name });
+                    self.push_record_with(r, *severity);
                 }
                 init::Step::Matched => {
                     self.set_scalar_from(Scalar::MatchedVar, &snap.matched.0);
@@ -1846,6 +1861,11 @@ impl<'r> Transaction<'r> {
     /// Append a match, and lower HIGHEST_SEVERITY to the rule's severity.
     pub(crate) fn push_record(&mut self, r: Record<'r>) {
         let sev = r.rule.severity;
+        self.push_record_with(r, sev);
+    }
+
+    /// [`Transaction::push_record`] with the rule's severity known (the snapshot's replay does not read the rule).
+    fn push_record_with(&mut self, r: Record<'r>, sev: Option<u8>) {
         self.records.push(r);
         self.built = OnceCell::new();
         if let Some(sev) = sev.filter(|&s| s < self.highest_severity) {
