@@ -2745,7 +2745,11 @@ fn for_members<'a>(list: &'a [Pair], key: &Key, mut f: impl FnMut(usize, &'a Pai
         Key::Name(n, _) => {
             members.filter(|(_, (k, _))| k.len() == n.len() && k.eq_ignore_ascii_case(n)).for_each(|(i, m)| f(i, m));
         }
-        Key::Regex(..) => members.filter(|(_, (k, _))| key.matches(k)).for_each(|(i, m)| f(i, m)),
+        // Every name the key matches has its literal: shorter names (most TX names for the CRS's TX:/.../ keys) are
+        // passed over before the key's test.
+        Key::Regex(_, lit, _) => {
+            members.filter(|(_, (k, _))| k.len() >= lit.len() && key.matches(k)).for_each(|(i, m)| f(i, m));
+        }
     }
 }
 
