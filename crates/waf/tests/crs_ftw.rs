@@ -358,7 +358,11 @@ fn load_crs(setup_text: &str) -> RuleSet {
         .collect();
     rules.sort();
     files.extend(rules);
-    match RuleSet::load(&files, "") {
+    let loaded = RuleSet::load(&files, "");
+    // Read at load only: removed now, and the directory with the last of this process's files.
+    let _ = std::fs::remove_file(&files[0]);
+    let _ = std::fs::remove_dir(&dir);
+    match loaded {
         Ok(rs) => rs,
         Err(e) => panic!("CRS failed to load: {e}"),
     }
