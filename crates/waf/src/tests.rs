@@ -530,3 +530,23 @@ fn rule_fields_the_walk_reads_share_the_first_cache_lines() {
     ];
     assert!(hot.iter().all(|&end| end <= 4 * 64), "{hot:?}");
 }
+
+/// DURATION: microseconds since the transaction started, as of the phase that reads it (read from the clock only
+/// when a rule reads it): a whole number, not going back between phases.
+#[test]
+fn duration_is_the_time_since_the_transaction_started() {
+    let set = rs(r#"SecRuleEngine On
+SecRule DURATION "@ge 0" "id:1,phase:1,pass,log,setvar:tx.d1=%{DURATION}"
+SecRule DURATION "@lt 0" "id:2,phase:1,pass,log"
+SecRule DURATION "@ge %{tx.d1}" "id:3,phase:2,pass,log,setvar:tx.d2=%{DURATION}"
+"#);
+    let mut tx = set.transaction("id-1", LOCAL);
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    tx.process_request_headers(&head("GET", "/", &[]));
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    tx.process_request_body(b"");
+    assert_eq!(ids(&tx), [1, 3]);
+    let (d1, d2): (u64, u64) = (tx.var("d1").unwrap().parse().unwrap(), tx.var("d2").unwrap().parse().unwrap());
+    assert!(d1 >= 3_000, "{d1}");
+    assert!(d2 >= d1 + 2_000, "{d1} {d2}");
+}

@@ -689,6 +689,8 @@ pub struct Transaction<'r> {
     highest_severity: u8,
     record_text: Vec<u8>,
     built: OnceCell<Vec<RuleMatch>>,
+    /// DURATION in the current phase, made when first read (see `scalar`).
+    duration: OnceCell<Vec<u8>>,
     intervention: Option<Intervention>,
     allow: Option<AllowScope>,
     allow_phase: u8,
@@ -785,6 +787,7 @@ impl<'r> Transaction<'r> {
             highest_severity: 255,
             record_text: sc.record_text,
             built: OnceCell::new(),
+            duration: OnceCell::new(),
             intervention: None,
             allow: None,
             allow_phase: 0,
@@ -913,6 +916,12 @@ impl<'r> Transaction<'r> {
     }
 
     fn scalar(&self, s: Scalar) -> &[u8] {
+        if let Scalar::Duration = s {
+            return self.duration.get_or_init(|| {
+                let micros = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+                format_i64(micros, &mut [0u8; 20]).to_vec()
+            });
+        }
         self.scalars.get(s as usize).map_or(&[][..], |v| v.as_slice())
     }
 
@@ -1277,8 +1286,12 @@ impl<'r> Transaction<'r> {
             Some(AllowScope::Request) if phase <= 2 => return None,
             _ => {}
         }
-        let duration = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
-        self.set_scalar_num(Scalar::Duration, duration);
+        // DURATION as of this phase, read from the clock only if a rule reads it (the CRS does not).
+        self.duration = OnceCell::new();
+        let id = self.cache.get_mut().reserve(1);
+        if let Some(slot) = self.scalar_ids.get_mut(Scalar::Duration as usize) {
+            *slot = id;
+        }
         let rs = self.rs;
         let walk = rs.walks.get(usize::from(phase - 1))?;
         let use_memo = rs.memo && rs.pure.count() > 0;
