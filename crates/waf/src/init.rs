@@ -56,6 +56,19 @@ pub(crate) enum Step {
     RemoveTargets(Vec<(RuleSel, Arc<Target>)>),
 }
 
+/// A match of the snapshot that only records and skips (see `Snapshot::jumps`): what the walk records without the
+/// rule, in one arena (`Snapshot::jump_text`) rather than a buffer per name and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Jump {
+    /// Its position in the phase's list, and where the walk resumes.
+    pub(crate) at: u32,
+    pub(crate) resume: u32,
+    /// The first matched variable's name (the record's), and MATCHED_VAR_NAME and MATCHED_VAR after the last match.
+    pub(crate) first_name: (u32, u32),
+    pub(crate) last_name: (u32, u32),
+    pub(crate) last_value: (u32, u32),
+}
+
 /// Where an operator's macro template is: the address and length of its text in the rule set.
 pub(crate) type TemplateAt = (usize, usize);
 
@@ -88,10 +101,12 @@ pub(crate) struct Snapshot {
     pub(crate) passable: [Vec<u64>; 5],
     /// Per phase, a bit per position: a `nolog` rule whose verdict is a match that only records it and moves the
     /// walk on with `skipAfter` (the CRS's paranoia-level checks that skip the levels above the configured one);
-    /// `jumps` says, sorted by position, (position, index in `matches`, where the walk resumes). The walk records
-    /// the match and resumes there without reading the rule (`Transaction::replay_jump`).
+    /// `jumps` says, sorted by position, what the walk records for each and where it resumes. The walk records the
+    /// match and resumes there without reading the rule (`Transaction::replay_jump`).
     pub(crate) jumpable: [Vec<u64>; 5],
-    pub(crate) jumps: [Vec<(u32, u32, u32)>; 5],
+    pub(crate) jumps: [Vec<Jump>; 5],
+    /// The matched names and values the jumps record, one after the other (see `Jump`).
+    pub(crate) jump_text: Vec<u8>,
     /// The variables the rules of `passable` and `jumps` read: a target removal naming one of them turns both off.
     pub(crate) frozen_vars: Vec<crate::vars::Var>,
     /// Operator arguments whose macros read only frozen store variables (`@within %{tx.allowed_methods}`), expanded
@@ -115,12 +130,17 @@ impl Snapshot {
         self.verdicts.get(ri).copied().unwrap_or(UNKNOWN)
     }
 
-    /// The jump at position `i` of phase `phase`'s list (see `jumps`): the match and where the walk resumes.
-    pub(crate) fn jump(&self, phase: u8, i: usize) -> Option<(u32, u32)> {
+    /// The jump at position `i` of phase `phase`'s list (see `jumps`).
+    pub(crate) fn jump(&self, phase: u8, i: usize) -> Option<&Jump> {
         let jumps = self.jumps.get(usize::from(phase.wrapping_sub(1)))?;
         let i = u32::try_from(i).ok()?;
-        let at = jumps.binary_search_by_key(&i, |j| j.0).ok()?;
-        jumps.get(at).map(|j| (j.1, j.2))
+        let at = jumps.binary_search_by_key(&i, |j| j.at).ok()?;
+        jumps.get(at)
+    }
+
+    /// A jump's text (a range of `jump_text`).
+    pub(crate) fn jump_text(&self, r: (u32, u32)) -> &[u8] {
+        self.jump_text.get(r.0 as usize..r.1 as usize).unwrap_or_default()
     }
 
     /// The frozen expansion of operator template `t` (see `args`).

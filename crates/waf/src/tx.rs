@@ -1384,13 +1384,11 @@ impl<'r> Transaction<'r> {
             // would resume after its skipAfter target): the same without reading the rule.
             if let Some(snap) = snap.as_deref().filter(|_| init::bit(jump_bits, i)) {
                 if flow.is_clear() && verdicts_hold && self.mode != EngineMode::Off {
-                    if let (Some((m, resume)), Some(ri)) =
-                        (snap.jump(phase, i), walk.at.get(i).map(|a| a.rule as usize))
-                    {
+                    if let (Some(jump), Some(ri)) = (snap.jump(phase, i), walk.at.get(i).map(|a| a.rule as usize)) {
                         // A removed rule is passed over by `run_rule` (rules are read only when some are removed).
                         let removed = !self.removed.is_empty() && rs.rules.get(ri).is_some_and(|r| self.removed(r));
-                        if !removed && self.replay_jump(phase, ri, m, snap) {
-                            i = resume as usize;
+                        if !removed && self.replay_jump(phase, ri, jump, snap) {
+                            i = jump.resume as usize;
                             continue;
                         }
                     }
@@ -1558,7 +1556,9 @@ impl<'r> Transaction<'r> {
         if rule.msg.is_none() && rule.logdata.is_none() {
             // Nothing reads this rule's MATCHED_VARS (the next rule starts a new list; no expansion follows), and
             // only the last match's MATCHED_VAR and MATCHED_VAR_NAME remain.
-            first = self.replay_last_match(found);
+            if let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) {
+                first = Some(self.replay_last_match(name, last_name, last_value));
+            }
         } else {
             for (name, value) in found {
                 self.note_match(name, value, &mut first);
@@ -1572,19 +1572,15 @@ impl<'r> Transaction<'r> {
         flow.after_match(rule);
     }
 
-    /// What `run_rule` and `replay_record` do for rule `ri`, a snapshot jump (see `init::Snapshot::jumps`) with
-    /// match `m`, up to the walk's resuming: the matched variables and the record, without reading the rule (whose
-    /// record has no message, log data or severity, and is not logged). `false` (nothing done) when there is no
-    /// such match.
-    fn replay_jump(&mut self, phase: u8, ri: usize, m: u32, snap: &init::Snapshot) -> bool {
+    /// What `run_rule` and `replay_record` do for rule `ri`, a snapshot jump (see `init::Snapshot::jumps`), up
+    /// to the walk's resuming: the matched variables and the record, without reading the rule (whose record has no
+    /// message, log data or severity, and is not logged). `false` (nothing done) when there is no such rule.
+    fn replay_jump(&mut self, phase: u8, ri: usize, jump: &init::Jump, snap: &init::Snapshot) -> bool {
         let Some(rule) = self.rs.rules.get(ri) else { return false };
-        let found = snap.matches.get(m as usize).map_or(&[][..], Vec::as_slice);
-        if found.is_empty() {
-            return false;
-        }
         self.current = Some(rule);
         self.matched_len = 0;
-        let Some(var_name) = self.replay_last_match(found) else { return false };
+        let text = |r| snap.jump_text(r);
+        let var_name = self.replay_last_match(text(jump.first_name), text(jump.last_name), text(jump.last_value));
         let end = self.record_text.len();
         self.records.push(Record { rule, phase, log: false, msg: end..end, logdata: end..end, var_name });
         self.built = OnceCell::new();
@@ -1592,14 +1588,13 @@ impl<'r> Transaction<'r> {
     }
 
     /// A replayed match whose MATCHED_VARS nothing reads: the first matched name into `record_text` (its range),
-    /// and MATCHED_VAR / MATCHED_VAR_NAME of the last match. `None` for no match.
-    fn replay_last_match(&mut self, found: &[(Vec<u8>, Vec<u8>)]) -> Option<Range<usize>> {
-        let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) else { return None };
+    /// and MATCHED_VAR / MATCHED_VAR_NAME of the last match.
+    fn replay_last_match(&mut self, first_name: &[u8], last_name: &[u8], last_value: &[u8]) -> Range<usize> {
         let start = self.record_text.len();
-        self.record_text.extend_from_slice(name);
+        self.record_text.extend_from_slice(first_name);
         self.set_scalar_from(Scalar::MatchedVar, last_value);
         self.set_scalar_from(Scalar::MatchedVarName, last_name);
-        Some(start..start + name.len())
+        start..start + first_name.len()
     }
 
     /// The snapshot of phase 1's request-independent start (`init`) that applies to this transaction, if any.
@@ -1748,7 +1743,8 @@ impl<'r> Transaction<'r> {
         };
         let mut passable: [Vec<u64>; 5] = Default::default();
         let mut jumpable: [Vec<u64>; 5] = Default::default();
-        let mut jumps: [Vec<(u32, u32, u32)>; 5] = Default::default();
+        let mut jumps: [Vec<init::Jump>; 5] = Default::default();
+        let mut jump_text = Vec::new();
         let mut frozen_vars = Vec::new();
         for (p, (list, walk)) in rs.phases.iter().zip(&rs.walks).enumerate() {
             let (Some(pass), Some(jumpable), Some(jumps)) =
@@ -1782,10 +1778,19 @@ impl<'r> Transaction<'r> {
                     && r.skip == 0
                     && r.skip_after.is_some()
                     && resume != NO_POS;
-                if let (true, Ok(at)) = (records_and_jumps, u32::try_from(i)) {
+                let found = matches.get(v as usize).map_or(&[][..], Vec::as_slice);
+                if let (true, Ok(at), Some((first, _)), Some((last_name, last_value))) =
+                    (records_and_jumps, u32::try_from(i), found.first(), found.last())
+                {
+                    let mut add = |b: &[u8]| {
+                        let start = u32::try_from(jump_text.len()).unwrap_or(u32::MAX);
+                        jump_text.extend_from_slice(b);
+                        (start, u32::try_from(jump_text.len()).unwrap_or(u32::MAX))
+                    };
+                    let (first_name, last_name, last_value) = (add(first), add(last_name), add(last_value));
                     reads();
                     set(jumpable, i);
-                    jumps.push((at, v, resume));
+                    jumps.push(init::Jump { at, resume, first_name, last_name, last_value });
                 }
             }
         }
@@ -1793,6 +1798,7 @@ impl<'r> Transaction<'r> {
             passable,
             jumpable,
             jumps,
+            jump_text,
             frozen_vars,
             steps,
             stores: std::mem::take(&mut self.stores),
