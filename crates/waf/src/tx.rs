@@ -2021,22 +2021,28 @@ impl<'r> Transaction<'r> {
                     Var::Coll(_) => self.values(t, &mut |v| push(&v.value, v.id)),
                 }
                 *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
-                // The target's summary: which pure rules may match one of its values (see `Memo::or_maybe`).
-                if let Some(maybe) = tmaybe.get_mut(ti as usize * words..(ti as usize + 1) * words) {
-                    maybe.fill(0);
-                    for &(e, _) in vals.get(start..).unwrap_or_default() {
-                        if e == memo::NO_ENTRY {
-                            maybe.fill(u64::MAX);
-                            break;
-                        }
-                        m.or_maybe(e, maybe);
-                    }
-                    let reading = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words);
-                    maybe.iter_mut().zip(reading.unwrap_or_default()).for_each(|(m, r)| *m &= r);
-                }
+                // The target's summary: which pure rules may match one of its values (see `Memo::or_maybe`), and the
+                // union. A target without values (an absent header, no body) adds nothing to the union.
                 let (rows, union_row) = tmaybe.split_at_mut(union);
-                let row = rows.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
-                union_row.iter_mut().zip(row).for_each(|(u, r)| *u |= r);
+                let Some(maybe) = rows.get_mut(ti as usize * words..(ti as usize + 1) * words) else {
+                    // No row (cannot happen: `tmaybe` has one per target): every rule may match.
+                    union_row.fill(u64::MAX);
+                    continue;
+                };
+                maybe.fill(0);
+                if vals.len() == start {
+                    continue;
+                }
+                for &(e, _) in vals.get(start..).unwrap_or_default() {
+                    if e == memo::NO_ENTRY {
+                        maybe.fill(u64::MAX);
+                        break;
+                    }
+                    m.or_maybe(e, maybe);
+                }
+                let reading = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words);
+                maybe.iter_mut().zip(reading.unwrap_or_default()).for_each(|(m, r)| *m &= r);
+                union_row.iter_mut().zip(maybe.iter()).for_each(|(u, r)| *u |= r);
             }
         });
         self.target_maybe = tmaybe;
