@@ -61,8 +61,8 @@ impl ByteRule {
         t
     }
 
-    /// Fill `known`, a new memo row's "evaluated" bits (the "matched" bits stay 0), with the rules `value` rules
-    /// out: the filtered rules none of its bytes keeps in play.
+    /// Fill `known`, a new memo row's "evaluated" bits, with the rules `value` rules out (known not to match): the
+    /// filtered rules none of its bytes keeps in play.
     fn rule_out(&self, value: &[u8], known: &mut [u64]) {
         if self.words != known.len() {
             return;
@@ -102,7 +102,8 @@ pub(crate) struct Memo {
     index: HashMap<u64, u32, foldhash::fast::RandomState>,
     next: Vec<u32>,
     keys: Vec<Box<[u8]>>,
-    /// Per entry: `words` words of "known" bits, then `words` words of "matched" bits.
+    /// Per entry: `words` words of "known" bits (evaluated), then `words` words of "maybe" bits (matched, or not
+    /// evaluated yet: what a target's summary ORs, one word per word, see `or_maybe`).
     bits: Vec<u64>,
     /// Sum of the remembered values' lengths.
     key_bytes: usize,
@@ -208,8 +209,11 @@ impl Memo {
         self.keys.push(value.into());
         let base = self.bits.len();
         self.bits.resize(base + 2 * self.words, 0);
-        if let Some(known) = self.bits.get_mut(base..base + self.words) {
+        let (known, maybe) = self.bits.split_at_mut(base + self.words);
+        if let Some(known) = known.get_mut(base..) {
             bytes.rule_out(value, known);
+            // Every rule not ruled out may match.
+            maybe.iter_mut().zip(known.iter()).for_each(|(m, k)| *m = !k);
         }
         new
     }
@@ -232,6 +236,7 @@ impl Memo {
     pub(crate) fn get(&self, entry: u32, rule: u32) -> Option<bool> {
         let (w, bit) = self.word(entry, rule);
         let known = self.bits.get(w).copied().unwrap_or(0) & bit != 0;
+        // Known: "maybe" is "matched".
         known.then(|| self.bits.get(w + self.words).copied().unwrap_or(0) & bit != 0)
     }
 
@@ -239,15 +244,11 @@ impl Memo {
     /// yet: a rule left 0 over all of a group's values is known to match none of them.
     pub(crate) fn or_maybe(&self, entry: u32, maybe: &mut [u64]) {
         let base = entry as usize * 2 * self.words;
-        let (Some(known), Some(hit)) =
-            (self.bits.get(base..base + self.words), self.bits.get(base + self.words..base + 2 * self.words))
-        else {
+        let Some(row) = self.bits.get(base + self.words..base + 2 * self.words) else {
             maybe.fill(u64::MAX);
             return;
         };
-        for ((m, k), h) in maybe.iter_mut().zip(known).zip(hit) {
-            *m |= h | !k;
-        }
+        maybe.iter_mut().zip(row).for_each(|(m, r)| *m |= r);
     }
 
     #[cfg(test)]
@@ -261,9 +262,11 @@ impl Memo {
         if let Some(k) = self.bits.get_mut(w) {
             *k |= bit;
         }
-        if matched {
-            if let Some(m) = self.bits.get_mut(w + words) {
+        if let Some(m) = self.bits.get_mut(w + words) {
+            if matched {
                 *m |= bit;
+            } else {
+                *m &= !bit;
             }
         }
     }
