@@ -70,8 +70,8 @@ pub(crate) struct PurePlan {
     pub(crate) phase_targets: [Vec<u32>; 5],
     pub(crate) phase_groups: [Vec<u32>; 5],
     /// Per target, a row of one bit per pure rule (as the memo's rows): the rules whose group reads the target. A
-    /// target's summary keeps only these (a value's row says "not evaluated yet" for every rule that never looks
-    /// at it), so the union of a phase's summaries answers for a group exactly what its targets' rows would.
+    /// target adds only these to the phase's row (a value's memo row says "not evaluated yet" for every rule that
+    /// never looks at it), so the phase's row answers for a group exactly what its own targets' values would.
     pub(crate) target_rules: Vec<u64>,
 }
 
@@ -163,13 +163,13 @@ pub(crate) const NO_POS: u32 = u32::MAX;
 ///   or rule with that id; the list's end when there is none), where [`crate::tx::Flow::passes`] would resume;
 ///   [`NO_POS`] for other positions;
 /// - `span_end`: the end of the run of pure starters and markers that starts at a position (the position itself
-///   when its rule is neither): with no skip pending, markers do nothing and a pure starter whose group summary
-///   says none of its values can match does nothing either (`Transaction::may_match`);
+///   when its rule is neither): with no skip pending, markers do nothing and a pure starter none of whose group's
+///   values can match does nothing either (`Transaction::may_match`);
 /// - `pure`, `group`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other
 ///   rules);
 /// - `masks`: for a position where a walk enters a run (its start, or just after a marker in it: where a
 ///   `skipAfter` resumes), the run's pure rules from there to its end as bits per (group, row word), a range of
-///   `masks`: the run is passed over whole when none of those bits is set in its groups' target summaries.
+///   `masks`: the run is passed over whole when none of those bits is set in the phase's row.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
     pub(crate) at: Vec<At>,

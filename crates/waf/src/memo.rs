@@ -103,7 +103,7 @@ pub(crate) struct Memo {
     next: Vec<u32>,
     keys: Vec<Box<[u8]>>,
     /// Per entry: `words` words of "known" bits (evaluated), then `words` words of "maybe" bits (matched, or not
-    /// evaluated yet: what a target's summary ORs, one word per word, see `or_maybe`).
+    /// evaluated yet: what a phase's row ORs, one word per word, see `or_maybe`).
     bits: Vec<u64>,
     /// Sum of the remembered values' lengths.
     key_bytes: usize,
@@ -240,15 +240,15 @@ impl Memo {
         known.then(|| self.bits.get(w + self.words).copied().unwrap_or(0) & bit != 0)
     }
 
-    /// OR into `maybe` (one bit per pure rule) the rules that matched the entry's value or were not evaluated on it
-    /// yet: a rule left 0 over all of a group's values is known to match none of them.
-    pub(crate) fn or_maybe(&self, entry: u32, maybe: &mut [u64]) {
+    /// OR into `out` (one bit per pure rule) the rules of `mask` that matched the entry's value or were not evaluated
+    /// on it yet (all of `mask` for [`NO_ENTRY`]): a rule left 0 over all of a group's values is known to match none
+    /// of them.
+    pub(crate) fn or_maybe(&self, entry: u32, mask: &[u64], out: &mut [u64]) {
         let base = entry as usize * 2 * self.words;
-        let Some(row) = self.bits.get(base + self.words..base + 2 * self.words) else {
-            maybe.fill(u64::MAX);
-            return;
-        };
-        maybe.iter_mut().zip(row).for_each(|(m, r)| *m |= r);
+        match self.bits.get(base + self.words..base + 2 * self.words) {
+            Some(row) => out.iter_mut().zip(row).zip(mask).for_each(|((o, r), m)| *o |= r & m),
+            None => out.iter_mut().zip(mask).for_each(|(o, m)| *o |= m),
+        }
     }
 
     #[cfg(test)]
@@ -288,12 +288,21 @@ mod tests {
         m.set(a, 3, false);
         assert_eq!((m.get(a, 129), m.get(a, 3), m.get(b, 129)), (Some(true), Some(false), None));
         assert_eq!(m.key(b), b"books");
+        let all = vec![u64::MAX; m.words()];
         let mut maybe = vec![0u64; m.words()];
-        m.or_maybe(a, &mut maybe);
+        m.or_maybe(a, &all, &mut maybe);
         // Rule 3 is known not to match; 129 matched; every other rule is unknown.
         assert_eq!(maybe[0] & (1 << 3), 0);
         assert_ne!(maybe[2] & (1 << 1), 0);
         assert_ne!(maybe[0] & (1 << 4), 0);
+        // Only the rules of the mask are added; a value the memo could not keep adds all of them.
+        let mask = [1u64 << 4 | 1 << 3, 0, 1 << 1];
+        let mut maybe = vec![0u64; m.words()];
+        m.or_maybe(a, &mask, &mut maybe);
+        assert_eq!(maybe, [1 << 4, 0, 1 << 1]);
+        let mut maybe = vec![0u64; m.words()];
+        m.or_maybe(NO_ENTRY, &mask, &mut maybe);
+        assert_eq!(maybe, mask);
         assert_eq!(m.entry_t(&vec![b'x'; MAX_VALUE + 1]), NO_ENTRY);
     }
 

@@ -540,7 +540,7 @@ struct Scratch {
     pure_vals: Vec<(u32, u32)>,
     entry_of_id: Vec<u32>,
     target_spans: Vec<(u32, u32)>,
-    target_maybe: Vec<u64>,
+    phase_maybe: Vec<u64>,
     group_ready: Vec<bool>,
     matched_bytes: Vec<u8>,
     matched_buf: Vec<Matched>,
@@ -606,7 +606,7 @@ impl Scratch {
             &mut self.pure_vals,
             &mut self.entry_of_id,
             &mut self.target_spans,
-            &mut self.target_maybe,
+            &mut self.phase_maybe,
             &mut self.group_ready,
             &mut self.matched_bytes,
             &mut self.matched_buf,
@@ -631,12 +631,7 @@ impl Scratch {
         if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values > SCRATCH_MAX_BYTES {
             return;
         }
-        // Kept filled: a target's row is read only while the target is enumerated in the phase, which writes it
-        // (`group_word_has`), so rows left from the last transaction are never read; refilling the whole buffer
-        // with "unknown" on every request cost ~2,000 instructions.
-        let rows = std::mem::take(&mut self.target_maybe);
         self.buffers().into_iter().for_each(|b| b.empty());
-        self.target_maybe = rows;
         self.initial.iter_mut().for_each(Store::clear);
         let _ = SCRATCH.try_with(|p| {
             let mut p = p.borrow_mut();
@@ -703,10 +698,10 @@ pub struct Transaction<'r> {
     /// This phase's values of each target of pure-rule groups (see `memo`, `PurePlan::targets`): (start, len) in
     /// `pure_vals`, or unset.
     target_spans: Vec<(u32, u32)>,
-    /// Per target (as many words as the memo's rows): the pure rules that may match one of its values, as the memo
-    /// knew when the target was enumerated in this phase. One row more after the targets': the union
-    /// of the rows of the targets enumerated in this phase.
-    target_maybe: Vec<u64>,
+    /// The pure rules that may match one of the values of the targets enumerated in this phase, as the memo knew
+    /// when each target was enumerated (a row of as many words as the memo's; each target adds only the rules
+    /// whose group reads it, `PurePlan::target_rules`).
+    phase_maybe: Vec<u64>,
     /// Whether each group's targets were all enumerated in this phase.
     group_ready: Vec<bool>,
     /// The phase being walked (0 outside a walk), and whether its targets were all enumerated at once yet (see
@@ -795,7 +790,7 @@ impl<'r> Transaction<'r> {
             cache: RefCell::new(TCache::new(rs.tnodes, sc.rows, sc.cells, sc.unchanged)),
             extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
             target_spans: sc.target_spans,
-            target_maybe: sc.target_maybe,
+            phase_maybe: sc.phase_maybe,
             group_ready: sc.group_ready,
             phase: 0,
             batched: false,
@@ -876,7 +871,6 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Number the members of a collection that was just (re)filled.
     /// The collection numbered in `slot`.
     fn collection_mut(&mut self, slot: Slot) -> &mut Vec<Pair> {
         match slot {
@@ -907,6 +901,7 @@ impl<'r> Transaction<'r> {
         self.renumber(slot);
     }
 
+    /// Number the members of a collection that was just (re)filled.
     fn renumber(&mut self, slot: Slot) {
         let len = self.collection_mut(slot).len();
         let base = self.cache.get_mut().reserve(len);
@@ -1302,11 +1297,8 @@ impl<'r> Transaction<'r> {
             self.group_ready.clear();
             self.group_ready.resize(rs.pure.group_targets.len(), false);
             self.batched = false;
-            let (words, union) = (memo::row_words(rs.pure.count()), rs.pure.targets.len());
-            self.target_maybe.resize((union + 1) * words, u64::MAX);
-            if let Some(row) = self.target_maybe.get_mut(union * words..) {
-                row.fill(0);
-            }
+            self.phase_maybe.clear();
+            self.phase_maybe.resize(memo::row_words(rs.pure.count()), 0);
             self.pure_vals.clear();
             // Memo entries of values numbered in an earlier phase stay valid while the memo keeps its entries
             // (generations are unique in the process, so a transaction moved to another thread starts afresh).
@@ -1343,7 +1335,9 @@ impl<'r> Transaction<'r> {
         let (mut removals_seen, mut verdicts_hold) = (usize::MAX, false);
         let mut i = from;
         while i < walk.at.len() {
-            if use_memo && flow.is_clear() && self.mode != EngineMode::Off {
+            // No skip pending and the engine on: what the shortcuts below take for granted.
+            let quiet = flow.is_clear() && self.mode != EngineMode::Off;
+            if use_memo && quiet {
                 // Pass over markers and pure starters known to match none of their values without touching them:
                 // for these the walk below would do nothing.
                 let at = walk.at.get(i);
@@ -1376,21 +1370,19 @@ impl<'r> Transaction<'r> {
             }
             // Markers and rules the snapshot knows match nothing: passed over without reading them (`run_rule` would
             // return at once: the engine is on and no skip is pending).
-            if init::bit(pass_bits, i) && flow.is_clear() && verdicts_hold && self.mode != EngineMode::Off {
+            if quiet && verdicts_hold && init::bit(pass_bits, i) {
                 i = init::pass_from(pass_bits, i);
                 continue;
             }
             // A match the snapshot knows that only records and skips (`run_rule` would replay it, then the walk
             // would resume after its skipAfter target): the same without reading the rule.
-            if let Some(snap) = snap.as_deref().filter(|_| init::bit(jump_bits, i)) {
-                if flow.is_clear() && verdicts_hold && self.mode != EngineMode::Off {
-                    if let (Some(jump), Some(ri)) = (snap.jump(phase, i), walk.at.get(i).map(|a| a.rule as usize)) {
-                        // A removed rule is passed over by `run_rule` (rules are read only when some are removed).
-                        let removed = !self.removed.is_empty() && rs.rules.get(ri).is_some_and(|r| self.removed(r));
-                        if !removed && self.replay_jump(phase, ri, jump, snap) {
-                            i = jump.resume as usize;
-                            continue;
-                        }
+            if let Some(snap) = snap.as_deref().filter(|_| quiet && verdicts_hold && init::bit(jump_bits, i)) {
+                if let (Some(jump), Some(ri)) = (snap.jump(phase, i), walk.at.get(i).map(|a| a.rule as usize)) {
+                    // A removed rule is passed over by `run_rule` (rules are read only when some are removed).
+                    let removed = !self.removed.is_empty() && rs.rules.get(ri).is_some_and(|r| self.removed(r));
+                    if !removed && self.replay_jump(phase, ri, jump, snap) {
+                        i = jump.resume as usize;
+                        continue;
                     }
                 }
             }
@@ -1418,7 +1410,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// Whether the walk may pass over the rule at a position of a pure span: a marker (no skip is pending), or a pure
-    /// starter whose group summary says none of its values can match (what `may_match` would answer first).
+    /// starter none of whose group's values may match (what `may_match` would answer first).
     fn pure_passes(&mut self, at: Option<(u32, u32)>) -> bool {
         let Some((p, g)) = at else { return false };
         if p == NOT_PURE {
@@ -1427,39 +1419,27 @@ impl<'r> Transaction<'r> {
         self.group_enumerated(g) && !self.group_may(g, p)
     }
 
-    /// Whether none of a run's pure rules may match (see `compile::Walk::span_masks`): for each (group, word, bits),
-    /// no bit is set in the word of the group's target summaries. What `pure_passes` would answer for every rule
-    /// of the run, a word test per (group, target) rather than per (rule, target).
+    /// Whether none of a run's pure rules may match (see `compile::At::masks`): for each (group, word, bits), the
+    /// group is ready and none of the bits is set in that word of the phase's row. What `pure_passes` would answer
+    /// for every rule of the run, a word test per (group, word) rather than one per rule.
     fn span_passes(&mut self, masks: &[(u32, u32, u64)]) -> bool {
         masks.iter().all(|&(g, w, bits)| self.group_enumerated(g) && !self.group_word_has(g, w as usize, bits))
     }
 
-    /// Whether one of group `g`'s targets (all enumerated) has pure rule `p` in its summary: a value the rule
-    /// matched or was not evaluated on yet. A bit test per target rather than a summary per group: a group is
-    /// asked about few of its rules, and groups share most of their targets.
+    /// Whether pure rule `p` of group `g` may match one of the group's values: one it matched or was not evaluated
+    /// on yet.
     #[inline]
     fn group_may(&self, g: u32, p: u32) -> bool {
         self.group_word_has(g, (p / 64) as usize, 1u64 << (p % 64))
     }
 
-    /// Whether one of group `g`'s target summaries has one of `bits` in row word `w` (unknown: yes). A target not
-    /// enumerated in this phase counts as unknown: its row is from an earlier phase or transaction.
+    /// Whether one of group `g`'s rules among `bits` (row word `w`) may match one of the group's values; yes when
+    /// the group is not ready. A ready group's targets all added their values to the phase's row, and a target
+    /// adds only the rules whose group reads it: the row's word answers for the group exactly.
     #[inline]
     fn group_word_has(&self, g: u32, w: usize, bits: u64) -> bool {
-        let words = memo::row_words(self.rs.pure.count());
-        // A ready group's targets are all in the union of this phase's rows, and a rule's bit is set only in the rows
-        // of the targets its group reads (`PurePlan::target_rules`): the union answers exactly, one word instead of
-        // a row per target.
-        if self.group_ready.get(g as usize).copied().unwrap_or(false) {
-            let union = self.rs.pure.targets.len() * words + w;
-            return self.target_maybe.get(union).is_none_or(|m| m & bits != 0);
-        }
-        self.rs.pure.group_targets.get(g as usize).is_none_or(|targets| {
-            targets.iter().any(|&t| {
-                self.target_spans.get(t as usize).is_none_or(|s| s.0 == UNSET)
-                    || self.target_maybe.get(t as usize * words + w).is_none_or(|m| m & bits != 0)
-            })
-        })
+        !self.group_ready.get(g as usize).copied().unwrap_or(false)
+            || self.phase_maybe.get(w).is_none_or(|m| m & bits != 0)
     }
 
     /// Whether every target of group `g` is enumerated in this phase (enumerating them now if needed); `false` when
@@ -1902,7 +1882,7 @@ impl<'r> Transaction<'r> {
         if !self.group_enumerated(g) {
             return true;
         }
-        // The targets' summaries, made when they were enumerated: no bit means every value is known not to match.
+        // The phase's row, made as the targets were enumerated: no bit means every value is known not to match.
         if !self.group_may(g, p) {
             return false;
         }
@@ -1933,9 +1913,9 @@ impl<'r> Transaction<'r> {
         })
     }
 
-    /// Make group `g`'s summary for this phase on first use: its targets' values (each target enumerated once per
-    /// phase, whichever group needs it first) and the union of their summaries. `None` when the plan is
-    /// inconsistent (the caller then evaluates normally).
+    /// Make group `g` ready for this phase on first use: its targets' values enumerated (each target once per phase,
+    /// whichever group needs it first) and added to the phase's row. `None` when the plan is inconsistent (the
+    /// caller then evaluates normally).
     fn enumerate_group(&mut self, g: u32) -> Option<()> {
         let rs = self.rs;
         let phase = usize::from(self.phase.wrapping_sub(1));
@@ -1944,16 +1924,13 @@ impl<'r> Transaction<'r> {
             (rs.pure.phase_targets.get(phase), rs.pure.phase_groups.get(phase), self.batched)
         {
             self.batched = true;
+            // The phase's targets are its groups' targets: every group of the phase is ready (when the plan is
+            // inconsistent, each group is checked below when it is asked about).
             if self.enumerate_targets(all) {
-                // The phase's targets are its groups' targets: every group of the phase is ready.
                 for &h in groups {
                     if let Some(r) = self.group_ready.get_mut(h as usize) {
                         *r = true;
                     }
-                }
-            } else {
-                for &h in groups {
-                    self.mark_ready_if_enumerated(h);
                 }
             }
         }
@@ -1974,19 +1951,20 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Enumerate the targets of `targets` not enumerated yet in this phase: their values (memo entries) and
-    /// summaries, also added to the phase's union row. Whether every target of `targets` is enumerated now (`false`
-    /// only when the plan is inconsistent).
+    /// Enumerate the targets of `targets` not enumerated yet in this phase: their values (memo entries), added to
+    /// the phase's row. Whether every target of `targets` is enumerated now (`false` only when the plan is
+    /// inconsistent).
     fn enumerate_targets(&mut self, targets: &[u32]) -> bool {
         let rs = self.rs;
         let words = memo::row_words(rs.pure.count());
         let mut vals = std::mem::take(&mut self.pure_vals);
         let mut ids = std::mem::take(&mut self.entry_of_id);
         let mut spans = std::mem::take(&mut self.target_spans);
-        let mut tmaybe = std::mem::take(&mut self.target_maybe);
-        let union = rs.pure.targets.len() * words;
-        if tmaybe.len() != union + words {
-            tmaybe.resize(union + words, u64::MAX);
+        let mut row = std::mem::take(&mut self.phase_maybe);
+        if row.len() != words {
+            // Not made at the phase's start (cannot happen): every rule may match.
+            row.clear();
+            row.resize(words, u64::MAX);
         }
         let mut complete = true;
         memo::with(rs.id, rs.pure.count(), |m| {
@@ -2021,31 +1999,18 @@ impl<'r> Transaction<'r> {
                     Var::Coll(_) => self.values(t, &mut |v| push(&v.value, v.id)),
                 }
                 *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
-                // The target's summary: which pure rules may match one of its values (see `Memo::or_maybe`), and the
-                // union. A target without values (an absent header, no body) adds nothing to the union.
-                let (rows, union_row) = tmaybe.split_at_mut(union);
-                let Some(maybe) = rows.get_mut(ti as usize * words..(ti as usize + 1) * words) else {
-                    // No row (cannot happen: `tmaybe` has one per target): every rule may match.
-                    union_row.fill(u64::MAX);
+                // Which of the rules reading this target may match one of its values (see `Memo::or_maybe`).
+                let Some(reading) = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words) else {
+                    // No row of readers (cannot happen): every rule may match.
+                    row.fill(u64::MAX);
                     continue;
                 };
-                maybe.fill(0);
-                if vals.len() == start {
-                    continue;
-                }
                 for &(e, _) in vals.get(start..).unwrap_or_default() {
-                    if e == memo::NO_ENTRY {
-                        maybe.fill(u64::MAX);
-                        break;
-                    }
-                    m.or_maybe(e, maybe);
+                    m.or_maybe(e, reading, &mut row);
                 }
-                let reading = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words);
-                maybe.iter_mut().zip(reading.unwrap_or_default()).for_each(|(m, r)| *m &= r);
-                union_row.iter_mut().zip(maybe.iter()).for_each(|(u, r)| *u |= r);
             }
         });
-        self.target_maybe = tmaybe;
+        self.phase_maybe = row;
         self.target_spans = spans;
         self.pure_vals = vals;
         self.entry_of_id = ids;
@@ -2706,7 +2671,7 @@ impl Drop for Transaction<'_> {
             pure_vals: std::mem::take(&mut self.pure_vals),
             entry_of_id: std::mem::take(&mut self.entry_of_id),
             target_spans: std::mem::take(&mut self.target_spans),
-            target_maybe: std::mem::take(&mut self.target_maybe),
+            phase_maybe: std::mem::take(&mut self.phase_maybe),
             group_ready: std::mem::take(&mut self.group_ready),
             matched_bytes: std::mem::take(&mut self.matched_bytes),
             matched_buf: std::mem::take(&mut self.matched_buf),
@@ -3229,11 +3194,11 @@ SecRule TX:limit "@ge 0" "id:16,phase:2,pass,log,msg:'m %{MATCHED_VAR}',setvar:t
         send::<crate::OwnedTransaction>();
     }
 
-    /// A phase's union of target summaries has a rule's bit only from the targets its group reads. Once a request
-    /// evaluated both rules on their values, the next like it finds neither in the union: a value's memo row stays
-    /// "not evaluated" for the rule that never reads it, which must not count as "may match" there.
+    /// A phase's row has a rule's bit only from the targets its group reads. Once a request evaluated both rules
+    /// on their values, the next like it finds neither in the row: a value's memo row stays "not evaluated" for the
+    /// rule that never reads it, which must not count as "may match" there.
     #[test]
-    fn the_phase_union_keeps_each_rule_to_the_targets_it_reads() {
+    fn the_phase_row_keeps_each_rule_to_the_targets_it_reads() {
         let src = r#"
 SecRuleEngine On
 SecRule ARGS "@rx attack" "id:1,phase:2,pass,log"
@@ -3251,9 +3216,7 @@ SecRule REQUEST_HEADERS:User-Agent "@rx evil" "id:2,phase:2,pass,log"
             };
             assert!(tx.process_request_headers(&head).is_none());
             assert!(tx.process_request_body(b"").is_none());
-            let words = memo::row_words(rs.pure.count());
-            let union = tx.target_maybe.get(rs.pure.targets.len() * words..).unwrap_or_default().to_vec();
-            (union, tx.matches().iter().map(|m| m.id).collect::<Vec<_>>())
+            (tx.phase_maybe.clone(), tx.matches().iter().map(|m| m.id).collect::<Vec<_>>())
         };
         assert_eq!(run(b"curl").1, Vec::<u32>::new());
         assert_eq!(run(b"curl"), (vec![0], vec![]));
