@@ -8,7 +8,6 @@
 //! rule sets per thread); the memo only shortens evaluation, it never changes a verdict.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 
 /// No entry: the value is too long to remember or the memo is full (the caller evaluates normally).
@@ -98,19 +97,30 @@ pub(crate) struct Memo {
     /// 64-bit words per bit row (one bit per pure rule).
     words: usize,
     hasher: foldhash::fast::RandomState,
-    /// Hash of the bytes to the newest entry with that hash; older ones follow `next`.
-    index: HashMap<u64, u32, foldhash::fast::RandomState>,
-    next: Vec<u32>,
-    keys: Vec<Box<[u8]>>,
-    /// Per entry: `words` words of "known" bits (evaluated), then `words` words of "maybe" bits (matched, or not
-    /// evaluated yet: what a phase's row ORs, one word per word, see `or_maybe`).
-    bits: Vec<u64>,
+    /// Open-addressed index (linear probing, a power of two long, at most half full): per slot 0 (empty) or the
+    /// high 32 bits of an entry's hash and its number plus one. A lookup reads one slot's cache line, then the
+    /// entry.
+    slots: Vec<u64>,
+    /// The entries, each in one piece so that a lookup and the phase's row touch as few cache lines as possible:
+    /// the 64-bit hash, the value's length (64 bits), `words` words of "known" bits (evaluated), `words` words of
+    /// "maybe" bits (matched, or not evaluated yet: what a phase's row ORs, see `or_maybe`), then the value's bytes
+    /// padded to whole words; words little-endian. An entry's number is its first byte's offset.
+    data: Vec<u8>,
+    /// Entries remembered.
+    count: usize,
     /// Sum of the remembered values' lengths.
     key_bytes: usize,
     /// Changed whenever entries are dropped, so a transaction never keeps a stale entry number across phases;
     /// unique in the process (from [`next_generation`]), so one memo's entry numbers are never taken for another's.
     pub(crate) generation: u64,
 }
+
+/// Bytes before an entry's bit rows: its hash and its value's length.
+const HEAD: usize = 16;
+/// Row words a new entry's "known" bits are made in on the stack (rows are ~4 words for the CRS).
+const ROW_STACK: usize = 64;
+/// Index slots at first (grown by doubling while more than half are used).
+const FIRST_SLOTS: usize = 256;
 
 /// 64-bit words in a row of one bit per pure rule (at least one).
 pub(crate) fn row_words(pure: usize) -> usize {
@@ -163,10 +173,9 @@ impl Memo {
             set,
             words: row_words(pure),
             hasher: foldhash::fast::RandomState::default(),
-            index: HashMap::with_hasher(foldhash::fast::RandomState::default()),
-            next: Vec::new(),
-            keys: Vec::new(),
-            bits: Vec::new(),
+            slots: Vec::new(),
+            data: Vec::new(),
+            count: 0,
             key_bytes: 0,
             generation: next_generation(),
         }
@@ -174,11 +183,10 @@ impl Memo {
 
     /// Called at the start of a phase: past [`KEEP`] entries, start over.
     pub(crate) fn trim(&mut self) {
-        if self.keys.len() > KEEP || self.key_bytes > MAX_BYTES / 2 {
-            self.index.clear();
-            self.next.clear();
-            self.keys.clear();
-            self.bits.clear();
+        if self.count > KEEP || self.key_bytes > MAX_BYTES / 2 {
+            self.slots.clear();
+            self.data.clear();
+            self.count = 0;
             self.key_bytes = 0;
             self.generation = next_generation();
         }
@@ -191,31 +199,73 @@ impl Memo {
             return NO_ENTRY;
         }
         let h = self.hasher.hash_one(value);
-        let mut e = self.index.get(&h).copied().unwrap_or(NO_ENTRY);
-        while e != NO_ENTRY {
-            let i = e as usize;
-            if self.keys.get(i).is_some_and(|k| **k == *value) {
+        let tag = h >> 32 << 32;
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = h as usize & mask;
+        while let Some(&slot) = self.slots.get(i) {
+            if slot == 0 {
+                break;
+            }
+            let e = (slot as u32).wrapping_sub(1);
+            if slot & !0xffff_ffff == tag && self.key(e) == value {
                 return e;
             }
-            e = self.next.get(i).copied().unwrap_or(NO_ENTRY);
+            i = (i + 1) & mask;
         }
-        if self.keys.len() >= HARD || self.key_bytes + value.len() > MAX_BYTES {
+        if self.count >= HARD || self.key_bytes + value.len() > MAX_BYTES {
             return NO_ENTRY;
         }
-        self.key_bytes += value.len();
-        let Ok(new) = u32::try_from(self.keys.len()) else { return NO_ENTRY };
-        let prev = self.index.insert(h, new).unwrap_or(NO_ENTRY);
-        self.next.push(prev);
-        self.keys.push(value.into());
-        let base = self.bits.len();
-        self.bits.resize(base + 2 * self.words, 0);
-        let (known, maybe) = self.bits.split_at_mut(base + self.words);
-        if let Some(known) = known.get_mut(base..) {
-            bytes.rule_out(value, known);
-            // Every rule not ruled out may match.
-            maybe.iter_mut().zip(known.iter()).for_each(|(m, k)| *m = !k);
+        let base = self.data.len();
+        let Ok(new) = u32::try_from(base) else { return NO_ENTRY };
+        if new == u32::MAX {
+            return NO_ENTRY;
         }
+        if (self.count + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let words = self.words;
+        let mut known = [0u64; ROW_STACK];
+        let known = match known.get_mut(..words) {
+            Some(k) => {
+                bytes.rule_out(value, k);
+                &*k
+            }
+            None => &[][..],
+        };
+        self.data.extend_from_slice(&h.to_le_bytes());
+        self.data.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        // Every rule not ruled out may match (a row too long for the stack starts with nothing known).
+        (0..words).for_each(|w| self.data.extend_from_slice(&known.get(w).copied().unwrap_or(0).to_le_bytes()));
+        (0..words).for_each(|w| self.data.extend_from_slice(&(!known.get(w).copied().unwrap_or(0)).to_le_bytes()));
+        self.data.extend_from_slice(value);
+        self.data.resize(self.data.len().next_multiple_of(8), 0);
+        self.insert(h, new);
+        self.count += 1;
+        self.key_bytes += value.len();
         new
+    }
+
+    /// Put entry `e` (hash `h`) into a free slot of the index.
+    fn insert(&mut self, h: u64, e: u32) {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = h as usize & mask;
+        while let Some(slot) = self.slots.get_mut(i) {
+            if *slot == 0 {
+                *slot = h >> 32 << 32 | u64::from(e + 1);
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Double the index (the first one is [`FIRST_SLOTS`] long) and re-enter every entry.
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(FIRST_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![0; len]);
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            let e = (slot as u32).wrapping_sub(1);
+            self.insert(self.load(e as usize), e);
+        }
     }
 
     #[cfg(test)]
@@ -223,30 +273,47 @@ impl Memo {
         self.entry(value, &ByteRule::default())
     }
 
-    pub(crate) fn key(&self, entry: u32) -> &[u8] {
-        self.keys.get(entry as usize).map_or(&[][..], |k| &**k)
+    /// The little-endian word at byte `at` of the entries (0 past their end).
+    fn load(&self, at: usize) -> u64 {
+        self.data.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
     }
 
+    fn store(&mut self, at: usize, v: u64) {
+        if let Some(b) = self.data.get_mut(at..at + 8) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// The value of `entry`.
+    pub(crate) fn key(&self, entry: u32) -> &[u8] {
+        let base = entry as usize;
+        let len = self.load(base + 8) as usize;
+        let start = base + HEAD + 16 * self.words;
+        self.data.get(start..start + len).unwrap_or_default()
+    }
+
+    /// The byte offset of the "known" word holding `rule`'s bit in `entry`, and the bit.
     fn word(&self, entry: u32, rule: u32) -> (usize, u64) {
-        let base = entry as usize * 2 * self.words;
-        (base + (rule / 64) as usize, 1u64 << (rule % 64))
+        (entry as usize + HEAD + 8 * (rule / 64) as usize, 1u64 << (rule % 64))
     }
 
     /// `None` when not evaluated yet, else whether the pure rule `rule` matched the entry's value.
     pub(crate) fn get(&self, entry: u32, rule: u32) -> Option<bool> {
         let (w, bit) = self.word(entry, rule);
-        let known = self.bits.get(w).copied().unwrap_or(0) & bit != 0;
+        let known = self.load(w) & bit != 0;
         // Known: "maybe" is "matched".
-        known.then(|| self.bits.get(w + self.words).copied().unwrap_or(0) & bit != 0)
+        known.then(|| self.load(w + 8 * self.words) & bit != 0)
     }
 
     /// OR into `out` (one bit per pure rule) the rules of `mask` that matched the entry's value or were not evaluated
     /// on it yet (all of `mask` for [`NO_ENTRY`]): a rule left 0 over all of a group's values is known to match none
     /// of them.
     pub(crate) fn or_maybe(&self, entry: u32, mask: &[u64], out: &mut [u64]) {
-        let base = entry as usize * 2 * self.words;
-        match self.bits.get(base + self.words..base + 2 * self.words) {
-            Some(row) => out.iter_mut().zip(row).zip(mask).for_each(|((o, r), m)| *o |= r & m),
+        let base = entry as usize + HEAD + 8 * self.words;
+        match self.data.get(base..base + 8 * self.words).filter(|_| entry != NO_ENTRY) {
+            Some(row) => out.iter_mut().zip(row.chunks_exact(8)).zip(mask).for_each(|((o, r), m)| {
+                *o |= r.try_into().map_or(u64::MAX, u64::from_le_bytes) & m;
+            }),
             None => out.iter_mut().zip(mask).for_each(|(o, m)| *o |= m),
         }
     }
@@ -258,17 +325,9 @@ impl Memo {
 
     pub(crate) fn set(&mut self, entry: u32, rule: u32, matched: bool) {
         let (w, bit) = self.word(entry, rule);
-        let words = self.words;
-        if let Some(k) = self.bits.get_mut(w) {
-            *k |= bit;
-        }
-        if let Some(m) = self.bits.get_mut(w + words) {
-            if matched {
-                *m |= bit;
-            } else {
-                *m &= !bit;
-            }
-        }
+        let m = w + 8 * self.words;
+        self.store(w, self.load(w) | bit);
+        self.store(m, if matched { self.load(m) | bit } else { self.load(m) & !bit });
     }
 }
 
@@ -340,13 +399,17 @@ mod tests {
     #[test]
     fn the_memo_is_bounded_and_starts_over_past_its_size() {
         let mut m = Memo::new(1, 10);
-        for i in 0..HARD {
-            assert_ne!(m.entry_t(format!("v{i}").as_bytes()), NO_ENTRY);
+        let made: Vec<u32> = (0..HARD).map(|i| m.entry_t(format!("v{i}").as_bytes())).collect();
+        assert!(!made.contains(&NO_ENTRY));
+        // The index grew many times over; every entry is still found, by its bytes.
+        for (i, &e) in made.iter().enumerate() {
+            assert_eq!(m.entry_t(format!("v{i}").as_bytes()), e);
+            assert_eq!(m.key(e), format!("v{i}").as_bytes());
         }
         assert_eq!(m.entry_t(b"one more"), NO_ENTRY);
         let g = m.generation;
         m.trim();
-        assert_eq!(m.keys.len(), 0);
+        assert_eq!(m.count, 0);
         assert!(m.generation != g && m.generation != NO_GENERATION);
         assert_eq!(m.entry_t(b"one more"), 0);
     }
@@ -363,7 +426,7 @@ mod tests {
         }
         assert_eq!(m.entry_t(&[b'b'; 10]), NO_ENTRY);
         m.trim();
-        assert_eq!((m.keys.len(), m.key_bytes), (0, 0));
+        assert_eq!((m.count, m.key_bytes), (0, 0));
     }
 
     #[test]

@@ -53,20 +53,37 @@ fn hits(tx: &Transaction<'_>) -> Vec<WafHit> {
 impl WafFilter {
     /// Phases 1 and 2.
     fn inspect(&self, s: &mut Session, body: &[u8]) -> Result<(), ProxyError> {
+        if !self.rules.response_body_access() {
+            // Nothing is kept for the response: a transaction borrowing the rules, on the stack (no
+            // allocation for it, and no reference count shared with the other workers to update).
+            let mut tx = self.rules.transaction(&s.request_id, s.client_ip);
+            let (verdict, found) = self.run(&mut tx, s, body, true);
+            drop(tx);
+            return self.decide(s, verdict, found, None);
+        }
         let mut owned = OwnedTransaction::new(self.rules.clone(), &s.request_id, s.client_ip);
-        let keep = self.rules.response_body_access();
-        let (verdict, found) = owned.with(|tx| {
-            self.prepare(tx);
-            let verdict = self.request_phases(tx, s, body);
-            if verdict.is_some() || !keep {
-                tx.process_logging();
-            }
-            (verdict, hits(tx))
-        });
-        if keep && verdict.is_none() {
+        let (verdict, found) = owned.with(|tx| self.run(tx, s, body, false));
+        if verdict.is_none() {
             s.ext.insert(Pending(Arc::new(Mutex::new(Some(owned)))));
         }
         self.decide(s, verdict, found, None)
+    }
+
+    /// The request phases on `tx`, then the logging phase when the transaction ends here (the
+    /// request is refused, or `last`: the response is not inspected), and the logged matches.
+    fn run(
+        &self,
+        tx: &mut Transaction<'_>,
+        s: &Session,
+        body: &[u8],
+        last: bool,
+    ) -> (Option<Intervention>, Vec<WafHit>) {
+        self.prepare(tx);
+        let verdict = self.request_phases(tx, s, body);
+        if verdict.is_some() || last {
+            tx.process_logging();
+        }
+        (verdict, hits(tx))
     }
 
     fn prepare(&self, tx: &mut Transaction<'_>) {
