@@ -410,17 +410,14 @@ const NO_ROW: u32 = u32::MAX;
 const MAX_ROWS: usize = 2048;
 
 impl TCache {
-    /// `rows`, `cells` and `unchanged` are empty buffers to reuse.
-    fn new(nodes: usize, rows: Vec<u32>, cells: Vec<u32>, unchanged: Vec<u64>) -> TCache {
-        TCache {
-            inputs: HashMap::with_capacity_and_hasher(64, FastHash),
-            nodes: nodes.max(1),
-            rows,
-            cells,
-            results: Vec::new(),
-            next_id: 0,
-            unchanged,
-        }
+    /// The arguments are empty buffers to reuse (`rows`, `cells` and `unchanged` last).
+    fn new(
+        nodes: usize,
+        inputs: HashMap<u64, Vec<Numbered>, FastHash>,
+        results: Vec<Arc<[u8]>>,
+        (rows, cells, unchanged): (Vec<u32>, Vec<u32>, Vec<u64>),
+    ) -> TCache {
+        TCache { inputs, nodes: nodes.max(1), rows, cells, results, next_id: 0, unchanged }
     }
 
     /// The transformations known to leave value `id` unchanged (see `unchanged`).
@@ -553,6 +550,14 @@ struct Scratch {
     outcome_key: Vec<u8>,
     /// The scalars of the last transaction (their buffers; `Transaction::new` empties them).
     scalars: Vec<Vec<u8>>,
+    scalar_ids: Vec<u32>,
+    /// MATCHED_VARS entries of the last transaction (their buffers).
+    matched_vars: Vec<Pair>,
+    /// The transformation cache's value index and results (emptied).
+    inputs: HashMap<u64, Vec<Numbered>, FastHash>,
+    results: Vec<Arc<[u8]>>,
+    removed_targets: Vec<(RuleSel, Arc<Target>)>,
+    extra_memo: Vec<Arc<Target>>,
     /// The stores of the last transaction, which the next one restores to a snapshot's (`Store::restore`: when
     /// they were copied from the same snapshot, by undoing the last transaction's changes).
     stores: Vec<Store>,
@@ -566,12 +571,17 @@ struct Scratch {
     /// records ~60 per request, mostly its paranoia-level checks; growing the list step by step copied it four
     /// times, into memory no request had touched yet).
     records: usize,
+    /// Transactions that used this set (see [`SCRATCH_CHECK_EVERY`]).
+    uses: u32,
 }
 
 /// Scratch sets kept per thread (transactions kept for response inspection hold theirs meanwhile).
 const SCRATCH_KEEP: usize = 4;
 /// A set that grew past this (an unusual request) is dropped rather than kept.
 const SCRATCH_MAX_BYTES: usize = 1 << 20;
+/// A set's size is measured at every this many of its uses (not at each: the sum is a few percent of a request's
+/// cost), so an unusual request's buffers are kept for at most this many more transactions.
+const SCRATCH_CHECK_EVERY: u32 = 8;
 /// Matches a transaction makes room for up front at most (see `Scratch::records`).
 const MAX_RECORDS_HINT: usize = 256;
 
@@ -585,6 +595,15 @@ thread_local! {
 trait Reusable {
     fn held_bytes(&self) -> usize;
     fn empty(&mut self);
+}
+
+impl<K, V, S> Reusable for HashMap<K, V, S> {
+    fn held_bytes(&self) -> usize {
+        self.capacity().saturating_mul(std::mem::size_of::<(K, V)>() + 1)
+    }
+    fn empty(&mut self) {
+        self.clear();
+    }
 }
 
 impl<T> Reusable for Vec<T> {
@@ -601,8 +620,13 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 15] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 20] {
         [
+            &mut self.scalar_ids,
+            &mut self.inputs,
+            &mut self.results,
+            &mut self.removed_targets,
+            &mut self.extra_memo,
             &mut self.pure_vals,
             &mut self.entry_of_id,
             &mut self.target_spans,
@@ -621,14 +645,26 @@ impl Scratch {
         ]
     }
 
-    /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large.
-    fn give_back(mut self) {
-        let pairs: usize =
-            self.pairs.iter().flatten().map(|(n, v)| n.capacity() + v.capacity() + std::mem::size_of::<Pair>()).sum();
+    /// The bytes the set's buffers hold (a sum over every buffer: ~1.5k instructions with the CRS's TX).
+    fn held_bytes(&mut self) -> usize {
+        let pairs: usize = self
+            .pairs
+            .iter()
+            .flatten()
+            .chain(&self.matched_vars)
+            .map(|(n, v)| n.capacity() + v.capacity() + std::mem::size_of::<Pair>())
+            .sum();
         let values: usize = self.stores.iter().chain(&self.initial).map(Store::held_bytes).sum::<usize>()
             + self.scalars.iter().map(Vec::capacity).sum::<usize>()
             + pairs;
-        if self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values > SCRATCH_MAX_BYTES {
+        self.buffers().iter().map(|b| b.held_bytes()).sum::<usize>() + values
+    }
+
+    /// Empty every buffer and keep the set for this thread's next transaction, unless it grew too large (measured
+    /// every [`SCRATCH_CHECK_EVERY`] uses of the set).
+    fn give_back(mut self) {
+        self.uses = self.uses.wrapping_add(1);
+        if self.uses.is_multiple_of(SCRATCH_CHECK_EVERY) && self.held_bytes() > SCRATCH_MAX_BYTES {
             return;
         }
         self.buffers().into_iter().for_each(|b| b.empty());
@@ -726,6 +762,8 @@ pub struct Transaction<'r> {
     spare_stores: Vec<Store>,
     /// Collections whose buffers the request collections are refilled into (see `Scratch::pairs`).
     pair_pool: [Vec<Pair>; SLOTS],
+    /// `Scratch::uses` of the buffers this transaction took.
+    scratch_uses: u32,
 }
 
 /// (stores generation, (template address, expansion) pairs).
@@ -751,7 +789,11 @@ impl<'r> Transaction<'r> {
                 v.resize(SCALAR_COUNT, Vec::new());
                 v
             },
-            scalar_ids: vec![NO_ID; SCALAR_COUNT],
+            scalar_ids: {
+                let mut v = sc.scalar_ids;
+                v.resize(SCALAR_COUNT, NO_ID);
+                v
+            },
             bases: [NO_ID; SLOTS],
             args_get: Vec::new(),
             args_post: Vec::new(),
@@ -763,7 +805,8 @@ impl<'r> Transaction<'r> {
             resp_headers: Vec::new(),
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
-            matched_vars: Vec::new(),
+            // Buffers for MATCHED_VARS; only the first `matched_len` are the collection.
+            matched_vars: sc.matched_vars,
             matched_len: 0,
             matched_buf: sc.matched_buf,
             matched_bytes: sc.matched_bytes,
@@ -772,7 +815,7 @@ impl<'r> Transaction<'r> {
             // Empty: phase 1 either copies a snapshot's stores into `spare_stores` or makes room in TX.
             stores: emptied(sc.initial),
             removed: Vec::new(),
-            removed_targets: Vec::new(),
+            removed_targets: sc.removed_targets,
             body_proc: None,
             request_body_access: rs.request_body_access,
             response_body_access: rs.response_body_access,
@@ -787,8 +830,8 @@ impl<'r> Transaction<'r> {
             allow: None,
             allow_phase: 0,
             current: None,
-            cache: RefCell::new(TCache::new(rs.tnodes, sc.rows, sc.cells, sc.unchanged)),
-            extra_memo: RefCell::new(((usize::MAX, 0), Vec::new())),
+            cache: RefCell::new(TCache::new(rs.tnodes, sc.inputs, sc.results, (sc.rows, sc.cells, sc.unchanged))),
+            extra_memo: RefCell::new(((usize::MAX, 0), sc.extra_memo)),
             target_spans: sc.target_spans,
             phase_maybe: sc.phase_maybe,
             group_ready: sc.group_ready,
@@ -802,6 +845,7 @@ impl<'r> Transaction<'r> {
             snap: None,
             outcome_key: sc.outcome_key,
             spare_stores: sc.stores,
+            scratch_uses: sc.uses,
         };
         t.set_scalar_from(Scalar::UniqueId, unique_id.as_bytes());
         LAST_ADDR.with(|last| {
@@ -2683,9 +2727,16 @@ impl Drop for Transaction<'_> {
             unchanged: std::mem::take(&mut cache.unchanged),
             outcome_key: std::mem::take(&mut self.outcome_key),
             scalars: std::mem::take(&mut self.scalars),
+            scalar_ids: std::mem::take(&mut self.scalar_ids),
+            matched_vars: std::mem::take(&mut self.matched_vars),
+            inputs: std::mem::take(&mut cache.inputs),
+            results: std::mem::take(&mut cache.results),
+            removed_targets: std::mem::take(&mut self.removed_targets),
+            extra_memo: std::mem::take(&mut self.extra_memo.get_mut().1),
             stores: std::mem::take(&mut self.stores),
             initial: std::mem::take(&mut self.spare_stores),
             records: self.records.len().min(MAX_RECORDS_HINT),
+            uses: self.scratch_uses,
             pairs: ALL_SLOTS.map(|slot| {
                 let filled = std::mem::take(self.collection_mut(slot));
                 match self.pair_pool.get_mut(slot as usize) {
@@ -2961,6 +3012,45 @@ fn hash_bytes(b: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    /// A set of buffers an unusual request grew past `SCRATCH_MAX_BYTES` is kept for at most
+    /// `SCRATCH_CHECK_EVERY` more transactions on its thread, then dropped; an ordinary set is kept.
+    #[test]
+    fn an_oversized_buffer_set_is_dropped_within_the_check_interval() {
+        let rs = RuleSet::parse_str(
+            "SecRuleEngine On\nSecRule REQUEST_HEADERS \"@rx ^x\" \"id:1,phase:1,pass,nolog,setvar:tx.h=%{MATCHED_VAR}\"\n",
+            "scratch.conf",
+        )
+        .unwrap();
+        let big = vec![b'x'; 2 * SCRATCH_MAX_BYTES];
+        let request = |value: &[u8]| {
+            let head =
+                RequestHead { method: "GET", uri: b"/", protocol: "HTTP/1.1", headers: vec![(&b"X-Big"[..], value)] };
+            let mut tx = rs.transaction("t", IpAddr::from([192, 0, 2, 1]));
+            assert!(tx.process_request_headers(&head).is_none());
+        };
+        // Runs on a thread of its own: the pool starts empty and holds what these transactions leave.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let pooled =
+                    || SCRATCH.with(|p| p.borrow_mut().iter_mut().map(Scratch::held_bytes).collect::<Vec<_>>());
+                request(&big);
+                assert!(pooled().iter().any(|&b| b > SCRATCH_MAX_BYTES), "kept until its next check");
+                let mut checks = 1;
+                while pooled().iter().any(|&b| b > SCRATCH_MAX_BYTES) {
+                    assert!(checks < SCRATCH_CHECK_EVERY, "still kept after {checks} more transactions");
+                    request(b"xyz");
+                    checks += 1;
+                }
+                assert_eq!(checks, SCRATCH_CHECK_EVERY);
+                // The next set is an ordinary one, and stays.
+                for _ in 0..2 * SCRATCH_CHECK_EVERY {
+                    request(b"xyz");
+                }
+                assert_eq!(pooled().len(), 1);
+            });
+        });
+    }
+
     #[test]
     fn integers_format_and_parse_without_allocation() {
         let mut buf = [0u8; 20];
@@ -3089,7 +3179,7 @@ mod tests {
 
     #[test]
     fn transformation_rows_are_capped() {
-        let mut c = TCache::new(3, Vec::new(), Vec::new(), Vec::new());
+        let mut c = TCache::new(3, HashMap::default(), Vec::new(), (Vec::new(), Vec::new(), Vec::new()));
         assert_eq!(c.row(5), Some(0));
         assert_eq!(c.row(1), Some(3));
         assert_eq!(c.row(5), Some(0));
