@@ -550,3 +550,28 @@ SecRule DURATION "@ge %{tx.d1}" "id:3,phase:2,pass,log,setvar:tx.d2=%{DURATION}"
     assert!(d1 >= 3_000, "{d1}");
     assert!(d2 >= d1 + 2_000, "{d1} {d2}");
 }
+
+/// Request-line and header variables as the header phase sets them: REQUEST_FILENAME percent-decoded, cookies
+/// from one Cookie header or several, the body processor from a Content-Type in any case.
+#[test]
+fn header_phase_variables_from_the_request_head() {
+    let set = rs(r#"SecRuleEngine On
+SecRule REQUEST_FILENAME "@streq /a b/c d" "id:1,phase:1,pass,log"
+SecRule REQUEST_BASENAME "@streq c d" "id:2,phase:1,pass,log"
+SecRule &REQUEST_COOKIES "@eq 3" "id:3,phase:1,pass,log"
+SecRule REQUEST_COOKIES:k "@streq v" "id:4,phase:1,pass,log"
+SecRule REQBODY_PROCESSOR "@streq URLENCODED" "id:5,phase:1,pass,log""#);
+    let one = run(
+        &set,
+        "/a%20b/c%20d?x=1",
+        &[("Cookie", "a=1; b=2; k=v"), ("Content-Type", "Application/X-WWW-Form-Urlencoded")],
+        "",
+    );
+    assert_eq!(ids(&one), [1, 2, 3, 4, 5]);
+    drop(one);
+    let two = run(&set, "/a%20b/c%20d", &[("Cookie", "a=1"), ("Host", "h"), ("cookie", "b=2; k=v")], "");
+    assert_eq!(ids(&two), [1, 2, 3, 4]);
+    drop(two);
+    let none = run(&set, "/x", &[("Content-Type", "text/plain")], "");
+    assert_eq!(ids(&none), Vec::<u32>::new());
+}

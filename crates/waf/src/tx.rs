@@ -1105,7 +1105,9 @@ impl<'r> Transaction<'r> {
         let target = body::split_target(uri);
         let query = if target.has_query { Some(target.query) } else { None };
         self.set_scalar_from(Scalar::RequestUri, target.uri);
-        let path = percent_decode(target.path);
+        // Decoded into the buffer the last transaction's REQUEST_FILENAME left.
+        let mut path = self.scalars.get_mut(Scalar::RequestFilename as usize).map(std::mem::take).unwrap_or_default();
+        percent_decode_into(target.path, &mut path);
         self.set_scalar_from(Scalar::RequestBasename, body::basename(&path));
         self.set_scalar(Scalar::RequestFilename, path);
         self.set_scalar_from(Scalar::QueryString, query.unwrap_or_default());
@@ -1119,19 +1121,29 @@ impl<'r> Transaction<'r> {
             }
         }
         self.fill_headers(Slot::Headers, &req.headers);
-        let cookie_values: Vec<&[u8]> =
-            req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| *v).collect();
-        if !cookie_values.is_empty() {
+        let mut cookie_headers = req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| *v);
+        let first = cookie_headers.next();
+        let rest: Vec<&[u8]> = cookie_headers.collect();
+        // One Cookie header (the usual case) needs no list.
+        let all: Vec<&[u8]>;
+        let values = if rest.is_empty() {
+            first.as_slice()
+        } else {
+            all = first.into_iter().chain(rest).collect();
+            &all
+        };
+        if !values.is_empty() {
             let mut cookies = self.spare_collection(Slot::Cookies);
-            body::parse_cookies_into(&cookie_values, &mut cookies);
+            body::parse_cookies_into(values, &mut cookies);
             self.cookies = cookies;
             self.renumber(Slot::Cookies);
         }
         self.update_args_size();
-        let ct = self.header(b"content-type").map(|v| v.to_ascii_lowercase()).unwrap_or_default();
-        if ct.starts_with(b"application/x-www-form-urlencoded") {
+        let ct = self.header(b"content-type").unwrap_or_default();
+        let starts = |prefix: &[u8]| ct.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix));
+        if starts(b"application/x-www-form-urlencoded") {
             self.body_proc = Some(BodyProc::UrlEncoded);
-        } else if ct.starts_with(b"multipart/form-data") {
+        } else if starts(b"multipart/form-data") {
             self.body_proc = Some(BodyProc::Multipart);
         }
         self.set_body_proc(self.body_proc);
@@ -1193,7 +1205,7 @@ impl<'r> Transaction<'r> {
         // ModSecurity v2: REQUEST_BODY exists for the URLENCODED processor or with ctl:forceRequestBodyVariable
         // (CRS 901340 turns it on when no processor applies).
         if proc == Some(BodyProc::UrlEncoded) || self.force_body_var {
-            self.set_scalar(Scalar::RequestBody, data.to_vec());
+            self.set_scalar_from(Scalar::RequestBody, data);
         }
         if data.is_empty() {
             return;
@@ -2910,14 +2922,16 @@ fn parse_plain_i64(v: &[u8]) -> Option<i64> {
 }
 
 /// `%XX` decoding (no `+`); invalid escapes stay as written.
-fn percent_decode(b: &[u8]) -> Vec<u8> {
+/// `b` with its `%XX` escapes decoded (others kept as they are), into `out` (emptied first).
+fn percent_decode_into(b: &[u8], out: &mut Vec<u8>) {
     let hex = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    let mut out = Vec::with_capacity(b.len());
+    out.clear();
+    out.reserve(b.len());
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'%' {
@@ -2930,7 +2944,6 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
         out.push(c);
         i += 1;
     }
-    out
 }
 
 /// `t` applied to `input` (`None`: unchanged). When `input` is the value itself (`raw`), a transformation
