@@ -556,8 +556,7 @@ struct Scratch {
     /// The transformation cache's value index and results (emptied).
     inputs: HashMap<u64, Vec<Numbered>, FastHash>,
     results: Vec<Arc<[u8]>>,
-    removed_targets: Vec<(RuleSel, Arc<Target>)>,
-    extra_memo: Vec<Arc<Target>>,
+    extra_memo: Vec<usize>,
     /// The stores of the last transaction, which the next one restores to a snapshot's (`Store::restore`: when
     /// they were copied from the same snapshot, by undoing the last transaction's changes).
     stores: Vec<Store>,
@@ -620,12 +619,11 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 20] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 19] {
         [
             &mut self.scalar_ids,
             &mut self.inputs,
             &mut self.results,
-            &mut self.removed_targets,
             &mut self.extra_memo,
             &mut self.pure_vals,
             &mut self.entry_of_id,
@@ -709,7 +707,8 @@ pub struct Transaction<'r> {
     expand_bufs: (Vec<u8>, Vec<u8>),
     stores: Vec<Store>,
     removed: Vec<RuleSel>,
-    removed_targets: Vec<(RuleSel, Arc<Target>)>,
+    /// Target removals by `ctl` (borrowed from the rule that ran it) or by the API.
+    removed_targets: Vec<Removal<'r>>,
     body_proc: Option<BodyProc>,
     request_body_access: bool,
     response_body_access: bool,
@@ -773,7 +772,12 @@ type ArgCache = (u64, Vec<(usize, Arc<[u8]>)>);
 const UNSET: u32 = u32::MAX - 1;
 
 /// ((removals count, starter id), the removals selecting that starter); the count is `usize::MAX` when unset.
-type ExtraMemo = ((usize, u32), Vec<Arc<Target>>);
+/// (selected rules, target): a target removal.
+type Removal<'r> = (Cow<'r, RuleSel>, Cow<'r, Target>);
+
+/// ((removals count, starter id), the removals selecting that starter, by position in `removed_targets`); the count
+/// is `usize::MAX` when unset.
+type ExtraMemo = ((usize, u32), Vec<usize>);
 
 impl<'r> Transaction<'r> {
     pub(crate) fn new(rs: &'r RuleSet, unique_id: &str, remote_addr: IpAddr) -> Transaction<'r> {
@@ -815,7 +819,7 @@ impl<'r> Transaction<'r> {
             // Empty: phase 1 either copies a snapshot's stores into `spare_stores` or makes room in TX.
             stores: emptied(sc.initial),
             removed: Vec::new(),
-            removed_targets: sc.removed_targets,
+            removed_targets: Vec::new(),
             body_proc: None,
             request_body_access: rs.request_body_access,
             response_body_access: rs.response_body_access,
@@ -987,7 +991,7 @@ impl<'r> Transaction<'r> {
     pub fn remove_rule_target(&mut self, id: u32, target: &str) {
         if let Ok(mut t) = crate::vars::parse_target(target) {
             t.exclude = true;
-            self.removed_targets.push((RuleSel::Ids(vec![id..=id]), Arc::new(t)));
+            self.removed_targets.push((Cow::Owned(RuleSel::Ids(vec![id..=id])), Cow::Owned(t)));
         }
     }
 
@@ -1001,7 +1005,7 @@ impl<'r> Transaction<'r> {
     pub fn remove_rule_target_by_tag(&mut self, tag: &str, target: &str) {
         if let Ok(mut t) = crate::vars::parse_target(target) {
             t.exclude = true;
-            self.removed_targets.push((RuleSel::Tag(tag.to_owned()), Arc::new(t)));
+            self.removed_targets.push((Cow::Owned(RuleSel::Tag(tag.to_owned())), Cow::Owned(t)));
         }
     }
 
@@ -1647,7 +1651,7 @@ impl<'r> Transaction<'r> {
             dummy.build_snapshot()
         })?;
         // Rules removed for this transaction: the snapshot assumed every fixed rule runs.
-        let sels = self.removed.iter().chain(self.removed_targets.iter().map(|(s, _)| s));
+        let sels = self.removed.iter().chain(self.removed_targets.iter().map(|(s, _)| &**s));
         for sel in sels {
             if snap.fixed.iter().filter_map(|&i| rs.rules.get(i)).any(|r| sel.selects(r)) {
                 return None;
@@ -1708,7 +1712,8 @@ impl<'r> Transaction<'r> {
                         steps.push(init::Step::Remove(new.to_vec()));
                     }
                     if let Some(new) = self.removed_targets.get(removed_targets..).filter(|n| !n.is_empty()) {
-                        steps.push(init::Step::RemoveTargets(new.to_vec()));
+                        let new = new.iter().map(|(s, t)| (RuleSel::clone(s), Arc::new(Target::clone(t)))).collect();
+                        steps.push(init::Step::RemoveTargets(new));
                     }
                     if self.scalar_ids.get(Scalar::MatchedVar as usize).copied() != matched_id {
                         matched_at = Some(steps.len());
@@ -1901,7 +1906,9 @@ impl<'r> Transaction<'r> {
                 init::Step::Eval(ri) => self.run_rule(1, *ri, use_memo, &mut flow)?,
                 init::Step::Mode(m) => self.mode = *m,
                 init::Step::Remove(sels) => self.removed.extend(sels.iter().cloned()),
-                init::Step::RemoveTargets(t) => self.removed_targets.extend(t.iter().cloned()),
+                init::Step::RemoveTargets(t) => self
+                    .removed_targets
+                    .extend(t.iter().map(|(s, x)| (Cow::Owned(s.clone()), Cow::Owned(Target::clone(x))))),
             }
         }
         ControlFlow::Continue(())
@@ -2480,7 +2487,7 @@ impl<'r> Transaction<'r> {
         cur.map_or(Tv::Same(value), Tv::New)
     }
 
-    fn run_effects(&mut self, rule: &Rule) {
+    fn run_effects(&mut self, rule: &'r Rule) {
         // Expansions go into two buffers the transaction keeps (CRS rules write a TX variable per matched value).
         let (mut nbuf, mut vbuf) = std::mem::take(&mut self.expand_bufs);
         for e in &rule.effects {
@@ -2505,7 +2512,9 @@ impl<'r> Transaction<'r> {
                 }
                 Effect::Ctl(c) => match c {
                     Ctl::RuleRemove(sel) => self.removed.push(sel.clone()),
-                    Ctl::RuleRemoveTarget(sel, t) => self.removed_targets.push((sel.clone(), t.clone())),
+                    Ctl::RuleRemoveTarget(sel, t) => {
+                        self.removed_targets.push((Cow::Borrowed(sel), Cow::Borrowed(&**t)))
+                    }
                     Ctl::RuleEngine(m) => self.mode = *m,
                     Ctl::RequestBodyProcessor(p) => self.set_body_proc(Some(*p)),
                     Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
@@ -2533,25 +2542,27 @@ impl<'r> Transaction<'r> {
                 memo.1.extend(
                     self.removed_targets
                         .iter()
-                        .filter(|(sel, _)| match (sel, starter) {
+                        .enumerate()
+                        .filter(|(_, (sel, _))| match (&**sel, starter) {
                             (RuleSel::Ids(r), _) => r.iter().any(|r| r.contains(&starter_id)),
                             (RuleSel::Tag(_), Some(s)) => sel.selects(s),
                             (RuleSel::Tag(_), None) => false,
                         })
-                        .map(|(_, t)| Arc::clone(t)),
+                        .map(|(i, _)| i),
                 );
             }
         }
         // Held for the whole visit: nothing a visit calls (operators, macro expansion) visits again.
-        let extra: &[Arc<Target>] = memo.as_ref().map_or(&[], |m| &m.1);
+        let extra_at: &[usize] = memo.as_ref().map_or(&[], |m| &m.1);
+        let extra = || extra_at.iter().filter_map(|&i| self.removed_targets.get(i)).map(|(_, t)| &**t);
         let excluded = |var: Var, key: &[u8]| {
-            rule.exclusions.iter().any(|t| t.excludes(var, key)) || extra.iter().any(|t| t.excludes(var, key))
+            rule.exclusions.iter().any(|t| t.excludes(var, key)) || extra().any(|t| t.excludes(var, key))
         };
         for (t, rule_excludes) in &rule.includes {
-            if extra.iter().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
+            if extra().any(|x| x.var == t.var && matches!(x.key, Key::All)) {
                 continue;
             }
-            let relevant = *rule_excludes || extra.iter().any(|x| x.var == t.var);
+            let relevant = *rule_excludes || extra().any(|x| x.var == t.var);
             if t.count {
                 let mut n = 0usize;
                 self.values(t, &mut |v| {
@@ -2743,7 +2754,6 @@ impl Drop for Transaction<'_> {
             matched_vars: std::mem::take(&mut self.matched_vars),
             inputs: std::mem::take(&mut cache.inputs),
             results: std::mem::take(&mut cache.results),
-            removed_targets: std::mem::take(&mut self.removed_targets),
             extra_memo: std::mem::take(&mut self.extra_memo.get_mut().1),
             stores: std::mem::take(&mut self.stores),
             initial: std::mem::take(&mut self.spare_stores),
