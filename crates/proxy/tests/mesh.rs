@@ -6,10 +6,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -33,18 +32,10 @@ admin: { address: "127.0.0.1:0" }
 access_log: { enabled: false }
 "#;
 
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "palisade-mesh-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    // A process id comes back after a while: a directory left by an earlier run with the same id
-    // would hold its audit file, and this run's events would be appended to those.
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A new empty directory for a gateway's files, removed when dropped (keep it as long as the
+/// gateway runs).
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new().prefix("palisade-mesh-test-").tempdir().unwrap()
 }
 
 /// A backend answering `<path> <principal header>`.
@@ -67,18 +58,18 @@ async fn start(dir: &std::path::Path, yaml: &str, source: Option<Arc<SvidCell>>)
 
 /// Sidecar B: the mesh listener reaches `inbound` (mTLS + Cedar); `open` has no `listeners`, so
 /// it is served on B's local listener only.
-async fn sidecar_b(cell: Arc<SvidCell>) -> (Gateway, PathBuf) {
+async fn sidecar_b(cell: Arc<SvidCell>) -> (Gateway, TempDir) {
     let app = backend().await;
     let dir = temp_dir();
     std::fs::write(
-        dir.join("mesh.cedar"),
+        dir.path().join("mesh.cedar"),
         format!(
             "@id(\"a-may-get\")\npermit (principal == Service::\"{A}\", action == Action::\"GET\", resource == Route::\"inbound\");\n"
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("app-endpoint"), app.to_string()).unwrap();
-    (start(&dir, &b_yaml(&app.to_string()), Some(cell)).await.unwrap(), dir)
+    std::fs::write(dir.path().join("app-endpoint"), app.to_string()).unwrap();
+    (start(dir.path(), &b_yaml(&app.to_string()), Some(cell)).await.unwrap(), dir)
 }
 
 fn b_yaml(app: &str) -> String {
@@ -109,20 +100,21 @@ async fn a_reload_keeps_the_mesh_and_applies_new_policies() {
     let ca = Ca::new("td ca");
     let (b_cell, c_cell) = (Arc::new(SvidCell::new(ca.svid(B))), Arc::new(SvidCell::new(ca.svid(C))));
     let (b, dir) = sidecar_b(b_cell).await;
-    let c = sidecar_a(c_cell, b.mesh_addr.unwrap(), B, true).await;
+    let (c, _c_dir) = sidecar_a(c_cell, b.mesh_addr.unwrap(), B, true).await;
     assert_eq!(send("GET", local(&c, "to-b"), "/x").await.0, 403);
     std::fs::write(
-        dir.join("mesh.cedar"),
+        dir.path().join("mesh.cedar"),
         format!("permit (principal == Service::\"{C}\", action, resource == Route::\"inbound\");\n"),
     )
     .unwrap();
-    let app = std::fs::read_to_string(dir.join("app-endpoint")).unwrap();
-    let loaded = palisade_core::parse_str("gw.yaml", &b_yaml(&app), &dir).unwrap();
+    let app = std::fs::read_to_string(dir.path().join("app-endpoint")).unwrap();
+    let loaded = palisade_core::parse_str("gw.yaml", &b_yaml(&app), dir.path()).unwrap();
     b.reload(&loaded).unwrap();
     assert_eq!(send("GET", local(&c, "to-b"), "/x").await, (200, format!("/x Service::\"{C}\"")));
     // A config that needs the mesh cannot be loaded into a gateway started without a source.
+    let plain_dir = temp_dir();
     let plain = start(
-        &temp_dir(),
+        plain_dir.path(),
         "listeners: { local: [{ name: l, address: \"127.0.0.1:0\" }] }\nadmin: { address: \"127.0.0.1:0\" }\n",
         None,
     )
@@ -133,7 +125,7 @@ async fn a_reload_keeps_the_mesh_and_applies_new_policies() {
 }
 
 /// A client sidecar: local listener `to-b` → mesh upstream at `b` that must be `identity`.
-async fn sidecar_a(cell: Arc<SvidCell>, b: SocketAddr, identity: &str, pooled: bool) -> Gateway {
+async fn sidecar_a(cell: Arc<SvidCell>, b: SocketAddr, identity: &str, pooled: bool) -> (Gateway, TempDir) {
     let idle = if pooled { 16 } else { 0 };
     let yaml = format!(
         r#"{MESH}
@@ -152,7 +144,8 @@ routes:
     upstream: b
 "#
     );
-    start(&temp_dir(), &yaml, Some(cell)).await.unwrap()
+    let dir = temp_dir();
+    (start(dir.path(), &yaml, Some(cell)).await.unwrap(), dir)
 }
 
 fn local(gw: &Gateway, name: &str) -> SocketAddr {
@@ -187,7 +180,7 @@ async fn a_calls_b_over_mesh_mtls_and_cedar_decides() {
         (Arc::new(SvidCell::new(ca.svid(A))), Arc::new(SvidCell::new(ca.svid(B))), Arc::new(SvidCell::new(ca.svid(C))));
     let (b, b_dir) = sidecar_b(b_cell).await;
     let b_mesh = b.mesh_addr.unwrap();
-    let a = sidecar_a(a_cell, b_mesh, B, true).await;
+    let (a, _a_dir) = sidecar_a(a_cell, b_mesh, B, true).await;
 
     // A → B: authenticated as A's SPIFFE ID, permitted by the policy.
     let r = send("GET", local(&a, "to-b"), "/orders/1").await;
@@ -196,11 +189,11 @@ async fn a_calls_b_over_mesh_mtls_and_cedar_decides() {
     assert_eq!(send("POST", local(&a, "to-b"), "/orders").await.0, 403);
 
     // C has a valid SVID of the trust domain, but no policy permits it.
-    let c = sidecar_a(c_cell, b_mesh, B, true).await;
+    let (c, _c_dir) = sidecar_a(c_cell, b_mesh, B, true).await;
     assert_eq!(send("GET", local(&c, "to-b"), "/orders/1").await.0, 403);
 
     // An upstream that is not the expected identity: the handshake is refused, 502.
-    let wrong = sidecar_a(Arc::new(SvidCell::new(ca.svid(A))), b_mesh, C, true).await;
+    let (wrong, _wrong_dir) = sidecar_a(Arc::new(SvidCell::new(ca.svid(A))), b_mesh, C, true).await;
     assert_eq!(send("GET", local(&wrong, "to-b"), "/orders/1").await.0, 502);
 
     // Routes without `listeners` are not reachable from the mesh, only from B's other listeners.
@@ -209,7 +202,7 @@ async fn a_calls_b_over_mesh_mtls_and_cedar_decides() {
     assert_eq!(send("GET", local(&b, "plain"), "/open").await, (200, "/open ".to_string()));
     assert_eq!(send("GET", local(&b, "plain"), "/orders/1").await.0, 404, "inbound is mesh-only");
 
-    let ev = audit_events(&b_dir, 4).await;
+    let ev = audit_events(b_dir.path(), 4).await;
     assert_eq!(ev.len(), 4, "{ev:?}");
     assert_eq!(
         (ev[0]["principal"].as_str(), ev[0]["status"].as_u64()),
@@ -255,7 +248,7 @@ async fn the_mesh_listener_refuses_clients_without_an_svid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_config_without_a_source_does_not_start() {
     let yaml = format!("{MESH}\nlisteners:\n  mesh: {{ address: \"127.0.0.1:0\" }}\n");
-    let e = start(&temp_dir(), &yaml, None).await.err().unwrap();
+    let e = start(temp_dir().path(), &yaml, None).await.err().unwrap();
     assert!(matches!(e, StartError::NoSvidSource), "{e}");
 }
 
@@ -265,7 +258,7 @@ async fn svids_rotating_every_500ms_cause_no_failures() {
     let (a_cell, b_cell) = (Arc::new(SvidCell::new(ca.svid(A))), Arc::new(SvidCell::new(ca.svid(B))));
     let (b, _dir) = sidecar_b(b_cell.clone()).await;
     // No upstream keep-alive: every request is a new mTLS handshake.
-    let a = sidecar_a(a_cell.clone(), b.mesh_addr.unwrap(), B, false).await;
+    let (a, _a_dir) = sidecar_a(a_cell.clone(), b.mesh_addr.unwrap(), B, false).await;
     let to_b = local(&a, "to-b");
     let rotations = tokio::spawn(async move {
         let mut n = 0;
