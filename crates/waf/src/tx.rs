@@ -3040,7 +3040,8 @@ mod tests {
     #[test]
     fn an_oversized_buffer_set_is_dropped_within_the_check_interval() {
         let rs = RuleSet::parse_str(
-            "SecRuleEngine On\nSecRule REQUEST_HEADERS \"@rx ^x\" \"id:1,phase:1,pass,nolog,setvar:tx.h=%{MATCHED_VAR}\"\n",
+            "SecRuleEngine On\nSecRule REQUEST_HEADERS \"@rx ^x\" \
+             \"id:1,phase:1,pass,nolog,setvar:tx.h=%{MATCHED_VAR}\"\n",
             "scratch.conf",
         )
         .unwrap();
