@@ -97,10 +97,9 @@ pub(crate) struct Memo {
     /// 64-bit words per bit row (one bit per pure rule).
     words: usize,
     hasher: foldhash::fast::RandomState,
-    /// Open-addressed index (linear probing, a power of two long, at most half full): per slot 0 (empty) or the
-    /// high 32 bits of an entry's hash and its number plus one. A lookup reads one slot's cache line, then the
-    /// entry.
-    slots: Vec<u64>,
+    /// The entries' numbers by the hash of their value (stored in the entry, so the table holds 4 bytes per slot): a
+    /// lookup reads the table's slot, then the entry.
+    index: hashbrown::HashTable<u32>,
     /// The entries, each in one piece so that a lookup and the phase's row touch as few cache lines as possible:
     /// the 64-bit hash, the value's length (64 bits), `words` words of "known" bits (evaluated), `words` words of
     /// "maybe" bits (matched, or not evaluated yet: what a phase's row ORs, see `or_maybe`), then the value's bytes
@@ -119,8 +118,11 @@ pub(crate) struct Memo {
 const HEAD: usize = 16;
 /// Row words a new entry's "known" bits are made in on the stack (rows are ~4 words for the CRS).
 const ROW_STACK: usize = 64;
-/// Index slots at first (grown by doubling while more than half are used).
-const FIRST_SLOTS: usize = 256;
+
+/// The little-endian word at byte `at` of a memo's entries (0 past their end).
+fn load(data: &[u8], at: usize) -> u64 {
+    data.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
 
 /// 64-bit words in a row of one bit per pure rule (at least one).
 pub(crate) fn row_words(pure: usize) -> usize {
@@ -173,7 +175,7 @@ impl Memo {
             set,
             words: row_words(pure),
             hasher: foldhash::fast::RandomState::default(),
-            slots: Vec::new(),
+            index: hashbrown::HashTable::new(),
             data: Vec::new(),
             count: 0,
             key_bytes: 0,
@@ -184,7 +186,7 @@ impl Memo {
     /// Called at the start of a phase: past [`KEEP`] entries, start over.
     pub(crate) fn trim(&mut self) {
         if self.count > KEEP || self.key_bytes > MAX_BYTES / 2 {
-            self.slots.clear();
+            self.index.clear();
             self.data.clear();
             self.count = 0;
             self.key_bytes = 0;
@@ -199,29 +201,16 @@ impl Memo {
             return NO_ENTRY;
         }
         let h = self.hasher.hash_one(value);
-        let tag = h >> 32 << 32;
-        let mask = self.slots.len().wrapping_sub(1);
-        let mut i = h as usize & mask;
-        while let Some(&slot) = self.slots.get(i) {
-            if slot == 0 {
-                break;
-            }
-            let e = (slot as u32).wrapping_sub(1);
-            if slot & !0xffff_ffff == tag && self.key(e) == value {
-                return e;
-            }
-            i = (i + 1) & mask;
+        if let Some(&e) = self.index.find(h, |&e| self.key(e) == value) {
+            return e;
         }
         if self.count >= HARD || self.key_bytes + value.len() > MAX_BYTES {
             return NO_ENTRY;
         }
         let base = self.data.len();
         let Ok(new) = u32::try_from(base) else { return NO_ENTRY };
-        if new == u32::MAX {
+        if new == NO_ENTRY {
             return NO_ENTRY;
-        }
-        if (self.count + 1) * 2 > self.slots.len() {
-            self.grow();
         }
         let words = self.words;
         let mut known = [0u64; ROW_STACK];
@@ -239,33 +228,11 @@ impl Memo {
         (0..words).for_each(|w| self.data.extend_from_slice(&(!known.get(w).copied().unwrap_or(0)).to_le_bytes()));
         self.data.extend_from_slice(value);
         self.data.resize(self.data.len().next_multiple_of(8), 0);
-        self.insert(h, new);
+        let data = &self.data;
+        self.index.insert_unique(h, new, |&e| load(data, e as usize));
         self.count += 1;
         self.key_bytes += value.len();
         new
-    }
-
-    /// Put entry `e` (hash `h`) into a free slot of the index.
-    fn insert(&mut self, h: u64, e: u32) {
-        let mask = self.slots.len().wrapping_sub(1);
-        let mut i = h as usize & mask;
-        while let Some(slot) = self.slots.get_mut(i) {
-            if *slot == 0 {
-                *slot = h >> 32 << 32 | u64::from(e + 1);
-                return;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Double the index (the first one is [`FIRST_SLOTS`] long) and re-enter every entry.
-    fn grow(&mut self) {
-        let len = (self.slots.len() * 2).max(FIRST_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![0; len]);
-        for slot in old.into_iter().filter(|&s| s != 0) {
-            let e = (slot as u32).wrapping_sub(1);
-            self.insert(self.load(e as usize), e);
-        }
     }
 
     #[cfg(test)]
@@ -273,9 +240,8 @@ impl Memo {
         self.entry(value, &ByteRule::default())
     }
 
-    /// The little-endian word at byte `at` of the entries (0 past their end).
     fn load(&self, at: usize) -> u64 {
-        self.data.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
+        load(&self.data, at)
     }
 
     fn store(&mut self, at: usize, v: u64) {
@@ -401,7 +367,7 @@ mod tests {
         let mut m = Memo::new(1, 10);
         let made: Vec<u32> = (0..HARD).map(|i| m.entry_t(format!("v{i}").as_bytes())).collect();
         assert!(!made.contains(&NO_ENTRY));
-        // The index grew many times over; every entry is still found, by its bytes.
+        // The index grew many times over (entries are re-hashed from the hash they keep): every one is still found.
         for (i, &e) in made.iter().enumerate() {
             assert_eq!(m.entry_t(format!("v{i}").as_bytes()), e);
             assert_eq!(m.key(e), format!("v{i}").as_bytes());
