@@ -550,12 +550,14 @@ struct Scratch {
     outcome_key: Vec<u8>,
     /// The scalars of the last transaction (their buffers; `Transaction::new` empties them).
     scalars: Vec<Vec<u8>>,
+    /// Their cache ids (emptied).
     scalar_ids: Vec<u32>,
     /// MATCHED_VARS entries of the last transaction (their buffers).
     matched_vars: Vec<Pair>,
     /// The transformation cache's value index and results (emptied).
     inputs: HashMap<u64, Vec<Numbered>, FastHash>,
     results: Vec<Arc<[u8]>>,
+    /// The removals selecting the chain being evaluated (see `ExtraMemo`; emptied).
     extra_memo: Vec<usize>,
     /// The stores of the last transaction, which the next one restores to a snapshot's (`Store::restore`: when
     /// they were copied from the same snapshot, by undoing the last transaction's changes).
@@ -771,7 +773,6 @@ type ArgCache = (u64, Vec<(usize, Arc<[u8]>)>);
 /// A group not enumerated yet, or a value id not looked up yet in the memo.
 const UNSET: u32 = u32::MAX - 1;
 
-/// ((removals count, starter id), the removals selecting that starter); the count is `usize::MAX` when unset.
 /// (selected rules, target): a target removal.
 type Removal<'r> = (Cow<'r, RuleSel>, Cow<'r, Target>);
 
@@ -2931,8 +2932,7 @@ fn parse_plain_i64(v: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
-/// `%XX` decoding (no `+`); invalid escapes stay as written.
-/// `b` with its `%XX` escapes decoded (others kept as they are), into `out` (emptied first).
+/// `%XX` decoding (no `+`) of `b` into `out` (emptied first); invalid escapes stay as written.
 fn percent_decode_into(b: &[u8], out: &mut Vec<u8>) {
     let hex = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),

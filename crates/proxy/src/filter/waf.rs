@@ -58,7 +58,6 @@ impl WafFilter {
             // allocation for it, and no reference count shared with the other workers to update).
             let mut tx = self.rules.transaction(&s.request_id, s.client_ip);
             let (verdict, found) = self.run(&mut tx, s, body, true);
-            drop(tx);
             return self.decide(s, verdict, found, None);
         }
         let mut owned = OwnedTransaction::new(self.rules.clone(), &s.request_id, s.client_ip);
