@@ -250,9 +250,18 @@ impl Operator {
     /// Bytes (a 256-bit set) at least one of which every input this operator matches contains: for each string of
     /// a required-literal set, its least common byte (both cases of a letter), from whichever set (see
     /// [`Operator::required_literals`] and, for a regex, `Rx::required_literal_candidates`) gives the least common
-    /// bytes. `None` when no such set is known. An engine may skip the operator on an input with none of them; the
-    /// answer is the same.
+    /// bytes; for `@validateByteRange`, the bytes outside its ranges. `None` when no such set is known. An engine may
+    /// skip the operator on an input with none of them; the answer is the same.
     pub fn required_bytes(&self) -> Option<[u64; 4]> {
+        if let (false, Kind::ValidateByteRange(allowed)) = (self.negated, &self.kind) {
+            let mut set = [0u64; 4];
+            for (b, _) in allowed.iter().enumerate().filter(|(_, ok)| !**ok) {
+                if let Some(w) = set.get_mut(b / 64) {
+                    *w |= 1u64 << (b % 64);
+                }
+            }
+            return Some(set);
+        }
         let byte_set = |lits: &[Vec<u8>]| -> Option<[u64; 4]> {
             let mut set = [0u64; 4];
             for l in lits {

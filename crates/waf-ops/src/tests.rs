@@ -587,6 +587,13 @@ fn required_bytes_are_in_every_match() {
     assert!(op("@rx ^.*$").required_bytes().is_none());
     assert!(op("!@rx <script").required_bytes().is_none());
     assert!(op("@detectSQLi").required_bytes().is_none());
+    // A byte range: the bytes outside it (every match has one, so a value with none is skipped).
+    let range = op("@validateByteRange 1-255");
+    assert_eq!(range.required_bytes(), Some([1, 0, 0, 0]));
+    assert!(range.matches(b"a\x00b", &Env, None) && !range.matches(b"item49", &Env, None));
+    assert_eq!(op("@validateByteRange 0-255").required_bytes(), Some([0; 4]));
+    assert_eq!(op("@validateByteRange 32-126").required_bytes(), Some([0xFFFF_FFFF, 1 << 63, u64::MAX, u64::MAX]));
+    assert!(op("!@validateByteRange 1-255").required_bytes().is_none());
 }
 
 /// `Transform::preimage` is exact enough to skip on: over random inputs rich in the bytes transformations act on,
@@ -634,6 +641,10 @@ fn preimages_cover_every_output_byte() {
     let pre = chain.iter().try_fold(quote, |s, n| Transform::parse(n).unwrap().unwrap().preimage(s)).unwrap();
     assert!(!b"running shoes 42".iter().any(|&b| has(&pre, b)));
     assert!(has(&pre, b'%') && has(&pre, b'&') && has(&pre, b'\''));
+    // `+` decodes only to a space: it counts for a set with a space, not for the quote.
+    let url = Transform::parse("urldecodeuni").unwrap().unwrap();
+    assert!(!has(&url.preimage(quote).unwrap(), b'+'));
+    assert!(has(&url.preimage([1 << b' ', 0, 0, 0]).unwrap(), b'+'));
 }
 
 /// `^.*$` and its like match every input whole, as the regex does (DOTALL: newlines included), without running one.

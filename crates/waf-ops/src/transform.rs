@@ -195,7 +195,8 @@ impl Transform {
                 b'/' | b'(' => Some(a),
                 _ => Some(a.to_ascii_lowercase()),
             }),
-            Transform::UrlDecode | Transform::UrlDecodeUni => with(b"%+"),
+            // `%` escapes give any byte; `+` gives only a space.
+            Transform::UrlDecode | Transform::UrlDecodeUni => with(if has(&set, b' ') { b"%+" } else { b"%" }),
             Transform::HtmlEntityDecode => with(b"&"),
             Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => with(b"\\"),
             Transform::ReplaceComments => with(b"/"),

@@ -507,11 +507,7 @@ impl Builder {
         for r in &mut self.rules {
             let mut cur = Some(r);
             while let Some(rule) = cur {
-                rule.pre_need = rule
-                    .need_bytes
-                    .filter(|_| !rule.multi_match)
-                    .and_then(|need| rule.transforms.iter().rev().try_fold(need, |set, t| t.preimage(set)))
-                    .filter(|pre| pre.iter().any(|w| *w != u64::MAX));
+                rule.pre_need = pre_need(rule);
                 cur = rule.chain.as_deref_mut();
             }
         }
@@ -869,6 +865,24 @@ fn on_off(v: &str) -> Result<bool, String> {
         "off" => Ok(false),
         _ => Err(format!("expected On or Off, got {v}")),
     }
+}
+
+/// [`Rule::pre_need`]: `need_bytes` through the transformations' preimages. A `multiMatch` rule runs its operator on
+/// the raw value and after every transformation that changes it, so its value must contain the preimage through
+/// some prefix of the chain (the empty one included): the union of them all.
+fn pre_need(rule: &Rule) -> Option<[u64; 4]> {
+    let need = rule.need_bytes?;
+    let through = |chain: &[palisade_waf_ops::Transform]| chain.iter().rev().try_fold(need, |set, t| t.preimage(set));
+    let pre = if rule.multi_match {
+        (0..=rule.transforms.len()).try_fold([0u64; 4], |mut acc, k| {
+            let p = through(rule.transforms.get(..k)?)?;
+            acc.iter_mut().zip(p).for_each(|(a, p)| *a |= p);
+            Some(acc)
+        })?
+    } else {
+        through(&rule.transforms)?
+    };
+    pre.iter().any(|w| *w != u64::MAX).then_some(pre)
 }
 
 #[cfg(test)]

@@ -207,7 +207,8 @@ pub(crate) struct Rule {
     pub(crate) need_bytes: Option<[u64; 4]>,
     /// The bytes a value must contain *before* the transformations for the transformed value to contain one of
     /// `need_bytes` (`Transform::preimage` through the chain): a value with none of them is skipped without
-    /// transforming it. `None` when unknown or when it would skip nothing (`multiMatch` rules never have it).
+    /// transforming it (for `multiMatch`, through any prefix of the chain). `None` when unknown or when it would
+    /// skip nothing.
     pub(crate) pre_need: Option<[u64; 4]>,
     pub(crate) transforms: Vec<Transform>,
     /// Node of the transformation-chain trie (0: no transformation), key of the per-transaction cache.

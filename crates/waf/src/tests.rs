@@ -434,6 +434,39 @@ SecRule REQUEST_METHOD "@streq GET" "id:4,phase:2,pass,log,chain"
     }
 }
 
+/// A `multiMatch` rule's operator also sees the raw value and each form on the way, so the bytes it skips values
+/// without are those every prefix of its chain needs: `t:cmdLine` deletes backslashes, yet the raw `a\b` matches.
+/// `@validateByteRange` skips values with no byte outside its ranges.
+#[test]
+fn values_are_skipped_only_when_no_form_of_them_can_match() {
+    let src = r#"SecRuleEngine On
+SecRule ARGS "@rx \x5c" "id:1,phase:2,pass,log,t:none,t:cmdLine,multiMatch"
+SecRule ARGS "@rx /\*" "id:2,phase:2,pass,log,t:none,t:urlDecodeUni,t:removeWhitespace,multiMatch"
+SecRule ARGS "@validateByteRange 1-255" "id:3,phase:2,pass,log,t:none,t:urlDecodeUni"
+"#;
+    let on = rs(src);
+    let mut off = rs(src);
+    off.set_verdict_memo(false);
+    let has = |s: &[u64; 4], b: u8| s[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+    let pre = |id: u32| on.rules.iter().find(|r| r.id == id).and_then(|r| r.pre_need).unwrap();
+    assert!(has(&pre(1), b'\\') && !has(&pre(1), b'a'));
+    assert!(has(&pre(2), b'*') && has(&pre(2), b'%') && !has(&pre(2), b'+') && !has(&pre(2), b'a'));
+    assert!(has(&pre(3), 0) && has(&pre(3), b'%') && !has(&pre(3), b'+') && !has(&pre(3), b'a'));
+    for (uri, want) in [
+        ("/?a=a%5Cb", &[1][..]),
+        ("/?a=/*", &[2]),
+        ("/?a=%252F%252A", &[2]),
+        ("/?a=%252F%2B%252A", &[2]),
+        ("/?a=%2500", &[3]),
+        ("/?a=abc", &[]),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(ids(&run(&on, uri, &[], "")), want, "{uri}");
+            assert_eq!(ids(&run(&off, uri, &[], "")), want, "{uri}, memo off");
+        }
+    }
+}
+
 /// A transformation known to leave a value unchanged is not run again on it by another chain (the per-value bits of
 /// the transformation cache), and one that changed it is: chains that apply the same transformations to the raw
 /// value at different places give the same results as applied one by one.

@@ -2086,7 +2086,9 @@ impl<'r> Transaction<'r> {
     fn check(&self, rule: &Rule, value: &[u8], id: u32) -> bool {
         let Some(op) = &rule.op else { return true };
         if rule.multi_match {
-            if op.matches(value, self, None) {
+            // Rules that `pre_need` rules out never get here (as below); each form is checked for `need_bytes`.
+            let may = |v: &[u8]| rule.need_bytes.as_ref().is_none_or(|need| palisade_waf_ops::has_any_byte(v, need));
+            if may(value) && op.matches(value, self, None) {
                 return true;
             }
             let known = if id == NO_ID { 0 } else { self.cache.borrow().unchanged(id) };
@@ -2097,7 +2099,7 @@ impl<'r> Transaction<'r> {
                 let raw = matches!(cur, Cow::Borrowed(_));
                 if let Some(n) = apply_noting(*t, &cur, raw, &mut unchanged) {
                     cur = Cow::Owned(n);
-                    if op.matches(&cur, self, None) {
+                    if may(&cur) && op.matches(&cur, self, None) {
                         hit = true;
                         break;
                     }
@@ -2283,11 +2285,16 @@ impl<'r> Transaction<'r> {
                 let start = bytes.len();
                 let mut mid = start;
                 let mut hit;
-                if rule.multi_match {
+                if rule.pre_need.as_ref().is_some_and(|pre| !palisade_waf_ops::has_any_byte(&v.value, pre)) {
+                    // No transformation of this value (nor the value, for multiMatch) can contain what every match
+                    // contains.
+                    hit = false;
+                } else if rule.multi_match {
                     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(&*v.value);
                     let check = |data: &[u8], caps: &mut Vec<Vec<u8>>| {
                         caps.clear();
-                        op.matches(data, this, if rule.capture { Some(caps) } else { None })
+                        rule.need_bytes.as_ref().is_none_or(|need| palisade_waf_ops::has_any_byte(data, need))
+                            && op.matches(data, this, if rule.capture { Some(caps) } else { None })
                     };
                     hit = check(&cur, &mut caps);
                     for t in &rule.transforms {
@@ -2304,9 +2311,6 @@ impl<'r> Transaction<'r> {
                         mid = bytes.len();
                         bytes.extend_from_slice(&cur);
                     }
-                } else if rule.pre_need.as_ref().is_some_and(|pre| !palisade_waf_ops::has_any_byte(&v.value, pre)) {
-                    // No transformation of this value can contain what every match contains.
-                    hit = false;
                 } else {
                     let tv = this.transformed(rule, &v.value, v.id);
                     caps.clear();
