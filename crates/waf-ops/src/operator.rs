@@ -369,7 +369,9 @@ impl Operator {
                 if plain_word(input) {
                     return false;
                 }
-                let Ok(r) = std::panic::catch_unwind(|| libinjectionrs::detect_sqli(input)) else { return false };
+                let Ok(r) = std::panic::catch_unwind(|| palisade_libinjection::detect_sqli(input)) else {
+                    return false;
+                };
                 if !r.is_injection() {
                     return false;
                 }
@@ -381,7 +383,8 @@ impl Operator {
             }
             Kind::DetectXss => {
                 !plain_word(input)
-                    && std::panic::catch_unwind(|| libinjectionrs::detect_xss(input).is_injection()).unwrap_or(false)
+                    && std::panic::catch_unwind(|| palisade_libinjection::detect_xss(input).is_injection())
+                        .unwrap_or(false)
             }
             Kind::ValidateByteRange(table) => input.iter().any(|&b| !table[usize::from(b)]),
             Kind::ValidateUrlEncoding => !valid_url_encoding(input),

@@ -728,8 +728,8 @@ fn libinjection_plain_words_are_never_reported() {
     for v in &inputs {
         assert!(crate::operator::plain_word(v), "{v:?}");
         let text = String::from_utf8_lossy(v);
-        assert!(!libinjectionrs::detect_sqli(v).is_injection(), "libinjection reports {text:?} as SQLi");
-        assert!(!libinjectionrs::detect_xss(v).is_injection(), "libinjection reports {text:?} as XSS");
+        assert!(!palisade_libinjection::detect_sqli(v).is_injection(), "libinjection reports {text:?} as SQLi");
+        assert!(!palisade_libinjection::detect_xss(v).is_injection(), "libinjection reports {text:?} as XSS");
         assert!(!sqli.matches(v, &Env, None) && !xss.matches(v, &Env, None), "{text:?}");
     }
     // Not plain, and reported, through the operators as through the library.
