@@ -296,6 +296,36 @@ impl Operator {
         Some(best)
     }
 
+    /// For an engine that searches a value for strings: a required-literal set (each string lowercased, to be found
+    /// ASCII case-insensitively; every input the operator matches contains one), the one of the candidates (see
+    /// [`Operator::required_bytes`]) that benign values (words, numbers, sentences) contain least often: a rare
+    /// punctuation byte beats a word, a long word beats a short one. `None` when no set is known.
+    pub fn filter_literals(&self) -> Option<Vec<Vec<u8>>> {
+        // Roughly how often a benign value contains the string.
+        let weight = |l: &Vec<u8>| -> u32 {
+            let plain = l.iter().all(|b| b.is_ascii_alphanumeric());
+            match (l.len(), plain) {
+                (1, true) => 1000,
+                (1, false) if l == b" " => 300,
+                (1, false) => 3,
+                (2, true) => 60,
+                (3, true) => 15,
+                (_, true) => 4,
+                (_, false) => 2,
+            }
+        };
+        let score = |set: &Vec<Vec<u8>>| set.iter().map(weight).fold(0u32, u32::saturating_add);
+        let mut best = self.required_literals()?;
+        if let (false, Kind::Rx(rx)) = (self.negated, &self.kind) {
+            for set in rx.required_literal_candidates() {
+                if score(&set) < score(&best) {
+                    best = set;
+                }
+            }
+        }
+        Some(best)
+    }
+
     /// For `@pm`-style prefiltering by the engine: the literal phrases, when the operator is a phrase match.
     pub fn phrases(&self) -> Option<&[Vec<u8>]> {
         match &self.kind {

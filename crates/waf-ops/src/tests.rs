@@ -596,6 +596,21 @@ fn required_bytes_are_in_every_match() {
     assert!(op("!@validateByteRange 1-255").required_bytes().is_none());
 }
 
+#[test]
+fn filter_literals_are_in_every_match_and_prefer_what_words_lack() {
+    // `(` is in every match and no word has it; the function names are the other candidate.
+    let o = op("@rx (?i)\\b(?:concat|substring|char)\\W*?\\(");
+    assert_eq!(o.filter_literals(), Some(vec![b"(".to_vec()]));
+    assert!(o.matches(b"CONCAT (1)", &Env, None));
+    // Only words: the set of them, lowercased.
+    let words = op("@rx (?i)union\\s+select").filter_literals().unwrap();
+    assert!(!words.is_empty() && words.iter().all(|w| w == b"union" || w == b"select"), "{words:?}");
+    assert_eq!(op("@pm Wget CURL").filter_literals(), Some(vec![b"wget".to_vec(), b"curl".to_vec()]));
+    assert!(op("@rx ^\\d+$").filter_literals().is_none());
+    assert!(op("!@rx <script").filter_literals().is_none());
+    assert!(op("@detectSQLi").filter_literals().is_none());
+}
+
 /// `Transform::preimage` is exact enough to skip on: over random inputs rich in the bytes transformations act on,
 /// whenever an output contains a byte of a set, the input contains a byte of the set's preimage.
 #[test]
@@ -645,6 +660,44 @@ fn preimages_cover_every_output_byte() {
     let url = Transform::parse("urldecodeuni").unwrap().unwrap();
     assert!(!has(&url.preimage(quote).unwrap(), b'+'));
     assert!(has(&url.preimage([1 << b' ', 0, 0, 0]).unwrap(), b'+'));
+}
+
+/// `Transform::case_identity_unless` is exact enough to search the raw value instead: over random inputs without the
+/// trigger bytes, every transformation that has them gives its input back up to ASCII case.
+#[test]
+fn inputs_without_triggers_come_out_the_same_up_to_case() {
+    let names = "cmdline compresswhitespace cssdecode escapeseqdecode htmlentitydecode jsdecode lowercase uppercase \
+                 normalizepath normalizepathwin parityzero7bit removecomments removecommentschar removenulls \
+                 removewhitespace replacecomments replacenulls trim trimleft trimright urldecode urldecodeuni \
+                 utf8tounicode";
+    let alphabet: &[u8] = b"aZ09 \t\r\n\x0b\x0c\xa0\x00%+&#;\\/*.<!-'\"^,(xuUfF\xc3\xa9\xe2\x82\xac";
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let has = |s: &[u64; 4], b: u8| s[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+    for name in names.split_whitespace() {
+        let t = Transform::parse(name).unwrap().unwrap();
+        let triggers = t.case_identity_unless().unwrap();
+        let allowed: Vec<u8> = alphabet.iter().copied().filter(|&b| !has(&triggers, b)).collect();
+        assert!(allowed.len() >= 4, "{name}");
+        for _ in 0..4000 {
+            let input: Vec<u8> = (0..next() % 24).map(|_| allowed[(next() as usize) % allowed.len()]).collect();
+            if let Some(out) = t.apply(&input) {
+                assert!(out.eq_ignore_ascii_case(&input), "{name}: {input:?} -> {out:?}");
+            }
+        }
+    }
+    for name in ["base64decode", "hexdecode", "length", "sha1", "urlencode", "parityeven7bit"] {
+        assert!(Transform::parse(name).unwrap().unwrap().case_identity_unless().is_none(), "{name}");
+    }
+    // What benign values keep: a sentence through `urlDecodeUni,htmlEntityDecode,lowercase`.
+    let chain = ["urldecodeuni", "htmlentitydecode", "lowercase"]
+        .map(|n| Transform::parse(n).unwrap().unwrap().case_identity_unless().unwrap());
+    assert!(b"Running shoes, size 42!".iter().all(|&b| chain.iter().all(|t| !has(t, b))));
 }
 
 /// `^.*$` and its like match every input whole, as the regex does (DOTALL: newlines included), without running one.

@@ -141,6 +141,61 @@ impl Transform {
         }
     }
 
+    /// The bytes (256 bits) without which this transformation leaves its input as it is up to ASCII case: an input
+    /// with none of them gives an output equal to it compared ASCII case-insensitively. `None` when no such set is
+    /// known (decoders and hashes). Lets an engine search the raw value for what the transformed one must contain.
+    pub fn case_identity_unless(&self) -> Option<[u64; 4]> {
+        let set = |bytes: &[u8]| {
+            let mut s = [0u64; 4];
+            for &b in bytes {
+                if let Some(w) = s.get_mut(usize::from(b >> 6)) {
+                    *w |= 1u64 << (b & 63);
+                }
+            }
+            s
+        };
+        // C `isspace` and NBSP.
+        const SPACE: &[u8] = b" \t\n\x0b\x0c\r\xa0";
+        Some(match self {
+            Transform::Lowercase | Transform::Uppercase => [0; 4],
+            Transform::ReplaceNulls | Transform::RemoveNulls => set(&[0]),
+            // Bytes past ASCII (and NUL, where `utf8toUnicode` stops being a no-op).
+            Transform::ParityZero7bit => [0, 0, u64::MAX, u64::MAX],
+            Transform::Utf8ToUnicode => {
+                let mut s = set(&[0]);
+                s[2] = u64::MAX;
+                s[3] = u64::MAX;
+                s
+            }
+            Transform::RemoveWhitespace
+            | Transform::CompressWhitespace
+            | Transform::Trim
+            | Transform::TrimLeft
+            | Transform::TrimRight => set(SPACE),
+            Transform::UrlDecode | Transform::UrlDecodeUni => set(b"%+"),
+            Transform::HtmlEntityDecode => set(b"&"),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => set(b"\\"),
+            // `/` and `(` only drop a space before them.
+            Transform::CmdLine => set(b"\0\"'\\^ ,;\t\r\n"),
+            Transform::RemoveComments | Transform::RemoveCommentsChar => set(b"/<-#"),
+            Transform::ReplaceComments => set(b"/"),
+            Transform::NormalizePath => set(b"./"),
+            Transform::NormalizePathWin => set(b"./\\"),
+            Transform::ParityEven7bit
+            | Transform::ParityOdd7bit
+            | Transform::Base64Decode
+            | Transform::Base64DecodeExt
+            | Transform::Base64Encode
+            | Transform::HexDecode
+            | Transform::HexEncode
+            | Transform::SqlHexDecode
+            | Transform::Length
+            | Transform::Md5
+            | Transform::Sha1
+            | Transform::UrlEncode => return None,
+        })
+    }
+
     /// The bytes an input must contain for this transformation's output to contain a byte of `set` (256 bits):
     /// an input with none of them gives an output with none of `set`. `None` when any input might (decoders and
     /// hashes whose output bytes do not follow from the input's). Lets a rule skip a value before transforming it

@@ -90,7 +90,7 @@ impl PurePlan {
                 link = l.chain.as_deref_mut();
             }
         }
-        b.plan.bytes = crate::memo::ByteRule::new(&b.pre_need);
+        b.plan.bytes = crate::memo::ByteRule::new(&b.pre_need, &b.literal);
         let words = crate::memo::row_words(b.plan.count());
         let mut rows = vec![0u64; b.plan.targets.len() * words];
         for (p, &g) in b.plan.group.iter().enumerate() {
@@ -114,6 +114,7 @@ impl PurePlan {
 struct PlanBuilder {
     plan: PurePlan,
     pre_need: Vec<Option<[u64; 4]>>,
+    literal: Vec<Option<crate::memo::LiteralNeed>>,
     group_of: HashMap<Vec<u32>, u32>,
     target_of: HashMap<String, u32>,
 }
@@ -150,6 +151,7 @@ impl PlanBuilder {
         let p = u32::try_from(plan.group.len()).unwrap_or(NOT_PURE);
         plan.group.push(g);
         self.pre_need.push(r.pre_need);
+        self.literal.push(literal_need(r));
         p
     }
 }
@@ -865,6 +867,21 @@ fn on_off(v: &str) -> Result<bool, String> {
         "off" => Ok(false),
         _ => Err(format!("expected On or Off, got {v}")),
     }
+}
+
+/// A pure rule's literal need (see [`crate::memo::ByteRule`]): its transformations' trigger bytes and its operator's
+/// filter literals, when every transformation has triggers.
+fn literal_need(rule: &Rule) -> Option<crate::memo::LiteralNeed> {
+    let lits = rule.op.as_ref()?.filter_literals()?;
+    // A string most values contain rules out nothing and costs a match per occurrence.
+    if lits.iter().any(|l| l.len() < 3 && l.iter().all(u8::is_ascii_alphanumeric)) {
+        return None;
+    }
+    let triggers = rule.transforms.iter().try_fold([0u64; 4], |mut acc, t| {
+        acc.iter_mut().zip(t.case_identity_unless()?).for_each(|(a, t)| *a |= t);
+        Some(acc)
+    })?;
+    Some((triggers, lits))
 }
 
 /// [`Rule::pre_need`]: `need_bytes` through the transformations' preimages. A `multiMatch` rule runs its operator on

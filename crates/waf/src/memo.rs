@@ -29,44 +29,114 @@ const SETS: usize = 4;
 /// what the operator needs), which of them each byte value can keep in play: a new value rules out at once every
 /// such rule none of its bytes keeps in play, without a check per rule (exactly what `Transaction::check` would
 /// answer first for each of them).
+///
+/// Pure rules with a [`LiteralNeed`] are ruled out the same way by strings: a value with none of the trigger bytes of
+/// the rule's transformations is its own transformation up to ASCII case, so when it contains none of the strings
+/// every match contains (one Aho-Corasick pass over the value for all such rules), the rule cannot match it.
 #[derive(Debug, Default)]
 pub(crate) struct ByteRule {
     words: usize,
-    /// Per byte value (256 rows of `words` words): the pure rules whose `pre_need` contains it.
+    /// Per byte value, two rows of `words` words: the pure rules whose `pre_need` contains it, then the pure rules
+    /// with a literal need for whose transformations it is a trigger.
     by_byte: Vec<u64>,
     /// The pure rules that have a `pre_need`.
     filtered: Vec<u64>,
+    /// The pure rules that have a literal need.
+    literal: Vec<u64>,
+    /// All the literal needs' strings (ASCII case-insensitive, overlapping matches).
+    strings: Option<aho_corasick::AhoCorasick>,
+    /// Per string (pattern id): the pure rules needing it, as `rules_of[start[id]..start[id + 1]]`.
+    start: Vec<u32>,
+    rules_of: Vec<u32>,
 }
 
+/// What a pure rule's value must contain, as [`ByteRule`] uses it: the bytes without which the rule's transformations
+/// leave a value as it is up to ASCII case (`Transform::case_identity_unless`, all of the chain's), and strings one
+/// of which every match of its operator contains (`Operator::filter_literals`, lowercased).
+pub(crate) type LiteralNeed = ([u64; 4], Vec<Vec<u8>>);
+
 impl ByteRule {
-    /// `pre_need` per pure rule number.
-    pub(crate) fn new(pre_need: &[Option<[u64; 4]>]) -> ByteRule {
-        let words = row_words(pre_need.len());
-        let mut t = ByteRule { words, by_byte: vec![0; 256 * words], filtered: vec![0; words] };
+    /// `pre_need` and literal need per pure rule number.
+    pub(crate) fn new(pre_need: &[Option<[u64; 4]>], literal: &[Option<LiteralNeed>]) -> ByteRule {
+        let words = row_words(pre_need.len().max(literal.len()));
+        let mut t = ByteRule {
+            words,
+            by_byte: vec![0; 2 * 256 * words],
+            filtered: vec![0; words],
+            literal: vec![0; words],
+            ..ByteRule::default()
+        };
+        let has = |set: &[u64; 4], b: usize| set.get(b / 64).is_some_and(|x| x >> (b % 64) & 1 == 1);
         for (p, pre) in pre_need.iter().enumerate() {
             let Some(pre) = pre else { continue };
             let (w, bit) = (p / 64, 1u64 << (p % 64));
             if let Some(f) = t.filtered.get_mut(w) {
                 *f |= bit;
             }
-            for b in 0..256usize {
-                if pre.get(b / 64).is_some_and(|x| x >> (b % 64) & 1 == 1) {
-                    if let Some(x) = t.by_byte.get_mut(b * words + w) {
-                        *x |= bit;
-                    }
+            for b in (0..256usize).filter(|&b| has(pre, b)) {
+                if let Some(x) = t.by_byte.get_mut(2 * b * words + w) {
+                    *x |= bit;
                 }
             }
+        }
+        // The strings, each once, with the rules needing it.
+        let mut ids: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        let mut strings: Vec<&[u8]> = Vec::new();
+        let mut needing: Vec<Vec<u32>> = Vec::new();
+        for (p, need) in literal.iter().enumerate() {
+            let Some((triggers, lits)) = need else { continue };
+            let (Ok(p32), w, bit) = (u32::try_from(p), p / 64, 1u64 << (p % 64)) else { continue };
+            if lits.is_empty() || lits.iter().any(Vec::is_empty) {
+                continue;
+            }
+            if let Some(l) = t.literal.get_mut(w) {
+                *l |= bit;
+            }
+            for b in (0..256usize).filter(|&b| has(triggers, b)) {
+                if let Some(x) = t.by_byte.get_mut((2 * b + 1) * words + w) {
+                    *x |= bit;
+                }
+            }
+            for l in lits {
+                let id = *ids.entry(l).or_insert_with(|| {
+                    strings.push(l);
+                    needing.push(Vec::new());
+                    strings.len() - 1
+                });
+                if let Some(n) = needing.get_mut(id) {
+                    n.push(p32);
+                }
+            }
+        }
+        // The strings are lowercase and so is what `rule_out` searches (case-sensitive: half the transitions).
+        let built = aho_corasick::AhoCorasick::builder().build(&strings);
+        match built {
+            Ok(ac) if !strings.is_empty() => {
+                t.strings = Some(ac);
+                for n in &needing {
+                    t.start.push(u32::try_from(t.rules_of.len()).unwrap_or(u32::MAX));
+                    t.rules_of.extend_from_slice(n);
+                }
+                t.start.push(u32::try_from(t.rules_of.len()).unwrap_or(u32::MAX));
+            }
+            // Too many strings for the automaton (cannot happen with the CRS): no rule is ruled out by them.
+            _ => t.literal.iter_mut().for_each(|l| *l = 0),
         }
         t
     }
 
     /// Fill `known`, a new memo row's "evaluated" bits, with the rules `value` rules out (known not to match): the
-    /// filtered rules none of its bytes keeps in play.
+    /// filtered rules none of its bytes keeps in play, and the rules with a literal need none of whose triggers
+    /// and strings it contains.
+    #[inline(never)]
     fn rule_out(&self, value: &[u8], known: &mut [u64]) {
         if self.words != known.len() {
             return;
         }
         known.copy_from_slice(&self.filtered);
+        let mut by_strings = [0u64; ROW_STACK];
+        let Some(by_strings) = by_strings.get_mut(..self.words) else { return };
+        by_strings.copy_from_slice(&self.literal);
         let mut seen = [0u64; 4];
         for &b in value {
             let (w, bit) = (usize::from(b >> 6), 1u64 << (b & 63));
@@ -75,11 +145,32 @@ impl ByteRule {
                 continue;
             }
             *s |= bit;
-            let row = usize::from(b) * self.words;
-            if let Some(r) = self.by_byte.get(row..row + self.words) {
-                known.iter_mut().zip(r).for_each(|(k, r)| *k &= !r);
+            let row = 2 * usize::from(b) * self.words;
+            if let Some(r) = self.by_byte.get(row..row + 2 * self.words) {
+                let (need, trigger) = r.split_at(self.words);
+                known.iter_mut().zip(need).for_each(|(k, r)| *k &= !r);
+                by_strings.iter_mut().zip(trigger).for_each(|(k, r)| *k &= !r);
             }
         }
+        if by_strings.iter().all(|w| *w == 0) {
+            return;
+        }
+        if let Some(ac) = &self.strings {
+            let mut lower = [0u8; MAX_VALUE];
+            let Some(lower) = lower.get_mut(..value.len()) else { return };
+            lower.copy_from_slice(value);
+            lower.make_ascii_lowercase();
+            for m in ac.find_overlapping_iter(&*lower) {
+                let id = m.pattern().as_usize();
+                let (Some(&a), Some(&z)) = (self.start.get(id), self.start.get(id + 1)) else { continue };
+                for &p in self.rules_of.get(a as usize..z as usize).unwrap_or_default() {
+                    if let Some(w) = by_strings.get_mut((p / 64) as usize) {
+                        *w &= !(1u64 << (p % 64));
+                    }
+                }
+            }
+        }
+        known.iter_mut().zip(by_strings.iter()).for_each(|(k, s)| *k |= s);
     }
 }
 
@@ -346,7 +437,7 @@ mod tests {
         pre[0] = set(b"'");
         pre[2] = set(b"%<");
         pre[70] = set(&[0xc3]);
-        let bytes = ByteRule::new(&pre);
+        let bytes = ByteRule::new(&pre, &[]);
         let mut m = Memo::new(1, 71);
         let plain = m.entry(b"running shoes", &bytes);
         assert_eq!(
@@ -360,6 +451,38 @@ mod tests {
         m.set(plain, 1, true);
         assert_eq!(m.entry(b"running shoes", &bytes), plain);
         assert_eq!(m.get(plain, 1), Some(true));
+    }
+
+    /// A rule with a literal need is ruled out by a new value without its strings (compared ASCII
+    /// case-insensitively) and without its transformations' trigger bytes, and only then.
+    #[test]
+    fn a_new_value_without_a_rules_strings_or_triggers_rules_it_out() {
+        let set = |bytes: &[u8]| {
+            let mut s = [0u64; 4];
+            for &b in bytes {
+                s[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+            s
+        };
+        // Rule 0 needs "select" or "union" (triggers `%` and `+`, as urlDecode); rule 1 needs "(" (no triggers);
+        // rule 2 has no need; rule 65 needs "sleep" in another row word.
+        let mut lit = vec![None; 66];
+        lit[0] = Some((set(b"%+"), vec![b"select".to_vec(), b"union".to_vec()]));
+        lit[1] = Some(([0; 4], vec![b"(".to_vec()]));
+        lit[65] = Some(([0; 4], vec![b"sleep".to_vec()]));
+        let bytes = ByteRule::new(&[], &lit);
+        let mut m = Memo::new(1, 66);
+        let mut verdicts = |v: &[u8]| {
+            let e = m.entry(v, &bytes);
+            [0, 1, 2, 65].map(|p| m.get(e, p))
+        };
+        let out = Some(false);
+        assert_eq!(verdicts(b"running shoes 42"), [out, out, None, out]);
+        assert_eq!(verdicts(b"1 UNION all"), [None, out, None, out]);
+        assert_eq!(verdicts(b"unio%6e"), [None, out, None, out]);
+        assert_eq!(verdicts(b"a+b"), [None, out, None, out]);
+        assert_eq!(verdicts(b"f(x) SLeep"), [out, None, None, None]);
+        assert_eq!(verdicts(b"selec"), [out, out, None, out]);
     }
 
     #[test]

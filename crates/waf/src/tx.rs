@@ -1505,7 +1505,7 @@ impl<'r> Transaction<'r> {
 
     /// Whether every target of group `g` is enumerated in this phase (enumerating them now if needed); `false` when
     /// the plan is inconsistent (the caller then evaluates normally).
-    #[inline]
+    #[inline(always)]
     fn group_enumerated(&mut self, g: u32) -> bool {
         self.group_ready.get(g as usize).copied().unwrap_or(false) || self.enumerate_group(g).is_some()
     }
@@ -1980,6 +1980,7 @@ impl<'r> Transaction<'r> {
     /// Make group `g` ready for this phase on first use: its targets' values enumerated (each target once per phase,
     /// whichever group needs it first) and added to the phase's row. `None` when the plan is inconsistent (the
     /// caller then evaluates normally).
+    #[inline(never)]
     fn enumerate_group(&mut self, g: u32) -> Option<()> {
         let rs = self.rs;
         let phase = usize::from(self.phase.wrapping_sub(1));
