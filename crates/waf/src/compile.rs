@@ -73,6 +73,10 @@ pub(crate) struct PurePlan {
     /// target adds only these to the phase's row (a value's memo row says "not evaluated yet" for every rule that
     /// never looks at it), so the phase's row answers for a group exactly what its own targets' values would.
     pub(crate) target_rules: Vec<u64>,
+    /// Per target, the same for all the targets whose values share ids with its (`ARGS`, `ARGS:q`, `ARGS_GET`: a
+    /// value id, and so its memo entry, is the same in each): the rules a new entry's strings may rule out (see
+    /// `memo::ByteRule`; a rule left out is evaluated as usual).
+    pub(crate) var_rules: Vec<u64>,
 }
 
 impl PurePlan {
@@ -100,7 +104,20 @@ impl PurePlan {
                 }
             }
         }
+        let mut var_rows = vec![0u64; rows.len()];
+        for (t, target) in b.plan.targets.iter().enumerate() {
+            let family = id_family(target.var);
+            for (u, _) in b.plan.targets.iter().enumerate().filter(|(_, o)| id_family(o.var) == family) {
+                for w in 0..words {
+                    let r = rows.get(u * words + w).copied().unwrap_or(0);
+                    if let Some(x) = var_rows.get_mut(t * words + w) {
+                        *x |= r;
+                    }
+                }
+            }
+        }
         b.plan.target_rules = rows;
+        b.plan.var_rules = var_rows;
         b.plan
     }
 
@@ -866,6 +883,16 @@ fn on_off(v: &str) -> Result<bool, String> {
         "on" => Ok(true),
         "off" => Ok(false),
         _ => Err(format!("expected On or Off, got {v}")),
+    }
+}
+
+/// Variables whose values share value ids (`ARGS` is `ARGS_GET` and `ARGS_POST`, numbered as theirs).
+fn id_family(v: crate::vars::Var) -> crate::vars::Var {
+    use crate::vars::{Coll, Var};
+    match v {
+        Var::Coll(Coll::ArgsGet | Coll::ArgsPost) => Var::Coll(Coll::Args),
+        Var::Names(Coll::ArgsGet | Coll::ArgsPost) => Var::Names(Coll::Args),
+        v => v,
     }
 }
 

@@ -50,6 +50,10 @@ pub(crate) struct ByteRule {
     rules_of: Vec<u32>,
 }
 
+/// A new value is searched for the rules' strings when it is at most this many bytes per rule the search may rule
+/// out (see `ByteRule::rule_out`).
+const SCAN_BYTES_PER_RULE: usize = 16;
+
 /// What a pure rule's value must contain, as [`ByteRule`] uses it: the bytes without which the rule's transformations
 /// leave a value as it is up to ASCII case (`Transform::case_identity_unless`, all of the chain's), and strings one
 /// of which every match of its operator contains (`Operator::filter_literals`, lowercased).
@@ -126,17 +130,19 @@ impl ByteRule {
     }
 
     /// Fill `known`, a new memo row's "evaluated" bits, with the rules `value` rules out (known not to match): the
-    /// filtered rules none of its bytes keeps in play, and the rules with a literal need none of whose triggers
-    /// and strings it contains.
+    /// filtered rules none of its bytes keeps in play, and the rules of `readers` with a literal need none of whose
+    /// triggers and strings it contains.
     #[inline(never)]
-    fn rule_out(&self, value: &[u8], known: &mut [u64]) {
+    fn rule_out(&self, value: &[u8], known: &mut [u64], readers: &[u64]) {
         if self.words != known.len() {
             return;
         }
         known.copy_from_slice(&self.filtered);
         let mut by_strings = [0u64; ROW_STACK];
         let Some(by_strings) = by_strings.get_mut(..self.words) else { return };
-        by_strings.copy_from_slice(&self.literal);
+        by_strings.iter_mut().zip(&self.literal).enumerate().for_each(|(w, (s, l))| {
+            *s = l & readers.get(w).copied().unwrap_or(0);
+        });
         let mut seen = [0u64; 4];
         for &b in value {
             let (w, bit) = (usize::from(b >> 6), 1u64 << (b & 63));
@@ -152,7 +158,10 @@ impl ByteRule {
                 by_strings.iter_mut().zip(trigger).for_each(|(k, r)| *k &= !r);
             }
         }
-        if by_strings.iter().all(|w| *w == 0) {
+        // The pass costs ~60 instructions per byte and a rule it rules out saves ~800 (a check): a long value left
+        // with few candidates (a URI, whose `/`, `&` and `%` trigger most rules) is not worth it.
+        let candidates: u32 = by_strings.iter().map(|w| w.count_ones()).sum();
+        if (candidates as usize).saturating_mul(SCAN_BYTES_PER_RULE) < value.len() {
             return;
         }
         if let Some(ac) = &self.strings {
@@ -160,13 +169,27 @@ impl ByteRule {
             let Some(lower) = lower.get_mut(..value.len()) else { return };
             lower.copy_from_slice(value);
             lower.make_ascii_lowercase();
-            for m in ac.find_overlapping_iter(&*lower) {
-                let id = m.pattern().as_usize();
-                let (Some(&a), Some(&z)) = (self.start.get(id), self.start.get(id + 1)) else { continue };
+            // The last strings found: a URI repeats `=` and `&`, whose rules are kept once.
+            let mut recent = [u32::MAX; 8];
+            for (n, m) in ac.find_overlapping_iter(&*lower).enumerate() {
+                let id = m.pattern().as_u32();
+                if recent.contains(&id) {
+                    continue;
+                }
+                if let Some(r) = recent.get_mut(n % 8) {
+                    *r = id;
+                }
+                let (Some(&a), Some(&z)) = (self.start.get(id as usize), self.start.get(id as usize + 1)) else {
+                    continue;
+                };
                 for &p in self.rules_of.get(a as usize..z as usize).unwrap_or_default() {
                     if let Some(w) = by_strings.get_mut((p / 64) as usize) {
                         *w &= !(1u64 << (p % 64));
                     }
+                }
+                // Every rule kept: nothing left to rule out.
+                if by_strings.iter().all(|w| *w == 0) {
+                    return;
                 }
             }
         }
@@ -287,7 +310,8 @@ impl Memo {
 
     /// The entry for `value`, made when new; [`NO_ENTRY`] when it cannot be remembered. A new entry starts with the
     /// rules `bytes` rules out already known not to match (see [`ByteRule`]).
-    pub(crate) fn entry(&mut self, value: &[u8], bytes: &ByteRule) -> u32 {
+    /// `readers`: the rules `bytes` may rule out by strings (those reading the value's variable; a row).
+    pub(crate) fn entry(&mut self, value: &[u8], bytes: &ByteRule, readers: &[u64]) -> u32 {
         if value.len() > MAX_VALUE {
             return NO_ENTRY;
         }
@@ -307,7 +331,7 @@ impl Memo {
         let mut known = [0u64; ROW_STACK];
         let known = match known.get_mut(..words) {
             Some(k) => {
-                bytes.rule_out(value, k);
+                bytes.rule_out(value, k, readers);
                 &*k
             }
             None => &[][..],
@@ -328,7 +352,7 @@ impl Memo {
 
     #[cfg(test)]
     fn entry_t(&mut self, value: &[u8]) -> u32 {
-        self.entry(value, &ByteRule::default())
+        self.entry(value, &ByteRule::default(), &[])
     }
 
     fn load(&self, at: usize) -> u64 {
@@ -439,17 +463,17 @@ mod tests {
         pre[70] = set(&[0xc3]);
         let bytes = ByteRule::new(&pre, &[]);
         let mut m = Memo::new(1, 71);
-        let plain = m.entry(b"running shoes", &bytes);
+        let plain = m.entry(b"running shoes", &bytes, &[]);
         assert_eq!(
             (m.get(plain, 0), m.get(plain, 1), m.get(plain, 2), m.get(plain, 70)),
             (Some(false), None, Some(false), Some(false))
         );
-        let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes);
+        let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes, &[]);
         assert_eq!((m.get(odd, 0), m.get(odd, 2), m.get(odd, 70)), (None, None, None));
         // Rules without a filter are never ruled out; a known entry is not touched again.
         assert_eq!(m.get(odd, 3), None);
         m.set(plain, 1, true);
-        assert_eq!(m.entry(b"running shoes", &bytes), plain);
+        assert_eq!(m.entry(b"running shoes", &bytes, &[]), plain);
         assert_eq!(m.get(plain, 1), Some(true));
     }
 
@@ -473,7 +497,7 @@ mod tests {
         let bytes = ByteRule::new(&[], &lit);
         let mut m = Memo::new(1, 66);
         let mut verdicts = |v: &[u8]| {
-            let e = m.entry(v, &bytes);
+            let e = m.entry(v, &bytes, &[u64::MAX; 2]);
             [0, 1, 2, 65].map(|p| m.get(e, p))
         };
         let out = Some(false);

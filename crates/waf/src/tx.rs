@@ -2042,8 +2042,10 @@ impl<'r> Transaction<'r> {
                     continue;
                 }
                 let start = vals.len();
-                let mut push =
-                    |value: &[u8], id: u32| vals.push((entry_of(m, &mut ids, &rs.pure.bytes, value, id), id));
+                let readers = rs.pure.var_rules.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
+                let mut push = |value: &[u8], id: u32| {
+                    vals.push((entry_of(m, &mut ids, &rs.pure.bytes, readers, value, id), id));
+                };
                 // What `values` gives, without a call per value through `dyn FnMut` for the common kinds.
                 match t.var {
                     Var::Scalar(s) => {
@@ -3003,10 +3005,17 @@ fn member_id(base: u32, i: usize, which: u32) -> u32 {
 /// The memo entry of a value numbered `id` (`ids`: per id, its entry found earlier in the transaction, so a value
 /// several targets share is looked up once), or looked up by content when it has no number.
 #[inline]
-fn entry_of(m: &mut memo::Memo, ids: &mut Vec<u32>, bytes: &memo::ByteRule, value: &[u8], id: u32) -> u32 {
+fn entry_of(
+    m: &mut memo::Memo,
+    ids: &mut Vec<u32>,
+    bytes: &memo::ByteRule,
+    readers: &[u64],
+    value: &[u8],
+    id: u32,
+) -> u32 {
     let i = match usize::try_from(id) {
         Ok(i) if id != NO_ID => i,
-        _ => return m.entry(value, bytes),
+        _ => return m.entry(value, bytes, readers),
     };
     if i >= ids.len() {
         ids.resize(i + 1, UNSET);
@@ -3014,7 +3023,7 @@ fn entry_of(m: &mut memo::Memo, ids: &mut Vec<u32>, bytes: &memo::ByteRule, valu
     match ids.get_mut(i) {
         Some(slot) if *slot != UNSET => *slot,
         Some(slot) => {
-            *slot = m.entry(value, bytes);
+            *slot = m.entry(value, bytes, readers);
             *slot
         }
         None => memo::NO_ENTRY,
