@@ -310,8 +310,9 @@ impl Memo {
 
     /// The entry for `value`, made when new; [`NO_ENTRY`] when it cannot be remembered. A new entry starts with the
     /// rules `bytes` rules out already known not to match (see [`ByteRule`]).
-    /// `readers`: the rules `bytes` may rule out by strings (those reading the value's variable; a row).
-    pub(crate) fn entry(&mut self, value: &[u8], bytes: &ByteRule, readers: &[u64]) -> u32 {
+    /// `readers`: the rules `bytes` may rule out by strings (those reading the value's variable; a row), asked for
+    /// only when the entry is new.
+    pub(crate) fn entry<'a>(&mut self, value: &[u8], bytes: &ByteRule, readers: impl FnOnce() -> &'a [u64]) -> u32 {
         if value.len() > MAX_VALUE {
             return NO_ENTRY;
         }
@@ -331,7 +332,7 @@ impl Memo {
         let mut known = [0u64; ROW_STACK];
         let known = match known.get_mut(..words) {
             Some(k) => {
-                bytes.rule_out(value, k, readers);
+                bytes.rule_out(value, k, readers());
                 &*k
             }
             None => &[][..],
@@ -352,7 +353,7 @@ impl Memo {
 
     #[cfg(test)]
     fn entry_t(&mut self, value: &[u8]) -> u32 {
-        self.entry(value, &ByteRule::default(), &[])
+        self.entry(value, &ByteRule::default(), || &[])
     }
 
     fn load(&self, at: usize) -> u64 {
@@ -463,17 +464,17 @@ mod tests {
         pre[70] = set(&[0xc3]);
         let bytes = ByteRule::new(&pre, &[]);
         let mut m = Memo::new(1, 71);
-        let plain = m.entry(b"running shoes", &bytes, &[]);
+        let plain = m.entry(b"running shoes", &bytes, || &[]);
         assert_eq!(
             (m.get(plain, 0), m.get(plain, 1), m.get(plain, 2), m.get(plain, 70)),
             (Some(false), None, Some(false), Some(false))
         );
-        let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes, &[]);
+        let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes, || &[]);
         assert_eq!((m.get(odd, 0), m.get(odd, 2), m.get(odd, 70)), (None, None, None));
         // Rules without a filter are never ruled out; a known entry is not touched again.
         assert_eq!(m.get(odd, 3), None);
         m.set(plain, 1, true);
-        assert_eq!(m.entry(b"running shoes", &bytes, &[]), plain);
+        assert_eq!(m.entry(b"running shoes", &bytes, || &[]), plain);
         assert_eq!(m.get(plain, 1), Some(true));
     }
 
@@ -497,7 +498,7 @@ mod tests {
         let bytes = ByteRule::new(&[], &lit);
         let mut m = Memo::new(1, 66);
         let mut verdicts = |v: &[u8]| {
-            let e = m.entry(v, &bytes, &[u64::MAX; 2]);
+            let e = m.entry(v, &bytes, || &[u64::MAX; 2]);
             [0, 1, 2, 65].map(|p| m.get(e, p))
         };
         let out = Some(false);

@@ -2042,7 +2042,8 @@ impl<'r> Transaction<'r> {
                     continue;
                 }
                 let start = vals.len();
-                let readers = rs.pure.var_rules.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
+                let readers =
+                    || rs.pure.var_rules.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
                 let mut push = |value: &[u8], id: u32| {
                     vals.push((entry_of(m, &mut ids, &rs.pure.bytes, readers, value, id), id));
                 };
@@ -3005,11 +3006,11 @@ fn member_id(base: u32, i: usize, which: u32) -> u32 {
 /// The memo entry of a value numbered `id` (`ids`: per id, its entry found earlier in the transaction, so a value
 /// several targets share is looked up once), or looked up by content when it has no number.
 #[inline]
-fn entry_of(
+fn entry_of<'a>(
     m: &mut memo::Memo,
     ids: &mut Vec<u32>,
     bytes: &memo::ByteRule,
-    readers: &[u64],
+    readers: impl FnOnce() -> &'a [u64],
     value: &[u8],
     id: u32,
 ) -> u32 {
