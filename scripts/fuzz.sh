@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-60}; shift || true
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
-targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(config_parse request_head idp_request gateway_security mesh audit scan waf_seclang waf_body)
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(config_parse request_head idp_request gateway_security mesh audit scan waf_seclang waf_body libinjection)
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   echo "==> fuzzing $t for ${SECS}s"
