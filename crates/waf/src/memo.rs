@@ -43,7 +43,7 @@ pub(crate) struct ByteRule {
     filtered: Vec<u64>,
     /// The pure rules that have a literal need.
     literal: Vec<u64>,
-    /// All the literal needs' strings (ASCII case-insensitive, overlapping matches).
+    /// All the literal needs' strings, lowercase (searched in the lowercased value, overlapping matches).
     strings: Option<aho_corasick::AhoCorasick>,
     /// Per string (pattern id): the pure rules needing it, as `rules_of[start[id]..start[id + 1]]`.
     start: Vec<u32>,
