@@ -36,8 +36,11 @@ const SETS: usize = 4;
 #[derive(Debug, Default)]
 pub(crate) struct ByteRule {
     words: usize,
-    /// Per byte value, two rows of `words` words: the pure rules whose `pre_need` contains it, then the pure rules
-    /// with a literal need for whose transformations it is a trigger.
+    /// Words per row in `by_byte`: [`SMALL`] when `words` fits (rows of a size known when compiling, so the per-byte
+    /// step is a few vector instructions), else `words`.
+    stride: usize,
+    /// Per byte value, two rows of `stride` words (`words` used): the pure rules whose `pre_need` contains it, then
+    /// the pure rules with a literal need for whose transformations it is a trigger.
     by_byte: Vec<u64>,
     /// The pure rules that have a `pre_need`.
     filtered: Vec<u64>,
@@ -54,6 +57,9 @@ pub(crate) struct ByteRule {
 /// out (see `ByteRule::rule_out`).
 const SCAN_BYTES_PER_RULE: usize = 16;
 
+/// Row words up to which `ByteRule::by_byte` rows have a fixed size (512 pure rules; the CRS has ~360).
+const SMALL: usize = 8;
+
 /// What a pure rule's value must contain, as [`ByteRule`] uses it: the bytes without which the rule's transformations
 /// leave a value as it is up to ASCII case (`Transform::case_identity_unless`, all of the chain's), and strings one
 /// of which every match of its operator contains (`Operator::filter_literals`, lowercased).
@@ -63,9 +69,11 @@ impl ByteRule {
     /// `pre_need` and literal need per pure rule number.
     pub(crate) fn new(pre_need: &[Option<[u64; 4]>], literal: &[Option<LiteralNeed>]) -> ByteRule {
         let words = row_words(pre_need.len().max(literal.len()));
+        let stride = if words <= SMALL { SMALL } else { words };
         let mut t = ByteRule {
             words,
-            by_byte: vec![0; 2 * 256 * words],
+            stride,
+            by_byte: vec![0; 2 * 256 * stride],
             filtered: vec![0; words],
             literal: vec![0; words],
             ..ByteRule::default()
@@ -78,7 +86,7 @@ impl ByteRule {
                 *f |= bit;
             }
             for b in (0..256usize).filter(|&b| has(pre, b)) {
-                if let Some(x) = t.by_byte.get_mut(2 * b * words + w) {
+                if let Some(x) = t.by_byte.get_mut(2 * b * stride + w) {
                     *x |= bit;
                 }
             }
@@ -97,7 +105,7 @@ impl ByteRule {
                 *l |= bit;
             }
             for b in (0..256usize).filter(|&b| has(triggers, b)) {
-                if let Some(x) = t.by_byte.get_mut((2 * b + 1) * words + w) {
+                if let Some(x) = t.by_byte.get_mut((2 * b + 1) * stride + w) {
                     *x |= bit;
                 }
             }
@@ -131,47 +139,67 @@ impl ByteRule {
 
     /// Fill `known`, a new memo row's "evaluated" bits, with the rules `value` rules out (known not to match): the
     /// filtered rules none of its bytes keeps in play, and the rules of `readers` with a literal need none of whose
-    /// triggers and strings it contains.
+    /// triggers and strings it contains. `lower`: a buffer to reuse for the lowercased value.
     #[inline(never)]
-    fn rule_out(&self, value: &[u8], known: &mut [u64], readers: &[u64]) {
-        if self.words != known.len() {
+    fn rule_out(&self, value: &[u8], known: &mut [u64], readers: &[u64], lower: &mut Vec<u8>) {
+        let (words, stride) = (self.words, self.stride);
+        if words != known.len() {
             return;
         }
-        known.copy_from_slice(&self.filtered);
-        let mut by_strings = [0u64; ROW_STACK];
-        let Some(by_strings) = by_strings.get_mut(..self.words) else { return };
-        by_strings.iter_mut().zip(&self.literal).enumerate().for_each(|(w, (s, l))| {
-            *s = l & readers.get(w).copied().unwrap_or(0);
-        });
+        // The rules still ruled out by bytes (`stride` words), then the rules the string search may still rule out.
+        let mut state = [0u64; 2 * ROW_STACK];
+        let Some(state) = state.get_mut(..2 * stride) else { return };
+        let (by_bytes, by_strings) = state.split_at_mut(stride);
+        by_bytes.iter_mut().zip(&self.filtered).for_each(|(s, f)| *s = *f);
+        by_strings.iter_mut().zip(&self.literal).zip(readers).for_each(|((s, l), r)| *s = l & r);
+        // Each distinct byte once.
         let mut seen = [0u64; 4];
         for &b in value {
-            let (w, bit) = (usize::from(b >> 6), 1u64 << (b & 63));
-            let Some(s) = seen.get_mut(w) else { continue };
-            if *s & bit != 0 {
-                continue;
-            }
-            *s |= bit;
-            let row = 2 * usize::from(b) * self.words;
-            if let Some(r) = self.by_byte.get(row..row + 2 * self.words) {
-                let (need, trigger) = r.split_at(self.words);
-                known.iter_mut().zip(need).for_each(|(k, r)| *k &= !r);
-                by_strings.iter_mut().zip(trigger).for_each(|(k, r)| *k &= !r);
+            if let Some(s) = seen.get_mut(usize::from(b >> 6)) {
+                *s |= 1u64 << (b & 63);
             }
         }
+        let fixed = <&mut [u64; 2 * SMALL]>::try_from(&mut *state).ok().zip(match self.by_byte.as_chunks::<SMALL>() {
+            (rows, []) => Some(rows),
+            _ => None,
+        });
+        if let Some((st, rows)) = fixed {
+            // Rows of a fixed size: the loop below compiles to a few vector instructions per byte.
+            let (mut bytes_row, mut strings_row) = ([0u64; SMALL], [0u64; SMALL]);
+            each_byte(&seen, |b| {
+                if let (Some(need), Some(trigger)) = (rows.get(2 * b), rows.get(2 * b + 1)) {
+                    for i in 0..SMALL {
+                        bytes_row[i] |= need[i];
+                        strings_row[i] |= trigger[i];
+                    }
+                }
+            });
+            for i in 0..SMALL {
+                st[i] &= !bytes_row[i];
+                st[SMALL + i] &= !strings_row[i];
+            }
+        } else {
+            each_byte(&seen, |b| {
+                if let Some(r) = self.by_byte.get(2 * b * stride..2 * (b + 1) * stride) {
+                    state.iter_mut().zip(r).for_each(|(s, r)| *s &= !r);
+                }
+            });
+        }
+        let (by_bytes, by_strings) = state.split_at_mut(stride);
+        known.iter_mut().zip(by_bytes.iter()).for_each(|(k, s)| *k = *s);
         // The pass costs ~60 instructions per byte and a rule it rules out saves ~800 (a check): a long value left
         // with few candidates (a URI, whose `/`, `&` and `%` trigger most rules) is not worth it.
         let candidates: u32 = by_strings.iter().map(|w| w.count_ones()).sum();
-        if (candidates as usize).saturating_mul(SCAN_BYTES_PER_RULE) < value.len() {
+        if candidates == 0 || (candidates as usize).saturating_mul(SCAN_BYTES_PER_RULE) < value.len() {
             return;
         }
         if let Some(ac) = &self.strings {
-            let mut lower = [0u8; MAX_VALUE];
-            let Some(lower) = lower.get_mut(..value.len()) else { return };
-            lower.copy_from_slice(value);
+            lower.clear();
+            lower.extend_from_slice(value);
             lower.make_ascii_lowercase();
             // The last strings found: a URI repeats `=` and `&`, whose rules are kept once.
             let mut recent = [u32::MAX; 8];
-            for (n, m) in ac.find_overlapping_iter(&*lower).enumerate() {
+            for (n, m) in ac.find_overlapping_iter(&**lower).enumerate() {
                 let id = m.pattern().as_u32();
                 if recent.contains(&id) {
                     continue;
@@ -194,6 +222,18 @@ impl ByteRule {
             }
         }
         known.iter_mut().zip(by_strings.iter()).for_each(|(k, s)| *k |= s);
+    }
+}
+
+/// Call `f` with each byte value in `set` (a bit set of 256).
+#[inline(always)]
+fn each_byte(set: &[u64; 4], mut f: impl FnMut(usize)) {
+    for (w, &bits) in set.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            f(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
     }
 }
 
@@ -226,6 +266,10 @@ pub(crate) struct Memo {
     /// Changed whenever entries are dropped, so a transaction never keeps a stale entry number across phases;
     /// unique in the process (from [`next_generation`]), so one memo's entry numbers are never taken for another's.
     pub(crate) generation: u64,
+    /// A new value lowercased, for `ByteRule::rule_out` (kept to reuse its allocation).
+    lower: Vec<u8>,
+    /// The pure rules `Transaction::may_match` was asked about (kept when entries are dropped).
+    asked: Vec<u64>,
 }
 
 /// Bytes before an entry's bit rows: its hash and its value's length.
@@ -294,6 +338,8 @@ impl Memo {
             count: 0,
             key_bytes: 0,
             generation: next_generation(),
+            lower: Vec::new(),
+            asked: vec![0; row_words(pure)],
         }
     }
 
@@ -332,7 +378,7 @@ impl Memo {
         let mut known = [0u64; ROW_STACK];
         let known = match known.get_mut(..words) {
             Some(k) => {
-                bytes.rule_out(value, k, readers());
+                bytes.rule_out(value, k, readers(), &mut self.lower);
                 &*k
             }
             None => &[][..],
@@ -389,14 +435,35 @@ impl Memo {
 
     /// OR into `out` (one bit per pure rule) the rules of `mask` that matched the entry's value or were not evaluated
     /// on it yet (all of `mask` for [`NO_ENTRY`]): a rule left 0 over all of a group's values is known to match none
-    /// of them.
-    pub(crate) fn or_maybe(&self, entry: u32, mask: &[u64], out: &mut [u64]) {
+    /// of them. Whether it ORed a rule that is also in `of` (`false`: the value is known to match none of the rules
+    /// of both `mask` and `of`).
+    pub(crate) fn or_maybe(&self, entry: u32, mask: &[u64], of: &[u64], out: &mut [u64]) -> bool {
         let base = entry as usize + HEAD + 8 * self.words;
+        let mut any = 0;
         match self.data.get(base..base + 8 * self.words).filter(|_| entry != NO_ENTRY) {
-            Some(row) => out.iter_mut().zip(row.chunks_exact(8)).zip(mask).for_each(|((o, r), m)| {
-                *o |= r.try_into().map_or(u64::MAX, u64::from_le_bytes) & m;
+            Some(row) => out.iter_mut().zip(row.chunks_exact(8)).zip(mask).zip(of).for_each(|(((o, r), m), a)| {
+                let maybe = r.try_into().map_or(u64::MAX, u64::from_le_bytes) & m;
+                *o |= maybe;
+                any |= maybe & a;
             }),
-            None => out.iter_mut().zip(mask).for_each(|(o, m)| *o |= m),
+            None => {
+                out.iter_mut().zip(mask).for_each(|(o, m)| *o |= m);
+                return true;
+            }
+        }
+        any != 0
+    }
+
+    /// The pure rules asked about (see [`Memo::ask`]).
+    pub(crate) fn asked(&self) -> &[u64] {
+        &self.asked
+    }
+
+    /// Note that the transactions of this thread ask whether pure rule `rule` may match (rules above the paranoia
+    /// level never are): from the next phase on, values are enumerated for it (`Transaction::enumerate_targets`).
+    pub(crate) fn ask(&mut self, rule: u32) {
+        if let Some(w) = self.asked.get_mut((rule / 64) as usize) {
+            *w |= 1 << (rule % 64);
         }
     }
 
@@ -431,7 +498,7 @@ mod tests {
         assert_eq!(m.key(b), b"books");
         let all = vec![u64::MAX; m.words()];
         let mut maybe = vec![0u64; m.words()];
-        m.or_maybe(a, &all, &mut maybe);
+        m.or_maybe(a, &all, &all, &mut maybe);
         // Rule 3 is known not to match; 129 matched; every other rule is unknown.
         assert_eq!(maybe[0] & (1 << 3), 0);
         assert_ne!(maybe[2] & (1 << 1), 0);
@@ -439,11 +506,18 @@ mod tests {
         // Only the rules of the mask are added; a value the memo could not keep adds all of them.
         let mask = [1u64 << 4 | 1 << 3, 0, 1 << 1];
         let mut maybe = vec![0u64; m.words()];
-        m.or_maybe(a, &mask, &mut maybe);
+        assert!(m.or_maybe(a, &mask, &all, &mut maybe));
         assert_eq!(maybe, [1 << 4, 0, 1 << 1]);
         let mut maybe = vec![0u64; m.words()];
-        m.or_maybe(NO_ENTRY, &mask, &mut maybe);
+        assert!(m.or_maybe(NO_ENTRY, &mask, &[0; 3], &mut maybe));
         assert_eq!(maybe, mask);
+        // A value known to match none of the mask's rules adds nothing, and says so.
+        let mut maybe = vec![0u64; m.words()];
+        assert!(!m.or_maybe(a, &[1 << 3, 0, 0], &all, &mut maybe));
+        assert_eq!(maybe, [0, 0, 0]);
+        // Nor one that may match only rules outside `of`, though it adds them.
+        assert!(!m.or_maybe(a, &mask, &[1 << 3, 0, 0], &mut maybe));
+        assert_eq!(maybe, [1 << 4, 0, 1 << 1]);
         assert_eq!(m.entry_t(&vec![b'x'; MAX_VALUE + 1]), NO_ENTRY);
     }
 
@@ -457,25 +531,29 @@ mod tests {
             }
             Some(s)
         };
-        // Rule 0 needs a quote, 1 has no filter, 2 needs `%` or `<`, 70 needs a byte above 127.
-        let mut pre = vec![None; 71];
-        pre[0] = set(b"'");
-        pre[2] = set(b"%<");
-        pre[70] = set(&[0xc3]);
-        let bytes = ByteRule::new(&pre, &[]);
-        let mut m = Memo::new(1, 71);
-        let plain = m.entry(b"running shoes", &bytes, || &[]);
-        assert_eq!(
-            (m.get(plain, 0), m.get(plain, 1), m.get(plain, 2), m.get(plain, 70)),
-            (Some(false), None, Some(false), Some(false))
-        );
-        let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes, || &[]);
-        assert_eq!((m.get(odd, 0), m.get(odd, 2), m.get(odd, 70)), (None, None, None));
-        // Rules without a filter are never ruled out; a known entry is not touched again.
-        assert_eq!(m.get(odd, 3), None);
-        m.set(plain, 1, true);
-        assert_eq!(m.entry(b"running shoes", &bytes, || &[]), plain);
-        assert_eq!(m.get(plain, 1), Some(true));
+        // Rule 0 needs a quote, 1 has no filter, 2 needs `%` or `<`, the last needs a byte above 127; with rows of
+        // the fixed size and with longer rows.
+        for n in [71, 700] {
+            let last = n - 1;
+            let mut pre = vec![None; n];
+            pre[0] = set(b"'");
+            pre[2] = set(b"%<");
+            pre[last] = set(&[0xc3]);
+            let bytes = ByteRule::new(&pre, &[]);
+            let mut m = Memo::new(1, n);
+            let plain = m.entry(b"running shoes", &bytes, || &[]);
+            assert_eq!(
+                (m.get(plain, 0), m.get(plain, 1), m.get(plain, 2), m.get(plain, last as u32)),
+                (Some(false), None, Some(false), Some(false))
+            );
+            let odd = m.entry("o'brien <caf\u{e9}>".as_bytes(), &bytes, || &[]);
+            assert_eq!((m.get(odd, 0), m.get(odd, 2), m.get(odd, last as u32)), (None, None, None));
+            // Rules without a filter are never ruled out; a known entry is not touched again.
+            assert_eq!(m.get(odd, 3), None);
+            m.set(plain, 1, true);
+            assert_eq!(m.entry(b"running shoes", &bytes, || &[]), plain);
+            assert_eq!(m.get(plain, 1), Some(true));
+        }
     }
 
     /// A rule with a literal need is ruled out by a new value without its strings (compared ASCII
@@ -490,24 +568,28 @@ mod tests {
             s
         };
         // Rule 0 needs "select" or "union" (triggers `%` and `+`, as urlDecode); rule 1 needs "(" (no triggers);
-        // rule 2 has no need; rule 65 needs "sleep" in another row word.
-        let mut lit = vec![None; 66];
-        lit[0] = Some((set(b"%+"), vec![b"select".to_vec(), b"union".to_vec()]));
-        lit[1] = Some(([0; 4], vec![b"(".to_vec()]));
-        lit[65] = Some(([0; 4], vec![b"sleep".to_vec()]));
-        let bytes = ByteRule::new(&[], &lit);
-        let mut m = Memo::new(1, 66);
-        let mut verdicts = |v: &[u8]| {
-            let e = m.entry(v, &bytes, || &[u64::MAX; 2]);
-            [0, 1, 2, 65].map(|p| m.get(e, p))
-        };
-        let out = Some(false);
-        assert_eq!(verdicts(b"running shoes 42"), [out, out, None, out]);
-        assert_eq!(verdicts(b"1 UNION all"), [None, out, None, out]);
-        assert_eq!(verdicts(b"unio%6e"), [None, out, None, out]);
-        assert_eq!(verdicts(b"a+b"), [None, out, None, out]);
-        assert_eq!(verdicts(b"f(x) SLeep"), [out, None, None, None]);
-        assert_eq!(verdicts(b"selec"), [out, out, None, out]);
+        // rule 2 has no need; the last needs "sleep" in another row word; with rows of the fixed size and longer.
+        for n in [66, 600] {
+            let last = n - 1;
+            let mut lit = vec![None; n];
+            lit[0] = Some((set(b"%+"), vec![b"select".to_vec(), b"union".to_vec()]));
+            lit[1] = Some(([0; 4], vec![b"(".to_vec()]));
+            lit[last] = Some(([0; 4], vec![b"sleep".to_vec()]));
+            let bytes = ByteRule::new(&[], &lit);
+            let mut m = Memo::new(1, n);
+            let readers = vec![u64::MAX; row_words(n)];
+            let mut verdicts = |v: &[u8]| {
+                let e = m.entry(v, &bytes, || &readers);
+                [0, 1, 2, last as u32].map(|p| m.get(e, p))
+            };
+            let out = Some(false);
+            assert_eq!(verdicts(b"running shoes 42"), [out, out, None, out]);
+            assert_eq!(verdicts(b"1 UNION all"), [None, out, None, out]);
+            assert_eq!(verdicts(b"unio%6e"), [None, out, None, out]);
+            assert_eq!(verdicts(b"a+b"), [None, out, None, out]);
+            assert_eq!(verdicts(b"f(x) SLeep"), [out, None, None, None]);
+            assert_eq!(verdicts(b"selec"), [out, out, None, out]);
+        }
     }
 
     #[test]

@@ -538,6 +538,7 @@ struct Scratch {
     entry_of_id: Vec<u32>,
     target_spans: Vec<(u32, u32)>,
     phase_maybe: Vec<u64>,
+    phase_asked: Vec<u64>,
     group_ready: Vec<bool>,
     matched_bytes: Vec<u8>,
     matched_buf: Vec<Matched>,
@@ -621,7 +622,7 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 19] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 20] {
         [
             &mut self.scalar_ids,
             &mut self.inputs,
@@ -631,6 +632,7 @@ impl Scratch {
             &mut self.entry_of_id,
             &mut self.target_spans,
             &mut self.phase_maybe,
+            &mut self.phase_asked,
             &mut self.group_ready,
             &mut self.matched_bytes,
             &mut self.matched_buf,
@@ -739,6 +741,10 @@ pub struct Transaction<'r> {
     /// when each target was enumerated (a row of as many words as the memo's; each target adds only the rules
     /// whose group reads it, `PurePlan::target_rules`).
     phase_maybe: Vec<u64>,
+    /// The pure rules `may_match` was asked about before this phase (the memo's `asked`, copied at the phase's
+    /// start): `pure_vals` leaves out the values known to match none of the rules reading them that are in this row,
+    /// so it answers only for these rules.
+    phase_asked: Vec<u64>,
     /// Whether each group's targets were all enumerated in this phase.
     group_ready: Vec<bool>,
     /// The phase being walked (0 outside a walk), and whether its targets were all enumerated at once yet (see
@@ -839,6 +845,7 @@ impl<'r> Transaction<'r> {
             extra_memo: RefCell::new(((usize::MAX, 0), sc.extra_memo)),
             target_spans: sc.target_spans,
             phase_maybe: sc.phase_maybe,
+            phase_asked: sc.phase_asked,
             group_ready: sc.group_ready,
             phase: 0,
             batched: false,
@@ -1363,8 +1370,11 @@ impl<'r> Transaction<'r> {
             self.pure_vals.clear();
             // Memo entries of values numbered in an earlier phase stay valid while the memo keeps its entries
             // (generations are unique in the process, so a transaction moved to another thread starts afresh).
+            let asked = &mut self.phase_asked;
             let generation = memo::with(rs.id, rs.pure.count(), |m| {
                 m.trim();
+                asked.clear();
+                asked.extend_from_slice(m.asked());
                 m.generation
             });
             if generation != self.entries_generation {
@@ -1950,6 +1960,12 @@ impl<'r> Transaction<'r> {
         if !self.group_may(g, p) {
             return false;
         }
+        // A rule not asked about before this phase: its values were enumerated without it (`phase_asked`); it is
+        // evaluated normally this time, and known from the next phase on.
+        if self.phase_asked.get((p / 64) as usize).is_none_or(|w| w >> (p % 64) & 1 == 0) {
+            memo::with(rs.id, rs.pure.count(), |m| m.ask(p));
+            return true;
+        }
         let this: &Self = self;
         let Some(targets) = rs.pure.group_targets.get(g as usize) else { return true };
         memo::with(rs.id, rs.pure.count(), |m| {
@@ -2026,6 +2042,7 @@ impl<'r> Transaction<'r> {
         let mut ids = std::mem::take(&mut self.entry_of_id);
         let mut spans = std::mem::take(&mut self.target_spans);
         let mut row = std::mem::take(&mut self.phase_maybe);
+        let asked = &self.phase_asked;
         if row.len() != words {
             // Not made at the phase's start (cannot happen): every rule may match.
             row.clear();
@@ -2044,8 +2061,14 @@ impl<'r> Transaction<'r> {
                 let start = vals.len();
                 let readers =
                     || rs.pure.var_rules.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
+                // Which of the rules reading this target may match one of its values (see `Memo::or_maybe`). A value
+                // known to match none of them is not kept: `may_match` asks only about the others.
+                let reading = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words);
                 let mut push = |value: &[u8], id: u32| {
-                    vals.push((entry_of(m, &mut ids, &rs.pure.bytes, readers, value, id), id));
+                    let e = entry_of(m, &mut ids, &rs.pure.bytes, readers, value, id);
+                    if reading.is_none_or(|r| m.or_maybe(e, r, asked, &mut row)) {
+                        vals.push((e, id));
+                    }
                 };
                 // What `values` gives, without a call per value through `dyn FnMut` for the common kinds.
                 match t.var {
@@ -2066,16 +2089,11 @@ impl<'r> Transaction<'r> {
                     }
                     Var::Coll(_) => self.values(t, &mut |v| push(&v.value, v.id)),
                 }
-                *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
-                // Which of the rules reading this target may match one of its values (see `Memo::or_maybe`).
-                let Some(reading) = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words) else {
+                if reading.is_none() {
                     // No row of readers (cannot happen): every rule may match.
                     row.fill(u64::MAX);
-                    continue;
-                };
-                for &(e, _) in vals.get(start..).unwrap_or_default() {
-                    m.or_maybe(e, reading, &mut row);
                 }
+                *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
             }
         });
         self.phase_maybe = row;
@@ -2748,6 +2766,7 @@ impl Drop for Transaction<'_> {
             entry_of_id: std::mem::take(&mut self.entry_of_id),
             target_spans: std::mem::take(&mut self.target_spans),
             phase_maybe: std::mem::take(&mut self.phase_maybe),
+            phase_asked: std::mem::take(&mut self.phase_asked),
             group_ready: std::mem::take(&mut self.group_ready),
             matched_bytes: std::mem::take(&mut self.matched_bytes),
             matched_buf: std::mem::take(&mut self.matched_buf),
@@ -3086,6 +3105,52 @@ mod tests {
                     request(b"xyz");
                 }
                 assert_eq!(pooled().len(), 1);
+            });
+        });
+    }
+
+    /// `may_match` answers from the memo only for the pure rules asked about before the phase: a rule asked for the
+    /// first time is evaluated normally and noted; from then on, a value known to match none of the noted rules that
+    /// read it is left out of the phase's values. A rule never reached (skipped, as the CRS skips rules above the
+    /// paranoia level) is never noted, so it keeps no value in the lists.
+    #[test]
+    fn values_are_listed_for_the_rules_asked_about() {
+        let rs = RuleSet::parse_str(
+            "SecRuleEngine On\nSecRule ARGS \"@rx ^[a-z]{4}$\" \"id:1,phase:2,pass,log\"\n\
+             SecAction \"id:2,phase:2,pass,nolog,skipAfter:END\"\n\
+             SecRule ARGS \"@rx ^[a-z]{6}$\" \"id:3,phase:2,pass,log\"\nSecMarker END\n",
+            "asked.conf",
+        )
+        .unwrap();
+        let pure = |id: u32| rs.pure.of_rule[rs.rules.iter().position(|r| r.id == id).unwrap()];
+        let (p1, p3) = (pure(1), pure(3));
+        assert!(p1 != crate::compile::NOT_PURE && p3 != crate::compile::NOT_PURE);
+        let bit = |row: &[u64], p: u32| row[(p / 64) as usize] >> (p % 64) & 1 == 1;
+        // Neither rule has a byte or string a value must contain: the memo rules out neither for any value.
+        // A thread of its own: its memo starts empty.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let run = |uri: &[u8]| {
+                    let head = RequestHead {
+                        method: "GET",
+                        uri,
+                        protocol: "HTTP/1.1",
+                        headers: vec![(&b"Host"[..], &b"h"[..])],
+                    };
+                    let mut tx = rs.transaction("t", IpAddr::from([192, 0, 2, 1]));
+                    assert!(tx.process_request_headers(&head).is_none());
+                    assert!(tx.process_request_body(b"").is_none());
+                    let ids: Vec<u32> = tx.matches().iter().map(|m| m.id).collect();
+                    (ids, tx.pure_vals.len())
+                };
+                let asked = || memo::with(rs.id, rs.pure.count(), |m| m.asked().to_vec());
+                assert_eq!(run(b"/a?q=hello").0, [2]);
+                assert!(bit(&asked(), p1) && !bit(&asked(), p3));
+                // Asked before this one: "hello" and "evil" are evaluated through the memo and remembered.
+                assert_eq!(run(b"/a?q=hello&x=evil").0, [1, 2]);
+                // Only "evil" is listed: "hello" is known to match no asked rule (3 was never asked).
+                assert_eq!(run(b"/a?q=hello&x=evil"), (vec![1, 2], 1));
+                assert!(!bit(&asked(), p3));
             });
         });
     }
