@@ -146,9 +146,17 @@ impl ByteRule {
         if words != known.len() {
             return;
         }
-        // The rules still ruled out by bytes (`stride` words), then the rules the string search may still rule out.
-        let mut state = [0u64; 2 * ROW_STACK];
-        let Some(state) = state.get_mut(..2 * stride) else { return };
+        // The rules still ruled out by bytes (`stride` words), then the rules the string search may still rule out
+        // (zeroed on the stack: no larger than the rows need).
+        let (mut small, mut large);
+        let state: &mut [u64] = if stride == SMALL {
+            small = [0u64; 2 * SMALL];
+            &mut small
+        } else {
+            large = [0u64; 2 * ROW_STACK];
+            let Some(s) = large.get_mut(..2 * stride) else { return };
+            s
+        };
         let (by_bytes, by_strings) = state.split_at_mut(stride);
         by_bytes.iter_mut().zip(&self.filtered).for_each(|(s, f)| *s = *f);
         by_strings.iter_mut().zip(&self.literal).zip(readers).for_each(|((s, l), r)| *s = l & r);
@@ -375,8 +383,15 @@ impl Memo {
             return NO_ENTRY;
         }
         let words = self.words;
-        let mut known = [0u64; ROW_STACK];
-        let known = match known.get_mut(..words) {
+        let (mut small, mut large);
+        let known = if words <= SMALL {
+            small = [0u64; SMALL];
+            small.get_mut(..words)
+        } else {
+            large = [0u64; ROW_STACK];
+            large.get_mut(..words)
+        };
+        let known = match known {
             Some(k) => {
                 bytes.rule_out(value, k, readers(), &mut self.lower);
                 &*k
