@@ -826,3 +826,63 @@ fn html_entity_decode_skips_only_inputs_it_would_leave_unchanged() {
     }
     assert!(changed > 1000 && same > 1000, "{changed} {same}");
 }
+
+/// `urlDecode`/`urlDecodeUni` copy the runs between `%` and `+` whole: the output is the byte-at-a-time decoder's
+/// (ModSecurity's loop, kept here as the reference) for random inputs over the bytes that matter.
+#[test]
+fn url_decoding_by_runs_is_the_byte_at_a_time_decoding() {
+    fn reference(input: &[u8], uni: bool) -> Vec<u8> {
+        let at = |i: usize| input.get(i).copied().unwrap_or(0);
+        let hex = |b: u8| b.is_ascii_hexdigit();
+        let x2c = |a: u8, b: u8| {
+            let v = |c: u8| if c.is_ascii_digit() { c - b'0' } else { (c & 0xdf) - b'A' + 10 };
+            v(a) << 4 | v(b)
+        };
+        let (n, mut i, mut out) = (input.len(), 0, Vec::new());
+        while i < n {
+            let c = at(i);
+            if c == b'%' {
+                let c1 = at(i + 1);
+                if uni && (c1 == b'u' || c1 == b'U') {
+                    if i + 5 < n && (2..=5).all(|k| hex(at(i + k))) {
+                        let mut d = x2c(at(i + 4), at(i + 5));
+                        if d > 0 && d < 0x5f && at(i + 2) | 0x20 == b'f' && at(i + 3) | 0x20 == b'f' {
+                            d += 0x20;
+                        }
+                        out.push(d);
+                        i += 6;
+                    } else {
+                        out.extend_from_slice(&[c, c1]);
+                        i += 2;
+                    }
+                } else if i + 2 < n && hex(c1) && hex(at(i + 2)) {
+                    out.push(x2c(c1, at(i + 2)));
+                    i += 3;
+                } else {
+                    out.push(c);
+                    i += 1;
+                }
+            } else {
+                out.push(if c == b'+' { b' ' } else { c });
+                i += 1;
+            }
+        }
+        out
+    }
+    let alphabet: &[u8] = b"%%%++uUfF0aA9gx \x00";
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for (name, uni) in [("urldecode", false), ("urldecodeuni", true)] {
+        let t = Transform::parse(name).unwrap().unwrap();
+        for _ in 0..20_000 {
+            let input: Vec<u8> = (0..next() % 20).map(|_| alphabet[(next() as usize) % alphabet.len()]).collect();
+            let expected = reference(&input, uni);
+            assert_eq!(t.apply(&input).unwrap_or_else(|| input.clone()), expected, "{name}: {input:?}");
+        }
+    }
+}

@@ -451,14 +451,18 @@ fn compress_whitespace(input: &[u8]) -> Option<Vec<u8>> {
 
 /// `urldecode_nonstrict_inplace_ex` / `urldecode_uni_nonstrict_inplace_ex` (with `uni`): invalid escapes stay.
 fn url_decode(input: &[u8], uni: bool) -> Option<Vec<u8>> {
-    let first = input.iter().position(|&b| b == b'%' || b == b'+')?;
+    let mut next = memchr::memchr2(b'%', b'+', input)?;
     let mut out = Vec::with_capacity(input.len());
-    out.extend_from_slice(input.get(..first).unwrap_or_default());
     let n = input.len();
-    let mut i = first;
-    while i < n {
-        let c = at(input, i);
-        if c == b'%' {
+    // Bytes before `next` (the next `%` or `+`) are copied as they are, a run at a time.
+    let mut copied = 0;
+    loop {
+        out.extend_from_slice(input.get(copied..next).unwrap_or_default());
+        let mut i = next;
+        if at(input, i) == b'+' {
+            out.push(b' ');
+            i += 1;
+        } else {
             let c1 = at(input, i + 1);
             if uni && (c1 == b'u' || c1 == b'U') {
                 if i + 5 < n && (2..=5).all(|k| is_hex(at(input, i + k))) {
@@ -471,25 +475,24 @@ fn url_decode(input: &[u8], uni: bool) -> Option<Vec<u8>> {
                     out.push(d);
                     i += 6;
                 } else {
-                    out.push(c);
-                    out.push(c1);
+                    out.extend_from_slice(&[b'%', c1]);
                     i += 2;
                 }
             } else if i + 2 < n && is_hex(c1) && is_hex(at(input, i + 2)) {
                 out.push(x2c(c1, at(input, i + 2)));
                 i += 3;
             } else {
-                out.push(c);
+                out.push(b'%');
                 i += 1;
             }
-        } else if c == b'+' {
-            out.push(b' ');
-            i += 1;
-        } else {
-            out.push(c);
-            i += 1;
+        }
+        copied = i;
+        match input.get(i..).and_then(|rest| memchr::memchr2(b'%', b'+', rest)) {
+            Some(k) => next = i + k,
+            None => break,
         }
     }
+    out.extend_from_slice(input.get(copied..).unwrap_or_default());
     Some(out)
 }
 
