@@ -250,7 +250,8 @@ impl Operator {
     /// Bytes (a 256-bit set) at least one of which every input this operator matches contains: for each string of
     /// a required-literal set, its least common byte (both cases of a letter), from whichever set (see
     /// [`Operator::required_literals`] and, for a regex, `Rx::required_literal_candidates`) gives the least common
-    /// bytes; for `@validateByteRange`, the bytes outside its ranges. `None` when no such set is known. An engine may
+    /// bytes; for `@validateByteRange`, the bytes outside its ranges; for `@detectSQLi` and `@detectXSS`, every byte
+    /// but ASCII letters, digits and `_` (see `plain_word`). `None` when no such set is known. An engine may
     /// skip the operator on an input with none of them; the answer is the same.
     pub fn required_bytes(&self) -> Option<[u64; 4]> {
         if let (false, Kind::ValidateByteRange(allowed)) = (self.negated, &self.kind) {
@@ -258,6 +259,17 @@ impl Operator {
             for (b, _) in allowed.iter().enumerate().filter(|(_, ok)| !**ok) {
                 if let Some(w) = set.get_mut(b / 64) {
                     *w |= 1u64 << (b % 64);
+                }
+            }
+            return Some(set);
+        }
+        if let (false, Kind::DetectSqli | Kind::DetectXss) = (self.negated, &self.kind) {
+            // libinjection never reports an empty value or a plain word (see `plain_word`): every match has a byte
+            // other than an ASCII letter, digit or underscore.
+            let mut set = [u64::MAX; 4];
+            for b in (b'0'..=b'9').chain(b'A'..=b'Z').chain(b'a'..=b'z').chain([b'_']) {
+                if let Some(w) = set.get_mut(usize::from(b >> 6)) {
+                    *w &= !(1u64 << (b & 63));
                 }
             }
             return Some(set);

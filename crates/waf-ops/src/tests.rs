@@ -586,7 +586,19 @@ fn required_bytes_are_in_every_match() {
     // Unknown or negated: no set (the engine must run the operator).
     assert!(op("@rx ^.*$").required_bytes().is_none());
     assert!(op("!@rx <script").required_bytes().is_none());
-    assert!(op("@detectSQLi").required_bytes().is_none());
+    // libinjection: a byte other than a letter, a digit or `_` (it reports no plain word and no empty value).
+    for o in [op("@detectSQLi"), op("@detectXSS")] {
+        let need = o.required_bytes().unwrap();
+        for v in [&b""[..], b"9", b"000000001009", b"union_select", b"onload", b"\x80"] {
+            assert_eq!(crate::has_any_byte(v, &need), v == b"\x80", "{:?}", String::from_utf8_lossy(v));
+            assert!(!o.matches(v, &Env, None));
+        }
+        for b in (0..=255u8).filter(|b| !b.is_ascii_alphanumeric() && *b != b'_') {
+            assert!(crate::has_any_byte(&[b], &need), "{b}");
+        }
+    }
+    assert!(crate::has_any_byte(b"1' or 1=1", &op("@detectSQLi").required_bytes().unwrap()));
+    assert!(op("!@detectSQLi").required_bytes().is_none() && op("!@detectXSS").required_bytes().is_none());
     // A byte range: the bytes outside it (every match has one, so a value with none is skipped).
     let range = op("@validateByteRange 1-255");
     assert_eq!(range.required_bytes(), Some([1, 0, 0, 0]));
@@ -796,6 +808,11 @@ fn libinjection_plain_words_are_never_reported() {
         assert!(xss.matches(attack, &Env, None), "{attack:?}");
     }
     assert!(!crate::operator::plain_word(b""));
+    // The empty value is not plain but not reported either (`Operator::required_bytes` relies on both).
+    assert!(
+        !palisade_libinjection::detect_sqli(b"").is_injection()
+            && !palisade_libinjection::detect_xss(b"").is_injection()
+    );
     for c in b" \t'\"`-=<>:;()#/*@.%&|!\\{}[],+?~^$\0\x80".iter().copied() {
         assert!(!crate::operator::plain_word(&[b'a', c, b'1']), "{c}");
     }
