@@ -903,3 +903,32 @@ fn url_decoding_by_runs_is_the_byte_at_a_time_decoding() {
         }
     }
 }
+
+/// `named_entity`'s match decodes exactly the names of its list, in any ASCII case.
+#[test]
+fn named_entities_are_the_listed_ones_in_any_case() {
+    use crate::transform::{named_entity, NAMED_ENTITIES};
+    let listed = |n: &[u8]| NAMED_ENTITIES.iter().find(|(e, _)| e.eq_ignore_ascii_case(n)).map(|&(_, v)| v);
+    let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
+    let mut found = 0;
+    for &(name, v) in NAMED_ENTITIES {
+        let mixed: Vec<u8> = name.iter().map(|c| if next().is_multiple_of(2) { c.to_ascii_uppercase() } else { *c }).collect();
+        for n in [name.to_vec(), name.to_ascii_uppercase(), mixed] {
+            assert_eq!(named_entity(&n), Some(v), "{:?}", String::from_utf8_lossy(&n));
+        }
+        // One byte more, one less: not the entity (unless that is another one: `commat`/`comma`).
+        let longer = [name, b"x"].concat();
+        assert_eq!(named_entity(&longer), listed(&longer));
+        assert_eq!(named_entity(&name[..name.len() - 1]), listed(&name[..name.len() - 1]));
+    }
+    // Random names over the letters the entities use.
+    let letters = b"abcdegilmnopqrstuvwxyAQLT0";
+    for _ in 0..200_000 {
+        let len = (next() % 8) as usize;
+        let n: Vec<u8> = (0..len).map(|_| letters[(next() % letters.len() as u64) as usize]).collect();
+        let v = named_entity(&n);
+        assert_eq!(v, listed(&n), "{:?}", String::from_utf8_lossy(&n));
+        found += usize::from(v.is_some());
+    }
+    assert!(found > 100, "{found}");
+}
