@@ -912,7 +912,8 @@ fn named_entities_are_the_listed_ones_in_any_case() {
     let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
     let mut found = 0;
     for &(name, v) in NAMED_ENTITIES {
-        let mixed: Vec<u8> = name.iter().map(|c| if next().is_multiple_of(2) { c.to_ascii_uppercase() } else { *c }).collect();
+        let mixed: Vec<u8> =
+            name.iter().map(|c| if next().is_multiple_of(2) { c.to_ascii_uppercase() } else { *c }).collect();
         for n in [name.to_vec(), name.to_ascii_uppercase(), mixed] {
             assert_eq!(named_entity(&n), Some(v), "{:?}", String::from_utf8_lossy(&n));
         }
@@ -931,4 +932,37 @@ fn named_entities_are_the_listed_ones_in_any_case() {
         found += usize::from(v.is_some());
     }
     assert!(found > 100, "{found}");
+}
+
+/// `base64Decode` decodes in one pass as apr does: the longest prefix of alphabet characters, in groups of four, a
+/// last group of two or three giving one or two bytes (a reference decoder that collects the prefix first).
+#[test]
+fn base64_decoding_in_one_pass_is_apr_decoding() {
+    fn reference(input: &[u8]) -> Vec<u8> {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let vals: Vec<u8> = input.iter().map_while(|c| alphabet.iter().position(|a| a == c).map(|p| p as u8)).collect();
+        let mut out = Vec::new();
+        for ch in vals.chunks(4) {
+            match *ch {
+                [a, b, c, d] => out.extend([a << 2 | b >> 4, b << 4 | c >> 2, c << 6 | d]),
+                [a, b, c] => out.extend([a << 2 | b >> 4, b << 4 | c >> 2]),
+                [a, b] => out.push(a << 2 | b >> 4),
+                _ => {}
+            }
+        }
+        out
+    }
+    let t = Transform::parse("base64Decode").unwrap().unwrap();
+    let bytes = b"QUJDabcz09+/=- .\x00\xff";
+    let mut next = xorshift(0x0123_4567_89AB_CDEF);
+    let mut changed = 0;
+    for _ in 0..50_000 {
+        let len = (next() % 14) as usize;
+        let input: Vec<u8> = (0..len).map(|_| bytes[(next() % bytes.len() as u64) as usize]).collect();
+        let want = reference(&input);
+        let got = t.apply(&input);
+        changed += usize::from(got.is_some());
+        assert_eq!(got.unwrap_or_else(|| input.clone()), want, "{input:?}");
+    }
+    assert!(changed > 40_000, "{changed}");
 }

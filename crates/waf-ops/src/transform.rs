@@ -287,11 +287,15 @@ impl Transform {
             Transform::ParityOdd7bit => return map_bytes(input, |b| parity(b, false)),
             Transform::RemoveNulls => {
                 memchr::memchr(0, input)?;
-                input.iter().copied().filter(|&b| b != 0).collect()
+                let mut out = Vec::with_capacity(input.len());
+                out.extend(input.iter().copied().filter(|&b| b != 0));
+                out
             }
             Transform::RemoveWhitespace => {
                 input.iter().position(|&b| is_space_nbsp(b))?;
-                input.iter().copied().filter(|&b| !is_space_nbsp(b)).collect()
+                let mut out = Vec::with_capacity(input.len());
+                out.extend(input.iter().copied().filter(|&b| !is_space_nbsp(b)));
+                out
             }
             Transform::CompressWhitespace => compress_whitespace(input)?,
             Transform::Trim => return trim(input, true, true),
@@ -1111,23 +1115,19 @@ fn b64_value(c: u8) -> Option<u8> {
 
 /// `apr_base64_decode`: decodes the longest prefix of alphabet characters, ignores the rest.
 fn base64_decode(input: &[u8]) -> Vec<u8> {
-    let vals: Vec<u8> = input.iter().map_while(|&c| b64_value(c)).collect();
-    let mut out = Vec::with_capacity(vals.len() / 4 * 3 + 3);
-    let mut chunks = vals.chunks_exact(4);
-    for ch in &mut chunks {
-        if let [a, b, c, d] = *ch {
-            out.push(a << 2 | b >> 4);
-            out.push(b << 4 | c >> 2);
-            out.push(c << 6 | d);
+    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
+    // Four characters at a time; the first one outside the alphabet ends the data (reading on past it is harmless:
+    // its group is the last).
+    let mut vals = input.iter().map_while(|&c| b64_value(c));
+    loop {
+        match (vals.next(), vals.next(), vals.next(), vals.next()) {
+            (Some(a), Some(b), Some(c), Some(d)) => {
+                out.extend_from_slice(&[a << 2 | b >> 4, b << 4 | c >> 2, c << 6 | d])
+            }
+            (Some(a), Some(b), Some(c), None) => break out.extend_from_slice(&[a << 2 | b >> 4, b << 4 | c >> 2]),
+            (Some(a), Some(b), None, _) => break out.push(a << 2 | b >> 4),
+            _ => break,
         }
-    }
-    match *chunks.remainder() {
-        [a, b] => out.push(a << 2 | b >> 4),
-        [a, b, c] => {
-            out.push(a << 2 | b >> 4);
-            out.push(b << 4 | c >> 2);
-        }
-        _ => {}
     }
     out
 }
