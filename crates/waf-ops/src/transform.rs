@@ -520,7 +520,7 @@ fn url_encode(input: &[u8]) -> Vec<u8> {
 /// Named entities v2 decodes (case-insensitively): the classic five plus the ASCII punctuation set added
 /// by the GHSA-cxqf-vgrr-xxrv fix (`&colon;`, `&apos;`, ...).
 pub(crate) fn named_entity(name: &[u8]) -> Option<u8> {
-    // By length, then the lowercased name (`NAMED_ENTITIES` lists the same; a test checks they agree).
+    // The lowercased name, matched (by length first); `tests::NAMED_ENTITIES` lists the same names.
     let mut buf = [0u8; 6];
     let lower = buf.get_mut(..name.len()).filter(|_| name.len() >= 2)?;
     lower.copy_from_slice(name);
@@ -561,43 +561,6 @@ pub(crate) fn named_entity(name: &[u8]) -> Option<u8> {
         _ => return None,
     })
 }
-
-/// The named entities `named_entity` decodes, as a list.
-#[cfg(test)]
-pub(crate) const NAMED_ENTITIES: &[(&[u8], u8)] = &[
-    (b"quot", b'"'),
-    (b"amp", b'&'),
-    (b"lt", b'<'),
-    (b"gt", b'>'),
-    (b"nbsp", NBSP),
-    (b"colon", b':'),
-    (b"apos", b'\''),
-    (b"num", b'#'),
-    (b"dollar", b'$'),
-    (b"percnt", b'%'),
-    (b"lpar", b'('),
-    (b"rpar", b')'),
-    (b"ast", b'*'),
-    (b"plus", b'+'),
-    (b"comma", b','),
-    (b"hyphen", b'-'),
-    (b"period", b'.'),
-    (b"sol", b'/'),
-    (b"semi", b';'),
-    (b"equals", b'='),
-    (b"quest", b'?'),
-    (b"commat", b'@'),
-    (b"lbrack", b'['),
-    (b"bsol", b'\\'),
-    (b"rbrack", b']'),
-    (b"caret", b'^'),
-    (b"lowbar", b'_'),
-    (b"grave", b'`'),
-    (b"lbrace", b'{'),
-    (b"verbar", b'|'),
-    (b"rbrace", b'}'),
-    (b"tilde", b'~'),
-];
 
 /// C `strtol` on a run of digits, truncated to a byte: overflow saturates at LONG_MAX (low byte 0xff).
 fn strtol_byte(digits: &[u8], radix: u32) -> u8 {

@@ -319,8 +319,6 @@ impl XssDetector {
         pattern_idx >= pattern.len()
     }
 
-    // Case-insensitive string comparison that ignores null bytes
-    // Replicates the exact behavior of C's cstrcasecmp_with_null function
     /// [`Self::cstrcasecmp_with_null`], given whether `input` has a NUL byte: without one (nearly always) the input
     /// matches only a pattern of its length, so most of a list is passed over by length alone.
     #[inline]
@@ -331,6 +329,8 @@ impl XssDetector {
         pattern.len() == input.len() && pattern.iter().zip(input).all(|(&p, &c)| p == c.to_ascii_uppercase())
     }
 
+    // Case-insensitive string comparison that ignores null bytes
+    // Replicates the exact behavior of C's cstrcasecmp_with_null function
     fn cstrcasecmp_with_null(pattern: &[u8], input: &[u8]) -> bool {
         let mut pattern_idx = 0;
         let mut input_idx = 0;
