@@ -632,13 +632,7 @@ fn preimages_cover_every_output_byte() {
                  removecommentschar removenulls removewhitespace replacecomments replacenulls trim trimleft trimright \
                  uppercase urldecode urldecodeuni utf8tounicode";
     let alphabet: &[u8] = b"aZ09 \t\r\n\x0b\x0c\xa0\x00%+&#;\\/*.<!-'\"^,(xuUfF\xc3\xa9\xe2\x82\xac";
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let has = |s: &[u64; 4], b: u8| s[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
     for name in names.split_whitespace() {
         let t = Transform::parse(name).unwrap().unwrap();
@@ -648,8 +642,11 @@ fn preimages_cover_every_output_byte() {
             // One or two target bytes, from the output's own bytes or anywhere.
             let mut set = [0u64; 4];
             for _ in 0..1 + next() % 2 {
-                let b =
-                    if !out.is_empty() && next() % 2 == 0 { out[(next() as usize) % out.len()] } else { next() as u8 };
+                let b = if !out.is_empty() && next().is_multiple_of(2) {
+                    out[(next() as usize) % out.len()]
+                } else {
+                    next() as u8
+                };
                 set[usize::from(b >> 6)] |= 1 << (b & 63);
             }
             let pre = t.preimage(set).unwrap();
@@ -683,13 +680,7 @@ fn inputs_without_triggers_come_out_the_same_up_to_case() {
                  removewhitespace replacecomments replacenulls trim trimleft trimright urldecode urldecodeuni \
                  utf8tounicode";
     let alphabet: &[u8] = b"aZ09 \t\r\n\x0b\x0c\xa0\x00%+&#;\\/*.<!-'\"^,(xuUfF\xc3\xa9\xe2\x82\xac";
-    let mut seed = 0x1234_5678_9abc_def1u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x1234_5678_9abc_def1);
     let has = |s: &[u64; 4], b: u8| s[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
     for name in names.split_whitespace() {
         let t = Transform::parse(name).unwrap().unwrap();
@@ -887,13 +878,7 @@ fn url_decoding_by_runs_is_the_byte_at_a_time_decoding() {
         out
     }
     let alphabet: &[u8] = b"%%%++uUfF0aA9gx \x00";
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     for (name, uni) in [("urldecode", false), ("urldecodeuni", true)] {
         let t = Transform::parse(name).unwrap().unwrap();
         for _ in 0..20_000 {
