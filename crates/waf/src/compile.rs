@@ -37,11 +37,35 @@ pub struct RuleSet {
     pub(crate) memo: bool,
     /// Whether phase 1's request-independent start is replayed from a snapshot (`init`; on by default).
     pub(crate) init_snapshot: bool,
+    /// Whether a chain may be decided by its pure links before its starter is evaluated
+    /// (`Transaction::links_fail`): no rule reads MATCHED_VAR or MATCHED_VAR_NAME before its own match sets them
+    /// (see [`reads_matched_early`]), so what a failing chain's silent rules leave there is never read.
+    pub(crate) links_first: bool,
     /// Operator arguments with macros (`%{tx.allowed_methods}`), parsed once here rather than per evaluation, with
     /// whether they read only the writable collections (TX, IP, ...): a transaction may then keep an expansion
     /// until one of those changes.
     /// foldhash rather than SipHash: looked up on every operator evaluation with a macro argument.
     pub(crate) templates: HashMap<String, (crate::macros::MacroStr, bool), foldhash::fast::RandomState>,
+}
+
+/// Whether `r` (a starter, SecAction or marker) may read MATCHED_VAR or MATCHED_VAR_NAME before a match of its own
+/// has set them, i.e. what an earlier rule left there: in a starter's variables or operator argument, or anywhere in a
+/// SecAction's actions (they run without a match). Chain links read their own chain's (set by the rule before them).
+fn reads_matched_early(r: &Rule) -> bool {
+    use crate::vars::{Scalar, Var};
+    let matched = |v: Var| matches!(v, Var::Scalar(Scalar::MatchedVar | Scalar::MatchedVarName));
+    let reads = |m: &crate::macros::MacroStr| !m.vars_all(|v| !matched(v));
+    let in_targets = r.includes.iter().any(|(t, _)| matched(t.var)) || r.exclusions.iter().any(|t| matched(t.var));
+    let in_arg =
+        r.op.as_ref().and_then(Operator::macro_template).is_some_and(|t| reads(&crate::macros::MacroStr::parse(t)));
+    let in_actions = r.op.is_none()
+        && (r.msg.as_ref().is_some_and(reads)
+            || r.logdata.as_ref().is_some_and(reads)
+            || r.effects.iter().any(|e| match e {
+                crate::rule::Effect::SetVar { name, value, .. } => reads(name) || reads(value),
+                crate::rule::Effect::Ctl(_) => false,
+            }));
+    in_targets || in_arg || in_actions
 }
 
 /// A rule index that is not a pure chain starter.
@@ -584,6 +608,7 @@ impl Builder {
             walks,
             memo: true,
             init_snapshot: true,
+            links_first: !self.rules.iter().any(reads_matched_early),
             templates,
             tnodes: self.trie.len() + 1,
             rules: self.rules,

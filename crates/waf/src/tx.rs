@@ -2149,6 +2149,9 @@ impl<'r> Transaction<'r> {
     /// range in `record_text`).
     /// `verdict`: the snapshot's on the starter (`init::UNKNOWN`: evaluate it).
     fn eval_chain(&mut self, rule: &'r Rule, verdict: u32) -> Option<Range<usize>> {
+        if self.links_fail(rule) {
+            return None;
+        }
         let mark = self.record_text.len();
         let first =
             if verdict == init::UNKNOWN { self.eval_rule(rule, rule.id)? } else { self.replay_match(rule, verdict)? };
@@ -2166,6 +2169,30 @@ impl<'r> Transaction<'r> {
         // Only the starter's name is kept (the links appended theirs after it).
         self.record_text.truncate(first.end);
         Some(first)
+    }
+
+    /// Whether a pure link of `rule`'s chain that can match none of its values (the memo knows them all) fails the
+    /// chain before anything it changes: the starter and the links before that link have no effects and no
+    /// `capture`, so evaluating them would only set MATCHED_VAR(S) and MATCHED_VAR_NAME, which no rule of the set
+    /// reads before its own match replaces them (`RuleSet::links_first`) and the next rule's evaluation starts
+    /// afresh. The chain then fails as evaluation would, without evaluating the starter (the CRS's 920170 and
+    /// 920171: a GET matches their starter, and their links look for body headers a GET does not have).
+    fn links_fail(&mut self, rule: &'r Rule) -> bool {
+        let rs = self.rs;
+        if !(rs.links_first && rs.memo && rs.pure.count() > 0) {
+            return false;
+        }
+        let mut prev = rule;
+        while let Some(next) = prev.chain.as_deref() {
+            if !prev.effects.is_empty() || prev.capture {
+                return false;
+            }
+            if next.link_pure != NOT_PURE && !self.may_match(next, next.link_pure) {
+                return true;
+            }
+            prev = next;
+        }
+        false
     }
 
     /// [`Transaction::eval_chain`] for a replayable chain (see `outcome`): a non-matching outcome remembered for the
@@ -3151,6 +3178,48 @@ mod tests {
                 // Only "evil" is listed: "hello" is known to match no asked rule (3 was never asked).
                 assert_eq!(run(b"/a?q=hello&x=evil"), (vec![1, 2], 1));
                 assert!(!bit(&asked(), p3));
+            });
+        });
+    }
+
+    /// A chain whose pure link can match none of its values fails without its starter being evaluated, when no rule
+    /// reads what the starter's match would leave in MATCHED_VAR; with a rule that does (a SecAction here), the
+    /// starter is evaluated as written. Either way the chain's verdict and what the rules read are as without the
+    /// memo.
+    #[test]
+    fn chains_fail_on_their_pure_links_first_unless_matched_var_is_read() {
+        const CHAIN: &str = "SecRuleEngine On\n\
+            SecRule ARGS:a \"@rx ^x\" \"id:1,phase:1,pass,log,chain\"\n\
+            SecRule REQUEST_HEADERS:Content-Length \"@rx .\" \"setvar:tx.hit=1\"\n";
+        let reader = format!("{CHAIN}SecAction \"id:2,phase:1,pass,nolog,setvar:'tx.seen=%{{MATCHED_VAR}}'\"\n");
+        let (quiet, read) =
+            (RuleSet::parse_str(CHAIN, "c.conf").unwrap(), RuleSet::parse_str(&reader, "r.conf").unwrap());
+        assert!(quiet.links_first && !read.links_first);
+        let link = quiet.rules.iter().find(|r| r.id == 1).and_then(|r| r.chain.as_deref()).unwrap();
+        assert_ne!(link.link_pure, crate::compile::NOT_PURE);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // (matches, MATCHED_VAR, tx.seen) for a=x with and without Content-Length.
+                let run = |rs: &RuleSet, length: Option<&'static str>| {
+                    let mut headers = vec![(&b"Host"[..], &b"h"[..])];
+                    headers.extend(length.map(|l| (&b"Content-Length"[..], l.as_bytes())));
+                    let head = RequestHead { method: "GET", uri: b"/?a=xyz", protocol: "HTTP/1.1", headers };
+                    let mut tx = rs.transaction("t", IpAddr::from([192, 0, 2, 1]));
+                    assert!(tx.process_request_headers(&head).is_none());
+                    let ids: Vec<u32> = tx.matches().iter().map(|m| m.id).collect();
+                    (ids, tx.matched_var().1, tx.var("tx.seen").unwrap_or_default())
+                };
+                // The first request asks the memo about the link; from the second on the memo answers for it.
+                for _ in 0..3 {
+                    assert_eq!(run(&read, None), (vec![2], "ARGS:a".to_owned(), "xyz".to_owned()));
+                    assert_eq!(
+                        run(&read, Some("1")),
+                        (vec![1, 2], "REQUEST_HEADERS:Content-Length".to_owned(), "1".to_owned())
+                    );
+                    assert_eq!(run(&quiet, Some("1")).0, [1]);
+                }
+                // The starter was not evaluated: it would have left ARGS:a in MATCHED_VAR_NAME.
+                assert_eq!(run(&quiet, None), (vec![], String::new(), String::new()));
             });
         });
     }
