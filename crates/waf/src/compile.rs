@@ -106,7 +106,7 @@ pub(crate) struct PurePlan {
 impl PurePlan {
     /// The plan for `rules`; each chain link that is a pure check too gets its number in `Rule::link_pure`.
     fn build(rules: &mut [Rule]) -> PurePlan {
-        let mut b = PlanBuilder::default();
+        let mut b = PlanBuilder { removable: ctl_removable(rules), ..PlanBuilder::default() };
         for r in rules.iter() {
             let p = b.add(r);
             b.plan.of_rule.push(p);
@@ -158,16 +158,40 @@ struct PlanBuilder {
     literal: Vec<Option<crate::memo::LiteralNeed>>,
     group_of: HashMap<Vec<u32>, u32>,
     target_of: HashMap<String, u32>,
+    /// The variables a `ctl:ruleRemoveTarget*` of the set names (see [`ctl_removable`]).
+    removable: Vec<crate::vars::Var>,
+}
+
+/// The variables some `ctl:ruleRemoveTargetById/ByTag` of `rules` removes from rules: a removal made while a phase
+/// runs changes the count of such a variable after the phase enumerated it, so no count of one is a pure value.
+fn ctl_removable(rules: &[Rule]) -> Vec<crate::vars::Var> {
+    let mut vars = Vec::new();
+    for r in rules {
+        for link in std::iter::successors(Some(r), |l| l.chain.as_deref()) {
+            for e in &link.effects {
+                if let crate::rule::Effect::Ctl(crate::rule::Ctl::RuleRemoveTarget(_, t)) = e {
+                    if !vars.contains(&t.var) {
+                        vars.push(t.var);
+                    }
+                }
+            }
+        }
+    }
+    vars
 }
 
 impl PlanBuilder {
     /// Number `r` as a pure check when it is one (an operator on the value's bytes alone, over request variables
-    /// that stay the same for the phase, no `&` counts): its pure number, or [`NOT_PURE`].
+    /// that stay the same for the phase; `&` counts only of variables the rule excludes nothing from and no `ctl`
+    /// removes targets of, whose count is then a value like any other: `&REQUEST_HEADERS:Host "@eq 0"`): its pure
+    /// number, or [`NOT_PURE`].
     fn add(&mut self, r: &Rule) -> u32 {
         let pure = r.marker.is_none()
             && r.op.as_ref().is_some_and(Operator::is_pure)
             && !r.includes.is_empty()
-            && r.includes.iter().all(|(t, _)| !t.count && crate::vars::stable_in_phase(t.var));
+            && r.includes.iter().all(|(t, excluded)| {
+                crate::vars::stable_in_phase(t.var) && (!t.count || !(*excluded || self.removable.contains(&t.var)))
+            });
         if !pure {
             return NOT_PURE;
         }
@@ -178,10 +202,13 @@ impl PlanBuilder {
             .iter()
             .map(|(t, _)| {
                 let n = u32::try_from(plan.targets.len()).unwrap_or(u32::MAX);
-                *self.target_of.entry(format!("{:?}:{}", t.var, t.key_text)).or_insert_with(|| {
-                    plan.targets.push(t.clone());
-                    n
-                })
+                *self
+                    .target_of
+                    .entry(format!("{}{:?}:{}", if t.count { "&" } else { "" }, t.var, t.key_text))
+                    .or_insert_with(|| {
+                        plan.targets.push(t.clone());
+                        n
+                    })
             })
             .collect();
         let next = u32::try_from(plan.group_targets.len()).unwrap_or(u32::MAX);

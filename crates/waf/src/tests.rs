@@ -388,7 +388,7 @@ SecRule &TX:x "@eq 0" "id:4,phase:1,pass,log""#);
 }
 
 /// A chain link that is a pure check (request variables, an operator on the bytes alone) is numbered in the verdict
-/// memo and decided through it, as starters are; links over counts or TX are not. Decisions are the same with the
+/// memo and decided through it, as starters are, a count (`&ARGS`) too; links over TX are not. Decisions are the same with the
 /// memo off, over requests that repeat values (memo hits) and change them.
 #[test]
 fn pure_chain_links_are_decided_through_the_memo() {
@@ -416,7 +416,7 @@ SecRule REQUEST_METHOD "@streq GET" "id:4,phase:2,pass,log,chain"
     };
     use crate::compile::NOT_PURE;
     assert_ne!(link(1, 1), NOT_PURE);
-    assert_eq!((link(2, 1), link(3, 1)), (NOT_PURE, NOT_PURE));
+    assert!(link(2, 1) != NOT_PURE && link(3, 1) == NOT_PURE);
     assert!(link(4, 1) != NOT_PURE && link(4, 2) != NOT_PURE);
     let uris =
         ["/a?q=hello", "/a?q=EVIL", "/a?q=hello", "/b?q=xy", "/a?q=Evil2&p=1", "/a?evil=1", "/a?q=hello", "/a?q=xy"];

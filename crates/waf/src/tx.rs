@@ -2072,6 +2072,23 @@ impl<'r> Transaction<'r> {
                 };
                 // What `values` gives, without a call per value through `dyn FnMut` for the common kinds.
                 match t.var {
+                    // `&VAR`: its count, as `visit` gives it (a pure rule excludes nothing from a counted variable;
+                    // a removal before this phase may: then every rule reading it may match).
+                    _ if t.count => {
+                        if self.removed_targets.iter().any(|(_, x)| x.var == t.var) {
+                            if let Some(r) = reading {
+                                m.or_maybe(memo::NO_ENTRY, r, asked, &mut row);
+                            }
+                            vals.push((memo::NO_ENTRY, NO_ID));
+                        } else {
+                            let mut n = 0usize;
+                            self.values(t, &mut |_| n += 1);
+                            match small_number(n) {
+                                Some(b) => push(b, NO_ID),
+                                None => push(n.to_string().as_bytes(), NO_ID),
+                            }
+                        }
+                    }
                     Var::Scalar(s) => {
                         if let Some((v, id)) = self.scalar_val(s) {
                             push(v, id);
@@ -3178,6 +3195,47 @@ mod tests {
                 // Only "evil" is listed: "hello" is known to match no asked rule (3 was never asked).
                 assert_eq!(run(b"/a?q=hello&x=evil"), (vec![1, 2], 1));
                 assert!(!bit(&asked(), p3));
+            });
+        });
+    }
+
+    /// `&` counts are pure values (decided through the memo, warm or cold) unless the rule excludes members of the
+    /// counted variable or a `ctl` of the set removes targets; a removal made for the transaction before the phase
+    /// still counts (the memo is not asked: the count without it would say "no match" here).
+    #[test]
+    fn counts_are_pure_values_unless_members_can_be_excluded() {
+        let src = "SecRuleEngine On\n\
+            SecRule &REQUEST_HEADERS:Host \"@eq 0\" \"id:1,phase:1,deny,status:400\"\n\
+            SecRule &ARGS \"@lt 2\" \"id:2,phase:1,pass,log\"\n\
+            SecRule &REQUEST_HEADERS|!REQUEST_HEADERS:Cookie \"@gt 5\" \"id:3,phase:1,pass,log\"\n";
+        let with_ctl = format!("{src}SecAction \"id:4,phase:2,pass,nolog,ctl:ruleRemoveTargetById=2;ARGS:b\"\n");
+        let (rs, ctl) = (RuleSet::parse_str(src, "n.conf").unwrap(), RuleSet::parse_str(&with_ctl, "c.conf").unwrap());
+        let pure = |rs: &RuleSet, id: u32| rs.pure.of_rule[rs.rules.iter().position(|r| r.id == id).unwrap()];
+        assert_ne!(pure(&rs, 1), crate::compile::NOT_PURE);
+        assert_ne!(pure(&rs, 2), crate::compile::NOT_PURE);
+        assert_eq!(pure(&rs, 3), crate::compile::NOT_PURE);
+        assert_ne!(pure(&ctl, 1), crate::compile::NOT_PURE);
+        assert_eq!(pure(&ctl, 2), crate::compile::NOT_PURE);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let run = |host: bool, remove: bool| {
+                    let mut headers = vec![(&b"Accept"[..], &b"*/*"[..])];
+                    if host {
+                        headers.push((&b"Host"[..], &b"h"[..]));
+                    }
+                    let head = RequestHead { method: "GET", uri: b"/?a=1&b=2", protocol: "HTTP/1.1", headers };
+                    let mut tx = rs.transaction("t", IpAddr::from([192, 0, 2, 1]));
+                    if remove {
+                        tx.remove_rule_target(2, "ARGS:b");
+                    }
+                    let status = tx.process_request_headers(&head).map(|i| i.status);
+                    (status, tx.matches().iter().map(|m| m.id).collect::<Vec<u32>>())
+                };
+                for _ in 0..3 {
+                    assert_eq!(run(true, false), (None, vec![]));
+                    assert_eq!(run(false, false), (Some(400), vec![1]));
+                    assert_eq!(run(true, true), (None, vec![2]));
+                }
             });
         });
     }
