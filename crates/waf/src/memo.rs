@@ -297,6 +297,15 @@ pub(crate) fn row_words(pure: usize) -> usize {
 
 thread_local! {
     static MEMOS: RefCell<Vec<Memo>> = const { RefCell::new(Vec::new()) };
+    /// Values this thread looked up by content (tests only).
+    #[cfg(test)]
+    static LOOKUPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Values this thread has looked up by content (for tests).
+#[cfg(test)]
+pub(crate) fn lookups() -> u64 {
+    LOOKUPS.with(std::cell::Cell::get)
 }
 
 /// Run `f` with this thread's memo for rule set `set` (`pure` bits per entry), made on first use.
@@ -370,6 +379,8 @@ impl Memo {
         if value.len() > MAX_VALUE {
             return NO_ENTRY;
         }
+        #[cfg(test)]
+        LOOKUPS.with(|n| n.set(n.get() + 1));
         let h = self.hasher.hash_one(value);
         if let Some(&e) = self.index.find(h, |&e| self.key(e) == value) {
             return e;
@@ -452,6 +463,7 @@ impl Memo {
     /// on it yet (all of `mask` for [`NO_ENTRY`]): a rule left 0 over all of a group's values is known to match none
     /// of them. Whether it ORed a rule that is also in `of` (`false`: the value is known to match none of the rules
     /// of both `mask` and `of`).
+    #[inline]
     pub(crate) fn or_maybe(&self, entry: u32, mask: &[u64], of: &[u64], out: &mut [u64]) -> bool {
         let base = entry as usize + HEAD + 8 * self.words;
         let mut any = 0;

@@ -536,6 +536,11 @@ impl std::hash::Hasher for FastHasher {
 struct Scratch {
     pure_vals: Vec<(u32, u32)>,
     entry_of_id: Vec<u32>,
+    /// The last transaction's `entry_of_id` and the memo generation it refers to, not emptied: the next request
+    /// (from a browser, much like the last) finds most of its values at the same ids (`entry_of`).
+    last_entries: (Vec<u32>, u64),
+    /// The last transaction's `count_entries` and their memo generation.
+    count_entries: ([u32; COUNTS], u64),
     target_spans: Vec<(u32, u32)>,
     phase_maybe: Vec<u64>,
     phase_asked: Vec<u64>,
@@ -655,7 +660,8 @@ impl Scratch {
             .flatten()
             .chain(&self.matched_vars)
             .map(|(n, v)| n.capacity() + v.capacity() + std::mem::size_of::<Pair>())
-            .sum();
+            .sum::<usize>()
+            + self.last_entries.0.held_bytes();
         let values: usize = self.stores.iter().chain(&self.initial).map(Store::held_bytes).sum::<usize>()
             + self.scalars.iter().map(Vec::capacity).sum::<usize>()
             + pairs;
@@ -757,6 +763,12 @@ pub struct Transaction<'r> {
     entry_of_id: Vec<u32>,
     /// The memo generation `entry_of_id` refers to.
     entries_generation: u64,
+    /// The last transaction's `entry_of_id` on this thread, when it refers to the memo generation this one uses
+    /// (emptied otherwise): a value at the same id whose bytes are the entry's is found without hashing.
+    last_entries: (Vec<u32>, u64),
+    /// The memo entries of the counts 0 to [`COUNTS`] - 1 (`&VAR` values; [`UNSET`] until looked up) and the memo
+    /// generation they refer to, kept for the thread's next transaction.
+    count_entries: ([u32; COUNTS], u64),
     /// Bumped on every write to TX or another store: what `arg_cache` entries are valid for.
     stores_gen: u64,
     /// (stores_gen, expansions of store-only operator-argument templates, by template address).
@@ -852,6 +864,8 @@ impl<'r> Transaction<'r> {
             pure_vals: sc.pure_vals,
             entry_of_id: sc.entry_of_id,
             entries_generation: memo::NO_GENERATION,
+            last_entries: sc.last_entries,
+            count_entries: sc.count_entries,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
             snap: None,
@@ -1380,6 +1394,12 @@ impl<'r> Transaction<'r> {
             if generation != self.entries_generation {
                 self.entry_of_id.clear();
                 self.entries_generation = generation;
+            }
+            if self.last_entries.1 != generation {
+                self.last_entries.0.clear();
+            }
+            if self.count_entries.1 != generation {
+                self.count_entries = ([UNSET; COUNTS], generation);
             }
         }
         let mut flow = Flow::default();
@@ -2038,18 +2058,27 @@ impl<'r> Transaction<'r> {
     fn enumerate_targets(&mut self, targets: &[u32]) -> bool {
         let rs = self.rs;
         let words = memo::row_words(rs.pure.count());
-        let mut vals = std::mem::take(&mut self.pure_vals);
-        let mut ids = std::mem::take(&mut self.entry_of_id);
-        let mut spans = std::mem::take(&mut self.target_spans);
         let mut row = std::mem::take(&mut self.phase_maybe);
-        let asked = &self.phase_asked;
         if row.len() != words {
             // Not made at the phase's start (cannot happen): every rule may match.
             row.clear();
             row.resize(words, u64::MAX);
         }
+        let mut spans = std::mem::take(&mut self.target_spans);
         let mut complete = true;
         memo::with(rs.id, rs.pure.count(), |m| {
+            let mut add = Adder {
+                m,
+                bytes: &rs.pure.bytes,
+                vals: std::mem::take(&mut self.pure_vals),
+                ids: std::mem::take(&mut self.entry_of_id),
+                last: &self.last_entries.0,
+                counts: self.count_entries.0,
+                row: std::mem::take(&mut row),
+                asked: &self.phase_asked,
+                reading: &[],
+                readers: &[],
+            };
             for &ti in targets {
                 let (Some(t), Some(span)) = (rs.pure.targets.get(ti as usize), spans.get_mut(ti as usize)) else {
                     complete = false;
@@ -2058,65 +2087,66 @@ impl<'r> Transaction<'r> {
                 if span.0 != UNSET {
                     continue;
                 }
-                let start = vals.len();
-                let readers =
-                    || rs.pure.var_rules.get(ti as usize * words..(ti as usize + 1) * words).unwrap_or_default();
+                let start = add.vals.len();
+                let rows = ti as usize * words..(ti as usize + 1) * words;
                 // Which of the rules reading this target may match one of its values (see `Memo::or_maybe`). A value
                 // known to match none of them is not kept: `may_match` asks only about the others.
-                let reading = rs.pure.target_rules.get(ti as usize * words..(ti as usize + 1) * words);
-                let mut push = |value: &[u8], id: u32| {
-                    let e = entry_of(m, &mut ids, &rs.pure.bytes, readers, value, id);
-                    if reading.is_none_or(|r| m.or_maybe(e, r, asked, &mut row)) {
-                        vals.push((e, id));
-                    }
+                let Some(reading) = rs.pure.target_rules.get(rows.clone()) else {
+                    // No row of readers (cannot happen): every rule may match.
+                    add.row.fill(u64::MAX);
+                    complete = false;
+                    continue;
                 };
+                add.reading = reading;
+                add.readers = rs.pure.var_rules.get(rows).unwrap_or_default();
                 // What `values` gives, without a call per value through `dyn FnMut` for the common kinds.
                 match t.var {
                     // `&VAR`: its count, as `visit` gives it (a pure rule excludes nothing from a counted variable;
                     // a removal before this phase may: then every rule reading it may match).
                     _ if t.count => {
                         if self.removed_targets.iter().any(|(_, x)| x.var == t.var) {
-                            if let Some(r) = reading {
-                                m.or_maybe(memo::NO_ENTRY, r, asked, &mut row);
-                            }
-                            vals.push((memo::NO_ENTRY, NO_ID));
+                            add.unknown();
                         } else {
                             let mut n = 0usize;
-                            self.values(t, &mut |_| n += 1);
-                            match small_number(n) {
-                                Some(b) => push(b, NO_ID),
-                                None => push(n.to_string().as_bytes(), NO_ID),
+                            match t.var {
+                                Var::Coll(c) | Var::Names(c)
+                                    if !matches!(c, Coll::Xml | Coll::Rule | Coll::Store(_)) =>
+                                {
+                                    for (list, _) in self.pairs(c) {
+                                        for_members(list, &t.key, |_, _| n += 1);
+                                    }
+                                }
+                                _ => self.values(t, &mut |_| n += 1),
                             }
+                            add.count(n);
                         }
                     }
                     Var::Scalar(s) => {
                         if let Some((v, id)) = self.scalar_val(s) {
-                            push(v, id);
+                            add.value(v, id);
                         }
                     }
                     Var::Coll(c) if !matches!(c, Coll::Xml | Coll::Rule | Coll::Store(_)) => {
                         for (list, base) in self.pairs(c) {
-                            for_members(list, &t.key, |i, (_, v)| push(v, member_id(base, i, 0)));
+                            for_members(list, &t.key, |i, (_, v)| add.value(v, member_id(base, i, 0)));
                         }
                     }
                     Var::Names(c) => {
                         for (list, base) in self.pairs(c) {
-                            for_members(list, &t.key, |i, (k, _)| push(k, member_id(base, i, 1)));
+                            for_members(list, &t.key, |i, (k, _)| add.value(k, member_id(base, i, 1)));
                         }
                     }
-                    Var::Coll(_) => self.values(t, &mut |v| push(&v.value, v.id)),
+                    Var::Coll(_) => self.values(t, &mut |v| add.value(&v.value, v.id)),
                 }
-                if reading.is_none() {
-                    // No row of readers (cannot happen): every rule may match.
-                    row.fill(u64::MAX);
-                }
-                *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(vals.len() - start).unwrap_or(0));
+                *span = (u32::try_from(start).unwrap_or(UNSET), u32::try_from(add.vals.len() - start).unwrap_or(0));
             }
+            self.pure_vals = add.vals;
+            self.entry_of_id = add.ids;
+            self.count_entries.0 = add.counts;
+            row = add.row;
         });
         self.phase_maybe = row;
         self.target_spans = spans;
-        self.pure_vals = vals;
-        self.entry_of_id = ids;
         complete
     }
 
@@ -2807,7 +2837,19 @@ impl Drop for Transaction<'_> {
         let cache = self.cache.get_mut();
         Scratch {
             pure_vals: std::mem::take(&mut self.pure_vals),
-            entry_of_id: std::mem::take(&mut self.entry_of_id),
+            // This transaction's entries become the last ones when it looked any up; the older table's buffer is
+            // the next one's.
+            entry_of_id: std::mem::take(if self.entry_of_id.is_empty() {
+                &mut self.entry_of_id
+            } else {
+                &mut self.last_entries.0
+            }),
+            last_entries: if self.entry_of_id.is_empty() {
+                std::mem::take(&mut self.last_entries)
+            } else {
+                (std::mem::take(&mut self.entry_of_id), self.entries_generation)
+            },
+            count_entries: self.count_entries,
             target_spans: std::mem::take(&mut self.target_spans),
             phase_maybe: std::mem::take(&mut self.phase_maybe),
             phase_asked: std::mem::take(&mut self.phase_asked),
@@ -3066,31 +3108,81 @@ fn member_id(base: u32, i: usize, which: u32) -> u32 {
         .unwrap_or(NO_ID)
 }
 
-/// The memo entry of a value numbered `id` (`ids`: per id, its entry found earlier in the transaction, so a value
-/// several targets share is looked up once), or looked up by content when it has no number.
-#[inline]
-fn entry_of<'a>(
-    m: &mut memo::Memo,
-    ids: &mut Vec<u32>,
-    bytes: &memo::ByteRule,
-    readers: impl FnOnce() -> &'a [u64],
-    value: &[u8],
-    id: u32,
-) -> u32 {
-    let i = match usize::try_from(id) {
-        Ok(i) if id != NO_ID => i,
-        _ => return m.entry(value, bytes, readers),
-    };
-    if i >= ids.len() {
-        ids.resize(i + 1, UNSET);
-    }
-    match ids.get_mut(i) {
-        Some(slot) if *slot != UNSET => *slot,
-        Some(slot) => {
-            *slot = m.entry(value, bytes, readers);
-            *slot
+/// Counts (`&VAR` values) whose memo entries a transaction keeps at hand (see `Transaction::count_entries`).
+const COUNTS: usize = 16;
+
+/// What [`Transaction::enumerate_targets`] adds values with: their memo entries, kept in the phase's value list
+/// and ORed into its row, for the target being enumerated (`reading`, `readers`: its rows of `PurePlan`).
+struct Adder<'a> {
+    m: &'a mut memo::Memo,
+    bytes: &'a memo::ByteRule,
+    vals: Vec<(u32, u32)>,
+    /// Per value id, its entry found earlier in the transaction (a value several targets share is looked up once).
+    ids: Vec<u32>,
+    /// The same for the thread's last transaction, used when that entry's bytes are the value's.
+    last: &'a [u32],
+    /// The entries of small counts (see `Transaction::count_entries`).
+    counts: [u32; COUNTS],
+    row: Vec<u64>,
+    asked: &'a [u64],
+    /// The rules reading the target (`PurePlan::target_rules`), and those a new entry's strings may rule out
+    /// (`PurePlan::var_rules`).
+    reading: &'a [u64],
+    readers: &'a [u64],
+}
+
+impl Adder<'_> {
+    /// Add entry `e` of the value numbered `id`: its rules among `reading` that may match go into the row, and the
+    /// value is kept when there is one.
+    #[inline]
+    fn add(&mut self, e: u32, id: u32) {
+        if self.m.or_maybe(e, self.reading, self.asked, &mut self.row) {
+            self.vals.push((e, id));
         }
-        None => memo::NO_ENTRY,
+    }
+
+    /// A value numbered `id` (looked up by content when it has no number).
+    #[inline]
+    fn value(&mut self, value: &[u8], id: u32) {
+        let e = match usize::try_from(id) {
+            Ok(i) if id != NO_ID => {
+                if i >= self.ids.len() {
+                    self.ids.resize(i + 1, UNSET);
+                }
+                match self.ids.get_mut(i) {
+                    Some(slot) if *slot != UNSET => *slot,
+                    Some(slot) => {
+                        *slot = match self.last.get(i) {
+                            Some(&e) if e != UNSET && e != memo::NO_ENTRY && self.m.key(e) == value => e,
+                            _ => self.m.entry(value, self.bytes, || self.readers),
+                        };
+                        *slot
+                    }
+                    None => memo::NO_ENTRY,
+                }
+            }
+            _ => self.m.entry(value, self.bytes, || self.readers),
+        };
+        self.add(e, id);
+    }
+
+    /// A count (`&VAR`): its decimal text, through `counts` for small ones.
+    fn count(&mut self, n: usize) {
+        let e = match (self.counts.get_mut(n), small_number(n)) {
+            (Some(slot), Some(text)) => {
+                if *slot == UNSET {
+                    *slot = self.m.entry(text, self.bytes, || self.readers);
+                }
+                *slot
+            }
+            _ => self.m.entry(n.to_string().as_bytes(), self.bytes, || self.readers),
+        };
+        self.add(e, NO_ID);
+    }
+
+    /// A value not known: every rule reading it may match.
+    fn unknown(&mut self) {
+        self.add(memo::NO_ENTRY, NO_ID);
     }
 }
 
@@ -3195,6 +3287,36 @@ mod tests {
                 // Only "evil" is listed: "hello" is known to match no asked rule (3 was never asked).
                 assert_eq!(run(b"/a?q=hello&x=evil"), (vec![1, 2], 1));
                 assert!(!bit(&asked(), p3));
+            });
+        });
+    }
+
+    /// A value at the id where the thread's last transaction had a memo entry with the same bytes takes that entry
+    /// without a lookup by content; a value whose bytes differ there is looked up, and decided as usual.
+    #[test]
+    fn values_at_the_last_transactions_ids_are_found_without_a_lookup() {
+        let rs =
+            RuleSet::parse_str("SecRuleEngine On\nSecRule ARGS \"@rx ^evil\" \"id:1,phase:2,pass,log\"\n", "l.conf")
+                .unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // (matches, lookups by content) of one request.
+                let run = |uri: &[u8]| {
+                    let head = RequestHead { method: "GET", uri, protocol: "HTTP/1.1", headers: vec![] };
+                    let before = memo::lookups();
+                    let mut tx = rs.transaction("t", IpAddr::from([192, 0, 2, 1]));
+                    assert!(tx.process_request_headers(&head).is_none());
+                    assert!(tx.process_request_body(b"").is_none());
+                    let ids: Vec<u32> = tx.matches().iter().map(|m| m.id).collect();
+                    drop(tx);
+                    (ids, memo::lookups() - before)
+                };
+                assert_eq!(run(b"/?q=hello&x=world"), (vec![], 2));
+                assert_eq!(run(b"/?q=hello&x=world"), (vec![], 0));
+                assert_eq!(run(b"/?q=evil&x=world"), (vec![1], 1));
+                assert_eq!(run(b"/?q=hello&x=world"), (vec![], 1));
+                assert_eq!(run(b"/?q=hello&x=evil"), (vec![1], 1));
+                assert_eq!(run(b"/?q=hello&x=evil"), (vec![1], 0));
             });
         });
     }
