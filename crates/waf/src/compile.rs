@@ -245,6 +245,13 @@ pub(crate) struct Walk {
     pub(crate) at: Vec<At>,
     /// (group, row word, bits of the run's pure rules of that group in that word).
     pub(crate) masks: Vec<(u32, u32, u64)>,
+    /// A bit per position: a marker or a pure starter (with no skip pending, what the walk may pass over without
+    /// reading the rule; see `Transaction::walk_passable`).
+    pub(crate) quiet_bits: Vec<u64>,
+    /// Per pure number, the position of that pure starter in this phase's list ([`NO_POS`]: not in it).
+    pub(crate) pure_pos: Vec<u32>,
+    /// A row (as the memo's) of the pure starters in this phase's list.
+    pub(crate) pure_here: Vec<u64>,
 }
 
 /// What the walk reads at one position of a phase's list (see [`Walk`]).
@@ -340,6 +347,23 @@ impl Walk {
                 }
             })
             .collect();
+        w.quiet_bits = vec![0; list.len().div_ceil(64)];
+        for i in 0..list.len() {
+            let pure = pure_at.get(i).is_some_and(|a| a.0 != NOT_PURE);
+            if rule(i).is_some_and(|r| r.marker.is_some()) || pure {
+                if let Some(b) = w.quiet_bits.get_mut(i / 64) {
+                    *b |= 1 << (i % 64);
+                }
+            }
+        }
+        w.pure_pos = vec![NO_POS; pure.count()];
+        w.pure_here = vec![0; crate::memo::row_words(pure.count())];
+        for (i, &(p, _)) in pure_at.iter().enumerate().filter(|(_, a)| a.0 != NOT_PURE) {
+            if let (Some(slot), Some(word)) = (w.pure_pos.get_mut(p as usize), w.pure_here.get_mut(p as usize / 64)) {
+                *slot = pos(i);
+                *word |= 1 << (p % 64);
+            }
+        }
         w
     }
 }

@@ -541,6 +541,7 @@ struct Scratch {
     last_entries: (Vec<u32>, u64),
     /// The last transaction's `count_entries` and their memo generation.
     count_entries: ([u32; COUNTS], u64),
+    walk_pass: Vec<u64>,
     target_spans: Vec<(u32, u32)>,
     phase_maybe: Vec<u64>,
     phase_asked: Vec<u64>,
@@ -627,8 +628,9 @@ impl Scratch {
         SCRATCH.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default()
     }
 
-    fn buffers(&mut self) -> [&mut dyn Reusable; 20] {
+    fn buffers(&mut self) -> [&mut dyn Reusable; 21] {
         [
+            &mut self.walk_pass,
             &mut self.scalar_ids,
             &mut self.inputs,
             &mut self.results,
@@ -766,6 +768,8 @@ pub struct Transaction<'r> {
     /// The last transaction's `entry_of_id` on this thread, when it refers to the memo generation this one uses
     /// (emptied otherwise): a value at the same id whose bytes are the entry's is found without hashing.
     last_entries: (Vec<u32>, u64),
+    /// The positions the walk of the current phase may pass over (see `walk_passable`).
+    walk_pass: Vec<u64>,
     /// The memo entries of the counts 0 to [`COUNTS`] - 1 (`&VAR` values; [`UNSET`] until looked up) and the memo
     /// generation they refer to, kept for the thread's next transaction.
     count_entries: ([u32; COUNTS], u64),
@@ -865,6 +869,7 @@ impl<'r> Transaction<'r> {
             entry_of_id: sc.entry_of_id,
             entries_generation: memo::NO_GENERATION,
             last_entries: sc.last_entries,
+            walk_pass: sc.walk_pass,
             count_entries: sc.count_entries,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
@@ -1423,12 +1428,33 @@ impl<'r> Transaction<'r> {
             snap.as_deref().and_then(|s| of(s).get(usize::from(phase - 1))).map_or(&[][..], Vec::as_slice)
         };
         let (pass_bits, jump_bits) = (bits(|s| &s.passable), bits(|s| &s.jumpable));
-        let (mut removals_seen, mut verdicts_hold) = (usize::MAX, false);
+        // The snapshot's verdicts hold while no target removal names a variable they read (`run_rule` checks this
+        // per rule; `ctl:ruleRemoveTargetByTag` in the CRS's 941010 removes REQUEST_FILENAME from the XSS rules in
+        // nearly every request), checked again when a removal is added.
+        let hold = |tx: &Self| {
+            snap.as_deref().is_some_and(|s| !tx.removed_targets.iter().any(|(_, x)| s.frozen_vars.contains(&x.var)))
+        };
+        let (mut removals_seen, mut verdicts_hold) = (self.removed_targets.len(), hold(self));
+        // With the memo, what the walk may pass over at once (see `walk_passable`).
+        let mut passable = use_memo && self.walk_passable(walk, phase, if verdicts_hold { pass_bits } else { &[] });
         let mut i = from;
         while i < walk.at.len() {
             // No skip pending and the engine on: what the shortcuts below take for granted.
             let quiet = flow.is_clear() && self.mode != EngineMode::Off;
-            if use_memo && quiet {
+            if self.removed_targets.len() != removals_seen {
+                removals_seen = self.removed_targets.len();
+                let held = std::mem::replace(&mut verdicts_hold, hold(self));
+                if passable && held && !verdicts_hold {
+                    passable = self.walk_passable(walk, phase, &[]);
+                }
+            }
+            if passable && quiet {
+                let next = init::pass_from(&self.walk_pass, i);
+                if next != i {
+                    i = next;
+                    continue;
+                }
+            } else if use_memo && quiet {
                 // Pass over markers and pure starters known to match none of their values without touching them:
                 // for these the walk below would do nothing.
                 let at = walk.at.get(i);
@@ -1450,18 +1476,9 @@ impl<'r> Transaction<'r> {
                     }
                 }
             }
-            // The snapshot's verdicts hold while no target removal names a variable they read (`run_rule` checks
-            // this per rule; `ctl:ruleRemoveTargetByTag` in the CRS's 941010 removes REQUEST_FILENAME from the XSS
-            // rules in nearly every request), checked again when a removal is added.
-            if self.removed_targets.len() != removals_seen {
-                removals_seen = self.removed_targets.len();
-                verdicts_hold = snap
-                    .as_deref()
-                    .is_some_and(|s| !self.removed_targets.iter().any(|(_, x)| s.frozen_vars.contains(&x.var)));
-            }
             // Markers and rules the snapshot knows match nothing: passed over without reading them (`run_rule` would
             // return at once: the engine is on and no skip is pending).
-            if quiet && verdicts_hold && init::bit(pass_bits, i) {
+            if !passable && quiet && verdicts_hold && init::bit(pass_bits, i) {
                 i = init::pass_from(pass_bits, i);
                 continue;
             }
@@ -1498,6 +1515,38 @@ impl<'r> Transaction<'r> {
         self.current = None;
         self.phase = 0;
         None
+    }
+
+    /// Make `walk_pass`: a bit per position of phase `phase`'s list (`walk`) that the walk may pass over while no skip
+    /// is pending, because `run_rule` would do nothing there: markers, pure starters none of whose group's values
+    /// may match (the phase's row, with every group of the phase enumerated first), and `snapshot`'s positions (its
+    /// `passable` bits while its verdicts hold, else none). `false` (nothing made) when a group of the phase could
+    /// not be enumerated: the walk then decides position by position.
+    fn walk_passable(&mut self, walk: &crate::compile::Walk, phase: u8, snapshot: &[u64]) -> bool {
+        let groups = self.rs.pure.phase_groups.get(usize::from(phase.wrapping_sub(1))).map_or(&[][..], Vec::as_slice);
+        // The first group enumerates all of the phase's targets (see `enumerate_group`).
+        if !groups.iter().all(|&g| self.group_enumerated(g)) {
+            return false;
+        }
+        let mut bits = std::mem::take(&mut self.walk_pass);
+        bits.clear();
+        bits.extend_from_slice(&walk.quiet_bits);
+        bits.iter_mut().zip(snapshot).for_each(|(b, s)| *b |= s);
+        // The phase's pure starters that may match one of their values are read.
+        for (w, (&maybe, &here)) in self.phase_maybe.iter().zip(&walk.pure_here).enumerate() {
+            let mut m = maybe & here;
+            while m != 0 {
+                let p = w * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                if let Some(&at) = walk.pure_pos.get(p).filter(|&&at| at != NO_POS) {
+                    if let Some(b) = bits.get_mut(at as usize / 64) {
+                        *b &= !(1u64 << (at % 64));
+                    }
+                }
+            }
+        }
+        self.walk_pass = bits;
+        true
     }
 
     /// Whether the walk may pass over the rule at a position of a pure span: a marker (no skip is pending), or a pure
@@ -2850,6 +2899,7 @@ impl Drop for Transaction<'_> {
                 (std::mem::take(&mut self.entry_of_id), self.entries_generation)
             },
             count_entries: self.count_entries,
+            walk_pass: std::mem::take(&mut self.walk_pass),
             target_spans: std::mem::take(&mut self.target_spans),
             phase_maybe: std::mem::take(&mut self.phase_maybe),
             phase_asked: std::mem::take(&mut self.phase_asked),
