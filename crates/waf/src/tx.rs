@@ -3341,6 +3341,42 @@ mod tests {
         });
     }
 
+    /// The walk's bit row: markers and pure starters known to match none of their values are passed over, a pure
+    /// starter that may match and a rule over TX are read.
+    #[test]
+    fn the_walk_passes_over_markers_and_pure_rules_that_cannot_match() {
+        let rs = RuleSet::parse_str(
+            "SecRuleEngine On\nSecRule ARGS \"@rx ^evil\" \"id:1,phase:2,pass,log\"\nSecMarker M\n\
+             SecRule TX:x \"@eq 1\" \"id:2,phase:2,pass,log\"\n\
+             SecRule REQUEST_HEADERS:Host \"@rx ^bad\" \"id:3,phase:2,pass,log\"\n",
+            "w.conf",
+        )
+        .unwrap();
+        let list = &rs.phases[1];
+        let at = |f: &dyn Fn(&Rule) -> bool| list.iter().position(|&ri| f(&rs.rules[ri])).unwrap();
+        let (one, marker) = (at(&|r| r.id == 1), at(&|r| r.marker.is_some()));
+        let (two, three) = (at(&|r| r.id == 2), at(&|r| r.id == 3));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // (matches, passable positions one, marker, two, three) after phase 2.
+                let run = |uri: &[u8]| {
+                    let headers = vec![(&b"Host"[..], &b"h"[..])];
+                    let head = RequestHead { method: "GET", uri, protocol: "HTTP/1.1", headers };
+                    let mut tx = rs.transaction("t", IpAddr::from([192, 0, 2, 1]));
+                    assert!(tx.process_request_headers(&head).is_none());
+                    assert!(tx.process_request_body(b"").is_none());
+                    let ids: Vec<u32> = tx.matches().iter().map(|m| m.id).collect();
+                    let bits = [one, marker, two, three].map(|i| init::bit(&tx.walk_pass, i));
+                    (ids, bits)
+                };
+                // The first request asks the memo about the rules; then it answers.
+                run(b"/?q=evil");
+                assert_eq!(run(b"/?q=evil"), (vec![1], [false, true, false, true]));
+                assert_eq!(run(b"/?q=hello"), (vec![], [true, true, false, true]));
+            });
+        });
+    }
+
     /// A value at the id where the thread's last transaction had a memo entry with the same bytes takes that entry
     /// without a lookup by content; a value whose bytes differ there is looked up, and decided as usual.
     #[test]
