@@ -557,7 +557,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let fixed: [fn(&[u8], &[u64], &[u64], &mut [u64]) -> bool; 8] = [
+        type OrMaybe = fn(&[u8], &[u64], &[u64], &mut [u64]) -> bool;
+        let fixed: [OrMaybe; 8] = [
             or_maybe_n::<1>,
             or_maybe_n::<2>,
             or_maybe_n::<3>,
