@@ -227,26 +227,19 @@ impl PlanBuilder {
 /// No position (a [`Walk`] entry that does not apply).
 pub(crate) const NO_POS: u32 = u32::MAX;
 
-/// Shortcuts over one phase's rule list, made at load, so a transaction's walk touches only the rules it runs. Per
-/// position (an [`At`]; together, since a walk visits few positions and far apart):
-/// - `resume`: for a rule with `skipAfter`, the position after its target (the first later marker of that name,
-///   or rule with that id; the list's end when there is none), where [`crate::tx::Flow::passes`] would resume;
-///   [`NO_POS`] for other positions;
-/// - `span_end`: the end of the run of pure starters and markers that starts at a position (the position itself
-///   when its rule is neither): with no skip pending, markers do nothing and a pure starter none of whose group's
-///   values can match does nothing either (`Transaction::may_match`);
-/// - `pure`, `group`: the pure number and group of the rule at a position ([`NOT_PURE`] for markers and other
-///   rules);
-/// - `masks`: for a position where a walk enters a run (its start, or just after a marker in it: where a
-///   `skipAfter` resumes), the run's pure rules from there to its end as bits per (group, row word), a range of
-///   `masks`: the run is passed over whole when none of those bits is set in the phase's row.
+/// Shortcuts over one phase's rule list, made at load, so a transaction's walk touches only the rules it runs:
+/// - per position (an [`At`]), the rule and `resume`: for a rule with `skipAfter`, the position after its target (the
+///   first later marker of that name, or rule with that id; the list's end when there is none), where
+///   [`crate::tx::Flow::passes`] would resume; [`NO_POS`] for other positions;
+/// - bit rows over the positions, from which `Transaction::walk_passable` makes the row of positions a walk passes
+///   over while no skip is pending: markers do nothing then, and a pure starter none of whose group's values can
+///   match does nothing either (`Transaction::may_match`).
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
     pub(crate) at: Vec<At>,
-    /// (group, row word, bits of the run's pure rules of that group in that word).
-    pub(crate) masks: Vec<(u32, u32, u64)>,
-    /// A bit per position: a marker or a pure starter (with no skip pending, what the walk may pass over without
-    /// reading the rule; see `Transaction::walk_passable`).
+    /// A bit per position: a marker.
+    pub(crate) markers: Vec<u64>,
+    /// A bit per position: a marker or a pure starter.
     pub(crate) quiet_bits: Vec<u64>,
     /// Per pure number, the position of that pure starter in this phase's list ([`NO_POS`]: not in it).
     pub(crate) pure_pos: Vec<u32>,
@@ -260,11 +253,6 @@ pub(crate) struct At {
     /// The rule's index in the set's rules (the list's entry).
     pub(crate) rule: u32,
     pub(crate) resume: u32,
-    pub(crate) span_end: u32,
-    pub(crate) pure: u32,
-    pub(crate) group: u32,
-    /// (start, length) in [`Walk::masks`].
-    pub(crate) masks: (u32, u32),
 }
 
 impl Walk {
@@ -272,7 +260,7 @@ impl Walk {
         let pos = |i: usize| u32::try_from(i).unwrap_or(NO_POS);
         let rule = |i: usize| list.get(i).and_then(|&ri| rules.get(ri));
         let mut w = Walk::default();
-        let (mut resume, mut pure_at) = (Vec::with_capacity(list.len()), Vec::with_capacity(list.len()));
+        let mut resume = Vec::with_capacity(list.len());
         // Where each marker name and rule id occurs, in order (a skipAfter resumes after the first one past it).
         let mut markers: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut ids: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -286,10 +274,25 @@ impl Walk {
         }
         let first_after =
             |v: Option<&Vec<usize>>, i: usize| v.and_then(|v| v.get(v.partition_point(|&j| j <= i)).copied());
+        let words = list.len().div_ceil(64);
+        (w.markers, w.quiet_bits) = (vec![0; words], vec![0; words]);
+        w.pure_pos = vec![NO_POS; pure.count()];
+        w.pure_here = vec![0; crate::memo::row_words(pure.count())];
+        let set = |row: &mut Vec<u64>, i: usize| {
+            if let Some(b) = row.get_mut(i / 64) {
+                *b |= 1 << (i % 64);
+            }
+        };
         for i in 0..list.len() {
             let p = list.get(i).and_then(|&ri| pure.of_rule.get(ri)).copied().unwrap_or(NOT_PURE);
-            let g = pure.group.get(p as usize).copied().unwrap_or(NOT_PURE);
-            pure_at.push(if g == NOT_PURE { (NOT_PURE, NOT_PURE) } else { (p, g) });
+            if rule(i).is_some_and(|r| r.marker.is_some()) {
+                set(&mut w.markers, i);
+                set(&mut w.quiet_bits, i);
+            } else if let Some(slot) = w.pure_pos.get_mut(p as usize) {
+                *slot = pos(i);
+                set(&mut w.pure_here, p as usize);
+                set(&mut w.quiet_bits, i);
+            }
             let to = match rule(i).and_then(|r| r.skip_after.as_deref()) {
                 None => NO_POS,
                 Some(target) => {
@@ -303,67 +306,12 @@ impl Walk {
             };
             resume.push(to);
         }
-        let mut end = list.len();
-        let mut span_end = vec![0; list.len()];
-        for i in (0..list.len()).rev() {
-            let spans = rule(i).is_some_and(|r| r.marker.is_some()) || pure_at.get(i).is_some_and(|a| a.0 != NOT_PURE);
-            if !spans {
-                end = i;
-            }
-            if let Some(e) = span_end.get_mut(i) {
-                *e = pos(end);
-            }
-        }
-        let mut span_masks = vec![(0, 0); list.len()];
-        for i in 0..list.len() {
-            let end = span_end.get(i).map_or(i, |&e| e as usize);
-            let enters =
-                i == 0 || span_end.get(i - 1) != span_end.get(i) || rule(i - 1).is_some_and(|r| r.marker.is_some());
-            if end <= i || !enters {
-                continue;
-            }
-            let mut bits: std::collections::BTreeMap<(u32, u32), u64> = std::collections::BTreeMap::new();
-            for &(p, g) in pure_at.get(i..end).unwrap_or_default() {
-                if p != NOT_PURE {
-                    *bits.entry((g, p / 64)).or_default() |= 1u64 << (p % 64);
-                }
-            }
-            let start = pos(w.masks.len());
-            w.masks.extend(bits.into_iter().map(|((g, word), m)| (g, word, m)));
-            if let Some(m) = span_masks.get_mut(i) {
-                *m = (start, pos(w.masks.len()) - start);
-            }
-        }
         w.at = (0..list.len())
-            .map(|i| {
-                let (pure, group) = pure_at.get(i).copied().unwrap_or((NOT_PURE, NOT_PURE));
-                At {
-                    rule: list.get(i).map_or(NO_POS, |&ri| pos(ri)),
-                    resume: resume.get(i).copied().unwrap_or(NO_POS),
-                    span_end: span_end.get(i).copied().unwrap_or(pos(i)),
-                    pure,
-                    group,
-                    masks: span_masks.get(i).copied().unwrap_or((0, 0)),
-                }
+            .map(|i| At {
+                rule: list.get(i).map_or(NO_POS, |&ri| pos(ri)),
+                resume: resume.get(i).copied().unwrap_or(NO_POS),
             })
             .collect();
-        w.quiet_bits = vec![0; list.len().div_ceil(64)];
-        for i in 0..list.len() {
-            let pure = pure_at.get(i).is_some_and(|a| a.0 != NOT_PURE);
-            if rule(i).is_some_and(|r| r.marker.is_some()) || pure {
-                if let Some(b) = w.quiet_bits.get_mut(i / 64) {
-                    *b |= 1 << (i % 64);
-                }
-            }
-        }
-        w.pure_pos = vec![NO_POS; pure.count()];
-        w.pure_here = vec![0; crate::memo::row_words(pure.count())];
-        for (i, &(p, _)) in pure_at.iter().enumerate().filter(|(_, a)| a.0 != NOT_PURE) {
-            if let (Some(slot), Some(word)) = (w.pure_pos.get_mut(p as usize), w.pure_here.get_mut(p as usize / 64)) {
-                *slot = pos(i);
-                *word |= 1 << (p % 64);
-            }
-        }
         w
     }
 }
@@ -1016,8 +964,7 @@ mod tests {
         for (list, walk) in rs.phases.iter().zip(&rs.walks) {
             assert_eq!(walk.at.len(), list.len());
             let resume: Vec<u32> = walk.at.iter().map(|a| a.resume).collect();
-            let span_end: Vec<u32> = walk.at.iter().map(|a| a.span_end).collect();
-            let pure_at: Vec<(u32, u32)> = walk.at.iter().map(|a| (a.pure, a.group)).collect();
+            let bit = |row: &[u64], i: usize| row[i / 64] >> (i % 64) & 1 == 1;
             for (i, &ri) in list.iter().enumerate() {
                 assert_eq!(walk.at[i].rule as usize, ri);
                 let r = &rs.rules[ri];
@@ -1035,36 +982,18 @@ mod tests {
                     }
                     None => assert_eq!(resume[i], NO_POS),
                 }
-                let end = span_end[i] as usize;
-                assert!(end >= i && end <= list.len());
-                for &rk in &list[i..end] {
-                    let r = &rs.rules[rk];
-                    assert!(r.marker.is_some() || rs.pure.of_rule[rk] != NOT_PURE, "rule {} in a span", r.id);
-                }
-                if end < list.len() && end > i {
-                    let after = &rs.rules[list[end]];
-                    assert!(after.marker.is_none() && rs.pure.of_rule[list[end]] == NOT_PURE);
-                }
-                // Where a walk enters a run, the masks are exactly the run's pure rules from there.
-                let enters = i == 0 || span_end[i - 1] != span_end[i] || rs.rules[list[i - 1]].marker.is_some();
-                let (ms, mn) = walk.at[i].masks;
-                let mut from_masks: Vec<(u32, u32)> = walk.masks[ms as usize..(ms + mn) as usize]
-                    .iter()
-                    .flat_map(|&(g, w, m)| (0..64).filter(move |b| m >> b & 1 == 1).map(move |b| (w * 64 + b, g)))
-                    .collect();
-                let mut from_list: Vec<(u32, u32)> = match enters && end > i {
-                    true => pure_at[i..end].iter().copied().filter(|&(p, _)| p != NOT_PURE).collect(),
-                    false => Vec::new(),
-                };
-                from_masks.sort_unstable();
-                from_list.sort_unstable();
-                assert_eq!(from_masks, from_list, "masks at {i}");
-                let (p, g) = pure_at[i];
-                assert_eq!(p, rs.pure.of_rule[ri]);
+                // The bit rows: markers, and pure starters with their positions by pure number.
+                let (marker, p) = (r.marker.is_some(), rs.pure.of_rule[ri]);
+                assert_eq!(bit(&walk.markers, i), marker, "marker at {i}");
+                assert_eq!(bit(&walk.quiet_bits, i), marker || p != NOT_PURE, "quiet at {i}");
                 if p != NOT_PURE {
-                    assert_eq!(g, rs.pure.group[p as usize]);
+                    assert!(bit(&walk.pure_here, p as usize) && walk.pure_pos[p as usize] as usize == i);
                 }
             }
+            // And no other pure rule is marked as in this phase.
+            let here = list.iter().filter(|&&ri| rs.pure.of_rule[ri] != NOT_PURE).count();
+            assert_eq!(walk.pure_here.iter().map(|w| w.count_ones() as usize).sum::<usize>(), here);
+            assert_eq!(walk.pure_pos.iter().filter(|&&at| at != NO_POS).count(), here);
         }
         jumps
     }
@@ -1087,10 +1016,11 @@ SecRule ARGS "@rx d" "id:6,phase:2,pass""#,
         // Phase 1: [1, 2, OTHER, END, 4]: rule 1 resumes after END, rule 4 at the end; 2 and the markers make a span.
         let field = |p: usize, f: fn(&At) -> u32| small.walks[p].at.iter().map(f).collect::<Vec<_>>();
         assert_eq!(field(0, |a| a.resume), [4, NO_POS, NO_POS, NO_POS, 5]);
-        assert_eq!(field(0, |a| a.span_end), [0, 4, 4, 4, 4]);
+        let bits = |p: usize| (0..5).map(|i| small.walks[p].quiet_bits[0] >> i & 1).collect::<Vec<_>>();
+        assert_eq!(bits(0), [0, 1, 1, 1, 0]);
         // Phase 2: [OTHER, 3, END, 5, 6]: 3 resumes after rule 5; the whole list is one span.
         assert_eq!(field(1, |a| a.resume), [NO_POS, 4, NO_POS, NO_POS, NO_POS]);
-        assert_eq!(field(1, |a| a.span_end), [5, 5, 5, 5, 5]);
+        assert_eq!(bits(1), [1, 1, 1, 1, 1]);
 
         let crs = "/work/shared/data/crs";
         let src = format!("Include {crs}/crs-setup.conf.example\nInclude {crs}/rules/*.conf\nSecRuleEngine On\n");

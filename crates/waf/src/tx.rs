@@ -537,7 +537,7 @@ struct Scratch {
     pure_vals: Vec<(u32, u32)>,
     entry_of_id: Vec<u32>,
     /// The last transaction's `entry_of_id` and the memo generation it refers to, not emptied: the next request
-    /// (from a browser, much like the last) finds most of its values at the same ids (`entry_of`).
+    /// (from a browser, much like the last) finds most of its values at the same ids (`Adder::value`).
     last_entries: (Vec<u32>, u64),
     /// The last transaction's `count_entries` and their memo generation.
     count_entries: ([u32; COUNTS], u64),
@@ -1440,8 +1440,8 @@ impl<'r> Transaction<'r> {
             snap.as_deref().is_some_and(|s| !tx.removed_targets.iter().any(|(_, x)| s.frozen_vars.contains(&x.var)))
         };
         let (mut removals_seen, mut verdicts_hold) = (self.removed_targets.len(), hold(self));
-        // With the memo, what the walk may pass over at once (see `walk_passable`).
-        let mut passable = use_memo && self.walk_passable(walk, phase, if verdicts_hold { pass_bits } else { &[] });
+        // What the walk may pass over at once (see `walk_passable`).
+        self.walk_passable(walk, phase, use_memo, if verdicts_hold { pass_bits } else { &[] });
         let mut i = from;
         while i < walk.at.len() {
             // No skip pending and the engine on: what the shortcuts below take for granted.
@@ -1449,43 +1449,16 @@ impl<'r> Transaction<'r> {
             if self.removed_targets.len() != removals_seen {
                 removals_seen = self.removed_targets.len();
                 let held = std::mem::replace(&mut verdicts_hold, hold(self));
-                if passable && held && !verdicts_hold {
-                    passable = self.walk_passable(walk, phase, &[]);
+                if held && !verdicts_hold {
+                    self.walk_passable(walk, phase, use_memo, &[]);
                 }
             }
-            if passable && quiet {
+            if quiet {
                 let next = init::pass_from(&self.walk_pass, i);
                 if next != i {
                     i = next;
                     continue;
                 }
-            } else if use_memo && quiet {
-                // Pass over markers and pure starters known to match none of their values without touching them:
-                // for these the walk below would do nothing.
-                let at = walk.at.get(i);
-                let end = at.map_or(i, |a| a.span_end as usize);
-                if end > i {
-                    // Entering a run: the whole run at once by its masks, when they allow.
-                    if let Some((s, n)) = at.map(|a| a.masks).filter(|m| m.1 > 0) {
-                        let masks = walk.masks.get(s as usize..(s + n) as usize).unwrap_or_default();
-                        if self.span_passes(masks) {
-                            i = end;
-                            continue;
-                        }
-                    }
-                    while i < end && self.pure_passes(walk.at.get(i).map(|a| (a.pure, a.group))) {
-                        i += 1;
-                    }
-                    if i == end {
-                        continue;
-                    }
-                }
-            }
-            // Markers and rules the snapshot knows match nothing: passed over without reading them (`run_rule` would
-            // return at once: the engine is on and no skip is pending).
-            if !passable && quiet && verdicts_hold && init::bit(pass_bits, i) {
-                i = init::pass_from(pass_bits, i);
-                continue;
             }
             // A match the snapshot knows that only records and skips (`run_rule` would replay it, then the walk
             // would resume after its skipAfter target): the same without reading the rule.
@@ -1524,22 +1497,20 @@ impl<'r> Transaction<'r> {
     }
 
     /// Make `walk_pass`: a bit per position of phase `phase`'s list (`walk`) that the walk may pass over while no skip
-    /// is pending, because `run_rule` would do nothing there: markers, pure starters none of whose group's values
-    /// may match (the phase's row, with every group of the phase enumerated first), and `snapshot`'s positions (its
-    /// `passable` bits while its verdicts hold, else none). `false` (nothing made) when a group of the phase could
-    /// not be enumerated: the walk then decides position by position.
-    fn walk_passable(&mut self, walk: &crate::compile::Walk, phase: u8, snapshot: &[u64]) -> bool {
+    /// is pending, because `run_rule` would do nothing there: markers, `snapshot`'s positions (its `passable` bits
+    /// while its verdicts hold, else none) and, with the memo (`use_memo`) once every group of the phase is
+    /// enumerated, pure starters none of whose group's values may match (the phase's row).
+    fn walk_passable(&mut self, walk: &crate::compile::Walk, phase: u8, use_memo: bool, snapshot: &[u64]) {
         let groups = self.rs.pure.phase_groups.get(usize::from(phase.wrapping_sub(1))).map_or(&[][..], Vec::as_slice);
         // The first group enumerates all of the phase's targets (see `enumerate_group`).
-        if !groups.iter().all(|&g| self.group_enumerated(g)) {
-            return false;
-        }
+        let pure = use_memo && groups.iter().all(|&g| self.group_enumerated(g));
         let mut bits = std::mem::take(&mut self.walk_pass);
         bits.clear();
-        bits.extend_from_slice(&walk.quiet_bits);
+        bits.extend_from_slice(if pure { &walk.quiet_bits } else { &walk.markers });
         bits.iter_mut().zip(snapshot).for_each(|(b, s)| *b |= s);
         // The phase's pure starters that may match one of their values are read.
-        for (w, (&maybe, &here)) in self.phase_maybe.iter().zip(&walk.pure_here).enumerate() {
+        let maybe = if pure { self.phase_maybe.as_slice() } else { &[] };
+        for (w, (&maybe, &here)) in maybe.iter().zip(&walk.pure_here).enumerate() {
             let mut m = maybe & here;
             while m != 0 {
                 let p = w * 64 + m.trailing_zeros() as usize;
@@ -1552,40 +1523,15 @@ impl<'r> Transaction<'r> {
             }
         }
         self.walk_pass = bits;
-        true
-    }
-
-    /// Whether the walk may pass over the rule at a position of a pure span: a marker (no skip is pending), or a pure
-    /// starter none of whose group's values may match (what `may_match` would answer first).
-    fn pure_passes(&mut self, at: Option<(u32, u32)>) -> bool {
-        let Some((p, g)) = at else { return false };
-        if p == NOT_PURE {
-            return true;
-        }
-        self.group_enumerated(g) && !self.group_may(g, p)
-    }
-
-    /// Whether none of a run's pure rules may match (see `compile::At::masks`): for each (group, word, bits), the
-    /// group is ready and none of the bits is set in that word of the phase's row. What `pure_passes` would answer
-    /// for every rule of the run, a word test per (group, word) rather than one per rule.
-    fn span_passes(&mut self, masks: &[(u32, u32, u64)]) -> bool {
-        masks.iter().all(|&(g, w, bits)| self.group_enumerated(g) && !self.group_word_has(g, w as usize, bits))
     }
 
     /// Whether pure rule `p` of group `g` may match one of the group's values: one it matched or was not evaluated
-    /// on yet.
+    /// on yet; yes when the group is not ready. A ready group's targets all added their values to the phase's row, and
+    /// a target adds only the rules whose group reads it: the row's bit answers for the group exactly.
     #[inline]
     fn group_may(&self, g: u32, p: u32) -> bool {
-        self.group_word_has(g, (p / 64) as usize, 1u64 << (p % 64))
-    }
-
-    /// Whether one of group `g`'s rules among `bits` (row word `w`) may match one of the group's values; yes when
-    /// the group is not ready. A ready group's targets all added their values to the phase's row, and a target
-    /// adds only the rules whose group reads it: the row's word answers for the group exactly.
-    #[inline]
-    fn group_word_has(&self, g: u32, w: usize, bits: u64) -> bool {
         !self.group_ready.get(g as usize).copied().unwrap_or(false)
-            || self.phase_maybe.get(w).is_none_or(|m| m & bits != 0)
+            || self.phase_maybe.get((p / 64) as usize).is_none_or(|m| m >> (p % 64) & 1 == 1)
     }
 
     /// Whether every target of group `g` is enumerated in this phase (enumerating them now if needed); `false` when
@@ -2906,21 +2852,19 @@ impl<'r> Transaction<'r> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
+        // This transaction's entries become the last ones when it looked any up; the older table's buffer is the
+        // next one's.
+        let mut entries = std::mem::take(&mut self.entry_of_id);
+        let mut last = std::mem::take(&mut self.last_entries);
+        if !entries.is_empty() {
+            std::mem::swap(&mut entries, &mut last.0);
+            last.1 = self.entries_generation;
+        }
         let cache = self.cache.get_mut();
         Scratch {
             pure_vals: std::mem::take(&mut self.pure_vals),
-            // This transaction's entries become the last ones when it looked any up; the older table's buffer is
-            // the next one's.
-            entry_of_id: std::mem::take(if self.entry_of_id.is_empty() {
-                &mut self.entry_of_id
-            } else {
-                &mut self.last_entries.0
-            }),
-            last_entries: if self.entry_of_id.is_empty() {
-                std::mem::take(&mut self.last_entries)
-            } else {
-                (std::mem::take(&mut self.entry_of_id), self.entries_generation)
-            },
+            entry_of_id: entries,
+            last_entries: last,
             count_entries: self.count_entries,
             walk_pass: std::mem::take(&mut self.walk_pass),
             target_spans: std::mem::take(&mut self.target_spans),
