@@ -69,6 +69,21 @@ pub(crate) struct Jump {
     pub(crate) last_value: (u32, u32),
 }
 
+/// A rule's verdict made on the snapshot's stores, for rules that read only named TX variables (and RULE): it holds
+/// in a transaction the snapshot was replayed into while none of those variables was written since (the CRS's
+/// anomaly-score totals, 949052-949160, which add scores of 0 to totals of 0 in a benign request, and the blocking
+/// checks 949110/949111 on those totals; other rules write TX:0 and a variable per header before them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pristine {
+    /// [`NO_MATCH`] for a starter that matches nothing; or the index in `Snapshot::matches` (an empty list for a
+    /// `SecAction`) of what a rule matched whose match only records it there: no chain or capture, passing, and
+    /// only `setvar`s that leave the variables as they are. `run_rule` then replays the record
+    /// (`Transaction::replay_record`) and writes nothing.
+    pub(crate) verdict: u32,
+    /// The TX variables it reads or writes, a bit per position in the snapshot's TX (positions below 256).
+    pub(crate) reads: [u64; 4],
+}
+
 /// Where an operator's macro template is: the address and length of its text in the rule set.
 pub(crate) type TemplateAt = (usize, usize);
 
@@ -95,6 +110,10 @@ pub(crate) struct Snapshot {
     pub(crate) verdicts: Vec<u32>,
     /// Per frozen starter that matches: (MATCHED_VAR_NAME, MATCHED_VAR) of each matched value, in order.
     pub(crate) matches: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Per rule index: its index in `pristine_at`, or [`UNKNOWN`].
+    pub(crate) pristine: Vec<u32>,
+    /// Verdicts that hold while the TX variables a rule reads are as the snapshot leaves them (see [`Pristine`]).
+    pub(crate) pristine_at: Vec<Pristine>,
     /// Per phase, a bit per position of the phase's list: a marker, or a rule whose verdict is [`NO_MATCH`]. With no
     /// skip pending, the walk passes over these without reading the rules (see `Transaction::run_phase`): exactly
     /// what `Flow::passes` and `run_rule` would do, at a bit test instead of a cache miss on each rule.
@@ -128,6 +147,12 @@ impl Snapshot {
     /// Rule `ri`'s verdict (see `verdicts`).
     pub(crate) fn verdict(&self, ri: usize) -> u32 {
         self.verdicts.get(ri).copied().unwrap_or(UNKNOWN)
+    }
+
+    /// Rule `ri`'s verdict on the snapshot's TX variables, if it has one (see [`Pristine`]).
+    #[inline]
+    pub(crate) fn pristine(&self, ri: usize) -> Option<&Pristine> {
+        self.pristine_at.get(*self.pristine.get(ri)? as usize)
     }
 
     /// The jump at position `i` of phase `phase`'s list (see `jumps`).
@@ -257,6 +282,17 @@ pub(crate) fn fixed(rule: &Rule) -> bool {
             && l.msg.as_ref().is_none_or(|m| m.vars_all(fixed_var))
             && l.logdata.as_ref().is_none_or(|m| m.vars_all(fixed_var))
     })
+}
+
+/// Whether a match of `rule` on the snapshot's stores may be replayed as a record (see [`Pristine`]) if its
+/// `setvar`s leave those stores as they are: no chain or capture, passing, only `setvar`s, all of it fixed.
+pub(crate) fn replays_pristine(rule: &Rule) -> bool {
+    rule.chain.is_none()
+        && !rule.capture
+        && !rule.multi_match
+        && matches!(rule.disruptive_action(), None | Some(Disruptive::Pass))
+        && rule.effects.iter().all(|e| matches!(e, Effect::SetVar { .. }))
+        && fixed(rule)
 }
 
 /// Whether the chain commutes with fixed rules (see the module docs).

@@ -63,6 +63,14 @@ impl MacroStr {
         })
     }
 
+    /// The variables this refers to, with their keys.
+    pub(crate) fn refs(&self) -> impl Iterator<Item = (Var, &Key)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Lit(_) => None,
+            Part::Ref(v, k) => Some((*v, k)),
+        })
+    }
+
     /// Whether every variable this refers to satisfies `ok`, whatever the key.
     pub(crate) fn vars_all(&self, ok: impl Fn(Var) -> bool) -> bool {
         self.refs_all(|v, _| ok(v))

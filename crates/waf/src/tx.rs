@@ -39,6 +39,8 @@ pub(crate) struct Store {
     written: Vec<u32>,
     /// Variables deleted since then (positions after a deletion moved: `written` no longer says what changed).
     removals: u32,
+    /// The positions below 256 in `written`, a bit each (see `init::Pristine`).
+    dirty: [u64; 4],
     /// The snapshot (`init::Snapshot::id`) this store was last copied from, 0 for none: while nothing was deleted
     /// since, `written` lists every change to it, and [`Store::restore`] undoes those instead of copying every
     /// variable again.
@@ -106,6 +108,16 @@ impl Store {
 
     fn note_write(&mut self, at: usize) {
         self.written.push(u32::try_from(at).unwrap_or(u32::MAX));
+        if let Some(w) = self.dirty.get_mut(at / 64) {
+            *w |= 1 << (at % 64);
+        }
+    }
+
+    /// Whether none of the variables at the positions of `bits` was written or deleted since the store was copied
+    /// from snapshot `id` (see `init::Pristine`).
+    #[inline]
+    fn untouched(&self, id: u64, bits: &[u64; 4]) -> bool {
+        self.copied_from == id && self.removals == 0 && self.dirty.iter().zip(bits).all(|(d, b)| d & b == 0)
     }
 
     /// Set `name` (hash `h`) to `value` reusing the existing value's buffer (no allocation when the variable exists
@@ -212,6 +224,7 @@ impl Store {
             }
         }
         self.written.clear();
+        self.dirty = [0; 4];
     }
 
     /// Make this store equal to `src`, reusing this one's buffers (names, values, index).
@@ -227,6 +240,7 @@ impl Store {
         self.index.clone_from(&src.index);
         self.collided = src.collided;
         self.written.clear();
+        self.dirty = [0; 4];
         self.removals = 0;
     }
 
@@ -237,6 +251,7 @@ impl Store {
         self.index.clear();
         self.collided = false;
         self.written.clear();
+        self.dirty = [0; 4];
         self.removals = 0;
     }
 
@@ -783,6 +798,9 @@ pub struct Transaction<'r> {
     arg_cache: RefCell<ArgCache>,
     /// The snapshot replayed at the start of phase 1 (`init`), for its verdicts on rules reading frozen variables.
     snap: Option<Arc<init::Snapshot>>,
+    /// Rules decided by the snapshot's `init::Pristine` verdicts (tests).
+    #[cfg(test)]
+    pristine_taken: std::cell::Cell<u32>,
     /// Scratch of `eval_chain_remembered`: the outcome memo's key.
     outcome_key: Vec<u8>,
     /// Stores whose buffers `replay` reuses (see `Scratch::stores`).
@@ -879,6 +897,8 @@ impl<'r> Transaction<'r> {
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
             snap: None,
+            #[cfg(test)]
+            pristine_taken: std::cell::Cell::new(0),
             outcome_key: sc.outcome_key,
             spare_stores: sc.stores,
             scratch_uses: sc.uses,
@@ -1562,14 +1582,25 @@ impl<'r> Transaction<'r> {
         }
         self.current = Some(rule);
         self.matched_len = 0;
-        let mut verdict = self.snap.as_ref().map_or(init::UNKNOWN, |s| s.verdict(ri));
+        let (mut verdict, mut records) = (init::UNKNOWN, rule.only_records());
+        if let Some(s) = &self.snap {
+            verdict = s.verdict(ri);
+            // The TX variables the rule reads are as the snapshot left them: what it did there.
+            if let Some(p) = s.pristine(ri) {
+                if self.stores.get(TX_STORE).is_some_and(|tx| tx.untouched(s.id, &p.reads)) {
+                    (verdict, records) = (p.verdict, true);
+                    #[cfg(test)]
+                    self.pristine_taken.set(self.pristine_taken.get() + 1);
+                }
+            }
+        }
         if verdict != init::UNKNOWN && self.targets_removed(rule) {
             verdict = init::UNKNOWN;
         }
         if verdict == init::NO_MATCH {
             return ControlFlow::Continue(());
         }
-        if verdict != init::UNKNOWN && rule.only_records() {
+        if verdict != init::UNKNOWN && records {
             self.replay_record(phase, rule, verdict, flow);
             return ControlFlow::Continue(());
         }
@@ -1619,15 +1650,20 @@ impl<'r> Transaction<'r> {
         ControlFlow::Continue(())
     }
 
-    /// What `run_rule` does for a rule that only records its matches (see [`Rule::only_records`]) and that the
-    /// snapshot found matching (its match `i`): the matched variables, the record and the flow, without the
-    /// general evaluation (the CRS's paranoia-level checks, about 35 per request, take this way).
+    /// What `run_rule` does for a rule that only records its matches (see [`Rule::only_records`]), or one whose
+    /// `setvar`s leave the TX variables as they are (`init::Pristine`), and that the snapshot found matching (its
+    /// match `i`): the matched variables, the record and the flow, without the general evaluation (the CRS's
+    /// paranoia-level checks, about 35 per request, and its anomaly-score totals take this way).
     fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>) {
         self.settle_match();
         let Some(snap) = self.snap.take() else { return };
-        let mut first = None;
+        // A `SecAction` matches without a variable: an empty name, MATCHED_VAR(S) as they were.
+        let at = self.record_text.len();
+        let mut first = rule.op.is_none().then_some(at..at);
         let found = snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice);
-        if rule.msg.is_none() && rule.logdata.is_none() {
+        if rule.op.is_none() {
+            // Nothing to note.
+        } else if rule.msg.is_none() && rule.logdata.is_none() {
             // Nothing reads this rule's MATCHED_VARS (the next rule starts a new list; no expansion follows), and
             // only the last match's MATCHED_VAR and MATCHED_VAR_NAME remain.
             if let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) {
@@ -1826,6 +1862,7 @@ impl<'r> Transaction<'r> {
                 }
             }
         }
+        let (pristine, pristine_at) = self.pristine_verdicts(&fixed, &verdicts, &mut matches);
         let set = |bits: &mut Vec<u64>, i: usize| {
             if let Some(w) = bits.get_mut(i / 64) {
                 *w |= 1 << (i % 64);
@@ -1900,9 +1937,83 @@ impl<'r> Transaction<'r> {
             skip_after_rule: flow.skip_after.and(skip_after_rule),
             verdicts,
             matches,
+            pristine,
+            pristine_at,
             args,
             id: init::next_id(),
         })
+    }
+
+    /// The snapshot's [`init::Pristine`] verdicts, made on this transaction's stores as the fixed rules (`fixed`)
+    /// left them: per rule its index in the list, or `UNKNOWN`. Matches go into `matches` (after the frozen
+    /// starters' of `verdicts`, whose indexes a rule with both keeps).
+    fn pristine_verdicts(
+        &mut self,
+        fixed: &[usize],
+        verdicts: &[u32],
+        matches: &mut Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    ) -> (Vec<u32>, Vec<init::Pristine>) {
+        let rs = self.rs;
+        let (mut of_rule, mut list) = (vec![init::UNKNOWN; rs.rules.len()], Vec::new());
+        for (ri, rule) in rs.rules.iter().enumerate() {
+            let frozen = verdicts.get(ri).copied().unwrap_or(init::UNKNOWN);
+            if rule.marker.is_some()
+                || frozen == init::NO_MATCH
+                || fixed.contains(&ri)
+                || !init::starter_reads_fixed(rule)
+                || self.targets_removed(rule)
+            {
+                continue;
+            }
+            let Some(tx) = self.stores.get(TX_STORE) else { break };
+            let template = rule.op.as_ref().and_then(|op| op.macro_template()).map(MacroStr::parse);
+            let Some(mut reads) = tx_positions(tx, rule.targets.iter().map(|t| (t.var, &t.key)), template.iter())
+            else {
+                continue;
+            };
+            self.current = Some(rule);
+            self.matched_len = 0;
+            let verdict = if rule.op.is_some() && !self.probe(rule) {
+                init::NO_MATCH
+            } else if !init::replays_pristine(rule) {
+                continue;
+            } else {
+                // The match is replayed as a record only if its `setvar`s change nothing.
+                let (mut names, mut texts) = (Vec::new(), vec![rule.msg.as_ref(), rule.logdata.as_ref()]);
+                for e in &rule.effects {
+                    if let Effect::SetVar { store, name, value, .. } = e {
+                        let target = name.literal_hashed().filter(|_| *store == TX_STORE);
+                        let Some((n, h)) = target else { continue };
+                        names.push((Var::Coll(Coll::Store(TX_STORE)), Key::Name(n.to_ascii_lowercase(), h)));
+                        texts.push(Some(value));
+                    }
+                }
+                if names.len() != rule.effects.len() {
+                    continue;
+                }
+                let texts = texts.into_iter().flatten();
+                let Some(more) = tx_positions(tx, names.iter().map(|(v, k)| (*v, k)), texts) else { continue };
+                reads.iter_mut().zip(more).for_each(|(r, m)| *r |= m);
+                let before = self.stores.clone();
+                self.run_effects(rule);
+                let unchanged = Store::same_lists(&before, &self.stores);
+                self.stores = before;
+                if !unchanged {
+                    continue;
+                }
+                if frozen != init::UNKNOWN {
+                    frozen
+                } else {
+                    matches.push(if rule.op.is_some() { self.starter_matches(rule) } else { Vec::new() });
+                    u32::try_from(matches.len() - 1).unwrap_or(init::UNKNOWN)
+                }
+            };
+            if let (Some(slot), Ok(i)) = (of_rule.get_mut(ri), u32::try_from(list.len())) {
+                *slot = i;
+                list.push(init::Pristine { verdict, reads });
+            }
+        }
+        (of_rule, list)
     }
 
     /// Whether some value of the rule's variables matches its operator (the starter alone; nothing is written).
@@ -3203,6 +3314,27 @@ impl Adder<'_> {
     }
 }
 
+/// A bit per position in `tx` (below 256) of the variables `vars` and the references of `texts` name; `None` unless
+/// each is a named TX variable `tx` has (or of the RULE collection, which no rule writes).
+fn tx_positions<'a>(
+    tx: &Store,
+    vars: impl Iterator<Item = (Var, &'a Key)>,
+    texts: impl Iterator<Item = &'a MacroStr>,
+) -> Option<[u64; 4]> {
+    let mut bits = [0u64; 4];
+    for (v, k) in vars.chain(texts.flat_map(MacroStr::refs)) {
+        match (v, k) {
+            (Var::Coll(Coll::Rule), _) => {}
+            (Var::Coll(Coll::Store(TX_STORE)), Key::Name(n, h)) => {
+                let p = tx.position_hashed(n, *h)?;
+                *bits.get_mut(p / 64)? |= 1 << (p % 64);
+            }
+            _ => return None,
+        }
+    }
+    Some(bits)
+}
+
 /// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).
 fn hash_bytes(b: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (b.len() as u64);
@@ -3713,6 +3845,59 @@ SecRule TX:limit "@ge 0" "id:16,phase:2,pass,log,msg:'m %{MATCHED_VAR}',setvar:t
         let found = |id: u32| snap.matches.get(snap.verdict(index(id)) as usize).cloned();
         assert_eq!(found(15), Some(vec![(b"TX:score".to_vec(), b"1".to_vec())]));
         assert_eq!(found(16), Some(vec![(b"TX:limit".to_vec(), b"5".to_vec())]));
+    }
+
+    /// Rules reading only named TX variables are decided on the snapshot's TX while the variables they read are
+    /// unwritten (`init::Pristine`), exactly as evaluating them: a request whose rules write other TX variables
+    /// (TX:0, tx.seen) keeps them; one that writes tx.score evaluates rules 20 and 30 again (and blocks).
+    #[test]
+    fn pristine_verdicts_hold_while_their_variables_are_unwritten() {
+        let src = r#"
+SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.pl=1,setvar:tx.threshold=5,setvar:tx.total=0,setvar:tx.n=0"
+SecRule ARGS "@rx attack" "id:10,phase:1,pass,nolog,setvar:tx.score=+5"
+SecRule ARGS "@rx (.)" "id:11,phase:1,pass,nolog,capture,setvar:tx.seen=%{tx.1}"
+SecRule TX:PL "@ge 1" "id:20,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}"
+SecAction "id:21,phase:2,pass,log,msg:'pl %{tx.pl}',setvar:tx.pl=1"
+SecAction "id:22,phase:2,pass,nolog,setvar:tx.fresh=0"
+SecAction "id:23,phase:2,pass,nolog,setvar:tx.n=+1"
+SecRule TX:TOTAL "@ge %{tx.threshold}" "id:30,phase:2,deny,msg:'total %{tx.total}'"
+SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
+"#;
+        let mut rs = RuleSet::parse_str(src, "pristine.conf").unwrap();
+        let run = |rs: &RuleSet, uri: &str| {
+            let mut tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
+            let head = RequestHead { method: "GET", uri: uri.as_bytes(), protocol: "HTTP/1.1", headers: vec![] };
+            let iv = tx.process_request_headers(&head).or_else(|| tx.process_request_body(b""));
+            (tx.matches().to_vec(), tx.tx_vars(), iv.map(|i| i.status), tx.pristine_taken.get())
+        };
+        for (uri, taken) in [("/?a=hello", 4), ("/?a=attack", 1), ("/", 4)] {
+            rs.set_init_snapshot(false);
+            let expected = run(&rs, uri);
+            assert_eq!(expected.3, 0);
+            rs.set_init_snapshot(true);
+            for _ in 0..2 {
+                let got = run(&rs, uri);
+                assert_eq!((&got.0, &got.1, got.2), (&expected.0, &expected.1, expected.2), "{uri}");
+                // 20, 21, 30, 31 from the snapshot when tx.score is unwritten; only 21 (tx.pl) after an attack.
+                assert_eq!(got.3, taken, "{uri}");
+            }
+        }
+        assert_eq!(run(&rs, "/?a=attack").2, Some(403));
+        let ids: Vec<u32> = run(&rs, "/?a=hello").0.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [1, 11, 20, 21, 22, 23, 31]);
+        let tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
+        let snap = tx.init_snapshot().expect("a snapshot");
+        let index = |id: u32| rs.rules.iter().position(|r| r.id == id).unwrap();
+        // 22 creates a variable, 23 changes one; 10 and 11 read ARGS.
+        for id in [10, 11, 22, 23] {
+            assert_eq!(snap.pristine(index(id)), None, "{id}");
+        }
+        assert_eq!(snap.pristine(index(30)).map(|p| p.verdict), Some(init::NO_MATCH));
+        let found = |id: u32| snap.pristine(index(id)).and_then(|p| snap.matches.get(p.verdict as usize)).cloned();
+        assert_eq!(found(20), Some(vec![(b"TX:pl".to_vec(), b"1".to_vec())]));
+        assert_eq!(found(21), Some(vec![]));
+        assert_eq!(found(31), Some(vec![(b"TX:total".to_vec(), b"0".to_vec())]));
     }
 
     /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
