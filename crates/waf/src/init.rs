@@ -73,16 +73,22 @@ pub(crate) struct Jump {
 /// in a transaction the snapshot was replayed into while none of those variables was written since (the CRS's
 /// anomaly-score totals, 949052-949160, which add scores of 0 to totals of 0 in a benign request, and the blocking
 /// checks 949110/949111 on those totals; other rules write TX:0 and a variable per header before them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pristine {
     /// [`NO_MATCH`] for a starter that matches nothing; or the index in `Snapshot::matches` (an empty list for a
     /// `SecAction`) of what a rule matched whose match only records it there: no chain or capture, passing, and
     /// only `setvar`s that leave the variables as they are. `run_rule` then replays the record
     /// (`Transaction::replay_record`) and writes nothing.
     pub(crate) verdict: u32,
-    /// The TX variables it reads or writes, a bit per position in the snapshot's TX (positions below 256).
+    /// The TX variables it reads or updates, a bit per position in the snapshot's TX (positions below 256).
     pub(crate) reads: [u64; 4],
+    /// What a match writes to TX (name, `name_hash`, value) where its `setvar`s change the snapshot's TX (980099's
+    /// combined scores), in order; nothing for the anomaly-score totals.
+    pub(crate) writes: Vec<TxWrite>,
 }
+
+/// A write to TX: the variable's name, its `name_hash` and its new value.
+pub(crate) type TxWrite = (Vec<u8>, u64, Vec<u8>);
 
 /// Where an operator's macro template is: the address and length of its text in the rule set.
 pub(crate) type TemplateAt = (usize, usize);

@@ -1582,13 +1582,13 @@ impl<'r> Transaction<'r> {
         }
         self.current = Some(rule);
         self.matched_len = 0;
-        let (mut verdict, mut records) = (init::UNKNOWN, rule.only_records());
+        let (mut verdict, mut records, mut pristine) = (init::UNKNOWN, rule.only_records(), false);
         if let Some(s) = &self.snap {
             verdict = s.verdict(ri);
             // The TX variables the rule reads are as the snapshot left them: what it did there.
             if let Some(p) = s.pristine(ri) {
                 if self.stores.get(TX_STORE).is_some_and(|tx| tx.untouched(s.id, &p.reads)) {
-                    (verdict, records) = (p.verdict, true);
+                    (verdict, records, pristine) = (p.verdict, true, true);
                     #[cfg(test)]
                     self.pristine_taken.set(self.pristine_taken.get() + 1);
                 }
@@ -1601,7 +1601,7 @@ impl<'r> Transaction<'r> {
             return ControlFlow::Continue(());
         }
         if verdict != init::UNKNOWN && records {
-            self.replay_record(phase, rule, verdict, flow);
+            self.replay_record(phase, rule, verdict, flow, pristine.then_some(ri));
             return ControlFlow::Continue(());
         }
         if use_memo {
@@ -1650,11 +1650,12 @@ impl<'r> Transaction<'r> {
         ControlFlow::Continue(())
     }
 
-    /// What `run_rule` does for a rule that only records its matches (see [`Rule::only_records`]), or one whose
-    /// `setvar`s leave the TX variables as they are (`init::Pristine`), and that the snapshot found matching (its
-    /// match `i`): the matched variables, the record and the flow, without the general evaluation (the CRS's
-    /// paranoia-level checks, about 35 per request, and its anomaly-score totals take this way).
-    fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>) {
+    /// What `run_rule` does for a rule that only records its matches (see [`Rule::only_records`]) and that the
+    /// snapshot found matching (its match `i`): the matched variables, the record and the flow, without the general
+    /// evaluation (the CRS's paranoia-level checks, about 35 per request, take this way). With `pristine` (rule
+    /// index `ri`, decided by its [`init::Pristine`] verdict), the TX writes its `setvar`s made there are made too
+    /// (the CRS's anomaly-score totals and 980099's combined scores).
+    fn replay_record(&mut self, phase: u8, rule: &'r Rule, i: u32, flow: &mut Flow<'r>, pristine: Option<usize>) {
         self.settle_match();
         let Some(snap) = self.snap.take() else { return };
         // A `SecAction` matches without a variable: an empty name, MATCHED_VAR(S) as they were.
@@ -1672,6 +1673,14 @@ impl<'r> Transaction<'r> {
         } else {
             for (name, value) in found {
                 self.note_match(name, value, &mut first);
+            }
+        }
+        if let Some(writes) = pristine.and_then(|ri| snap.pristine(ri)).map(|p| &p.writes).filter(|w| !w.is_empty()) {
+            self.stores_gen += 1;
+            if let Some(tx) = self.stores.get_mut(TX_STORE) {
+                for (name, h, value) in writes {
+                    tx.set_from(name, *h, value);
+                }
             }
         }
         self.snap = Some(snap);
@@ -1973,34 +1982,20 @@ impl<'r> Transaction<'r> {
             };
             self.current = Some(rule);
             self.matched_len = 0;
+            let mut writes = Vec::new();
             let verdict = if rule.op.is_some() && !self.probe(rule) {
                 init::NO_MATCH
             } else if !init::replays_pristine(rule) {
                 continue;
             } else {
-                // The match is replayed as a record only if its `setvar`s change nothing.
-                let (mut names, mut texts) = (Vec::new(), vec![rule.msg.as_ref(), rule.logdata.as_ref()]);
-                for e in &rule.effects {
-                    if let Effect::SetVar { store, name, value, .. } = e {
-                        let target = name.literal_hashed().filter(|_| *store == TX_STORE);
-                        let Some((n, h)) = target else { continue };
-                        names.push((Var::Coll(Coll::Store(TX_STORE)), Key::Name(n.to_ascii_lowercase(), h)));
-                        texts.push(Some(value));
-                    }
-                }
-                if names.len() != rule.effects.len() {
-                    continue;
-                }
-                let texts = texts.into_iter().flatten();
-                let Some(more) = tx_positions(tx, names.iter().map(|(v, k)| (*v, k)), texts) else { continue };
+                let Some(more) = setvar_reads(tx, rule) else { continue };
                 reads.iter_mut().zip(more).for_each(|(r, m)| *r |= m);
                 let before = self.stores.clone();
                 self.run_effects(rule);
-                let unchanged = Store::same_lists(&before, &self.stores);
+                let made = tx_writes(&before, &self.stores);
                 self.stores = before;
-                if !unchanged {
-                    continue;
-                }
+                let Some(made) = made else { continue };
+                writes = made;
                 if frozen != init::UNKNOWN {
                     frozen
                 } else {
@@ -2010,7 +2005,7 @@ impl<'r> Transaction<'r> {
             };
             if let (Some(slot), Ok(i)) = (of_rule.get_mut(ri), u32::try_from(list.len())) {
                 *slot = i;
-                list.push(init::Pristine { verdict, reads });
+                list.push(init::Pristine { verdict, reads, writes });
             }
         }
         (of_rule, list)
@@ -3335,6 +3330,48 @@ fn tx_positions<'a>(
     Some(bits)
 }
 
+/// The TX variables (bits as [`tx_positions`] makes them) that the `setvar`s of `rule` (`init::replays_pristine`)
+/// and its message and log data read, so that what the rule writes follows from them: each `setvar` names a TX
+/// variable; one `tx` has is read (`=+` reads its value), a new one must be set (`=`) before the rule reads it.
+/// `None` when they read anything else or delete a variable.
+fn setvar_reads(tx: &Store, rule: &Rule) -> Option<[u64; 4]> {
+    let tx_var = Var::Coll(Coll::Store(TX_STORE));
+    let (mut names, mut made): (Vec<Key>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    let mut texts = vec![rule.msg.as_ref(), rule.logdata.as_ref()];
+    for e in &rule.effects {
+        let Effect::SetVar { store: TX_STORE, name, op, value } = e else { return None };
+        let (n, h) = name.literal_hashed()?;
+        let lower = n.to_ascii_lowercase();
+        texts.push(Some(value));
+        if tx.position_hashed(n, h).is_some() {
+            names.push(Key::Name(lower, h));
+        } else if !made.contains(&lower) {
+            // A new variable: set before it is read or updated.
+            matches!(op, SetOp::Set).then_some(())?;
+            made.push(lower);
+        }
+        (!matches!(op, SetOp::Delete)).then_some(())?;
+    }
+    tx_positions(tx, names.iter().map(|k| (tx_var, k)), texts.into_iter().flatten())
+}
+
+/// What was written to TX from `before` to `after` (nothing else changed and nothing was deleted): each variable
+/// changed or added, in order, as (name, [`name_hash`], value); `None` otherwise.
+fn tx_writes(before: &[Store], after: &[Store]) -> Option<Vec<init::TxWrite>> {
+    let others_same = before.len() == after.len()
+        && before.iter().zip(after).enumerate().all(|(i, (b, a))| i == TX_STORE || b.entries == a.entries);
+    let (b, a) = (before.get(TX_STORE)?, after.get(TX_STORE)?);
+    if !others_same || a.entries.len() < b.entries.len() || a.removals != b.removals {
+        return None;
+    }
+    // Names keep their places (a write changes a value; a new variable is appended).
+    if a.entries.iter().zip(&b.entries).any(|(x, y)| x.0 != y.0) {
+        return None;
+    }
+    let changed = a.entries.iter().enumerate().filter(|(i, e)| b.entries.get(*i) != Some(*e));
+    Some(changed.map(|(_, (n, v))| (n.clone(), name_hash(n), v.clone())).collect())
+}
+
 /// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).
 fn hash_bytes(b: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (b.len() as u64);
@@ -3861,6 +3898,7 @@ SecRule TX:PL "@ge 1" "id:20,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}"
 SecAction "id:21,phase:2,pass,log,msg:'pl %{tx.pl}',setvar:tx.pl=1"
 SecAction "id:22,phase:2,pass,nolog,setvar:tx.fresh=0"
 SecAction "id:23,phase:2,pass,nolog,setvar:tx.n=+1"
+SecAction "id:24,phase:2,pass,nolog,setvar:tx.m=+1"
 SecRule TX:TOTAL "@ge %{tx.threshold}" "id:30,phase:2,deny,msg:'total %{tx.total}'"
 SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
 "#;
@@ -3871,7 +3909,7 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
             let iv = tx.process_request_headers(&head).or_else(|| tx.process_request_body(b""));
             (tx.matches().to_vec(), tx.tx_vars(), iv.map(|i| i.status), tx.pristine_taken.get())
         };
-        for (uri, taken) in [("/?a=hello", 4), ("/?a=attack", 1), ("/", 4)] {
+        for (uri, taken) in [("/?a=hello", 6), ("/?a=attack", 3), ("/", 6)] {
             rs.set_init_snapshot(false);
             let expected = run(&rs, uri);
             assert_eq!(expected.3, 0);
@@ -3879,18 +3917,18 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
             for _ in 0..2 {
                 let got = run(&rs, uri);
                 assert_eq!((&got.0, &got.1, got.2), (&expected.0, &expected.1, expected.2), "{uri}");
-                // 20, 21, 30, 31 from the snapshot when tx.score is unwritten; only 21 (tx.pl) after an attack.
+                // 20-23, 30, 31 from the snapshot when tx.score is unwritten; 21-23 after an attack.
                 assert_eq!(got.3, taken, "{uri}");
             }
         }
         assert_eq!(run(&rs, "/?a=attack").2, Some(403));
         let ids: Vec<u32> = run(&rs, "/?a=hello").0.iter().map(|m| m.id).collect();
-        assert_eq!(ids, [1, 11, 20, 21, 22, 23, 31]);
+        assert_eq!(ids, [1, 11, 20, 21, 22, 23, 24, 31]);
         let tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
         let snap = tx.init_snapshot().expect("a snapshot");
         let index = |id: u32| rs.rules.iter().position(|r| r.id == id).unwrap();
-        // 22 creates a variable, 23 changes one; 10 and 11 read ARGS.
-        for id in [10, 11, 22, 23] {
+        // 24 updates a variable TX does not have; 10 and 11 read ARGS.
+        for id in [10, 11, 24] {
             assert_eq!(snap.pristine(index(id)), None, "{id}");
         }
         assert_eq!(snap.pristine(index(30)).map(|p| p.verdict), Some(init::NO_MATCH));
@@ -3898,6 +3936,11 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
         assert_eq!(found(20), Some(vec![(b"TX:pl".to_vec(), b"1".to_vec())]));
         assert_eq!(found(21), Some(vec![]));
         assert_eq!(found(31), Some(vec![(b"TX:total".to_vec(), b"0".to_vec())]));
+        // 22 creates a variable and 23 changes one: their writes are made; 20 and 21 write nothing new.
+        let writes = |id: u32| snap.pristine(index(id)).map(|p| p.writes.clone());
+        assert_eq!(writes(22), Some(vec![(b"fresh".to_vec(), name_hash(b"fresh"), b"0".to_vec())]));
+        assert_eq!(writes(23), Some(vec![(b"n".to_vec(), name_hash(b"n"), b"1".to_vec())]));
+        assert_eq!((writes(20), writes(21)), (Some(vec![]), Some(vec![])));
     }
 
     /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
