@@ -32,7 +32,7 @@ use crate::filter::validate::{load_document, ValidateFilter, Validator, Validato
 use crate::filter::waf::WafFilter;
 use crate::filter::Filter;
 use palisade_core::config::{RouteWaf, WafConfig, WafMode};
-use palisade_waf::RuleSet;
+use palisade_waf::{PresetVar, RuleSet};
 
 /// The JWT authenticator and its JWKS refresh task, stopped when the last runtime using it goes.
 pub(crate) struct Jwt {
@@ -301,12 +301,15 @@ fn waf_filter(rules: &Arc<RuleSet>, wc: &WafConfig, w: &RouteWaf) -> WafFilter {
     let mut f = WafFilter {
         rules: rules.clone(),
         mode: w.mode,
-        vars: vec![
-            ("tx.blocking_paranoia_level", pl.clone()),
-            ("tx.detection_paranoia_level", pl),
-            ("tx.inbound_anomaly_score_threshold", wc.inbound_threshold.to_string()),
-            ("tx.outbound_anomaly_score_threshold", wc.outbound_threshold.to_string()),
-        ],
+        vars: [
+            ("tx.blocking_paranoia_level", pl.as_str()),
+            ("tx.detection_paranoia_level", &pl),
+            ("tx.inbound_anomaly_score_threshold", &wc.inbound_threshold.to_string()),
+            ("tx.outbound_anomaly_score_threshold", &wc.outbound_threshold.to_string()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| PresetVar::new(name, value))
+        .collect(),
         removed_ids: vec![],
         removed_tags: vec![],
         removed_targets: vec![],

@@ -41,7 +41,7 @@ mod vars;
 use std::path::PathBuf;
 
 pub use compile::{OwnedTransaction, RuleSet};
-pub use tx::Transaction;
+pub use tx::{PresetVar, Transaction};
 
 /// A configuration that could not be loaded: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -609,3 +609,36 @@ SecRule REQBODY_PROCESSOR "@streq URLENCODED" "id:5,phase:1,pass,log""#);
     let none = run(&set, "/x", &[("Content-Type", "text/plain")], "");
     assert_eq!(ids(&none), Vec::<u32>::new());
 }
+
+/// Variables parsed once (`PresetVar`) set what `set_var` sets: the store its collection names (TX without one,
+/// case-insensitively), and nothing for a collection that is not a store.
+#[test]
+fn preset_vars_set_what_set_var_sets() {
+    use crate::PresetVar;
+    let set = rs(r#"SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.other=1"
+SecRule TX:level "@eq 2" "id:2,phase:1,pass,log,msg:'level %{tx.level} %{ip.hits}'"
+SecRule IP:hits "@eq 3" "id:3,phase:1,deny""#);
+    assert_eq!(PresetVar::new("nope.x", "1"), None);
+    let vars: Vec<PresetVar> =
+        [("LEVEL", "2"), ("IP.hits", "3"), ("nope.x", "1")].iter().filter_map(|(n, v)| PresetVar::new(n, v)).collect();
+    assert_eq!(vars.len(), 2);
+    let decide = |preset: bool| {
+        let mut tx = set.transaction("p", LOCAL);
+        if preset {
+            tx.set_vars(&vars);
+        } else {
+            tx.set_var("LEVEL", "2");
+            tx.set_var("IP.hits", "3");
+            tx.set_var("nope.x", "1");
+        }
+        let iv = tx.process_request_headers(&head("GET", "/", &[]));
+        let msgs: Vec<String> = tx.matches().iter().map(|m| m.msg.clone()).collect();
+        (ids(&tx), msgs, iv.map(|i| i.rule_id), tx.var("level"), tx.var("ip.hits"), tx.var("nope.x"))
+    };
+    let level = |v: &str| Some(v.to_owned());
+    let expected = (vec![1, 2, 3], vec![String::new(), "level 2 3".to_owned(), String::new()], Some(3));
+    let expected = (expected.0, expected.1, expected.2, level("2"), level("3"), None);
+    assert_eq!(decide(false), expected);
+    assert_eq!(decide(true), expected);
+}

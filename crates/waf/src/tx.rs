@@ -1020,15 +1020,25 @@ impl<'r> Transaction<'r> {
         self.scalars.get(s as usize).map_or(&[][..], |v| v.as_slice())
     }
 
-    /// Set a variable as `setvar` would, e.g. `("tx.blocking_paranoia_level", "2")`; call before phase 1.
+    /// Set a variable as `setvar` would, e.g. `("tx.blocking_paranoia_level", "2")`; call before phase 1. A name
+    /// whose collection is not a store (TX, IP, ...) sets nothing.
     pub fn set_var(&mut self, name: &str, value: &str) {
-        let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
-        if let Some(i) = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll)) {
-            self.stores_gen += 1;
-            // The snapshot's verdicts assume its variables are not written after it.
-            self.snap = None;
-            if let Some(st) = self.stores.get_mut(i) {
-                st.set(key.as_bytes(), value.as_bytes().to_vec());
+        if let Some(v) = PresetVar::new(name, value) {
+            self.set_vars(std::slice::from_ref(&v));
+        }
+    }
+
+    /// [`Transaction::set_var`] for variables parsed once (a gateway route sets the same ones on every request).
+    pub fn set_vars(&mut self, vars: &[PresetVar]) {
+        if vars.is_empty() {
+            return;
+        }
+        self.stores_gen += 1;
+        // The snapshot's verdicts assume its variables are not written after it.
+        self.snap = None;
+        for v in vars {
+            if let Some(st) = self.stores.get_mut(v.store) {
+                st.set_from(&v.name, v.hash, &v.value);
             }
         }
     }
@@ -3370,6 +3380,26 @@ fn tx_writes(before: &[Store], after: &[Store]) -> Option<Vec<init::TxWrite>> {
     }
     let changed = a.entries.iter().enumerate().filter(|(i, e)| b.entries.get(*i) != Some(*e));
     Some(changed.map(|(_, (n, v))| (n.clone(), name_hash(n), v.clone())).collect())
+}
+
+/// A variable to set before phase 1 ([`Transaction::set_vars`]), parsed once: its store, name and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetVar {
+    store: usize,
+    name: Vec<u8>,
+    hash: u64,
+    value: Vec<u8>,
+}
+
+impl PresetVar {
+    /// `name` as `setvar` writes it (`tx.blocking_paranoia_level`; without a collection, TX); `None` when its
+    /// collection is not a store (TX, IP, GLOBAL, RESOURCE, SESSION, USER).
+    pub fn new(name: &str, value: &str) -> Option<PresetVar> {
+        let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
+        let store = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll))?;
+        let name = key.as_bytes().to_vec();
+        Some(PresetVar { store, hash: name_hash(&name), name, value: value.as_bytes().to_vec() })
+    }
 }
 
 /// A fast non-cryptographic hash for cache keys (entries also compare the full input, so collisions are harmless).

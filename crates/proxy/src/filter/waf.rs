@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use http::{StatusCode, Version};
 use palisade_core::audit::{Stage, WafHit};
 use palisade_core::config::WafMode;
-use palisade_waf::{EngineMode, Intervention, OwnedTransaction, RequestHead, RuleSet, Transaction};
+use palisade_waf::{EngineMode, Intervention, OwnedTransaction, PresetVar, RequestHead, RuleSet, Transaction};
 
 use crate::error::ProxyError;
 use crate::filter::{Filter, Flow, Session};
@@ -20,7 +20,7 @@ pub(crate) struct WafFilter {
     pub(crate) rules: Arc<RuleSet>,
     pub(crate) mode: WafMode,
     /// TX variables set before phase 1 (paranoia level, anomaly thresholds).
-    pub(crate) vars: Vec<(&'static str, String)>,
+    pub(crate) vars: Vec<PresetVar>,
     pub(crate) removed_ids: Vec<RangeInclusive<u32>>,
     pub(crate) removed_tags: Vec<String>,
     pub(crate) removed_targets: Vec<(RangeInclusive<u32>, String)>,
@@ -86,9 +86,7 @@ impl WafFilter {
     }
 
     fn prepare(&self, tx: &mut Transaction<'_>) {
-        for (name, value) in &self.vars {
-            tx.set_var(name, value);
-        }
+        tx.set_vars(&self.vars);
         if !self.removed_ids.is_empty() {
             tx.remove_rule_ids(&self.removed_ids);
         }
