@@ -50,6 +50,9 @@ pub(crate) struct Store {
     spare: Vec<Pair>,
 }
 
+/// Index slots of dropped variables a restored store keeps at most (see `Store::restore`).
+const STALE_SLOTS: usize = 64;
+
 /// Spare variable buffers a store keeps at most.
 const SPARE_PAIRS: usize = 64;
 
@@ -181,7 +184,15 @@ impl Store {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(at);
             }
-            std::collections::hash_map::Entry::Occupied(_) => self.collided = true,
+            // A slot whose position is past the list, or holds a name of another hash, is stale (a variable
+            // `restore` dropped): taken over.
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if self.entries.get(*o.get()).is_some_and(|(n, _)| name_hash(n) == h) {
+                    self.collided = true;
+                } else {
+                    o.insert(at);
+                }
+            }
         }
     }
 
@@ -206,14 +217,11 @@ impl Store {
             self.copied_from = id;
             return;
         }
-        // Variables added since: out of the index (their positions are past the copy's), buffers kept.
-        for p in n..self.entries.len() {
-            if let Some((name, _)) = self.entries.get(p) {
-                let h = name_hash(name);
-                if self.index.get(&h) == Some(&p) {
-                    self.index.remove(&h);
-                }
-            }
+        // Variables added since are dropped, buffers kept. Their index slots stay (past the list, they find nothing,
+        // and the next request adding the same variables takes them over: see `index_name`) until more than
+        // `STALE_SLOTS` have gathered.
+        if self.index.len() > src.index.len() + STALE_SLOTS {
+            self.index.retain(|_, p| *p < n);
         }
         self.truncate_keeping(n);
         self.collided = src.collided;
@@ -2231,6 +2239,14 @@ impl<'r> Transaction<'r> {
                     complete = false;
                     continue;
                 };
+                // No rule reading the target was asked about (the CRS's rules above the paranoia level, which the walk
+                // skips): every one of them may match (`may_match` evaluates such a rule as usual and asks about it,
+                // and its targets are enumerated from the next phase on), and its values are not looked at.
+                if !reading.iter().zip(add.asked).any(|(r, a)| r & a != 0) {
+                    add.row.iter_mut().zip(reading).for_each(|(o, r)| *o |= r);
+                    *span = (u32::try_from(start).unwrap_or(UNSET), 0);
+                    continue;
+                }
                 add.reading = reading;
                 add.readers = rs.pure.var_rules.get(rows).unwrap_or_default();
                 // What `values` gives, without a call per value through `dyn FnMut` for the common kinds.
@@ -3596,6 +3612,8 @@ mod tests {
                     drop(tx);
                     (ids, memo::lookups() - before)
                 };
+                // No value is looked at before the thread's transactions ask about the rule (the first one does).
+                assert_eq!(run(b"/?q=warm"), (vec![], 0));
                 assert_eq!(run(b"/?q=hello&x=world"), (vec![], 2));
                 assert_eq!(run(b"/?q=hello&x=world"), (vec![], 0));
                 assert_eq!(run(b"/?q=evil&x=world"), (vec![1], 1));
@@ -3797,6 +3815,34 @@ mod tests {
         assert_eq!((entries(&st), st.get(b"a")), (entries(&other), None));
         st.restore(&snap, 7);
         assert_eq!((entries(&st), st.get(b"z"), st.get(b"a")), (entries(&snap), None, Some(&b"1"[..])));
+    }
+
+    /// Slots of variables a restore dropped stay in the index, stale: another variable at their position, or the
+    /// same name added again, finds what it should, and no more than `STALE_SLOTS` gather.
+    #[test]
+    fn stale_index_slots_find_nothing_and_are_bounded() {
+        let mut snap = Store::default();
+        snap.set(b"a", b"1".to_vec());
+        let mut st = Store::default();
+        st.restore(&snap, 7);
+        st.set_from(b"x", name_hash(b"x"), b"1");
+        st.restore(&snap, 7);
+        assert_eq!(st.get(b"x"), None);
+        // "y" now at x's old position: x's slot points at it.
+        st.set_from(b"y", name_hash(b"y"), b"2");
+        assert_eq!((st.get(b"x"), st.get(b"Y")), (None, Some(&b"2"[..])));
+        st.set_from(b"x", name_hash(b"x"), b"3");
+        assert_eq!((st.get(b"x"), st.get(b"y"), st.entries.len()), (Some(&b"3"[..]), Some(&b"2"[..]), 3));
+        assert!(!st.collided);
+        for i in 0..200 {
+            st.restore(&snap, 7);
+            let n = format!("v{i}");
+            st.set_from(n.as_bytes(), name_hash(n.as_bytes()), b"z");
+            assert_eq!(st.get(n.as_bytes()), Some(&b"z"[..]));
+            assert!(st.index.len() <= 1 + STALE_SLOTS + 1, "{}", st.index.len());
+        }
+        st.restore(&snap, 7);
+        assert_eq!((st.get(b"v199"), st.get(b"a"), st.index.len() > 1), (None, Some(&b"1"[..]), true));
     }
 
     #[test]
