@@ -130,6 +130,9 @@ pub(crate) struct Snapshot {
     /// match and resumes there without reading the rule (`Transaction::replay_jump`).
     pub(crate) jumpable: [Vec<u64>; 5],
     pub(crate) jumps: [Vec<Jump>; 5],
+    /// Per phase, per 64-bit word of `jumpable`: the jumps at positions before the word (a jump's index in `jumps` is
+    /// this plus the set bits before it in its word).
+    pub(crate) jump_rank: [Vec<u32>; 5],
     /// The matched names and values the jumps record, one after the other (see `Jump`).
     pub(crate) jump_text: Vec<u8>,
     /// The variables the rules of `passable` and `jumps` read: a target removal naming one of them turns both off.
@@ -163,10 +166,28 @@ impl Snapshot {
 
     /// The jump at position `i` of phase `phase`'s list (see `jumps`).
     pub(crate) fn jump(&self, phase: u8, i: usize) -> Option<&Jump> {
-        let jumps = self.jumps.get(usize::from(phase.wrapping_sub(1)))?;
-        let i = u32::try_from(i).ok()?;
-        let at = jumps.binary_search_by_key(&i, |j| j.at).ok()?;
-        jumps.get(at)
+        let p = usize::from(phase.wrapping_sub(1));
+        let (bits, rank, jumps) = (self.jumpable.get(p)?, self.jump_rank.get(p)?, self.jumps.get(p)?);
+        let (w, before) = (*bits.get(i / 64)?, *rank.get(i / 64)?);
+        if w >> (i % 64) & 1 == 0 {
+            return None;
+        }
+        let k = before as usize + (w & ((1u64 << (i % 64)) - 1)).count_ones() as usize;
+        jumps.get(k).filter(|j| j.at as usize == i)
+    }
+
+    /// `jump_rank` for `jumpable`.
+    pub(crate) fn ranks(jumpable: &[Vec<u64>; 5]) -> [Vec<u32>; 5] {
+        jumpable.each_ref().map(|bits| {
+            let mut n = 0u32;
+            bits.iter()
+                .map(|w| {
+                    let before = n;
+                    n += w.count_ones();
+                    before
+                })
+                .collect()
+        })
     }
 
     /// A jump's text (a range of `jump_text`).

@@ -1950,6 +1950,7 @@ impl<'r> Transaction<'r> {
         }
         Some(init::Snapshot {
             passable,
+            jump_rank: init::Snapshot::ranks(&jumpable),
             jumpable,
             jumps,
             jump_text,
@@ -2058,6 +2059,10 @@ impl<'r> Transaction<'r> {
         let base = self.record_text.len();
         self.record_text.extend_from_slice(&snap.text);
         let shift = |r: &Range<usize>| r.start + base..r.end + base;
+        self.records.reserve(snap.steps.len());
+        self.built = OnceCell::new();
+        // The records' lowest severity, noted before a commuting rule runs (it may record a match too) and at the end.
+        let mut lowest = None;
         for step in &snap.steps {
             match step {
                 init::Step::Record { rule, severity, log, msg, logdata, var_name } => {
@@ -2070,13 +2075,19 @@ impl<'r> Transaction<'r> {
                         logdata: shift(logdata),
                         var_name: shift(var_name),
                     };
-                    self.push_record_with(r, *severity);
+                    self.records.push(r);
+                    if let Some(sev) = *severity {
+                        lowest = Some(lowest.map_or(sev, |l: u8| l.min(sev)));
+                    }
                 }
                 init::Step::Matched => {
                     self.set_scalar_from(Scalar::MatchedVar, &snap.matched.0);
                     self.set_scalar_from(Scalar::MatchedVarName, &snap.matched.1);
                 }
-                init::Step::Eval(ri) => self.run_rule(1, *ri, use_memo, &mut flow)?,
+                init::Step::Eval(ri) => {
+                    self.note_severity(lowest.take());
+                    self.run_rule(1, *ri, use_memo, &mut flow)?;
+                }
                 init::Step::Mode(m) => self.mode = *m,
                 init::Step::Remove(sels) => self.removed.extend(sels.iter().cloned()),
                 init::Step::RemoveTargets(t) => self
@@ -2084,6 +2095,7 @@ impl<'r> Transaction<'r> {
                     .extend(t.iter().map(|(s, x)| (Cow::Owned(s.clone()), Cow::Owned(Target::clone(x))))),
             }
         }
+        self.note_severity(lowest);
         ControlFlow::Continue(())
     }
 
@@ -2103,6 +2115,11 @@ impl<'r> Transaction<'r> {
     fn push_record_with(&mut self, r: Record<'r>, sev: Option<u8>) {
         self.records.push(r);
         self.built = OnceCell::new();
+        self.note_severity(sev);
+    }
+
+    /// Lower HIGHEST_SEVERITY to `sev`.
+    fn note_severity(&mut self, sev: Option<u8>) {
         if let Some(sev) = sev.filter(|&s| s < self.highest_severity) {
             self.highest_severity = sev;
             self.set_scalar_num(Scalar::HighestSeverity, i64::from(sev));
@@ -4017,6 +4034,35 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
         assert_eq!(writes(22), Some(vec![(b"fresh".to_vec(), name_hash(b"fresh"), b"0".to_vec())]));
         assert_eq!(writes(23), Some(vec![(b"n".to_vec(), name_hash(b"n"), b"1".to_vec())]));
         assert_eq!((writes(20), writes(21)), (Some(vec![]), Some(vec![])));
+    }
+
+    /// `Snapshot::jump` finds each jump by its position through the ranks of the jumpable bits, and nothing
+    /// elsewhere (CRS at paranoia level 1: its level checks in every phase, across words of the bits).
+    #[test]
+    fn snapshot_jumps_are_found_by_position() {
+        let crs = std::path::Path::new("/work/shared/data/crs");
+        let mut files = vec![crs.join("crs-setup.conf.example")];
+        let mut rules: Vec<_> = std::fs::read_dir(crs.join("rules"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        rules.sort();
+        files.extend(rules);
+        let rs = RuleSet::load(&files, "SecRuleEngine On\n").unwrap();
+        let tx = rs.transaction("j", IpAddr::from([192, 0, 2, 1]));
+        let snap = tx.init_snapshot().expect("a snapshot");
+        let mut found = 0;
+        for phase in 1..=5u8 {
+            let jumps = &snap.jumps[usize::from(phase - 1)];
+            for i in 0..rs.phases[usize::from(phase - 1)].len() + 70 {
+                let expected = jumps.iter().find(|j| j.at as usize == i);
+                assert_eq!(snap.jump(phase, i), expected, "phase {phase} position {i}");
+                found += usize::from(expected.is_some());
+            }
+        }
+        assert!(found > 40, "{found} jumps");
     }
 
     /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
