@@ -797,6 +797,8 @@ pub struct Transaction<'r> {
     /// that are not written yet: jumps follow one another (about 30 per request with the CRS at paranoia level 1)
     /// and no rule runs between them, so only the last one's are written, when a rule may read them.
     pending_match: Option<((u32, u32), (u32, u32))>,
+    /// The last snapshot jump's recorded name: its range in the snapshot's `jump_text` and in `record_text`.
+    jump_name: Option<((u32, u32), Range<usize>)>,
     /// The memo entries of the counts 0 to [`COUNTS`] - 1 (`&VAR` values; [`UNSET`] until looked up) and the memo
     /// generation they refer to, kept for the thread's next transaction.
     count_entries: ([u32; COUNTS], u64),
@@ -901,6 +903,7 @@ impl<'r> Transaction<'r> {
             last_entries: sc.last_entries,
             walk_pass: sc.walk_pass,
             pending_match: None,
+            jump_name: None,
             count_entries: sc.count_entries,
             stores_gen: 0,
             arg_cache: RefCell::new((0, Vec::new())),
@@ -1716,9 +1719,17 @@ impl<'r> Transaction<'r> {
         let Some(rule) = self.rs.rules.get(ri) else { return false };
         self.current = Some(rule);
         self.matched_len = 0;
-        let start = self.record_text.len();
-        self.record_text.extend_from_slice(snap.jump_text(jump.first_name));
-        let var_name = start..self.record_text.len();
+        // Jumps share their texts (see `Snapshot::jump_text`): a name the last jump copied is not copied again.
+        let var_name = match &self.jump_name {
+            Some((at, copy)) if *at == jump.first_name => copy.clone(),
+            _ => {
+                let start = self.record_text.len();
+                self.record_text.extend_from_slice(snap.jump_text(jump.first_name));
+                let copy = start..self.record_text.len();
+                self.jump_name = Some((jump.first_name, copy.clone()));
+                copy
+            }
+        };
         // MATCHED_VAR and MATCHED_VAR_NAME as the last match left them, written when read (see `pending_match`).
         self.pending_match = Some((jump.last_name, jump.last_value));
         let end = self.record_text.len();
@@ -1899,6 +1910,7 @@ impl<'r> Transaction<'r> {
         let mut jumpable: [Vec<u64>; 5] = Default::default();
         let mut jumps: [Vec<init::Jump>; 5] = Default::default();
         let mut jump_text = Vec::new();
+        let mut jump_texts: Vec<(Vec<u8>, (u32, u32))> = Vec::new();
         let mut frozen_vars = Vec::new();
         for (p, (list, walk)) in rs.phases.iter().zip(&rs.walks).enumerate() {
             let (Some(pass), Some(jumpable), Some(jumps)) =
@@ -1936,10 +1948,17 @@ impl<'r> Transaction<'r> {
                 if let (true, Ok(at), Some((first, _)), Some((last_name, last_value))) =
                     (records_and_jumps, u32::try_from(i), found.first(), found.last())
                 {
+                    // A text already there is shared (the CRS's jumps all match TX:DETECTION_PARANOIA_LEVEL: a
+                    // transaction copies that name into its records once, see `replay_jump`).
                     let mut add = |b: &[u8]| {
+                        if let Some(&(_, at)) = jump_texts.iter().find(|(t, _)| t.as_slice() == b) {
+                            return at;
+                        }
                         let start = u32::try_from(jump_text.len()).unwrap_or(u32::MAX);
                         jump_text.extend_from_slice(b);
-                        (start, u32::try_from(jump_text.len()).unwrap_or(u32::MAX))
+                        let at = (start, u32::try_from(jump_text.len()).unwrap_or(u32::MAX));
+                        jump_texts.push((b.to_vec(), at));
+                        at
                     };
                     let (first_name, last_name, last_value) = (add(first), add(last_name), add(last_value));
                     reads();
@@ -4063,6 +4082,25 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
             }
         }
         assert!(found > 40, "{found} jumps");
+        // Their matched names are one text, copied into a transaction's records once.
+        let names: std::collections::HashSet<(u32, u32)> = snap.jumps.iter().flatten().map(|j| j.first_name).collect();
+        assert_eq!(names.len(), 1);
+        let name = snap.jump_text(*names.iter().next().unwrap()).to_vec();
+        let mut tx = rs.transaction("j", IpAddr::from([192, 0, 2, 1]));
+        let headers: Vec<(&[u8], &[u8])> =
+            vec![(b"Host", b"shop.example"), (b"User-Agent", b"Mozilla/5.0"), (b"Accept", b"text/html")];
+        let head = RequestHead { method: "GET", uri: b"/a?b=c", protocol: "HTTP/1.1", headers };
+        assert!(tx.process_request_headers(&head).is_none() && tx.process_request_body(b"").is_none());
+        let jump_ids: std::collections::HashSet<u32> = (0..5)
+            .flat_map(|p| snap.jumps[p].iter().map(move |j| (p, j.at as usize)))
+            .map(|(p, at)| rs.rules[rs.phases[p][at]].id)
+            .collect();
+        let recorded: Vec<&RuleMatch> = tx.matches().iter().filter(|m| jump_ids.contains(&m.id)).collect();
+        assert!(recorded.len() > 20, "{}", recorded.len());
+        assert!(recorded.iter().all(|m| m.var_name.as_bytes() == name.as_slice()));
+        let ranges: std::collections::HashSet<Range<usize>> =
+            tx.records.iter().filter(|r| jump_ids.contains(&r.rule.id)).map(|r| r.var_name.clone()).collect();
+        assert_eq!(ranges.len(), 1);
     }
 
     /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
