@@ -310,6 +310,9 @@ pub(crate) struct Memo {
     lower: Vec<u8>,
     /// The pure rules `Transaction::may_match` was asked about (kept when entries are dropped).
     asked: Vec<u64>,
+    /// Per phase, the pure starters not asked about as a bit per position of the phase's list, and the asked row it
+    /// was made for (see [`Memo::unasked`]).
+    unasked: [(Vec<u64>, Vec<u64>); 5],
 }
 
 /// Bytes before an entry's bit rows: its hash and its value's length.
@@ -389,6 +392,7 @@ impl Memo {
             generation: next_generation(),
             lower: Vec::new(),
             asked: vec![0; row_words(pure)],
+            unasked: Default::default(),
         }
     }
 
@@ -528,6 +532,31 @@ impl Memo {
         if let Some(w) = self.asked.get_mut((rule / 64) as usize) {
             *w |= 1 << (rule % 64);
         }
+    }
+
+    /// The positions in phase `phase`'s list (`walk`) of its pure starters that `asked` (a phase's copy of the
+    /// asked row) leaves out, a bit each: the walk never passes over them (`Transaction::walk_passable`). Made
+    /// again only when `asked` differs from the last call's for the phase (rarely once a thread is warm).
+    pub(crate) fn unasked(&mut self, phase: u8, walk: &crate::compile::Walk, asked: &[u64]) -> &[u64] {
+        let Some((key, bits)) = self.unasked.get_mut(usize::from(phase.wrapping_sub(1))) else { return &[] };
+        if key.as_slice() != asked || bits.len() != walk.at.len().div_ceil(64) {
+            key.clear();
+            key.extend_from_slice(asked);
+            bits.clear();
+            bits.resize(walk.at.len().div_ceil(64), 0);
+            for (w, &here) in walk.pure_here.iter().enumerate() {
+                let mut m = here & !asked.get(w).copied().unwrap_or(0);
+                while m != 0 {
+                    let p = w * 64 + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let at = walk.pure_pos.get(p).map_or(crate::compile::NO_POS, |&at| at);
+                    if let Some(b) = bits.get_mut(at as usize / 64) {
+                        *b |= 1 << (at % 64);
+                    }
+                }
+            }
+        }
+        bits
     }
 
     #[cfg(test)]

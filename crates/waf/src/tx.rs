@@ -1549,10 +1549,18 @@ impl<'r> Transaction<'r> {
         bits.clear();
         bits.extend_from_slice(if pure { &walk.quiet_bits } else { &walk.markers });
         bits.iter_mut().zip(snapshot).for_each(|(b, s)| *b |= s);
-        // The phase's pure starters that may match one of their values are read.
+        // The phase's pure starters that may match one of their values are read, and those not asked about yet
+        // (`may_match` asks about them; the memo keeps their positions, see `Memo::unasked`).
         let maybe = if pure { self.phase_maybe.as_slice() } else { &[] };
+        if pure {
+            let rs = self.rs;
+            let asked = &self.phase_asked;
+            memo::with(rs.id, rs.pure.count(), |m| {
+                bits.iter_mut().zip(m.unasked(phase, walk, asked)).for_each(|(b, u)| *b &= !u);
+            });
+        }
         for (w, (&maybe, &here)) in maybe.iter().zip(&walk.pure_here).enumerate() {
-            let mut m = maybe & here;
+            let mut m = maybe & here & self.phase_asked.get(w).copied().unwrap_or(0);
             while m != 0 {
                 let p = w * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
