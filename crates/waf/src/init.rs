@@ -85,6 +85,9 @@ pub(crate) struct Pristine {
     /// What a match writes to TX (name, `name_hash`, value) where its `setvar`s change the snapshot's TX (980099's
     /// combined scores), in order; nothing for the anomaly-score totals.
     pub(crate) writes: Vec<TxWrite>,
+    /// The rule reads TX by a regex key: it holds only while no variable added since the replay is one the key
+    /// selects (`Store::adds`).
+    pub(crate) added: bool,
 }
 
 /// A write to TX: the variable's name, its `name_hash` and its new value.

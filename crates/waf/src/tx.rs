@@ -116,6 +116,19 @@ impl Store {
         }
     }
 
+    /// Whether a variable added past position `from` (the snapshot's TX's length) is one that a TX target of `rule`
+    /// with a regex key (or none) selects (see `init::Pristine::added`).
+    fn adds(&self, from: usize, rule: &Rule) -> bool {
+        let keyed = |t: &&Arc<Target>| {
+            t.var == Var::Coll(Coll::Store(TX_STORE)) && !t.exclude && !matches!(t.key, Key::Name(..))
+        };
+        self.entries
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .any(|(n, _)| rule.targets.iter().filter(keyed).any(|t| t.key.matches(n)))
+    }
+
     /// Whether none of the variables at the positions of `bits` was written or deleted since the store was copied
     /// from snapshot `id` (see `init::Pristine`).
     #[inline]
@@ -1616,7 +1629,11 @@ impl<'r> Transaction<'r> {
             verdict = s.verdict(ri);
             // The TX variables the rule reads are as the snapshot left them: what it did there.
             if let Some(p) = s.pristine(ri) {
-                if self.stores.get(TX_STORE).is_some_and(|tx| tx.untouched(s.id, &p.reads)) {
+                let unchanged = |tx: &Store| {
+                    tx.untouched(s.id, &p.reads)
+                        && !(p.added && s.stores.get(TX_STORE).is_some_and(|from| tx.adds(from.entries.len(), rule)))
+                };
+                if self.stores.get(TX_STORE).is_some_and(unchanged) {
                     (verdict, records, pristine) = (p.verdict, true, true);
                     #[cfg(test)]
                     self.pristine_taken.set(self.pristine_taken.get() + 1);
@@ -2022,10 +2039,24 @@ impl<'r> Transaction<'r> {
             }
             let Some(tx) = self.stores.get(TX_STORE) else { break };
             let template = rule.op.as_ref().and_then(|op| op.macro_template()).map(MacroStr::parse);
-            let Some(mut reads) = tx_positions(tx, rule.targets.iter().map(|t| (t.var, &t.key)), template.iter())
-            else {
+            // TX read by a regex key (922110's `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`): the variables the snapshot
+            // has that it selects are read, and a variable added since must not be one it selects (`Store::adds`).
+            let (by_key, named): (Vec<&Target>, Vec<&Target>) = rule.targets.iter().map(|t| &**t).partition(|t| {
+                t.var == Var::Coll(Coll::Store(TX_STORE)) && !t.exclude && !matches!(t.key, Key::Name(..))
+            });
+            let Some(mut reads) = tx_positions(tx, named.iter().map(|t| (t.var, &t.key)), template.iter()) else {
                 continue;
             };
+            let mut in_range = true;
+            for (at, (n, _)) in tx.entries.iter().enumerate() {
+                if by_key.iter().any(|t| t.key.matches(n)) {
+                    in_range &= reads.get_mut(at / 64).map(|w| *w |= 1 << (at % 64)).is_some();
+                }
+            }
+            if !in_range {
+                continue;
+            }
+            let added = !by_key.is_empty();
             self.current = Some(rule);
             self.matched_len = 0;
             let mut writes = Vec::new();
@@ -2051,7 +2082,7 @@ impl<'r> Transaction<'r> {
             };
             if let (Some(slot), Ok(i)) = (of_rule.get_mut(ri), u32::try_from(list.len())) {
                 *slot = i;
-                list.push(init::Pristine { verdict, reads, writes });
+                list.push(init::Pristine { verdict, reads, writes, added });
             }
         }
         (of_rule, list)
@@ -4014,6 +4045,7 @@ SecRuleEngine On
 SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.pl=1,setvar:tx.threshold=5,setvar:tx.total=0,setvar:tx.n=0"
 SecRule ARGS "@rx attack" "id:10,phase:1,pass,nolog,setvar:tx.score=+5"
 SecRule ARGS "@rx (.)" "id:11,phase:1,pass,nolog,capture,setvar:tx.seen=%{tx.1}"
+SecRule ARGS:h "@rx ^(.+)$" "id:12,phase:1,pass,nolog,capture,setvar:tx.hdr_x=%{tx.1}"
 SecRule TX:PL "@ge 1" "id:20,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}"
 SecAction "id:21,phase:2,pass,log,msg:'pl %{tx.pl}',setvar:tx.pl=1"
 SecAction "id:22,phase:2,pass,nolog,setvar:tx.fresh=0"
@@ -4021,6 +4053,7 @@ SecAction "id:23,phase:2,pass,nolog,setvar:tx.n=+1"
 SecAction "id:24,phase:2,pass,nolog,setvar:tx.m=+1"
 SecRule TX:TOTAL "@ge %{tx.threshold}" "id:30,phase:2,deny,msg:'total %{tx.total}'"
 SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
+SecRule TX:/^hdr_/ "@rx evil" "id:32,phase:2,pass,log,msg:'hdr'"
 "#;
         let mut rs = RuleSet::parse_str(src, "pristine.conf").unwrap();
         let run = |rs: &RuleSet, uri: &str| {
@@ -4029,7 +4062,7 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
             let iv = tx.process_request_headers(&head).or_else(|| tx.process_request_body(b""));
             (tx.matches().to_vec(), tx.tx_vars(), iv.map(|i| i.status), tx.pristine_taken.get())
         };
-        for (uri, taken) in [("/?a=hello", 6), ("/?a=attack", 3), ("/", 6)] {
+        for (uri, taken) in [("/?a=hello", 7), ("/?a=attack", 3), ("/", 7), ("/?h=evil", 6), ("/?h=good", 6)] {
             rs.set_init_snapshot(false);
             let expected = run(&rs, uri);
             assert_eq!(expected.3, 0);
@@ -4037,13 +4070,16 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
             for _ in 0..2 {
                 let got = run(&rs, uri);
                 assert_eq!((&got.0, &got.1, got.2), (&expected.0, &expected.1, expected.2), "{uri}");
-                // 20-23, 30, 31 from the snapshot when tx.score is unwritten; 21-23 after an attack.
+                // 20-23, 30-32 from the snapshot when tx.score is unwritten; 21-23 after an attack (30 denies before
+                // 32); not 32 once rule 12 has added a variable its key selects.
                 assert_eq!(got.3, taken, "{uri}");
             }
         }
         assert_eq!(run(&rs, "/?a=attack").2, Some(403));
         let ids: Vec<u32> = run(&rs, "/?a=hello").0.iter().map(|m| m.id).collect();
         assert_eq!(ids, [1, 11, 20, 21, 22, 23, 24, 31]);
+        let ids: Vec<u32> = run(&rs, "/?h=evil").0.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [1, 11, 12, 20, 21, 22, 23, 24, 31, 32]);
         let tx = rs.transaction("abc", IpAddr::from([192, 0, 2, 1]));
         let snap = tx.init_snapshot().expect("a snapshot");
         let index = |id: u32| rs.rules.iter().position(|r| r.id == id).unwrap();
@@ -4052,6 +4088,7 @@ SecRule TX:TOTAL "@eq 0" "id:31,phase:2,pass,log,msg:'clean %{tx.total}'"
             assert_eq!(snap.pristine(index(id)), None, "{id}");
         }
         assert_eq!(snap.pristine(index(30)).map(|p| p.verdict), Some(init::NO_MATCH));
+        assert_eq!(snap.pristine(index(32)).map(|p| (p.verdict, p.added)), Some((init::NO_MATCH, true)));
         let found = |id: u32| snap.pristine(index(id)).and_then(|p| snap.matches.get(p.verdict as usize)).cloned();
         assert_eq!(found(20), Some(vec![(b"TX:pl".to_vec(), b"1".to_vec())]));
         assert_eq!(found(21), Some(vec![]));
