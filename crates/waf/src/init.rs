@@ -123,6 +123,11 @@ pub(crate) struct Snapshot {
     pub(crate) pristine: Vec<u32>,
     /// Verdicts that hold while the TX variables a rule reads are as the snapshot leaves them (see [`Pristine`]).
     pub(crate) pristine_at: Vec<Pristine>,
+    /// Per rule index: a rule without chain whose only variable is one scalar and whose operator argument is frozen
+    /// (`args`): whether it matches follows from the scalar's value (the CRS's `REQUEST_METHOD "!@within
+    /// %{tx.allowed_methods}"`, 911100, and 920430 on the protocol). `Transaction::run_rule` keeps the values such
+    /// a rule did not match per thread and snapshot (`memo::Memo::frozen_miss`).
+    pub(crate) scalar_frozen: Vec<bool>,
     /// Per phase, a bit per position of the phase's list: a marker, or a rule whose verdict is [`NO_MATCH`]. With no
     /// skip pending, the walk passes over these without reading the rules (see `Transaction::run_phase`): exactly
     /// what `Flow::passes` and `run_rule` would do, at a bit test instead of a cache miss on each rule.
@@ -159,6 +164,11 @@ impl Snapshot {
     /// Rule `ri`'s verdict (see `verdicts`).
     pub(crate) fn verdict(&self, ri: usize) -> u32 {
         self.verdicts.get(ri).copied().unwrap_or(UNKNOWN)
+    }
+
+    /// Whether rule `ri` is decided by one scalar's value (see `scalar_frozen`).
+    pub(crate) fn scalar_frozen(&self, ri: usize) -> bool {
+        self.scalar_frozen.get(ri).copied().unwrap_or(false)
     }
 
     /// Rule `ri`'s verdict on the snapshot's TX variables, if it has one (see [`Pristine`]).

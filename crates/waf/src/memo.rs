@@ -313,7 +313,13 @@ pub(crate) struct Memo {
     /// Per phase, the pure starters not asked about as a bit per position of the phase's list, and the asked row it
     /// was made for (see [`Memo::unasked`]).
     unasked: [(Vec<u64>, Vec<u64>); 5],
+    /// (snapshot id, rule index, value) of scalar values a rule decided by its scalar under that snapshot's frozen
+    /// argument did not match (see `init::Snapshot::scalar_frozen`); at most [`FROZEN_MISSES`].
+    frozen_misses: Vec<(u64, usize, Vec<u8>)>,
 }
+
+/// Values [`Memo::note_frozen_miss`] keeps at most (then it starts over).
+const FROZEN_MISSES: usize = 64;
 
 /// Bytes before an entry's bit rows: its hash and its value's length.
 const HEAD: usize = 16;
@@ -393,6 +399,7 @@ impl Memo {
             lower: Vec::new(),
             asked: vec![0; row_words(pure)],
             unasked: Default::default(),
+            frozen_misses: Vec::new(),
         }
     }
 
@@ -557,6 +564,22 @@ impl Memo {
             }
         }
         bits
+    }
+
+    /// Whether rule `rule` was found not to match `value` under snapshot `snap` (see `frozen_misses`).
+    pub(crate) fn frozen_miss(&self, snap: u64, rule: usize, value: &[u8]) -> bool {
+        self.frozen_misses.iter().any(|(s, r, v)| *s == snap && *r == rule && v.as_slice() == value)
+    }
+
+    /// Remember that rule `rule` did not match `value` under snapshot `snap`.
+    pub(crate) fn note_frozen_miss(&mut self, snap: u64, rule: usize, value: &[u8]) {
+        if value.len() > 256 || self.frozen_miss(snap, rule, value) {
+            return;
+        }
+        if self.frozen_misses.len() >= FROZEN_MISSES {
+            self.frozen_misses.clear();
+        }
+        self.frozen_misses.push((snap, rule, value.to_vec()));
     }
 
     #[cfg(test)]

@@ -824,6 +824,9 @@ pub struct Transaction<'r> {
     /// Rules decided by the snapshot's `init::Pristine` verdicts (tests).
     #[cfg(test)]
     pristine_taken: std::cell::Cell<u32>,
+    /// Rules decided by a remembered miss on a frozen argument (`init::Snapshot::scalar_frozen`; tests).
+    #[cfg(test)]
+    frozen_taken: u32,
     /// Scratch of `eval_chain_remembered`: the outcome memo's key.
     outcome_key: Vec<u8>,
     /// Stores whose buffers `replay` reuses (see `Scratch::stores`).
@@ -923,6 +926,8 @@ impl<'r> Transaction<'r> {
             snap: None,
             #[cfg(test)]
             pristine_taken: std::cell::Cell::new(0),
+            #[cfg(test)]
+            frozen_taken: 0,
             outcome_key: sc.outcome_key,
             spare_stores: sc.stores,
             scratch_uses: sc.uses,
@@ -1656,12 +1661,35 @@ impl<'r> Transaction<'r> {
                 return ControlFlow::Continue(());
             }
         }
+        // One scalar against an argument the snapshot froze: a value this thread's transactions found not to match
+        // under the same snapshot does not match (`init::Snapshot::scalar_frozen`).
+        let frozen = match (&self.snap, rule.targets.first().map(|t| t.var)) {
+            (Some(s), Some(Var::Scalar(sc))) if use_memo && verdict == init::UNKNOWN && s.scalar_frozen(ri) => {
+                Some((s.id, sc)).filter(|_| !self.targets_removed(rule))
+            }
+            _ => None,
+        };
+        if let Some((id, sc)) = frozen {
+            let value = self.scalar_val(sc).map(|(v, _)| v);
+            if value.is_some_and(|v| memo::with(rs.id, rs.pure.count(), |m| m.frozen_miss(id, ri, v))) {
+                #[cfg(test)]
+                {
+                    self.frozen_taken += 1;
+                }
+                return ControlFlow::Continue(());
+            }
+        }
         let replayable = verdict == init::UNKNOWN
             && use_memo
             && rs.replayable.get(ri).copied().unwrap_or(false)
             && self.removed_targets.is_empty();
         let found = if replayable { self.eval_chain_remembered(ri, rule) } else { self.eval_chain(rule, verdict) };
-        let Some(var_name) = found else { return ControlFlow::Continue(()) };
+        let Some(var_name) = found else {
+            if let Some((id, (value, _))) = frozen.and_then(|(id, sc)| Some((id, self.scalar_val(sc)?))) {
+                memo::with(rs.id, rs.pure.count(), |m| m.note_frozen_miss(id, ri, value));
+            }
+            return ControlFlow::Continue(());
+        };
         let msg = self.push_expansion(rule.msg.as_ref());
         let logdata = self.push_expansion(rule.logdata.as_ref());
         self.push_record(Record { rule, phase, log: rule.log, msg: msg.clone(), logdata, var_name });
@@ -1926,6 +1954,17 @@ impl<'r> Transaction<'r> {
             }
         }
         let (pristine, pristine_at) = self.pristine_verdicts(&fixed, &verdicts, &mut matches);
+        let frozen_arg = |t: &str| args.binary_search_by_key(&(t.as_ptr() as usize, t.len()), |(k, _)| *k).is_ok();
+        let scalar_frozen = rs
+            .rules
+            .iter()
+            .map(|r| {
+                r.chain.is_none()
+                    && r.exclusions.is_empty()
+                    && matches!(r.targets.as_slice(), [t] if matches!(t.var, Var::Scalar(_)) && !t.count && !t.exclude)
+                    && r.op.as_ref().and_then(|op| op.macro_template()).is_some_and(frozen_arg)
+            })
+            .collect();
         let set = |bits: &mut Vec<u64>, i: usize| {
             if let Some(w) = bits.get_mut(i / 64) {
                 *w |= 1 << (i % 64);
@@ -2011,6 +2050,7 @@ impl<'r> Transaction<'r> {
             matches,
             pristine,
             pristine_at,
+            scalar_frozen,
             args,
             id: init::next_id(),
         })
@@ -4137,6 +4177,48 @@ SecRule TX:/^hdr_/ "@rx evil" "id:32,phase:2,pass,log,msg:'hdr'"
         let ranges: std::collections::HashSet<Range<usize>> =
             tx.records.iter().filter(|r| jump_ids.contains(&r.rule.id)).map(|r| r.var_name.clone()).collect();
         assert_eq!(ranges.len(), 1);
+    }
+
+    /// A rule decided by one scalar against an argument the snapshot froze is not evaluated again for a value this
+    /// thread's transactions found it not to match under the same snapshot; under another snapshot (another
+    /// starting TX, another argument) it is.
+    #[test]
+    fn scalar_rules_on_frozen_arguments_remember_their_misses() {
+        let src = r#"
+SecRuleEngine On
+SecRule &TX:allowed "@eq 0" "id:1,phase:1,pass,nolog,setvar:'tx.allowed=GET POST'"
+SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:2,phase:1,deny,status:405"
+SecRule ARGS "@rx x" "id:3,phase:1,pass,log"
+"#;
+        let rs = RuleSet::parse_str(src, "frozen.conf").unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let run = |method: &str, allowed: Option<&str>| {
+                    let mut tx = rs.transaction("f", IpAddr::from([192, 0, 2, 1]));
+                    if let Some(a) = allowed {
+                        tx.set_var("tx.allowed", a);
+                    }
+                    let head = RequestHead { method, uri: b"/?a=x", protocol: "HTTP/1.1", headers: vec![] };
+                    let iv = tx.process_request_headers(&head).map(|i| i.status);
+                    let ids: Vec<u32> = tx.matches().iter().map(|m| m.id).collect();
+                    (iv, ids, tx.frozen_taken)
+                };
+                let snap = rs.transaction("f", IpAddr::from([192, 0, 2, 1])).init_snapshot().unwrap();
+                let index = |id: u32| rs.rules.iter().position(|r| r.id == id).unwrap();
+                assert!(snap.scalar_frozen(index(2)) && !snap.scalar_frozen(index(3)));
+                assert_eq!(run("GET", None), (None, vec![1, 3], 0));
+                assert_eq!(run("GET", None), (None, vec![1, 3], 1));
+                assert_eq!(run("DELETE", None), (Some(405), vec![1, 2], 0));
+                assert_eq!(run("DELETE", None), (Some(405), vec![1, 2], 0));
+                assert_eq!(run("POST", None), (None, vec![1, 3], 0));
+                assert_eq!(run("POST", None), (None, vec![1, 3], 1));
+                // Another starting TX, another snapshot: POST is evaluated against "GET" and refused.
+                assert_eq!(run("POST", Some("GET")), (Some(405), vec![2], 0));
+                assert_eq!(run("GET", Some("GET")), (None, vec![3], 0));
+                assert_eq!(run("GET", Some("GET")), (None, vec![3], 1));
+                assert_eq!(run("POST", None), (None, vec![1, 3], 1));
+            });
+        });
     }
 
     /// The gateway keeps a transaction (with the snapshot it replayed) across await points and threads.
