@@ -76,9 +76,9 @@ pub(crate) struct Jump {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pristine {
     /// [`NO_MATCH`] for a starter that matches nothing; or the index in `Snapshot::matches` (an empty list for a
-    /// `SecAction`) of what a rule matched whose match only records it there: no chain or capture, passing, and
-    /// only `setvar`s that leave the variables as they are. `run_rule` then replays the record
-    /// (`Transaction::replay_record`) and writes nothing.
+    /// `SecAction`) of what a rule matched whose match records it and makes `writes`: no chain or capture,
+    /// passing, and only `setvar`s of TX variables whose values follow from what it reads. `run_rule` then replays
+    /// the record and the writes (`Transaction::replay_record`).
     pub(crate) verdict: u32,
     /// The TX variables it reads or updates, a bit per position in the snapshot's TX (positions below 256).
     pub(crate) reads: [u64; 4],
@@ -324,8 +324,8 @@ pub(crate) fn fixed(rule: &Rule) -> bool {
     })
 }
 
-/// Whether a match of `rule` on the snapshot's stores may be replayed as a record (see [`Pristine`]) if its
-/// `setvar`s leave those stores as they are: no chain or capture, passing, only `setvar`s, all of it fixed.
+/// Whether a match of `rule` on the snapshot's stores may be replayed as a record and the writes it made there (see
+/// [`Pristine`]): no chain or capture, passing, only `setvar`s, all of it fixed.
 pub(crate) fn replays_pristine(rule: &Rule) -> bool {
     rule.chain.is_none()
         && !rule.capture
