@@ -93,6 +93,12 @@ pub(crate) struct Pristine {
 /// A write to TX: the variable's name, its `name_hash` and its new value.
 pub(crate) type TxWrite = (Vec<u8>, u64, Vec<u8>);
 
+/// Template `t`'s frozen expansion in `args` (sorted by template, as `Snapshot::args`).
+pub(crate) fn arg_in<'a>(args: &'a [(TemplateAt, Arc<[u8]>)], t: &str) -> Option<&'a Arc<[u8]>> {
+    let key = (t.as_ptr() as usize, t.len());
+    args.binary_search_by_key(&key, |(k, _)| *k).ok().and_then(|i| args.get(i)).map(|(_, v)| v)
+}
+
 /// Where an operator's macro template is: the address and length of its text in the rule set.
 pub(crate) type TemplateAt = (usize, usize);
 
@@ -210,8 +216,7 @@ impl Snapshot {
 
     /// The frozen expansion of operator template `t` (see `args`).
     pub(crate) fn arg(&self, t: &str) -> Option<&Arc<[u8]>> {
-        let key = (t.as_ptr() as usize, t.len());
-        self.args.binary_search_by_key(&key, |(k, _)| *k).ok().and_then(|i| self.args.get(i)).map(|(_, v)| v)
+        arg_in(&self.args, t)
     }
 
     /// The walk's state where the snapshot ends.

@@ -119,14 +119,8 @@ impl Store {
     /// Whether a variable added past position `from` (the snapshot's TX's length) is one that a TX target of `rule`
     /// with a regex key (or none) selects (see `init::Pristine::added`).
     fn adds(&self, from: usize, rule: &Rule) -> bool {
-        let keyed = |t: &&Arc<Target>| {
-            t.var == Var::Coll(Coll::Store(TX_STORE)) && !t.exclude && !matches!(t.key, Key::Name(..))
-        };
-        self.entries
-            .get(from..)
-            .unwrap_or_default()
-            .iter()
-            .any(|(n, _)| rule.targets.iter().filter(keyed).any(|t| t.key.matches(n)))
+        let added = self.entries.get(from..).unwrap_or_default();
+        added.iter().any(|(n, _)| rule.targets.iter().any(|t| tx_by_key(t) && t.key.matches(n)))
     }
 
     /// Whether none of the variables at the positions of `bits` was written or deleted since the store was copied
@@ -1736,9 +1730,8 @@ impl<'r> Transaction<'r> {
         let at = self.record_text.len();
         let mut first = rule.op.is_none().then_some(at..at);
         let found = snap.matches.get(i as usize).map_or(&[][..], Vec::as_slice);
-        if rule.op.is_none() {
-            // Nothing to note.
-        } else if rule.msg.is_none() && rule.logdata.is_none() {
+        // (A `SecAction`'s list is empty: nothing to note.)
+        if rule.msg.is_none() && rule.logdata.is_none() {
             // Nothing reads this rule's MATCHED_VARS (the next rule starts a new list; no expansion follows), and
             // only the last match's MATCHED_VAR and MATCHED_VAR_NAME remain.
             if let (Some((name, _)), Some((last_name, last_value))) = (found.first(), found.last()) {
@@ -1954,7 +1947,7 @@ impl<'r> Transaction<'r> {
             }
         }
         let (pristine, pristine_at) = self.pristine_verdicts(&fixed, &verdicts, &mut matches);
-        let frozen_arg = |t: &str| args.binary_search_by_key(&(t.as_ptr() as usize, t.len()), |(k, _)| *k).is_ok();
+        let frozen_arg = |t: &str| init::arg_in(&args, t).is_some();
         let scalar_frozen = rs
             .rules
             .iter()
@@ -1974,7 +1967,7 @@ impl<'r> Transaction<'r> {
         let mut jumpable: [Vec<u64>; 5] = Default::default();
         let mut jumps: [Vec<init::Jump>; 5] = Default::default();
         let mut jump_text = Vec::new();
-        let mut jump_texts: Vec<(Vec<u8>, (u32, u32))> = Vec::new();
+        let mut jump_texts: Vec<(u32, u32)> = Vec::new();
         let mut frozen_vars = Vec::new();
         for (p, (list, walk)) in rs.phases.iter().zip(&rs.walks).enumerate() {
             let (Some(pass), Some(jumpable), Some(jumps)) =
@@ -2015,13 +2008,14 @@ impl<'r> Transaction<'r> {
                     // A text already there is shared (the CRS's jumps all match TX:DETECTION_PARANOIA_LEVEL: a
                     // transaction copies that name into its records once, see `replay_jump`).
                     let mut add = |b: &[u8]| {
-                        if let Some(&(_, at)) = jump_texts.iter().find(|(t, _)| t.as_slice() == b) {
+                        let text = |&(s, e): &(u32, u32)| jump_text.get(s as usize..e as usize);
+                        if let Some(&at) = jump_texts.iter().find(|at| text(at) == Some(b)) {
                             return at;
                         }
                         let start = u32::try_from(jump_text.len()).unwrap_or(u32::MAX);
                         jump_text.extend_from_slice(b);
                         let at = (start, u32::try_from(jump_text.len()).unwrap_or(u32::MAX));
-                        jump_texts.push((b.to_vec(), at));
+                        jump_texts.push(at);
                         at
                     };
                     let (first_name, last_name, last_value) = (add(first), add(last_name), add(last_value));
@@ -2079,24 +2073,13 @@ impl<'r> Transaction<'r> {
             }
             let Some(tx) = self.stores.get(TX_STORE) else { break };
             let template = rule.op.as_ref().and_then(|op| op.macro_template()).map(MacroStr::parse);
-            // TX read by a regex key (922110's `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`): the variables the snapshot
-            // has that it selects are read, and a variable added since must not be one it selects (`Store::adds`).
-            let (by_key, named): (Vec<&Target>, Vec<&Target>) = rule.targets.iter().map(|t| &**t).partition(|t| {
-                t.var == Var::Coll(Coll::Store(TX_STORE)) && !t.exclude && !matches!(t.key, Key::Name(..))
-            });
-            let Some(mut reads) = tx_positions(tx, named.iter().map(|t| (t.var, &t.key)), template.iter()) else {
+            let Some(mut reads) = tx_positions(tx, rule.targets.iter().map(|t| (t.var, &t.key)), template.iter())
+            else {
                 continue;
             };
-            let mut in_range = true;
-            for (at, (n, _)) in tx.entries.iter().enumerate() {
-                if by_key.iter().any(|t| t.key.matches(n)) {
-                    in_range &= reads.get_mut(at / 64).map(|w| *w |= 1 << (at % 64)).is_some();
-                }
-            }
-            if !in_range {
-                continue;
-            }
-            let added = !by_key.is_empty();
+            // TX read by a regex key (922110's `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`): a variable added since
+            // must not be one it selects (`Store::adds`).
+            let added = rule.targets.iter().any(|t| tx_by_key(t));
             self.current = Some(rule);
             self.matched_len = 0;
             let mut writes = Vec::new();
@@ -3450,25 +3433,36 @@ impl Adder<'_> {
     }
 }
 
-/// A bit per position in `tx` (below 256) of the variables `vars` and the references of `texts` name; `None` unless
-/// each is a named TX variable `tx` has (or of the RULE collection, which no rule writes).
+/// A bit per position in `tx` (below 256) of the variables `vars` and the references of `texts` select; `None`
+/// unless each names a TX variable `tx` has, is a TX key selecting by pattern (the variables of `tx` it selects; what
+/// it would select among variables added later is `Store::adds`'s), or is of the RULE collection (which no rule
+/// writes).
 fn tx_positions<'a>(
     tx: &Store,
     vars: impl Iterator<Item = (Var, &'a Key)>,
     texts: impl Iterator<Item = &'a MacroStr>,
 ) -> Option<[u64; 4]> {
     let mut bits = [0u64; 4];
+    let mut set = |p: usize| bits.get_mut(p / 64).map(|w| *w |= 1 << (p % 64));
     for (v, k) in vars.chain(texts.flat_map(MacroStr::refs)) {
         match (v, k) {
             (Var::Coll(Coll::Rule), _) => {}
-            (Var::Coll(Coll::Store(TX_STORE)), Key::Name(n, h)) => {
-                let p = tx.position_hashed(n, *h)?;
-                *bits.get_mut(p / 64)? |= 1 << (p % 64);
+            (Var::Coll(Coll::Store(TX_STORE)), Key::Name(n, h)) => set(tx.position_hashed(n, *h)?)?,
+            (Var::Coll(Coll::Store(TX_STORE)), _) => {
+                for (p, _) in tx.entries.iter().enumerate().filter(|(_, (n, _))| k.matches(n)) {
+                    set(p)?;
+                }
             }
             _ => return None,
         }
     }
     Some(bits)
+}
+
+/// Whether target `t` includes TX variables by a regex key (or all of them): variables added after the snapshot may
+/// be among its values (see `init::Pristine::added`).
+fn tx_by_key(t: &Target) -> bool {
+    t.var == Var::Coll(Coll::Store(TX_STORE)) && !t.exclude && !matches!(t.key, Key::Name(..))
 }
 
 /// The TX variables (bits as [`tx_positions`] makes them) that the `setvar`s of `rule` (`init::replays_pristine`)
