@@ -15,6 +15,7 @@ mod rx;
 mod transform;
 
 pub use operator::{has_any_byte, MacroEnv, Operator};
+pub use rx::RxSet;
 pub use transform::Transform;
 
 #[cfg(test)]

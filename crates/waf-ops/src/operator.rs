@@ -214,6 +214,14 @@ impl Operator {
         self.raw_match(input, env, captures) != self.negated
     }
 
+    /// The compiled pattern of a non-negated `@rx` without macros.
+    pub(crate) fn plain_rx(&self) -> Option<&Rx> {
+        match (&self.kind, self.negated) {
+            (Kind::Rx(rx), false) => Some(rx),
+            _ => None,
+        }
+    }
+
     /// The argument of the operators that take a string or number argument (`@streq`, `@within`, `@eq`, ...).
     fn arg(&self) -> Option<&Arg> {
         match &self.kind {

@@ -56,6 +56,15 @@ impl Rx {
             .map_err(|e| format!("bad regex: {e}"))
     }
 
+    /// The pattern as the `regex` engine compiled it, when that engine runs it (not the backtracking one, not
+    /// [`Engine::Whole`]): what [`crate::RxSet`] combines.
+    pub(crate) fn bytes_pattern(&self) -> Option<&str> {
+        match &self.engine {
+            Engine::Bytes(re) => Some(re.as_str()),
+            Engine::Fancy(_) | Engine::Whole => None,
+        }
+    }
+
     /// Strings one of which every match contains (lowercased, to be searched ASCII case-insensitively);
     /// `None` when unknown (always for patterns needing the backtracking engine).
     pub(crate) fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
@@ -125,6 +134,53 @@ impl Rx {
                 true
             }
         }
+    }
+}
+
+/// Several `@rx` operators run as one automaton: one pass over an input tells which of them match it, exactly as
+/// each one's [`crate::Operator::matches`] would (without captures). For an engine that evaluates several regexes
+/// on the same (transformed) value: CRS 932230, 932235, 932250 and 932260 share their targets and `t:none`, and no
+/// string rules them out for a word-like value, so each new value costs four regex runs without it.
+#[derive(Debug)]
+pub struct RxSet {
+    set: regex::bytes::RegexSet,
+}
+
+impl RxSet {
+    /// The set of `ops` (at most 64), in order; `None` unless each is a non-negated `@rx` without macros that the
+    /// `regex` engine runs (a backtracking pattern has no automaton to share), or when the combined program would
+    /// exceed the size limits.
+    pub fn new(ops: &[&crate::Operator]) -> Option<RxSet> {
+        if ops.len() > 64 {
+            return None;
+        }
+        let patterns: Vec<&str> = ops.iter().map(|o| o.plain_rx()?.bytes_pattern()).collect::<Option<_>>()?;
+        let set = regex::bytes::RegexSetBuilder::new(patterns)
+            .size_limit(SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .build()
+            .ok()?;
+        Some(RxSet { set })
+    }
+
+    /// Whether `op` can be part of a set (see [`RxSet::new`]).
+    pub fn eligible(op: &crate::Operator) -> bool {
+        op.plain_rx().and_then(Rx::bytes_pattern).is_some()
+    }
+
+    /// A bit per operator of the set (bit `i` for `ops[i]`): set when it matches `input`.
+    pub fn matches(&self, input: &[u8]) -> u64 {
+        self.set.matches(input).iter().fold(0, |acc, i| acc | 1u64.checked_shl(i as u32).unwrap_or(0))
+    }
+
+    /// Number of operators in the set.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether the set has no operator.
+    pub fn is_empty(&self) -> bool {
+        self.set.len() == 0
     }
 }
 

@@ -987,3 +987,32 @@ fn base64_decoding_in_one_pass_is_apr_decoding() {
     }
     assert!(changed > 40_000, "{changed}");
 }
+
+/// One pass of an `RxSet` answers for each of its operators exactly what the operator answers alone; operators that
+/// do not run on the `regex` engine (negated, backtracking, macros, other operators) make no set.
+#[test]
+fn a_regex_set_matches_as_its_operators_do() {
+    let ops = [
+        op("@rx (?i)\\bselect\\b"),
+        op("@rx ^[0-9]+$"),
+        op("@rx a.c"),
+        op("@rx (?:\\$|&dollar;?)\\{"),
+        op("@rx \\x5c"),
+    ];
+    let refs: Vec<&Operator> = ops.iter().collect();
+    let set = crate::RxSet::new(&refs).unwrap();
+    assert_eq!(set.len(), 5);
+    let inputs: [&[u8]; 8] =
+        [b"", b"1234", b"SELECT 1", b"a\nc", b"${jndi", b"&dollar{x", b"x\\y selector", b"\xff1\xfe"];
+    for input in inputs {
+        let want = ops.iter().enumerate().fold(0u64, |acc, (i, o)| acc | u64::from(o.matches(input, &Env, None)) << i);
+        assert_eq!(set.matches(input), want, "{:?}", String::from_utf8_lossy(input));
+    }
+    assert_eq!(set.matches(b"1234"), 0b10);
+    assert_eq!(set.matches(b"a\nc SELECT"), 0b101);
+    for other in ["!@rx a", "@rx a(?=b)", "@rx %{tx.x}", "@pm a b", "@rx ^.*$"] {
+        let o = op(other);
+        assert!(crate::RxSet::new(&[&ops[0], &o]).is_none(), "{other}");
+    }
+    assert!(crate::RxSet::new(&vec![&ops[0]; 65]).is_none());
+}

@@ -101,6 +101,13 @@ pub(crate) struct PurePlan {
     /// value id, and so its memo entry, is the same in each): the rules a new entry's strings may rule out (see
     /// `memo::ByteRule`; a rule left out is evaluated as usual).
     pub(crate) var_rules: Vec<u64>,
+    /// Regex sets: pure rules that no string rules out (see `memo::ByteRule`), reading the same targets through the
+    /// same transformations in the same phase and at the same paranoia level (CRS tag `paranoia-level/N`), with
+    /// their pure numbers in set order. A check of one runs the set once on the value and the memo keeps every
+    /// member the set found not to match (`Transaction::check_entry`).
+    pub(crate) rx_sets: Vec<(palisade_waf_ops::RxSet, Vec<u32>)>,
+    /// Per pure number: its regex set and its place in it, or `None`.
+    pub(crate) rx_set_of: Vec<Option<(u32, u8)>>,
 }
 
 impl PurePlan {
@@ -119,6 +126,7 @@ impl PurePlan {
             }
         }
         b.plan.bytes = crate::memo::ByteRule::new(&b.pre_need, &b.literal);
+        b.build_rx_sets(rules);
         let words = crate::memo::row_words(b.plan.count());
         let mut rows = vec![0u64; b.plan.targets.len() * words];
         for (p, &g) in b.plan.group.iter().enumerate() {
@@ -157,6 +165,9 @@ struct PlanBuilder {
     pre_need: Vec<Option<[u64; 4]>>,
     literal: Vec<Option<crate::memo::LiteralNeed>>,
     group_of: HashMap<Vec<u32>, u32>,
+    /// The regex-set candidates by what must be the same in a set (group, transformation chain, phase, paranoia
+    /// tag): their pure numbers (see [`PurePlan::rx_sets`]).
+    rx_candidates: HashMap<(u32, u32, u8, Option<String>), Vec<u32>>,
     target_of: HashMap<String, u32>,
     /// The variables a `ctl:ruleRemoveTarget*` of the set names (see [`ctl_removable`]).
     removable: Vec<crate::vars::Var>,
@@ -219,8 +230,47 @@ impl PlanBuilder {
         let p = u32::try_from(plan.group.len()).unwrap_or(NOT_PURE);
         plan.group.push(g);
         self.pre_need.push(r.pre_need);
-        self.literal.push(literal_need(r));
+        let literal = literal_need(r);
+        if literal.is_none() && !r.multi_match && r.op.as_ref().is_some_and(palisade_waf_ops::RxSet::eligible) {
+            let level = r.tags.iter().find(|t| t.starts_with("paranoia-level/")).cloned();
+            let chain = r.tchain.last().copied().unwrap_or(u32::MAX);
+            self.rx_candidates.entry((g, chain, r.phase, level)).or_default().push(p);
+        }
+        self.literal.push(literal);
         p
+    }
+
+    /// [`PurePlan::rx_sets`] from the candidates of two or more rules (`rules`: the rules `add` numbered, starters
+    /// and links).
+    fn build_rx_sets(&mut self, rules: &[Rule]) {
+        let count = self.plan.count();
+        let mut op_of: Vec<Option<&Operator>> = vec![None; count];
+        for (ri, r) in rules.iter().enumerate() {
+            let starter = self.plan.of_rule.get(ri).copied().unwrap_or(NOT_PURE);
+            for (link, p) in
+                std::iter::successors(Some((r, starter)), |(l, _)| l.chain.as_deref().map(|c| (c, c.link_pure)))
+            {
+                if let Some(slot) = op_of.get_mut(p as usize) {
+                    *slot = link.op.as_ref();
+                }
+            }
+        }
+        self.plan.rx_set_of = vec![None; count];
+        let mut candidates: Vec<Vec<u32>> = self.rx_candidates.drain().map(|(_, v)| v).collect();
+        candidates.sort();
+        for members in candidates {
+            let ops: Option<Vec<&Operator>> =
+                members.iter().map(|&p| op_of.get(p as usize).copied().flatten()).collect();
+            let Some(ops) = ops.filter(|o| (2..=64).contains(&o.len())) else { continue };
+            let Some(set) = palisade_waf_ops::RxSet::new(&ops) else { continue };
+            let Ok(s) = u32::try_from(self.plan.rx_sets.len()) else { continue };
+            for (i, &p) in members.iter().enumerate() {
+                if let (Some(slot), Ok(i)) = (self.plan.rx_set_of.get_mut(p as usize), u8::try_from(i)) {
+                    *slot = Some((s, i));
+                }
+            }
+            self.plan.rx_sets.push((set, members));
+        }
     }
 }
 

@@ -642,3 +642,48 @@ SecRule IP:hits "@eq 3" "id:3,phase:1,deny""#);
     assert_eq!(decide(false), expected);
     assert_eq!(decide(true), expected);
 }
+
+/// Pure rules reading the same variables through the same transformations, which no string rules out, share one
+/// regex pass per new value (`PurePlan::rx_sets`): a value none of them matches costs no check of any of them, a
+/// value one of them matches costs that one's check, and every decision is the one the rules make alone.
+#[test]
+fn regex_sets_decide_as_their_rules_do() {
+    let src = r#"SecRuleEngine On
+SecRule ARGS "@rx ^[a-z]+[0-9]$" "id:1,phase:2,pass,log,t:none,tag:'paranoia-level/1'"
+SecRule ARGS "@rx ([0-9]{3})" "id:2,phase:2,pass,log,t:none,capture,setvar:tx.three=%{tx.1},tag:'paranoia-level/1'"
+SecRule ARGS "@rx (?i)^x" "id:3,phase:2,pass,log,t:none,tag:'paranoia-level/1'"
+SecRule ARGS "@rx [0-9]{4}" "id:4,phase:2,pass,log,t:lowercase,tag:'paranoia-level/1'"
+SecRule ARGS "@rx ^[0-9]" "id:5,phase:2,pass,log,t:none,tag:'paranoia-level/2'"
+SecRule ARGS "!@rx ^a" "id:6,phase:2,pass,log,t:none,tag:'paranoia-level/1'"
+SecRule ARGS "@rx (?i)select" "id:7,phase:2,pass,log,t:none,tag:'paranoia-level/1'"
+"#;
+    let on = rs(src);
+    let mut off = rs(src);
+    off.set_verdict_memo(false);
+    // One set: rules 1-3 (4 has other transformations, 5 another paranoia level, 6 is negated, 7 needs "select").
+    let id_of = |p: u32| on.rules.iter().zip(&on.pure.of_rule).find(|(_, &q)| q == p).map(|(r, _)| r.id);
+    let sets: Vec<Vec<Option<u32>>> =
+        on.pure.rx_sets.iter().map(|(_, members)| members.iter().map(|&p| id_of(p)).collect()).collect();
+    assert_eq!(sets, [[Some(1), Some(2), Some(3)]]);
+    let three = |tx: &Transaction<'_>| tx.var("tx.three");
+    let uris = ["/?q=abc1", "/?q=x123", "/?q=hello", "/?q=X", "/?q=42", "/?q=a", "/?q=abc1&r=9999", "/?q=select1"];
+    let mut seen = Vec::new();
+    for uri in uris.iter().chain(uris.iter()) {
+        let (a, b) = (run(&on, uri, &[("Host", "h")], ""), run(&off, uri, &[("Host", "h")], ""));
+        assert_eq!((ids(&a), three(&a)), (ids(&b), three(&b)), "{uri}");
+        seen.push(ids(&a));
+    }
+    for id in 1..=7 {
+        let n = seen.iter().filter(|m| m.contains(&id)).count();
+        assert!(n > 0 && n < seen.len(), "rule {id}: {n}");
+    }
+    // New values: rules 4, 5 and 6 are checked on each; rules 1-3 only when the set finds one of them matching.
+    let checks = |uri: &str| {
+        let before = crate::tx::checks();
+        let tx = run(&on, uri, &[("Host", "h")], "");
+        (crate::tx::checks() - before, ids(&tx))
+    };
+    assert_eq!(checks("/?q=zzzz"), (3, vec![6]));
+    assert_eq!(checks("/?q=zz777"), (4, vec![2, 6]));
+    assert_eq!(checks("/?q=zz777"), (0, vec![2, 6]));
+}

@@ -2238,11 +2238,7 @@ impl<'r> Transaction<'r> {
                     }
                     let hit = match m.get(e, p) {
                         Some(hit) => hit,
-                        None => {
-                            let hit = this.check(rule, m.key(e), id);
-                            m.set(e, p, hit);
-                            hit
-                        }
+                        None => this.check_entry(rule, p, m, e, id),
                     };
                     if hit {
                         return true;
@@ -2398,9 +2394,34 @@ impl<'r> Transaction<'r> {
         complete
     }
 
+    /// [`Transaction::check`] of pure rule `p` (`rule`) on memo entry `e` (value number `id`), remembered in the memo.
+    /// A rule of a regex set (`PurePlan::rx_sets`) runs the set on the value: every member it finds not to match is
+    /// remembered so (their operators would answer the same, on the same transformed value); a member it finds to
+    /// match is checked as usual (captures).
+    fn check_entry(&self, rule: &Rule, p: u32, m: &mut memo::Memo, e: u32, id: u32) -> bool {
+        let pure = &self.rs.pure;
+        let set = pure.rx_set_of.get(p as usize).copied().flatten();
+        if let Some(((set, members), at)) = set.and_then(|(s, at)| Some((pure.rx_sets.get(s as usize)?, at))) {
+            let found = set.matches(&self.transformed(rule, m.key(e), id));
+            for (i, &q) in members.iter().enumerate() {
+                if found >> i & 1 == 0 && m.get(e, q).is_none() {
+                    m.set(e, q, false);
+                }
+            }
+            if found >> at & 1 == 0 {
+                return false;
+            }
+        }
+        let hit = self.check(rule, m.key(e), id);
+        m.set(e, p, hit);
+        hit
+    }
+
     /// Whether a pure rule's operator matches `value` after its transformations (no captures, no effects): what
     /// [`Transaction::eval_rule`] decides for one value.
     fn check(&self, rule: &Rule, value: &[u8], id: u32) -> bool {
+        #[cfg(test)]
+        CHECKS.with(|n| n.set(n.get() + 1));
         let Some(op) = &rule.op else { return true };
         if rule.multi_match {
             // Rules that `pre_need` rules out never get here (as below); each form is checked for `need_bytes`.
@@ -3328,6 +3349,18 @@ fn apply_noting(t: Transform, input: &[u8], raw: bool, unchanged: &mut u64) -> O
         *unchanged |= bit;
     }
     out
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of `Transaction::check` on this thread (tests only).
+    static CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Calls of `Transaction::check` this thread has made (for tests).
+#[cfg(test)]
+pub(crate) fn checks() -> u64 {
+    CHECKS.with(std::cell::Cell::get)
 }
 
 /// The rule's transformations applied to `value` without the cache.
