@@ -170,6 +170,10 @@ impl RxSet {
 
     /// A bit per operator of the set (bit `i` for `ops[i]`): set when it matches `input`.
     pub fn matches(&self, input: &[u8]) -> u64 {
+        // Most values match none: the plain search's loop is much faster than the overlapping search's.
+        if !self.set.is_match(input) {
+            return 0;
+        }
         self.set.matches(input).iter().fold(0, |acc, i| acc | 1u64.checked_shl(i as u32).unwrap_or(0))
     }
 
