@@ -301,15 +301,12 @@ fn waf_filter(rules: &Arc<RuleSet>, wc: &WafConfig, w: &RouteWaf) -> WafFilter {
     let mut f = WafFilter {
         rules: rules.clone(),
         mode: w.mode,
-        vars: [
-            ("tx.blocking_paranoia_level", pl.as_str()),
-            ("tx.detection_paranoia_level", &pl),
-            ("tx.inbound_anomaly_score_threshold", &wc.inbound_threshold.to_string()),
-            ("tx.outbound_anomaly_score_threshold", &wc.outbound_threshold.to_string()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| PresetVar::new(name, value))
-        .collect(),
+        vars: vec![
+            PresetVar::tx("blocking_paranoia_level", &pl),
+            PresetVar::tx("detection_paranoia_level", &pl),
+            PresetVar::tx("inbound_anomaly_score_threshold", &wc.inbound_threshold.to_string()),
+            PresetVar::tx("outbound_anomaly_score_threshold", &wc.outbound_threshold.to_string()),
+        ],
         removed_ids: vec![],
         removed_tags: vec![],
         removed_targets: vec![],

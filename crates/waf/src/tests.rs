@@ -34,6 +34,33 @@ fn ids(tx: &Transaction<'_>) -> Vec<u32> {
     tx.matches().iter().map(|m| m.id).collect()
 }
 
+/// `src` loaded twice, the second with the verdict memo off: what a test of the memo's shortcuts compares against.
+fn memo_on_and_off(src: &str) -> (RuleSet, RuleSet) {
+    let mut off = rs(src);
+    off.set_verdict_memo(false);
+    (rs(src), off)
+}
+
+/// Each of `uris` twice over (the second time from the memo) through `on` and `off`: both match the same rules and
+/// give the same `extra`, and each rule of `every` matches on some request and not on another (not vacuous).
+fn same_as_memo_off<T: PartialEq + std::fmt::Debug>(
+    (on, off): &(RuleSet, RuleSet),
+    uris: &[&str],
+    every: std::ops::RangeInclusive<u32>,
+    extra: impl Fn(&Transaction<'_>) -> T,
+) {
+    let mut seen = Vec::new();
+    for uri in uris.iter().chain(uris) {
+        let (a, b) = (run(on, uri, &[("Host", "h")], ""), run(off, uri, &[("Host", "h")], ""));
+        assert_eq!((ids(&a), extra(&a)), (ids(&b), extra(&b)), "{uri}");
+        seen.push(ids(&a));
+    }
+    for id in every {
+        let n = seen.iter().filter(|m| m.contains(&id)).count();
+        assert!(n > 0 && n < seen.len(), "rule {id}: {n}");
+    }
+}
+
 #[test]
 fn load_errors_name_file_and_line() {
     let e = RuleSet::parse_str("SecRuleEngine On\n\nSecRule ARGS \"@rx a\" \"id:1,frob\"\n", "x.conf").unwrap_err();
@@ -403,9 +430,8 @@ SecRule REQUEST_METHOD "@streq GET" "id:4,phase:2,pass,log,chain"
     SecRule ARGS "@rx ^x" "chain"
     SecRule REQUEST_FILENAME "@endsWith /a" "t:none"
 "#;
-    let on = rs(src);
-    let mut off = rs(src);
-    off.set_verdict_memo(false);
+    let both = memo_on_and_off(src);
+    let on = &both.0;
     let link = |id: u32, depth: usize| {
         let r = on.rules.iter().find(|r| r.id == id).unwrap();
         let mut l = r;
@@ -420,18 +446,7 @@ SecRule REQUEST_METHOD "@streq GET" "id:4,phase:2,pass,log,chain"
     assert!(link(4, 1) != NOT_PURE && link(4, 2) != NOT_PURE);
     let uris =
         ["/a?q=hello", "/a?q=EVIL", "/a?q=hello", "/b?q=xy", "/a?q=Evil2&p=1", "/a?evil=1", "/a?q=hello", "/a?q=xy"];
-    let mut seen = Vec::new();
-    for uri in uris.iter().chain(uris.iter()) {
-        let a = ids(&run(&on, uri, &[("Host", "h")], ""));
-        let b = ids(&run(&off, uri, &[("Host", "h")], ""));
-        assert_eq!(a, b, "{uri}");
-        seen.push(a);
-    }
-    // Every chain matches on some request and not on another: the comparison is not vacuous.
-    for id in 1..=4 {
-        let n = seen.iter().filter(|m| m.contains(&id)).count();
-        assert!(n > 0 && n < seen.len(), "rule {id}: {n}");
-    }
+    same_as_memo_off(&both, &uris, 1..=4, |_| ());
 }
 
 /// A `multiMatch` rule's operator also sees the raw value and each form on the way, so the bytes it skips values
@@ -620,6 +635,8 @@ SecAction "id:1,phase:1,pass,nolog,setvar:tx.other=1"
 SecRule TX:level "@eq 2" "id:2,phase:1,pass,log,msg:'level %{tx.level} %{ip.hits}'"
 SecRule IP:hits "@eq 3" "id:3,phase:1,deny""#);
     assert_eq!(PresetVar::new("nope.x", "1"), None);
+    assert_eq!(Some(PresetVar::tx("LEVEL", "2")), PresetVar::new("tx.LEVEL", "2"));
+    assert_ne!(Some(PresetVar::tx("LEVEL", "2")), PresetVar::new("ip.LEVEL", "2"));
     let vars: Vec<PresetVar> =
         [("LEVEL", "2"), ("IP.hits", "3"), ("nope.x", "1")].iter().filter_map(|(n, v)| PresetVar::new(n, v)).collect();
     assert_eq!(vars.len(), 2);
@@ -657,30 +674,19 @@ SecRule ARGS "@rx ^[0-9]" "id:5,phase:2,pass,log,t:none,tag:'paranoia-level/2'"
 SecRule ARGS "!@rx ^a" "id:6,phase:2,pass,log,t:none,tag:'paranoia-level/1'"
 SecRule ARGS "@rx (?i)select" "id:7,phase:2,pass,log,t:none,tag:'paranoia-level/1'"
 "#;
-    let on = rs(src);
-    let mut off = rs(src);
-    off.set_verdict_memo(false);
+    let both = memo_on_and_off(src);
+    let on = &both.0;
     // One set: rules 1-3 (4 has other transformations, 5 another paranoia level, 6 is negated, 7 needs "select").
     let id_of = |p: u32| on.rules.iter().zip(&on.pure.of_rule).find(|(_, &q)| q == p).map(|(r, _)| r.id);
     let sets: Vec<Vec<Option<u32>>> =
         on.pure.rx_sets.iter().map(|(_, members)| members.iter().map(|&p| id_of(p)).collect()).collect();
     assert_eq!(sets, [[Some(1), Some(2), Some(3)]]);
-    let three = |tx: &Transaction<'_>| tx.var("tx.three");
     let uris = ["/?q=abc1", "/?q=x123", "/?q=hello", "/?q=X", "/?q=42", "/?q=a", "/?q=abc1&r=9999", "/?q=select1"];
-    let mut seen = Vec::new();
-    for uri in uris.iter().chain(uris.iter()) {
-        let (a, b) = (run(&on, uri, &[("Host", "h")], ""), run(&off, uri, &[("Host", "h")], ""));
-        assert_eq!((ids(&a), three(&a)), (ids(&b), three(&b)), "{uri}");
-        seen.push(ids(&a));
-    }
-    for id in 1..=7 {
-        let n = seen.iter().filter(|m| m.contains(&id)).count();
-        assert!(n > 0 && n < seen.len(), "rule {id}: {n}");
-    }
+    same_as_memo_off(&both, &uris, 1..=7, |tx| tx.var("tx.three"));
     // New values: rules 4, 5 and 6 are checked on each; rules 1-3 only when the set finds one of them matching.
     let checks = |uri: &str| {
         let before = crate::tx::checks();
-        let tx = run(&on, uri, &[("Host", "h")], "");
+        let tx = run(on, uri, &[("Host", "h")], "");
         (crate::tx::checks() - before, ids(&tx))
     };
     assert_eq!(checks("/?q=zzzz"), (3, vec![6]));

@@ -3555,8 +3555,17 @@ impl PresetVar {
     pub fn new(name: &str, value: &str) -> Option<PresetVar> {
         let (coll, key) = name.split_once('.').unwrap_or(("tx", name));
         let store = STORES.iter().position(|s| s.eq_ignore_ascii_case(coll))?;
+        Some(PresetVar::in_store(store, key, value))
+    }
+
+    /// TX variable `key` (`blocking_paranoia_level`), which cannot fail to be set.
+    pub fn tx(key: &str, value: &str) -> PresetVar {
+        PresetVar::in_store(TX_STORE, key, value)
+    }
+
+    fn in_store(store: usize, key: &str, value: &str) -> PresetVar {
         let name = key.as_bytes().to_vec();
-        Some(PresetVar { store, hash: name_hash(&name), name, value: value.as_bytes().to_vec() })
+        PresetVar { store, hash: name_hash(&name), name, value: value.as_bytes().to_vec() }
     }
 }
 
