@@ -703,6 +703,51 @@ fn inputs_without_triggers_come_out_the_same_up_to_case() {
     assert!(b"Running shoes, size 42!".iter().all(|&b| chain.iter().all(|t| !has(t, b))));
 }
 
+/// `Transform::literal_triggers` and `literal_core` are exact enough to search the raw value instead: over random
+/// inputs without the triggers, every string the output contains (ASCII case aside) has its core in the input.
+#[test]
+fn strings_of_the_output_have_their_core_in_an_input_without_triggers() {
+    let names = "cmdline compresswhitespace trim trimleft trimright cssdecode htmlentitydecode jsdecode lowercase \
+                 normalizepath removecomments removenulls removewhitespace replacenulls urldecodeuni utf8tounicode";
+    let alphabet: &[u8] = b"aZif09 \t\r\n\x0b\x0c\xa0\x00%+&#;,\\/(*.<!-'\"^xuU\xc3\xa9";
+    let mut next = xorshift(0x0bad_cafe_1234_5678);
+    let has = |s: &[u64; 4], b: u8| s[usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+    let contains = |hay: &[u8], s: &[u8]| s.is_empty() || hay.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s));
+    for name in names.split_whitespace() {
+        let t = Transform::parse(name).unwrap().unwrap();
+        let triggers = t.literal_triggers().unwrap();
+        let allowed: Vec<u8> = alphabet.iter().copied().filter(|&b| !has(&triggers, b)).collect();
+        for _ in 0..3000 {
+            let input: Vec<u8> = (0..next() % 20).map(|_| allowed[(next() as usize) % allowed.len()]).collect();
+            let out = t.apply(&input).unwrap_or_else(|| input.clone()).to_ascii_lowercase();
+            for start in 0..out.len() {
+                for end in start + 1..=out.len().min(start + 6) {
+                    let core = t.literal_core(&out[start..end]);
+                    assert!(
+                        contains(&input, core),
+                        "{name}: {input:?} -> {out:?}: core {core:?} of {:?}",
+                        &out[start..end]
+                    );
+                }
+            }
+        }
+    }
+    // Only the whitespace transformations have cores other than the string, and spaces stop being triggers.
+    let cmd = Transform::parse("cmdline").unwrap().unwrap();
+    assert!(!has(&cmd.literal_triggers().unwrap(), b' ') && has(&cmd.literal_triggers().unwrap(), b'^'));
+    assert_eq!(cmd.literal_core(b" in("), b"(");
+    assert_eq!(cmd.literal_core(b"if/i not"), b"/i");
+    assert_eq!(cmd.literal_core(b"if not"), b"not");
+    assert_eq!(cmd.literal_core(b"(x"), b"(x");
+    assert_eq!(cmd.literal_core(b"  "), b"");
+    let compress = Transform::parse("compresswhitespace").unwrap().unwrap();
+    assert_eq!(compress.literal_core(b"document . cookie"), b"document");
+    assert_eq!(compress.literal_core(b"a (b"), b"(b");
+    let url = Transform::parse("urldecodeuni").unwrap().unwrap();
+    assert_eq!(url.literal_core(b" in("), b" in(");
+    assert_eq!(url.literal_triggers(), url.case_identity_unless());
+}
+
 /// `^.*$` and its like match every input whole, as the regex does (DOTALL: newlines included), without running one.
 #[test]
 fn whole_value_patterns_capture_the_input() {

@@ -47,6 +47,9 @@ pub enum Transform {
     Utf8ToUnicode,
 }
 
+/// C `isspace` and NBSP: what the whitespace transformations (`compressWhitespace`, `trim`, ...) take for spaces.
+const SPACE_BYTES: &[u8] = b" \t\n\x0b\x0c\r\xa0";
+
 impl Transform {
     /// This transformation's number, below 64, for bit sets of transformations (an engine may remember which ones
     /// leave a value unchanged).
@@ -154,8 +157,7 @@ impl Transform {
             }
             s
         };
-        // C `isspace` and NBSP.
-        const SPACE: &[u8] = b" \t\n\x0b\x0c\r\xa0";
+        const SPACE: &[u8] = SPACE_BYTES;
         Some(match self {
             Transform::Lowercase | Transform::Uppercase => [0; 4],
             Transform::ReplaceNulls | Transform::RemoveNulls => set(&[0]),
@@ -194,6 +196,63 @@ impl Transform {
             | Transform::Sha1
             | Transform::UrlEncode => return None,
         })
+    }
+
+    /// For searching the input for strings its output must contain: bytes (256 bits) without which every string `s`
+    /// (lowercase) in the output, compared ASCII case-insensitively, has [`Transform::literal_core`]`(s)` in the
+    /// input. [`Transform::case_identity_unless`] (the core of `s` is `s`), except for the transformations that only
+    /// collapse, map or drop whitespace-like bytes, whose output may differ from an input with spaces only where
+    /// spaces are: a sentence through `cmdLine` still has every word of it. `None` when no such set is known.
+    pub fn literal_triggers(&self) -> Option<[u64; 4]> {
+        match self {
+            // Removing a quote, a backslash or a caret joins its neighbours ("i^f" gives "if"); the rest maps `,` `;`
+            // and whitespace to a space, collapses spaces, drops a space before `/` and `(`, and stops at NUL.
+            Transform::CmdLine => {
+                let mut s = [0u64; 4];
+                for b in *b"\"'\\^" {
+                    if let Some(w) = s.get_mut(usize::from(b >> 6)) {
+                        *w |= 1u64 << (b & 63);
+                    }
+                }
+                Some(s)
+            }
+            Transform::CompressWhitespace | Transform::Trim | Transform::TrimLeft | Transform::TrimRight => {
+                Some([0; 4])
+            }
+            t => t.case_identity_unless(),
+        }
+    }
+
+    /// The part of `s` (a string the output contains) that the input contains, when it has none of
+    /// [`Transform::literal_triggers`]: `s` itself, or for the whitespace transformations the longest part of `s`
+    /// between whitespace bytes (what they collapse, write or drop), a part of less than four letters and digits
+    /// last (common in text);
+    /// for `cmdLine` a part also ends before `/` and `(`, which may have had a space dropped before them. Empty
+    /// when no part is left (`s` is all spaces).
+    pub fn literal_core<'a>(&self, s: &'a [u8]) -> &'a [u8] {
+        let is_space = |b: &u8| SPACE_BYTES.contains(b);
+        let parts: Vec<&[u8]> = match self {
+            Transform::CmdLine => {
+                let mut parts = Vec::new();
+                for piece in s.split(is_space) {
+                    let mut start = 0;
+                    for (i, b) in piece.iter().enumerate() {
+                        if i > start && matches!(b, b'/' | b'(') {
+                            parts.extend(piece.get(start..i));
+                            start = i;
+                        }
+                    }
+                    parts.extend(piece.get(start..));
+                }
+                parts
+            }
+            Transform::CompressWhitespace | Transform::Trim | Transform::TrimLeft | Transform::TrimRight => {
+                s.split(is_space).collect()
+            }
+            _ => return s,
+        };
+        let rank = |p: &&[u8]| (p.len() >= 4 || p.iter().any(|b| !b.is_ascii_alphanumeric()), p.len());
+        parts.into_iter().max_by_key(rank).unwrap_or_default()
     }
 
     /// The bytes an input must contain for this transformation's output to contain a byte of `set` (256 bits):

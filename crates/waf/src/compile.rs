@@ -979,11 +979,44 @@ fn literal_need(rule: &Rule) -> Option<crate::memo::LiteralNeed> {
     if lits.iter().any(|l| l.len() < 2 && l.iter().all(u8::is_ascii_alphanumeric)) {
         return None;
     }
-    let triggers = rule.transforms.iter().try_fold([0u64; 4], |mut acc, t| {
-        acc.iter_mut().zip(t.case_identity_unless()?).for_each(|(a, t)| *a |= t);
-        Some(acc)
-    })?;
-    Some((triggers, lits))
+    if rule.multi_match {
+        // Every form the operator sees must be the value up to case (each transformation's triggers absent).
+        let triggers = rule.transforms.iter().try_fold([0u64; 4], |mut acc, t| {
+            acc.iter_mut().zip(t.case_identity_unless()?).for_each(|(a, t)| *a |= t);
+            Some(acc)
+        })?;
+        return Some((triggers, lits));
+    }
+    // Only the last form is seen: a string it contains has its core (`Transform::literal_core`, through the chain
+    // from the last transformation back) in the value, when no transformation's input has its `literal_triggers`:
+    // those of the value, through the preimages of the transformations before it.
+    let mut triggers = [0u64; 4];
+    for (k, t) in rule.transforms.iter().enumerate() {
+        let own = t.literal_triggers()?;
+        let from_value = rule.transforms.get(..k)?.iter().rev().try_fold(own, |set, t| t.preimage(set))?;
+        triggers.iter_mut().zip(from_value).for_each(|(a, t)| *a |= t);
+    }
+    // A string that contains another of the set adds nothing (the other is found wherever it is); dropping it first
+    // keeps a core from being a common word ("if not" would leave "not").
+    let lits = if lits.len() <= 256 {
+        lits.iter()
+            .filter(|l| !lits.iter().any(|m| !m.is_empty() && m != *l && l.windows(m.len()).any(|w| w == &m[..])))
+            .cloned()
+            .collect()
+    } else {
+        lits
+    };
+    let mut cores: Vec<Vec<u8>> = Vec::with_capacity(lits.len());
+    for l in &lits {
+        let core = rule.transforms.iter().rev().fold(&l[..], |s, t| t.literal_core(s));
+        if core.is_empty() || core.len() < 2 && core.iter().all(u8::is_ascii_alphanumeric) {
+            return None;
+        }
+        if !cores.iter().any(|c| c == core) {
+            cores.push(core.to_vec());
+        }
+    }
+    Some((triggers, cores))
 }
 
 /// [`Rule::pre_need`]: `need_bytes` through the transformations' preimages. A `multiMatch` rule runs its operator on
@@ -1099,5 +1132,38 @@ SecRule ARGS "@rx (?i)^(?:if|exec)[0-9]" "id:3,phase:2,pass,t:none,t:base64Decod
         assert_eq!(need(1), None);
         // A transformation without trigger bytes (any value may decode to anything): no need either.
         assert_eq!(need(2), None);
+    }
+
+    /// Through `cmdLine` (CRS 932140, as written) a value's spaces are no triggers: the need is the strings' cores, so a sentence
+    /// without them rules the rule out. A `multiMatch` rule sees the value itself too: spaces stay triggers there.
+    #[test]
+    fn literal_needs_through_cmdline_keep_what_a_sentence_lacks() {
+        let rs = RuleSet::parse_str(
+            r#"SecRule ARGS "@rx \b(?:for(?:/[dflr].*)? %+[^ ]+ in\(.*\)[\s\x0b]?do|if(?:/i)?(?: not)?(?: (?:e(?:xist|rrorlevel)|defined|cmdextversion)\b|[ \(].*(?:\b(?:g(?:eq|tr)|equ|neq|l(?:eq|ss))\b|==)))" "id:1,phase:2,pass,t:none,t:cmdLine"
+SecRule ARGS "@rx \b(?:for(?:/[dflr].*)? %+[^ ]+ in\(.*\)[\s\x0b]?do|if(?:/i)?(?: not)?(?: (?:e(?:xist|rrorlevel)|defined|cmdextversion)\b|[ \(].*(?:\b(?:g(?:eq|tr)|equ|neq|l(?:eq|ss))\b|==)))" "id:2,phase:2,pass,t:none,t:cmdLine,multiMatch"
+SecRule ARGS "@rx (?:^|\.)\s*cookie\b" "id:3,phase:2,pass,t:none,t:lowercase,t:compressWhitespace,t:cmdLine"
+SecRule ARGS "@rx (?i)ab" "id:4,phase:2,pass,t:none,t:cmdLine,t:removeWhitespace""#,
+            "cmd.conf",
+        )
+        .unwrap();
+        let need = |i: usize| literal_need(&rs.rules[i]).unwrap();
+        let bit = |t: &[u64; 4], b: u8| t[usize::from(b >> 6)] >> (b & 63) & 1;
+        let (triggers, strings) = need(0);
+        // " in(" leaves "(" ("in" is in most text); "if not" adds nothing to "if".
+        assert_eq!(strings, [b"(".to_vec(), b"if".to_vec()]);
+        assert_eq!([b' ', b',', b'\t', b'^', b'"', b'\\'].map(|b| bit(&triggers, b)), [0, 0, 0, 1, 1, 1]);
+        let sentence = b"running shoes, size 42";
+        assert!(!sentence.iter().any(|&b| bit(&triggers, b) == 1));
+        assert!(!strings.iter().any(|s| sentence.windows(s.len()).any(|w| w == &s[..])));
+        let (triggers, _) = need(1);
+        assert_eq!((bit(&triggers, b' '), bit(&triggers, b',')), (1, 1));
+        // `cmdLine`'s triggers through the transformations before it: what `compressWhitespace` and `lowercase` pass
+        // on. No string is a core of "cookie" but "cookie" itself.
+        let (triggers, strings) = need(2);
+        assert_eq!((bit(&triggers, b'^'), bit(&triggers, b' ')), (1, 0));
+        assert!(strings.iter().all(|s| !s.contains(&b' ')), "{strings:?}");
+        // `removeWhitespace` after `cmdLine` joins what `cmdLine` turned into spaces ("a,b" gives "ab").
+        let (triggers, _) = need(3);
+        assert_eq!([b' ', b',', b';', b'^'].map(|b| bit(&triggers, b)), [1, 1, 1, 1]);
     }
 }
