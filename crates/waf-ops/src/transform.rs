@@ -157,7 +157,6 @@ impl Transform {
             }
             s
         };
-        const SPACE: &[u8] = SPACE_BYTES;
         Some(match self {
             Transform::Lowercase | Transform::Uppercase => [0; 4],
             Transform::ReplaceNulls | Transform::RemoveNulls => set(&[0]),
@@ -173,7 +172,7 @@ impl Transform {
             | Transform::CompressWhitespace
             | Transform::Trim
             | Transform::TrimLeft
-            | Transform::TrimRight => set(SPACE),
+            | Transform::TrimRight => set(SPACE_BYTES),
             Transform::UrlDecode | Transform::UrlDecodeUni => set(b"%+"),
             Transform::HtmlEntityDecode => set(b"&"),
             Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => set(b"\\"),
@@ -226,9 +225,8 @@ impl Transform {
     /// The part of `s` (a string the output contains) that the input contains, when it has none of
     /// [`Transform::literal_triggers`]: `s` itself, or for the whitespace transformations the longest part of `s`
     /// between whitespace bytes (what they collapse, write or drop), a part of less than four letters and digits
-    /// last (common in text);
-    /// for `cmdLine` a part also ends before `/` and `(`, which may have had a space dropped before them. Empty
-    /// when no part is left (`s` is all spaces).
+    /// last (common in text); for `cmdLine` a part also ends before `/` and `(`, which may have had a space dropped
+    /// before them. Empty when no part is left (`s` is all spaces).
     pub fn literal_core<'a>(&self, s: &'a [u8]) -> &'a [u8] {
         let is_space = |b: &u8| SPACE_BYTES.contains(b);
         let parts: Vec<&[u8]> = match self {

@@ -1134,8 +1134,9 @@ SecRule ARGS "@rx (?i)^(?:if|exec)[0-9]" "id:3,phase:2,pass,t:none,t:base64Decod
         assert_eq!(need(2), None);
     }
 
-    /// Through `cmdLine` (CRS 932140, as written) a value's spaces are no triggers: the need is the strings' cores, so a sentence
-    /// without them rules the rule out. A `multiMatch` rule sees the value itself too: spaces stay triggers there.
+    /// Through `cmdLine` (CRS 932140, as written) a value's spaces are no triggers: the need is the strings' cores, so
+    /// a sentence without them rules the rule out. A `multiMatch` rule sees the value itself too: spaces stay
+    /// triggers there.
     #[test]
     fn literal_needs_through_cmdline_keep_what_a_sentence_lacks() {
         let rs = RuleSet::parse_str(
@@ -1157,8 +1158,8 @@ SecRule ARGS "@rx (?i)ab" "id:4,phase:2,pass,t:none,t:cmdLine,t:removeWhitespace
         assert!(!strings.iter().any(|s| sentence.windows(s.len()).any(|w| w == &s[..])));
         let (triggers, _) = need(1);
         assert_eq!((bit(&triggers, b' '), bit(&triggers, b',')), (1, 1));
-        // `cmdLine`'s triggers through the transformations before it: what `compressWhitespace` and `lowercase` pass
-        // on. No string is a core of "cookie" but "cookie" itself.
+        // `cmdLine`'s triggers through the transformations before it (`compressWhitespace` and `lowercase` make none
+        // of them); the cores have no spaces.
         let (triggers, strings) = need(2);
         assert_eq!((bit(&triggers, b'^'), bit(&triggers, b' ')), (1, 0));
         assert!(strings.iter().all(|s| !s.contains(&b' ')), "{strings:?}");
