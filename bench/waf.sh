@@ -11,6 +11,7 @@
 # response must be 200 (a false positive would show as non-2xx). Prints a Markdown table; raw
 # wrk output in bench/out/waf-*.txt.
 # Usage: bench/waf.sh [runs=3] [duration=8s] [connections=32]
+# PERF=1 instead records where the gateway's CPU goes under load (perf, see below).
 # ICOUNT=N instead runs the gateway under valgrind's callgrind (no Apache, no wrk) and prints the
 # user-space instructions per request of each route and kind of traffic over N requests on one
 # keep-alive connection: unlike req/s, not disturbed by what else runs on the machine.
@@ -195,6 +196,44 @@ one() { # name base kind run
       > "$OUT/waf-$1-varied-$4.txt" 2>&1 || true ;;
   esac
 }
+# PERF=1: instead of the comparison, where the gateway's CPU goes under load (perf's cpu-clock sampling, which needs no
+# hardware counters): per kind of traffic and route, a warm-up run and one wrk run of $DUR with `perf record` on the
+# gateway; then the gateway's CPU per request and the symbols whose time per request differs most between the no-WAF
+# and the WAF route (raw data in bench/out/perf-*.data).
+if [ -n "${PERF:-}" ]; then
+  command -v perf >/dev/null || { echo "missing perf (apt install linux-perf)"; exit 1; }
+  GWPID=${PIDS[-1]}
+  for kind in get post varied; do
+    for route in nowaf waf; do
+      one "$route" "http://127.0.0.1:$GW/$route" "$kind" warm
+      perf record -q -e cpu-clock -F 1999 -g -o "$OUT/perf-$route-$kind.data" -p "$GWPID" -- sleep "$DUR" 2>/dev/null &
+      one "$route" "http://127.0.0.1:$GW/$route" "$kind" perf
+      wait $!
+    done
+  done
+  python3 - "$OUT" "$DUR" <<'PY'
+import collections, re, subprocess, sys
+out, dur = sys.argv[1], float(sys.argv[2].rstrip("s"))
+def per_request(route, kind):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", open(f"{out}/waf-{route}-{kind}-perf.txt").read()).group(1))
+    report = subprocess.run(["perf", "report", "-i", f"{out}/perf-{route}-{kind}.data", "--stdio", "--no-children",
+                             "--sort", "sym", "-g", "none", "-F", "sample,sym"], capture_output=True, text=True).stdout
+    us = collections.Counter()
+    for line in report.splitlines():
+        m = re.match(r"\s*(\d+)\s+\[.\]\s+(.*)", line)
+        if m:
+            us[m.group(2).strip()[:100]] += int(m.group(1)) / 1999 / (rps * dur) * 1e6
+    return us
+for kind in ("get", "post", "varied"):
+    a, b = per_request("nowaf", kind), per_request("waf", kind)
+    print(f"\n{kind}: gateway CPU per request {sum(a.values()):.1f} us without the WAF, {sum(b.values()):.1f} us with it\n")
+    print("| symbol | us per request, WAF minus no WAF |\n|---|---:|")
+    diff = {k: b[k] - a[k] for k in set(a) | set(b)}
+    for k, v in sorted(diff.items(), key=lambda x: -abs(x[1]))[:20]:
+        print(f"| `{k}` | {v:.2f} |")
+PY
+  exit 0
+fi
 # The machine's speed drifts (a shared VM): each ratio pairs a no-WAF and a WAF measurement taken back to back,
 # in alternating order from run to run, so that drift does not favour either.
 for r in $(seq 1 "$RUNS"); do
