@@ -176,16 +176,6 @@ impl RxSet {
         }
         self.set.matches(input).iter().fold(0, |acc, i| acc | 1u64.checked_shl(i as u32).unwrap_or(0))
     }
-
-    /// Number of operators in the set.
-    pub fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    /// Whether the set has no operator.
-    pub fn is_empty(&self) -> bool {
-        self.set.len() == 0
-    }
 }
 
 fn last_line(s: &str) -> &str {
